@@ -1,0 +1,71 @@
+/**
+ * Settings from the environment, validated once at startup.
+ *
+ * Every variable has a default so `deno task start` works with no setup; a bad value stops the
+ * process with one line per problem naming the variable and what is wrong with it.
+ */
+import { z } from "zod";
+
+const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().min(0);
+
+const schema = z.object({
+  PORT: nonNegativeInt.max(65535).default(8000),
+  HOST: z.string().min(1).default("0.0.0.0"),
+  KV_PATH: z.string().min(1).default("./data/websocks.kv"),
+  PUBLIC_URL: z.url().optional(),
+  MAX_BODY_BYTES: positiveInt.default(1024 * 1024),
+  RETENTION_HOURS: z.coerce.number().positive().default(24),
+  FREE_MONTHLY_LIMIT: nonNegativeInt.default(1000),
+  INGEST_RATE_PER_SECOND: nonNegativeInt.default(1000),
+  INGEST_RATE_BURST: positiveInt.default(10000),
+  HEARTBEAT_SECONDS: z.coerce.number().positive().max(25).default(15),
+  SLOW_CONSUMER_BYTES: positiveInt.default(8 * 1024 * 1024),
+  SESSION_DAYS: z.coerce.number().positive().default(30),
+  LOG_REQUESTS: z.enum(["0", "1"]).default("0"),
+});
+
+/** Validated, typed settings used by every module. */
+export interface Config {
+  port: number;
+  host: string;
+  kvPath: string;
+  /** Base URL users see, without a trailing slash; derived from the port when unset. */
+  publicUrl: string;
+  maxBodyBytes: number;
+  retentionMs: number;
+  freeMonthlyLimit: number;
+  /** Sustained webhooks per second per endpoint; 0 turns the limiter off. */
+  ingestRatePerSecond: number;
+  ingestRateBurst: number;
+  heartbeatMs: number;
+  slowConsumerBytes: number;
+  sessionMs: number;
+  logRequests: boolean;
+}
+
+/** Reads and validates settings, throwing an Error that lists every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = Deno.env.toObject()): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join(".")}: ${issue.message}`);
+    throw new Error(`Invalid configuration:\n${lines.join("\n")}`);
+  }
+  const e = parsed.data;
+  const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, "");
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    kvPath: e.KV_PATH,
+    publicUrl,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    retentionMs: e.RETENTION_HOURS * 3600_000,
+    freeMonthlyLimit: e.FREE_MONTHLY_LIMIT,
+    ingestRatePerSecond: e.INGEST_RATE_PER_SECOND,
+    ingestRateBurst: e.INGEST_RATE_BURST,
+    heartbeatMs: e.HEARTBEAT_SECONDS * 1000,
+    slowConsumerBytes: e.SLOW_CONSUMER_BYTES,
+    sessionMs: e.SESSION_DAYS * 86400_000,
+    logRequests: e.LOG_REQUESTS === "1",
+  };
+}

@@ -1,0 +1,99 @@
+/**
+ * Event ids: 26-character ULIDs (Crockford base32, 48-bit millisecond time then 80 random bits).
+ *
+ * They sort by arrival as plain strings, which is what makes "everything after X" a single
+ * `kv.list` range. `nextId` never returns an id at or below `floor`, so ids of one user stay
+ * increasing in commit order even when clocks of several isolates disagree.
+ */
+const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+
+let lastTime = -1;
+let lastRandom: Uint8Array = new Uint8Array(10);
+
+function encodeTime(ms: number): string {
+  let out = "";
+  for (let i = 0; i < 10; i++) {
+    out = ALPHABET[ms % 32] + out;
+    ms = Math.floor(ms / 32);
+  }
+  return out;
+}
+
+function encodeRandom(bytes: Uint8Array): string {
+  // 80 bits → 16 base32 characters, read 5 bits at a time from the most significant end.
+  let out = "";
+  let buffer = 0;
+  let bits = 0;
+  for (const byte of bytes) {
+    buffer = (buffer << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += ALPHABET[(buffer >> bits) & 31];
+    }
+    buffer &= (1 << bits) - 1;
+  }
+  return out;
+}
+
+function incrementRandom(bytes: Uint8Array): Uint8Array {
+  const next = bytes.slice();
+  for (let i = next.length - 1; i >= 0; i--) {
+    if (next[i] < 255) {
+      next[i]++;
+      return next;
+    }
+    next[i] = 0;
+  }
+  throw new Error("Cannot create id: 80-bit random space exhausted within one millisecond");
+}
+
+function decodeParts(id: string): { time: number; random: Uint8Array } {
+  let time = 0;
+  for (let i = 0; i < 10; i++) time = time * 32 + ALPHABET.indexOf(id[i]);
+  const random = new Uint8Array(10);
+  let buffer = 0;
+  let bits = 0;
+  let index = 0;
+  for (let i = 10; i < 26; i++) {
+    buffer = (buffer << 5) | ALPHABET.indexOf(id[i]);
+    bits += 5;
+    if (bits >= 8) {
+      bits -= 8;
+      random[index++] = (buffer >> bits) & 255;
+      buffer &= (1 << bits) - 1;
+    }
+  }
+  return { time, random };
+}
+
+/** A new id that sorts after every id this isolate made before, and after `floor` if given. */
+export function nextId(floor?: string | null): string {
+  const now = Date.now();
+  if (now > lastTime) {
+    lastTime = now;
+    lastRandom = crypto.getRandomValues(new Uint8Array(10));
+    lastRandom[0] &= 0x7f; // headroom, so increments within one millisecond never overflow
+  } else {
+    lastRandom = incrementRandom(lastRandom);
+  }
+  let id = encodeTime(lastTime) + encodeRandom(lastRandom);
+  if (floor && id <= floor) {
+    const parts = decodeParts(floor);
+    lastTime = parts.time;
+    lastRandom = incrementRandom(parts.random);
+    id = encodeTime(lastTime) + encodeRandom(lastRandom);
+  }
+  return id;
+}
+
+/** True when `value` has the shape of an event id. */
+export function isId(value: string): boolean {
+  return ID_PATTERN.test(value);
+}
+
+/** The millisecond timestamp encoded in an id. */
+export function idTime(id: string): number {
+  return decodeParts(id).time;
+}

@@ -1,0 +1,244 @@
+/**
+ * The write path: accepted webhooks become durable in group commits, then fan out.
+ *
+ * Requests of one user queue up while that user's previous commit is in flight and then commit
+ * together: one read of the user, month counter and log head; one atomic operation that checks
+ * those three versionstamps, writes the admitted events, moves the head, sums the counters and
+ * enqueues the delivery job. The batch admits only what the remaining quota allows, so the quota
+ * is exact under any concurrency without a read-check-write per request on a hot key. A
+ * conflicting commit (another isolate or instance wrote for the same user) just re-reads and
+ * tries again.
+ */
+import type { Broker } from "./broker.ts";
+import type { Endpoint } from "./endpoints.ts";
+import {
+  type BodyKind,
+  discardBody,
+  eventsAfter,
+  INLINE_BODY_BYTES,
+  stageBody,
+  type StoredEvent,
+  toLiveEvent,
+} from "./events.ts";
+import { nextId } from "./ids.ts";
+import { eventHeadKey, eventKey, usageDayKey, usageMonthKey, userKey } from "./kv_keys.ts";
+import { dayOf, monthOf, quotaResetAt, type QuotaState } from "./usage.ts";
+import type { User } from "./users.ts";
+
+/** A webhook as received, before it has an id. */
+export interface IncomingWebhook {
+  endpoint: Endpoint;
+  receivedAt: Date;
+  method: string;
+  path: string;
+  query: Record<string, string | string[]>;
+  headers: Record<string, string>;
+  contentType: string | null;
+  kind: BodyKind;
+  body: Uint8Array;
+}
+
+/** The outcome of one submitted webhook. */
+export type IngestResult =
+  | { accepted: true; id: string; quota: QuotaState }
+  | { accepted: false; reason: "quota"; quota: QuotaState }
+  | { accepted: false; reason: "no_account" };
+
+/** The durable delivery job enqueued with every batch. */
+export interface DeliveryJob {
+  kind: "deliver";
+  userId: string;
+  firstId: string;
+  lastId: string;
+}
+
+/** Group-commit front of the event log. */
+export interface Ingest {
+  submit(webhook: IncomingWebhook): Promise<IngestResult>;
+  /** Handles a delivery job from the KV queue: publishes what the live path did not. */
+  handleJob(job: DeliveryJob): Promise<void>;
+}
+
+interface Pending {
+  webhook: IncomingWebhook;
+  staged: { blobId: string; chunks: number } | null;
+  bytes: number;
+  resolve(result: IngestResult): void;
+  reject(error: unknown): void;
+}
+
+const MAX_BATCH_EVENTS = 500;
+const MAX_BATCH_BYTES = 600 * 1024;
+const MAX_COMMIT_ATTEMPTS = 50;
+/** Batches published live whose queue job has not come back yet. Bounded against leaks. */
+const MAX_TRACKED_BATCHES = 100_000;
+
+/** Creates the ingest pipeline over a KV store and a broker. */
+export function createIngest(
+  kv: Deno.Kv,
+  options: { broker: Broker; retentionMs: number; onBatch?: (size: number) => void },
+): Ingest {
+  const queues = new Map<string, Pending[]>();
+  const publishedLive = new Set<string>();
+
+  function takeBatch(queue: Pending[]): Pending[] {
+    let bytes = 0;
+    let count = 0;
+    while (count < queue.length && count < MAX_BATCH_EVENTS) {
+      bytes += queue[count].bytes;
+      if (count > 0 && bytes > MAX_BATCH_BYTES) break;
+      count++;
+    }
+    return queue.splice(0, count);
+  }
+
+  async function drain(userId: string, queue: Pending[]): Promise<void> {
+    while (queue.length > 0) {
+      const batch = takeBatch(queue);
+      try {
+        await commitBatch(userId, batch);
+      } catch (error) {
+        for (const pending of batch) pending.reject(error);
+      }
+    }
+    queues.delete(userId);
+  }
+
+  async function commitBatch(userId: string, batch: Pending[]): Promise<void> {
+    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
+      const now = new Date();
+      const [userEntry, usedEntry, headEntry] = await kv.getMany<[User, Deno.KvU64, string]>([
+        userKey(userId),
+        usageMonthKey(userId, monthOf(now)),
+        eventHeadKey(userId),
+      ]);
+      const user = userEntry.value;
+      if (!user) {
+        for (const pending of batch) {
+          settleRejected(pending, { accepted: false, reason: "no_account" });
+        }
+        return;
+      }
+      const used = Number(usedEntry.value?.value ?? 0n);
+      const remaining = user.monthlyLimit === null
+        ? Infinity
+        : Math.max(0, user.monthlyLimit - used);
+      const admitted = batch.slice(0, remaining);
+      const rejected = batch.slice(admitted.length);
+      const quotaAfter = (n: number): QuotaState => ({
+        limit: user.monthlyLimit,
+        used: used + n,
+        resetAt: quotaResetAt(now),
+      });
+      if (admitted.length > 0) {
+        const op = kv.atomic().check(userEntry, usedEntry, headEntry);
+        let head = headEntry.value;
+        const records: StoredEvent[] = [];
+        for (const pending of admitted) {
+          head = nextId(head);
+          const record = toRecord(head, pending, userId);
+          records.push(record);
+          op.set(eventKey(userId, head), record, { expireIn: options.retentionMs });
+        }
+        const count = BigInt(admitted.length);
+        const job: DeliveryJob = { kind: "deliver", userId, firstId: records[0].id, lastId: head! };
+        op.set(eventHeadKey(userId), head)
+          .sum(usageMonthKey(userId, monthOf(now)), count)
+          .sum(usageDayKey(userId, dayOf(now)), count)
+          .enqueue(job);
+        const result = await op.commit();
+        if (!result.ok) continue; // someone else wrote for this user: read again
+        options.onBatch?.(admitted.length);
+        publish(userId, records, admitted);
+        admitted.forEach((pending, i) =>
+          pending.resolve({ accepted: true, id: records[i].id, quota: quotaAfter(i + 1) })
+        );
+      }
+      for (const pending of rejected) {
+        settleRejected(pending, {
+          accepted: false,
+          reason: "quota",
+          quota: quotaAfter(admitted.length),
+        });
+      }
+      return;
+    }
+    throw new Error(
+      `Cannot ingest: commit for user ${userId} conflicted ${MAX_COMMIT_ATTEMPTS} times`,
+    );
+  }
+
+  function settleRejected(pending: Pending, result: IngestResult): void {
+    pending.resolve(result);
+    if (pending.staged) {
+      discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch((
+        error,
+      ) => console.error("discarding staged body failed", error));
+    }
+  }
+
+  function toRecord(id: string, pending: Pending, userId: string): StoredEvent {
+    const w = pending.webhook;
+    return {
+      id,
+      userId,
+      endpointId: w.endpoint.id,
+      endpoint: w.endpoint.slug,
+      receivedAt: w.receivedAt.toISOString(),
+      expiresAt: w.receivedAt.getTime() + options.retentionMs,
+      method: w.method,
+      path: w.path,
+      query: w.query,
+      headers: w.headers,
+      contentType: w.contentType,
+      kind: w.kind,
+      size: w.body.byteLength,
+      body: pending.staged ? null : w.body,
+      blobId: pending.staged?.blobId ?? null,
+      chunks: pending.staged?.chunks ?? 0,
+    };
+  }
+
+  function publish(userId: string, records: StoredEvent[], admitted: Pending[]): void {
+    if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
+    publishedLive.add(records[0].id);
+    options.broker.publish({
+      kind: "events",
+      userId,
+      events: records.map((record, i) => toLiveEvent(record, admitted[i].webhook.body)),
+    });
+  }
+
+  return {
+    async submit(webhook) {
+      const userId = webhook.endpoint.userId;
+      const staged = webhook.body.byteLength > INLINE_BODY_BYTES
+        ? await stageBody(kv, { userId, body: webhook.body, expireIn: options.retentionMs })
+        : null;
+      const bytes = 512 + (staged ? 0 : webhook.body.byteLength) +
+        JSON.stringify(webhook.headers).length;
+      return await new Promise<IngestResult>((resolve, reject) => {
+        let queue = queues.get(userId);
+        const pending: Pending = { webhook, staged, bytes, resolve, reject };
+        if (queue) {
+          queue.push(pending);
+          return;
+        }
+        queue = [pending];
+        queues.set(userId, queue);
+        drain(userId, queue);
+      });
+    },
+
+    async handleJob(job) {
+      if (publishedLive.delete(job.firstId)) return;
+      // The process that committed this batch did not publish it (it stopped first): publish
+      // from the log. Connections drop ids they already sent, so a repeat is harmless.
+      const events = [];
+      for await (
+        const event of eventsAfter(kv, { userId: job.userId, from: job.firstId, until: job.lastId })
+      ) events.push(event);
+      if (events.length > 0) options.broker.publish({ kind: "events", userId: job.userId, events });
+    },
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * Every Deno KV key WebSocks uses, built in one place.
+ *
+ * | key                                       | value                              | writer          |
+ * | ----------------------------------------- | ---------------------------------- | --------------- |
+ * | ["users", userId]                         | User                               | users.ts        |
+ * | ["users_by_email", email]                 | userId                             | users.ts        |
+ * | ["sessions", sha256(sessionId)]           | Session                            | sessions.ts     |
+ * | ["tokens", userId, tokenId]               | Token (hash of the value only)     | tokens.ts       |
+ * | ["tokens_by_hash", sha256(value)]         | { userId, tokenId }                | tokens.ts       |
+ * | ["endpoints", userId, endpointId]         | Endpoint                           | endpoints.ts    |
+ * | ["endpoints_by_slug", slug]               | { userId, endpointId }             | endpoints.ts    |
+ * | ["events", userId, eventId]               | StoredEvent (body inline or split) | ingest.ts       |
+ * | ["event_bodies", userId, blobId, n]       | Uint8Array, part n of a large body | events.ts       |
+ * | ["event_head", userId]                    | id of the user's newest event      | ingest.ts       |
+ * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | ingest.ts       |
+ * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | ingest.ts       |
+ *
+ * Secondary indexes hold ids only and are written in the same atomic commit as their record.
+ * Events, chunks and day counters carry `expireIn`; readers still check `expiresAt` themselves
+ * because KV deletes expired keys lazily.
+ */
+
+/** ["users", userId] */
+export const userKey = (userId: string) => ["users", userId];
+/** ["users_by_email", email] */
+export const userByEmailKey = (email: string) => ["users_by_email", email];
+/** ["sessions", hash] */
+export const sessionKey = (hash: string) => ["sessions", hash];
+/** ["tokens", userId, tokenId] */
+export const tokenKey = (userId: string, tokenId: string) => ["tokens", userId, tokenId];
+/** Prefix of one user's tokens. */
+export const tokensOfUserPrefix = (userId: string) => ["tokens", userId];
+/** ["tokens_by_hash", hash] */
+export const tokenByHashKey = (hash: string) => ["tokens_by_hash", hash];
+/** ["endpoints", userId, endpointId] */
+export const endpointKey = (userId: string, endpointId: string) => [
+  "endpoints",
+  userId,
+  endpointId,
+];
+/** Prefix of one user's endpoints. */
+export const endpointsOfUserPrefix = (userId: string) => ["endpoints", userId];
+/** ["endpoints_by_slug", slug] */
+export const endpointBySlugKey = (slug: string) => ["endpoints_by_slug", slug];
+/** ["events", userId, eventId] */
+export const eventKey = (userId: string, eventId: string) => ["events", userId, eventId];
+/** Prefix of one user's event log. */
+export const eventsOfUserPrefix = (userId: string) => ["events", userId];
+/** ["event_bodies", userId, blobId, n] */
+export const eventBodyChunkKey = (userId: string, blobId: string, n: number) => [
+  "event_bodies",
+  userId,
+  blobId,
+  n,
+];
+/** Prefix of one large body's chunks. */
+export const eventBodyPrefix = (userId: string, blobId: string) => ["event_bodies", userId, blobId];
+/** ["event_head", userId] */
+export const eventHeadKey = (userId: string) => ["event_head", userId];
+/** ["usage_month", userId, "YYYY-MM"] */
+export const usageMonthKey = (userId: string, month: string) => ["usage_month", userId, month];
+/** ["usage_day", userId, "YYYY-MM-DD"] */
+export const usageDayKey = (userId: string, day: string) => ["usage_day", userId, day];

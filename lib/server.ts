@@ -1,0 +1,40 @@
+/** Starting and stopping one WebSocks server: services, HTTP listener and graceful shutdown. */
+import type { Config } from "./config.ts";
+import { CLOSE } from "./connections.ts";
+import { createServices, type Services } from "./services.ts";
+import { createApp } from "../routes/_app.ts";
+
+/** A running server. */
+export interface RunningServer {
+  /** Base URL it listens on, e.g. http://127.0.0.1:8000 */
+  url: string;
+  services: Services;
+  /** Stops accepting, closes live streams so clients reconnect elsewhere, then closes KV. */
+  shutdown(): Promise<void>;
+}
+
+/** Starts a server for `config` (port 0 picks a free port). */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const services = await createServices(config);
+  const app = createApp(services);
+  const server = Deno.serve(
+    { port: config.port, hostname: config.host, onListen: () => {} },
+    (request, info) => app.fetch(request, info),
+  );
+  const addr = server.addr as Deno.NetAddr;
+  const host = addr.hostname === "0.0.0.0" ? "localhost" : addr.hostname;
+  let stopping: Promise<void> | null = null;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`,
+    services,
+    shutdown() {
+      stopping ??= (async () => {
+        const drained = server.shutdown();
+        services.connections.closeAll(CLOSE.shutdown);
+        await drained;
+        await services.close();
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,58 @@
+/** Everything a request handler needs, built once per server so tests can run several. */
+import { type Broker, createBroker } from "./broker.ts";
+import type { Config } from "./config.ts";
+import { type Connections, createConnections } from "./connections.ts";
+import { createEndpointCache, type EndpointCache } from "./endpoints.ts";
+import { createIngest, type DeliveryJob, type Ingest } from "./ingest.ts";
+import { openKv } from "./kv.ts";
+import { createRateLimiter, type RateLimiter } from "./rate_limit.ts";
+
+/** The process-wide parts of one WebSocks server. */
+export interface Services {
+  config: Config;
+  kv: Deno.Kv;
+  broker: Broker;
+  connections: Connections;
+  ingest: Ingest;
+  endpoints: EndpointCache;
+  ingestLimiter: RateLimiter;
+  /** Stops timers and listeners and closes KV. */
+  close(): Promise<void>;
+}
+
+/** Opens KV and wires the services; the KV queue listener starts here too. */
+export async function createServices(config: Config): Promise<Services> {
+  const kv = await openKv(config.kvPath);
+  const broker = createBroker();
+  const connections = createConnections(kv, {
+    broker,
+    heartbeatMs: config.heartbeatMs,
+    slowConsumerBytes: config.slowConsumerBytes,
+  });
+  const ingest = createIngest(kv, { broker, retentionMs: config.retentionMs });
+  const endpoints = createEndpointCache(kv);
+  const unsubscribe = broker.subscribe((message) => {
+    if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
+  });
+  const listening = kv.listenQueue(async (job: DeliveryJob) => {
+    if (job?.kind === "deliver") await ingest.handleJob(job);
+  });
+  return {
+    config,
+    kv,
+    broker,
+    connections,
+    ingest,
+    endpoints,
+    ingestLimiter: createRateLimiter({
+      perSecond: config.ingestRatePerSecond,
+      burst: config.ingestRateBurst,
+    }),
+    async close() {
+      connections.stop();
+      unsubscribe();
+      kv.close();
+      await listening.catch(() => {});
+    },
+  };
+}

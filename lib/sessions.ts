@@ -1,0 +1,39 @@
+/** Login sessions: a random id in an HttpOnly cookie; KV keeps only its hash and expiry. */
+import { randomSecret, sha256Hex } from "./secrets.ts";
+import { sessionKey } from "./kv_keys.ts";
+
+/** A stored session. */
+export interface Session {
+  userId: string;
+  createdAt: string;
+  expiresAt: number;
+}
+
+/** The cookie that carries the session id. */
+export const SESSION_COOKIE = "websocks_session";
+
+/** Starts a session and returns the id to put in the cookie. */
+export async function createSession(
+  kv: Deno.Kv,
+  options: { userId: string; ttlMs: number },
+): Promise<string> {
+  const id = randomSecret(32);
+  const session: Session = {
+    userId: options.userId,
+    createdAt: new Date().toISOString(),
+    expiresAt: Date.now() + options.ttlMs,
+  };
+  await kv.set(sessionKey(await sha256Hex(id)), session, { expireIn: options.ttlMs });
+  return id;
+}
+
+/** The live session for a cookie value, or null (expired ones count as absent). */
+export async function findSession(kv: Deno.Kv, id: string): Promise<Session | null> {
+  const session = (await kv.get<Session>(sessionKey(await sha256Hex(id)))).value;
+  return session && session.expiresAt > Date.now() ? session : null;
+}
+
+/** Ends a session on the server. */
+export async function deleteSession(kv: Deno.Kv, id: string): Promise<void> {
+  await kv.delete(sessionKey(await sha256Hex(id)));
+}

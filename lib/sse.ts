@@ -1,0 +1,67 @@
+/** The Server-Sent Events transport: one stream per client, frames shared across clients. */
+import type { Connections, Sink } from "./connections.ts";
+
+const encoder = new TextEncoder();
+const HEARTBEAT = encoder.encode(": heartbeat\n\n");
+
+/** Opens an SSE stream for an authenticated user, replaying after `after` when given. */
+export function openSseStream(
+  connections: Connections,
+  options: {
+    userId: string;
+    tokenId: string | null;
+    after: string | null;
+    retryMs: number;
+    slowConsumerBytes: number;
+  },
+): Response {
+  let close: (() => void) | null = null;
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      let ended = false;
+      const enqueue = (bytes: Uint8Array) => {
+        if (!ended) controller.enqueue(bytes);
+      };
+      const sink: Sink = {
+        send(event) {
+          enqueue(event.sse());
+          return (controller.desiredSize ?? 0) > 0;
+        },
+        backlog() {
+          return options.slowConsumerBytes - (controller.desiredSize ?? 0);
+        },
+        heartbeat() {
+          enqueue(HEARTBEAT);
+        },
+        close(_code, reason) {
+          if (ended) return;
+          enqueue(encoder.encode(`event: close\ndata: ${JSON.stringify({ reason })}\n\n`));
+          ended = true;
+          controller.close();
+        },
+      };
+      enqueue(encoder.encode(`retry: ${options.retryMs}\n: connected\n\n`));
+      const connection = connections.open({
+        userId: options.userId,
+        tokenId: options.tokenId,
+        transport: "sse",
+        sink,
+        after: options.after ?? undefined,
+      });
+      close = () => {
+        ended = true;
+        connections.remove(connection);
+      };
+    },
+    cancel() {
+      close?.();
+    },
+  }, { highWaterMark: options.slowConsumerBytes, size: (chunk) => chunk.byteLength });
+  return new Response(stream, {
+    headers: {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-cache, no-transform",
+      "X-Accel-Buffering": "no",
+    },
+  });
+}

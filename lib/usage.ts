@@ -1,0 +1,46 @@
+/** Usage counters and the calendar-month (UTC) quota window. */
+import { usageMonthKey } from "./kv_keys.ts";
+
+/** "YYYY-MM" of a date in UTC: the key of its quota window. */
+export function monthOf(date: Date): string {
+  return date.toISOString().slice(0, 7);
+}
+
+/** "YYYY-MM-DD" of a date in UTC. */
+export function dayOf(date: Date): string {
+  return date.toISOString().slice(0, 10);
+}
+
+/** The first instant of the month after `date`, when the quota resets. */
+export function quotaResetAt(date: Date): Date {
+  return new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1));
+}
+
+/** A user's quota as of one moment. `limit` null means unlimited. */
+export interface QuotaState {
+  limit: number | null;
+  used: number;
+  resetAt: Date;
+}
+
+/** Webhooks accepted for a user in the month containing `date`. */
+export async function monthUsage(
+  kv: Deno.Kv,
+  options: { userId: string; date?: Date },
+): Promise<number> {
+  const entry = await kv.get<Deno.KvU64>(
+    usageMonthKey(options.userId, monthOf(options.date ?? new Date())),
+  );
+  return Number(entry.value?.value ?? 0n);
+}
+
+/** The quota headers every ingest response carries. */
+export function quotaHeaders(quota: QuotaState): Record<string, string> {
+  return {
+    "X-Quota-Limit": quota.limit === null ? "unlimited" : String(quota.limit),
+    "X-Quota-Remaining": quota.limit === null
+      ? "unlimited"
+      : String(Math.max(0, quota.limit - quota.used)),
+    "X-Quota-Reset": String(Math.floor(quota.resetAt.getTime() / 1000)),
+  };
+}

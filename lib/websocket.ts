@@ -1,0 +1,108 @@
+/**
+ * The WebSocket transport. The server sends webhook envelopes; the client may send
+ * `{type:"ping"}` and `{type:"replay", after}`. A malformed message gets an error reply and the
+ * socket stays open. Dead peers are found by protocol pings (`idleTimeout`), which never reach
+ * the client's `onmessage`, so the docs' examples see webhooks only.
+ */
+import { z } from "zod";
+import type { Connection, Connections, Sink } from "./connections.ts";
+import { isId } from "./ids.ts";
+
+const clientMessage = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ping") }),
+  z.object({
+    type: z.literal("replay"),
+    after: z.string().refine(isId, "must be an event id").nullable().optional(),
+  }),
+]);
+
+/** Upgrades an authenticated request to a WebSocket bound to the user's events. */
+export function openWebSocket(
+  request: Request,
+  connections: Connections,
+  options: {
+    userId: string;
+    tokenId: string | null;
+    after: string | null;
+    idleTimeoutSeconds: number;
+    slowConsumerBytes: number;
+  },
+): Response {
+  const { socket, response } = Deno.upgradeWebSocket(request, {
+    idleTimeout: options.idleTimeoutSeconds,
+  });
+  // Events published between the upgrade and `open` wait here, so none is missed.
+  let pending: string[] | null = [];
+  const sendText = (text: string) => {
+    if (pending) pending.push(text);
+    else if (socket.readyState === WebSocket.OPEN) socket.send(text);
+  };
+  const sink: Sink = {
+    send(event) {
+      sendText(event.json);
+      return socket.bufferedAmount <= options.slowConsumerBytes;
+    },
+    backlog() {
+      return socket.bufferedAmount;
+    },
+    heartbeat() {},
+    close(code, reason) {
+      if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
+      else if (socket.readyState === WebSocket.CONNECTING) {
+        socket.addEventListener("open", () => socket.close(code, reason));
+      }
+    },
+  };
+  const connection: Connection = connections.open({
+    userId: options.userId,
+    tokenId: options.tokenId,
+    transport: "ws",
+    sink,
+    after: options.after ?? undefined,
+  });
+  socket.onopen = () => {
+    const queued = pending ?? [];
+    pending = null;
+    for (const text of queued) socket.send(text);
+  };
+  socket.onmessage = (message) => handleClientMessage(connections, { connection, socket, message });
+  socket.onclose = () => connections.remove(connection);
+  socket.onerror = () => connections.remove(connection);
+  return response;
+}
+
+function handleClientMessage(
+  connections: Connections,
+  context: { connection: Connection; socket: WebSocket; message: MessageEvent },
+): void {
+  const { connection, socket, message } = context;
+  const reply = (value: unknown) => {
+    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(value));
+  };
+  if (typeof message.data !== "string") {
+    return reply({ type: "error", message: "Cannot read message: send JSON text, not binary" });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(message.data);
+  } catch {
+    return reply({ type: "error", message: "Cannot read message: it is not valid JSON" });
+  }
+  const parsed = clientMessage.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue.path.length ? ` (${issue.path.join(".")})` : "";
+    return reply({
+      type: "error",
+      message: `Cannot read message${where}: ${issue.message}; expected {"type":"ping"} or ` +
+        `{"type":"replay","after":"<event id>"}`,
+    });
+  }
+  const command = parsed.data;
+  if (command.type === "ping") return reply({ type: "pong" });
+  const after = command.after ?? null;
+  connections.replay(connection, after).then(
+    (count) => reply({ type: "replayed", after, count }),
+    () => reply({ type: "error", message: "Cannot replay: reading the event log failed" }),
+  );
+}

@@ -1,0 +1,92 @@
+/** Types and helpers shared by route files. */
+import type { Context, MiddlewareHandler } from "hono";
+import { getCookie } from "hono/cookie";
+import type { z } from "zod";
+import { type Auth, authenticateSession, authenticateToken, bearerToken } from "../lib/auth.ts";
+import { HttpError } from "../lib/http_error.ts";
+import { isId } from "../lib/ids.ts";
+import { SESSION_COOKIE } from "../lib/sessions.ts";
+import type { Services } from "../lib/services.ts";
+
+/** Hono environment: per-request variables. */
+export type AppEnv = {
+  Variables: { services: Services; auth: Auth };
+};
+
+/** Parses a JSON body with a zod schema; 400 naming the first problem otherwise. */
+export async function parseBody<T extends z.ZodType>(
+  c: Context<AppEnv>,
+  options: { schema: T; action: string },
+): Promise<z.infer<T>> {
+  let json: unknown;
+  try {
+    json = await c.req.json();
+  } catch {
+    throw new HttpError(400, `Cannot ${options.action}: body is not valid JSON`);
+  }
+  return parseWith(json, options);
+}
+
+/** Validates a value with a zod schema; 400 naming the first problem otherwise. */
+export function parseWith<T extends z.ZodType>(
+  value: unknown,
+  options: { schema: T; action: string },
+): z.infer<T> {
+  const parsed = options.schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const field = issue.path.length ? `${issue.path.join(".")}: ` : "";
+  throw new HttpError(400, `Cannot ${options.action}: ${field}${issue.message}`);
+}
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * Requires a caller: `Authorization: Bearer <token>` or the session cookie. Changes made with
+ * the cookie must come from our own origin, since browsers attach cookies to foreign requests.
+ */
+export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const { kv, config } = c.get("services");
+  const token = bearerToken(c.req.header("Authorization"));
+  const sessionId = getCookie(c, SESSION_COOKIE);
+  if (token) {
+    c.set("auth", await authenticateToken(kv, token));
+  } else if (sessionId) {
+    if (!SAFE_METHODS.has(c.req.method)) checkSameOrigin(c, config.publicUrl);
+    c.set("auth", await authenticateSession(kv, sessionId));
+  } else {
+    throw new HttpError(401, "Unauthorized: log in, or send Authorization: Bearer <API token>");
+  }
+  await next();
+};
+
+function checkSameOrigin(c: Context<AppEnv>, publicUrl: string): void {
+  const origin = c.req.header("Origin");
+  const fetchSite = c.req.header("Sec-Fetch-Site");
+  const own = new Set([new URL(publicUrl).origin, new URL(c.req.url).origin]);
+  if (origin ? !own.has(origin) : fetchSite !== undefined && fetchSite !== "same-origin") {
+    throw new HttpError(403, "Forbidden: cross-site request refused (Origin does not match)");
+  }
+}
+
+/**
+ * Authenticates a live stream: `?token=`, `Authorization: Bearer`, or the dashboard's session
+ * cookie. Runs before any upgrade or stream starts, so failures are plain 401 JSON.
+ */
+export async function authenticateStream(c: Context<AppEnv>): Promise<Auth> {
+  const { kv } = c.get("services");
+  const token = c.req.query("token") ?? bearerToken(c.req.header("Authorization"));
+  const sessionId = getCookie(c, SESSION_COOKIE);
+  if (!token && sessionId) return await authenticateSession(kv, sessionId);
+  return await authenticateToken(kv, token ?? null);
+}
+
+/** The resume point of a stream: `Last-Event-ID` header or `lastEventId` query; 400 if malformed. */
+export function resumePoint(c: Context<AppEnv>): string | null {
+  const value = c.req.header("Last-Event-ID") ?? c.req.query("lastEventId") ?? null;
+  if (value === null || value === "") return null;
+  if (!isId(value)) {
+    throw new HttpError(400, `Cannot resume: "${value.slice(0, 40)}" is not an event id`);
+  }
+  return value;
+}

@@ -1,0 +1,63 @@
+/** Endpoints: list, create, rotate a slug, delete. */
+import { Hono } from "hono";
+import { z } from "zod";
+import {
+  createEndpoint,
+  deleteEndpoint,
+  type Endpoint,
+  listEndpoints,
+  rotateEndpoint,
+} from "../lib/endpoints.ts";
+import { endpointUrl } from "../lib/urls.ts";
+import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
+
+const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
+
+/** /api/endpoints */
+export function endpointRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use("/api/endpoints", requireAuth);
+  app.use("/api/endpoints/*", requireAuth);
+  const view = (publicUrl: string, e: Endpoint) => ({
+    id: e.id,
+    slug: e.slug,
+    name: e.name,
+    createdAt: e.createdAt,
+    url: endpointUrl(publicUrl, e.slug),
+  });
+
+  app.get("/api/endpoints", async (c) => {
+    const { kv, config } = c.get("services");
+    const endpoints = await listEndpoints(kv, c.get("auth").user.id);
+    return c.json({ endpoints: endpoints.map((e) => view(config.publicUrl, e)) });
+  });
+
+  app.post("/api/endpoints", async (c) => {
+    const { name } = await parseBody(c, { schema: createBody, action: "create endpoint" });
+    const { kv, config } = c.get("services");
+    const endpoint = await createEndpoint(kv, { userId: c.get("auth").user.id, name });
+    return c.json({ endpoint: view(config.publicUrl, endpoint) }, 201);
+  });
+
+  app.post("/api/endpoints/:slug/rotate", async (c) => {
+    const { kv, config, broker } = c.get("services");
+    const rotated = await rotateEndpoint(kv, {
+      userId: c.get("auth").user.id,
+      slug: c.req.param("slug"),
+    });
+    broker.publish({ kind: "endpoint_changed", slug: rotated.oldSlug });
+    return c.json({ endpoint: view(config.publicUrl, rotated.endpoint), oldSlug: rotated.oldSlug });
+  });
+
+  app.delete("/api/endpoints/:slug", async (c) => {
+    const { kv, config, broker } = c.get("services");
+    const endpoint = await deleteEndpoint(kv, {
+      userId: c.get("auth").user.id,
+      slug: c.req.param("slug"),
+    });
+    broker.publish({ kind: "endpoint_changed", slug: endpoint.slug });
+    return c.json({ ok: true, deleted: view(config.publicUrl, endpoint) });
+  });
+
+  return app;
+}

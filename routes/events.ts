@@ -1,0 +1,54 @@
+/** Event history and the SSE stream. */
+import { Hono } from "hono";
+import { z } from "zod";
+import { getEvent, listEventSummaries } from "../lib/events.ts";
+import { HttpError } from "../lib/http_error.ts";
+import { isId } from "../lib/ids.ts";
+import { openSseStream } from "../lib/sse.ts";
+import { type AppEnv, authenticateStream, parseWith, requireAuth, resumePoint } from "./_env.ts";
+
+const historyQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.string().refine(isId, "must be an event id").optional(),
+});
+
+/** SSE clients reconnect after this many milliseconds. */
+const RETRY_MS = 2000;
+
+/** /api/events, /api/events/stream, /api/events/:id */
+export function eventRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.get("/api/events/stream", async (c) => {
+    const auth = await authenticateStream(c);
+    const after = resumePoint(c);
+    const { connections, config } = c.get("services");
+    return openSseStream(connections, {
+      userId: auth.user.id,
+      tokenId: auth.tokenId,
+      after,
+      retryMs: RETRY_MS,
+      slowConsumerBytes: config.slowConsumerBytes,
+    });
+  });
+
+  app.get("/api/events", requireAuth, async (c) => {
+    const query = parseWith(c.req.query(), { schema: historyQuery, action: "list events" });
+    const page = await listEventSummaries(c.get("services").kv, {
+      userId: c.get("auth").user.id,
+      cursor: query.cursor ?? null,
+      limit: query.limit,
+    });
+    return c.json(page);
+  });
+
+  app.get("/api/events/:id", requireAuth, async (c) => {
+    const id = c.req.param("id");
+    if (!isId(id)) throw new HttpError(400, `Cannot read event: "${id}" is not an event id`);
+    const event = await getEvent(c.get("services").kv, { userId: c.get("auth").user.id, id });
+    if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
+    return c.body(event.json, 200, { "Content-Type": "application/json" });
+  });
+
+  return app;
+}

@@ -1,0 +1,31 @@
+/** GET /api/me: the caller, their endpoints, live clients and this month's usage. */
+import { Hono } from "hono";
+import { listEndpoints } from "../lib/endpoints.ts";
+import { monthUsage, quotaResetAt } from "../lib/usage.ts";
+import { publicUser } from "../lib/users.ts";
+import { endpointUrl } from "../lib/urls.ts";
+import { type AppEnv, requireAuth } from "./_env.ts";
+
+/** /api/me */
+export function meRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.get("/api/me", requireAuth, async (c) => {
+    const { kv, config, connections } = c.get("services");
+    const { user } = c.get("auth");
+    const [endpoints, used] = await Promise.all([
+      listEndpoints(kv, user.id),
+      monthUsage(kv, { userId: user.id }),
+    ]);
+    return c.json({
+      user: publicUser(user),
+      endpoints: endpoints.map((e) => ({ ...e, url: endpointUrl(config.publicUrl, e.slug) })),
+      connectedClients: connections.countFor(user.id),
+      usage: {
+        used,
+        limit: user.monthlyLimit,
+        resetsAt: quotaResetAt(new Date()).toISOString(),
+      },
+    });
+  });
+  return app;
+}

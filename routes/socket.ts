@@ -1,0 +1,33 @@
+/** The WebSocket endpoint, at `/` (as in the docs) and `/ws`. */
+import { Hono } from "hono";
+import type { Context, Next } from "hono";
+import { openWebSocket } from "../lib/websocket.ts";
+import { type AppEnv, authenticateStream, resumePoint } from "./_env.ts";
+
+async function upgrade(c: Context<AppEnv>, next: Next) {
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+    return c.req.path === "/ws"
+      ? c.json({ error: "Upgrade required: connect with a WebSocket client" }, 426, {
+        Upgrade: "websocket",
+      })
+      : await next();
+  }
+  const auth = await authenticateStream(c);
+  const after = resumePoint(c);
+  const { connections, config } = c.get("services");
+  return openWebSocket(c.req.raw, connections, {
+    userId: auth.user.id,
+    tokenId: auth.tokenId,
+    after,
+    idleTimeoutSeconds: Math.ceil(config.heartbeatMs / 1000),
+    slowConsumerBytes: config.slowConsumerBytes,
+  });
+}
+
+/** GET / and GET /ws with `Upgrade: websocket`. */
+export function socketRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.get("/", upgrade);
+  app.get("/ws", upgrade);
+  return app;
+}
