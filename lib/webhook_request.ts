@@ -18,7 +18,8 @@ export async function readBodyLimited(request: Request, maxBytes: number): Promi
     if (total > maxBytes) throw tooLarge();
     parts.push(part);
   }
-  if (parts.length === 1) return parts[0];
+  // A lone part may be a view into a larger buffer; KV would serialise the whole buffer.
+  if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) return parts[0];
   const body = new Uint8Array(total);
   let offset = 0;
   for (const part of parts) {

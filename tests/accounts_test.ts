@@ -1,0 +1,332 @@
+import assert from "node:assert/strict";
+import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
+
+const json = (body: unknown) => ({
+  method: "POST",
+  headers: { "Content-Type": "application/json" },
+  body: JSON.stringify(body),
+});
+
+Deno.test("[auth] sign-up returns user, endpoint, token and an HttpOnly session cookie", async () => {
+  await using server = await startTestServer();
+  const response = await fetch(
+    `${server.url}/api/auth/signup`,
+    json({ email: "Ada@Example.com", password: "0123456789" }),
+  );
+  assert.equal(response.status, 201);
+  assert.match(response.headers.get("content-type")!, /^application\/json/);
+  const body = await response.json();
+  assert.equal(body.user.email, "ada@example.com");
+  assert.equal(body.user.plan, "free");
+  assert.match(body.endpoint.slug, /^[A-Za-z0-9_-]{22}$/); // 16 random bytes
+  assert.equal(body.endpoint.url, `${server.url}/api/in/${body.endpoint.slug}`);
+  assert.match(body.token.value, /^wsk_[A-Za-z0-9_-]{43}$/); // 32 random bytes
+  assert.equal(body.user.passwordHash, undefined);
+  const cookie = response.headers.get("set-cookie")!;
+  assert.match(cookie, /websocks_session=/);
+  assert.match(cookie, /HttpOnly/);
+  assert.match(cookie, /SameSite=Lax/);
+});
+
+Deno.test("[auth] sign-up explains bad input with 400 and a taken email with 409", async () => {
+  await using server = await startTestServer();
+  const cases: [unknown, RegExp][] = [
+    [{ email: "not-an-email", password: "0123456789" }, /email: must be an email address/],
+    [{ email: "a@example.com", password: "short" }, /password: must be at least 10 characters/],
+    [{ email: "a@example.com" }, /password/],
+  ];
+  for (const [body, message] of cases) {
+    const response = await fetch(`${server.url}/api/auth/signup`, json(body));
+    assert.equal(response.status, 400);
+    assert.match(response.headers.get("content-type")!, /^application\/json/);
+    assert.match((await response.json()).error, message);
+  }
+  const broken = await fetch(`${server.url}/api/auth/signup`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{",
+  });
+  assert.equal(broken.status, 400);
+  assert.deepEqual(await broken.json(), { error: "Cannot sign up: body is not valid JSON" });
+  await signUp(server, "taken@example.com");
+  const taken = await fetch(
+    `${server.url}/api/auth/signup`,
+    json({ email: "TAKEN@example.com", password: "0123456789" }),
+  );
+  assert.equal(taken.status, 409);
+  assert.match((await taken.json()).error, /already exists/);
+});
+
+Deno.test("[auth] login answers one 401 for unknown email and wrong password", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const ok = await fetch(
+    `${server.url}/api/auth/login`,
+    json({ email: user.email, password: "correct horse battery" }),
+  );
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).user.id, user.id);
+  assert.match(ok.headers.get("set-cookie")!, /websocks_session=/);
+  const wrong = await fetch(
+    `${server.url}/api/auth/login`,
+    json({ email: user.email, password: "nope nope nope" }),
+  );
+  const unknown = await fetch(
+    `${server.url}/api/auth/login`,
+    json({ email: "nobody@example.com", password: "nope nope nope" }),
+  );
+  assert.equal(wrong.status, 401);
+  assert.equal(unknown.status, 401);
+  assert.deepEqual(await wrong.json(), await unknown.json());
+});
+
+Deno.test("[auth] logout ends the session on the server", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const me = await fetch(`${server.url}/api/me`, { headers: { Cookie: user.cookie } });
+  assert.equal(me.status, 200);
+  assert.equal((await me.json()).user.id, user.id);
+  const out = await fetch(`${server.url}/api/auth/logout`, {
+    method: "POST",
+    headers: { Cookie: user.cookie, Origin: server.url },
+  });
+  assert.equal(out.status, 200);
+  await out.body?.cancel();
+  const after = await fetch(`${server.url}/api/me`, { headers: { Cookie: user.cookie } });
+  assert.equal(after.status, 401);
+  assert.match((await after.json()).error, /session has expired/);
+});
+
+Deno.test("[me] needs a token or a session and shows usage and live clients", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const anonymous = await fetch(`${server.url}/api/me`);
+  assert.equal(anonymous.status, 401);
+  assert.match((await anonymous.json()).error, /Unauthorized/);
+  const ws = await openWs(`${server.wsUrl}/?token=${user.token}`);
+  assert.equal((await postWebhook(user.webhookUrl, "{}")).status, 200);
+  await ws.next();
+  const me = await fetch(`${server.url}/api/me`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(me.status, 200);
+  const body = await me.json();
+  assert.equal(body.user.email, user.email);
+  assert.equal(body.endpoints.length, 1);
+  assert.equal(body.connectedClients, 1);
+  assert.equal(body.usage.used, 1);
+  assert.equal(body.usage.limit, 1000);
+  await ws.close();
+});
+
+Deno.test("[csrf] cookie-authenticated changes from another origin are refused", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const forged = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: {
+      Cookie: user.cookie,
+      Origin: "https://evil.example",
+      "Content-Type": "application/json",
+    },
+    body: JSON.stringify({ name: "stolen" }),
+  });
+  assert.equal(forged.status, 403);
+  assert.match((await forged.json()).error, /cross-site/);
+  const own = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: { Cookie: user.cookie, Origin: server.url, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "mine" }),
+  });
+  assert.equal(own.status, 201);
+  await own.body?.cancel();
+});
+
+Deno.test("[tokens] the value is shown once, stored as a hash, and revoking refuses it", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
+  const created = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ name: "ci" }),
+  });
+  assert.equal(created.status, 201);
+  const { token } = await created.json();
+  assert.equal(token.name, "ci");
+  assert.match(token.value, /^wsk_/);
+  const list = await fetch(`${server.url}/api/tokens`, { headers: auth });
+  assert.equal(list.status, 200);
+  const { tokens } = await list.json();
+  assert.deepEqual(tokens.map((t: { name: string }) => t.name), ["default", "ci"]);
+  assert.ok(
+    tokens.every((t: Record<string, unknown>) => t.value === undefined && t.hash === undefined),
+  );
+  const blank = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: auth,
+    body: "{}",
+  });
+  assert.equal(blank.status, 400);
+  assert.match((await blank.json()).error, /Cannot create token: name/);
+
+  const revoke = await fetch(`${server.url}/api/tokens/${token.id}`, {
+    method: "DELETE",
+    headers: auth,
+  });
+  assert.equal(revoke.status, 200);
+  await revoke.body?.cancel();
+  const again = await fetch(`${server.url}/api/tokens/${token.id}`, {
+    method: "DELETE",
+    headers: auth,
+  });
+  assert.equal(again.status, 404);
+  await again.body?.cancel();
+  const refused = await fetch(`${server.url}/api/me`, {
+    headers: { Authorization: `Bearer ${token.value}` },
+  });
+  assert.equal(refused.status, 401);
+  assert.match((await refused.json()).error, /unknown or revoked/);
+});
+
+Deno.test("[tokens] revoking a token closes its SSE and WebSocket connections within a second", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
+  const created = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ name: "doomed" }),
+  });
+  const { token } = await created.json();
+  const ws = await openWs(`${server.wsUrl}/?token=${token.value}`);
+  const sse = await openSse(`${server.url}/api/events/stream?token=${token.value}`);
+  const keeper = await openWs(`${server.wsUrl}/?token=${user.token}`);
+  const started = Date.now();
+  const revoke = await fetch(`${server.url}/api/tokens/${token.id}`, {
+    method: "DELETE",
+    headers: auth,
+  });
+  assert.equal(revoke.status, 200);
+  await revoke.body?.cancel();
+  const closed = await ws.closed;
+  assert.equal(closed.code, 4001);
+  const last = await sse.next(1000);
+  assert.equal(last.event, "close");
+  await assert.rejects(() => sse.next(1000), /ended/);
+  assert.ok(Date.now() - started < 1000);
+  // The other token's connection is untouched.
+  assert.equal((await postWebhook(user.webhookUrl, '{"still":"here"}')).status, 200);
+  assert.deepEqual((await keeper.next()).payload, { still: "here" });
+  await keeper.close();
+  sse.close();
+});
+
+Deno.test("[endpoints] create, rotate (old slug 404s) and delete", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
+  const created = await fetch(`${server.url}/api/endpoints`, {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ name: "stripe" }),
+  });
+  assert.equal(created.status, 201);
+  const { endpoint } = await created.json();
+  assert.equal(endpoint.name, "stripe");
+  assert.equal((await postWebhook(endpoint.url, "{}")).status, 200);
+
+  const rotated = await fetch(`${server.url}/api/endpoints/${endpoint.slug}/rotate`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(rotated.status, 200);
+  const body = await rotated.json();
+  assert.notEqual(body.endpoint.slug, endpoint.slug);
+  assert.equal(body.endpoint.id, endpoint.id);
+  const old = await postWebhook(endpoint.url, "{}");
+  assert.equal(old.status, 404);
+  assert.match((await old.json()).error, /no endpoint/);
+  assert.equal((await postWebhook(body.endpoint.url, "{}")).status, 200);
+
+  const list = await fetch(`${server.url}/api/endpoints`, { headers: auth });
+  assert.deepEqual((await list.json()).endpoints.map((e: { name: string }) => e.name), [
+    "default",
+    "stripe",
+  ]);
+
+  const deleted = await fetch(`${server.url}/api/endpoints/${body.endpoint.slug}`, {
+    method: "DELETE",
+    headers: auth,
+  });
+  assert.equal(deleted.status, 200);
+  await deleted.body?.cancel();
+  const gone = await postWebhook(body.endpoint.url, "{}");
+  assert.equal(gone.status, 404);
+  await gone.body?.cancel();
+  const missing = await fetch(`${server.url}/api/endpoints/nope/rotate`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(missing.status, 404);
+  assert.match((await missing.json()).error, /Cannot rotate endpoint: no endpoint nope/);
+});
+
+Deno.test("[endpoints] another user's slug cannot be rotated or deleted", async () => {
+  await using server = await startTestServer();
+  const alice = await signUp(server);
+  const bob = await signUp(server);
+  const response = await fetch(`${server.url}/api/endpoints/${alice.slug}`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${bob.token}` },
+  });
+  assert.equal(response.status, 404);
+  await response.body?.cancel();
+  const still = await postWebhook(alice.webhookUrl, "{}");
+  assert.equal(still.status, 200);
+  await still.body?.cancel();
+});
+
+Deno.test("[events] history lists newest first with a cursor, and reads one event", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const other = await signUp(server);
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const response = await postWebhook(user.webhookUrl, JSON.stringify({ i }));
+    ids.push((await response.json()).id);
+  }
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const first = await fetch(`${server.url}/api/events?limit=2`, { headers: auth });
+  assert.equal(first.status, 200);
+  const page1 = await first.json();
+  assert.deepEqual(page1.events.map((e: { id: string }) => e.id), [ids[4], ids[3]]);
+  const page2 = await (await fetch(`${server.url}/api/events?limit=2&cursor=${page1.nextCursor}`, {
+    headers: auth,
+  })).json();
+  assert.deepEqual(page2.events.map((e: { id: string }) => e.id), [ids[2], ids[1]]);
+  const page3 = await (await fetch(`${server.url}/api/events?limit=2&cursor=${page2.nextCursor}`, {
+    headers: auth,
+  })).json();
+  assert.deepEqual(page3.events.map((e: { id: string }) => e.id), [ids[0]]);
+  assert.equal(page3.nextCursor, null);
+
+  const one = await fetch(`${server.url}/api/events/${ids[2]}`, { headers: auth });
+  assert.equal(one.status, 200);
+  assert.match(one.headers.get("content-type")!, /^application\/json/);
+  const event = await one.json();
+  assert.equal(event.id, ids[2]);
+  assert.deepEqual(event.payload, { i: 2 });
+
+  const foreign = await fetch(`${server.url}/api/events/${ids[2]}`, {
+    headers: { Authorization: `Bearer ${other.token}` },
+  });
+  assert.equal(foreign.status, 404);
+  await foreign.body?.cancel();
+  const bad = await fetch(`${server.url}/api/events/xyz`, { headers: auth });
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error, /not an event id/);
+  const badLimit = await fetch(`${server.url}/api/events?limit=0`, { headers: auth });
+  assert.equal(badLimit.status, 400);
+  assert.match((await badLimit.json()).error, /Cannot list events: limit/);
+});

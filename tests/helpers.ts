@@ -1,0 +1,225 @@
+/** Test support: a real server on a random loopback port with in-memory KV, and real clients. */
+import { type Config, loadConfig } from "../lib/config.ts";
+import { type RunningServer, startServer } from "../lib/server.ts";
+
+/** A running test server plus helpers bound to it. */
+export interface TestServer extends RunningServer {
+  config: Config;
+  wsUrl: string;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Starts a server on 127.0.0.1 with a random port and `:memory:` KV; env overrides apply. */
+export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", KV_PATH: ":memory:", ...env });
+  const server = await startServer(config);
+  // The public URL must be the real address so signup returns usable URLs.
+  config.publicUrl = server.url;
+  return {
+    ...server,
+    config,
+    wsUrl: server.url.replace(/^http/, "ws"),
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+/** A signed-up user with its first endpoint and token. */
+export interface TestUser {
+  id: string;
+  email: string;
+  slug: string;
+  webhookUrl: string;
+  token: string;
+  tokenId: string;
+  cookie: string;
+}
+
+let counter = 0;
+
+/** Signs up a fresh user through the API. */
+export async function signUp(server: TestServer, email?: string): Promise<TestUser> {
+  email ??= `user${++counter}-${crypto.randomUUID().slice(0, 8)}@example.com`;
+  const response = await fetch(`${server.url}/api/auth/signup`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email, password: "correct horse battery" }),
+  });
+  if (response.status !== 201) {
+    throw new Error(`signup failed: ${response.status} ${await response.text()}`);
+  }
+  const body = await response.json();
+  const cookie = response.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+  return {
+    id: body.user.id,
+    email,
+    slug: body.endpoint.slug,
+    webhookUrl: body.endpoint.url,
+    token: body.token.value,
+    tokenId: body.token.id,
+    cookie,
+  };
+}
+
+/** POSTs a webhook and returns the response. */
+export async function postWebhook(
+  url: string,
+  body: BodyInit | null,
+  headers: Record<string, string> = { "Content-Type": "application/json" },
+): Promise<Response> {
+  return await fetch(url, { method: "POST", headers, body });
+}
+
+/** One parsed SSE event. */
+export interface SseMessage {
+  id: string | null;
+  event: string | null;
+  data: string;
+}
+
+/**
+ * A minimal spec-following SSE reader over fetch, for tests that need headers (Last-Event-ID)
+ * and exact frames; browser EventSource is exercised in the Chromium tests.
+ */
+export async function openSse(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ response: Response; next(timeoutMs?: number): Promise<SseMessage>; close(): void }> {
+  const controller = new AbortController();
+  const response = await fetch(url, { headers, signal: controller.signal });
+  const queue: SseMessage[] = [];
+  const waiters: ((m: SseMessage | null) => void)[] = [];
+  let ended = false;
+  if (response.body) {
+    (async () => {
+      const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      let id: string | null = null;
+      let event: string | null = null;
+      let data: string[] = [];
+      try {
+        while (true) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let newline;
+          while ((newline = buffer.search(/\r\n|\r|\n/)) !== -1) {
+            const line = buffer.slice(0, newline);
+            buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+            if (line === "") {
+              if (data.length > 0) {
+                const message = { id, event, data: data.join("\n") };
+                const waiter = waiters.shift();
+                if (waiter) waiter(message);
+                else queue.push(message);
+              }
+              event = null;
+              data = [];
+              continue;
+            }
+            if (line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            const field = colon === -1 ? line : line.slice(0, colon);
+            let value = colon === -1 ? "" : line.slice(colon + 1);
+            if (value.startsWith(" ")) value = value.slice(1);
+            if (field === "data") data.push(value);
+            else if (field === "id") id = value;
+            else if (field === "event") event = value;
+          }
+        }
+      } catch {
+        // aborted
+      } finally {
+        ended = true;
+        for (const waiter of waiters.splice(0)) waiter(null);
+      }
+    })();
+  }
+  return {
+    response,
+    next(timeoutMs = 5000) {
+      const queued = queue.shift();
+      if (queued) return Promise.resolve(queued);
+      if (ended) return Promise.reject(new Error("SSE stream ended"));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(done), 1);
+          reject(new Error(`no SSE message within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const done = (m: SseMessage | null) => {
+          clearTimeout(timer);
+          if (m) resolve(m);
+          else reject(new Error("SSE stream ended"));
+        };
+        waiters.push(done);
+      });
+    },
+    close() {
+      controller.abort();
+    },
+  };
+}
+
+/** A WebSocket with a message queue, opened and ready. */
+export async function openWs(url: string): Promise<{
+  socket: WebSocket;
+  next(timeoutMs?: number): Promise<Record<string, unknown>>;
+  closed: Promise<CloseEvent>;
+  send(value: unknown): void;
+  close(): Promise<void>;
+}> {
+  const socket = new WebSocket(url);
+  const queue: Record<string, unknown>[] = [];
+  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    const waiter = waiters.shift();
+    if (waiter) waiter(message);
+    else queue.push(message);
+  };
+  const closed = new Promise<CloseEvent>((resolve) => socket.addEventListener("close", resolve));
+  await new Promise<void>((resolve, reject) => {
+    socket.onopen = () => resolve();
+    socket.onerror = () => reject(new Error(`WebSocket to ${url} failed`));
+  });
+  return {
+    socket,
+    closed,
+    next(timeoutMs = 5000) {
+      const queued = queue.shift();
+      if (queued) return Promise.resolve(queued);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(done), 1);
+          reject(new Error(`no WebSocket message within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const done = (m: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(m);
+        };
+        waiters.push(done);
+      });
+    },
+    send(value) {
+      socket.send(typeof value === "string" ? value : JSON.stringify(value));
+    },
+    async close() {
+      if (socket.readyState !== WebSocket.CLOSED) {
+        socket.close();
+        await closed;
+      }
+    },
+  };
+}
+
+/** GitHub's X-Hub-Signature-256 over raw bytes. */
+export async function githubSignature(secret: string, body: Uint8Array): Promise<string> {
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, body as BufferSource));
+  return "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { loadConfig } from "../lib/config.ts";
+import { idTime, isId, nextId } from "../lib/ids.ts";
+import { parseForm } from "../lib/events.ts";
+import { createRateLimiter } from "../lib/rate_limit.ts";
+
+Deno.test("[ids] ids are unique, sortable and carry the time", () => {
+  const before = Date.now();
+  const ids = Array.from({ length: 10_000 }, () => nextId());
+  assert.equal(new Set(ids).size, ids.length);
+  assert.deepEqual([...ids].sort(), ids);
+  assert.ok(ids.every(isId));
+  assert.ok(idTime(ids[0]) >= before && idTime(ids[0]) <= Date.now());
+});
+
+Deno.test("[ids] an id never sorts at or below the floor, even one from the future", () => {
+  const future = nextId().replace(/^.{10}/, "0ZZZZZZZZZ");
+  const id = nextId(future);
+  assert.ok(id > future, `${id} should sort after ${future}`);
+  assert.ok(nextId() > id);
+});
+
+Deno.test("[config] defaults need no environment", () => {
+  const config = loadConfig({});
+  assert.equal(config.port, 8000);
+  assert.equal(config.publicUrl, "http://localhost:8000");
+  assert.equal(config.maxBodyBytes, 1024 * 1024);
+  assert.equal(config.retentionMs, 24 * 3600_000);
+  assert.equal(config.freeMonthlyLimit, 1000);
+});
+
+Deno.test("[config] each bad value is named in the error", () => {
+  assert.throws(
+    () => loadConfig({ PORT: "eighty", MAX_BODY_BYTES: "-1", PUBLIC_URL: "not a url" }),
+    (error: Error) =>
+      error.message.includes("PORT") && error.message.includes("MAX_BODY_BYTES") &&
+      error.message.includes("PUBLIC_URL"),
+  );
+});
+
+Deno.test("[config] PUBLIC_URL loses its trailing slash", () => {
+  assert.equal(
+    loadConfig({ PUBLIC_URL: "https://hooks.example.com/" }).publicUrl,
+    "https://hooks.example.com",
+  );
+});
+
+Deno.test("[events] form bodies become fields, repeated names arrays", () => {
+  assert.deepEqual(parseForm("a=1&b=x+y&a=2&c=%E2%9C%93"), { a: ["1", "2"], b: "x y", c: "✓" });
+});
+
+Deno.test("[rate-limit] a burst passes, then callers wait, and 0 disables", () => {
+  const limiter = createRateLimiter({ perSecond: 1, burst: 3 });
+  assert.deepEqual([limiter.take("a"), limiter.take("a"), limiter.take("a")], [0, 0, 0]);
+  assert.equal(limiter.take("a"), 1);
+  assert.equal(limiter.take("b"), 0);
+  const off = createRateLimiter({ perSecond: 0, burst: 1 });
+  assert.ok(Array.from({ length: 100 }, () => off.take("a")).every((w) => w === 0));
+});
