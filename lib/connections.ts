@@ -11,8 +11,8 @@ import { eventsAfter, type LiveEvent } from "./events.ts";
 
 /** The transport side of a connection: SSE stream or WebSocket. */
 export interface Sink {
-  /** Queues one event; returns false when the client is too far behind to keep. */
-  send(event: LiveEvent): boolean;
+  /** Queues one event for the client. */
+  send(event: LiveEvent): void;
   /** Bytes queued for the client but not yet written. */
   backlog(): number;
   heartbeat(): void;
@@ -77,8 +77,10 @@ export function createConnections(
   function deliver(connection: Connection, event: LiveEvent): void {
     if (connection.closed) return;
     if (connection.lastSentId !== null && event.id <= connection.lastSentId) return;
+    // Judge before queueing, so one event larger than the limit still reaches a healthy client.
+    if (connection.sink.backlog() > options.slowConsumerBytes) return close(connection, CLOSE.slow);
     connection.lastSentId = event.id;
-    if (!connection.sink.send(event)) close(connection, CLOSE.slow);
+    connection.sink.send(event);
   }
 
   function close(connection: Connection, reason: { code: number; reason: string }): void {
@@ -102,13 +104,13 @@ export function createConnections(
     let count = 0;
     try {
       for await (const event of eventsAfter(kv, { userId: connection.userId, after })) {
-        if (connection.closed) return count;
-        deliver(connection, event);
-        count++;
         // Let a slow reader drain instead of piling the whole log into memory.
         while (!connection.closed && connection.sink.backlog() > options.slowConsumerBytes / 2) {
           await new Promise((resolve) => setTimeout(resolve, REPLAY_WAIT_MS));
         }
+        if (connection.closed) return count;
+        deliver(connection, event);
+        count++;
       }
     } finally {
       const buffered = connection.buffer;

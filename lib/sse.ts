@@ -12,7 +12,6 @@ export function openSseStream(
     tokenId: string | null;
     after: string | null;
     retryMs: number;
-    slowConsumerBytes: number;
   },
 ): Response {
   let close: (() => void) | null = null;
@@ -25,10 +24,9 @@ export function openSseStream(
       const sink: Sink = {
         send(event) {
           enqueue(event.sse());
-          return (controller.desiredSize ?? 0) > 0;
         },
         backlog() {
-          return options.slowConsumerBytes - (controller.desiredSize ?? 0);
+          return -(controller.desiredSize ?? 0); // high-water mark 0: minus the queued bytes
         },
         heartbeat() {
           enqueue(HEARTBEAT);
@@ -56,7 +54,7 @@ export function openSseStream(
     cancel() {
       close?.();
     },
-  }, { highWaterMark: options.slowConsumerBytes, size: (chunk) => chunk.byteLength });
+  }, { highWaterMark: 0, size: (chunk) => chunk.byteLength });
   return new Response(stream, {
     headers: {
       "Content-Type": "text/event-stream; charset=utf-8",

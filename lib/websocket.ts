@@ -25,7 +25,6 @@ export function openWebSocket(
     tokenId: string | null;
     after: string | null;
     idleTimeoutSeconds: number;
-    slowConsumerBytes: number;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
@@ -40,7 +39,6 @@ export function openWebSocket(
   const sink: Sink = {
     send(event) {
       sendText(event.json);
-      return socket.bufferedAmount <= options.slowConsumerBytes;
     },
     backlog() {
       return socket.bufferedAmount;

@@ -28,7 +28,6 @@ export function eventRoutes(): Hono<AppEnv> {
       tokenId: auth.tokenId,
       after,
       retryMs: RETRY_MS,
-      slowConsumerBytes: config.slowConsumerBytes,
     });
   });
 

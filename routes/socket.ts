@@ -20,7 +20,6 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     tokenId: auth.tokenId,
     after,
     idleTimeoutSeconds: Math.ceil(config.heartbeatMs / 1000),
-    slowConsumerBytes: config.slowConsumerBytes,
   });
 }
 
