@@ -1,5 +1,5 @@
 /** Usage counters and the calendar-month (UTC) quota window. */
-import { usageMonthKey } from "./kv_keys.ts";
+import { usageMonthKey, userKey } from "./kv_keys.ts";
 
 /** "YYYY-MM" of a date in UTC: the key of its quota window. */
 export function monthOf(date: Date): string {
@@ -42,5 +42,20 @@ export function quotaHeaders(quota: QuotaState): Record<string, string> {
       ? "unlimited"
       : String(Math.max(0, quota.limit - quota.used)),
     "X-Quota-Reset": String(Math.floor(quota.resetAt.getTime() / 1000)),
+  };
+}
+
+/** A user's quota right now, read from KV (used off the hot path, e.g. for error responses). */
+export async function currentQuota(kv: Deno.Kv, userId: string): Promise<QuotaState | null> {
+  const now = new Date();
+  const [user, used] = await kv.getMany<[{ monthlyLimit: number | null }, Deno.KvU64]>([
+    userKey(userId),
+    usageMonthKey(userId, monthOf(now)),
+  ]);
+  if (!user.value) return null;
+  return {
+    limit: user.value.monthlyLimit,
+    used: Number(used.value?.value ?? 0n),
+    resetAt: quotaResetAt(now),
   };
 }

@@ -58,6 +58,8 @@ Deno.test("[ingest] invalid JSON gets 400 with the reason, is not stored and not
     assert.equal(response.status, 400);
     assert.match(response.headers.get("content-type")!, /^application\/json/);
     assert.match((await response.json()).error, /^Cannot ingest: body is not valid JSON/);
+    assert.equal(response.headers.get("x-quota-remaining"), "1000");
+    assert.equal(response.headers.get("access-control-allow-origin"), "*");
   }
   assert.equal(await historyCount(server.url, user.token), 0);
   const ok = await postWebhook(user.webhookUrl, "[1,2,3]", {});

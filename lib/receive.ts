@@ -1,15 +1,25 @@
-/** Turns a sender's HTTP request into an IncomingWebhook: body limit, JSON check, raw bytes. */
+/**
+ * Receiving a sender's request: endpoint lookup, flood limit, body limit, JSON check, then the
+ * group commit. Every refusal is an HttpError that carries the quota headers when the endpoint
+ * is known, so senders always learn where they stand.
+ */
 import type { Endpoint } from "./endpoints.ts";
 import { type BodyKind, decodeText, isJsonType, mediaType } from "./events.ts";
 import { HttpError } from "./http_error.ts";
 import type { IncomingWebhook } from "./ingest.ts";
+import type { Services } from "./services.ts";
+import { currentQuota, quotaHeaders, type QuotaState } from "./usage.ts";
 
 /** Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger. */
 export async function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
   const tooLarge = () =>
     new HttpError(413, `Cannot ingest: body is larger than the limit of ${maxBytes} bytes`);
   const declared = request.headers.get("Content-Length");
-  if (declared !== null && Number(declared) > maxBytes) throw tooLarge();
+  if (declared !== null) {
+    if (Number(declared) > maxBytes) throw tooLarge();
+    // The server holds the body to its declared length, so one read is safe and fastest.
+    return new Uint8Array(await request.arrayBuffer());
+  }
   if (!request.body) return new Uint8Array();
   const parts: Uint8Array[] = [];
   let total = 0;
@@ -78,4 +88,54 @@ export async function readWebhook(
     kind: bodyKind(mediaType(contentType), body),
     body,
   };
+}
+
+/** Accepts a webhook for `slug`; returns its id and quota, or throws an HttpError. */
+export async function receiveWebhook(
+  services: Services,
+  options: { request: Request; slug: string; path: string },
+): Promise<{ id: string; quota: QuotaState }> {
+  const endpoint = await services.endpoints.get(options.slug);
+  if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+  let result;
+  try {
+    const wait = services.ingestLimiter.take(endpoint.id);
+    if (wait > 0) {
+      throw new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
+        "Retry-After": String(wait),
+      });
+    }
+    const webhook = await readWebhook(options.request, {
+      endpoint,
+      path: options.path,
+      maxBodyBytes: services.config.maxBodyBytes,
+    });
+    result = await services.ingest.submit(webhook);
+  } catch (error) {
+    if (!(error instanceof HttpError)) throw error;
+    // Costs a KV read, but only on refusals, never on the accepted path.
+    const quota = await currentQuota(services.kv, endpoint.userId);
+    throw quota ? withHeaders(error, quotaHeaders(quota)) : error;
+  }
+  if (result.accepted) return { id: result.id, quota: result.quota };
+  if (result.reason === "no_account") {
+    throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+  }
+  const { limit, used, resetAt } = result.quota;
+  throw new HttpError(
+    402,
+    `Monthly quota exceeded: ${used} of ${limit} webhooks used; resets ${resetAt.toISOString()}. ` +
+      "Raise your monthly limit or upgrade to Pro in the dashboard.",
+    quotaHeaders(result.quota),
+    { used, limit, resetsAt: resetAt.toISOString() },
+  );
+}
+
+function withHeaders(error: HttpError, headers: Record<string, string>): HttpError {
+  return new HttpError(
+    error.status,
+    error.message,
+    { ...error.headers, ...headers },
+    error.details,
+  );
 }
