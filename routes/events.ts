@@ -22,7 +22,7 @@ export function eventRoutes(): Hono<AppEnv> {
   app.get("/api/events/stream", async (c) => {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);
-    const { connections, config } = c.get("services");
+    const { connections } = c.get("services");
     return openSseStream(connections, {
       userId: auth.user.id,
       tokenId: auth.tokenId,
