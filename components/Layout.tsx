@@ -10,13 +10,11 @@ export function Layout(props: { title: string; children: ComponentChildren }) {
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <title>{props.title}</title>
         <link rel="stylesheet" href="/static/style.css" />
+        <link rel="icon" href="/static/favicon.svg" type="image/svg+xml" />
       </head>
       <body>
         <header class="site">
           <a href="/" class="brand">WebSocks</a>
-          <nav>
-            <a href="/docs">Docs</a>
-          </nav>
         </header>
         <main>{props.children}</main>
       </body>

@@ -5,7 +5,17 @@ import type { VNode } from "preact";
 import { Layout } from "../components/Layout.tsx";
 import type { AppEnv } from "./_env.ts";
 
-const STYLE = await Deno.readTextFile(new URL("../static/style.css", import.meta.url));
+const STATIC_TYPES: Record<string, string> = {
+  "style.css": "text/css; charset=utf-8",
+  "favicon.svg": "image/svg+xml",
+};
+const STATIC_FILES = new Map(
+  await Promise.all(
+    Object.keys(STATIC_TYPES).map(async (name) =>
+      [name, await Deno.readFile(new URL(`../static/${name}`, import.meta.url))] as const
+    ),
+  ),
+);
 
 function html(vnode: VNode): Response {
   return new Response("<!doctype html>" + render(vnode), {
@@ -22,11 +32,16 @@ function html(vnode: VNode): Response {
 export function pageRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
-  app.get("/static/style.css", (c) =>
-    c.body(STYLE, 200, {
-      "Content-Type": "text/css; charset=utf-8",
+  app.get("/static/:name", (c) => {
+    const name = c.req.param("name");
+    const file = STATIC_FILES.get(name);
+    if (!file) return c.json({ error: `Not found: no static file ${name}` }, 404);
+    return c.body(file, 200, {
+      "Content-Type": STATIC_TYPES[name],
       "Cache-Control": "public, max-age=300",
-    }));
+    });
+  });
+  app.get("/favicon.ico", (c) => c.redirect("/static/favicon.svg", 301));
 
   app.get("/", (c) => {
     const base = c.get("services").config.publicUrl;
