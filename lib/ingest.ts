@@ -59,6 +59,13 @@ export interface Ingest {
   handleJob(job: DeliveryJob): Promise<void>;
 }
 
+interface GateState {
+  month: string;
+  user: Deno.KvEntryMaybe<User>;
+  used: Deno.KvEntryMaybe<Deno.KvU64>;
+  head: Deno.KvEntryMaybe<string>;
+}
+
 interface Pending {
   webhook: IncomingWebhook;
   staged: { blobId: string; chunks: number } | null;
@@ -70,8 +77,26 @@ interface Pending {
 const MAX_BATCH_EVENTS = 500;
 const MAX_BATCH_BYTES = 600 * 1024;
 const MAX_COMMIT_ATTEMPTS = 50;
+const MAX_REMEMBERED_GATES = 10_000;
 /** Batches published live whose queue job has not come back yet. Bounded against leaks. */
 const MAX_TRACKED_BATCHES = 100_000;
+
+/**
+ * Commits, retrying while SQLite reports the file busy: several KV handles on one file (other
+ * isolates or processes) take turns holding the write lock, and waiting a moment is the cure.
+ */
+async function commitRetryingBusy(
+  op: Deno.AtomicOperation,
+): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await op.commit();
+    } catch (error) {
+      if (attempt >= 20 || !/database is locked/.test(String(error))) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * attempt));
+    }
+  }
+}
 
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
@@ -104,14 +129,35 @@ export function createIngest(
     queues.delete(userId);
   }
 
+  /**
+   * What this isolate last committed for a user: after our own commit we know every checked
+   * key's value and versionstamp, so the next batch skips the read. Anyone else's write makes
+   * the check fail, and the retry reads afresh.
+   */
+  const gates = new Map<string, GateState>();
+
+  async function readGate(userId: string, month: string): Promise<GateState> {
+    const known = gates.get(userId);
+    if (known && known.month === month) return known;
+    const [user, used, head] = await kv.getMany<[User, Deno.KvU64, string]>([
+      userKey(userId),
+      usageMonthKey(userId, month),
+      eventHeadKey(userId),
+    ]);
+    return { month, user, used, head };
+  }
+
+  function rememberGate(userId: string, state: GateState): void {
+    gates.delete(userId); // re-insert so iteration order is least recently used first
+    if (gates.size >= MAX_REMEMBERED_GATES) gates.delete(gates.keys().next().value!);
+    gates.set(userId, state);
+  }
+
   async function commitBatch(userId: string, batch: Pending[]): Promise<void> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
       const now = new Date();
-      const [userEntry, usedEntry, headEntry] = await kv.getMany<[User, Deno.KvU64, string]>([
-        userKey(userId),
-        usageMonthKey(userId, monthOf(now)),
-        eventHeadKey(userId),
-      ]);
+      const gate = await readGate(userId, monthOf(now));
+      const { user: userEntry, used: usedEntry, head: headEntry } = gate;
       const user = userEntry.value;
       if (!user) {
         for (const pending of batch) {
@@ -146,8 +192,21 @@ export function createIngest(
           .sum(usageMonthKey(userId, monthOf(now)), count)
           .sum(usageDayKey(userId, dayOf(now)), count)
           .enqueue(job);
-        const result = await op.commit();
-        if (!result.ok) continue; // someone else wrote for this user: read again
+        const result = await commitRetryingBusy(op);
+        if (!result.ok) {
+          gates.delete(userId); // someone else wrote for this user: read again
+          continue;
+        }
+        rememberGate(userId, {
+          month: gate.month,
+          user: userEntry,
+          used: {
+            key: usedEntry.key,
+            value: new Deno.KvU64(BigInt(used) + count),
+            versionstamp: result.versionstamp,
+          },
+          head: { key: headEntry.key, value: head!, versionstamp: result.versionstamp },
+        });
         options.onBatch?.(admitted.length);
         publish(userId, records, admitted);
         admitted.forEach((pending, i) =>

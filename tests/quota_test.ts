@@ -43,3 +43,40 @@ Deno.test("[quota] one user's quota does not touch another's", async () => {
   }
   assert.deepEqual(statuses, [200, 200, 402, 200]);
 });
+
+Deno.test("[quota] exact across two servers sharing one KV file (commits conflict and retry)", async () => {
+  const dir = await Deno.makeTempDir();
+  const env = { KV_PATH: `${dir}/shared.kv`, FREE_MONTHLY_LIMIT: "40" };
+  await using a = await startTestServer(env);
+  await using b = await startTestServer(env);
+  const user = await signUp(a);
+  const urls = [user.webhookUrl, user.webhookUrl.replace(a.url, b.url)];
+  // Warm both servers' view of the gate, then race them.
+  for (const url of urls) await (await postWebhook(url, "{}")).body?.cancel();
+  const responses = await Promise.all(
+    Array.from({ length: 100 }, (_, i) => postWebhook(urls[i % 2], JSON.stringify({ i }))),
+  );
+  const statuses = await Promise.all(
+    responses.map(async (r) => (await r.body?.cancel(), r.status)),
+  );
+  assert.equal(statuses.filter((s) => s === 200).length, 38);
+  assert.equal(statuses.filter((s) => s === 402).length, 62);
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+});
+
+Deno.test("[quota] a changed limit takes effect on the very next request", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "100" });
+  const user = await signUp(server);
+  assert.equal((await postWebhook(user.webhookUrl, "{}")).status, 200);
+  const { kv } = server.services;
+  const entry = await kv.get<{ monthlyLimit: number }>(["users", user.id]);
+  await kv.set(entry.key, { ...entry.value!, monthlyLimit: 1 });
+  const refused = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(refused.status, 402);
+  assert.equal((await refused.json()).limit, 1);
+  await kv.set(entry.key, { ...entry.value!, monthlyLimit: 2 });
+  const accepted = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(accepted.status, 200);
+  assert.equal(accepted.headers.get("x-quota-remaining"), "0");
+  await accepted.body?.cancel();
+});
