@@ -1,0 +1,314 @@
+/**
+ * Clients of the relay, run inside the benchmark driver: a counting WebSocket subscriber, fan-out
+ * clients of both transports that report which webhook (`seq`) they got, and idle connections.
+ *
+ * Envelopes are scanned with indexOf rather than JSON.parse so that the client side stays cheap:
+ * the generator writes `{"t":<send time>,"w":<0|1>,"seq":<n>,...}` as the body, and the relay
+ * puts that text verbatim in the envelope's `"payload":` field.
+ */
+import { wallClock } from "./clock.ts";
+import { sleep } from "./procs.ts";
+import { NumberList } from "./stats.ts";
+
+const PAYLOAD = '"payload":{"t":';
+
+/** Reads `t`, `w` and `seq` from an envelope's payload; null when it is not one of ours. */
+export function readStamp(json: string): { t: number; w: number; seq: number } | null {
+  const at = json.indexOf(PAYLOAD);
+  if (at === -1) return null;
+  const tStart = at + PAYLOAD.length;
+  const tEnd = json.indexOf(",", tStart);
+  // `,"w":1,"seq":123,`
+  const w = json.charCodeAt(tEnd + 5) - 48;
+  const seqStart = tEnd + 13;
+  const seqEnd = json.indexOf(",", seqStart);
+  return {
+    t: Number(json.slice(tStart, tEnd)),
+    w,
+    seq: Number(json.slice(seqStart, seqEnd)),
+  };
+}
+
+/** Opens a WebSocket and waits until it is open. */
+export function openSocket(url: string, timeoutMs = 10_000): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url);
+    const timer = setTimeout(() => {
+      socket.close();
+      reject(new Error(`WebSocket ${url} did not open within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.onopen = () => {
+      clearTimeout(timer);
+      resolve(socket);
+    };
+    socket.onerror = (event) => {
+      clearTimeout(timer);
+      reject(new Error(`WebSocket ${url} failed: ${(event as ErrorEvent).message ?? "error"}`));
+    };
+  });
+}
+
+/** One WebSocket that counts every webhook and times the measured ones (`w` = 1). */
+export class Subscriber {
+  delivered = 0;
+  /** POST→client latency of measured webhooks, ms. */
+  readonly latencies = new NumberList();
+  #socket: WebSocket;
+
+  private constructor(socket: WebSocket) {
+    this.#socket = socket;
+    socket.onmessage = (event) => {
+      const now = wallClock();
+      const stamp = readStamp(event.data as string);
+      if (!stamp) return;
+      this.delivered++;
+      if (stamp.w === 1) this.latencies.push(now - stamp.t);
+    };
+  }
+
+  static async open(url: string): Promise<Subscriber> {
+    return new Subscriber(await openSocket(url));
+  }
+
+  /** Waits until `count` webhooks have arrived, at most `timeoutMs`; true when they did. */
+  async waitFor(count: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.delivered < count && Date.now() < deadline) await sleep(20);
+    return this.delivered >= count;
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+}
+
+/** A client that can be closed. */
+export interface FanoutClient {
+  close(): void;
+}
+
+/**
+ * Opens a raw TCP connection, sends an HTTP GET and reads the response head; returns the bytes
+ * that followed the head in the same read. Throws unless the status line starts with `expect`.
+ */
+async function rawGet(
+  options: { port: number; path: string; headers?: string; expect: string },
+): Promise<{ conn: Deno.TcpConn; rest: Uint8Array }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: options.port });
+  // A server out of file descriptors may never answer: give up after a while.
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, 10_000);
+  try {
+    await writeAll(
+      conn,
+      new TextEncoder().encode(
+        `GET ${options.path} HTTP/1.1\r\nHost: 127.0.0.1:${options.port}\r\n${
+          options.headers ?? ""
+        }\r\n`,
+      ),
+    );
+    let head = new Uint8Array(0);
+    while (true) {
+      const buffer = new Uint8Array(16 * 1024);
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error(`${options.path}: connection closed before the answer`);
+      const joined = new Uint8Array(head.length + n);
+      joined.set(head);
+      joined.set(buffer.subarray(0, n), head.length);
+      head = joined;
+      const text = new TextDecoder().decode(head);
+      const end = text.indexOf("\r\n\r\n");
+      if (end === -1) continue;
+      if (!text.startsWith(options.expect)) {
+        throw new Error(`${options.path}: unexpected answer ${text.split("\r\n")[0]}`);
+      }
+      // The head is ASCII, so its character count is its byte count.
+      clearTimeout(timer);
+      return { conn, rest: head.subarray(end + 4) };
+    }
+  } catch (error) {
+    clearTimeout(timer);
+    if (timedOut) throw new Error(`${options.path}: no answer within 10 s`);
+    conn.close();
+    throw error;
+  }
+}
+
+/** Runs `onBytes` on everything the connection reads until it ends. */
+function pump(conn: Deno.TcpConn, first: Uint8Array, onBytes: (bytes: Uint8Array) => void) {
+  (async () => {
+    try {
+      if (first.length > 0) onBytes(first);
+      const buffer = new Uint8Array(64 * 1024);
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) return;
+        onBytes(buffer.subarray(0, n));
+      }
+    } catch {
+      // closed
+    }
+  })();
+}
+
+function closer(conn: Deno.TcpConn): FanoutClient {
+  let closed = false;
+  return {
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+/**
+ * A lean SSE client on raw TCP: it never decodes text, it only finds line ends, and calls
+ * `onEvent` at each blank line that ends an event with a `data:` line (webhooks, not
+ * heartbeats or the greeting). HTTP chunk-size lines never form a blank line, so the chunked
+ * framing can be left in place.
+ */
+export async function leanSse(
+  options: { port: number; path: string; onEvent: () => void },
+): Promise<FanoutClient> {
+  const { conn, rest } = await rawGet({
+    port: options.port,
+    path: options.path,
+    headers: "Accept: text/event-stream\r\n",
+    expect: "HTTP/1.1 200",
+  });
+  let lineLength = 0;
+  let lineFirst = -1;
+  let hasData = false;
+  pump(conn, rest, (bytes) => {
+    let pos = 0;
+    while (pos <= bytes.length) {
+      const newline = bytes.indexOf(10, pos);
+      const end = newline === -1 ? bytes.length : newline;
+      if (end > pos && lineLength === 0) lineFirst = bytes[pos];
+      lineLength += end - pos;
+      if (newline === -1) break;
+      if (lineLength === 0) {
+        if (hasData) options.onEvent();
+        hasData = false;
+      } else if (lineFirst === 100 /* d */) hasData = true;
+      lineLength = 0;
+      lineFirst = -1;
+      pos = newline + 1;
+    }
+  });
+  return closer(conn);
+}
+
+/**
+ * A lean WebSocket client on raw TCP: parses frame headers only, calls `onMessage` at the end of
+ * every text message, answers pings; payloads are never decoded.
+ */
+export async function leanWs(
+  options: { port: number; path: string; onMessage: () => void },
+): Promise<FanoutClient> {
+  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+  const { conn, rest } = await rawGet({
+    port: options.port,
+    path: options.path,
+    headers: `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n` +
+      "Sec-WebSocket-Version: 13\r\n",
+    expect: "HTTP/1.1 101",
+  });
+  const header = new Uint8Array(14);
+  let headerLength = 0;
+  let remaining = 0; // payload bytes still to come for the current frame
+  let opcode = 0;
+  let fin = false;
+  let ping: number[] | null = null;
+  const frameDone = () => {
+    if (opcode === 9 && ping) {
+      // Pong, masked with a zero key as clients must mask.
+      const pong = new Uint8Array([0x8a, 0x80 | ping.length, 0, 0, 0, 0, ...ping]);
+      writeAll(conn, pong).catch(() => {});
+    } else if (fin && (opcode === 1 || opcode === 0)) options.onMessage();
+    ping = null;
+  };
+  pump(conn, rest, (bytes) => {
+    let pos = 0;
+    while (pos < bytes.length) {
+      if (remaining > 0) {
+        const take = Math.min(remaining, bytes.length - pos);
+        if (ping) ping.push(...bytes.subarray(pos, pos + take));
+        remaining -= take;
+        pos += take;
+        if (remaining === 0) frameDone();
+        continue;
+      }
+      header[headerLength++] = bytes[pos++];
+      if (headerLength < 2) continue;
+      const short = header[1] & 0x7f;
+      const need = short === 126 ? 4 : short === 127 ? 10 : 2;
+      if (headerLength < need) continue;
+      fin = (header[0] & 0x80) !== 0;
+      opcode = header[0] & 0x0f;
+      remaining = short === 126
+        ? (header[2] << 8) | header[3]
+        : short === 127
+        ? Number(new DataView(header.buffer).getBigUint64(2))
+        : short;
+      headerLength = 0;
+      ping = opcode === 9 ? [] : null;
+      if (remaining === 0) frameDone();
+    }
+  });
+  return closer(conn);
+}
+
+/**
+ * An idle SSE connection over raw TCP: sends the request, checks the status line, then reads and
+ * drops whatever comes (the greeting, heartbeats) so the server never blocks on it.
+ */
+export async function idleSse(
+  options: { port: number; path: string },
+): Promise<FanoutClient> {
+  const { conn, rest } = await rawGet({
+    port: options.port,
+    path: options.path,
+    headers: "Accept: text/event-stream\r\n",
+    expect: "HTTP/1.1 200",
+  });
+  pump(conn, rest, () => {});
+  return closer(conn);
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Opens `count` connections with `open`, `parallel` at a time; stops at `deadline`. */
+export async function openMany<T>(
+  count: number,
+  options: { parallel: number; deadline: number; open: (i: number) => Promise<T> },
+): Promise<{ opened: T[]; failed: number; firstError?: string }> {
+  const opened: T[] = [];
+  let failed = 0;
+  let firstError: string | undefined;
+  let next = 0;
+  const lanes = Array.from({ length: options.parallel }, async () => {
+    while (next < count && Date.now() < options.deadline) {
+      const i = next++;
+      try {
+        opened.push(await options.open(i));
+      } catch (error) {
+        failed++;
+        firstError ??= String(error);
+      }
+    }
+  });
+  await Promise.all(lanes);
+  return { opened, failed, firstError };
+}
