@@ -105,9 +105,12 @@ function payloadJson(kind: BodyKind, text: string | null): string {
   return "null";
 }
 
-/** Builds the delivery envelope for a stored event and its full body. */
-export function toLiveEvent(event: StoredEvent, body: Uint8Array): LiveEvent {
-  const text = decodeText(body);
+/** Builds the delivery envelope for a stored event and its full body (and its text, if known). */
+export function toLiveEvent(
+  event: StoredEvent,
+  body: Uint8Array,
+  text: string | null = decodeText(body),
+): LiveEvent {
   const bodyField = text !== null
     ? `"body":${JSON.stringify(text)}`
     : `"bodyBase64":${JSON.stringify(body.toBase64())}`;

@@ -36,6 +36,8 @@ export interface IncomingWebhook {
   contentType: string | null;
   kind: BodyKind;
   body: Uint8Array;
+  /** The body decoded as UTF-8 when it is valid UTF-8, else null; decoded once, reused. */
+  text: string | null;
 }
 
 /** The outcome of one submitted webhook. */
@@ -264,7 +266,9 @@ export function createIngest(
     options.broker.publish({
       kind: "events",
       userId,
-      events: records.map((record, i) => toLiveEvent(record, admitted[i].webhook.body)),
+      events: records.map((record, i) =>
+        toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
+      ),
     });
   }
 

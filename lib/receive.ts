@@ -39,12 +39,11 @@ export async function readBodyLimited(request: Request, maxBytes: number): Promi
   return body;
 }
 
-function bodyKind(type: string | null, body: Uint8Array): BodyKind {
+function bodyKind(type: string | null, body: Uint8Array, text: string | null): BodyKind {
   if (type === "application/x-www-form-urlencoded") return "form";
   if (type !== null && !isJsonType(type)) return "other";
   // JSON declared, or no type at all: the docs promise 400 for a body that is not JSON.
   if (body.byteLength === 0) return "json";
-  const text = decodeText(body);
   if (text === null) {
     throw new HttpError(400, "Cannot ingest: body is not valid JSON (not UTF-8 text)");
   }
@@ -77,16 +76,18 @@ export async function readWebhook(
   const receivedAt = new Date();
   const body = await readBodyLimited(request, options.maxBodyBytes);
   const contentType = request.headers.get("Content-Type");
+  const text = decodeText(body);
   return {
     endpoint: options.endpoint,
     receivedAt,
     method: request.method,
     path: options.path,
-    query: queryObject(new URL(request.url)),
+    query: request.url.includes("?") ? queryObject(new URL(request.url)) : {},
     headers: Object.fromEntries(request.headers),
     contentType,
-    kind: bodyKind(mediaType(contentType), body),
+    kind: bodyKind(mediaType(contentType), body, text),
     body,
+    text,
   };
 }
 

@@ -2,7 +2,7 @@
 import type { Config } from "./config.ts";
 import { CLOSE } from "./connections.ts";
 import { createServices, type Services } from "./services.ts";
-import { createApp } from "../routes/_app.ts";
+import { createHandler } from "../routes/_app.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -16,10 +16,9 @@ export interface RunningServer {
 /** Starts a server for `config` (port 0 picks a free port). */
 export async function startServer(config: Config): Promise<RunningServer> {
   const services = await createServices(config);
-  const app = createApp(services);
   const server = Deno.serve(
     { port: config.port, hostname: config.host, onListen: () => {} },
-    (request, info) => app.fetch(request, info),
+    createHandler(services),
   );
   const addr = server.addr as Deno.NetAddr;
   const host = addr.hostname === "0.0.0.0" ? "localhost" : addr.hostname;

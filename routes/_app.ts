@@ -1,12 +1,12 @@
 /** The Hono application: shared middleware, the error mapper, and every route. */
 import { Hono } from "hono";
-import { HttpError } from "../lib/http_error.ts";
 import type { Services } from "../lib/services.ts";
 import type { AppEnv } from "./_env.ts";
 import { authRoutes } from "./auth.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
-import { ingestRoutes } from "./ingest.ts";
+import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
+import { errorResponse } from "./_errors.ts";
 import { meRoutes } from "./me.ts";
 import { pageRoutes } from "./pages.tsx";
 import { tokenRoutes } from "./tokens.ts";
@@ -31,7 +31,6 @@ export function createApp(services: Services): Hono<AppEnv> {
     });
   }
   app.route("/", socketRoutes());
-  app.route("/", ingestRoutes());
   app.route("/", authRoutes());
   app.route("/", meRoutes());
   app.route("/", tokenRoutes());
@@ -39,13 +38,26 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", eventRoutes());
   app.route("/", pageRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
-  app.onError((error, c) => {
-    if (error instanceof HttpError) {
-      return c.json({ error: error.message, ...error.details }, error.status as 400, error.headers);
-    }
-    const requestId = crypto.randomUUID();
-    console.error(`[${requestId}] ${c.req.method} ${c.req.path} failed:`, error);
-    return c.json({ error: `Internal error; reference ${requestId}` }, 500);
-  });
+  app.onError((error, c) => errorResponse(error, { method: c.req.method, path: c.req.path }));
   return app;
+}
+
+/** The server's request handler: the ingest hot path first, everything else through Hono. */
+export function createHandler(
+  services: Services,
+): (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response> {
+  const app = createApp(services);
+  return (request, info) => {
+    const url = request.url;
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    if (url.startsWith(INGEST_PREFIX, pathStart)) {
+      const queryStart = url.indexOf("?", pathStart);
+      return handleIngest(
+        services,
+        request,
+        url.slice(pathStart, queryStart === -1 ? undefined : queryStart),
+      );
+    }
+    return app.fetch(request, info);
+  };
 }
