@@ -103,7 +103,7 @@ async function commitRetryingBusy(
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
   kv: Deno.Kv,
-  options: { broker: Broker; retentionMs: number; onBatch?: (size: number) => void },
+  options: { broker: Broker; retentionMs: number },
 ): Ingest {
   const queues = new Map<string, Pending[]>();
   const publishedLive = new Set<string>();
@@ -209,7 +209,6 @@ export function createIngest(
           },
           head: { key: headEntry.key, value: head!, versionstamp: result.versionstamp },
         });
-        options.onBatch?.(admitted.length);
         publish(userId, records, admitted);
         admitted.forEach((pending, i) =>
           pending.resolve({ accepted: true, id: records[i].id, quota: quotaAfter(i + 1) })
