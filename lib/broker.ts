@@ -10,6 +10,8 @@ import type { LiveEvent } from "./events.ts";
 /** What travels through the broker. */
 export type BrokerMessage =
   | { kind: "events"; userId: string; events: LiveEvent[] }
+  /** One stored event sent again on request, past the connections' duplicate filter. */
+  | { kind: "redeliver"; userId: string; event: LiveEvent }
   | { kind: "token_revoked"; userId: string; tokenId: string }
   | { kind: "endpoint_changed"; slug: string };
 

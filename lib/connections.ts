@@ -135,6 +135,11 @@ export function createConnections(
         }
         for (const event of message.events) deliver(connection, event);
       }
+    } else if (message.kind === "redeliver") {
+      for (const connection of byUser.get(message.userId) ?? []) {
+        if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
+        else connection.sink.send(message.event);
+      }
     } else if (message.kind === "token_revoked") {
       for (const connection of byUser.get(message.userId) ?? []) {
         if (connection.tokenId === message.tokenId) close(connection, CLOSE.revoked);

@@ -49,5 +49,16 @@ export function eventRoutes(): Hono<AppEnv> {
     return c.body(event.json, 200, { "Content-Type": "application/json" });
   });
 
+  app.post("/api/events/:id/redeliver", requireAuth, async (c) => {
+    const id = c.req.param("id");
+    if (!isId(id)) throw new HttpError(400, `Cannot redeliver event: "${id}" is not an event id`);
+    const { kv, broker, connections } = c.get("services");
+    const userId = c.get("auth").user.id;
+    const event = await getEvent(kv, { userId, id });
+    if (!event) throw new HttpError(404, `Cannot redeliver event: no retained event ${id}`);
+    broker.publish({ kind: "redeliver", userId, event });
+    return c.json({ ok: true, id, clients: connections.countFor(userId) });
+  });
+
   return app;
 }

@@ -159,7 +159,7 @@ Deno.test("[isolation] a token only ever receives its owner's events", async () 
   await assert.rejects(() => aliceWs.next(300));
   await assert.rejects(() => bobSse.next(300));
   const replay = await openSse(
-    `${server.url}/api/events/stream?token=${bob.token}&lastEventId=${forBob.replace(/.$/, "0")}`,
+    `${server.url}/api/events/stream?token=${bob.token}&lastEventId=${"0".repeat(26)}`,
   );
   assert.equal((await replay.next()).id, forBob);
   await assert.rejects(() => replay.next(300));
@@ -252,4 +252,34 @@ Deno.test("[shutdown] streams are closed so clients reconnect elsewhere", async 
   assert.equal((await ws.closed).code, 1001);
   assert.equal((await sse.next(1000)).event, "close");
   await assert.rejects(() => sse.next(1000), /ended/);
+});
+
+Deno.test("[events] redeliver sends a stored event again to every connected client", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
+  const sse = await openSse(`${server.url}/api/events/stream?token=${user.token}`);
+  const id = await post(user.webhookUrl, { once: "more" });
+  assert.equal((await ws.next()).id, id);
+  assert.equal((await sse.next()).id, id);
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const response = await fetch(`${server.url}/api/events/${id}/redeliver`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual(await response.json(), { ok: true, id, clients: 2 });
+  const again = await ws.next();
+  assert.equal(again.id, id);
+  assert.deepEqual(again.payload, { once: "more" });
+  assert.equal((await sse.next()).id, id);
+  const missing = await fetch(`${server.url}/api/events/${"0".repeat(26)}/redeliver`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  await ws.close();
+  sse.close();
 });
