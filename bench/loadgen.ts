@@ -1,6 +1,10 @@
 /**
- * The load generator: a separate Deno process that POSTs ~1 KiB JSON webhooks with `fetch`
- * over keep-alive connections and prints one `RESULT {json}` line when done.
+ * The load generator: a separate Deno process that POSTs ~1 KiB JSON webhooks over keep-alive
+ * HTTP/1.1 connections and prints one `RESULT {json}` line when done.
+ *
+ * It speaks HTTP over raw TCP rather than through `fetch`: with `fetch` the generator's own
+ * per-request latency (~1.8 ms at concurrency 50) set the closed loop's pace, and the relay
+ * measured 6–8k/s where `wrk` on the same server measured 14k/s.
  *
  * Usage: deno run -A bench/loadgen.ts '<json GenOptions>'
  *
@@ -84,9 +88,75 @@ export function bodyTemplate(bytes: number): (t: number, w: number, seq: number)
   return (t, w, seq) => `{"t":${t.toFixed(3)},"w":${w},"seq":${seq},"pad":"${pad}",${rest}`;
 }
 
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** One keep-alive HTTP/1.1 connection that POSTs JSON and reads `Content-Length` answers. */
+interface RawClient {
+  post(body: string): Promise<number>;
+  close(): void;
+}
+
+async function openRawClient(url: URL): Promise<RawClient> {
+  const conn = await Deno.connect({ hostname: url.hostname, port: Number(url.port || 80) });
+  conn.setNoDelay(true);
+  const head = `POST ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n` +
+    "Content-Type: application/json\r\nContent-Length: ";
+  let buffer = new Uint8Array(64 * 1024);
+  let have = 0;
+  async function fill(): Promise<void> {
+    if (have === buffer.length) {
+      const bigger = new Uint8Array(buffer.length * 2);
+      bigger.set(buffer);
+      buffer = bigger;
+    }
+    const n = await conn.read(buffer.subarray(have));
+    if (n === null) throw new Error("connection closed by the server");
+    have += n;
+  }
+  function headerEnd(): number {
+    for (let i = 3; i < have; i++) {
+      if (
+        buffer[i] === 10 && buffer[i - 1] === 13 && buffer[i - 2] === 10 && buffer[i - 3] === 13
+      ) {
+        return i + 1;
+      }
+    }
+    return -1;
+  }
+  return {
+    async post(body) {
+      const bodyBytes = encoder.encode(body);
+      const request = encoder.encode(`${head}${bodyBytes.length}\r\n\r\n`);
+      const out = new Uint8Array(request.length + bodyBytes.length);
+      out.set(request);
+      out.set(bodyBytes, request.length);
+      for (let written = 0; written < out.length;) {
+        written += await conn.write(out.subarray(written));
+      }
+      let end = headerEnd();
+      while (end === -1) {
+        await fill();
+        end = headerEnd();
+      }
+      const headers = decoder.decode(buffer.subarray(0, end));
+      const status = Number(headers.slice(9, 12));
+      const length = Number(/content-length:\s*(\d+)/i.exec(headers)?.[1] ?? 0);
+      while (have < end + length) await fill();
+      buffer.copyWithin(0, end + length, have);
+      have -= end + length;
+      return status;
+    },
+    close() {
+      conn.close();
+    },
+  };
+}
+
 async function run(options: GenOptions): Promise<GenResult> {
   const makeBody = bodyTemplate(options.bodyBytes);
-  const headers = { "Content-Type": "application/json" };
+  const target = new URL(options.url);
+  const idle: RawClient[] = [];
   const start = wallClock();
   const measureFrom = start + options.warmupMs;
   const end = measureFrom + options.durationMs;
@@ -106,24 +176,23 @@ async function run(options: GenOptions): Promise<GenResult> {
   async function one(sentAt: number): Promise<void> {
     const measured = sentAt >= measureFrom;
     if (measured) sent++;
+    let client: RawClient | undefined;
     try {
-      const response = await fetch(options.url, {
-        method: "POST",
-        headers,
-        body: makeBody(sentAt, measured ? 1 : 0, seq++),
-      });
-      await response.arrayBuffer();
+      client = idle.pop() ?? await openRawClient(target);
+      const status = await client.post(makeBody(sentAt, measured ? 1 : 0, seq++));
+      idle.push(client);
       const now = wallClock();
-      statuses[response.status] = (statuses[response.status] ?? 0) + 1;
-      if (response.status === 200) {
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (status === 200) {
         okTotal++;
         if (now >= measureFrom && now < end) okInWindow++;
         if (measured) {
           ok++;
           http.push(now - sentAt);
         }
-      } else if (!firstError) firstError = `HTTP ${response.status}`;
+      } else if (!firstError) firstError = `HTTP ${status}`;
     } catch (error) {
+      client?.close();
       errors++;
       firstError ??= String(error);
       if (errors > 1000) throw new Error(`too many errors, first: ${firstError}`);
@@ -166,6 +235,7 @@ async function run(options: GenOptions): Promise<GenResult> {
     }
     await Promise.all(inFlight);
   }
+  for (const client of idle) client.close();
   const windowMs = end - measureFrom;
   return {
     sent,

@@ -60,6 +60,7 @@ import { summarize, type Summary } from "./stats.ts";
 
 const PARTS = [
   "ceiling",
+  "wrk",
   "load",
   "steady",
   "fanout",
@@ -340,6 +341,101 @@ async function partLoad(kind: "load" | "steady"): Promise<void> {
       serverRssKiB: rss,
     };
   } finally {
+    await server.stop();
+  }
+}
+
+/** wrk, installing Debian's package when it is missing (the bench runs as root here). */
+function findWrk(): string | null {
+  const has = () => new Deno.Command("bash", { args: ["-c", "command -v wrk"] }).outputSync();
+  let found = has();
+  if (!found.success) {
+    console.log("  wrk is missing: apt-get install -y wrk");
+    new Deno.Command("bash", {
+      args: [
+        "-c",
+        "apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1)",
+      ],
+    }).outputSync();
+    found = has();
+  }
+  return found.success ? new TextDecoder().decode(found.stdout).trim() : null;
+}
+
+/**
+ * Throughput with wrk, the usual C load generator, pinned to one core as in the reference
+ * measurement of smee.io (server and generator on one core each). One WebSocket subscriber
+ * must receive every accepted webhook.
+ */
+async function partWrk(): Promise<void> {
+  console.log(
+    `\n## wrk: concurrency ${CONCURRENCY}, ${BODY_BYTES} B JSON, ${SECONDS} s, wrk pinned to core 1`,
+  );
+  const wrk = findWrk();
+  if (!wrk) {
+    console.log("  skipped: wrk could not be installed");
+    return;
+  }
+  const server = await startRelay();
+  const script = await Deno.makeTempFile({ suffix: ".lua" });
+  try {
+    const user = await signUpUser(server.url);
+    const subscriber = await Subscriber.open(`ws://127.0.0.1:${server.port}/?token=${user.token}`);
+    const body = bodyTemplate(BODY_BYTES)(0, 0, 0);
+    await Deno.writeTextFile(
+      script,
+      `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\n` +
+        `wrk.headers["Content-Type"] = "application/json"\n`,
+    );
+    const before = cpuSeconds(server.child.pid);
+    const out = await new Deno.Command("taskset", {
+      args: [
+        "-c",
+        "1",
+        wrk,
+        "-t1",
+        `-c${CONCURRENCY}`,
+        `-d${SECONDS}s`,
+        "--latency",
+        "-s",
+        script,
+        user.webhookUrl,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const serverCores = (cpuSeconds(server.child.pid) - before) / SECONDS;
+    const text = new TextDecoder().decode(out.stdout);
+    const total = Number(/(\d+) requests in/.exec(text)?.[1] ?? 0);
+    const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0);
+    const latency = /Latency Distribution[\s\S]*?50%\s+(\S+)[\s\S]*?99%\s+(\S+)/.exec(text);
+    const accepted = total - non2xx;
+    const all = await subscriber.waitFor(accepted, 15_000);
+    subscriber.close();
+    console.log(
+      `  accepted: ${fmt(rps * (accepted / Math.max(1, total)), 0)} webhooks/s (target ≥ ${
+        TARGETS.throughput.toLocaleString("en-US")
+      }: ${verdict(rps * (accepted / Math.max(1, total)) >= TARGETS.throughput)})`,
+    );
+    console.log(
+      `  delivered to the WebSocket subscriber: ${subscriber.delivered} of ${accepted} accepted` +
+        (all ? " (all)" : " (NOT all, after waiting 15 s)") + `; non-2xx answers: ${non2xx}`,
+    );
+    console.log(`  HTTP round trip (wrk): p50 ${latency?.[1]}, p99 ${latency?.[2]}`);
+    console.log(`  CPU (cores busy): server ${fmt(serverCores)}`);
+    results.wrk = {
+      rps: rps * (accepted / Math.max(1, total)),
+      accepted,
+      delivered: subscriber.delivered,
+      allDelivered: all,
+      non2xx,
+      httpP50: latency?.[1],
+      httpP99: latency?.[2],
+      serverCores,
+    };
+  } finally {
+    await Deno.remove(script).catch(() => {});
     await server.stop();
   }
 }
@@ -827,9 +923,17 @@ function printSummary(): void {
   const fanout = results.fanout as { toLast: Summary } | undefined;
   const rss = results.rss as Record<string, { kibPerConnection: number }> | undefined;
   if (ceiling) rows.push(["generator ceiling (trivial server), req/s", fmt(ceiling.rps, 0), "—"]);
+  const wrk = results.wrk as { rps: number; delivered: number; accepted: number } | undefined;
+  if (wrk) {
+    rows.push([
+      "accepted webhooks/s, c=50, 1 KiB, wrk",
+      `${fmt(wrk.rps, 0)} (${wrk.delivered}/${wrk.accepted} delivered)`,
+      `≥ ${TARGETS.throughput.toLocaleString("en-US")}`,
+    ]);
+  }
   if (load) {
     rows.push([
-      "accepted webhooks/s, c=50, 1 KiB",
+      "accepted webhooks/s, c=50, 1 KiB, our generator",
       `${fmt(load.rps, 0)} (${load.delivered}/${load.accepted} delivered)`,
       `≥ ${TARGETS.throughput.toLocaleString("en-US")}`,
     ]);
@@ -937,6 +1041,7 @@ const runners: Record<Part, () => Promise<void>> = {
   ceiling: partCeiling,
   load: () => partLoad("load"),
   steady: () => partLoad("steady"),
+  wrk: partWrk,
   fanout: partFanout,
   rss: partRss,
   profile: async () => {

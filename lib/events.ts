@@ -19,8 +19,10 @@ export interface StoredEvent {
   expiresAt: number;
   method: string;
   path: string;
-  query: Record<string, string | string[]>;
-  headers: Record<string, string>;
+  /** The query as JSON text: stored and delivered as is, never re-serialised per event. */
+  queryJson: string;
+  /** The request headers as JSON text (lowercase names), for the same reason. */
+  headersJson: string;
   contentType: string | null;
   kind: BodyKind;
   size: number;
@@ -99,7 +101,7 @@ function payloadJson(kind: BodyKind, text: string | null): string {
   if (kind === "json") {
     // Line breaks in valid JSON are whitespace between tokens (inside strings they must be
     // escaped), so folding them keeps the value and keeps the SSE `data:` field on one line.
-    return text.replace(/[\r\n]+/g, " ");
+    return text.includes("\n") || text.includes("\r") ? text.replace(/[\r\n]+/g, " ") : text;
   }
   if (kind === "form") return JSON.stringify(parseForm(text));
   return "null";
@@ -119,7 +121,7 @@ export function toLiveEvent(
       JSON.stringify(event.endpoint)
     },"receivedAt":"${event.receivedAt}","method":${JSON.stringify(event.method)},"path":${
       JSON.stringify(event.path)
-    },"query":${JSON.stringify(event.query)},"headers":${JSON.stringify(event.headers)},` +
+    },"query":${event.queryJson},"headers":${event.headersJson},` +
     `"contentType":${JSON.stringify(event.contentType)},"payload":${
       payloadJson(event.kind, text)
     },${bodyField}}`;

@@ -31,8 +31,10 @@ export interface IncomingWebhook {
   receivedAt: Date;
   method: string;
   path: string;
-  query: Record<string, string | string[]>;
-  headers: Record<string, string>;
+  /** The query as JSON text (repeated names as arrays). */
+  queryJson: string;
+  /** The request headers as JSON text (lowercase names). */
+  headersJson: string;
   contentType: string | null;
   kind: BodyKind;
   body: Uint8Array;
@@ -248,8 +250,8 @@ export function createIngest(
       expiresAt: w.receivedAt.getTime() + options.retentionMs,
       method: w.method,
       path: w.path,
-      query: w.query,
-      headers: w.headers,
+      queryJson: w.queryJson,
+      headersJson: w.headersJson,
       contentType: w.contentType,
       kind: w.kind,
       size: w.body.byteLength,
@@ -278,7 +280,7 @@ export function createIngest(
         ? await stageBody(kv, { userId, body: webhook.body, expireIn: options.retentionMs })
         : null;
       const bytes = 512 + (staged ? 0 : webhook.body.byteLength) +
-        JSON.stringify(webhook.headers).length;
+        webhook.headersJson.length;
       return await new Promise<IngestResult>((resolve, reject) => {
         let queue = queues.get(userId);
         const pending: Pending = { webhook, staged, bytes, resolve, reject };
