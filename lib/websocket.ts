@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import type { Connection, Connections, Sink } from "./connections.ts";
+import type { LiveEvent } from "./events.ts";
 import { isId } from "./ids.ts";
 
 const clientMessage = z.discriminatedUnion("type", [
@@ -15,6 +16,55 @@ const clientMessage = z.discriminatedUnion("type", [
     after: z.string().refine(isId, "must be an event id").nullable().optional(),
   }),
 ]);
+
+/**
+ * One socket's sink and event listener in one object: its methods live on the prototype, so an
+ * idle connection costs no closures (memory per idle connection is a benchmark target).
+ */
+class WebSocketSink implements Sink {
+  /** Events published between the upgrade and `open` wait here, so none is missed. */
+  pending: string[] | null = [];
+  connection: Connection | null = null;
+
+  constructor(readonly socket: WebSocket, readonly connections: Connections) {}
+
+  send(event: LiveEvent): void {
+    if (this.pending) this.pending.push(event.json);
+    else if (this.socket.readyState === WebSocket.OPEN) this.socket.send(event.json);
+  }
+
+  backlog(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  heartbeat(): void {}
+
+  close(code: number, reason: string): void {
+    const socket = this.socket;
+    if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
+    else if (socket.readyState === WebSocket.CONNECTING) {
+      socket.addEventListener("open", () => socket.close(code, reason));
+    }
+  }
+
+  handleEvent(event: Event): void {
+    const connection = this.connection!;
+    if (event.type === "open") {
+      const queued = this.pending ?? [];
+      this.pending = null;
+      for (const text of queued) this.socket.send(text);
+    } else if (event.type === "message") {
+      handleClientMessage(this.connections, {
+        connection,
+        socket: this.socket,
+        message: event as MessageEvent,
+      });
+    } else {
+      // "close" (an error is always followed by close)
+      this.connections.remove(connection);
+    }
+  }
+}
 
 /** Upgrades an authenticated request to a WebSocket bound to the user's events. */
 export function openWebSocket(
@@ -30,42 +80,15 @@ export function openWebSocket(
   const { socket, response } = Deno.upgradeWebSocket(request, {
     idleTimeout: options.idleTimeoutSeconds,
   });
-  // Events published between the upgrade and `open` wait here, so none is missed.
-  let pending: string[] | null = [];
-  const sendText = (text: string) => {
-    if (pending) pending.push(text);
-    else if (socket.readyState === WebSocket.OPEN) socket.send(text);
-  };
-  const sink: Sink = {
-    send(event) {
-      sendText(event.json);
-    },
-    backlog() {
-      return socket.bufferedAmount;
-    },
-    heartbeat() {},
-    close(code, reason) {
-      if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
-      else if (socket.readyState === WebSocket.CONNECTING) {
-        socket.addEventListener("open", () => socket.close(code, reason));
-      }
-    },
-  };
-  const connection: Connection = connections.open({
+  const sink = new WebSocketSink(socket, connections);
+  sink.connection = connections.open({
     userId: options.userId,
     tokenId: options.tokenId,
     transport: "ws",
     sink,
     after: options.after ?? undefined,
   });
-  socket.onopen = () => {
-    const queued = pending ?? [];
-    pending = null;
-    for (const text of queued) socket.send(text);
-  };
-  socket.onmessage = (message) => handleClientMessage(connections, { connection, socket, message });
-  socket.onclose = () => connections.remove(connection);
-  socket.onerror = () => connections.remove(connection);
+  for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
   return response;
 }
 
