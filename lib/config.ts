@@ -23,6 +23,11 @@ const schema = z.object({
   SLOW_CONSUMER_BYTES: positiveInt.default(8 * 1024 * 1024),
   SESSION_DAYS: z.coerce.number().positive().default(30),
   LOG_REQUESTS: z.enum(["0", "1"]).default("0"),
+  LOGIN_FAILURES_PER_ACCOUNT: positiveInt.default(5),
+  LOGIN_FAILURES_PER_ADDRESS: positiveInt.default(20),
+  LOGIN_WINDOW_MINUTES: z.coerce.number().positive().default(15),
+  TRUST_PROXY: z.enum(["0", "1"]).default("0"),
+  ISLANDS_DIR: z.string().min(1).optional(),
 });
 
 /** Validated, typed settings used by every module. */
@@ -42,6 +47,15 @@ export interface Config {
   slowConsumerBytes: number;
   sessionMs: number;
   logRequests: boolean;
+  /** Failed log-ins per email within `loginWindowMs` before further attempts are refused. */
+  loginFailuresPerAccount: number;
+  /** Failed log-ins per client address within `loginWindowMs` before it is refused. */
+  loginFailuresPerAddress: number;
+  loginWindowMs: number;
+  /** Take the client address from the last X-Forwarded-For entry (behind one proxy). */
+  trustProxy: boolean;
+  /** Island bundles prebuilt by `deno task build`; null builds them at start. */
+  islandsDir: string | null;
 }
 
 /** Reads and validates settings, throwing an Error that lists every bad variable. */
@@ -67,5 +81,10 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     slowConsumerBytes: e.SLOW_CONSUMER_BYTES,
     sessionMs: e.SESSION_DAYS * 86400_000,
     logRequests: e.LOG_REQUESTS === "1",
+    loginFailuresPerAccount: e.LOGIN_FAILURES_PER_ACCOUNT,
+    loginFailuresPerAddress: e.LOGIN_FAILURES_PER_ADDRESS,
+    loginWindowMs: e.LOGIN_WINDOW_MINUTES * 60_000,
+    trustProxy: e.TRUST_PROXY === "1",
+    islandsDir: e.ISLANDS_DIR ?? null,
   };
 }

@@ -15,10 +15,12 @@
  * | ["event_head", userId]                    | id of the user's newest event      | ingest.ts       |
  * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | ingest.ts       |
  * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | ingest.ts       |
+ * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
+ * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
- * Events, chunks and day counters carry `expireIn`; readers still check `expiresAt` themselves
- * because KV deletes expired keys lazily.
+ * Events, chunks, day counters, flashes and login failures carry `expireIn`; readers still check
+ * times themselves because KV deletes expired keys lazily.
  */
 
 /** ["users", userId] */
@@ -62,3 +64,11 @@ export const eventHeadKey = (userId: string) => ["event_head", userId];
 export const usageMonthKey = (userId: string, month: string) => ["usage_month", userId, month];
 /** ["usage_day", userId, "YYYY-MM-DD"] */
 export const usageDayKey = (userId: string, day: string) => ["usage_day", userId, day];
+/** ["flash", hash] */
+export const flashKey = (sessionHash: string) => ["flash", sessionHash];
+/** ["login_failures", kind, value]: recent failed log-ins of one email or one address. */
+export const loginFailuresKey = (kind: "email" | "address", value: string) => [
+  "login_failures",
+  kind,
+  value,
+];

@@ -37,3 +37,12 @@ export async function findSession(kv: Deno.Kv, id: string): Promise<Session | nu
 export async function deleteSession(kv: Deno.Kv, id: string): Promise<void> {
   await kv.delete(sessionKey(await sha256Hex(id)));
 }
+
+/** Ends the caller's previous session, if any, and starts a new one: ids change at every login. */
+export async function rotateSession(
+  kv: Deno.Kv,
+  options: { previousId: string | null; userId: string; ttlMs: number },
+): Promise<string> {
+  if (options.previousId) await deleteSession(kv, options.previousId);
+  return await createSession(kv, { userId: options.userId, ttlMs: options.ttlMs });
+}

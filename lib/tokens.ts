@@ -64,6 +64,14 @@ export async function listTokens(kv: Deno.Kv, userId: string): Promise<Token[]> 
   return entries.map((e) => e.value).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
+/** One of a user's tokens by id, or null. */
+export async function findToken(
+  kv: Deno.Kv,
+  options: { userId: string; tokenId: string },
+): Promise<Token | null> {
+  return (await kv.get<Token>(tokenKey(options.userId, options.tokenId))).value;
+}
+
 /** The token a secret value belongs to, or null; stamps its last use at most once a minute. */
 export async function findTokenByValue(kv: Deno.Kv, value: string): Promise<Token | null> {
   if (!value.startsWith(TOKEN_PREFIX)) return null;

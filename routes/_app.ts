@@ -11,6 +11,11 @@ import { meRoutes } from "./me.ts";
 import { pageRoutes } from "./pages.tsx";
 import { tokenRoutes } from "./tokens.ts";
 import { socketRoutes } from "./socket.ts";
+import { accountPageRoutes } from "./account_pages.tsx";
+import { dashboardPageRoutes } from "./dashboard_pages.tsx";
+import { docsPageRoutes } from "./docs_page.tsx";
+import { endpointPageRoutes } from "./endpoint_pages.tsx";
+import { tokenPageRoutes } from "./token_pages.tsx";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -36,7 +41,12 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", tokenRoutes());
   app.route("/", endpointRoutes());
   app.route("/", eventRoutes());
-  app.route("/", pageRoutes());
+  app.route("/", pageRoutes(services.config));
+  app.route("/", accountPageRoutes());
+  app.route("/", dashboardPageRoutes());
+  app.route("/", tokenPageRoutes());
+  app.route("/", endpointPageRoutes());
+  app.route("/", docsPageRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => errorResponse(error, { method: c.req.method, path: c.req.path }));
   return app;

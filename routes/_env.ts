@@ -8,9 +8,15 @@ import { isId } from "../lib/ids.ts";
 import { SESSION_COOKIE } from "../lib/sessions.ts";
 import type { Services } from "../lib/services.ts";
 
-/** Hono environment: per-request variables. */
+/** Hono environment: Deno's connection info as `c.env`, and per-request variables. */
 export type AppEnv = {
-  Variables: { services: Services; auth: Auth };
+  Bindings: Partial<Deno.ServeHandlerInfo>;
+  Variables: {
+    services: Services;
+    auth: Auth;
+    /** Who is looking at a page: set by the page routes, null when logged out. */
+    viewer: Auth | null;
+  };
 };
 
 /** Parses a JSON body with a zod schema; 400 naming the first problem otherwise. */
@@ -60,6 +66,7 @@ export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   await next();
 };
 
+/** Refuses a browser request from another site; requests without browser headers pass. */
 function checkSameOrigin(c: Context<AppEnv>, publicUrl: string): void {
   const origin = c.req.header("Origin");
   const fetchSite = c.req.header("Sec-Fetch-Site");
@@ -89,4 +96,20 @@ export function resumePoint(c: Context<AppEnv>): string | null {
     throw new HttpError(400, `Cannot resume: "${value.slice(0, 40)}" is not an event id`);
   }
   return value;
+}
+
+/** Form posts must come from our own pages: browsers send any site's forms with our cookies. */
+export const requireSameOrigin: MiddlewareHandler<AppEnv> = async (c, next) => {
+  checkSameOrigin(c, c.get("services").config.publicUrl);
+  await next();
+};
+
+/** The client's IP address (the proxy's last X-Forwarded-For entry when TRUST_PROXY=1). */
+export function clientAddress(c: Context<AppEnv>): string {
+  if (c.get("services").config.trustProxy) {
+    const forwarded = c.req.header("X-Forwarded-For")?.split(",").at(-1)?.trim();
+    if (forwarded) return forwarded;
+  }
+  const address = c.env?.remoteAddr;
+  return address && "hostname" in address ? address.hostname : "unknown";
 }

@@ -7,23 +7,11 @@
  * the untouched example exposes its EventSource or WebSocket to later `page.evaluate` calls.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-import { type Browser, chromium, type ConsoleMessage, type Page } from "playwright-core";
+import type { Browser, ConsoleMessage, Page } from "playwright-core";
+import { launchChromium, saveScreenshot } from "./chromium.ts";
 import { forServer, SSE_BROWSER_EXAMPLE, WS_BROWSER_EXAMPLE } from "./docs_examples.ts";
 import { postWebhook, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
 
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
-const SCREENSHOTS = new URL("./screenshots/", import.meta.url);
 const WAIT_MS = 10_000;
 
 /** One console call of the page, with its arguments as JSON values. */
@@ -56,12 +44,7 @@ async function withBrowserPage(name: string, body: (t: BrowserCase) => Promise<v
   const logged: Logged[] = [];
   const waiters = new Set<() => void>();
   try {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: CHROMIUM_ARGS,
-      headless: true,
-      timeout: 30_000,
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
     // Arguments are read in order of arrival so `logged` keeps the page's own order.
     let reading = Promise.resolve();
@@ -103,16 +86,7 @@ async function withBrowserPage(name: string, body: (t: BrowserCase) => Promise<v
     const failures = logged.filter((entry) => /SSE error|WebSocket error/.test(entry.text));
     assert.deepEqual(failures, [], "the example reported an error");
   } catch (error) {
-    if (page) {
-      try {
-        await Deno.mkdir(SCREENSHOTS, { recursive: true });
-        const file = fileURLToPath(new URL(`${name.replace(/[^\w-]+/g, "_")}.png`, SCREENSHOTS));
-        await page.screenshot({ path: file, fullPage: true });
-        console.error(`screenshot saved: ${file}`);
-      } catch (screenshotError) {
-        console.error("could not save a screenshot:", screenshotError);
-      }
-    }
+    if (page) await saveScreenshot(page, name);
     console.error("page console:\n" + logged.map((e) => `  [${e.type}] ${e.text}`).join("\n"));
     throw error;
   } finally {

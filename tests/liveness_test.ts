@@ -58,7 +58,15 @@ Deno.test("[process] deno task start runs with no setup and SIGTERM closes clien
   }).spawn();
   const output = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let log = "";
-  while (!log.includes("listening")) log += (await output.read()).value ?? "";
+  while (!log.includes("listening")) {
+    const { value, done } = await output.read();
+    if (done) {
+      // Without this check a child that failed to start would keep this loop spinning forever.
+      const stderr = await new Response(child.stderr).text();
+      throw new Error(`main.ts exited (${(await child.status).code}) before listening:\n${stderr}`);
+    }
+    log += value;
+  }
   const base = `http://127.0.0.1:${port}`;
   const signup = await fetch(`${base}/api/auth/signup`, {
     method: "POST",

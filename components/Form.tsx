@@ -1,0 +1,47 @@
+/** Form parts: labelled fields with their error next to them, and form-level messages. */
+import type { ComponentChildren } from "preact";
+
+/** A labelled input; `error` is shown under it and tied to it for assistive tech. */
+export function Field(props: {
+  name: string;
+  label: string;
+  type?: "text" | "email" | "password";
+  value?: string;
+  error?: string;
+  hint?: string;
+  autocomplete?: string;
+  required?: boolean;
+  minLength?: number;
+  maxLength?: number;
+  autofocus?: boolean;
+}) {
+  const id = `field-${props.name}`;
+  const described = [props.hint ? `${id}-hint` : "", props.error ? `${id}-error` : ""]
+    .filter(Boolean).join(" ");
+  return (
+    <div class={`field${props.error ? " invalid" : ""}`}>
+      <label for={id}>{props.label}</label>
+      <input
+        id={id}
+        name={props.name}
+        // Preact's types tie some attributes to one input type; these three share all we set.
+        type={(props.type ?? "text") as "text"}
+        value={props.value}
+        autocomplete={props.autocomplete}
+        required={props.required}
+        minLength={props.minLength}
+        maxLength={props.maxLength}
+        autofocus={props.autofocus}
+        aria-invalid={props.error ? "true" : undefined}
+        aria-describedby={described || undefined}
+      />
+      {props.hint ? <p id={`${id}-hint`} class="hint">{props.hint}</p> : null}
+      {props.error ? <p id={`${id}-error`} class="field-error">{props.error}</p> : null}
+    </div>
+  );
+}
+
+/** A message about the whole form (e.g. rate limiting), announced when the page loads. */
+export function FormAlert(props: { children: ComponentChildren }) {
+  return <p class="form-alert" role="alert">{props.children}</p>;
+}

@@ -1,0 +1,315 @@
+/// <reference lib="dom" />
+/**
+ * The live event inspector: webhooks listed as they arrive, a detail pane with headers, payload
+ * and raw body, a filter, replay, "copy as curl", the stream's status and the number of
+ * connected clients. State and networking live in inspector_store.ts.
+ */
+import { useSignalEffect } from "@preact/signals";
+import { useEffect, useMemo, useRef } from "preact/hooks";
+import type { WebhookEnvelope } from "../lib/envelope.ts";
+import { formatBytes } from "../lib/format.ts";
+import { createInspector, type EventRow, type Inspector, type Status } from "./inspector_store.ts";
+
+/** Props: the server's public URL (for curl) and the user's endpoints (to name them). */
+export interface EventInspectorProps {
+  publicUrl: string;
+  endpoints: { slug: string; name: string }[];
+  /** How often the connected-client count is refreshed. */
+  pollMs: number;
+}
+
+const STATUS_LABELS: Record<Status, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  offline: "Offline",
+};
+
+/** Bodies longer than this are cut in the page (copy as curl still has all of it). */
+const MAX_SHOWN_CHARS = 200_000;
+const NARROW = "(max-width: 52rem)";
+
+function shown(text: string): { text: string; cut: boolean } {
+  return text.length > MAX_SHOWN_CHARS
+    ? { text: text.slice(0, MAX_SHOWN_CHARS), cut: true }
+    : { text, cut: false };
+}
+
+function timeOf(iso: string): string {
+  const date = new Date(iso);
+  const time = date.toLocaleTimeString([], {
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+  return date.toDateString() === new Date().toDateString()
+    ? time
+    : `${date.toLocaleDateString()} ${time}`;
+}
+
+/** The inspector island. */
+export default function EventInspector(props: EventInspectorProps) {
+  const names = useMemo(
+    () => Object.fromEntries(props.endpoints.map((e) => [e.slug, e.name])),
+    [props.endpoints],
+  );
+  const inspector = useMemo(
+    () =>
+      createInspector({ publicUrl: props.publicUrl, pollMs: props.pollMs, endpointNames: names }),
+    [],
+  );
+  const listRef = useRef<HTMLUListElement>(null);
+  const detailRef = useRef<HTMLDivElement>(null);
+  useEffect(() => inspector.start(), []);
+  useSignalEffect(() => {
+    if (inspector.filter.value.trim()) inspector.loadBodiesForSearch();
+  });
+
+  const open = (id: string, options: { reveal: boolean }) => {
+    inspector.select(id);
+    // On a phone the pane sits below the list: bring it into view.
+    if (options.reveal && matchMedia(NARROW).matches) detailRef.current?.scrollIntoView();
+  };
+
+  const onListKey = (event: KeyboardEvent) => {
+    const keys = ["ArrowDown", "ArrowUp", "Home", "End"];
+    if (!keys.includes(event.key) || !listRef.current) return;
+    const buttons = [...listRef.current.querySelectorAll<HTMLButtonElement>("button[data-id]")];
+    const at = buttons.indexOf(document.activeElement as HTMLButtonElement);
+    const next = event.key === "Home"
+      ? 0
+      : event.key === "End"
+      ? buttons.length - 1
+      : Math.min(buttons.length - 1, Math.max(0, at + (event.key === "ArrowDown" ? 1 : -1)));
+    const target = buttons[next];
+    if (!target) return;
+    event.preventDefault();
+    target.focus();
+    open(target.dataset.id!, { reveal: false });
+  };
+
+  const rows = inspector.visible.value;
+  const total = inspector.rows.value.length;
+  const status = inspector.status.value;
+  const clients = inspector.clients.value;
+  const query = inspector.filter.value.trim();
+
+  return (
+    <section class="inspector needs-js" aria-labelledby="inspector-title">
+      <div class="inspector-bar">
+        <h2 id="inspector-title">Live events</h2>
+        <p class="status" data-status={status} role="status">
+          <span class="dot" aria-hidden="true" />
+          {STATUS_LABELS[status]}
+          {inspector.statusNote.value ? `: ${inspector.statusNote.value}` : ""}
+          {status === "offline" ? <a href="/login?next=/dashboard">Log in</a> : null}
+        </p>
+        <p
+          class="clients"
+          title="Open SSE and WebSocket connections of your account, this page included"
+        >
+          <strong data-testid="client-count">{clients === null ? "–" : clients}</strong>{" "}
+          connected client{clients === 1 ? "" : "s"}
+        </p>
+        <div class="filter">
+          <label for="event-filter">Filter</label>
+          <input
+            id="event-filter"
+            type="search"
+            placeholder="path, header, body…"
+            value={inspector.filter.value}
+            onInput={(event) => inspector.filter.value = (event.target as HTMLInputElement).value}
+          />
+        </div>
+      </div>
+      <div class="inspector-body">
+        <div class="event-list-pane">
+          {total === 0
+            ? (
+              <p class="empty">
+                Waiting for webhooks. Send one with the button above, or POST to your URL.
+              </p>
+            )
+            : rows.length === 0
+            ? <p class="empty">No event matches “{query}”.</p>
+            : (
+              <ul
+                class="event-list"
+                aria-label="Events, newest first"
+                ref={listRef}
+                onKeyDown={onListKey}
+              >
+                {rows.map((row) => (
+                  <li key={row.id}>
+                    <EventRowButton
+                      row={row}
+                      name={names[row.endpoint]}
+                      selected={row.id === inspector.selectedId.value}
+                      onOpen={() => open(row.id, { reveal: true })}
+                    />
+                  </li>
+                ))}
+              </ul>
+            )}
+          {inspector.hasOlder.value && !query
+            ? (
+              <button
+                type="button"
+                class="button small"
+                disabled={inspector.loadingOlder.value}
+                onClick={() => inspector.loadOlder()}
+              >
+                {inspector.loadingOlder.value ? "Loading…" : "Load older events"}
+              </button>
+            )
+            : null}
+        </div>
+        <div class="event-detail" ref={detailRef} tabIndex={-1}>
+          <EventDetail inspector={inspector} name={(slug) => names[slug]} />
+        </div>
+      </div>
+      <p class="visually-hidden" aria-live="polite">{inspector.announcement.value}</p>
+    </section>
+  );
+}
+
+function EventRowButton(
+  props: { row: EventRow; name: string | undefined; selected: boolean; onOpen: () => void },
+) {
+  const { row } = props;
+  return (
+    <button
+      type="button"
+      class={`event-row${row.redelivered ? " redelivered" : ""}`}
+      data-id={row.id}
+      aria-pressed={props.selected}
+      onClick={props.onOpen}
+    >
+      <span class="method">{row.method}</span>
+      <span class="path">{row.path}</span>
+      <span class="endpoint">{props.name ?? row.endpoint.slice(0, 8)}</span>
+      <time dateTime={row.receivedAt}>{timeOf(row.receivedAt)}</time>
+      <span class="size">{formatBytes(row.size)}</span>
+    </button>
+  );
+}
+
+function EventDetail(props: { inspector: Inspector; name: (slug: string) => string | undefined }) {
+  const { inspector } = props;
+  const row = inspector.selected.value;
+  if (!row) {
+    return <p class="empty">Select an event to see its headers, payload and raw body.</p>;
+  }
+  const state = inspector.detail.value;
+  return (
+    <article aria-labelledby="event-title">
+      <h3 id="event-title">
+        <span class="method">{row.method}</span> {row.path}
+      </h3>
+      <p class="muted">
+        {props.name(row.endpoint) ?? row.endpoint} · {new Date(row.receivedAt).toLocaleString()} ·
+        {" "}
+        {formatBytes(row.size)}
+      </p>
+      <div class="actions">
+        <button type="button" class="button" onClick={() => inspector.replay(row.id)}>
+          Replay
+        </button>
+        <button type="button" class="button" onClick={() => inspector.copyCurl(row.id)}>
+          Copy as curl
+        </button>
+      </div>
+      <p class="notice-line" role="status">{inspector.notice.value}</p>
+      {inspector.curlText.value
+        ? (
+          <details open>
+            <summary>curl command</summary>
+            <pre class="code wrap">{inspector.curlText.value}</pre>
+          </details>
+        )
+        : null}
+      {state.kind === "loading" ? <p class="muted">Loading the event…</p> : null}
+      {state.kind === "error" ? <p class="error-text">{state.message}</p> : null}
+      {row.envelope ? <EnvelopeView envelope={row.envelope} /> : null}
+    </article>
+  );
+}
+
+function EnvelopeView(props: { envelope: WebhookEnvelope }) {
+  const e = props.envelope;
+  const headers = Object.entries(e.headers);
+  const query = Object.entries(e.query);
+  const payload = e.payload === null ? null : shown(JSON.stringify(e.payload, null, 2));
+  const raw = e.bodyBase64 !== undefined ? shown(e.bodyBase64) : shown(e.body ?? "");
+  return (
+    <>
+      <dl class="facts">
+        <dt>Event id</dt>
+        <dd>
+          <code>{e.id}</code>
+        </dd>
+        <dt>Endpoint</dt>
+        <dd>
+          <code>{e.endpoint}</code>
+        </dd>
+        <dt>Content type</dt>
+        <dd>{e.contentType ?? "none"}</dd>
+        <dt>Received</dt>
+        <dd>
+          <time dateTime={e.receivedAt}>{e.receivedAt}</time>
+        </dd>
+        {query.length
+          ? (
+            <>
+              <dt>Query</dt>
+              <dd>
+                <code>{query.map(([k, v]) => `${k}=${v}`).join("&")}</code>
+              </dd>
+            </>
+          )
+          : null}
+      </dl>
+      <h4>Headers</h4>
+      <div class="table-wrap">
+        <table class="headers">
+          <tbody>
+            {headers.map(([name, value]) => (
+              <tr key={name}>
+                <th scope="row">{name}</th>
+                <td>{value}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <h4>Payload</h4>
+      {payload
+        ? (
+          <>
+            <pre class="code" data-testid="payload">{payload.text}</pre>
+            {payload.cut ? <p class="muted">Cut at {MAX_SHOWN_CHARS} characters.</p> : null}
+          </>
+        )
+        : (
+          <p class="muted">
+            {e.body === "" || e.bodyBase64 === ""
+              ? "Empty body, so no payload."
+              : "No parsed payload: the content type is neither JSON nor a form. The raw body is below."}
+          </p>
+        )}
+      <h4>Raw body</h4>
+      {e.bodyBase64 !== undefined
+        ? (
+          <p class="note">
+            This body is not UTF-8 text, so it is shown as base64 (the envelope's{" "}
+            <code>bodyBase64</code>). Decode it to get the exact bytes.
+          </p>
+        )
+        : null}
+      {raw.text
+        ? <pre class="code wrap" data-testid="raw-body">{raw.text}</pre>
+        : <p class="muted">Empty body.</p>}
+      {raw.cut ? <p class="muted">Cut at {MAX_SHOWN_CHARS} characters.</p> : null}
+    </>
+  );
+}

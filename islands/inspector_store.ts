@@ -1,0 +1,381 @@
+/// <reference lib="dom" />
+/**
+ * The live inspector's state and its connection to the server, as signals.
+ *
+ * History comes first from GET /api/events; the stream then opens with `lastEventId` set to the
+ * newest event seen, so the server replays whatever arrived in between: no gap, and duplicates
+ * are merged by id. The session cookie authenticates every request, the stream included.
+ */
+import { batch, computed, signal } from "@preact/signals";
+import { curlCommand } from "../lib/curl.ts";
+import { envelopeBytes, type WebhookEnvelope } from "../lib/envelope.ts";
+import { copyText } from "./clipboard.ts";
+
+/** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */
+export interface EventRow {
+  id: string;
+  endpoint: string;
+  receivedAt: string;
+  method: string;
+  path: string;
+  contentType: string | null;
+  size: number;
+  envelope: WebhookEnvelope | null;
+  /** How often the server sent this event again (replay) while the page was open. */
+  redelivered: number;
+}
+
+/** Where the stream stands. */
+export type Status = "connecting" | "live" | "reconnecting" | "offline";
+
+/** What the detail pane says about the selected event's envelope. */
+export type DetailState = { kind: "ready" } | { kind: "loading" } | {
+  kind: "error";
+  message: string;
+};
+
+/** The largest list kept in the page; older rows drop off and can be loaded again. */
+const MAX_ROWS = 500;
+const HISTORY_PAGE = 50;
+const RECONNECT_MS = 3000;
+const PARALLEL_LOADS = 4;
+
+class RequestError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+async function requestJson<T>(url: string, init?: RequestInit): Promise<T> {
+  const response = await fetch(url, { ...init, headers: { Accept: "application/json" } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new RequestError(
+      response.status,
+      body.error ?? `${response.status} ${response.statusText}`,
+    );
+  }
+  return body as T;
+}
+
+function rowOf(envelope: WebhookEnvelope): EventRow {
+  return {
+    id: envelope.id,
+    endpoint: envelope.endpoint,
+    receivedAt: envelope.receivedAt,
+    method: envelope.method,
+    path: envelope.path,
+    contentType: envelope.contentType,
+    size: envelopeBytes(envelope).byteLength,
+    envelope,
+    redelivered: 0,
+  };
+}
+
+const byIdDescending = (a: EventRow, b: EventRow) => a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+
+/** Creates the inspector's state; nothing touches the network until `start`. */
+export function createInspector(options: {
+  publicUrl: string;
+  pollMs: number;
+  endpointNames: Record<string, string>;
+}) {
+  const rows = signal<EventRow[]>([]);
+  const selectedId = signal<string | null>(null);
+  const detail = signal<DetailState>({ kind: "ready" });
+  const filter = signal("");
+  const status = signal<Status>("connecting");
+  const statusNote = signal("");
+  const clients = signal<number | null>(null);
+  const hasOlder = signal(false);
+  const loadingOlder = signal(false);
+  const notice = signal("");
+  const announcement = signal("");
+  const curlText = signal("");
+
+  // Rows are replaced, never mutated, so their search text can be cached by identity.
+  const searchText = new WeakMap<EventRow, string>();
+  const haystack = (row: EventRow) => {
+    let text = searchText.get(row);
+    if (text === undefined) {
+      const e = row.envelope;
+      text = [
+        row.id,
+        row.method,
+        row.path,
+        row.endpoint,
+        options.endpointNames[row.endpoint] ?? "",
+        row.contentType ?? "",
+        e ? JSON.stringify(e.headers) : "",
+        e?.body ?? "",
+      ].join("\n").toLowerCase();
+      searchText.set(row, text);
+    }
+    return text;
+  };
+  const visible = computed(() => {
+    const query = filter.value.trim().toLowerCase();
+    return query ? rows.value.filter((row) => haystack(row).includes(query)) : rows.value;
+  });
+  const selected = computed(() => rows.value.find((row) => row.id === selectedId.value) ?? null);
+
+  function merge(incoming: EventRow[]): void {
+    const byId = new Map(rows.value.map((row) => [row.id, row]));
+    for (const row of incoming) {
+      const old = byId.get(row.id);
+      byId.set(row.id, old ? { ...old, ...row, envelope: row.envelope ?? old.envelope } : row);
+    }
+    const sorted = [...byId.values()].sort(byIdDescending);
+    if (sorted.length > MAX_ROWS) hasOlder.value = true;
+    rows.value = sorted.slice(0, MAX_ROWS);
+  }
+
+  function receive(envelope: WebhookEnvelope): void {
+    const old = rows.value.find((row) => row.id === envelope.id);
+    const row = rowOf(envelope);
+    if (old) row.redelivered = old.redelivered + 1;
+    batch(() => {
+      merge([row]);
+      announcement.value = `${
+        old ? "Replayed" : "New"
+      } webhook: ${envelope.method} ${envelope.path}`;
+    });
+  }
+
+  async function loadHistory(cursor: string | null): Promise<void> {
+    const query = `limit=${HISTORY_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+    const page = await requestJson<{
+      events: Omit<EventRow, "envelope" | "redelivered">[];
+      nextCursor: string | null;
+    }>(`/api/events?${query}`);
+    batch(() => {
+      merge(page.events.map((e) => ({ ...e, envelope: null, redelivered: 0 })));
+      if (cursor !== null || rows.value.length <= page.events.length) {
+        hasOlder.value = page.nextCursor !== null;
+      }
+    });
+  }
+
+  async function refreshClients(): Promise<void> {
+    try {
+      clients.value = (await requestJson<{ connectedClients: number }>("/api/me")).connectedClients;
+    } catch (error) {
+      if (error instanceof RequestError && error.status === 401) endSession();
+    }
+  }
+
+  function endSession(): void {
+    stop();
+    status.value = "offline";
+    statusNote.value = "your session has ended; log in again";
+  }
+
+  let source: EventSource | null = null;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  let poll: ReturnType<typeof setInterval> | undefined;
+  let stopped = false;
+
+  function connect(): void {
+    const newest = rows.value[0]?.id;
+    const resumed = newest !== undefined;
+    const es = new EventSource(
+      `/api/events/stream${resumed ? `?lastEventId=${encodeURIComponent(newest)}` : ""}`,
+    );
+    source = es;
+    let opened = false;
+    es.onopen = () => {
+      status.value = "live";
+      statusNote.value = "";
+      refreshClients();
+      // Without a resume point, something may have arrived between the history read and now.
+      if (!resumed && !opened) loadHistory(null).catch(() => {});
+      opened = true;
+    };
+    es.onmessage = (message) => {
+      try {
+        const envelope = JSON.parse(message.data) as WebhookEnvelope;
+        if (envelope.type === "webhook") receive(envelope);
+      } catch {
+        // not an envelope: nothing to show
+      }
+    };
+    es.addEventListener("close", (message) => {
+      try {
+        statusNote.value = JSON.parse((message as MessageEvent).data).reason ?? "";
+      } catch {
+        statusNote.value = "";
+      }
+    });
+    es.onerror = () => {
+      if (stopped) return;
+      if (es.readyState === EventSource.CONNECTING) {
+        status.value = "reconnecting";
+        return;
+      }
+      // The browser gave up (the server refused the stream): find out why, then retry ourselves.
+      es.close();
+      status.value = "reconnecting";
+      requestJson("/api/me").then(
+        () => retry = setTimeout(connect, RECONNECT_MS),
+        (error) => {
+          if (error instanceof RequestError && error.status === 401) endSession();
+          else retry = setTimeout(connect, RECONNECT_MS);
+        },
+      );
+    };
+  }
+
+  /** Loads history, opens the stream and starts polling the client count; returns `stop`. */
+  function start(): () => void {
+    stopped = false;
+    loadHistory(null)
+      .catch((error) => {
+        if (error instanceof RequestError && error.status === 401) return endSession();
+        notice.value = `Cannot load recent events: ${error.message}`;
+      })
+      .finally(() => {
+        if (!stopped) connect();
+      });
+    poll = setInterval(() => {
+      if (document.visibilityState === "visible") refreshClients();
+    }, options.pollMs);
+    document.addEventListener("visibilitychange", onVisible);
+    return stop;
+  }
+
+  function onVisible(): void {
+    if (document.visibilityState === "visible" && !stopped) refreshClients();
+  }
+
+  function stop(): void {
+    stopped = true;
+    source?.close();
+    clearTimeout(retry);
+    clearInterval(poll);
+    document.removeEventListener("visibilitychange", onVisible);
+  }
+
+  async function envelopeOf(id: string): Promise<WebhookEnvelope> {
+    const known = rows.value.find((row) => row.id === id)?.envelope;
+    if (known) return known;
+    try {
+      const envelope = await requestJson<WebhookEnvelope>(`/api/events/${encodeURIComponent(id)}`);
+      merge([rowOf(envelope)]);
+      return envelope;
+    } catch (error) {
+      if (error instanceof RequestError && error.status === 404) {
+        throw new Error("this event is no longer retained, so its body cannot be shown");
+      }
+      throw error;
+    }
+  }
+
+  /** Opens an event in the detail pane, loading its envelope when needed. */
+  async function select(id: string): Promise<void> {
+    batch(() => {
+      selectedId.value = id;
+      notice.value = "";
+      curlText.value = "";
+    });
+    if (rows.value.find((row) => row.id === id)?.envelope) {
+      detail.value = { kind: "ready" };
+      return;
+    }
+    detail.value = { kind: "loading" };
+    try {
+      await envelopeOf(id);
+      if (selectedId.value === id) detail.value = { kind: "ready" };
+    } catch (error) {
+      if (selectedId.value === id) {
+        detail.value = { kind: "error", message: `Cannot open event: ${(error as Error).message}` };
+      }
+    }
+  }
+
+  /** Asks the server to send an event again to every connected client. */
+  async function replay(id: string): Promise<void> {
+    notice.value = "Replaying…";
+    try {
+      const answer = await requestJson<{ clients: number }>(
+        `/api/events/${encodeURIComponent(id)}/redeliver`,
+        { method: "POST" },
+      );
+      const n = answer.clients;
+      notice.value = `Sent again to ${n} connected client${
+        n === 1 ? "" : "s"
+      } (this page included).`;
+    } catch (error) {
+      notice.value = `Cannot replay: ${(error as Error).message}`;
+    }
+  }
+
+  /** Copies the event as a curl command; the command is also shown, in case copying fails. */
+  async function copyCurl(id: string): Promise<void> {
+    try {
+      const command = curlCommand(await envelopeOf(id), { publicUrl: options.publicUrl });
+      curlText.value = command;
+      notice.value = await copyText(command)
+        ? "Copied a curl command that sends this request again."
+        : "Copying was refused; the command is below.";
+    } catch (error) {
+      notice.value = `Cannot build the curl command: ${(error as Error).message}`;
+    }
+  }
+
+  /** Loads the next page of older events. */
+  async function loadOlder(): Promise<void> {
+    const oldest = rows.value[rows.value.length - 1]?.id ?? null;
+    loadingOlder.value = true;
+    try {
+      await loadHistory(oldest);
+    } catch (error) {
+      notice.value = `Cannot load older events: ${(error as Error).message}`;
+    } finally {
+      loadingOlder.value = false;
+    }
+  }
+
+  let loadingBodies = false;
+  /** Loads the envelopes the filter needs to search bodies, a few at a time. */
+  async function loadBodiesForSearch(): Promise<void> {
+    if (loadingBodies) return;
+    loadingBodies = true;
+    try {
+      const missing = rows.value.filter((row) => !row.envelope).map((row) => row.id);
+      const worker = async () => {
+        for (let id = missing.shift(); id !== undefined; id = missing.shift()) {
+          await envelopeOf(id).catch(() => {});
+        }
+      };
+      await Promise.all(Array.from({ length: PARALLEL_LOADS }, worker));
+    } finally {
+      loadingBodies = false;
+    }
+  }
+
+  return {
+    rows,
+    visible,
+    selected,
+    selectedId,
+    detail,
+    filter,
+    status,
+    statusNote,
+    clients,
+    hasOlder,
+    loadingOlder,
+    notice,
+    announcement,
+    curlText,
+    start,
+    select,
+    replay,
+    copyCurl,
+    loadOlder,
+    loadBodiesForSearch,
+  };
+}
+
+/** The inspector's state and actions. */
+export type Inspector = ReturnType<typeof createInspector>;

@@ -1,0 +1,176 @@
+/** What every HTML page shares: security headers, who is looking, forms, redirects, errors. */
+import type { Context, ErrorHandler, MiddlewareHandler } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { deleteCookie, getCookie } from "hono/cookie";
+import type { VNode } from "preact";
+import { z } from "zod";
+import { Layout } from "../components/Layout.tsx";
+import { authenticateSession } from "../lib/auth.ts";
+import { islandBundles } from "../lib/bundles.ts";
+import type { Config } from "../lib/config.ts";
+import { type Flash, setFlash, takeFlash } from "../lib/flash.ts";
+import { HttpError } from "../lib/http_error.ts";
+import { renderPage } from "../lib/islands.ts";
+import { SESSION_COOKIE } from "../lib/sessions.ts";
+import type { AppEnv } from "./_env.ts";
+
+/** Headers every page carries: no inline script or style can run, no framing, no sniffing. */
+function securityHeaders(config: Config): Record<string, string> {
+  // The test button posts to the webhook URL, which may sit on another origin behind a proxy.
+  const publicOrigin = new URL(config.publicUrl).origin;
+  return {
+    "Content-Security-Policy": [
+      "default-src 'none'",
+      "script-src 'self'",
+      "style-src 'self'",
+      "img-src 'self' data:",
+      `connect-src 'self' ${publicOrigin}`,
+      "base-uri 'none'",
+      "form-action 'self'",
+      "frame-ancestors 'none'",
+    ].join("; "),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+  };
+}
+
+/** Renders a page with its islands' scripts; signed-in pages are never cached. */
+export function sendPage(
+  c: Context<AppEnv>,
+  page: VNode,
+  options: { status?: ContentfulStatusCode } = {},
+) {
+  const { config } = c.get("services");
+  const bundles = islandBundles(config);
+  const html = renderPage(page, { scripts: (name) => bundles.scripts(name) });
+  return c.body(html, options.status ?? 200, {
+    ...securityHeaders(config),
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": c.get("viewer") ? "no-store" : "no-cache",
+  });
+}
+
+/** Sets `viewer` from the session cookie; a stale cookie is cleared, never an error. */
+export const loadViewer: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const sessionId = getCookie(c, SESSION_COOKIE);
+  c.set("viewer", null);
+  if (sessionId) {
+    try {
+      c.set("viewer", await authenticateSession(c.get("services").kv, sessionId));
+    } catch (error) {
+      if (!(error instanceof HttpError)) throw error;
+      deleteCookie(c, SESSION_COOKIE, { path: "/" });
+    }
+  }
+  await next();
+};
+
+/** Dashboard pages: logged-out visitors go to the log-in page, and come back after. */
+export const requireViewer: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (!c.get("viewer")) {
+    const back = c.req.method === "GET" ? `?next=${encodeURIComponent(c.req.path)}` : "";
+    return redirect(c, `/login${back}`);
+  }
+  await next();
+};
+
+/** The signed-in viewer; only after `requireViewer`. */
+export function viewerOf(c: Context<AppEnv>) {
+  const viewer = c.get("viewer");
+  if (!viewer) throw new HttpError(401, "Unauthorized: log in to see this page");
+  return viewer;
+}
+
+/** Where to go after logging in: only our own dashboard paths, never another site. */
+export function safeNext(next: string | undefined): string {
+  return next && /^\/dashboard(\/[\w-]+)*$/.test(next) ? next : "/dashboard";
+}
+
+/** A 303 to a page (a form's answer), leaving a flash for it when given. */
+export async function redirect(
+  c: Context<AppEnv>,
+  location: string,
+  options: { flash?: Flash } = {},
+): Promise<Response> {
+  const sessionId = c.get("viewer")?.sessionId;
+  if (options.flash && sessionId) await setFlash(c.get("services").kv, sessionId, options.flash);
+  return c.redirect(location, 303);
+}
+
+/** The flash left for this page, if any. */
+export async function pageFlash(c: Context<AppEnv>): Promise<Flash | null> {
+  const sessionId = c.get("viewer")?.sessionId;
+  return sessionId ? await takeFlash(c.get("services").kv, sessionId) : null;
+}
+
+/** A form's fields as strings, and per-field problems from the schema. */
+/** The form that creates something named (a token, an endpoint). */
+export const nameForm = z.object({
+  name: z.string().trim().min(1, "Name is required").max(
+    100,
+    "Name must be at most 100 characters",
+  ),
+});
+
+export type FormResult<T> =
+  | { ok: true; data: T; values: Record<string, string> }
+  | { ok: false; errors: Record<string, string>; values: Record<string, string> };
+
+/** Reads an urlencoded or multipart form and validates it; problems are keyed by field. */
+export async function readForm<T extends z.ZodType>(
+  c: Context<AppEnv>,
+  schema: T,
+): Promise<FormResult<z.infer<T>>> {
+  let body: Record<string, unknown> = {};
+  try {
+    body = await c.req.parseBody();
+  } catch {
+    throw new HttpError(400, "Cannot read form: the body is not a form");
+  }
+  const values: Record<string, string> = {};
+  for (const [name, value] of Object.entries(body)) {
+    if (typeof value === "string") values[name] = value;
+  }
+  const parsed = schema.safeParse(values);
+  if (parsed.success) return { ok: true, data: parsed.data, values };
+  const errors: Record<string, string> = {};
+  for (const issue of parsed.error.issues) {
+    const field = String(issue.path[0] ?? "form");
+    errors[field] ??= issue.message;
+  }
+  return { ok: false, errors, values };
+}
+
+/** Page routes answer errors with a page, not JSON; real faults get a logged reference. */
+export const pageError: ErrorHandler<AppEnv> = (error, c) => {
+  let status: ContentfulStatusCode = 500;
+  let message: string;
+  if (error instanceof HttpError) {
+    status = error.status as ContentfulStatusCode;
+    message = error.message;
+    for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+  } else {
+    const reference = crypto.randomUUID();
+    console.error(`[${reference}] ${c.req.method} ${c.req.path} failed:`, error);
+    message = `Internal error; reference ${reference}`;
+  }
+  const viewer = c.get("viewer") ?? null;
+  return sendPage(
+    c,
+    <Layout title={`${status}: WebSocks`} user={viewer?.user}>
+      <section class="narrow">
+        <h1>
+          {status === 404 ? "Not found" : status === 403 ? "Refused" : "Something went wrong"}
+        </h1>
+        <p class="error-text">{message}</p>
+        <p>
+          <a href={viewer ? "/dashboard" : "/"}>Back to {viewer ? "the dashboard" : "the start"}</a>
+        </p>
+      </section>
+    </Layout>,
+    { status },
+  );
+};

@@ -1,0 +1,195 @@
+/**
+ * Sign-up, log-in and log-out as plain HTML forms: they work without JavaScript, show each
+ * problem next to its field, keep the email on a failed attempt, and answer success with 303.
+ */
+import { Hono } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { Context } from "hono";
+import { Field, FormAlert } from "../components/Form.tsx";
+import { Layout } from "../components/Layout.tsx";
+import { setFlash } from "../lib/flash.ts";
+import { HttpError } from "../lib/http_error.ts";
+import { guardedLogIn } from "../lib/login_guard.ts";
+import { signUp } from "../lib/users.ts";
+import { type AppEnv, clientAddress, requireSameOrigin } from "./_env.ts";
+import { credentials, loginBody } from "./auth.ts";
+import { loadViewer, pageError, readForm, safeNext, sendPage } from "./_page.tsx";
+import { endSession, loginLimits, startSession } from "./_session.ts";
+
+const LABELS: Record<string, string> = { email: "Email", password: "Password" };
+
+/** Field errors as sentences: "Password must be at least 10 characters." */
+function sentences(errors: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(errors).map((
+      [field, message],
+    ) => [field, `${LABELS[field] ?? field} ${message}.`]),
+  );
+}
+
+interface FormState {
+  email: string;
+  errors: Record<string, string>;
+  alert?: string;
+}
+
+function signupPage(c: Context<AppEnv>, state: FormState, status: ContentfulStatusCode = 200) {
+  return sendPage(
+    c,
+    <Layout title="Sign up: WebSocks" section="signup">
+      <section class="narrow card auth">
+        <h1>Create your account</h1>
+        <p class="muted">
+          You get a webhook URL and an API token at once. 1,000 webhooks a month free.
+        </p>
+        {state.alert ? <FormAlert>{state.alert}</FormAlert> : null}
+        <form method="post" action="/signup" novalidate>
+          <Field
+            name="email"
+            label="Email"
+            type="email"
+            value={state.email}
+            error={state.errors.email}
+            autocomplete="email"
+            required
+            autofocus={!state.email}
+          />
+          <Field
+            name="password"
+            label="Password"
+            type="password"
+            error={state.errors.password}
+            hint="At least 10 characters."
+            autocomplete="new-password"
+            required
+            minLength={10}
+            autofocus={!!state.email}
+          />
+          <button type="submit" class="button primary full">Sign up</button>
+        </form>
+        <p class="muted">
+          Already have an account? <a href="/login">Log in</a>
+        </p>
+      </section>
+    </Layout>,
+    { status },
+  );
+}
+
+function loginPage(
+  c: Context<AppEnv>,
+  state: FormState & { next: string },
+  status: ContentfulStatusCode = 200,
+) {
+  return sendPage(
+    c,
+    <Layout title="Log in: WebSocks" section="login">
+      <section class="narrow card auth">
+        <h1>Log in</h1>
+        {state.alert ? <FormAlert>{state.alert}</FormAlert> : null}
+        <form method="post" action="/login" novalidate>
+          <input type="hidden" name="next" value={state.next} />
+          <Field
+            name="email"
+            label="Email"
+            type="email"
+            value={state.email}
+            error={state.errors.email}
+            autocomplete="username"
+            required
+            autofocus={!state.email}
+          />
+          <Field
+            name="password"
+            label="Password"
+            type="password"
+            error={state.errors.password}
+            autocomplete="current-password"
+            required
+            autofocus={!!state.email}
+          />
+          <button type="submit" class="button primary full">Log in</button>
+        </form>
+        <p class="muted">
+          New here? <a href="/signup">Create an account</a>
+        </p>
+      </section>
+    </Layout>,
+    { status },
+  );
+}
+
+/** /signup, /login, /logout */
+export function accountPageRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.onError(pageError);
+
+  app.get("/signup", loadViewer, (c) => {
+    if (c.get("viewer")) return c.redirect("/dashboard", 303);
+    return signupPage(c, { email: "", errors: {} });
+  });
+
+  app.post("/signup", requireSameOrigin, loadViewer, async (c) => {
+    const form = await readForm(c, credentials);
+    const email = (form.values.email ?? "").trim();
+    if (!form.ok) return signupPage(c, { email, errors: sentences(form.errors) }, 400);
+    const { kv, config } = c.get("services");
+    let created;
+    try {
+      created = await signUp(kv, { ...form.data, monthlyLimit: config.freeMonthlyLimit });
+    } catch (error) {
+      if (!(error instanceof HttpError) || error.status !== 409) throw error;
+      const errors = { email: "An account with this email already exists. Log in instead?" };
+      return signupPage(c, { email, errors }, 409);
+    }
+    const sessionId = await startSession(c, created.user.id);
+    await setFlash(kv, sessionId, {
+      kind: "success",
+      message: "Welcome to WebSocks. Your webhook URL is below. Your first API token, for your " +
+        "own clients, is shown here once: copy it now.",
+      secret: { label: "API token", value: created.tokenValue },
+    });
+    return c.redirect("/dashboard", 303);
+  });
+
+  app.get("/login", loadViewer, (c) => {
+    const next = safeNext(c.req.query("next"));
+    if (c.get("viewer")) return c.redirect(next, 303);
+    return loginPage(c, { email: "", errors: {}, next });
+  });
+
+  app.post("/login", requireSameOrigin, loadViewer, async (c) => {
+    const form = await readForm(c, loginBody);
+    const email = (form.values.email ?? "").trim();
+    const next = safeNext(form.values.next);
+    if (!form.ok) return loginPage(c, { email, next, errors: sentences(form.errors) }, 400);
+    const { kv, config } = c.get("services");
+    let user;
+    try {
+      user = await guardedLogIn(kv, {
+        ...form.data,
+        address: clientAddress(c),
+        limits: loginLimits(config),
+      });
+    } catch (error) {
+      if (!(error instanceof HttpError)) throw error;
+      for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+      if (error.status === 401) {
+        return loginPage(c, { email, next, errors: { password: error.message } }, 401);
+      }
+      if (error.status === 429) {
+        return loginPage(c, { email, next, errors: {}, alert: error.message }, 429);
+      }
+      throw error;
+    }
+    await startSession(c, user.id);
+    return c.redirect(next, 303);
+  });
+
+  app.post("/logout", requireSameOrigin, async (c) => {
+    await endSession(c);
+    return c.redirect("/", 303);
+  });
+
+  return app;
+}
