@@ -1,5 +1,5 @@
 /** Who is calling: a session cookie (dashboard) or an API token (clients and scripts). */
-import { findSession } from "./sessions.ts";
+import { findSession, sessionCredential } from "./sessions.ts";
 import { findTokenByValue } from "./tokens.ts";
 import { getUser, type User } from "./users.ts";
 import { HttpError } from "./http_error.ts";
@@ -9,6 +9,8 @@ export interface Auth {
   user: User;
   via: "session" | "token";
   tokenId: string | null;
+  /** What live connections remember, so revoking the token or ending the session closes them. */
+  credential: string;
   sessionId: string | null;
 }
 
@@ -31,7 +33,7 @@ export async function authenticateToken(kv: Deno.Kv, value: string | null): Prom
   if (!token || !user) {
     throw new HttpError(401, "Unauthorized: the API token is unknown or revoked");
   }
-  return { user, via: "token", tokenId: token.id, sessionId: null };
+  return { user, via: "token", tokenId: token.id, sessionId: null, credential: token.id };
 }
 
 /** Resolves a session cookie value to its user; 401 when missing or expired. */
@@ -41,5 +43,11 @@ export async function authenticateSession(kv: Deno.Kv, sessionId: string): Promi
   if (!session || !user) {
     throw new HttpError(401, "Unauthorized: the session has expired, log in again");
   }
-  return { user, via: "session", tokenId: null, sessionId };
+  return {
+    user,
+    via: "session",
+    tokenId: null,
+    sessionId,
+    credential: await sessionCredential(sessionId),
+  };
 }

@@ -12,7 +12,8 @@ export type BrokerMessage =
   | { kind: "events"; userId: string; events: LiveEvent[] }
   /** One stored event sent again on request, past the connections' duplicate filter. */
   | { kind: "redeliver"; userId: string; event: LiveEvent }
-  | { kind: "token_revoked"; userId: string; tokenId: string }
+  /** A token was revoked or a session ended: close the connections it authenticated. */
+  | { kind: "credential_revoked"; userId: string; credential: string }
   | { kind: "endpoint_changed"; slug: string };
 
 /** A publish/subscribe hub. */

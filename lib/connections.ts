@@ -24,7 +24,8 @@ export interface Sink {
 export interface Connection {
   id: string;
   userId: string;
-  tokenId: string | null;
+  /** What authenticated it (a token id, or a session's credential); revoking it closes us. */
+  credential: string;
   transport: "sse" | "ws";
   connectedAt: string;
   lastSentId: string | null;
@@ -38,7 +39,7 @@ export interface Connection {
 /** Close codes (WebSocket's; SSE streams just end). */
 export const CLOSE = {
   shutdown: { code: 1001, reason: "Server is shutting down; reconnect to resume" },
-  revoked: { code: 4001, reason: "Token revoked" },
+  revoked: { code: 4001, reason: "Token revoked or session ended" },
   slow: { code: 4008, reason: "Client too slow; reconnect with your last event id to resume" },
 } as const;
 
@@ -47,7 +48,7 @@ export interface Connections {
   /** Registers a connection; when `after` is given (or `replayAll`) the log is replayed first. */
   open(options: {
     userId: string;
-    tokenId: string | null;
+    credential: string;
     transport: "sse" | "ws";
     sink: Sink;
     after?: string | null;
@@ -140,9 +141,9 @@ export function createConnections(
         if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
         else connection.sink.send(message.event);
       }
-    } else if (message.kind === "token_revoked") {
+    } else if (message.kind === "credential_revoked") {
       for (const connection of byUser.get(message.userId) ?? []) {
-        if (connection.tokenId === message.tokenId) close(connection, CLOSE.revoked);
+        if (connection.credential === message.credential) close(connection, CLOSE.revoked);
       }
     }
   });
@@ -158,7 +159,7 @@ export function createConnections(
       const connection: Connection = {
         id: crypto.randomUUID(),
         userId: openOptions.userId,
-        tokenId: openOptions.tokenId,
+        credential: openOptions.credential,
         transport: openOptions.transport,
         connectedAt: new Date().toISOString(),
         lastSentId: null,

@@ -33,6 +33,11 @@ export async function findSession(kv: Deno.Kv, id: string): Promise<Session | nu
   return session && session.expiresAt > Date.now() ? session : null;
 }
 
+/** The credential live connections opened with this session carry (its hash, not the secret). */
+export async function sessionCredential(id: string): Promise<string> {
+  return `session:${await sha256Hex(id)}`;
+}
+
 /** Ends a session on the server. */
 export async function deleteSession(kv: Deno.Kv, id: string): Promise<void> {
   await kv.delete(sessionKey(await sha256Hex(id)));

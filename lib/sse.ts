@@ -9,7 +9,7 @@ export function openSseStream(
   connections: Connections,
   options: {
     userId: string;
-    tokenId: string | null;
+    credential: string;
     after: string | null;
     retryMs: number;
   },
@@ -41,7 +41,7 @@ export function openSseStream(
       enqueue(encoder.encode(`retry: ${options.retryMs}\n: connected\n\n`));
       const connection = connections.open({
         userId: options.userId,
-        tokenId: options.tokenId,
+        credential: options.credential,
         transport: "sse",
         sink,
         after: options.after ?? undefined,

@@ -72,7 +72,7 @@ export function openWebSocket(
   connections: Connections,
   options: {
     userId: string;
-    tokenId: string | null;
+    credential: string;
     after: string | null;
     idleTimeoutSeconds: number;
   },
@@ -83,7 +83,7 @@ export function openWebSocket(
   const sink = new WebSocketSink(socket, connections);
   sink.connection = connections.open({
     userId: options.userId,
-    tokenId: options.tokenId,
+    credential: options.credential,
     transport: "ws",
     sink,
     after: options.after ?? undefined,

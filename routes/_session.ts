@@ -3,17 +3,21 @@ import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Config } from "../lib/config.ts";
 import type { LoginLimits } from "../lib/login_guard.ts";
-import { deleteSession, rotateSession, SESSION_COOKIE } from "../lib/sessions.ts";
+import {
+  deleteSession,
+  findSession,
+  rotateSession,
+  SESSION_COOKIE,
+  sessionCredential,
+} from "../lib/sessions.ts";
 import type { AppEnv } from "./_env.ts";
 
 /** Starts a session for `userId`, ending the caller's previous one; returns the new id. */
 export async function startSession(c: Context<AppEnv>, userId: string): Promise<string> {
   const { kv, config } = c.get("services");
-  const id = await rotateSession(kv, {
-    previousId: getCookie(c, SESSION_COOKIE) ?? null,
-    userId,
-    ttlMs: config.sessionMs,
-  });
+  const previousId = getCookie(c, SESSION_COOKIE) ?? null;
+  if (previousId) await closeSessionStreams(c, previousId);
+  const id = await rotateSession(kv, { previousId, userId, ttlMs: config.sessionMs });
   setCookie(c, SESSION_COOKIE, id, {
     httpOnly: true,
     sameSite: "Lax",
@@ -27,8 +31,23 @@ export async function startSession(c: Context<AppEnv>, userId: string): Promise<
 /** Ends the caller's session on the server and clears the cookie. */
 export async function endSession(c: Context<AppEnv>): Promise<void> {
   const id = getCookie(c, SESSION_COOKIE);
-  if (id) await deleteSession(c.get("services").kv, id);
+  if (id) {
+    await closeSessionStreams(c, id);
+    await deleteSession(c.get("services").kv, id);
+  }
   deleteCookie(c, SESSION_COOKIE, { path: "/" });
+}
+
+/** Closes the live streams (the dashboard inspector) that a session opened. */
+async function closeSessionStreams(c: Context<AppEnv>, sessionId: string): Promise<void> {
+  const { kv, broker } = c.get("services");
+  const session = await findSession(kv, sessionId);
+  if (!session) return;
+  broker.publish({
+    kind: "credential_revoked",
+    userId: session.userId,
+    credential: await sessionCredential(sessionId),
+  });
 }
 
 /** The log-in limits of a configuration. */

@@ -25,7 +25,7 @@ export function eventRoutes(): Hono<AppEnv> {
     const { connections } = c.get("services");
     return openSseStream(connections, {
       userId: auth.user.id,
-      tokenId: auth.tokenId,
+      credential: auth.credential,
       after,
       retryMs: RETRY_MS,
     });

@@ -17,7 +17,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   const { connections, config } = c.get("services");
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,
-    tokenId: auth.tokenId,
+    credential: auth.credential,
     after,
     idleTimeoutSeconds: Math.ceil(config.heartbeatMs / 1000),
   });

@@ -185,7 +185,7 @@ export function tokenPageRoutes(): Hono<AppEnv> {
       const { kv, broker } = c.get("services");
       const userId = viewerOf(c).user.id;
       const token = await revokeToken(kv, { userId, tokenId: tokenId(c) });
-      broker.publish({ kind: "token_revoked", userId, tokenId: token.id });
+      broker.publish({ kind: "credential_revoked", userId, credential: token.id });
       return await redirect(c, "/dashboard/tokens", {
         flash: {
           kind: "info",

@@ -30,7 +30,7 @@ export function tokenRoutes(): Hono<AppEnv> {
     const { kv, broker } = c.get("services");
     const userId = c.get("auth").user.id;
     const token = await revokeToken(kv, { userId, tokenId: c.req.param("id") });
-    broker.publish({ kind: "token_revoked", userId, tokenId: token.id });
+    broker.publish({ kind: "credential_revoked", userId, credential: token.id });
     return c.json({ ok: true, revoked: publicToken(token) });
   });
 

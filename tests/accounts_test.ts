@@ -330,3 +330,24 @@ Deno.test("[events] history lists newest first with a cursor, and reads one even
   assert.equal(badLimit.status, 400);
   assert.match((await badLimit.json()).error, /Cannot list events: limit/);
 });
+
+Deno.test("[auth] logging out closes the streams that session opened, and only those", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const sessionStream = await openSse(`${server.url}/api/events/stream`, { Cookie: user.cookie });
+  assert.equal(sessionStream.response.status, 200);
+  const tokenStream = await openSse(`${server.url}/api/events/stream?token=${user.token}`);
+  const out = await fetch(`${server.url}/api/auth/logout`, {
+    method: "POST",
+    headers: { Cookie: user.cookie, Origin: server.url },
+  });
+  assert.equal(out.status, 200);
+  await out.body?.cancel();
+  const last = await sessionStream.next(1000);
+  assert.equal(last.event, "close");
+  assert.match(last.data, /session ended/);
+  await assert.rejects(() => sessionStream.next(1000), /ended/);
+  const id = (await (await postWebhook(user.webhookUrl, "{}")).json()).id;
+  assert.equal((await tokenStream.next()).id, id);
+  tokenStream.close();
+});
