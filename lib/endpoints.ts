@@ -6,6 +6,7 @@ import { randomSecret } from "./secrets.ts";
 import { listAll } from "./kv.ts";
 import { endpointBySlugKey, endpointKey, endpointsOfUserPrefix } from "./kv_keys.ts";
 import { HttpError } from "./http_error.ts";
+import type { Broker } from "./broker.ts";
 
 /** A stored endpoint. */
 export interface Endpoint {
@@ -92,10 +93,13 @@ async function ownedEndpoint(
   throw new HttpError(404, `Cannot ${options.action} endpoint: no endpoint ${options.slug}`);
 }
 
-/** Replaces an endpoint's slug; the old slug stops resolving in the same commit. */
+/**
+ * Replaces an endpoint's slug; the old slug stops resolving in the same commit, and every
+ * endpoint cache the broker reaches forgets it.
+ */
 export async function rotateEndpoint(
   kv: Deno.Kv,
-  options: { userId: string; slug: string },
+  options: { userId: string; slug: string; broker: Broker },
 ): Promise<{ endpoint: Endpoint; oldSlug: string }> {
   const entry = await ownedEndpoint(kv, { ...options, action: "rotate" });
   const endpoint = { ...entry.value, slug: newSlug() };
@@ -103,16 +107,18 @@ export async function rotateEndpoint(
     .delete(endpointBySlugKey(options.slug))
     .commit();
   if (!result.ok) throw new HttpError(409, "Cannot rotate endpoint: it changed meanwhile, retry");
+  options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
   return { endpoint, oldSlug: options.slug };
 }
 
-/** Deletes an endpoint and its slug. */
+/** Deletes an endpoint and its slug, and makes every endpoint cache forget the slug. */
 export async function deleteEndpoint(
   kv: Deno.Kv,
-  options: { userId: string; slug: string },
+  options: { userId: string; slug: string; broker: Broker },
 ): Promise<Endpoint> {
   const entry = await ownedEndpoint(kv, { ...options, action: "delete" });
   await kv.atomic().check(entry).delete(entry.key).delete(endpointBySlugKey(options.slug)).commit();
+  options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
   return entry.value;
 }
 

@@ -3,6 +3,7 @@ import { randomSecret, sha256Hex } from "./secrets.ts";
 import { listAll } from "./kv.ts";
 import { tokenByHashKey, tokenKey, tokensOfUserPrefix } from "./kv_keys.ts";
 import { HttpError } from "./http_error.ts";
+import type { Broker } from "./broker.ts";
 
 /** A stored token; `hash` is the SHA-256 of the secret value. */
 export interface Token {
@@ -92,14 +93,22 @@ export async function findTokenByValue(kv: Deno.Kv, value: string): Promise<Toke
   return entry.value;
 }
 
-/** Deletes a token and its index; 404 when the user has no such token. */
+/**
+ * Deletes a token and its index, then closes the connections it opened (within a second, on
+ * every transport the broker reaches); 404 when the user has no such token.
+ */
 export async function revokeToken(
   kv: Deno.Kv,
-  options: { userId: string; tokenId: string },
+  options: { userId: string; tokenId: string; broker: Broker },
 ): Promise<Token> {
   const entry = await kv.get<Token>(tokenKey(options.userId, options.tokenId));
   if (!entry.value) throw new HttpError(404, `Cannot revoke token: no token ${options.tokenId}`);
   await kv.atomic().delete(entry.key).delete(tokenByHashKey(entry.value.hash)).commit();
+  options.broker.publish({
+    kind: "credential_revoked",
+    userId: options.userId,
+    credential: entry.value.id,
+  });
   return entry.value;
 }
 

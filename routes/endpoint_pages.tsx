@@ -178,8 +178,7 @@ export function endpointPageRoutes(): Hono<AppEnv> {
   app.post("/dashboard/endpoints/:slug/rotate", requireSameOrigin, ...guarded, async (c) => {
     const endpoint = await ownEndpoint(c, "rotate");
     const { kv, broker } = c.get("services");
-    const rotated = await rotateEndpoint(kv, { userId: endpoint.userId, slug: endpoint.slug });
-    broker.publish({ kind: "endpoint_changed", slug: rotated.oldSlug });
+    await rotateEndpoint(kv, { userId: endpoint.userId, slug: endpoint.slug, broker });
     return await redirect(c, "/dashboard/endpoints", {
       flash: {
         kind: "success",
@@ -212,8 +211,7 @@ export function endpointPageRoutes(): Hono<AppEnv> {
   app.post("/dashboard/endpoints/:slug/delete", requireSameOrigin, ...guarded, async (c) => {
     const endpoint = await ownEndpoint(c, "delete");
     const { kv, broker } = c.get("services");
-    await deleteEndpoint(kv, { userId: endpoint.userId, slug: endpoint.slug });
-    broker.publish({ kind: "endpoint_changed", slug: endpoint.slug });
+    await deleteEndpoint(kv, { userId: endpoint.userId, slug: endpoint.slug, broker });
     return await redirect(c, "/dashboard/endpoints", {
       flash: { kind: "info", message: `Deleted endpoint “${endpoint.name}”.` },
     });

@@ -44,8 +44,8 @@ export function endpointRoutes(): Hono<AppEnv> {
     const rotated = await rotateEndpoint(kv, {
       userId: c.get("auth").user.id,
       slug: c.req.param("slug"),
+      broker,
     });
-    broker.publish({ kind: "endpoint_changed", slug: rotated.oldSlug });
     return c.json({ endpoint: view(config.publicUrl, rotated.endpoint), oldSlug: rotated.oldSlug });
   });
 
@@ -54,8 +54,8 @@ export function endpointRoutes(): Hono<AppEnv> {
     const endpoint = await deleteEndpoint(kv, {
       userId: c.get("auth").user.id,
       slug: c.req.param("slug"),
+      broker,
     });
-    broker.publish({ kind: "endpoint_changed", slug: endpoint.slug });
     return c.json({ ok: true, deleted: view(config.publicUrl, endpoint) });
   });
 

@@ -184,8 +184,7 @@ export function tokenPageRoutes(): Hono<AppEnv> {
     async (c) => {
       const { kv, broker } = c.get("services");
       const userId = viewerOf(c).user.id;
-      const token = await revokeToken(kv, { userId, tokenId: tokenId(c) });
-      broker.publish({ kind: "credential_revoked", userId, credential: token.id });
+      const token = await revokeToken(kv, { userId, tokenId: tokenId(c), broker });
       return await redirect(c, "/dashboard/tokens", {
         flash: {
           kind: "info",

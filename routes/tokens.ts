@@ -29,8 +29,7 @@ export function tokenRoutes(): Hono<AppEnv> {
   app.delete("/api/tokens/:id", async (c) => {
     const { kv, broker } = c.get("services");
     const userId = c.get("auth").user.id;
-    const token = await revokeToken(kv, { userId, tokenId: c.req.param("id") });
-    broker.publish({ kind: "credential_revoked", userId, credential: token.id });
+    const token = await revokeToken(kv, { userId, tokenId: c.req.param("id"), broker });
     return c.json({ ok: true, revoked: publicToken(token) });
   });
 
