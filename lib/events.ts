@@ -184,12 +184,57 @@ export async function loadBody(kv: Deno.Kv, event: StoredEvent): Promise<Uint8Ar
   return out;
 }
 
+/** Bytes one pack of events may hold, under KV's 64 KiB value limit with room to spare. */
+export const PACK_BYTES = 60_000;
+
+/** The most bytes an event can add to a pack (UTF-8 takes up to 3 bytes per character). */
+export function packedSize(
+  event: { body: Uint8Array | null; headersJson: string; queryJson: string; path: string },
+): number {
+  const chars = event.headersJson.length + event.queryJson.length + event.path.length;
+  return 400 + (event.body?.byteLength ?? 0) + 3 * chars;
+}
+
+/**
+ * Splits consecutive events into packs of at most PACK_BYTES. The log stores a pack per value
+ * under its first id: one KV row per commit instead of one per event halves the commit.
+ */
+export function toPacks(events: StoredEvent[]): StoredEvent[][] {
+  const packs: StoredEvent[][] = [];
+  let bytes = Infinity;
+  for (const event of events) {
+    const size = packedSize(event);
+    if (bytes + size > PACK_BYTES) {
+      packs.push([]);
+      bytes = 0;
+    }
+    packs[packs.length - 1].push(event);
+    bytes += size;
+  }
+  return packs;
+}
+
+/** The key of the pack holding `id` (the last pack starting at or before it), or null. */
+async function packKeyAtOrBefore(
+  kv: Deno.Kv,
+  options: { userId: string; id: string },
+): Promise<Deno.KvKey | null> {
+  const prefix = eventsOfUserPrefix(options.userId);
+  const end = eventKey(options.userId, options.id + "\0");
+  for await (const entry of kv.list({ prefix, end }, { reverse: true, limit: 1 })) {
+    return entry.key;
+  }
+  return null;
+}
+
 /** Reads one retained event with its delivery envelope, or null. */
 export async function getEvent(
   kv: Deno.Kv,
   options: { userId: string; id: string },
 ): Promise<LiveEvent | null> {
-  const event = (await kv.get<StoredEvent>(eventKey(options.userId, options.id))).value;
+  const key = await packKeyAtOrBefore(kv, options);
+  const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
+  const event = pack?.find((e) => e.id === options.id);
   if (!event || event.expiresAt <= Date.now()) return null;
   return toLiveEvent(event, await loadBody(kv, event));
 }
@@ -203,16 +248,20 @@ export async function* eventsAfter(
   options: { userId: string; after?: string | null; from?: string; until?: string },
 ): AsyncGenerator<LiveEvent> {
   const prefix = eventsOfUserPrefix(options.userId);
-  const start = options.after ? options.after + "\0" : options.from;
-  const selector: Deno.KvListSelector = start
-    ? { prefix, start: eventKey(options.userId, start) }
-    : { prefix };
+  const boundary = options.after ?? options.from ?? null;
+  const startKey = boundary
+    ? await packKeyAtOrBefore(kv, { userId: options.userId, id: boundary })
+    : null;
+  const selector: Deno.KvListSelector = startKey ? { prefix, start: startKey } : { prefix };
   const now = Date.now();
-  for await (const entry of kv.list<StoredEvent>(selector, { batchSize: 200 })) {
-    const event = entry.value;
-    if (options.until && event.id > options.until) return;
-    if (event.expiresAt <= now) continue;
-    yield toLiveEvent(event, await loadBody(kv, event));
+  for await (const entry of kv.list<StoredEvent[]>(selector, { batchSize: 50 })) {
+    for (const event of entry.value) {
+      if (options.after && event.id <= options.after) continue;
+      if (options.from && event.id < options.from) continue;
+      if (options.until && event.id > options.until) return;
+      if (event.expiresAt <= now) continue;
+      yield toLiveEvent(event, await loadBody(kv, event));
+    }
   }
 }
 
@@ -223,23 +272,28 @@ export async function listEventSummaries(
 ): Promise<{ events: EventSummary[]; nextCursor: string | null }> {
   const prefix = eventsOfUserPrefix(options.userId);
   const selector: Deno.KvListSelector = options.cursor
-    ? { prefix, end: eventKey(options.userId, options.cursor) }
+    ? { prefix, end: eventKey(options.userId, options.cursor + "\0") }
     : { prefix };
   const now = Date.now();
   const events: EventSummary[] = [];
-  for await (const entry of kv.list<StoredEvent>(selector, { reverse: true, batchSize: 100 })) {
-    const e = entry.value;
-    if (e.expiresAt <= now) break; // older ones expired too: ids sort by arrival
-    events.push({
-      id: e.id,
-      endpoint: e.endpoint,
-      receivedAt: e.receivedAt,
-      method: e.method,
-      path: e.path,
-      contentType: e.contentType,
-      size: e.size,
-    });
-    if (events.length === options.limit + 1) break;
+  packs: for await (
+    const entry of kv.list<StoredEvent[]>(selector, { reverse: true, batchSize: 20 })
+  ) {
+    for (let i = entry.value.length - 1; i >= 0; i--) {
+      const e = entry.value[i];
+      if (options.cursor && e.id >= options.cursor) continue;
+      if (e.expiresAt <= now) break packs; // older ones expired too: ids sort by arrival
+      events.push({
+        id: e.id,
+        endpoint: e.endpoint,
+        receivedAt: e.receivedAt,
+        method: e.method,
+        path: e.path,
+        contentType: e.contentType,
+        size: e.size,
+      });
+      if (events.length === options.limit + 1) break packs;
+    }
   }
   const more = events.length > options.limit;
   if (more) events.pop();

@@ -16,9 +16,12 @@ import {
   discardBody,
   eventsAfter,
   INLINE_BODY_BYTES,
+  PACK_BYTES,
+  packedSize,
   stageBody,
   type StoredEvent,
   toLiveEvent,
+  toPacks,
 } from "./events.ts";
 import { nextId } from "./ids.ts";
 import { eventHeadKey, eventKey, usageDayKey, usageMonthKey, userKey } from "./kv_keys.ts";
@@ -186,9 +189,10 @@ export function createIngest(
         const records: StoredEvent[] = [];
         for (const pending of admitted) {
           head = nextId(head);
-          const record = toRecord(head, pending, userId);
-          records.push(record);
-          op.set(eventKey(userId, head), record, { expireIn: options.retentionMs });
+          records.push(toRecord(head, pending, userId));
+        }
+        for (const pack of toPacks(records)) {
+          op.set(eventKey(userId, pack[0].id), pack, { expireIn: options.retentionMs });
         }
         const count = BigInt(admitted.length);
         const job: DeliveryJob = { kind: "deliver", userId, firstId: records[0].id, lastId: head! };
@@ -276,7 +280,9 @@ export function createIngest(
   return {
     async submit(webhook) {
       const userId = webhook.endpoint.userId;
-      const staged = webhook.body.byteLength > INLINE_BODY_BYTES
+      // A body stays inline when it and the rest of the event fit one pack comfortably.
+      const room = PACK_BYTES - packedSize({ ...webhook, body: null });
+      const staged = webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)
         ? await stageBody(kv, { userId, body: webhook.body, expireIn: options.retentionMs })
         : null;
       const bytes = 512 + (staged ? 0 : webhook.body.byteLength) +

@@ -10,7 +10,8 @@
  * | ["tokens_by_hash", sha256(value)]         | { userId, tokenId }                | tokens.ts       |
  * | ["endpoints", userId, endpointId]         | Endpoint                           | endpoints.ts    |
  * | ["endpoints_by_slug", slug]               | { userId, endpointId }             | endpoints.ts    |
- * | ["events", userId, eventId]               | StoredEvent (body inline or split) | ingest.ts       |
+ * | ["events", userId, firstEventId]          | StoredEvent[]: consecutive events, | ingest.ts       |
+ * |                                           | ≤ 60 KB (bodies inline or split)   |                 |
  * | ["event_bodies", userId, blobId, n]       | Uint8Array, part n of a large body | events.ts       |
  * | ["event_head", userId]                    | id of the user's newest event      | ingest.ts       |
  * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | ingest.ts       |
@@ -45,7 +46,7 @@ export const endpointKey = (userId: string, endpointId: string) => [
 export const endpointsOfUserPrefix = (userId: string) => ["endpoints", userId];
 /** ["endpoints_by_slug", slug] */
 export const endpointBySlugKey = (slug: string) => ["endpoints_by_slug", slug];
-/** ["events", userId, eventId] */
+/** ["events", userId, firstEventId]: a pack of consecutive events starting at that id. */
 export const eventKey = (userId: string, eventId: string) => ["events", userId, eventId];
 /** Prefix of one user's event log. */
 export const eventsOfUserPrefix = (userId: string) => ["events", userId];

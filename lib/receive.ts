@@ -10,6 +10,9 @@ import type { IncomingWebhook } from "./ingest.ts";
 import type { Services } from "./services.ts";
 import { currentQuota, quotaHeaders, type QuotaState } from "./usage.ts";
 
+/** Headers and query are stored with the event, which must fit one KV value with its body. */
+const MAX_HEADER_AND_QUERY_CHARS = 16_000;
+
 /** Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger. */
 export async function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
   const tooLarge = () =>
@@ -76,14 +79,24 @@ export async function readWebhook(
   const receivedAt = new Date();
   const body = await readBodyLimited(request, options.maxBodyBytes);
   const contentType = request.headers.get("Content-Type");
+  const headersJson = JSON.stringify(Object.fromEntries(request.headers));
+  const queryJson = request.url.includes("?")
+    ? JSON.stringify(queryObject(new URL(request.url)))
+    : "{}";
+  if (headersJson.length + queryJson.length > MAX_HEADER_AND_QUERY_CHARS) {
+    throw new HttpError(
+      431,
+      `Cannot ingest: headers and query string exceed ${MAX_HEADER_AND_QUERY_CHARS} characters`,
+    );
+  }
   const text = decodeText(body);
   return {
     endpoint: options.endpoint,
     receivedAt,
     method: request.method,
     path: options.path,
-    queryJson: request.url.includes("?") ? JSON.stringify(queryObject(new URL(request.url))) : "{}",
-    headersJson: JSON.stringify(Object.fromEntries(request.headers)),
+    queryJson,
+    headersJson,
     contentType,
     kind: bodyKind(mediaType(contentType), body, text),
     body,

@@ -283,3 +283,39 @@ Deno.test("[events] redeliver sends a stored event again to every connected clie
   await ws.close();
   sse.close();
 });
+
+Deno.test("[events] replay, history and lookup work inside packs of concurrent events", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  // Concurrent posts commit together, several events to one stored pack.
+  const ids =
+    (await Promise.all(Array.from({ length: 40 }, (_, i) => post(user.webhookUrl, { i }))))
+      .sort();
+  const middle = ids[17];
+  let packs = 0;
+  for await (const _ of server.services.kv.list({ prefix: ["events", user.id] })) packs++;
+  assert.ok(packs < ids.length, `expected shared packs, got ${packs} for ${ids.length} events`);
+  const ws = await openWs(`${server.wsUrl}?token=${user.token}&lastEventId=${middle}`);
+  const replayed = [];
+  for (let i = 18; i < ids.length; i++) replayed.push((await ws.next()).id);
+  assert.deepEqual(replayed, ids.slice(18));
+  await assert.rejects(() => ws.next(300));
+  await ws.close();
+
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const seen: string[] = [];
+  let cursor = "";
+  do {
+    const page = await (await fetch(`${server.url}/api/events?limit=7${cursor}`, { headers: auth }))
+      .json();
+    seen.push(...page.events.map((e: { id: string }) => e.id));
+    cursor = page.nextCursor ? `&cursor=${page.nextCursor}` : "";
+  } while (cursor);
+  assert.deepEqual(seen, [...ids].reverse());
+
+  for (const id of [ids[0], middle, ids[39]]) {
+    const one = await fetch(`${server.url}/api/events/${id}`, { headers: auth });
+    assert.equal(one.status, 200);
+    assert.equal((await one.json()).id, id);
+  }
+});

@@ -213,3 +213,27 @@ Deno.test("[ingest] the default rate limit lets a burst of 3,000 through", async
   );
   assert.equal(statuses.filter((s) => s === 200).length, 3000);
 });
+
+Deno.test("[ingest] big headers push the body out of the pack; oversized headers get 431", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
+  const body = new Uint8Array(40_000).map((_, i) => i % 256);
+  const response = await postWebhook(user.webhookUrl, body, {
+    "Content-Type": "application/octet-stream",
+    "X-Padding": "p".repeat(12_000),
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+  const message = await ws.next();
+  assert.deepEqual(Uint8Array.fromBase64(message.bodyBase64 as string), body);
+  assert.equal((message.headers as Record<string, string>)["x-padding"].length, 12_000);
+  await ws.close();
+
+  const tooBig = await postWebhook(user.webhookUrl, "{}", {
+    "Content-Type": "application/json",
+    "X-Padding": "p".repeat(17_000),
+  });
+  assert.equal(tooBig.status, 431);
+  assert.match((await tooBig.json()).error, /headers and query string exceed 16000 characters/);
+});
