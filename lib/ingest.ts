@@ -24,7 +24,15 @@ import {
   toPacks,
 } from "./events.ts";
 import { nextId } from "./ids.ts";
-import { eventHeadKey, eventKey, usageDayKey, usageMonthKey, userKey } from "./kv_keys.ts";
+import {
+  eventHeadKey,
+  eventKey,
+  usageDayKey,
+  usageMonthKey,
+  usageRejectedDayKey,
+  usageRejectedMonthKey,
+  userKey,
+} from "./kv_keys.ts";
 import { dayOf, monthOf, quotaResetAt, type QuotaState } from "./usage.ts";
 import type { User } from "./users.ts";
 
@@ -227,11 +235,22 @@ export function createIngest(
           quota: quotaAfter(admitted.length),
         });
       }
+      if (rejected.length > 0) countRejected(userId, { count: rejected.length, now });
       return;
     }
     throw new Error(
       `Cannot ingest: commit for user ${userId} conflicted ${MAX_COMMIT_ATTEMPTS} times`,
     );
+  }
+
+  /** Counts refusals for the usage page; off the accepted path, and a lost count is no fault. */
+  function countRejected(userId: string, options: { count: number; now: Date }): void {
+    const count = BigInt(options.count);
+    kv.atomic()
+      .sum(usageRejectedMonthKey(userId, monthOf(options.now)), count)
+      .sum(usageRejectedDayKey(userId, dayOf(options.now)), count)
+      .commit()
+      .catch((error) => console.error("counting refused webhooks failed", error));
   }
 
   function settleRejected(pending: Pending, result: IngestResult): void {

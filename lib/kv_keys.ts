@@ -16,6 +16,8 @@
  * | ["event_head", userId]                    | id of the user's newest event      | ingest.ts       |
  * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | ingest.ts       |
  * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | ingest.ts       |
+ * | ["usage_rejected_month", userId, "YYYY-MM"] | Deno.KvU64 refused (402) webhooks | ingest.ts      |
+ * | ["usage_rejected_day", userId, "YYYY-MM-DD"] | Deno.KvU64 refused (402) webhooks | ingest.ts     |
  * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
  * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
  *
@@ -73,3 +75,19 @@ export const loginFailuresKey = (kind: "email" | "address", value: string) => [
   kind,
   value,
 ];
+/** ["usage_rejected_month", userId, "YYYY-MM"]: webhooks refused with 402 that month. */
+export const usageRejectedMonthKey = (userId: string, month: string) => [
+  "usage_rejected_month",
+  userId,
+  month,
+];
+/** ["usage_rejected_day", userId, "YYYY-MM-DD"]: webhooks refused with 402 that day. */
+export const usageRejectedDayKey = (userId: string, day: string) => [
+  "usage_rejected_day",
+  userId,
+  day,
+];
+/** Prefix of one user's daily accepted counters. */
+export const usageDaysOfUserPrefix = (userId: string) => ["usage_day", userId];
+/** Prefix of one user's daily rejected counters. */
+export const usageRejectedDaysOfUserPrefix = (userId: string) => ["usage_rejected_day", userId];

@@ -1,5 +1,11 @@
 /** Usage counters and the calendar-month (UTC) quota window. */
-import { usageMonthKey, userKey } from "./kv_keys.ts";
+import {
+  usageDaysOfUserPrefix,
+  usageMonthKey,
+  usageRejectedDaysOfUserPrefix,
+  usageRejectedMonthKey,
+  userKey,
+} from "./kv_keys.ts";
 
 /** "YYYY-MM" of a date in UTC: the key of its quota window. */
 export function monthOf(date: Date): string {
@@ -57,5 +63,50 @@ export async function currentQuota(kv: Deno.Kv, userId: string): Promise<QuotaSt
     limit: user.value.monthlyLimit,
     used: Number(used.value?.value ?? 0n),
     resetAt: quotaResetAt(now),
+  };
+}
+
+/** One day's counts. */
+export interface DailyUsage {
+  day: string;
+  accepted: number;
+  rejected: number;
+}
+
+/** A user's month: accepted and refused webhooks, in total and per day (every day so far). */
+export async function usageReport(
+  kv: Deno.Kv,
+  options: { userId: string; now?: Date },
+): Promise<{ month: string; used: number; rejected: number; daily: DailyUsage[] }> {
+  const now = options.now ?? new Date();
+  const month = monthOf(now);
+  const [used, rejected] = await kv.getMany<[Deno.KvU64, Deno.KvU64]>([
+    usageMonthKey(options.userId, month),
+    usageRejectedMonthKey(options.userId, month),
+  ]);
+  const daily: DailyUsage[] = [];
+  for (let d = 1; d <= now.getUTCDate(); d++) {
+    daily.push({ day: `${month}-${String(d).padStart(2, "0")}`, accepted: 0, rejected: 0 });
+  }
+  const range = (prefix: Deno.KvKey) => ({
+    start: [...prefix, `${month}-01`],
+    end: [...prefix, `${month}-32`],
+  });
+  for (
+    const [prefix, field] of [
+      [usageDaysOfUserPrefix(options.userId), "accepted"],
+      [usageRejectedDaysOfUserPrefix(options.userId), "rejected"],
+    ] as const
+  ) {
+    for await (const entry of kv.list<Deno.KvU64>(range(prefix))) {
+      const day = daily[Number(String(entry.key[2]).slice(8, 10)) - 1];
+      if (day) day[field] = Number(entry.value.value);
+    }
+  }
+  return {
+    month,
+    used: Number(used.value?.value ?? 0n),
+    rejected: Number(rejected.value?.value ?? 0n),
+    daily,
   };
 }

@@ -15,6 +15,8 @@ export interface User {
   passwordHash: string;
   plan: Plan;
   monthlyLimit: number | null;
+  /** The cap the user set (null or absent: none); billing.ts derives monthlyLimit from it. */
+  monthlyCap?: number | null;
   createdAt: string;
 }
 

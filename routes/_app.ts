@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import type { Services } from "../lib/services.ts";
 import type { AppEnv } from "./_env.ts";
 import { authRoutes } from "./auth.ts";
+import { billingRoutes } from "./billing.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
@@ -39,6 +40,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", authRoutes());
   app.route("/", meRoutes());
   app.route("/", tokenRoutes());
+  app.route("/", billingRoutes());
   app.route("/", endpointRoutes());
   app.route("/", eventRoutes());
   app.route("/", pageRoutes(services.config));

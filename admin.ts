@@ -1,0 +1,28 @@
+/**
+ * Local administration for a server without Stripe: `deno task admin set-plan <email> <free|pro>`.
+ * It works on the KV named by KV_PATH, like the server, and may run while the server does.
+ */
+import { setPlan } from "./lib/billing.ts";
+import { loadConfig } from "./lib/config.ts";
+import { HttpError } from "./lib/http_error.ts";
+import { openKv } from "./lib/kv.ts";
+
+const USAGE = "usage: deno task admin set-plan <email> <free|pro>";
+
+const [command, email, plan] = Deno.args;
+if (command !== "set-plan" || !email || (plan !== "free" && plan !== "pro")) {
+  console.error(USAGE);
+  Deno.exit(2);
+}
+const config = loadConfig();
+const kv = await openKv(config.kvPath);
+try {
+  const user = await setPlan(kv, { email, plan, freeAllowance: config.freeMonthlyLimit });
+  const limit = user.monthlyLimit === null ? "unlimited" : `${user.monthlyLimit} a month`;
+  console.log(`${user.email} is now on ${user.plan}: ${limit}`);
+} catch (error) {
+  console.error(error instanceof HttpError ? error.message : error);
+  Deno.exit(error instanceof HttpError && error.status === 404 ? 1 : 3);
+} finally {
+  kv.close();
+}

@@ -1,0 +1,58 @@
+/** Plan, cap and usage: GET /api/billing, PUT /api/billing/cap, GET /api/usage. */
+import { Hono } from "hono";
+import { z } from "zod";
+import { billingView, setMonthlyCap } from "../lib/billing.ts";
+import { usageReport } from "../lib/usage.ts";
+import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
+
+const capBody = z.object({
+  monthlyCap: z.number().int("must be a whole number of webhooks").min(0, "must be 0 or more")
+    .max(1_000_000_000_000).nullable(),
+});
+
+/** /api/billing and /api/usage */
+export function billingRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use("/api/billing", requireAuth);
+  app.use("/api/billing/*", requireAuth);
+  app.use("/api/usage", requireAuth);
+
+  app.get("/api/billing", async (c) => {
+    const { kv, config } = c.get("services");
+    const view = await billingView(kv, {
+      user: c.get("auth").user,
+      freeAllowance: config.freeMonthlyLimit,
+    });
+    return c.json(view);
+  });
+
+  app.put("/api/billing/cap", async (c) => {
+    const { monthlyCap } = await parseBody(c, { schema: capBody, action: "set cap" });
+    const { kv, config } = c.get("services");
+    const user = await setMonthlyCap(kv, {
+      userId: c.get("auth").user.id,
+      monthlyCap,
+      freeAllowance: config.freeMonthlyLimit,
+    });
+    return c.json(await billingView(kv, { user, freeAllowance: config.freeMonthlyLimit }));
+  });
+
+  app.get("/api/usage", async (c) => {
+    const { kv, config } = c.get("services");
+    const user = c.get("auth").user;
+    const [report, billing] = await Promise.all([
+      usageReport(kv, { userId: user.id }),
+      billingView(kv, { user, freeAllowance: config.freeMonthlyLimit }),
+    ]);
+    return c.json({
+      ...report,
+      monthlyLimit: billing.monthlyLimit,
+      monthlyCap: billing.monthlyCap,
+      plan: billing.plan,
+      costSoFarUsd: billing.costSoFarUsd,
+      projectedCostUsd: billing.projectedCostUsd,
+    });
+  });
+
+  return app;
+}

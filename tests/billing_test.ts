@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import { postWebhook, signUp, startTestServer } from "./helpers.ts";
+
+async function putCap(url: string, token: string, body: string): Promise<Response> {
+  return await fetch(`${url}/api/billing/cap`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body,
+  });
+}
+
+Deno.test("[billing] a Free user sees the plan and may lower the cap, not raise it", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1000" });
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const view = await fetch(`${server.url}/api/billing`, { headers: auth });
+  assert.equal(view.status, 200);
+  assert.match(view.headers.get("content-type")!, /^application\/json/);
+  const billing = await view.json();
+  assert.equal(billing.plan, "free");
+  assert.equal(billing.monthlyLimit, 1000);
+  assert.equal(billing.monthlyCap, null);
+  assert.equal(billing.projectedCostUsd, 0);
+
+  const lowered = await putCap(server.url, user.token, '{"monthlyCap": 2}');
+  assert.equal(lowered.status, 200);
+  assert.equal((await lowered.json()).monthlyLimit, 2);
+  const statuses = [];
+  for (let i = 0; i < 3; i++) {
+    const response = await postWebhook(user.webhookUrl, "{}");
+    statuses.push(response.status);
+    await response.body?.cancel();
+  }
+  assert.deepEqual(statuses, [200, 200, 402]);
+
+  for (
+    const [body, message] of [
+      ['{"monthlyCap": 5000}', /Free plan allows at most 1000 webhooks a month; upgrade to Pro/],
+      ['{"monthlyCap": null}', /Free plan allows at most 1000/],
+      ['{"monthlyCap": 1.5}', /monthlyCap: must be a whole number/],
+      ['{"monthlyCap": -1}', /monthlyCap: must be 0 or more/],
+      ["{}", /monthlyCap/],
+      ["{", /Cannot set cap: body is not valid JSON/],
+    ] as const
+  ) {
+    const refused = await putCap(server.url, user.token, body);
+    assert.equal(refused.status, 400, body);
+    assert.match((await refused.json()).error, message);
+  }
+});
+
+Deno.test("[billing] Pro: the admin command switches plans, caps apply at once and cost is metered", async () => {
+  const dir = await Deno.makeTempDir();
+  const kvPath = `${dir}/websocks.kv`;
+  await using server = await startTestServer({ KV_PATH: kvPath, FREE_MONTHLY_LIMIT: "1000" });
+  const user = await signUp(server);
+  const admin = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "admin.ts", "set-plan", user.email, "pro"],
+    env: { KV_PATH: kvPath, FREE_MONTHLY_LIMIT: "1000" },
+  }).output();
+  assert.equal(admin.code, 0, new TextDecoder().decode(admin.stderr));
+  assert.match(new TextDecoder().decode(admin.stdout), /is now on pro: unlimited/);
+
+  const auth = { Authorization: `Bearer ${user.token}` };
+  for (let i = 0; i < 3; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
+  const pro = await (await fetch(`${server.url}/api/billing`, { headers: auth })).json();
+  assert.equal(pro.plan, "pro");
+  assert.equal(pro.monthlyLimit, null);
+  assert.equal(pro.used, 3);
+  assert.equal(pro.costSoFarUsd, 0.0003);
+
+  const capped = await putCap(server.url, user.token, '{"monthlyCap": 4}');
+  assert.equal(capped.status, 200);
+  const body = await capped.json();
+  assert.equal(body.monthlyLimit, 4);
+  assert.equal(body.capUsd, 0.0004);
+  const statuses = [];
+  for (let i = 0; i < 2; i++) {
+    const response = await postWebhook(user.webhookUrl, "{}");
+    statuses.push(response.status);
+    await response.body?.cancel();
+  }
+  assert.deepEqual(statuses, [200, 402]);
+  const unlimited = await putCap(server.url, user.token, '{"monthlyCap": null}');
+  assert.equal((await unlimited.json()).monthlyLimit, null);
+
+  const unknown = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "admin.ts", "set-plan", "nobody@example.com", "pro"],
+    env: { KV_PATH: kvPath },
+  }).output();
+  assert.equal(unknown.code, 1);
+  assert.match(new TextDecoder().decode(unknown.stderr), /no account for nobody@example.com/);
+  const misuse = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "admin.ts", "set-plan", user.email, "gold"],
+  }).output();
+  assert.equal(misuse.code, 2);
+  assert.match(new TextDecoder().decode(misuse.stderr), /usage: deno task admin set-plan/);
+  await server.shutdown();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("[usage] the month's accepted and refused webhooks, per day", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "3" });
+  const user = await signUp(server);
+  const responses = await Promise.all(
+    Array.from({ length: 5 }, () => postWebhook(user.webhookUrl, "{}")),
+  );
+  await Promise.all(responses.map((r) => r.body?.cancel()));
+  // Refusals are counted off the hot path: wait until the count lands.
+  let usage;
+  for (let i = 0; i < 50; i++) {
+    const response = await fetch(`${server.url}/api/usage`, {
+      headers: { Authorization: `Bearer ${user.token}` },
+    });
+    assert.equal(response.status, 200);
+    usage = await response.json();
+    if (usage.rejected === 2) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const today = new Date().toISOString().slice(0, 10);
+  assert.equal(usage.month, today.slice(0, 7));
+  assert.equal(usage.used, 3);
+  assert.equal(usage.rejected, 2);
+  assert.equal(usage.monthlyLimit, 3);
+  assert.equal(usage.daily.length, new Date().getUTCDate());
+  assert.deepEqual(usage.daily.at(-1), { day: today, accepted: 3, rejected: 2 });
+  assert.ok(usage.daily.slice(0, -1).every((d: { accepted: number }) => d.accepted === 0));
+});
