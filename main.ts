@@ -1,6 +1,7 @@
 /** WebSocks entry point: `deno task start`. */
 import { loadConfig } from "./lib/config.ts";
 import { startServer } from "./lib/server.ts";
+import { generateInvoices, previousMonth } from "./lib/invoices.ts";
 
 let config;
 try {
@@ -14,6 +15,19 @@ const server = await startServer(config);
 console.log(
   `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath})`,
 );
+
+// Invoices for the month that just closed: at 01:00 UTC on the 1st, and once now in case the
+// server was down then. Writing an invoice twice changes nothing.
+const closeMonth = async () => {
+  const period = previousMonth(new Date());
+  const created = await generateInvoices(server.services.kv, {
+    period,
+    freeAllowance: config.freeMonthlyLimit,
+  });
+  if (created > 0) console.log(`invoices for ${period}: ${created} written`);
+};
+Deno.cron("monthly invoices", "0 1 1 * *", closeMonth);
+closeMonth().catch((error) => console.error("writing invoices failed", error));
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, async () => {

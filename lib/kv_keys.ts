@@ -18,6 +18,7 @@
  * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | ingest.ts       |
  * | ["usage_rejected_month", userId, "YYYY-MM"] | Deno.KvU64 refused (402) webhooks | ingest.ts      |
  * | ["usage_rejected_day", userId, "YYYY-MM-DD"] | Deno.KvU64 refused (402) webhooks | ingest.ts     |
+ * | ["invoices", userId, "YYYY-MM"]           | Invoice for a closed month         | invoices.ts     |
  * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
  * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
  *
@@ -91,3 +92,7 @@ export const usageRejectedDayKey = (userId: string, day: string) => [
 export const usageDaysOfUserPrefix = (userId: string) => ["usage_day", userId];
 /** Prefix of one user's daily rejected counters. */
 export const usageRejectedDaysOfUserPrefix = (userId: string) => ["usage_rejected_day", userId];
+/** ["invoices", userId, "YYYY-MM"] */
+export const invoiceKey = (userId: string, period: string) => ["invoices", userId, period];
+/** Prefix of one user's invoices. */
+export const invoicesOfUserPrefix = (userId: string) => ["invoices", userId];

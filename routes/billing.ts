@@ -1,7 +1,8 @@
-/** Plan, cap and usage: GET /api/billing, PUT /api/billing/cap, GET /api/usage. */
+/** Plan, cap, usage and invoices: /api/billing, /api/billing/cap, /api/usage, /api/invoices. */
 import { Hono } from "hono";
 import { z } from "zod";
 import { billingView, setMonthlyCap } from "../lib/billing.ts";
+import { listInvoices } from "../lib/invoices.ts";
 import { usageReport } from "../lib/usage.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
@@ -35,6 +36,11 @@ export function billingRoutes(): Hono<AppEnv> {
       freeAllowance: config.freeMonthlyLimit,
     });
     return c.json(await billingView(kv, { user, freeAllowance: config.freeMonthlyLimit }));
+  });
+
+  app.get("/api/invoices", requireAuth, async (c) => {
+    const invoices = await listInvoices(c.get("services").kv, c.get("auth").user.id);
+    return c.json({ invoices });
   });
 
   app.get("/api/usage", async (c) => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { generateInvoices, previousMonth } from "../lib/invoices.ts";
 import { postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 async function putCap(url: string, token: string, body: string): Promise<Response> {
@@ -125,4 +126,61 @@ Deno.test("[usage] the month's accepted and refused webhooks, per day", async ()
   assert.equal(usage.daily.length, new Date().getUTCDate());
   assert.deepEqual(usage.daily.at(-1), { day: today, accepted: 3, rejected: 2 });
   assert.ok(usage.daily.slice(0, -1).every((d: { accepted: number }) => d.accepted === 0));
+});
+
+Deno.test("[invoices] a closed month is invoiced once from our own counts", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1000" });
+  const free = await signUp(server);
+  const pro = await signUp(server);
+  const { kv } = server.services;
+  const proEntry = await kv.get<Record<string, unknown>>(["users", pro.id]);
+  await kv.set(proEntry.key, { ...proEntry.value, plan: "pro", monthlyLimit: null });
+  // An injected clock: October's counters, closed on November 1st.
+  await kv.atomic()
+    .sum(["usage_month", free.id, "2026-10"], 640n)
+    .sum(["usage_month", pro.id, "2026-10"], 123_456n)
+    .commit();
+  const now = new Date("2026-11-01T01:00:00Z");
+  assert.equal(previousMonth(now), "2026-10");
+  assert.equal(previousMonth(new Date("2026-01-15T00:00:00Z")), "2025-12");
+  assert.equal(await generateInvoices(kv, { period: "2026-10", freeAllowance: 1000, now }), 2);
+  assert.equal(await generateInvoices(kv, { period: "2026-10", freeAllowance: 1000, now }), 0);
+
+  const proInvoices = await fetch(`${server.url}/api/invoices`, {
+    headers: { Authorization: `Bearer ${pro.token}` },
+  });
+  assert.equal(proInvoices.status, 200);
+  assert.match(proInvoices.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual((await proInvoices.json()).invoices, [{
+    userId: pro.id,
+    period: "2026-10",
+    plan: "pro",
+    acceptedRequests: 123_456,
+    freeAllowance: 0,
+    unitPriceUsd: 0.0001,
+    amountUsd: 12.3456,
+    status: "due",
+    createdAt: now.toISOString(),
+  }]);
+  const freeInvoices = await (await fetch(`${server.url}/api/invoices`, {
+    headers: { Authorization: `Bearer ${free.token}` },
+  })).json();
+  assert.equal(freeInvoices.invoices.length, 1);
+  assert.equal(freeInvoices.invoices[0].amountUsd, 0);
+  assert.equal(freeInvoices.invoices[0].acceptedRequests, 640);
+  assert.equal(freeInvoices.invoices[0].status, "paid");
+});
+
+Deno.test("[quota] a per-user cap holds exactly under 50 concurrent senders", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1000" });
+  const user = await signUp(server);
+  assert.equal((await putCap(server.url, user.token, '{"monthlyCap": 17}')).status, 200);
+  const responses = await Promise.all(
+    Array.from({ length: 50 }, () => postWebhook(user.webhookUrl, "{}")),
+  );
+  const statuses = await Promise.all(
+    responses.map(async (r) => (await r.body?.cancel(), r.status)),
+  );
+  assert.equal(statuses.filter((s) => s === 200).length, 17);
+  assert.equal(statuses.filter((s) => s === 402).length, 33);
 });
