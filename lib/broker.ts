@@ -14,7 +14,9 @@ export type BrokerMessage =
   | { kind: "redeliver"; userId: string; event: LiveEvent }
   /** A token was revoked or a session ended: close the connections it authenticated. */
   | { kind: "credential_revoked"; userId: string; credential: string }
-  | { kind: "endpoint_changed"; slug: string };
+  | { kind: "endpoint_changed"; slug: string }
+  /** A notice for the user's clients: SSE gets a named event, WebSocket clients that asked. */
+  | { kind: "notice"; userId: string; name: string; json: string };
 
 /** A publish/subscribe hub. */
 export interface Broker {

@@ -16,6 +16,8 @@ export interface Sink {
   /** Bytes queued for the client but not yet written. */
   backlog(): number;
   heartbeat(): void;
+  /** Sends a notice (`{"type": name, …}`): a named SSE event, or a WebSocket message when asked. */
+  notice(name: string, json: string): void;
   /** Ends the transport; `code` follows WebSocket close codes. */
   close(code: number, reason: string): void;
 }
@@ -135,6 +137,10 @@ export function createConnections(
           continue;
         }
         for (const event of message.events) deliver(connection, event);
+      }
+    } else if (message.kind === "notice") {
+      for (const connection of byUser.get(message.userId) ?? []) {
+        connection.sink.notice(message.name, message.json);
       }
     } else if (message.kind === "redeliver") {
       for (const connection of byUser.get(message.userId) ?? []) {

@@ -33,7 +33,7 @@ import {
   usageRejectedMonthKey,
   userKey,
 } from "./kv_keys.ts";
-import { dayOf, monthOf, quotaResetAt, type QuotaState } from "./usage.ts";
+import { crossedLevels, dayOf, monthOf, quotaResetAt, type QuotaState } from "./usage.ts";
 import type { User } from "./users.ts";
 
 /** A webhook as received, before it has an id. */
@@ -227,6 +227,21 @@ export function createIngest(
         admitted.forEach((pending, i) =>
           pending.resolve({ accepted: true, id: records[i].id, quota: quotaAfter(i + 1) })
         );
+        const after = used + admitted.length;
+        for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
+          options.broker.publish({
+            kind: "notice",
+            userId,
+            name: "quota",
+            json: JSON.stringify({
+              type: "quota",
+              level,
+              used: after,
+              limit: user.monthlyLimit,
+              resetsAt: quotaResetAt(now).toISOString(),
+            }),
+          });
+        }
       }
       for (const pending of rejected) {
         settleRejected(pending, {

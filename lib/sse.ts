@@ -31,6 +31,10 @@ export function openSseStream(
         heartbeat() {
           enqueue(HEARTBEAT);
         },
+        notice(name, json) {
+          // Named, so the docs' `onmessage` handlers see only webhooks.
+          enqueue(encoder.encode(`event: ${name}\ndata: ${json}\n\n`));
+        },
         close(_code, reason) {
           if (ended) return;
           enqueue(encoder.encode(`event: close\ndata: ${JSON.stringify({ reason })}\n\n`));

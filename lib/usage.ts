@@ -110,3 +110,18 @@ export async function usageReport(
     daily,
   };
 }
+
+/** Alert levels, in percent of the monthly limit. */
+export const QUOTA_ALERT_LEVELS = [80, 100] as const;
+
+/** The alert levels that going from `before` to `after` accepted webhooks crosses. */
+export function crossedLevels(
+  limit: number | null,
+  options: { before: number; after: number },
+): number[] {
+  if (limit === null || limit === 0) return [];
+  return QUOTA_ALERT_LEVELS.filter((level) => {
+    const threshold = Math.ceil((limit * level) / 100);
+    return options.before < threshold && options.after >= threshold;
+  });
+}

@@ -26,7 +26,11 @@ class WebSocketSink implements Sink {
   pending: string[] | null = [];
   connection: Connection | null = null;
 
-  constructor(readonly socket: WebSocket, readonly connections: Connections) {}
+  constructor(
+    readonly socket: WebSocket,
+    readonly connections: Connections,
+    readonly wantsNotices: boolean,
+  ) {}
 
   send(event: LiveEvent): void {
     if (this.pending) this.pending.push(event.json);
@@ -38,6 +42,12 @@ class WebSocketSink implements Sink {
   }
 
   heartbeat(): void {}
+
+  notice(_name: string, json: string): void {
+    // Only clients that connected with `?notices=1` get notices: the docs' examples treat every
+    // message as a webhook.
+    if (this.wantsNotices && this.socket.readyState === WebSocket.OPEN) this.socket.send(json);
+  }
 
   close(code: number, reason: string): void {
     const socket = this.socket;
@@ -75,12 +85,13 @@ export function openWebSocket(
     credential: string;
     after: string | null;
     idleTimeoutSeconds: number;
+    wantsNotices: boolean;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
     idleTimeout: options.idleTimeoutSeconds,
   });
-  const sink = new WebSocketSink(socket, connections);
+  const sink = new WebSocketSink(socket, connections, options.wantsNotices);
   sink.connection = connections.open({
     userId: options.userId,
     credential: options.credential,

@@ -20,6 +20,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     credential: auth.credential,
     after,
     idleTimeoutSeconds: Math.ceil(config.heartbeatMs / 1000),
+    wantsNotices: c.req.query("notices") === "1",
   });
 }
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { generateInvoices, previousMonth } from "../lib/invoices.ts";
-import { postWebhook, signUp, startTestServer } from "./helpers.ts";
+import { crossedLevels } from "../lib/usage.ts";
+import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 async function putCap(url: string, token: string, body: string): Promise<Response> {
   return await fetch(`${url}/api/billing/cap`, {
@@ -183,4 +184,44 @@ Deno.test("[quota] a per-user cap holds exactly under 50 concurrent senders", as
   );
   assert.equal(statuses.filter((s) => s === 200).length, 17);
   assert.equal(statuses.filter((s) => s === 402).length, 33);
+});
+
+Deno.test("[alerts] 80% and 100% of the cap reach SSE as a named event and asking WebSockets", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "5" });
+  const user = await signUp(server);
+  const sse = await openSse(`${server.url}/api/events/stream?token=${user.token}`);
+  const asking = await openWs(`${server.wsUrl}?token=${user.token}&notices=1`);
+  const plain = await openWs(`${server.wsUrl}?token=${user.token}`);
+  const types = { sse: [] as string[], asking: [] as string[], plain: [] as string[] };
+  for (let i = 0; i < 6; i++) {
+    const response = await postWebhook(user.webhookUrl, JSON.stringify({ i }));
+    await response.body?.cancel();
+  }
+  // 5 webhooks and 2 notices (at 4 of 5, and at 5 of 5); the 6th is refused.
+  for (let i = 0; i < 7; i++) {
+    const message = await sse.next();
+    types.sse.push(message.event ?? JSON.parse(message.data).type);
+    types.asking.push((await asking.next()).type as string);
+  }
+  for (let i = 0; i < 5; i++) types.plain.push((await plain.next()).type as string);
+  await assert.rejects(() => plain.next(300));
+  const expected = ["webhook", "webhook", "webhook", "webhook", "quota", "webhook", "quota"];
+  assert.deepEqual(types.sse, expected);
+  assert.deepEqual(types.asking, expected);
+  assert.deepEqual(types.plain, Array(5).fill("webhook"));
+
+  const page = await fetch(`${server.url}/dashboard`, { headers: { Cookie: user.cookie } });
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /You have used all 5 webhooks of this month/);
+  sse.close();
+  await asking.close();
+  await plain.close();
+});
+
+Deno.test("[alerts] crossing levels is computed once per threshold", () => {
+  assert.deepEqual(crossedLevels(1000, { before: 799, after: 800 }), [80]);
+  assert.deepEqual(crossedLevels(1000, { before: 0, after: 1000 }), [80, 100]);
+  assert.deepEqual(crossedLevels(1000, { before: 800, after: 999 }), []);
+  assert.deepEqual(crossedLevels(null, { before: 0, after: 10 }), []);
+  assert.deepEqual(crossedLevels(5, { before: 3, after: 4 }), [80]);
 });
