@@ -2,6 +2,7 @@
 import { loadConfig } from "./lib/config.ts";
 import { startServer } from "./lib/server.ts";
 import { generateInvoices, previousMonth } from "./lib/invoices.ts";
+import { endExpiredGrace, reportUsage } from "./lib/stripe.ts";
 
 let config;
 try {
@@ -28,6 +29,19 @@ const closeMonth = async () => {
 };
 Deno.cron("monthly invoices", "0 1 1 * *", closeMonth);
 closeMonth().catch((error) => console.error("writing invoices failed", error));
+
+// Stripe: usage to the Billing Meter every five minutes; grace periods ended after failed
+// payments fall back to Free limits hourly.
+const { stripe } = server.services;
+if (stripe && config.stripe) {
+  const meterEventName = config.stripe.meterEventName;
+  Deno.cron("report usage to Stripe", "*/5 * * * *", async () => {
+    await reportUsage(server.services.kv, { stripe, meterEventName });
+  });
+}
+Deno.cron("end payment grace periods", "17 * * * *", async () => {
+  await endExpiredGrace(server.services.kv, { freeAllowance: config.freeMonthlyLimit });
+});
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, async () => {

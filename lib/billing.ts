@@ -98,7 +98,21 @@ export async function setMonthlyCap(
   }
 }
 
-/** Moves a user to a plan, keeping their cap where the plan allows it (the admin command). */
+/** A user moved to a plan, keeping their cap where the plan allows it. */
+export function withPlan(user: User, options: { plan: Plan; freeAllowance: number }): User {
+  const cap = user.monthlyCap ?? null;
+  const monthlyCap = options.plan === "free" && cap !== null && cap > options.freeAllowance
+    ? null
+    : cap;
+  return {
+    ...user,
+    plan: options.plan,
+    monthlyCap,
+    monthlyLimit: enforcedLimit(options.plan, { monthlyCap, freeAllowance: options.freeAllowance }),
+  };
+}
+
+/** Moves a user, found by email, to a plan (the admin command). */
 export async function setPlan(
   kv: Deno.Kv,
   options: { email: string; plan: Plan; freeAllowance: number },
@@ -108,19 +122,7 @@ export async function setPlan(
   for (;;) {
     const entry = await kv.get<User>(userKey(index.value));
     if (!entry.value) throw new HttpError(404, `Cannot set plan: no account for ${options.email}`);
-    const cap = entry.value.monthlyCap ?? null;
-    const monthlyCap = options.plan === "free" && cap !== null && cap > options.freeAllowance
-      ? null
-      : cap;
-    const updated: User = {
-      ...entry.value,
-      plan: options.plan,
-      monthlyCap,
-      monthlyLimit: enforcedLimit(options.plan, {
-        monthlyCap,
-        freeAllowance: options.freeAllowance,
-      }),
-    };
+    const updated = withPlan(entry.value, options);
     if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) return updated;
   }
 }

@@ -28,7 +28,21 @@ const schema = z.object({
   LOGIN_WINDOW_MINUTES: z.coerce.number().positive().default(15),
   TRUST_PROXY: z.enum(["0", "1"]).default("0"),
   ISLANDS_DIR: z.string().min(1).optional(),
-});
+  STRIPE_SECRET_KEY: z.string().startsWith("sk_", "must be a Stripe secret key (sk_…)").optional(),
+  STRIPE_WEBHOOK_SECRET: z.string().startsWith("whsec_", "must be a webhook secret (whsec_…)")
+    .optional(),
+  STRIPE_PRICE_ID: z.string().startsWith("price_", "must be a Stripe price id (price_…)")
+    .optional(),
+  STRIPE_METER_EVENT: z.string().min(1).default("websocks_webhooks"),
+  STRIPE_API_URL: z.url().optional(),
+  PAYMENT_GRACE_DAYS: z.coerce.number().min(0).default(7),
+}).refine(
+  (e) => !e.STRIPE_SECRET_KEY || (e.STRIPE_WEBHOOK_SECRET && e.STRIPE_PRICE_ID),
+  {
+    message: "is set, so STRIPE_WEBHOOK_SECRET and STRIPE_PRICE_ID are needed too",
+    path: ["STRIPE_SECRET_KEY"],
+  },
+);
 
 /** Validated, typed settings used by every module. */
 export interface Config {
@@ -56,6 +70,19 @@ export interface Config {
   trustProxy: boolean;
   /** Island bundles prebuilt by `deno task build`; null builds them at start. */
   islandsDir: string | null;
+  /** Stripe billing, or null when it is switched off (plans change with `deno task admin`). */
+  stripe: StripeConfig | null;
+  /** How long a Pro account keeps its limits after a failed payment. */
+  paymentGraceMs: number;
+}
+
+/** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
+export interface StripeConfig {
+  secretKey: string;
+  webhookSecret: string;
+  priceId: string;
+  meterEventName: string;
+  apiUrl: string | null;
 }
 
 /** Reads and validates settings, throwing an Error that lists every bad variable. */
@@ -86,5 +113,15 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     loginWindowMs: e.LOGIN_WINDOW_MINUTES * 60_000,
     trustProxy: e.TRUST_PROXY === "1",
     islandsDir: e.ISLANDS_DIR ?? null,
+    stripe: e.STRIPE_SECRET_KEY
+      ? {
+        secretKey: e.STRIPE_SECRET_KEY,
+        webhookSecret: e.STRIPE_WEBHOOK_SECRET!,
+        priceId: e.STRIPE_PRICE_ID!,
+        meterEventName: e.STRIPE_METER_EVENT,
+        apiUrl: e.STRIPE_API_URL ?? null,
+      }
+      : null,
+    paymentGraceMs: e.PAYMENT_GRACE_DAYS * 86400_000,
   };
 }

@@ -19,6 +19,10 @@
  * | ["usage_rejected_month", userId, "YYYY-MM"] | Deno.KvU64 refused (402) webhooks | ingest.ts      |
  * | ["usage_rejected_day", userId, "YYYY-MM-DD"] | Deno.KvU64 refused (402) webhooks | ingest.ts     |
  * | ["invoices", userId, "YYYY-MM"]           | Invoice for a closed month         | invoices.ts     |
+ * | ["users_by_stripe_customer", customerId]  | userId                             | stripe.ts       |
+ * | ["stripe_events", eventId]                | { type, appliedAt } (30 days)      | stripe.ts       |
+ * | ["stripe_usage_reported", userId, month]  | Deno.KvU64 reported to the meter   | stripe.ts       |
+ * | ["stripe_usage_pending", userId, month]   | { from, to, identifier }           | stripe.ts       |
  * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
  * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
  *
@@ -96,3 +100,22 @@ export const usageRejectedDaysOfUserPrefix = (userId: string) => ["usage_rejecte
 export const invoiceKey = (userId: string, period: string) => ["invoices", userId, period];
 /** Prefix of one user's invoices. */
 export const invoicesOfUserPrefix = (userId: string) => ["invoices", userId];
+/** ["users_by_stripe_customer", customerId] */
+export const userByStripeCustomerKey = (customerId: string) => [
+  "users_by_stripe_customer",
+  customerId,
+];
+/** ["stripe_events", eventId]: a Stripe event already applied (expires after 30 days). */
+export const stripeEventKey = (eventId: string) => ["stripe_events", eventId];
+/** ["stripe_usage_reported", userId, "YYYY-MM"]: webhooks reported to Stripe's meter. */
+export const stripeReportedKey = (userId: string, month: string) => [
+  "stripe_usage_reported",
+  userId,
+  month,
+];
+/** ["stripe_usage_pending", userId, "YYYY-MM"]: a meter batch sent but not yet confirmed. */
+export const stripePendingKey = (userId: string, month: string) => [
+  "stripe_usage_pending",
+  userId,
+  month,
+];

@@ -6,6 +6,8 @@ import { createEndpointCache, type EndpointCache } from "./endpoints.ts";
 import { createIngest, type DeliveryJob, type Ingest } from "./ingest.ts";
 import { openKv } from "./kv.ts";
 import { createRateLimiter, type RateLimiter } from "./rate_limit.ts";
+import type Stripe from "stripe";
+import { createStripe } from "./stripe.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -16,6 +18,8 @@ export interface Services {
   ingest: Ingest;
   endpoints: EndpointCache;
   ingestLimiter: RateLimiter;
+  /** The Stripe client, or null when Stripe is switched off. */
+  stripe: Stripe | null;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -44,6 +48,7 @@ export async function createServices(config: Config): Promise<Services> {
     connections,
     ingest,
     endpoints,
+    stripe: config.stripe ? createStripe(config.stripe) : null,
     ingestLimiter: createRateLimiter({
       perSecond: config.ingestRatePerSecond,
       burst: config.ingestRateBurst,

@@ -17,6 +17,11 @@ export interface User {
   monthlyLimit: number | null;
   /** The cap the user set (null or absent: none); billing.ts derives monthlyLimit from it. */
   monthlyCap?: number | null;
+  /** Stripe's ids once the user went through Checkout (stripe.ts). */
+  stripeCustomerId?: string | null;
+  stripeSubscriptionId?: string | null;
+  /** After a failed payment: when Pro falls back to Free limits unless a payment succeeds. */
+  graceEndsAt?: string | null;
   createdAt: string;
 }
 

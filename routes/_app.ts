@@ -4,6 +4,7 @@ import type { Services } from "../lib/services.ts";
 import type { AppEnv } from "./_env.ts";
 import { authRoutes } from "./auth.ts";
 import { billingRoutes } from "./billing.ts";
+import { stripeRoutes } from "./stripe.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
@@ -41,6 +42,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", meRoutes());
   app.route("/", tokenRoutes());
   app.route("/", billingRoutes());
+  app.route("/", stripeRoutes());
   app.route("/", endpointRoutes());
   app.route("/", eventRoutes());
   app.route("/", pageRoutes(services.config));

@@ -1,0 +1,62 @@
+/** Upgrading, the billing portal, downgrading, and Stripe's webhook. */
+import { Hono } from "hono";
+import {
+  applyStripeEvent,
+  downgrade,
+  openPortal,
+  startCheckout,
+  verifyStripeEvent,
+} from "../lib/stripe.ts";
+import { HttpError } from "../lib/http_error.ts";
+import { type AppEnv, requireAuth } from "./_env.ts";
+
+/** /api/billing/{checkout,portal,downgrade} and /api/stripe/webhook */
+export function stripeRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.post("/api/billing/checkout", requireAuth, async (c) => {
+    const { stripe, config } = c.get("services");
+    const url = await startCheckout(stripe, {
+      user: c.get("auth").user,
+      config: config.stripe,
+      publicUrl: config.publicUrl,
+    });
+    return c.json({ url });
+  });
+
+  app.post("/api/billing/portal", requireAuth, async (c) => {
+    const { stripe, config } = c.get("services");
+    const url = await openPortal(stripe, { user: c.get("auth").user, publicUrl: config.publicUrl });
+    return c.json({ url });
+  });
+
+  app.post("/api/billing/downgrade", requireAuth, async (c) => {
+    const { kv, stripe, config } = c.get("services");
+    const user = await downgrade(kv, {
+      stripe,
+      userId: c.get("auth").user.id,
+      freeAllowance: config.freeMonthlyLimit,
+    });
+    return c.json({ plan: user.plan, monthlyLimit: user.monthlyLimit });
+  });
+
+  app.post("/api/stripe/webhook", async (c) => {
+    const { kv, stripe, config } = c.get("services");
+    if (!config.stripe) {
+      throw new HttpError(404, "Cannot accept Stripe events: Stripe is not configured here");
+    }
+    const event = await verifyStripeEvent(stripe, {
+      body: await c.req.text(),
+      signature: c.req.header("Stripe-Signature") ?? null,
+      secret: config.stripe.webhookSecret,
+    });
+    const outcome = await applyStripeEvent(kv, {
+      event,
+      freeAllowance: config.freeMonthlyLimit,
+      graceMs: config.paymentGraceMs,
+    });
+    return c.json({ received: true, outcome });
+  });
+
+  return app;
+}

@@ -1,0 +1,273 @@
+/**
+ * Stripe, offline: a local HTTP server stands in for Stripe's API and the real `stripe` client
+ * talks to it; webhook events are signed with the client's own test helper.
+ */
+import assert from "node:assert/strict";
+import Stripe from "stripe";
+import { endExpiredGrace, reportUsage } from "../lib/stripe.ts";
+import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+
+const WEBHOOK_SECRET = "whsec_test_secret";
+
+interface Recorded {
+  method: string;
+  path: string;
+  form: URLSearchParams;
+  idempotencyKey: string | null;
+}
+
+/** A stand-in for api.stripe.com that records requests; `failMeter` fails meter calls. */
+function startStripeStandIn() {
+  const requests: Recorded[] = [];
+  const state = { failMeter: 0 };
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    const form = new URLSearchParams(await req.text());
+    requests.push({
+      method: req.method,
+      path: url.pathname,
+      form,
+      idempotencyKey: req.headers.get("idempotency-key"),
+    });
+    const json = (body: unknown, status = 200) => Response.json(body, { status });
+    if (url.pathname === "/v1/checkout/sessions") {
+      return json({
+        id: "cs_test_1",
+        object: "checkout.session",
+        url: "https://checkout.test/cs_1",
+      });
+    }
+    if (url.pathname === "/v1/billing_portal/sessions") {
+      return json({ id: "bps_1", object: "billing_portal.session", url: "https://portal.test/1" });
+    }
+    if (url.pathname === "/v1/billing/meter_events") {
+      if (state.failMeter > 0) {
+        state.failMeter--;
+        return json({ error: { type: "api_error", message: "try later" } }, 500);
+      }
+      return json({ object: "billing.meter_event", identifier: form.get("identifier") });
+    }
+    if (url.pathname.startsWith("/v1/subscriptions/") && req.method === "DELETE") {
+      return json({
+        id: url.pathname.split("/").at(-1),
+        object: "subscription",
+        status: "canceled",
+      });
+    }
+    return json({ error: { type: "invalid_request_error", message: "unknown path" } }, 404);
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    requests,
+    state,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+async function startWithStripe(standInUrl: string): Promise<TestServer> {
+  return await startTestServer({
+    STRIPE_SECRET_KEY: "sk_test_123",
+    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    STRIPE_PRICE_ID: "price_metered",
+    STRIPE_API_URL: standInUrl,
+    FREE_MONTHLY_LIMIT: "1000",
+  });
+}
+
+async function sendEvent(
+  server: TestServer,
+  event: Record<string, unknown>,
+  options: { tamper?: boolean } = {},
+): Promise<Response> {
+  const payload = JSON.stringify({ object: "event", api_version: "2025-01-01", ...event });
+  const signature = await new Stripe("sk_test_123").webhooks.generateTestHeaderStringAsync({
+    payload,
+    secret: WEBHOOK_SECRET,
+    cryptoProvider: Stripe.createSubtleCryptoProvider(),
+  });
+  return await fetch(`${server.url}/api/stripe/webhook`, {
+    method: "POST",
+    headers: { "Stripe-Signature": signature, "Content-Type": "application/json" },
+    body: options.tamper ? payload.replace("sub_1", "sub_2") : payload,
+  });
+}
+
+async function billing(server: TestServer, token: string) {
+  return await (await fetch(`${server.url}/api/billing`, {
+    headers: { Authorization: `Bearer ${token}` },
+  })).json();
+}
+
+Deno.test("[stripe] checkout and portal go to Stripe; without Stripe the app says so", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const checkout = await fetch(`${server.url}/api/billing/checkout`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(checkout.status, 200);
+  assert.match(checkout.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual(await checkout.json(), { url: "https://checkout.test/cs_1" });
+  const sent = standIn.requests.find((r) => r.path === "/v1/checkout/sessions")!;
+  assert.equal(sent.form.get("mode"), "subscription");
+  assert.equal(sent.form.get("line_items[0][price]"), "price_metered");
+  assert.equal(sent.form.get("client_reference_id"), user.id);
+  assert.equal(sent.form.get("customer_email"), user.email);
+  assert.match(sent.idempotencyKey!, new RegExp(`^checkout-${user.id}-`));
+  const portal = await fetch(`${server.url}/api/billing/portal`, { method: "POST", headers: auth });
+  assert.equal(portal.status, 409);
+  assert.match((await portal.json()).error, /upgrade to Pro first/);
+
+  await using plain = await startTestServer();
+  const other = await signUp(plain);
+  const off = await fetch(`${plain.url}/api/billing/checkout`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${other.token}` },
+  });
+  assert.equal(off.status, 503);
+  assert.match((await off.json()).error, /Stripe is not configured on this server/);
+});
+
+Deno.test("[stripe] signed events are applied once; a tampered one changes nothing", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  const completed = {
+    id: "evt_checkout",
+    type: "checkout.session.completed",
+    data: {
+      object: {
+        id: "cs_test_1",
+        object: "checkout.session",
+        client_reference_id: user.id,
+        customer: "cus_1",
+        subscription: "sub_1",
+      },
+    },
+  };
+  const first = await sendEvent(server, completed);
+  assert.equal(first.status, 200);
+  assert.deepEqual(await first.json(), { received: true, outcome: "applied" });
+  assert.equal((await billing(server, user.token)).plan, "pro");
+  assert.equal((await billing(server, user.token)).monthlyLimit, null);
+
+  // The user sets a cap; a redelivered checkout event must not undo anything.
+  await fetch(`${server.url}/api/billing/cap`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: '{"monthlyCap": 50000}',
+  }).then((r) => r.body?.cancel());
+  const again = await sendEvent(server, completed);
+  assert.equal(again.status, 200);
+  assert.deepEqual(await again.json(), { received: true, outcome: "duplicate" });
+  assert.equal((await billing(server, user.token)).monthlyLimit, 50_000);
+
+  const deleted = {
+    id: "evt_deleted",
+    type: "customer.subscription.deleted",
+    data: {
+      object: { id: "sub_1", object: "subscription", customer: "cus_1", status: "canceled" },
+    },
+  };
+  const tampered = await sendEvent(server, deleted, { tamper: true });
+  assert.equal(tampered.status, 400);
+  assert.match((await tampered.json()).error, /^Cannot accept Stripe event:/);
+  assert.equal((await billing(server, user.token)).plan, "pro");
+  const unsigned = await fetch(`${server.url}/api/stripe/webhook`, { method: "POST", body: "{}" });
+  assert.equal(unsigned.status, 400);
+  assert.match((await unsigned.json()).error, /Stripe-Signature header is missing/);
+
+  const portal = await fetch(`${server.url}/api/billing/portal`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(portal.status, 200);
+  assert.equal((await portal.json()).url, "https://portal.test/1");
+
+  assert.equal((await (await sendEvent(server, deleted)).json()).outcome, "applied");
+  const free = await billing(server, user.token);
+  assert.equal(free.plan, "free");
+  assert.equal(free.monthlyLimit, 1000);
+});
+
+Deno.test("[stripe] a failed payment falls back to Free limits when the grace period ends", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await sendEvent(server, {
+    id: "evt_c",
+    type: "checkout.session.completed",
+    data: {
+      object: { object: "checkout.session", client_reference_id: user.id, customer: "cus_9" },
+    },
+  }).then((r) => r.body?.cancel());
+  const failed = await sendEvent(server, {
+    id: "evt_f",
+    type: "invoice.payment_failed",
+    data: { object: { object: "invoice", customer: "cus_9" } },
+  });
+  assert.equal((await failed.json()).outcome, "applied");
+  const { kv, config } = server.services;
+  const sixDays = new Date(Date.now() + 6 * 86400_000);
+  assert.equal(await endExpiredGrace(kv, { freeAllowance: 1000, now: sixDays }), 0);
+  assert.equal((await billing(server, user.token)).plan, "pro");
+  const eightDays = new Date(Date.now() + 8 * 86400_000);
+  assert.equal(config.paymentGraceMs, 7 * 86400_000);
+  assert.equal(await endExpiredGrace(kv, { freeAllowance: 1000, now: eightDays }), 1);
+  assert.equal((await billing(server, user.token)).plan, "free");
+
+  const downgraded = await fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(downgraded.status, 200);
+  assert.deepEqual(await downgraded.json(), { plan: "free", monthlyLimit: 1000 });
+});
+
+Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to our count", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await sendEvent(server, {
+    id: "evt_m",
+    type: "checkout.session.completed",
+    data: {
+      object: { object: "checkout.session", client_reference_id: user.id, customer: "cus_m" },
+    },
+  }).then((r) => r.body?.cancel());
+  const post = async (n: number) => {
+    for (let i = 0; i < n; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
+  };
+  const { kv, stripe } = server.services;
+  const report = () => reportUsage(kv, { stripe: stripe!, meterEventName: "websocks_webhooks" });
+  const meterCalls = () => standIn.requests.filter((r) => r.path === "/v1/billing/meter_events");
+  const month = new Date().toISOString().slice(0, 7);
+
+  await post(3);
+  assert.deepEqual(await report(), { sent: 1, failed: 0 });
+  assert.deepEqual(await report(), { sent: 0, failed: 0 });
+  await post(2);
+  standIn.state.failMeter = 3; // the first try and the client's two retries
+  assert.deepEqual(await report(), { sent: 0, failed: 1 });
+  await post(1);
+  assert.deepEqual(await report(), { sent: 1, failed: 0 }); // the pending batch, unchanged
+  assert.deepEqual(await report(), { sent: 1, failed: 0 }); // then the newest webhook
+
+  const delivered = meterCalls().filter((_, i, all) =>
+    all.findIndex((c) => c.form.get("identifier") === all[i].form.get("identifier")) === i
+  );
+  assert.deepEqual(
+    delivered.map((c) => [c.form.get("identifier"), c.form.get("payload[value]")]),
+    [
+      [`${user.id}-${month}-0-3`, "3"],
+      [`${user.id}-${month}-3-5`, "2"],
+      [`${user.id}-${month}-5-6`, "1"],
+    ],
+  );
+  assert.ok(meterCalls().every((c) => c.form.get("event_name") === "websocks_webhooks"));
+  assert.ok(meterCalls().every((c) => c.form.get("payload[stripe_customer_id]") === "cus_m"));
+  const total = delivered.reduce((sum, c) => sum + Number(c.form.get("payload[value]")), 0);
+  assert.equal(total, 6);
+});
