@@ -116,8 +116,9 @@ async function commitRetryingBusy(
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
   kv: Deno.Kv,
-  options: { broker: Broker; retentionMs: number },
+  options: { broker: Broker; retentionMs: number; now?: () => Date },
 ): Ingest {
+  const clock = options.now ?? (() => new Date());
   const queues = new Map<string, Pending[]>();
   const publishedLive = new Set<string>();
 
@@ -170,7 +171,7 @@ export function createIngest(
 
   async function commitBatch(userId: string, batch: Pending[]): Promise<void> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
-      const now = new Date();
+      const now = clock();
       const gate = await readGate(userId, monthOf(now));
       const { user: userEntry, used: usedEntry, head: headEntry } = gate;
       const user = userEntry.value;

@@ -14,8 +14,11 @@ export interface RunningServer {
 }
 
 /** Starts a server for `config` (port 0 picks a free port). */
-export async function startServer(config: Config): Promise<RunningServer> {
-  const services = await createServices(config);
+export async function startServer(
+  config: Config,
+  options: { now?: () => Date } = {},
+): Promise<RunningServer> {
+  const services = await createServices(config, options);
   const server = Deno.serve(
     { port: config.port, hostname: config.host, onListen: () => {} },
     createHandler(services),

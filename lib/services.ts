@@ -24,8 +24,14 @@ export interface Services {
   close(): Promise<void>;
 }
 
-/** Opens KV and wires the services; the KV queue listener starts here too. */
-export async function createServices(config: Config): Promise<Services> {
+/**
+ * Opens KV and wires the services; the KV queue listener starts here too. `now` replaces the
+ * clock of the quota window, so tests can cross a month's end.
+ */
+export async function createServices(
+  config: Config,
+  options: { now?: () => Date } = {},
+): Promise<Services> {
   const kv = await openKv(config.kvPath);
   const broker = createBroker();
   const connections = createConnections(kv, {
@@ -33,7 +39,7 @@ export async function createServices(config: Config): Promise<Services> {
     heartbeatMs: config.heartbeatMs,
     slowConsumerBytes: config.slowConsumerBytes,
   });
-  const ingest = createIngest(kv, { broker, retentionMs: config.retentionMs });
+  const ingest = createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now });
   const endpoints = createEndpointCache(kv);
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);

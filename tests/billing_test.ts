@@ -225,3 +225,30 @@ Deno.test("[alerts] crossing levels is computed once per threshold", () => {
   assert.deepEqual(crossedLevels(null, { before: 0, after: 10 }), []);
   assert.deepEqual(crossedLevels(5, { before: 3, after: 4 }), [80]);
 });
+
+Deno.test("[quota] a new month starts with a fresh quota (injected clock)", async () => {
+  let now = new Date("2026-10-31T23:59:58Z");
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "2" }, { now: () => now });
+  const user = await signUp(server);
+  const statuses = [];
+  for (let i = 0; i < 3; i++) {
+    const response = await postWebhook(user.webhookUrl, "{}");
+    statuses.push(response.status);
+    if (i === 2) {
+      assert.equal((await response.json()).resetsAt, "2026-11-01T00:00:00.000Z");
+    } else await response.body?.cancel();
+  }
+  assert.deepEqual(statuses, [200, 200, 402]);
+  now = new Date("2026-11-01T00:00:01Z");
+  const fresh = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(fresh.status, 200);
+  assert.equal(fresh.headers.get("x-quota-remaining"), "1");
+  assert.equal(
+    fresh.headers.get("x-quota-reset"),
+    String(Date.parse("2026-12-01T00:00:00Z") / 1000),
+  );
+  await fresh.body?.cancel();
+  const { kv } = server.services;
+  assert.equal((await kv.get<Deno.KvU64>(["usage_month", user.id, "2026-10"])).value?.value, 2n);
+  assert.equal((await kv.get<Deno.KvU64>(["usage_month", user.id, "2026-11"])).value?.value, 1n);
+});

@@ -10,9 +10,12 @@ export interface TestServer extends RunningServer {
 }
 
 /** Starts a server on 127.0.0.1 with a random port and `:memory:` KV; env overrides apply. */
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  options: { now?: () => Date } = {},
+): Promise<TestServer> {
   const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", KV_PATH: ":memory:", ...env });
-  const server = await startServer(config);
+  const server = await startServer(config, options);
   // The public URL must be the real address so signup returns usable URLs.
   config.publicUrl = server.url;
   return {
