@@ -48,11 +48,11 @@ Deno.test("[slow] a client that stops reading is closed, then resumes from the l
 });
 
 Deno.test("[process] deno task start runs with no setup and SIGTERM closes clients cleanly", async () => {
-  const port = 20000 + Math.floor(Math.random() * 20000);
   const dir = await Deno.makeTempDir();
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "main.ts"],
-    env: { PORT: String(port), HOST: "127.0.0.1", KV_PATH: `${dir}/data/websocks.kv` },
+    // Port 0: the system picks a free one, read back from the start-up line.
+    env: { PORT: "0", HOST: "127.0.0.1", KV_PATH: `${dir}/data/websocks.kv` },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -67,6 +67,8 @@ Deno.test("[process] deno task start runs with no setup and SIGTERM closes clien
     }
     log += value;
   }
+  const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log)?.[1]);
+  assert.ok(port > 0, `no port in the start-up line: ${log}`);
   const base = `http://127.0.0.1:${port}`;
   const signup = await fetch(`${base}/api/auth/signup`, {
     method: "POST",
