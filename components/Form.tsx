@@ -10,6 +10,8 @@ export function Field(props: {
   error?: string;
   hint?: string;
   autocomplete?: string;
+  /** The on-screen keyboard to offer, e.g. "numeric" for a count typed as text. */
+  inputMode?: "numeric";
   required?: boolean;
   minLength?: number;
   maxLength?: number;
@@ -28,6 +30,7 @@ export function Field(props: {
         type={(props.type ?? "text") as "text"}
         value={props.value}
         autocomplete={props.autocomplete}
+        inputMode={props.inputMode}
         required={props.required}
         minLength={props.minLength}
         maxLength={props.maxLength}

@@ -2,7 +2,15 @@
 import type { ComponentChildren } from "preact";
 
 /** Which navigation entry a page belongs to. */
-export type Section = "home" | "dashboard" | "tokens" | "endpoints" | "docs" | "login" | "signup";
+export type Section =
+  | "home"
+  | "dashboard"
+  | "tokens"
+  | "endpoints"
+  | "usage"
+  | "docs"
+  | "login"
+  | "signup";
 
 /** The signed-in user as the layout shows it, or null. */
 export interface LayoutUser {
@@ -43,6 +51,7 @@ export function Layout(props: {
                   <a href="/dashboard" aria-current={current("dashboard")}>Dashboard</a>
                   <a href="/dashboard/tokens" aria-current={current("tokens")}>Tokens</a>
                   <a href="/dashboard/endpoints" aria-current={current("endpoints")}>Endpoints</a>
+                  <a href="/dashboard/usage" aria-current={current("usage")}>Usage</a>
                   <a href="/docs" aria-current={current("docs")}>Docs</a>
                 </>
               )

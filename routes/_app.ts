@@ -5,6 +5,7 @@ import type { AppEnv } from "./_env.ts";
 import { authRoutes } from "./auth.ts";
 import { billingRoutes } from "./billing.ts";
 import { stripeRoutes } from "./stripe.ts";
+import { billingPageRoutes } from "./billing_pages.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
@@ -18,6 +19,7 @@ import { dashboardPageRoutes } from "./dashboard_pages.tsx";
 import { docsPageRoutes } from "./docs_page.tsx";
 import { endpointPageRoutes } from "./endpoint_pages.tsx";
 import { tokenPageRoutes } from "./token_pages.tsx";
+import { usagePageRoutes } from "./usage_pages.tsx";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -43,6 +45,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", tokenRoutes());
   app.route("/", billingRoutes());
   app.route("/", stripeRoutes());
+  app.route("/", billingPageRoutes());
   app.route("/", endpointRoutes());
   app.route("/", eventRoutes());
   app.route("/", pageRoutes(services.config));
@@ -50,6 +53,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", dashboardPageRoutes());
   app.route("/", tokenPageRoutes());
   app.route("/", endpointPageRoutes());
+  app.route("/", usagePageRoutes());
   app.route("/", docsPageRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => errorResponse(error, { method: c.req.method, path: c.req.path }));

@@ -3,8 +3,8 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { CopyField } from "../components/Copyable.tsx";
 import { Layout } from "../components/Layout.tsx";
-import type { Flash } from "../lib/flash.ts";
 import { Notice } from "../components/Notice.tsx";
+import { QuotaAlert } from "../components/QuotaAlert.tsx";
 import { listEndpoints } from "../lib/endpoints.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { Island } from "../lib/islands.ts";
@@ -22,17 +22,6 @@ import {
   sendPage,
   viewerOf,
 } from "./_page.tsx";
-
-/** The 80% and 100% quota alerts, as a notice (null below 80%). */
-function quotaAlert(used: number, limit: number | null): Flash | null {
-  if (limit === null || limit === 0 || used < Math.ceil(limit * 0.8)) return null;
-  const message = used >= limit
-    ? `You have used all ${limit.toLocaleString("en")} webhooks of this month: senders now get ` +
-      "402 until the month ends. Raise your cap or upgrade to Pro to accept more."
-    : `You have used ${Math.floor((used / limit) * 100)}% of this month's ` +
-      `${limit.toLocaleString("en")} webhooks.`;
-  return { kind: used >= limit ? "error" : "info", message };
-}
 
 /** How often the inspector refreshes the connected-client count. */
 const CLIENT_POLL_MS = 5000;
@@ -66,7 +55,13 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
           </p>
         </div>
         <Notice flash={flash} />
-        <Notice flash={quotaAlert(used, limit)} />
+        <QuotaAlert
+          used={used}
+          limit={limit}
+          plan={user.plan}
+          freeAllowance={config.freeMonthlyLimit}
+          linkToUsage
+        />
         <section class="card" aria-labelledby="urls-title">
           <h2 id="urls-title">{endpoints.length > 1 ? "Your webhook URLs" : "Your webhook URL"}</h2>
           {endpoints.length === 0

@@ -271,3 +271,64 @@ Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to
   const total = delivered.reduce((sum, c) => sum + Number(c.form.get("payload[value]")), 0);
   assert.equal(total, 6);
 });
+
+Deno.test("[stripe] the usage page's buttons upgrade through Checkout, manage payment, downgrade", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  const form = { Cookie: user.cookie, Origin: server.url };
+  const page = await fetch(`${server.url}/dashboard/usage`, { headers: { Cookie: user.cookie } });
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /action="\/dashboard\/billing\/upgrade"/);
+  const upgrade = await fetch(`${server.url}/dashboard/billing/upgrade`, {
+    method: "POST",
+    headers: form,
+    redirect: "manual",
+  });
+  assert.equal(upgrade.status, 303);
+  assert.equal(upgrade.headers.get("location"), "https://checkout.test/cs_1");
+  const forged = await fetch(`${server.url}/dashboard/billing/upgrade`, {
+    method: "POST",
+    headers: { Cookie: user.cookie, Origin: "https://evil.example" },
+    redirect: "manual",
+  });
+  assert.equal(forged.status, 403);
+  await forged.body?.cancel();
+
+  await sendEvent(server, {
+    id: "evt_page",
+    type: "checkout.session.completed",
+    data: {
+      object: { object: "checkout.session", client_reference_id: user.id, customer: "cus_p" },
+    },
+  }).then((r) => r.body?.cancel());
+  const proPage = await (await fetch(`${server.url}/dashboard/usage`, {
+    headers: { Cookie: user.cookie },
+  })).text();
+  assert.match(proPage, /Manage payment/);
+  const portal = await fetch(`${server.url}/dashboard/billing/portal`, {
+    method: "POST",
+    headers: form,
+    redirect: "manual",
+  });
+  assert.equal(portal.status, 303);
+  assert.equal(portal.headers.get("location"), "https://portal.test/1");
+  const down = await fetch(`${server.url}/dashboard/billing/downgrade`, {
+    method: "POST",
+    headers: form,
+    redirect: "manual",
+  });
+  assert.equal(down.status, 303);
+  assert.equal(down.headers.get("location"), "/dashboard/usage");
+  assert.equal((await billing(server, user.token)).plan, "free");
+});
+
+Deno.test("[stripe] without Stripe the usage page points to the admin command", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const page = await fetch(`${server.url}/dashboard/usage`, { headers: { Cookie: user.cookie } });
+  assert.equal(page.status, 200);
+  const html = await page.text();
+  assert.match(html, /deno task admin set-plan/);
+  assert.doesNotMatch(html, /action="\/dashboard\/billing\/upgrade"/);
+});

@@ -1,0 +1,47 @@
+/** The dashboard's billing buttons: upgrade through Checkout, the portal, and downgrade. */
+import { Hono } from "hono";
+import { downgrade, openPortal, startCheckout } from "../lib/stripe.ts";
+import { type AppEnv, requireSameOrigin } from "./_env.ts";
+import { loadViewer, pageError, redirect, requireViewer, viewerOf } from "./_page.tsx";
+
+/** POST /dashboard/billing/{upgrade,portal,downgrade} */
+export function billingPageRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.onError(pageError);
+  const guarded = [requireSameOrigin, loadViewer, requireViewer] as const;
+
+  app.post("/dashboard/billing/upgrade", ...guarded, async (c) => {
+    const { stripe, config } = c.get("services");
+    const url = await startCheckout(stripe, {
+      user: viewerOf(c).user,
+      config: config.stripe,
+      publicUrl: config.publicUrl,
+    });
+    return c.redirect(url, 303);
+  });
+
+  app.post("/dashboard/billing/portal", ...guarded, async (c) => {
+    const { stripe, config } = c.get("services");
+    const url = await openPortal(stripe, { user: viewerOf(c).user, publicUrl: config.publicUrl });
+    return c.redirect(url, 303);
+  });
+
+  app.post("/dashboard/billing/downgrade", ...guarded, async (c) => {
+    const { kv, stripe, config } = c.get("services");
+    const user = await downgrade(kv, {
+      stripe,
+      userId: viewerOf(c).user.id,
+      freeAllowance: config.freeMonthlyLimit,
+    });
+    return await redirect(c, "/dashboard/usage", {
+      flash: {
+        kind: "info",
+        message: `You are on Free again: ${
+          user.monthlyLimit?.toLocaleString("en")
+        } webhooks a month.`,
+      },
+    });
+  });
+
+  return app;
+}
