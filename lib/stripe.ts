@@ -8,6 +8,7 @@ import { withPlan } from "./billing.ts";
 import type { StripeConfig } from "./config.ts";
 import { HttpError } from "./http_error.ts";
 import {
+  invoiceKey,
   stripeEventKey,
   stripePendingKey,
   stripeReportedKey,
@@ -15,7 +16,7 @@ import {
   userByStripeCustomerKey,
   userKey,
 } from "./kv_keys.ts";
-import { previousMonth } from "./invoices.ts";
+import { type Invoice, previousMonth } from "./invoices.ts";
 import { monthOf, quotaResetAt } from "./usage.ts";
 import type { User } from "./users.ts";
 
@@ -63,6 +64,10 @@ export async function startCheckout(
     mode: "subscription",
     line_items: [{ price: options.config!.priceId }],
     client_reference_id: user.id,
+    // Billing periods on calendar months (UTC), like our counters and invoices.
+    subscription_data: {
+      billing_cycle_anchor: Math.floor(quotaResetAt(new Date()).getTime() / 1000),
+    },
     ...(user.stripeCustomerId
       ? { customer: user.stripeCustomerId }
       : { customer_email: user.email }),
@@ -244,7 +249,28 @@ export async function applyStripeEvent(
         if (plan.customerId) op.set(userByStripeCustomerKey(plan.customerId), plan.userId);
       }
     }
-    if ((await op.commit()).ok) return plan ? "applied" : "ignored";
+    if ((await op.commit()).ok) {
+      if (options.event.type === "invoice.paid" && plan) {
+        await markInvoicePaid(kv, { userId: plan.userId, invoice: options.event.data.object });
+      }
+      return plan ? "applied" : "ignored";
+    }
+  }
+}
+
+/** Marks our invoice for the month a paid Stripe invoice covers as paid. */
+async function markInvoicePaid(
+  kv: Deno.Kv,
+  options: { userId: string; invoice: Stripe.Invoice },
+): Promise<void> {
+  const start = options.invoice.period_start;
+  if (!start) return;
+  const key = invoiceKey(options.userId, monthOf(new Date(start * 1000)));
+  for (;;) {
+    const entry = await kv.get<Invoice>(key);
+    if (!entry.value || entry.value.status === "paid") return;
+    const paid = { ...entry.value, status: "paid" as const };
+    if ((await kv.atomic().check(entry).set(key, paid).commit()).ok) return;
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import Stripe from "stripe";
+import { generateInvoices } from "../lib/invoices.ts";
 import { endExpiredGrace, reportUsage } from "../lib/stripe.ts";
 import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
 
@@ -115,6 +116,13 @@ Deno.test("[stripe] checkout and portal go to Stripe; without Stripe the app say
   assert.equal(sent.form.get("line_items[0][price]"), "price_metered");
   assert.equal(sent.form.get("client_reference_id"), user.id);
   assert.equal(sent.form.get("customer_email"), user.email);
+  const nextMonth = new Date();
+  nextMonth.setUTCMonth(nextMonth.getUTCMonth() + 1, 1);
+  nextMonth.setUTCHours(0, 0, 0, 0);
+  assert.equal(
+    sent.form.get("subscription_data[billing_cycle_anchor]"),
+    String(nextMonth.getTime() / 1000),
+  );
   assert.match(sent.idempotencyKey!, new RegExp(`^checkout-${user.id}-`));
   const portal = await fetch(`${server.url}/api/billing/portal`, { method: "POST", headers: auth });
   assert.equal(portal.status, 409);
@@ -331,4 +339,45 @@ Deno.test("[stripe] without Stripe the usage page points to the admin command", 
   const html = await page.text();
   assert.match(html, /deno task admin set-plan/);
   assert.doesNotMatch(html, /action="\/dashboard\/billing\/upgrade"/);
+});
+
+Deno.test("[stripe] a paid Stripe invoice marks our invoice of that month paid", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await sendEvent(server, {
+    id: "evt_ci",
+    type: "checkout.session.completed",
+    data: {
+      object: { object: "checkout.session", client_reference_id: user.id, customer: "cus_i" },
+    },
+  }).then((r) => r.body?.cancel());
+  const { kv } = server.services;
+  await kv.atomic().sum(["usage_month", user.id, "2026-10"], 1500n).commit();
+  await generateInvoices(kv, { period: "2026-10", freeAllowance: 1000 });
+  const invoices = async () =>
+    (await (await fetch(`${server.url}/api/invoices`, {
+      headers: { Authorization: `Bearer ${user.token}` },
+    })).json()).invoices;
+  assert.deepEqual(
+    (await invoices()).map((i: { status: string; amountUsd: number }) => [i.status, i.amountUsd]),
+    [["due", 0.15]],
+  );
+  const paid = await sendEvent(server, {
+    id: "evt_paid",
+    type: "invoice.paid",
+    data: {
+      object: {
+        object: "invoice",
+        customer: "cus_i",
+        period_start: Date.parse("2026-10-01T00:00:00Z") / 1000,
+        period_end: Date.parse("2026-11-01T00:00:00Z") / 1000,
+      },
+    },
+  });
+  assert.equal(paid.status, 200);
+  assert.equal((await paid.json()).outcome, "applied");
+  assert.equal((await invoices())[0].status, "paid");
+  const checkout = standIn.requests.find((r) => r.path === "/v1/checkout/sessions");
+  assert.equal(checkout, undefined, "no checkout was needed here");
 });
