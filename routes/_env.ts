@@ -84,7 +84,12 @@ export async function authenticateStream(c: Context<AppEnv>): Promise<Auth> {
   const { kv } = c.get("services");
   const token = c.req.query("token") ?? bearerToken(c.req.header("Authorization"));
   const sessionId = getCookie(c, SESSION_COOKIE);
-  if (!token && sessionId) return await authenticateSession(kv, sessionId);
+  if (!token && sessionId) {
+    // A page of another site must not read the user's events with their cookie (a WebSocket
+    // handshake is not bound by CORS), so cookie streams must come from our own pages.
+    checkSameOrigin(c, c.get("services").config.publicUrl);
+    return await authenticateSession(kv, sessionId);
+  }
   return await authenticateToken(kv, token ?? null);
 }
 

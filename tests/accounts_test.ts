@@ -351,3 +351,31 @@ Deno.test("[auth] logging out closes the streams that session opened, and only t
   assert.equal((await tokenStream.next()).id, id);
   tokenStream.close();
 });
+
+Deno.test("[csrf] a cookie-authenticated stream from another site is refused", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const foreign = await fetch(`${server.url}/api/events/stream`, {
+    headers: { Cookie: user.cookie, Origin: "https://evil.example" },
+  });
+  assert.equal(foreign.status, 403);
+  assert.match((await foreign.json()).error, /cross-site/);
+  const upgrade = await fetch(`${server.url}/ws`, {
+    headers: {
+      Cookie: user.cookie,
+      Origin: "https://evil.example",
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version": "13",
+    },
+  });
+  assert.equal(upgrade.status, 403);
+  await upgrade.body?.cancel();
+  const own = await openSse(`${server.url}/api/events/stream`, {
+    Cookie: user.cookie,
+    "Sec-Fetch-Site": "same-origin",
+  });
+  assert.equal(own.response.status, 200);
+  own.close();
+});
