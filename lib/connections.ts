@@ -30,6 +30,8 @@ export interface Connection {
   credential: string;
   transport: "sse" | "ws";
   connectedAt: string;
+  /** The last time the client sent anything (WebSocket messages); liveness for the dashboard. */
+  lastSeenAt: string;
   lastSentId: string | null;
   closed: boolean;
   sink: Sink;
@@ -61,6 +63,8 @@ export interface Connections {
   /** Forgets a connection whose transport already ended. */
   remove(connection: Connection): void;
   countFor(userId: string): number;
+  /** The user's connected clients in this process. */
+  listFor(userId: string): Connection[];
   closeAll(close: { code: number; reason: string }): void;
   /** Stops the heartbeat timer and the broker subscription. */
   stop(): void;
@@ -168,6 +172,7 @@ export function createConnections(
         credential: openOptions.credential,
         transport: openOptions.transport,
         connectedAt: new Date().toISOString(),
+        lastSeenAt: new Date().toISOString(),
         lastSentId: null,
         closed: false,
         sink: openOptions.sink,
@@ -197,6 +202,9 @@ export function createConnections(
     remove,
     countFor(userId) {
       return byUser.get(userId)?.size ?? 0;
+    },
+    listFor(userId) {
+      return [...(byUser.get(userId) ?? [])];
     },
     closeAll(reason) {
       for (const set of [...byUser.values()]) {

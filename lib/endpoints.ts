@@ -15,7 +15,14 @@ export interface Endpoint {
   slug: string;
   name: string;
   createdAt: string;
+  /** Respond mode: the sender waits for a connected client's answer (absent: off). */
+  respond?: boolean;
+  /** How long a sender waits in respond mode before 504. */
+  respondTimeoutMs?: number;
 }
+
+/** Respond mode's default and longest wait. */
+export const RESPOND_TIMEOUT = { defaultMs: 10_000, maxMs: 30_000 } as const;
 
 /** The slug index entry: ids only. */
 interface SlugIndex {
@@ -109,6 +116,26 @@ export async function rotateEndpoint(
   if (!result.ok) throw new HttpError(409, "Cannot rotate endpoint: it changed meanwhile, retry");
   options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
   return { endpoint, oldSlug: options.slug };
+}
+
+/** Changes an endpoint's settings (respond mode and its timeout); caches forget the old ones. */
+export async function updateEndpointSettings(
+  kv: Deno.Kv,
+  options: {
+    userId: string;
+    slug: string;
+    broker: Broker;
+    settings: { respond?: boolean; respondTimeoutMs?: number };
+  },
+): Promise<Endpoint> {
+  for (;;) {
+    const entry = await ownedEndpoint(kv, { ...options, action: "update" });
+    const endpoint = { ...entry.value, ...options.settings };
+    if ((await kv.atomic().check(entry).set(entry.key, endpoint).commit()).ok) {
+      options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
+      return endpoint;
+    }
+  }
 }
 
 /** Deletes an endpoint and its slug, and makes every endpoint cache forget the slug. */

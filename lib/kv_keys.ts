@@ -23,6 +23,7 @@
  * | ["stripe_events", eventId]                | { type, appliedAt } (30 days)      | stripe.ts       |
  * | ["stripe_usage_reported", userId, month]  | Deno.KvU64 reported to the meter   | stripe.ts       |
  * | ["stripe_usage_pending", userId, month]   | { from, to, identifier }           | stripe.ts       |
+ * | ["deliveries", userId, eventId, connId]   | Delivery: a client's ack           | deliveries.ts   |
  * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
  * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
  *
@@ -118,4 +119,17 @@ export const stripePendingKey = (userId: string, month: string) => [
   "stripe_usage_pending",
   userId,
   month,
+];
+/** ["deliveries", userId, eventId, connectionId] */
+export const deliveryKey = (userId: string, eventId: string, connectionId: string) => [
+  "deliveries",
+  userId,
+  eventId,
+  connectionId,
+];
+/** Prefix of one event's acknowledgements. */
+export const deliveriesOfEventPrefix = (userId: string, eventId: string) => [
+  "deliveries",
+  userId,
+  eventId,
 ];

@@ -3,7 +3,8 @@
  * group commit. Every refusal is an HttpError that carries the quota headers when the endpoint
  * is known, so senders always learn where they stand.
  */
-import type { Endpoint } from "./endpoints.ts";
+import { type Endpoint, RESPOND_TIMEOUT } from "./endpoints.ts";
+import type { ClientResponse } from "./responses.ts";
 import { type BodyKind, decodeText, isJsonType, mediaType } from "./events.ts";
 import { HttpError } from "./http_error.ts";
 import type { IncomingWebhook } from "./ingest.ts";
@@ -108,7 +109,7 @@ export async function readWebhook(
 export async function receiveWebhook(
   services: Services,
   options: { request: Request; slug: string; path: string },
-): Promise<{ id: string; quota: QuotaState }> {
+): Promise<{ id: string; quota: QuotaState; response: ClientResponse | null }> {
   const endpoint = await services.endpoints.get(options.slug);
   if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
   let result;
@@ -131,7 +132,14 @@ export async function receiveWebhook(
     const quota = await currentQuota(services.kv, endpoint.userId);
     throw quota ? withHeaders(error, quotaHeaders(quota)) : error;
   }
-  if (result.accepted) return { id: result.id, quota: result.quota };
+  if (result.accepted) {
+    if (!endpoint.respond) return { id: result.id, quota: result.quota, response: null };
+    return {
+      id: result.id,
+      quota: result.quota,
+      response: await awaitAnswer(services, result.id, endpoint),
+    };
+  }
   if (result.reason === "no_account") {
     throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
   }
@@ -143,6 +151,34 @@ export async function receiveWebhook(
     quotaHeaders(result.quota),
     { used, limit, resetsAt: resetAt.toISOString() },
   );
+}
+
+/**
+ * Respond mode: the stored webhook waits for the first connected client's answer. With nobody
+ * connected the sender learns it at once (503); with nobody answering in time, 504.
+ */
+async function awaitAnswer(
+  services: Services,
+  id: string,
+  endpoint: Endpoint,
+): Promise<ClientResponse> {
+  if (services.connections.countFor(endpoint.userId) === 0) {
+    throw new HttpError(
+      503,
+      `Cannot answer: respond mode is on and no client is connected; the webhook was stored as ${id}`,
+    );
+  }
+  const timeoutMs = endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs;
+  const answer = await services.responses.wait(id, timeoutMs);
+  if (!answer) {
+    throw new HttpError(
+      504,
+      `Cannot answer: no client answered within ${
+        timeoutMs / 1000
+      } s; the webhook was stored as ${id}`,
+    );
+  }
+  return answer;
 }
 
 function withHeaders(error: HttpError, headers: Record<string, string>): HttpError {

@@ -8,6 +8,9 @@ import { openKv } from "./kv.ts";
 import { createRateLimiter, type RateLimiter } from "./rate_limit.ts";
 import type Stripe from "stripe";
 import { createStripe } from "./stripe.ts";
+import { createResponses, type Responses } from "./responses.ts";
+import { recordAck } from "./deliveries.ts";
+import type { ClientReplies } from "./websocket.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -20,6 +23,10 @@ export interface Services {
   ingestLimiter: RateLimiter;
   /** The Stripe client, or null when Stripe is switched off. */
   stripe: Stripe | null;
+  /** Senders in respond mode waiting for a client's answer. */
+  responses: Responses;
+  /** Where WebSocket clients' acks and answers go. */
+  clientReplies: ClientReplies;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -41,6 +48,7 @@ export async function createServices(
   });
   const ingest = createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now });
   const endpoints = createEndpointCache(kv);
+  const responses = createResponses();
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
@@ -55,6 +63,22 @@ export async function createServices(
     ingest,
     endpoints,
     stripe: config.stripe ? createStripe(config.stripe) : null,
+    responses,
+    clientReplies: {
+      responses,
+      ack: ({ connection, eventId, status }) =>
+        recordAck(kv, {
+          userId: connection.userId,
+          eventId,
+          retentionMs: config.retentionMs,
+          delivery: {
+            connectionId: connection.id,
+            transport: connection.transport,
+            status,
+            at: new Date().toISOString(),
+          },
+        }),
+    },
     ingestLimiter: createRateLimiter({
       perSecond: config.ingestRatePerSecond,
       burst: config.ingestRateBurst,

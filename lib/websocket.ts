@@ -7,15 +7,36 @@
 import { z } from "zod";
 import type { Connection, Connections, Sink } from "./connections.ts";
 import type { LiveEvent } from "./events.ts";
+import type { Responses } from "./responses.ts";
 import { isId } from "./ids.ts";
 
+const eventId = z.string().refine(isId, "must be an event id");
 const clientMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ping") }),
+  z.object({
+    type: z.literal("ack"),
+    id: eventId,
+    status: z.number().int().min(0).max(999).nullable().optional(),
+  }),
+  z.object({
+    type: z.literal("response"),
+    id: eventId,
+    status: z.number().int().min(200, "must be 200–599").max(599, "must be 200–599"),
+    headers: z.record(z.string(), z.string()).optional(),
+    body: z.string().optional(),
+    bodyBase64: z.string().optional(),
+  }),
   z.object({
     type: z.literal("replay"),
     after: z.string().refine(isId, "must be an event id").nullable().optional(),
   }),
 ]);
+
+/** Where a socket hands what clients send back: acknowledgements and respond-mode answers. */
+export interface ClientReplies {
+  ack(options: { connection: Connection; eventId: string; status: number | null }): Promise<void>;
+  responses: Responses;
+}
 
 /**
  * One socket's sink and event listener in one object: its methods live on the prototype, so an
@@ -30,6 +51,7 @@ class WebSocketSink implements Sink {
     readonly socket: WebSocket,
     readonly connections: Connections,
     readonly wantsNotices: boolean,
+    readonly replies: ClientReplies,
   ) {}
 
   send(event: LiveEvent): void {
@@ -68,6 +90,7 @@ class WebSocketSink implements Sink {
         connection,
         socket: this.socket,
         message: event as MessageEvent,
+        replies: this.replies,
       });
     } else {
       // "close" (an error is always followed by close)
@@ -86,12 +109,13 @@ export function openWebSocket(
     after: string | null;
     idleTimeoutSeconds: number;
     wantsNotices: boolean;
+    replies: ClientReplies;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
     idleTimeout: options.idleTimeoutSeconds,
   });
-  const sink = new WebSocketSink(socket, connections, options.wantsNotices);
+  const sink = new WebSocketSink(socket, connections, options.wantsNotices, options.replies);
   sink.connection = connections.open({
     userId: options.userId,
     credential: options.credential,
@@ -105,7 +129,12 @@ export function openWebSocket(
 
 function handleClientMessage(
   connections: Connections,
-  context: { connection: Connection; socket: WebSocket; message: MessageEvent },
+  context: {
+    connection: Connection;
+    socket: WebSocket;
+    message: MessageEvent;
+    replies: ClientReplies;
+  },
 ): void {
   const { connection, socket, message } = context;
   const reply = (value: unknown) => {
@@ -126,12 +155,41 @@ function handleClientMessage(
     const where = issue.path.length ? ` (${issue.path.join(".")})` : "";
     return reply({
       type: "error",
-      message: `Cannot read message${where}: ${issue.message}; expected {"type":"ping"} or ` +
-        `{"type":"replay","after":"<event id>"}`,
+      message: `Cannot read message${where}: ${issue.message}; expected {"type":"ping"}, ` +
+        `{"type":"replay","after":"<event id>"}, {"type":"ack","id":…} or ` +
+        `{"type":"response","id":…,"status":…}`,
     });
   }
   const command = parsed.data;
+  connection.lastSeenAt = new Date().toISOString();
   if (command.type === "ping") return reply({ type: "pong" });
+  if (command.type === "ack") {
+    context.replies.ack({ connection, eventId: command.id, status: command.status ?? null })
+      .catch(() => reply({ type: "error", message: "Cannot record ack: storing it failed" }));
+    return;
+  }
+  if (command.type === "response") {
+    let body: Uint8Array;
+    try {
+      body = command.bodyBase64 !== undefined
+        ? Uint8Array.fromBase64(command.bodyBase64)
+        : new TextEncoder().encode(command.body ?? "");
+    } catch {
+      return reply({ type: "error", message: "Cannot read response: bodyBase64 is not base64" });
+    }
+    const taken = context.replies.responses.deliver(command.id, {
+      status: command.status,
+      headers: command.headers ?? {},
+      body,
+    });
+    if (!taken) {
+      reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: no sender is waiting (answered or timed out)`,
+      });
+    }
+    return;
+  }
   const after = command.after ?? null;
   connections.replay(connection, after).then(
     (count) => reply({ type: "replayed", after, count }),

@@ -6,12 +6,20 @@ import {
   deleteEndpoint,
   type Endpoint,
   listEndpoints,
+  RESPOND_TIMEOUT,
   rotateEndpoint,
+  updateEndpointSettings,
 } from "../lib/endpoints.ts";
 import { endpointUrl } from "../lib/urls.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
+const settingsBody = z.object({
+  respond: z.boolean().optional(),
+  respondTimeoutSeconds: z.number().int("must be whole seconds").min(1, "must be at least 1")
+    .max(RESPOND_TIMEOUT.maxMs / 1000, `must be at most ${RESPOND_TIMEOUT.maxMs / 1000}`)
+    .optional(),
+}).strict();
 
 /** /api/endpoints */
 export function endpointRoutes(): Hono<AppEnv> {
@@ -24,6 +32,8 @@ export function endpointRoutes(): Hono<AppEnv> {
     name: e.name,
     createdAt: e.createdAt,
     url: endpointUrl(publicUrl, e.slug),
+    respond: e.respond ?? false,
+    respondTimeoutSeconds: (e.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs) / 1000,
   });
 
   app.get("/api/endpoints", async (c) => {
@@ -37,6 +47,23 @@ export function endpointRoutes(): Hono<AppEnv> {
     const { kv, config } = c.get("services");
     const endpoint = await createEndpoint(kv, { userId: c.get("auth").user.id, name });
     return c.json({ endpoint: view(config.publicUrl, endpoint) }, 201);
+  });
+
+  app.patch("/api/endpoints/:slug", async (c) => {
+    const body = await parseBody(c, { schema: settingsBody, action: "update endpoint" });
+    const { kv, config, broker } = c.get("services");
+    const endpoint = await updateEndpointSettings(kv, {
+      userId: c.get("auth").user.id,
+      slug: c.req.param("slug"),
+      broker,
+      settings: {
+        ...(body.respond === undefined ? {} : { respond: body.respond }),
+        ...(body.respondTimeoutSeconds === undefined
+          ? {}
+          : { respondTimeoutMs: body.respondTimeoutSeconds * 1000 }),
+      },
+    });
+    return c.json({ endpoint: view(config.publicUrl, endpoint) });
   });
 
   app.post("/api/endpoints/:slug/rotate", async (c) => {

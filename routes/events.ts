@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { getEvent, listEventSummaries } from "../lib/events.ts";
+import { listDeliveries } from "../lib/deliveries.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { isId } from "../lib/ids.ts";
 import { openSseStream } from "../lib/sse.ts";
@@ -47,6 +48,27 @@ export function eventRoutes(): Hono<AppEnv> {
     const event = await getEvent(c.get("services").kv, { userId: c.get("auth").user.id, id });
     if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
     return c.body(event.json, 200, { "Content-Type": "application/json" });
+  });
+
+  app.get("/api/events/:id/deliveries", requireAuth, async (c) => {
+    const id = c.req.param("id");
+    if (!isId(id)) throw new HttpError(400, `Cannot list deliveries: "${id}" is not an event id`);
+    const deliveries = await listDeliveries(c.get("services").kv, {
+      userId: c.get("auth").user.id,
+      eventId: id,
+    });
+    return c.json({ id, deliveries });
+  });
+
+  app.get("/api/clients", requireAuth, (c) => {
+    const clients = c.get("services").connections.listFor(c.get("auth").user.id).map((x) => ({
+      id: x.id,
+      transport: x.transport,
+      connectedAt: x.connectedAt,
+      lastSeenAt: x.lastSeenAt,
+      lastEventId: x.lastSentId,
+    }));
+    return c.json({ clients });
   });
 
   app.post("/api/events/:id/redeliver", requireAuth, async (c) => {

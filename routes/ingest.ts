@@ -37,11 +37,19 @@ export async function handleIngest(
     }
     const rest = path.slice(INGEST_PREFIX.length);
     const slash = rest.indexOf("/");
-    const { id, quota } = await receiveWebhook(services, {
+    const { id, quota, response } = await receiveWebhook(services, {
       request,
       slug: slash === -1 ? rest : rest.slice(0, slash),
       path: slash === -1 ? "/" : rest.slice(slash),
     });
+    // Respond mode: the client's answer goes back exactly as given.
+    if (response) {
+      const empty = [204, 205, 304].includes(response.status);
+      return new Response(empty ? null : response.body as BodyInit, {
+        status: response.status,
+        headers: response.headers,
+      });
+    }
     return Response.json({ ok: true, id }, {
       headers: { ...quotaHeaders(quota), ...ALLOW_ORIGIN },
     });

@@ -21,6 +21,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     after,
     idleTimeoutSeconds: Math.ceil(config.heartbeatMs / 1000),
     wantsNotices: c.req.query("notices") === "1",
+    replies: c.get("services").clientReplies,
   });
 }
 
