@@ -29,6 +29,8 @@ export interface StoredEvent {
   body: Uint8Array | null;
   blobId: string | null;
   chunks: number;
+  /** The endpoint was in respond mode: the sender waits for a client's answer. */
+  respond?: boolean;
 }
 
 /** A summary for history lists. */
@@ -124,7 +126,7 @@ export function toLiveEvent(
     },"query":${event.queryJson},"headers":${event.headersJson},` +
     `"contentType":${JSON.stringify(event.contentType)},"payload":${
       payloadJson(event.kind, text)
-    },${bodyField}}`;
+    },${bodyField}${event.respond ? ',"respond":true' : ""}}`;
   let sse: Uint8Array | null = null;
   return {
     id: event.id,

@@ -297,6 +297,7 @@ export function createIngest(
       body: pending.staged ? null : w.body,
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
+      ...(w.endpoint.respond ? { respond: true } : {}),
     };
   }
 

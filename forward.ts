@@ -1,0 +1,102 @@
+/**
+ * `deno task forward`: relays webhooks from a WebSocks server to a local target, byte-exact,
+ * in order, resuming after a restart. Flags win over environment variables. Exit codes: 0
+ * stopped, 2 bad arguments, 3 token refused or revoked, 4 server unreachable at start.
+ */
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { DEFAULTS, EXIT, type ForwardOptions, runForwarder } from "./lib/forwarder.ts";
+
+const USAGE = `usage: deno task forward --url http://localhost:8000 --token wsk_… \\
+         --target http://localhost:3000/webhooks [--endpoint <slug>] [--state <file>]
+  also from WEBSOCKS_URL, WEBSOCKS_TOKEN, WEBSOCKS_TARGET, WEBSOCKS_ENDPOINT, WEBSOCKS_STATE
+  tuning: --attempts 6 --retry-base-ms 500 --retry-max-ms 30000`;
+
+const httpUrl = (what: string) =>
+  z.string({ error: `${what} is required` }).min(1, `${what} is required`).refine((value) => {
+    try {
+      return ["http:", "https:"].includes(new URL(value).protocol);
+    } catch {
+      return false;
+    }
+  }, `${what} must be an http:// or https:// URL`);
+
+const count = (what: string, min: number) =>
+  z.coerce.number({ error: `${what} must be a number` }).int(`${what} must be a whole number`)
+    .min(min, `${what} must be at least ${min}`);
+
+const optionsSchema = z.object({
+  url: httpUrl("--url (or WEBSOCKS_URL)"),
+  token: z.string({ error: "--token (or WEBSOCKS_TOKEN) is required" })
+    .min(1, "--token (or WEBSOCKS_TOKEN) is required"),
+  target: httpUrl("--target (or WEBSOCKS_TARGET)"),
+  endpoint: z.string().min(1).optional(),
+  stateFile: z.string().min(1),
+  attempts: count("--attempts", 1),
+  retryBaseMs: count("--retry-base-ms", 0),
+  retryMaxMs: count("--retry-max-ms", 0),
+});
+
+/** Parses argv plus environment into options, or a message saying what is wrong. */
+export function parseOptions(
+  args: string[],
+  env: Record<string, string | undefined>,
+): { ok: true; options: ForwardOptions } | { ok: false; message: string } {
+  let values;
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      options: {
+        url: { type: "string" },
+        token: { type: "string" },
+        target: { type: "string" },
+        endpoint: { type: "string" },
+        state: { type: "string" },
+        attempts: { type: "string" },
+        "retry-base-ms": { type: "string" },
+        "retry-max-ms": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (error) {
+    return { ok: false, message: error instanceof Error ? error.message : String(error) };
+  }
+  if (values.help) return { ok: false, message: "" };
+  const parsed = optionsSchema.safeParse({
+    url: values.url ?? env.WEBSOCKS_URL,
+    token: values.token ?? env.WEBSOCKS_TOKEN,
+    target: values.target ?? env.WEBSOCKS_TARGET,
+    endpoint: values.endpoint ?? (env.WEBSOCKS_ENDPOINT || undefined),
+    stateFile: values.state ?? (env.WEBSOCKS_STATE || ".websocks-forward.json"),
+    attempts: values.attempts ?? DEFAULTS.attempts,
+    retryBaseMs: values["retry-base-ms"] ?? DEFAULTS.retryBaseMs,
+    retryMaxMs: values["retry-max-ms"] ?? DEFAULTS.retryMaxMs,
+  });
+  if (!parsed.success) return { ok: false, message: parsed.error.issues[0].message };
+  return {
+    ok: true,
+    options: {
+      ...parsed.data,
+      pingIntervalMs: DEFAULTS.pingIntervalMs,
+      heartbeatTimeoutMs: DEFAULTS.heartbeatTimeoutMs,
+      requestTimeoutMs: DEFAULTS.requestTimeoutMs,
+    },
+  };
+}
+
+if (import.meta.main) {
+  const parsed = parseOptions(Deno.args, Deno.env.toObject());
+  if (!parsed.ok) {
+    if (parsed.message) console.error(`error: ${parsed.message}`);
+    console.error(USAGE);
+    Deno.exit(parsed.message ? EXIT.badArguments : EXIT.ok);
+  }
+  const controller = new AbortController();
+  const stop = () => controller.abort(new Error("stopped"));
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  const code = await runForwarder(parsed.options, controller.signal);
+  // Exit explicitly: a socket still closing must not keep the process (and a script) waiting.
+  Deno.exit(code);
+}

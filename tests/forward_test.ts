@@ -1,0 +1,375 @@
+/**
+ * The forward command end to end: a real server, a real target that checks a GitHub-style HMAC,
+ * and `forward.ts` as a subprocess.
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { parseOptions } from "../forward.ts";
+import { backoffDelay, targetUrl } from "../lib/forwarder.ts";
+import { githubSignature, postWebhook, signUp, startTestServer } from "./helpers.ts";
+
+const SECRET = "It's a Secret to Everybody";
+const FORWARD = fileURLToPath(new URL("../forward.ts", import.meta.url));
+
+/** What the target received. */
+interface Received {
+  method: string;
+  path: string;
+  query: [string, string][];
+  body: Uint8Array;
+  signatureOk: boolean;
+  contentType: string | null;
+}
+
+/** A local target that verifies X-Hub-Signature-256; `answer` picks each status. */
+function startTarget(answer: (received: Received, index: number) => number = () => 200) {
+  const received: Received[] = [];
+  let calls = 0;
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    const url = new URL(request.url);
+    const body = new Uint8Array(await request.arrayBuffer());
+    const expected = await githubSignature(SECRET, body);
+    const entry: Received = {
+      method: request.method,
+      path: url.pathname,
+      query: [...url.searchParams],
+      body,
+      signatureOk: request.headers.get("x-hub-signature-256") === expected,
+      contentType: request.headers.get("content-type"),
+    };
+    const status = answer(entry, calls++);
+    if (status < 300) received.push(entry);
+    return new Response(status < 300 ? "ok" : "no", { status });
+  });
+  return {
+    received,
+    url: `http://127.0.0.1:${server.addr.port}/webhooks`,
+    shutdown: () => server.shutdown(),
+  };
+}
+
+/** `forward.ts` as a subprocess with its output collected line by line. */
+function startForwarder(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", FORWARD, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const lines: string[] = [];
+  const errors: string[] = [];
+  const collect = async (stream: ReadableStream<Uint8Array<ArrayBuffer>>, into: string[]) => {
+    let buffer = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buffer += chunk;
+      const parts = buffer.split("\n");
+      buffer = parts.pop()!;
+      into.push(...parts);
+    }
+    if (buffer) into.push(buffer);
+  };
+  const reading = Promise.all([collect(child.stdout, lines), collect(child.stderr, errors)]);
+  let exit: Promise<number> | null = null;
+  const status = () => (exit ??= child.status.then(async (s) => (await reading, s.code)));
+  return {
+    lines,
+    errors,
+    status,
+    /** Waits until some stdout line matches; fails with the output so far. */
+    async waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<string> {
+      await until(
+        () => lines.some((l) => pattern.test(l)),
+        timeoutMs,
+        () =>
+          `no line matching ${pattern}; stdout:\n${lines.join("\n")}\nstderr:\n${
+            errors.join("\n")
+          }`,
+      );
+      return lines.find((l) => pattern.test(l))!;
+    },
+    async stop(): Promise<number> {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already exited
+      }
+      return await status();
+    },
+  };
+}
+
+async function until(check: () => boolean, timeoutMs: number, message: () => string) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(message());
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function signedPost(url: string, body: Uint8Array, contentType: string) {
+  const response = await postWebhook(url, body as BodyInit, {
+    "Content-Type": contentType,
+    "X-Hub-Signature-256": await githubSignature(SECRET, body),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()).id as string;
+}
+
+const text = (value: string) => new TextEncoder().encode(value);
+
+Deno.test("[forward] target URL joins the path and rebuilds the query; backoff is bounded", () => {
+  assert.equal(targetUrl("http://x/webhooks", "/github", {}), "http://x/webhooks/github");
+  assert.equal(targetUrl("http://x/webhooks/", "/", {}), "http://x/webhooks/");
+  assert.equal(
+    targetUrl("http://x/webhooks", "/", { a: "1", t: ["x", "y"] }),
+    "http://x/webhooks?a=1&t=x&t=y",
+  );
+  assert.equal(targetUrl("http://x/", "/a%20b", {}), "http://x/a%20b");
+  for (let attempt = 1; attempt < 20; attempt++) {
+    const delay = backoffDelay(attempt, { baseMs: 100, maxMs: 1000 });
+    assert.ok(delay >= 50 && delay <= 1000);
+  }
+  const bad = parseOptions(["--url", "http://h", "--token", "t", "--target", "nope"], {});
+  assert.equal(bad.ok, false);
+  const env = parseOptions([], {
+    WEBSOCKS_URL: "http://h",
+    WEBSOCKS_TOKEN: "t",
+    WEBSOCKS_TARGET: "http://t/",
+  });
+  assert.ok(env.ok && env.options.stateFile === ".websocks-forward.json");
+});
+
+Deno.test("[forward] JSON, form and binary bodies arrive byte-exact with method, path and query", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const target = startTarget();
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    target.url,
+    "--state",
+    state,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    const json = text('{"event": "push",  "ref": "refs/heads/main", "emoji": "🚀"}');
+    const form = text("a=1&b=two+words&b=%26amp");
+    const binary = new Uint8Array(256).map((_, i) => 255 - i);
+    await signedPost(
+      `${user.webhookUrl}/github/push?delivery=1&tag=a&tag=b`,
+      json,
+      "application/json",
+    );
+    await signedPost(`${user.webhookUrl}/form`, form, "application/x-www-form-urlencoded");
+    await signedPost(user.webhookUrl, binary, "application/octet-stream");
+    await until(() => target.received.length === 3, 20_000, () => forwarder.lines.join("\n"));
+    const [a, b, c] = target.received;
+    assert.deepEqual([a.method, a.path, a.query], [
+      "POST",
+      "/webhooks/github/push",
+      [["delivery", "1"], ["tag", "a"], ["tag", "b"]],
+    ]);
+    assert.deepEqual(a.body, json);
+    assert.equal(a.contentType, "application/json");
+    assert.deepEqual([b.path, b.body], ["/webhooks/form", form]);
+    assert.deepEqual([c.path, c.body], ["/webhooks", binary]);
+    assert.ok(target.received.every((r) => r.signatureOk));
+    await forwarder.waitFor(/POST \S+ \/github\/push -> 200 \d+ms/);
+    const saved = JSON.parse(await Deno.readTextFile(state));
+    assert.match(saved.lastEventId, /^[0-9A-Z]{26}$/);
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+  assert.match(forwarder.lines.at(-1)!, /^summary: 3 forwarded, 0 rejected \(4xx\), 0 failed$/);
+});
+
+Deno.test("[forward] killed mid-stream and restarted: every webhook arrives exactly once", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  // A slow target, so the kill lands while events are still waiting.
+  const target = startTarget();
+  const slow = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    const body = new Uint8Array(await request.arrayBuffer());
+    return await fetch(target.url, { method: "POST", headers: request.headers, body });
+  });
+  const slowUrl = `http://127.0.0.1:${slow.addr.port}/webhooks`;
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const args = ["--url", server.url, "--token", user.token, "--target", slowUrl, "--state", state];
+  let forwarder = startForwarder(args);
+  const seq = (n: number) => text(JSON.stringify({ seq: n }));
+  try {
+    await forwarder.waitFor(/connected to/);
+    for (let n = 0; n < 15; n++) await signedPost(user.webhookUrl, seq(n), "application/json");
+    await until(() => target.received.length >= 3, 20_000, () => forwarder.lines.join("\n"));
+    assert.equal(await forwarder.stop(), 0);
+    for (let n = 15; n < 25; n++) await signedPost(user.webhookUrl, seq(n), "application/json");
+    forwarder = startForwarder(args);
+    await forwarder.waitFor(/connected to .* \(resuming after [0-9A-Z]{26}\)/);
+    // Events arrive in order, so once the last one is in, any repeat would already be in too.
+    const seqs = () => target.received.map((r) => JSON.parse(new TextDecoder().decode(r.body)).seq);
+    await until(() => seqs().includes(24), 30_000, () => forwarder.lines.join("\n"));
+    assert.deepEqual(seqs(), Array.from({ length: 25 }, (_, n) => n));
+    assert.ok(target.received.every((r) => r.signatureOk));
+  } finally {
+    await forwarder.stop();
+    await slow.shutdown();
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+});
+
+Deno.test("[forward] 503 twice then 200 is retried and delivered once; always failing moves on", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const target = startTarget((received, index) => {
+    if (received.path.endsWith("/broken")) return 500;
+    return index < 2 ? 503 : 200;
+  });
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    target.url,
+    "--state",
+    state,
+    "--retry-base-ms",
+    "20",
+    "--retry-max-ms",
+    "100",
+    "--attempts",
+    "4",
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    await signedPost(`${user.webhookUrl}/flaky`, text('{"n": 1}'), "application/json");
+    await forwarder.waitFor(/\/flaky -> 200 \d+ms after 3 attempts/);
+    await signedPost(`${user.webhookUrl}/broken`, text('{"n": 2}'), "application/json");
+    await signedPost(`${user.webhookUrl}/after`, text('{"n": 3}'), "application/json");
+    await forwarder.waitFor(/\/broken -> failed \(HTTP 500\) \d+ms after 4 attempts/);
+    await forwarder.waitFor(/\/after -> 200/);
+    assert.deepEqual(target.received.map((r) => r.path), ["/webhooks/flaky", "/webhooks/after"]);
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+  assert.match(forwarder.lines.at(-1)!, /^summary: 2 forwarded, 0 rejected \(4xx\), 1 failed$/);
+});
+
+Deno.test("[forward] bad token exits 3, bad target URL exits 2, unreachable server exits 4", async () => {
+  await using server = await startTestServer();
+  const state = await Deno.makeTempDir();
+  try {
+    const base = ["--state", `${state}/s.json`];
+    const badToken = startForwarder([
+      ...base,
+      "--url",
+      server.url,
+      "--token",
+      "wsk_wrong",
+      "--target",
+      "http://127.0.0.1:1/",
+    ]);
+    assert.equal(await badToken.status(), 3);
+    assert.match(badToken.errors.join("\n"), /refused the token \(401 unauthorized\)/);
+
+    const badTarget = startForwarder([
+      ...base,
+      "--url",
+      server.url,
+      "--token",
+      "wsk_x",
+      "--target",
+      "localhost:3000/webhooks",
+    ]);
+    assert.equal(await badTarget.status(), 2);
+    assert.match(badTarget.errors.join("\n"), /--target .* must be an http/);
+
+    const noToken = startForwarder([...base, "--url", server.url, "--target", "http://t/"]);
+    assert.equal(await noToken.status(), 2);
+    assert.match(noToken.errors.join("\n"), /--token \(or WEBSOCKS_TOKEN\) is required/);
+
+    const unreachable = startForwarder([
+      ...base,
+      "--url",
+      "http://127.0.0.1:1",
+      "--token",
+      "wsk_x",
+      "--target",
+      "http://t/",
+    ]);
+    assert.equal(await unreachable.status(), 4);
+    assert.match(unreachable.errors.join("\n"), /cannot reach the WebSocks server/);
+  } finally {
+    await Deno.remove(state, { recursive: true });
+  }
+});
+
+Deno.test("[forward] respond mode relays the target's real answer; acks reach the event's record", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const respond = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: '{"respond": true, "respondTimeoutSeconds": 20}',
+  });
+  assert.equal(respond.status, 200);
+  await respond.body?.cancel();
+  // A target that answers like Meta's verification: the challenge back, as text.
+  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
+    const challenge = new URL(request.url).searchParams.get("hub.challenge") ?? "";
+    return new Response(challenge, { status: 200, headers: { "Content-Type": "text/plain" } });
+  });
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    `http://127.0.0.1:${target.addr.port}/hook`,
+    "--state",
+    state,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    const answer = await fetch(`${user.webhookUrl}?hub.challenge=1158201444`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(answer.status, 200);
+    assert.match(answer.headers.get("content-type")!, /^text\/plain/);
+    assert.equal(await answer.text(), "1158201444");
+    const auth = { Authorization: `Bearer ${user.token}` };
+    const history = await (await fetch(`${server.url}/api/events`, { headers: auth })).json();
+    const id = history.events[0].id;
+    let deliveries: { status: number }[] = [];
+    for (let i = 0; i < 100 && deliveries.length === 0; i++) {
+      deliveries = (await (await fetch(`${server.url}/api/events/${id}/deliveries`, {
+        headers: auth,
+      })).json()).deliveries;
+      if (deliveries.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(deliveries.length, 1);
+    assert.equal(deliveries[0].status, 200);
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+});
