@@ -1,14 +1,20 @@
 /// <reference lib="dom" />
 /**
  * The live event inspector: webhooks listed as they arrive, a detail pane with headers, payload
- * and raw body, a filter, replay, "copy as curl", the stream's status and the number of
- * connected clients. State and networking live in inspector_store.ts.
+ * and raw body and the clients that acknowledged it, a filter, replay, "copy as curl", the
+ * stream's status and the connected clients. State and networking live in inspector_store.ts.
  */
 import { useSignalEffect } from "@preact/signals";
 import { useEffect, useMemo, useRef } from "preact/hooks";
 import type { WebhookEnvelope } from "../lib/envelope.ts";
 import { formatBytes } from "../lib/format.ts";
-import { createInspector, type EventRow, type Inspector, type Status } from "./inspector_store.ts";
+import {
+  type ClientRow,
+  createInspector,
+  type EventRow,
+  type Inspector,
+  type Status,
+} from "./inspector_store.ts";
 
 /** Props: the server's public URL (for curl) and the user's endpoints (to name them). */
 export interface EventInspectorProps {
@@ -46,6 +52,21 @@ function timeOf(iso: string): string {
     ? time
     : `${date.toLocaleDateString()} ${time}`;
 }
+
+/** How long ago an ISO time was, for people: "just now", "12 s ago", "3 min ago", "2 h ago". */
+function ago(iso: string): string {
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 2) return "just now";
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  return `${Math.floor(seconds / 3600)} h ago`;
+}
+
+/** A connection id shortened to its first 8 characters (its full form is in the title). */
+const shortClient = (id: string) => id.slice(0, 8);
+/** An event id shortened to its last 8 characters: ULIDs of one moment share their start. */
+const shortEvent = (id: string) => `…${id.slice(-8)}`;
+const TRANSPORTS = { sse: "SSE", ws: "WebSocket" } as const;
 
 /** The inspector island. */
 export default function EventInspector(props: EventInspectorProps) {
@@ -104,13 +125,13 @@ export default function EventInspector(props: EventInspectorProps) {
           {inspector.statusNote.value ? `: ${inspector.statusNote.value}` : ""}
           {status === "offline" ? <a href="/login?next=/dashboard">Log in</a> : null}
         </p>
-        <p
-          class="clients"
-          title="Open SSE and WebSocket connections of your account, this page included"
-        >
-          <strong data-testid="client-count">{clients === null ? "–" : clients}</strong>{" "}
-          connected client{clients === 1 ? "" : "s"}
-        </p>
+        <details class="clients" data-testid="clients">
+          <summary title="Open SSE and WebSocket connections of your account, this page included">
+            <strong data-testid="client-count">{clients === null ? "–" : clients}</strong>{" "}
+            connected client{clients === 1 ? "" : "s"}
+          </summary>
+          <ClientList clients={inspector.clientList.value} />
+        </details>
         <div class="filter">
           <label for="event-filter">Filter</label>
           <input
@@ -173,6 +194,106 @@ export default function EventInspector(props: EventInspectorProps) {
   );
 }
 
+function ClientList(props: { clients: ClientRow[] | null }) {
+  const { clients } = props;
+  if (clients === null) return <p class="muted">Loading connected clients…</p>;
+  if (clients.length === 0) return <p class="muted">No client is connected.</p>;
+  return (
+    <div class="table-wrap">
+      <table class="client-list" aria-label="Connected clients">
+        <thead>
+          <tr>
+            <th scope="col">Client</th>
+            <th scope="col">Transport</th>
+            <th scope="col">Connected since</th>
+            <th scope="col">Last seen</th>
+            <th scope="col">Last event</th>
+          </tr>
+        </thead>
+        <tbody>
+          {clients.map((client) => (
+            <tr key={client.id} data-client={client.id}>
+              <td>
+                <code title={client.id}>{shortClient(client.id)}</code>
+              </td>
+              <td>{TRANSPORTS[client.transport] ?? client.transport}</td>
+              <td>
+                <time dateTime={client.connectedAt}>{timeOf(client.connectedAt)}</time>
+              </td>
+              <td>
+                <time dateTime={client.lastSeenAt} title={client.lastSeenAt}>
+                  {ago(client.lastSeenAt)}
+                </time>
+              </td>
+              <td>
+                {client.lastEventId
+                  ? <code title={client.lastEventId}>{shortEvent(client.lastEventId)}</code>
+                  : <span class="muted">none yet</span>}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+function Deliveries(props: { inspector: Inspector; id: string }) {
+  const { inspector } = props;
+  const state = inspector.deliveries.value;
+  return (
+    <section class="deliveries" aria-labelledby="deliveries-title" data-testid="deliveries">
+      <div class="section-head">
+        <h4 id="deliveries-title">Deliveries</h4>
+        <button
+          type="button"
+          class="button small"
+          disabled={state.kind === "loading"}
+          onClick={() => inspector.refreshDeliveries(props.id)}
+        >
+          Refresh
+        </button>
+      </div>
+      {state.kind === "loading"
+        ? <p class="muted">Loading acknowledgements…</p>
+        : state.kind === "error"
+        ? <p class="error-text">{state.message}</p>
+        : state.deliveries.length === 0
+        ? <p class="muted">No client acknowledged this event.</p>
+        : (
+          <div class="table-wrap">
+            <table class="delivery-list">
+              <thead>
+                <tr>
+                  <th scope="col">Client</th>
+                  <th scope="col">Transport</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Acknowledged</th>
+                </tr>
+              </thead>
+              <tbody>
+                {state.deliveries.map((d) => (
+                  <tr key={d.connectionId}>
+                    <td>
+                      <code title={d.connectionId}>{shortClient(d.connectionId)}</code>
+                    </td>
+                    <td>{TRANSPORTS[d.transport] ?? d.transport}</td>
+                    <td>
+                      {d.status === null ? <span class="muted">none reported</span> : d.status}
+                    </td>
+                    <td>
+                      <time dateTime={d.at}>{timeOf(d.at)}</time>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+    </section>
+  );
+}
+
 function EventRowButton(
   props: { row: EventRow; name: string | undefined; selected: boolean; onOpen: () => void },
 ) {
@@ -228,6 +349,7 @@ function EventDetail(props: { inspector: Inspector; name: (slug: string) => stri
           </details>
         )
         : null}
+      <Deliveries inspector={inspector} id={row.id} />
       {state.kind === "loading" ? <p class="muted">Loading the event…</p> : null}
       {state.kind === "error" ? <p class="error-text">{state.message}</p> : null}
       {row.envelope ? <EnvelopeView envelope={row.envelope} /> : null}

@@ -34,6 +34,29 @@ export type DetailState = { kind: "ready" } | { kind: "loading" } | {
   message: string;
 };
 
+/** One client's acknowledgement of an event, as GET /api/events/:id/deliveries lists it. */
+export interface DeliveryRow {
+  connectionId: string;
+  transport: "sse" | "ws";
+  status: number | null;
+  at: string;
+}
+
+/** What the detail pane's "Deliveries" section shows for the selected event. */
+export type DeliveriesState =
+  | { kind: "loading" }
+  | { kind: "ready"; deliveries: DeliveryRow[] }
+  | { kind: "error"; message: string };
+
+/** One connected client, as GET /api/clients lists it. */
+export interface ClientRow {
+  id: string;
+  transport: "sse" | "ws";
+  connectedAt: string;
+  lastSeenAt: string;
+  lastEventId: string | null;
+}
+
 /** The largest list kept in the page; older rows drop off and can be loaded again. */
 const MAX_ROWS = 500;
 const HISTORY_PAGE = 50;
@@ -86,7 +109,9 @@ export function createInspector(options: {
   const filter = signal("");
   const status = signal<Status>("connecting");
   const statusNote = signal("");
-  const clients = signal<number | null>(null);
+  const clientList = signal<ClientRow[] | null>(null);
+  const clients = computed(() => clientList.value?.length ?? null);
+  const deliveries = signal<DeliveriesState>({ kind: "loading" });
   const hasOlder = signal(false);
   const loadingOlder = signal(false);
   const notice = signal("");
@@ -158,7 +183,7 @@ export function createInspector(options: {
 
   async function refreshClients(): Promise<void> {
     try {
-      clients.value = (await requestJson<{ connectedClients: number }>("/api/me")).connectedClients;
+      clientList.value = (await requestJson<{ clients: ClientRow[] }>("/api/clients")).clients;
     } catch (error) {
       if (error instanceof RequestError && error.status === 401) endSession();
     }
@@ -270,13 +295,34 @@ export function createInspector(options: {
     }
   }
 
-  /** Opens an event in the detail pane, loading its envelope when needed. */
+  /** Loads which clients acknowledged an event; a stale answer (another event open) is dropped. */
+  async function loadDeliveries(id: string): Promise<void> {
+    deliveries.value = { kind: "loading" };
+    try {
+      const answer = await requestJson<{ deliveries: DeliveryRow[] }>(
+        `/api/events/${encodeURIComponent(id)}/deliveries`,
+      );
+      if (selectedId.value === id) {
+        deliveries.value = { kind: "ready", deliveries: answer.deliveries };
+      }
+    } catch (error) {
+      if (selectedId.value === id) {
+        deliveries.value = {
+          kind: "error",
+          message: `Cannot load deliveries: ${(error as Error).message}`,
+        };
+      }
+    }
+  }
+
+  /** Opens an event in the detail pane, loading its envelope when needed and its deliveries. */
   async function select(id: string): Promise<void> {
     batch(() => {
       selectedId.value = id;
       notice.value = "";
       curlText.value = "";
     });
+    loadDeliveries(id);
     if (rows.value.find((row) => row.id === id)?.envelope) {
       detail.value = { kind: "ready" };
       return;
@@ -363,6 +409,8 @@ export function createInspector(options: {
     status,
     statusNote,
     clients,
+    clientList,
+    deliveries,
     hasOlder,
     loadingOlder,
     notice,
@@ -370,6 +418,7 @@ export function createInspector(options: {
     curlText,
     start,
     select,
+    refreshDeliveries: loadDeliveries,
     replay,
     copyCurl,
     loadOlder,

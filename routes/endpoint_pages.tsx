@@ -1,5 +1,9 @@
-/** Endpoints in the dashboard: create named ones, rotate a slug, delete; both after confirming. */
+/**
+ * Endpoints in the dashboard: create named ones, switch respond mode and its timeout, rotate a
+ * slug, delete; the last two after confirming.
+ */
 import { Hono } from "hono";
+import { z } from "zod";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Context } from "hono";
 import { Confirm } from "../components/Confirm.tsx";
@@ -13,7 +17,9 @@ import {
   type Endpoint,
   findEndpointBySlug,
   listEndpoints,
+  RESPOND_TIMEOUT,
   rotateEndpoint,
+  updateEndpointSettings,
 } from "../lib/endpoints.ts";
 import type { Flash } from "../lib/flash.ts";
 import { formatUtc } from "../lib/format.ts";
@@ -32,12 +38,30 @@ import {
   viewerOf,
 } from "./_page.tsx";
 
+const MAX_TIMEOUT_S = RESPOND_TIMEOUT.maxMs / 1000;
+const TIMEOUT_RANGE = `Timeout must be whole seconds from 1 to ${MAX_TIMEOUT_S}`;
+
+/** The respond-mode form: an unticked checkbox is absent, so absent means off. */
+const respondForm = z.object({
+  respond: z.literal("on", "Respond mode must be on or off").optional(),
+  timeout: z.string().trim().regex(/^\d{1,3}$/, TIMEOUT_RANGE).transform(Number)
+    .pipe(z.number().min(1, TIMEOUT_RANGE).max(MAX_TIMEOUT_S, TIMEOUT_RANGE)),
+});
+
+/** A refused respond-mode form, shown again on its endpoint's card. */
+interface RespondError {
+  slug: string;
+  message: string;
+  values: Record<string, string>;
+}
+
 async function endpointsPage(
   c: Context<AppEnv>,
   options: {
     flash: Flash | null;
     name?: string;
     error?: string;
+    respondError?: RespondError;
     status?: ContentfulStatusCode;
   },
 ) {
@@ -50,7 +74,9 @@ async function endpointsPage(
       <h1>Endpoints</h1>
       <p class="muted">
         Each endpoint is a URL senders post to. Give each sender its own to tell them apart, and
-        rotate a URL that leaked: the old one stops working at once.
+        rotate a URL that leaked: the old one stops working at once. In respond mode the sender
+        waits for a connected client's answer and gets its status, headers and body (503 when no
+        client is connected, 504 when none answers within the timeout).
       </p>
       <Notice flash={options.flash} />
       <section class="card" aria-labelledby="new-endpoint-title">
@@ -86,6 +112,13 @@ async function endpointsPage(
                     value={endpointUrl(config.publicUrl, endpoint.slug)}
                     hideLabel
                   />
+                  <RespondForm
+                    endpoint={endpoint}
+                    index={i}
+                    error={options.respondError?.slug === endpoint.slug
+                      ? options.respondError
+                      : undefined}
+                  />
                   <p class="actions">
                     <a
                       class="button small"
@@ -109,6 +142,64 @@ async function endpointsPage(
       </section>
     </Layout>,
     { status: options.status },
+  );
+}
+
+/** An endpoint card's respond-mode state and the no-JS form that changes it. */
+function RespondForm(props: { endpoint: Endpoint; index: number; error?: RespondError }) {
+  const { endpoint, index, error } = props;
+  const on = error ? error.values.respond === "on" : endpoint.respond === true;
+  const seconds = (endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs) / 1000;
+  const timeout = error ? (error.values.timeout ?? "") : String(seconds);
+  const id = `respond-${index}`;
+  return (
+    <form
+      method="post"
+      action={`/dashboard/endpoints/${endpoint.slug}/respond`}
+      class="respond-form"
+      novalidate
+    >
+      <p class="respond-state" data-respond={endpoint.respond ? "on" : "off"}>
+        Respond mode:{" "}
+        <strong>
+          {endpoint.respond
+            ? `on, senders wait up to ${seconds} s`
+            : "off, senders get 200 at once"}
+        </strong>
+      </p>
+      <div class="inline-fields">
+        <label class="check" for={`${id}-on`}>
+          <input id={`${id}-on`} type="checkbox" name="respond" value="on" checked={on} />
+          Wait for a client's answer
+        </label>
+        <div class={`field${error ? " invalid" : ""}`}>
+          <label for={`${id}-timeout`}>Timeout (seconds)</label>
+          <input
+            id={`${id}-timeout`}
+            name="timeout"
+            type="number"
+            inputMode="numeric"
+            min={1}
+            max={MAX_TIMEOUT_S}
+            step={1}
+            value={timeout}
+            required
+            aria-invalid={error ? "true" : undefined}
+            aria-describedby={error ? `${id}-error` : `${id}-hint`}
+          />
+          {error
+            ? <p id={`${id}-error`} class="field-error">{error.message}</p>
+            : <p id={`${id}-hint`} class="hint">1 to {MAX_TIMEOUT_S}; then the sender gets 504.</p>}
+        </div>
+        <button
+          type="submit"
+          class="button small"
+          aria-label={`Save respond mode of ${endpoint.name}`}
+        >
+          Save
+        </button>
+      </div>
+    </form>
   );
 }
 
@@ -148,6 +239,39 @@ export function endpointPageRoutes(): Hono<AppEnv> {
     });
     return await redirect(c, "/dashboard/endpoints", {
       flash: { kind: "success", message: `Created endpoint “${endpoint.name}”.` },
+    });
+  });
+
+  app.post("/dashboard/endpoints/:slug/respond", requireSameOrigin, ...guarded, async (c) => {
+    const endpoint = await ownEndpoint(c, "update");
+    const form = await readForm(c, respondForm);
+    if (!form.ok) {
+      return await endpointsPage(c, {
+        flash: null,
+        respondError: {
+          slug: endpoint.slug,
+          message: `Cannot update respond mode: ${form.errors.timeout ?? form.errors.respond}.`,
+          values: form.values,
+        },
+        status: 400,
+      });
+    }
+    const { kv, broker } = c.get("services");
+    const updated = await updateEndpointSettings(kv, {
+      userId: endpoint.userId,
+      slug: endpoint.slug,
+      broker,
+      settings: { respond: form.data.respond === "on", respondTimeoutMs: form.data.timeout * 1000 },
+    });
+    return await redirect(c, "/dashboard/endpoints", {
+      flash: {
+        kind: "success",
+        message: `Respond mode is ${updated.respond ? "on" : "off"} for “${updated.name}”: ${
+          updated.respond
+            ? `senders wait up to ${form.data.timeout} s for a client's answer.`
+            : "senders get 200 at once."
+        }`,
+      },
     });
   });
 

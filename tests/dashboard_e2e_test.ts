@@ -2,13 +2,14 @@
  * The dashboard end to end in headless Chromium against a real server: a new user signs up
  * through the form, copies the webhook URL, watches a webhook posted from Deno arrive in the live
  * inspector, opens it, manages tokens and endpoints, and logs out. A second test does the
- * account and token flows with JavaScript turned off. Waits are generous and no test measures
- * time; a failing test leaves a screenshot in tests/screenshots/.
+ * account and token flows with JavaScript turned off; a third checks the connected-clients list
+ * and that a WebSocket client's ack shows in the detail pane. Waits are generous and no test
+ * measures time; a failing test leaves a screenshot in tests/screenshots/.
  */
 import assert from "node:assert/strict";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
-import { startTestServer, type TestServer } from "./helpers.ts";
+import { openWs, startTestServer, type TestServer } from "./helpers.ts";
 
 const WAIT_MS = 15_000;
 const PASSWORD = "correct horse battery";
@@ -187,6 +188,54 @@ Deno.test("[dashboard] sign up, watch a webhook arrive live, manage tokens and e
     await page.goto(`${server.url}/dashboard`);
     assert.equal(page.url(), `${server.url}/login?next=%2Fdashboard`);
     await page.getByRole("heading", { name: "Log in" }).waitFor();
+  });
+});
+
+Deno.test("[dashboard] the inspector lists connected clients and shows a WebSocket client's ack", async () => {
+  await withDashboard("dashboard deliveries", { javaScript: true }, async ({ server, page }) => {
+    await signUpThroughForm(server, page);
+    const token = await page.getByLabel("API token").inputValue();
+    const url = await page.getByLabel("Webhook URL", { exact: true }).inputValue();
+    await page.locator(".status[data-status=live]").waitFor();
+    const ws = await openWs(`${server.wsUrl}?token=${token}`);
+    try {
+      // The 5-second refresh picks the WebSocket up; the list names both transports.
+      await page.locator("[data-testid=client-count]", { hasText: /^2$/ }).waitFor();
+      await page.getByTestId("clients").locator("summary").click();
+      const list = page.getByRole("table", { name: "Connected clients" });
+      await list.getByRole("cell", { name: "WebSocket" }).waitFor();
+      await list.getByRole("cell", { name: "SSE" }).waitFor();
+
+      const response = await fetch(`${url}/acked`, { method: "POST", body: '{"n":1}' });
+      assert.equal(response.status, 200);
+      const { id } = await response.json();
+      const event = await ws.next();
+      assert.equal(event.id, id);
+      const row = page.locator(`.event-row[data-id="${id}"]`);
+      await row.click();
+      const deliveries = page.getByTestId("deliveries");
+      await deliveries.getByText("No client acknowledged this event.").waitFor();
+
+      ws.send({ type: "ack", id, status: 200 });
+      // The ack is recorded without an answer: wait until the API lists it.
+      for (let i = 0; i < 100; i++) {
+        const answer = await fetch(`${server.url}/api/events/${id}/deliveries`, {
+          headers: { Authorization: `Bearer ${token}` },
+        });
+        if ((await answer.json()).deliveries.length) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      // Selecting the event again reloads its deliveries.
+      await row.click();
+      const ack = deliveries.locator("tbody tr");
+      await ack.waitFor();
+      const text = await ack.innerText();
+      assert.match(text, /WebSocket/);
+      assert.match(text, /\b200\b/);
+      assert.match(text, /[0-9a-f]{8}/);
+    } finally {
+      await ws.close();
+    }
   });
 });
 
