@@ -48,3 +48,32 @@ export function Field(props: {
 export function FormAlert(props: { children: ComponentChildren }) {
   return <p class="form-alert" role="alert">{props.children}</p>;
 }
+
+/** The card that creates something named (a token, an endpoint), with its form and errors. */
+export function CreateNamedCard(props: {
+  id: string;
+  title: string;
+  action: string;
+  button: string;
+  hint: string;
+  name?: string;
+  error?: string;
+}) {
+  return (
+    <section class="card" aria-labelledby={props.id}>
+      <h2 id={props.id}>{props.title}</h2>
+      <form method="post" action={props.action} class="inline-fields" novalidate>
+        <Field
+          name="name"
+          label="Name"
+          value={props.name}
+          error={props.error}
+          hint={props.hint}
+          required
+          maxLength={100}
+        />
+        <button type="submit" class="button primary">{props.button}</button>
+      </form>
+    </section>
+  );
+}

@@ -8,7 +8,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Context } from "hono";
 import { Confirm } from "../components/Confirm.tsx";
 import { CopyField } from "../components/Copyable.tsx";
-import { Field } from "../components/Form.tsx";
+import { CreateNamedCard } from "../components/Form.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { Notice } from "../components/Notice.tsx";
 import {
@@ -79,21 +79,15 @@ async function endpointsPage(
         client is connected, 504 when none answers within the timeout).
       </p>
       <Notice flash={options.flash} />
-      <section class="card" aria-labelledby="new-endpoint-title">
-        <h2 id="new-endpoint-title">Create an endpoint</h2>
-        <form method="post" action="/dashboard/endpoints" class="inline-fields" novalidate>
-          <Field
-            name="name"
-            label="Name"
-            value={options.name}
-            error={options.error}
-            hint="Who sends to it, e.g. “github” or “stripe”."
-            required
-            maxLength={100}
-          />
-          <button type="submit" class="button primary">Create endpoint</button>
-        </form>
-      </section>
+      <CreateNamedCard
+        id="new-endpoint-title"
+        title="Create an endpoint"
+        action="/dashboard/endpoints"
+        button="Create endpoint"
+        hint="Who sends to it, e.g. “github” or “stripe”."
+        name={options.name}
+        error={options.error}
+      />
       <section aria-labelledby="endpoints-title">
         <h2 id="endpoints-title">Your endpoints</h2>
         {endpoints.length === 0

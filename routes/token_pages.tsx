@@ -4,7 +4,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Context } from "hono";
 import { z } from "zod";
 import { Confirm } from "../components/Confirm.tsx";
-import { Field } from "../components/Form.tsx";
+import { CreateNamedCard } from "../components/Form.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { Notice } from "../components/Notice.tsx";
 import type { Flash } from "../lib/flash.ts";
@@ -46,21 +46,15 @@ async function tokensPage(
         only its hash is stored.
       </p>
       <Notice flash={options.flash} />
-      <section class="card" aria-labelledby="new-token-title">
-        <h2 id="new-token-title">Create a token</h2>
-        <form method="post" action="/dashboard/tokens" class="inline-fields" novalidate>
-          <Field
-            name="name"
-            label="Name"
-            value={options.name}
-            error={options.error}
-            hint="What uses it, e.g. “laptop” or “ci”."
-            required
-            maxLength={100}
-          />
-          <button type="submit" class="button primary">Create token</button>
-        </form>
-      </section>
+      <CreateNamedCard
+        id="new-token-title"
+        title="Create a token"
+        action="/dashboard/tokens"
+        button="Create token"
+        hint="What uses it, e.g. “laptop” or “ci”."
+        name={options.name}
+        error={options.error}
+      />
       <section aria-labelledby="tokens-title">
         <h2 id="tokens-title">Your tokens</h2>
         {tokens.length === 0
