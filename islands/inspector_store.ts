@@ -9,17 +9,11 @@
 import { batch, computed, signal } from "@preact/signals";
 import { curlCommand } from "../lib/curl.ts";
 import { envelopeBytes, type WebhookEnvelope } from "../lib/envelope.ts";
+import type { EventSummary } from "../lib/events.ts";
 import { copyText } from "./clipboard.ts";
 
 /** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */
-export interface EventRow {
-  id: string;
-  endpoint: string;
-  receivedAt: string;
-  method: string;
-  path: string;
-  contentType: string | null;
-  size: number;
+export interface EventRow extends EventSummary {
   envelope: WebhookEnvelope | null;
   /** How often the server sent this event again (replay) while the page was open. */
   redelivered: number;

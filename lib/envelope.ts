@@ -21,7 +21,7 @@ export interface WebhookEnvelope {
 }
 
 /** The body's exact bytes. */
-export function envelopeBytes(envelope: WebhookEnvelope): Uint8Array {
+export function envelopeBytes(envelope: Pick<WebhookEnvelope, "body" | "bodyBase64">): Uint8Array {
   // atob rather than Uint8Array.fromBase64: browsers from before 2025 lack the latter.
   if (envelope.bodyBase64 !== undefined) {
     return Uint8Array.from(atob(envelope.bodyBase64), (c) => c.charCodeAt(0));
@@ -29,13 +29,18 @@ export function envelopeBytes(envelope: WebhookEnvelope): Uint8Array {
   return new TextEncoder().encode(envelope.body ?? "");
 }
 
-/** The query as a string with its leading "?", or "" when there is none. */
-export function queryString(query: Record<string, string | string[]>): string {
+/** The envelope's query (repeated names as arrays) as search parameters, in order. */
+export function queryParams(query: Record<string, string | string[]>): URLSearchParams {
   const params = new URLSearchParams();
   for (const [name, value] of Object.entries(query)) {
     for (const one of Array.isArray(value) ? value : [value]) params.append(name, one);
   }
-  const text = params.toString();
+  return params;
+}
+
+/** The query as a string with its leading "?", or "" when there is none. */
+export function queryString(query: Record<string, string | string[]>): string {
+  const text = queryParams(query).toString();
   return text ? `?${text}` : "";
 }
 

@@ -84,10 +84,10 @@ export function isJsonType(type: string | null): boolean {
   return type === "application/json" || (type?.endsWith("+json") ?? false);
 }
 
-/** Parses a form body into fields; repeated names become arrays. */
-export function parseForm(text: string): Record<string, string | string[]> {
+/** Parses a form body (or a URL's search parameters) into fields; repeated names become arrays. */
+export function parseForm(input: string | URLSearchParams): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [name, value] of new URLSearchParams(text)) {
+  for (const [name, value] of new URLSearchParams(input)) {
     const prior = out[name];
     out[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [
       prior,

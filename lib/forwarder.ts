@@ -4,6 +4,7 @@
  * done is kept in a state file so a restart resumes with `lastEventId` and loses nothing.
  */
 import { z } from "zod";
+import { envelopeBytes, queryParams } from "./envelope.ts";
 
 /** The webhook envelope as the server sends it (only the fields forwarding needs). */
 export const envelopeSchema = z.object({
@@ -103,24 +104,15 @@ export function targetUrl(target: string, path: string, query: Envelope["query"]
   if (path !== "/" && path !== "") {
     url.pathname = url.pathname.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`);
   }
-  for (const [name, value] of Object.entries(query)) {
-    for (const item of Array.isArray(value) ? value : [value]) url.searchParams.append(name, item);
-  }
+  // Appended, so a query the target URL already has is kept.
+  for (const [name, value] of queryParams(query)) url.searchParams.append(name, value);
   return url.toString();
-}
-
-/** The exact raw body bytes of an envelope. */
-export function envelopeBody(envelope: Envelope): Uint8Array {
-  if (envelope.bodyBase64 !== undefined) {
-    return Uint8Array.from(atob(envelope.bodyBase64), (c) => c.charCodeAt(0));
-  }
-  return new TextEncoder().encode(envelope.body ?? "");
 }
 
 /** The request to send to the target for one envelope. */
 export function targetRequest(target: string, envelope: Envelope): Request {
   const method = envelope.method.toUpperCase();
-  const body = method === "GET" || method === "HEAD" ? null : envelopeBody(envelope);
+  const body = method === "GET" || method === "HEAD" ? null : envelopeBytes(envelope);
   return new Request(targetUrl(target, envelope.path, envelope.query), {
     method,
     headers: forwardHeaders(envelope.headers),

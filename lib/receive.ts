@@ -5,7 +5,7 @@
  */
 import { type Endpoint, RESPOND_TIMEOUT } from "./endpoints.ts";
 import type { ClientResponse } from "./responses.ts";
-import { type BodyKind, decodeText, isJsonType, mediaType } from "./events.ts";
+import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./events.ts";
 import { HttpError } from "./http_error.ts";
 import type { IncomingWebhook } from "./ingest.ts";
 import type { Services } from "./services.ts";
@@ -60,18 +60,6 @@ function bodyKind(type: string | null, body: Uint8Array, text: string | null): B
   return "json";
 }
 
-function queryObject(url: URL): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of url.searchParams) {
-    const prior = out[name];
-    out[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [
-      prior,
-      value,
-    ];
-  }
-  return out;
-}
-
 /** Builds the webhook for an endpoint from the request; `path` is what follows the slug. */
 export async function readWebhook(
   request: Request,
@@ -82,7 +70,7 @@ export async function readWebhook(
   const contentType = request.headers.get("Content-Type");
   const headersJson = JSON.stringify(Object.fromEntries(request.headers));
   const queryJson = request.url.includes("?")
-    ? JSON.stringify(queryObject(new URL(request.url)))
+    ? JSON.stringify(parseForm(new URL(request.url).searchParams))
     : "{}";
   if (headersJson.length + queryJson.length > MAX_HEADER_AND_QUERY_CHARS) {
     throw new HttpError(
