@@ -1,6 +1,7 @@
 /** WebSocks entry point: `deno task start`. */
 import { loadConfig } from "./lib/config.ts";
 import { startServer } from "./lib/server.ts";
+import { startCluster } from "./lib/cluster.ts";
 import { generateInvoices, previousMonth } from "./lib/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/stripe.ts";
 
@@ -12,9 +13,11 @@ try {
   Deno.exit(1);
 }
 
-const server = await startServer(config);
+// One isolate per core: Workers serve HTTP on a shared port, this isolate commits webhooks.
+const server = config.workers > 1 ? await startCluster(config) : await startServer(config);
 console.log(
-  `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath})`,
+  `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath}, ` +
+    `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
 );
 
 // Invoices for the month that just closed: at 01:00 UTC on the 1st, and once now in case the

@@ -36,6 +36,8 @@ const schema = z.object({
   STRIPE_METER_EVENT: z.string().min(1).default("websocks_webhooks"),
   STRIPE_API_URL: z.url().optional(),
   PAYMENT_GRACE_DAYS: z.coerce.number().min(0).default(7),
+  WORKERS: positiveInt.max(256).default(navigator.hardwareConcurrency ?? 1),
+  BROKER: z.enum(["process", "kv"], "must be process or kv").default("process"),
 }).refine(
   (e) => !e.STRIPE_SECRET_KEY || (e.STRIPE_WEBHOOK_SECRET && e.STRIPE_PRICE_ID),
   {
@@ -74,6 +76,13 @@ export interface Config {
   stripe: StripeConfig | null;
   /** How long a Pro account keeps its limits after a failed payment. */
   paymentGraceMs: number;
+  /** Isolates serving HTTP on the port; above 1 they run as Workers around one KV writer. */
+  workers: number;
+  /**
+   * How events reach other isolates and instances: "process" within this process only
+   * (BroadcastChannel between Workers), "kv" also to other instances sharing the KV store.
+   */
+  broker: "process" | "kv";
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -123,5 +132,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
       }
       : null,
     paymentGraceMs: e.PAYMENT_GRACE_DAYS * 86400_000,
+    workers: e.WORKERS,
+    broker: e.BROKER,
   };
 }

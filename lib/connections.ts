@@ -80,6 +80,8 @@ export function createConnections(
   options: { broker: Broker; heartbeatMs: number; slowConsumerBytes: number },
 ): Connections {
   const byUser = new Map<string, Set<Connection>>();
+  /** Releases of the broker's per-user follow, held while the user has connections here. */
+  const follows = new Map<string, () => void>();
 
   function deliver(connection: Connection, event: LiveEvent): void {
     if (connection.closed) return;
@@ -102,7 +104,11 @@ export function createConnections(
     const set = byUser.get(connection.userId);
     if (!set) return;
     set.delete(connection);
-    if (set.size === 0) byUser.delete(connection.userId);
+    if (set.size === 0) {
+      byUser.delete(connection.userId);
+      follows.get(connection.userId)?.();
+      follows.delete(connection.userId);
+    }
   }
 
   async function runReplay(connection: Connection, after: string | null): Promise<number> {
@@ -181,7 +187,10 @@ export function createConnections(
         chain: Promise.resolve(),
       };
       let set = byUser.get(connection.userId);
-      if (!set) byUser.set(connection.userId, set = new Set());
+      if (!set) {
+        byUser.set(connection.userId, set = new Set());
+        follows.set(connection.userId, options.broker.follow(connection.userId));
+      }
       set.add(connection);
       if (openOptions.after !== undefined) {
         registry.replay(connection, openOptions.after).catch((error) => {
@@ -214,6 +223,8 @@ export function createConnections(
     stop() {
       clearInterval(heartbeat);
       unsubscribe();
+      for (const release of follows.values()) release();
+      follows.clear();
     },
   };
   return registry;

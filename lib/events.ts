@@ -127,13 +127,14 @@ export function toLiveEvent(
     `"contentType":${JSON.stringify(event.contentType)},"payload":${
       payloadJson(event.kind, text)
     },${bodyField}${event.respond ? ',"respond":true' : ""}}`;
+  return liveEvent({ id: event.id, userId: event.userId, json });
+}
+
+/** A LiveEvent from its envelope, e.g. after it crossed an isolate or instance boundary. */
+export function liveEvent(fields: { id: string; userId: string; json: string }): LiveEvent {
   let sse: Uint8Array | null = null;
-  return {
-    id: event.id,
-    userId: event.userId,
-    json,
-    sse: () => sse ??= encoder.encode(`id: ${event.id}\ndata: ${json}\n\n`),
-  };
+  const { id, userId, json } = fields;
+  return { id, userId, json, sse: () => sse ??= encoder.encode(`id: ${id}\ndata: ${json}\n\n`) };
 }
 
 /** Writes a large body's chunks ahead of its event; they expire with the retention window. */

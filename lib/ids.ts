@@ -97,3 +97,8 @@ export function isId(value: string): boolean {
 export function idTime(id: string): number {
   return decodeParts(id).time;
 }
+
+/** The smallest id of millisecond `ms`: a range start for "ids from this time on". */
+export function idFloor(ms: number): string {
+  return encodeTime(Math.max(0, Math.floor(ms))) + "0".repeat(16);
+}

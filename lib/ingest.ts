@@ -96,23 +96,6 @@ const MAX_REMEMBERED_GATES = 10_000;
 /** Batches published live whose queue job has not come back yet. Bounded against leaks. */
 const MAX_TRACKED_BATCHES = 100_000;
 
-/**
- * Commits, retrying while SQLite reports the file busy: several KV handles on one file (other
- * isolates or processes) take turns holding the write lock, and waiting a moment is the cure.
- */
-async function commitRetryingBusy(
-  op: Deno.AtomicOperation,
-): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await op.commit();
-    } catch (error) {
-      if (attempt >= 20 || !/database is locked/.test(String(error))) throw error;
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * attempt));
-    }
-  }
-}
-
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
   kv: Deno.Kv,
@@ -209,7 +192,7 @@ export function createIngest(
           .sum(usageMonthKey(userId, monthOf(now)), count)
           .sum(usageDayKey(userId, dayOf(now)), count)
           .enqueue(job);
-        const result = await commitRetryingBusy(op);
+        const result = await op.commit();
         if (!result.ok) {
           gates.delete(userId); // someone else wrote for this user: read again
           continue;
@@ -224,7 +207,7 @@ export function createIngest(
           },
           head: { key: headEntry.key, value: head!, versionstamp: result.versionstamp },
         });
-        publish(userId, records, admitted);
+        publish(userId, { records, admitted, after: headEntry.value });
         admitted.forEach((pending, i) =>
           pending.resolve({ accepted: true, id: records[i].id, quota: quotaAfter(i + 1) })
         );
@@ -301,12 +284,16 @@ export function createIngest(
     };
   }
 
-  function publish(userId: string, records: StoredEvent[], admitted: Pending[]): void {
+  function publish(
+    userId: string,
+    { records, admitted, after }: { records: StoredEvent[]; admitted: Pending[]; after: string | null },
+  ): void {
     if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
     publishedLive.add(records[0].id);
     options.broker.publish({
       kind: "events",
       userId,
+      after,
       events: records.map((record, i) =>
         toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
       ),

@@ -6,7 +6,48 @@ export async function openKv(path: string): Promise<Deno.Kv> {
   if (path !== ":memory:" && !/^https?:\/\//.test(path)) {
     await Deno.mkdir(dirname(path), { recursive: true });
   }
-  return await Deno.openKv(path);
+  return retryingBusy(await Deno.openKv(path));
+}
+
+const MAX_BUSY_ATTEMPTS = 50;
+
+/**
+ * Runs a KV write, retrying while SQLite reports the file busy. Several handles on one file
+ * (the isolates of one process, instances sharing a file) take turns holding the write lock;
+ * a refused write was not applied, so waiting a moment and writing again is safe.
+ */
+export async function retryBusy<T>(write: () => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await write();
+    } catch (error) {
+      if (attempt >= MAX_BUSY_ATTEMPTS || !/database is locked/.test(String(error))) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(10, attempt)));
+    }
+  }
+}
+
+/** The same handle, with every write (set, delete, enqueue, atomic commit) under `retryBusy`. */
+function retryingBusy(kv: Deno.Kv): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = () => retryBusy(commit);
+          return op;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      if (property === "set" || property === "delete" || property === "enqueue") {
+        return (...args: unknown[]) =>
+          retryBusy(() => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
+      }
+      return value.bind(target);
+    },
+  });
 }
 
 /** Collects every entry of a `kv.list` selector into an array. */

@@ -26,6 +26,8 @@
  * | ["deliveries", userId, eventId, connId]   | Delivery: a client's ack           | deliveries.ts   |
  * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
  * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
+ * | ["broker_messages", id]                   | { origin, at, message } (60 s)     | broker_kv.ts    |
+ * | ["broker_head", "all"]                    | id of the newest broker message    | broker_kv.ts    |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
  * Events, chunks, day counters, flashes and login failures carry `expireIn`; readers still check
@@ -133,3 +135,9 @@ export const deliveriesOfEventPrefix = (userId: string, eventId: string) => [
   userId,
   eventId,
 ];
+/** ["broker_messages", id]: one message for other instances (shared-KV transport). */
+export const brokerMessageKey = (id: string) => ["broker_messages", id];
+/** Prefix of the broker messages. */
+export const brokerMessagesPrefix = () => ["broker_messages"];
+/** ["broker_head", "all"]: moved with every broker message so instances can watch one key. */
+export const brokerHeadKey = () => ["broker_head", "all"];

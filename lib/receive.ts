@@ -150,7 +150,7 @@ async function awaitAnswer(
   id: string,
   endpoint: Endpoint,
 ): Promise<ClientResponse> {
-  if (services.connections.countFor(endpoint.userId) === 0) {
+  if (!(await services.presence.anyConnected(endpoint.userId))) {
     throw new HttpError(
       503,
       `Cannot answer: respond mode is on and no client is connected; the webhook was stored as ${id}`,

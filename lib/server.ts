@@ -1,7 +1,7 @@
 /** Starting and stopping one WebSocks server: services, HTTP listener and graceful shutdown. */
 import type { Config } from "./config.ts";
 import { CLOSE } from "./connections.ts";
-import { createServices, type Services } from "./services.ts";
+import { createServices, type ServiceOptions, type Services } from "./services.ts";
 import { createHandler } from "../routes/_app.ts";
 
 /** A running server. */
@@ -13,14 +13,22 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-/** Starts a server for `config` (port 0 picks a free port). */
+/**
+ * Starts a server for `config` (port 0 picks a free port). With `reusePort`, several isolates
+ * listen on one port and the kernel spreads connections between them.
+ */
 export async function startServer(
   config: Config,
-  options: { now?: () => Date } = {},
+  options: ServiceOptions & { reusePort?: boolean } = {},
 ): Promise<RunningServer> {
   const services = await createServices(config, options);
   const server = Deno.serve(
-    { port: config.port, hostname: config.host, onListen: () => {} },
+    {
+      port: config.port,
+      hostname: config.host,
+      reusePort: options.reusePort ?? false,
+      onListen: () => {},
+    },
     createHandler(services),
   );
   const addr = server.addr as Deno.NetAddr;

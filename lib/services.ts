@@ -1,5 +1,7 @@
 /** Everything a request handler needs, built once per server so tests can run several. */
-import { type Broker, createBroker } from "./broker.ts";
+import { type Broker, createBroker, type Transport } from "./broker.ts";
+import { kvTransport } from "./broker_kv.ts";
+import { createPresence, type Presence } from "./presence.ts";
 import type { Config } from "./config.ts";
 import { type Connections, createConnections } from "./connections.ts";
 import { createEndpointCache, type EndpointCache } from "./endpoints.ts";
@@ -27,32 +29,52 @@ export interface Services {
   responses: Responses;
   /** Where WebSocket clients' acks and answers go. */
   clientReplies: ClientReplies;
+  /** The user's connected clients in every isolate and instance. */
+  presence: Presence;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
 
+/** How a server fits into a larger whole; a lone server needs none of it. */
+export interface ServiceOptions {
+  /** Replaces the clock of the quota window, so tests can cross a month's end. */
+  now?: () => Date;
+  /** Names this process in the shared-KV mailbox (all isolates of a process share it). */
+  processId?: string;
+  /** Transports to the other isolates of this process (BroadcastChannel). */
+  transports?: Transport[];
+  /** Commits happen elsewhere (the process's KV writer); this isolate forwards to it. */
+  ingest?: Ingest;
+}
+
 /**
- * Opens KV and wires the services; the KV queue listener starts here too. `now` replaces the
- * clock of the quota window, so tests can cross a month's end.
+ * Opens KV and wires the services. The KV queue listener starts here too unless `ingest` says
+ * another isolate owns the writes.
  */
 export async function createServices(
   config: Config,
-  options: { now?: () => Date } = {},
+  options: ServiceOptions = {},
 ): Promise<Services> {
   const kv = await openKv(config.kvPath);
-  const broker = createBroker();
+  const transports = [...(options.transports ?? [])];
+  if (config.broker === "kv") {
+    transports.push(kvTransport(kv, { processId: options.processId ?? crypto.randomUUID() }));
+  }
+  const broker = createBroker({ transports });
   const connections = createConnections(kv, {
     broker,
     heartbeatMs: config.heartbeatMs,
     slowConsumerBytes: config.slowConsumerBytes,
   });
-  const ingest = createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now });
+  const ingest = options.ingest ??
+    createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now });
   const endpoints = createEndpointCache(kv);
-  const responses = createResponses();
+  const responses = createResponses({ broker });
+  const presence = createPresence({ broker, connections });
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
-  const listening = kv.listenQueue(async (job: DeliveryJob) => {
+  const listening = options.ingest ? Promise.resolve() : kv.listenQueue(async (job: DeliveryJob) => {
     if (job?.kind === "deliver") await ingest.handleJob(job);
   });
   return {
@@ -64,6 +86,7 @@ export async function createServices(
     endpoints,
     stripe: config.stripe ? createStripe(config.stripe) : null,
     responses,
+    presence,
     clientReplies: {
       responses,
       ack: ({ connection, eventId, status }) =>
@@ -85,7 +108,10 @@ export async function createServices(
     }),
     async close() {
       connections.stop();
+      presence.stop();
+      responses.stop();
       unsubscribe();
+      broker.close();
       kv.close();
       await listening.catch(() => {});
     },

@@ -60,26 +60,20 @@ export function eventRoutes(): Hono<AppEnv> {
     return c.json({ id, deliveries });
   });
 
-  app.get("/api/clients", requireAuth, (c) => {
-    const clients = c.get("services").connections.listFor(c.get("auth").user.id).map((x) => ({
-      id: x.id,
-      transport: x.transport,
-      connectedAt: x.connectedAt,
-      lastSeenAt: x.lastSeenAt,
-      lastEventId: x.lastSentId,
-    }));
+  app.get("/api/clients", requireAuth, async (c) => {
+    const clients = await c.get("services").presence.list(c.get("auth").user.id);
     return c.json({ clients });
   });
 
   app.post("/api/events/:id/redeliver", requireAuth, async (c) => {
     const id = c.req.param("id");
     if (!isId(id)) throw new HttpError(400, `Cannot redeliver event: "${id}" is not an event id`);
-    const { kv, broker, connections } = c.get("services");
+    const { kv, broker, presence } = c.get("services");
     const userId = c.get("auth").user.id;
     const event = await getEvent(kv, { userId, id });
     if (!event) throw new HttpError(404, `Cannot redeliver event: no retained event ${id}`);
     broker.publish({ kind: "redeliver", userId, event });
-    return c.json({ ok: true, id, clients: connections.countFor(userId) });
+    return c.json({ ok: true, id, clients: (await presence.list(userId)).length });
   });
 
   return app;

@@ -10,16 +10,17 @@ import { type AppEnv, requireAuth } from "./_env.ts";
 export function meRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get("/api/me", requireAuth, async (c) => {
-    const { kv, config, connections } = c.get("services");
+    const { kv, config, presence } = c.get("services");
     const { user } = c.get("auth");
-    const [endpoints, used] = await Promise.all([
+    const [endpoints, used, clients] = await Promise.all([
       listEndpoints(kv, user.id),
       monthUsage(kv, { userId: user.id }),
+      presence.list(user.id),
     ]);
     return c.json({
       user: publicUser(user),
       endpoints: endpoints.map((e) => ({ ...e, url: endpointUrl(config.publicUrl, e.slug) })),
-      connectedClients: connections.countFor(user.id),
+      connectedClients: clients.length,
       usage: {
         used,
         limit: user.monthlyLimit,

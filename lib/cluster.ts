@@ -1,0 +1,143 @@
+/**
+ * Every core of one machine: `WORKERS` isolates (Deno Workers) serve HTTP on one port with
+ * `reusePort`, and this isolate is the process's one KV writer for webhooks.
+ *
+ * Why one writer: measured on this machine (bench/kv_isolates.ts), two KV handles on one SQLite
+ * file commit no faster together than one alone (SQLite has one write lock) and spend their time
+ * on "database is locked" retries. So Workers forward each webhook here over postMessage; the
+ * group commit, the quota and the durable queue stay in one place, exactly as with one isolate.
+ * Published messages cross isolates on a BroadcastChannel (lib/broker.ts).
+ */
+import { broadcastTransport } from "./broker.ts";
+import type { Config } from "./config.ts";
+import type { IncomingWebhook, IngestResult } from "./ingest.ts";
+import { writeBundles } from "./bundles.ts";
+import type { RunningServer } from "./server.ts";
+import { createServices } from "./services.ts";
+
+/** Messages from the main isolate to a Worker. */
+export type ToWorker =
+  | { type: "start"; config: Config; processId: string; channel: string; peers: number }
+  | { type: "submitted"; seq: number; result: IngestResult }
+  | { type: "submit_failed"; seq: number; message: string }
+  | { type: "shutdown" };
+
+/** Messages from a Worker to the main isolate. */
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "listening"; url: string }
+  | { type: "failed"; message: string }
+  | { type: "submit"; seq: number; webhook: IncomingWebhook }
+  | { type: "stopped" };
+
+const STOP_TIMEOUT_MS = 10_000;
+
+/** Picks a free port for all Workers to share when the configuration asks for port 0. */
+function freePort(hostname: string): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+function nextMessage(worker: Worker, types: FromWorker["type"][]): Promise<FromWorker> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (event: MessageEvent<FromWorker>) => {
+      if (!types.includes(event.data.type)) return;
+      cleanup();
+      resolve(event.data);
+    };
+    const onError = (event: ErrorEvent) => {
+      event.preventDefault();
+      cleanup();
+      reject(new Error(`worker failed: ${event.message}`));
+    };
+    const cleanup = () => {
+      worker.removeEventListener("message", onMessage);
+      worker.removeEventListener("error", onError);
+    };
+    worker.addEventListener("message", onMessage);
+    worker.addEventListener("error", onError);
+  });
+}
+
+/** Starts `config.workers` serving isolates around this one, and returns once all listen. */
+export async function startCluster(config: Config): Promise<RunningServer> {
+  const processId = crypto.randomUUID();
+  const channel = `websocks:${processId}`;
+  const peers = config.workers; // every isolate hears the Workers and this one
+  let bundlesDir: string | null = null;
+  if (!config.islandsDir) {
+    // Build the island bundles once for all Workers instead of once in each.
+    bundlesDir = await Deno.makeTempDir({ prefix: "websocks-islands-" });
+    writeBundles(bundlesDir);
+  }
+  const workerConfig: Config = {
+    ...config,
+    port: config.port === 0 ? freePort(config.host) : config.port,
+    islandsDir: config.islandsDir ?? bundlesDir,
+  };
+  const services = await createServices(config, {
+    processId,
+    transports: [broadcastTransport({ channel, peers })],
+  });
+
+  const workers = Array.from({ length: config.workers }, () => {
+    const worker = new Worker(new URL("./cluster_worker.ts", import.meta.url), { type: "module" });
+    return { worker, ready: nextMessage(worker, ["ready"]) };
+  }).map(({ worker, ready }) => {
+    ready.catch(() => {}); // a failure surfaces when start waits for it
+    return Object.assign(worker, { ready });
+  });
+  for (const worker of workers) {
+    worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+      const message = event.data;
+      if (message.type !== "submit") return;
+      services.ingest.submit(message.webhook).then(
+        (result) => worker.postMessage({ type: "submitted", seq: message.seq, result }),
+        (error) =>
+          worker.postMessage({
+            type: "submit_failed",
+            seq: message.seq,
+            message: (error as Error).message,
+          }),
+      );
+    });
+  }
+  let url = "";
+  try {
+    const started = workers.map(async (worker) => {
+      await worker.ready;
+      const listening = nextMessage(worker, ["listening", "failed"]);
+      worker.postMessage({ type: "start", config: workerConfig, processId, channel, peers });
+      return await listening;
+    });
+    for (const message of await Promise.all(started)) {
+      if (message.type === "failed") throw new Error(message.message);
+      if (message.type === "listening") url = message.url;
+    }
+  } catch (error) {
+    workers.forEach((worker) => worker.terminate());
+    await services.close();
+    throw error;
+  }
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url,
+    services,
+    shutdown() {
+      stopping ??= (async () => {
+        await Promise.all(workers.map(async (worker) => {
+          const stopped = nextMessage(worker, ["stopped"]).catch(() => {});
+          worker.postMessage({ type: "shutdown" });
+          await Promise.race([stopped, new Promise((r) => setTimeout(r, STOP_TIMEOUT_MS))]);
+          worker.terminate();
+        }));
+        await services.close();
+        if (bundlesDir) await Deno.remove(bundlesDir, { recursive: true }).catch(() => {});
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * Who is connected, across every isolate and instance: the dashboard's client list, the
+ * counts in /api/me, and respond mode's "is anyone there" all ask here. This isolate's own
+ * connections answer at once; the others answer a question sent through the broker.
+ */
+import type { Broker, ClientInfo } from "./broker.ts";
+import type { Connection, Connections } from "./connections.ts";
+
+/** The cluster-wide view of a user's connected clients. */
+export interface Presence {
+  list(userId: string): Promise<ClientInfo[]>;
+  /** Whether the user has a client anywhere; answers without asking when one is here. */
+  anyConnected(userId: string): Promise<boolean>;
+  stop(): void;
+}
+
+/** Longest wait for answers when the number of peers is known; a lost peer costs this much. */
+const KNOWN_PEERS_WAIT_MS = 500;
+/** How long to collect answers when peers are unknown (instances sharing KV). */
+const UNKNOWN_PEERS_WAIT_MS = 250;
+
+const info = (connection: Connection): ClientInfo => ({
+  id: connection.id,
+  transport: connection.transport,
+  connectedAt: connection.connectedAt,
+  lastSeenAt: connection.lastSeenAt,
+  lastEventId: connection.lastSentId,
+});
+
+/** Creates the view; it answers other isolates' questions until stopped. */
+export function createPresence(
+  options: { broker: Broker; connections: Connections; answers?: boolean },
+): Presence {
+  const { broker, connections } = options;
+  const waiting = new Map<string, (clients: ClientInfo[]) => void>();
+  const unsubscribe = broker.subscribe((message) => {
+    if (message.kind === "clients_query" && message.origin !== broker.origin) {
+      if (options.answers === false) return;
+      broker.publish({
+        kind: "clients_answer",
+        queryId: message.queryId,
+        origin: broker.origin,
+        clients: connections.listFor(message.userId).map(info),
+      });
+    } else if (message.kind === "clients_answer") {
+      waiting.get(message.queryId)?.(message.clients);
+    }
+  });
+
+  async function ask(userId: string): Promise<ClientInfo[]> {
+    const peers = broker.peers();
+    if (peers === 0) return [];
+    const queryId = crypto.randomUUID();
+    const found: ClientInfo[] = [];
+    await new Promise<void>((resolve) => {
+      let answered = 0;
+      const timer = setTimeout(
+        finish,
+        peers === null ? UNKNOWN_PEERS_WAIT_MS : KNOWN_PEERS_WAIT_MS,
+      );
+      function finish() {
+        clearTimeout(timer);
+        waiting.delete(queryId);
+        resolve();
+      }
+      waiting.set(queryId, (clients) => {
+        found.push(...clients);
+        if (peers !== null && ++answered >= peers) finish();
+      });
+      broker.publish({ kind: "clients_query", queryId, userId, origin: broker.origin });
+    });
+    return found;
+  }
+
+  return {
+    async list(userId) {
+      const local = connections.listFor(userId).map(info);
+      const remote = await ask(userId);
+      return [...local, ...remote].sort((a, b) => a.connectedAt.localeCompare(b.connectedAt));
+    },
+    async anyConnected(userId) {
+      if (connections.countFor(userId) > 0) return true;
+      return (await ask(userId)).length > 0;
+    },
+    stop() {
+      unsubscribe();
+    },
+  };
+}
