@@ -7,7 +7,13 @@
  * last id it has. Everything else (revocations, endpoint changes, notices, answers) is written
  * to a short-lived mailbox whose head key every instance watches.
  */
-import { type BrokerMessage, fromWire, toWire, type Transport, type WireMessage } from "./broker.ts";
+import {
+  type BrokerMessage,
+  fromWire,
+  toWire,
+  type Transport,
+  type WireMessage,
+} from "./broker.ts";
 import { eventsAfter, getEvent } from "./events.ts";
 import { idFloor, nextId } from "./ids.ts";
 import { brokerHeadKey, brokerMessageKey, brokerMessagesPrefix, eventHeadKey } from "./kv_keys.ts";
@@ -40,8 +46,11 @@ interface Followed {
   stop: () => void;
 }
 
-/** Runs `task` one at a time; a call while it runs schedules exactly one more run. */
-function serialized(task: () => Promise<void>): () => void {
+/**
+ * Runs `task` one at a time; a call while it runs schedules exactly one more run. Failures
+ * after `stopped()` turns true (KV closing under a read) are expected and not reported.
+ */
+function serialized(task: () => Promise<void>, stopped: () => boolean): () => void {
   let running = false;
   let again = false;
   const run = () => {
@@ -49,8 +58,11 @@ function serialized(task: () => Promise<void>): () => void {
       again = true;
       return;
     }
+    if (stopped()) return;
     running = true;
-    task().catch((error) => console.error("shared-KV broker read failed", error)).finally(() => {
+    task().catch((error) => {
+      if (!stopped()) console.error("shared-KV broker read failed", error);
+    }).finally(() => {
       running = false;
       if (again) {
         again = false;
@@ -87,6 +99,8 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
   const followed = new Map<string, Followed>();
   const stops: (() => void)[] = [];
   let deliver: (message: BrokerMessage) => void = () => {};
+  let closed = false;
+  const stopped = () => closed;
 
   const readMailbox = serialized(async () => {
     const start = brokerMessageKey(idFloor(Date.now() - MAILBOX_LOOKBACK_MS));
@@ -106,7 +120,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
     }
     const forgetBefore = Date.now() - MAILBOX_TTL_MS;
     for (const [id, at] of seen) if (at < forgetBefore) seen.delete(id);
-  });
+  }, stopped);
 
   function write(message: WireMessage | RedeliverRef): void {
     const id = nextId();
@@ -115,7 +129,9 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
       .set(brokerMessageKey(id), entry, { expireIn: MAILBOX_TTL_MS })
       .set(brokerHeadKey(), id)
       .commit()
-      .catch((error) => console.error(`shared-KV broker: writing ${message.kind} failed`, error));
+      .catch((error) => {
+        if (!closed) console.error(`shared-KV broker: writing ${message.kind} failed`, error);
+      });
   }
 
   return {
@@ -155,7 +171,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
             const last = events.at(-1)!.id;
             if (!created.last || last > created.last) created.last = last;
             deliver({ kind: "events", userId, events });
-          }),
+          }, stopped),
           stop: () => {},
         };
         created.stop = watchKey<string>(kv, eventHeadKey(userId), (head) => {
@@ -180,6 +196,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
     },
     peers: () => null,
     close() {
+      closed = true;
       for (const stop of stops) stop();
       for (const state of followed.values()) state.stop();
       followed.clear();

@@ -17,7 +17,14 @@ import { createServices } from "./services.ts";
 
 /** Messages from the main isolate to a Worker. */
 export type ToWorker =
-  | { type: "start"; config: Config; processId: string; channel: string; peers: number }
+  | {
+    type: "start";
+    config: Config;
+    processId: string;
+    channel: string;
+    peers: number;
+    index: number;
+  }
   | { type: "submitted"; seq: number; result: IngestResult }
   | { type: "submit_failed"; seq: number; message: string }
   | { type: "shutdown" };
@@ -106,10 +113,18 @@ export async function startCluster(config: Config): Promise<RunningServer> {
   }
   let url = "";
   try {
-    const started = workers.map(async (worker) => {
+    const started = workers.map(async (worker, index) => {
       await worker.ready;
       const listening = nextMessage(worker, ["listening", "failed"]);
-      worker.postMessage({ type: "start", config: workerConfig, processId, channel, peers });
+      const start: ToWorker = {
+        type: "start",
+        config: workerConfig,
+        processId,
+        channel,
+        peers,
+        index,
+      };
+      worker.postMessage(start);
       return await listening;
     });
     for (const message of await Promise.all(started)) {

@@ -44,6 +44,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     try {
       server = await startServer(message.config, {
         reusePort: true,
+        isolate: String(message.index),
         processId: message.processId,
         transports: [broadcastTransport({ channel: message.channel, peers: message.peers })],
         ingest,

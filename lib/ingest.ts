@@ -286,7 +286,11 @@ export function createIngest(
 
   function publish(
     userId: string,
-    { records, admitted, after }: { records: StoredEvent[]; admitted: Pending[]; after: string | null },
+    { records, admitted, after }: {
+      records: StoredEvent[];
+      admitted: Pending[];
+      after: string | null;
+    },
   ): void {
     if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
     publishedLive.add(records[0].id);

@@ -19,9 +19,11 @@ export interface RunningServer {
  */
 export async function startServer(
   config: Config,
-  options: ServiceOptions & { reusePort?: boolean } = {},
+  options: ServiceOptions & { reusePort?: boolean; isolate?: string } = {},
 ): Promise<RunningServer> {
   const services = await createServices(config, options);
+  const handler = createHandler(services);
+  const { isolate } = options;
   const server = Deno.serve(
     {
       port: config.port,
@@ -29,7 +31,12 @@ export async function startServer(
       reusePort: options.reusePort ?? false,
       onListen: () => {},
     },
-    createHandler(services),
+    isolate === undefined ? handler : async (request, info) => {
+      // Which isolate answered: operators read it in logs, tests use it to cross isolates.
+      const response = await handler(request, info);
+      response.headers.set("X-WebSocks-Isolate", isolate);
+      return response;
+    },
   );
   const addr = server.addr as Deno.NetAddr;
   const host = addr.hostname === "0.0.0.0" ? "localhost" : addr.hostname;

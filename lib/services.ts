@@ -74,9 +74,19 @@ export async function createServices(
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
-  const listening = options.ingest ? Promise.resolve() : kv.listenQueue(async (job: DeliveryJob) => {
-    if (job?.kind === "deliver") await ingest.handleJob(job);
-  });
+  let closing = false;
+  const listening = options.ingest
+    ? Promise.resolve()
+    : kv.listenQueue(async (job: DeliveryJob) => {
+      // A job only re-publishes to live connections, and a closing server has none left: its
+      // clients resume from the log elsewhere, so dropping the job at shutdown loses nothing.
+      if (job?.kind !== "deliver" || closing) return;
+      try {
+        await ingest.handleJob(job);
+      } catch (error) {
+        if (!closing) throw error;
+      }
+    });
   return {
     config,
     kv,
@@ -107,6 +117,7 @@ export async function createServices(
       burst: config.ingestRateBurst,
     }),
     async close() {
+      closing = true;
       connections.stop();
       presence.stop();
       responses.stop();

@@ -79,6 +79,13 @@ export interface SseMessage {
   data: string;
 }
 
+/** An open SSE stream read message by message. */
+export interface SseStream {
+  response: Response;
+  next(timeoutMs?: number): Promise<SseMessage>;
+  close(): void;
+}
+
 /**
  * A minimal spec-following SSE reader over fetch, for tests that need headers (Last-Event-ID)
  * and exact frames; browser EventSource is exercised in the Chromium tests.
@@ -86,9 +93,10 @@ export interface SseMessage {
 export async function openSse(
   url: string,
   headers: Record<string, string> = {},
-): Promise<{ response: Response; next(timeoutMs?: number): Promise<SseMessage>; close(): void }> {
+  options: { client?: Deno.HttpClient } = {},
+): Promise<SseStream> {
   const controller = new AbortController();
-  const response = await fetch(url, { headers, signal: controller.signal });
+  const response = await fetch(url, { headers, signal: controller.signal, client: options.client });
   const queue: SseMessage[] = [];
   const waiters: ((m: SseMessage | null) => void)[] = [];
   let ended = false;

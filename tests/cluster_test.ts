@@ -1,0 +1,41 @@
+/** WORKERS=2: two isolates of one process, BroadcastChannel between them, one KV writer. */
+import assert from "node:assert/strict";
+import { clusterSides, postOn, signUpOn, transportSuite, within } from "./sides.ts";
+
+transportSuite("cluster", () => clusterSides());
+
+Deno.test("[cluster] SIGTERM closes the streams of every isolate with 1001 and exits 0", async () => {
+  const sides = await clusterSides();
+  const user = await signUpOn(sides);
+  const clients = [
+    await sides.openWs(0, `/?token=${user.token}`),
+    await sides.openWs(1, `/?token=${user.token}`),
+  ];
+  await sides.close(); // SIGTERM, and asserts the exit code is 0
+  for (const client of clients) {
+    const closed = await within(client.closed, { ms: 2000, what: "closing on shutdown" });
+    assert.equal(closed.code, 1001);
+  }
+});
+
+Deno.test("[cluster] quota alerts from the KV writer reach clients of every isolate", async () => {
+  const sides = await clusterSides({ FREE_MONTHLY_LIMIT: "5" });
+  try {
+    const user = await signUpOn(sides);
+    const clients = [
+      await sides.openSse(0, `/api/events/stream?token=${user.token}`),
+      await sides.openSse(1, `/api/events/stream?token=${user.token}`),
+    ];
+    for (let n = 0; n < 4; n++) {
+      assert.equal((await postOn(sides, { side: 1, slug: user.slug, body: "{}" })).status, 200);
+    }
+    for (const client of clients) {
+      let message;
+      do message = await client.next(); while (message.event !== "quota");
+      assert.equal(JSON.parse(message.data).level, 80);
+      client.close();
+    }
+  } finally {
+    await sides.close();
+  }
+});

@@ -1,0 +1,495 @@
+/**
+ * Two sides of one WebSocks deployment, and the suite every broker transport must pass.
+ *
+ * A side is where a request lands: one of two isolates of a `WORKERS=2` process (told apart by
+ * the X-WebSocks-Isolate header, and reached by pinning a connection to it), or one of two
+ * instances sharing one KV store with `BROKER=kv`. Every case puts the sender on one side and
+ * clients on both, so a message that fails to cross shows as a missing event.
+ */
+import assert from "node:assert/strict";
+import NodeWebSocket from "ws";
+import { openSse, type SseStream, startTestServer, type TestServer } from "./helpers.ts";
+
+/** 0 or 1. */
+export type Side = 0 | 1;
+
+/** A WebSocket client with a message queue. */
+export interface WsClient {
+  /** The isolate that holds it, when the deployment says. */
+  isolate: string | null;
+  next(timeoutMs?: number): Promise<Record<string, unknown>>;
+  closed: Promise<{ code: number; reason: string }>;
+  send(value: unknown): void;
+  close(): Promise<void>;
+}
+
+/** A deployment with two sides. */
+export interface Sides {
+  name: string;
+  /** Base URL to reach `side`. */
+  base(side: Side): string;
+  /** An HTTP request answered by `side` (asserted). */
+  fetch(side: Side, path: string, init?: RequestInit): Promise<Response>;
+  openSse(side: Side, path: string, headers?: Record<string, string>): Promise<SseStream>;
+  openWs(side: Side, path: string): Promise<WsClient>;
+  close(): Promise<void>;
+}
+
+/** Opens a WebSocket with the `ws` package, which shows the upgrade's response headers. */
+function openNodeWs(url: string): Promise<WsClient> {
+  const socket = new NodeWebSocket(url);
+  const queue: Record<string, unknown>[] = [];
+  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+  let isolate: string | null = null;
+  socket.on("upgrade", (response: { headers: Record<string, unknown> }) => {
+    isolate = (response.headers["x-websocks-isolate"] as string | undefined) ?? null;
+  });
+  socket.on("message", (data: unknown) => {
+    const message = JSON.parse(String(data));
+    const waiter = waiters.shift();
+    if (waiter) waiter(message);
+    else queue.push(message);
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.on("close", (code: number, reason: unknown) => resolve({ code, reason: String(reason) }))
+  );
+  return new Promise((resolve, reject) => {
+    socket.on("error", (error: Error) => reject(error));
+    socket.on("open", () =>
+      resolve({
+        isolate,
+        closed,
+        next(timeoutMs = 5000) {
+          const queued = queue.shift();
+          if (queued) return Promise.resolve(queued);
+          return new Promise((done, fail) => {
+            const timer = setTimeout(() => {
+              waiters.splice(waiters.indexOf(take), 1);
+              fail(new Error(`no WebSocket message within ${timeoutMs} ms`));
+            }, timeoutMs);
+            const take = (m: Record<string, unknown>) => {
+              clearTimeout(timer);
+              done(m);
+            };
+            waiters.push(take);
+          });
+        },
+        send(value) {
+          socket.send(typeof value === "string" ? value : JSON.stringify(value));
+        },
+        async close() {
+          if (socket.readyState !== NodeWebSocket.CLOSED) {
+            socket.close();
+            await closed;
+          }
+        },
+      }));
+  });
+}
+
+/** Resolves as `promise` does, or fails naming `what` after `ms`. */
+export function within<T>(promise: Promise<T>, options: { ms: number; what: string }): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${options.what}: not within ${options.ms} ms`)),
+      options.ms,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Starts `main.ts` in its own process with two Workers on a temporary KV file. */
+export async function startClusterProcess(env: Record<string, string> = {}): Promise<
+  {
+    base: string;
+    child: Deno.ChildProcess;
+    log(): string;
+    stop(signal?: Deno.Signal): Promise<number>;
+  }
+> {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-cluster-" });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts"],
+    env: {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      KV_PATH: `${dir}/websocks.kv`,
+      WORKERS: "2",
+      ...env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const stderr = new Response(child.stderr).text();
+  const output = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  while (!log.includes("listening")) {
+    const { value, done } = await output.read();
+    if (done) {
+      throw new Error(`main.ts exited (${(await child.status).code}):\n${await stderr}`);
+    }
+    log += value;
+  }
+  const draining = (async () => {
+    for (;;) {
+      const { value, done } = await output.read();
+      if (done) return;
+      log += value;
+    }
+  })();
+  const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log)?.[1]);
+  assert.ok(port > 0, `no port in the start-up line: ${log}`);
+  let status: Promise<number> | null = null;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    child,
+    log: () => log,
+    stop(signal = "SIGTERM") {
+      status ??= (async () => {
+        try {
+          child.kill(signal);
+        } catch {
+          // already gone
+        }
+        const { code } = await child.status;
+        await draining;
+        await stderr;
+        await Deno.remove(dir, { recursive: true });
+        return code;
+      })();
+      return status;
+    },
+  };
+}
+
+const ISOLATE = "x-websocks-isolate";
+const MAX_PIN_ATTEMPTS = 60;
+
+/** Two isolates of one `WORKERS=2` process: each side is one Worker. */
+export async function clusterSides(env: Record<string, string> = {}): Promise<Sides> {
+  const cluster = await startClusterProcess(env);
+  const base = cluster.base;
+  const wsBase = base.replace(/^http/, "ws");
+  const pinned = new Map<Side, Deno.HttpClient>();
+  const opened: Deno.HttpClient[] = [];
+
+  /** A client whose pooled connection is held by `side`'s isolate. */
+  async function clientFor(side: Side): Promise<Deno.HttpClient> {
+    for (let attempt = 0; attempt < MAX_PIN_ATTEMPTS; attempt++) {
+      const client = Deno.createHttpClient({});
+      opened.push(client);
+      const probe = await fetch(`${base}/api/me`, { client });
+      await probe.body?.cancel();
+      if (probe.headers.get(ISOLATE) === String(side)) return client;
+    }
+    throw new Error(`no connection reached isolate ${side} in ${MAX_PIN_ATTEMPTS} attempts`);
+  }
+
+  return {
+    name: "cluster",
+    base: () => base,
+    async fetch(side, path, init = {}) {
+      let client = pinned.get(side);
+      if (!client) pinned.set(side, client = await clientFor(side));
+      const response = await fetch(`${base}${path}`, { ...init, client });
+      assert.equal(response.headers.get(ISOLATE), String(side), `${path} answered elsewhere`);
+      return response;
+    },
+    async openSse(side, path, headers = {}) {
+      // A stream holds its connection, so each gets a client of its own.
+      const stream = await openSse(`${base}${path}`, headers, { client: await clientFor(side) });
+      assert.equal(stream.response.headers.get(ISOLATE), String(side));
+      return stream;
+    },
+    async openWs(side, path) {
+      for (let attempt = 0; attempt < MAX_PIN_ATTEMPTS; attempt++) {
+        const ws = await openNodeWs(`${wsBase}${path}`);
+        if (ws.isolate === String(side)) return ws;
+        await ws.close();
+      }
+      throw new Error(`no WebSocket reached isolate ${side} in ${MAX_PIN_ATTEMPTS} attempts`);
+    },
+    async close() {
+      for (const client of opened) client.close();
+      const code = await cluster.stop();
+      assert.equal(code, 0, `the cluster exited with ${code}:\n${cluster.log()}`);
+    },
+  };
+}
+
+/** Two instances in this process sharing one KV file, with the shared-KV transport. */
+export async function instanceSides(env: Record<string, string> = {}): Promise<
+  Sides & { servers: [TestServer, TestServer] }
+> {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-instances-" });
+  const shared = { KV_PATH: `${dir}/shared.kv`, BROKER: "kv", ...env };
+  const servers: [TestServer, TestServer] = [
+    await startTestServer(shared),
+    await startTestServer(shared),
+  ];
+  return {
+    name: "instances",
+    servers,
+    base: (side) => servers[side].url,
+    fetch: (side, path, init) => fetch(`${servers[side].url}${path}`, init),
+    openSse: (side, path, headers) => openSse(`${servers[side].url}${path}`, headers),
+    openWs: (side, path) => openNodeWs(`${servers[side].wsUrl}${path}`),
+    async close() {
+      await Promise.all(servers.map((server) => server.shutdown()));
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** A user signed up on side 0. */
+export interface SidesUser {
+  token: string;
+  tokenId: string;
+  slug: string;
+  auth: { Authorization: string };
+}
+
+/** Signs a user up through side 0. */
+export async function signUpOn(sides: Sides): Promise<SidesUser> {
+  const response = await sides.fetch(0, "/api/auth/signup", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      email: `${crypto.randomUUID().slice(0, 8)}@example.com`,
+      password: "correct horse battery",
+    }),
+  });
+  assert.equal(response.status, 201);
+  const body = await response.json();
+  return {
+    token: body.token.value,
+    tokenId: body.token.id,
+    slug: body.endpoint.slug,
+    auth: { Authorization: `Bearer ${body.token.value}` },
+  };
+}
+
+/** POSTs a JSON webhook through `side` and returns its status and id. */
+export async function postOn(
+  sides: Sides,
+  options: { side: Side; slug: string; body: string; path?: string },
+): Promise<{ status: number; id: string | null; response: Response }> {
+  const response = await sides.fetch(options.side, `/api/in/${options.slug}${options.path ?? ""}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: options.body,
+  });
+  const text = await response.text();
+  const id = response.status === 200 ? JSON.parse(text).id : null;
+  return { status: response.status, id, response };
+}
+
+/** Registers the shared suite for one kind of deployment. */
+export function transportSuite(kind: string, start: () => Promise<Sides>): void {
+  const test = (name: string, fn: (sides: Sides) => Promise<void>) =>
+    Deno.test(`[${kind}] ${name}`, async () => {
+      const sides = await start();
+      try {
+        await fn(sides);
+      } finally {
+        await sides.close();
+      }
+    });
+
+  test("webhooks accepted on either side reach SSE and WebSocket clients on both, once, in order", async (sides) => {
+    const user = await signUpOn(sides);
+    const streamPath = `/api/events/stream?token=${user.token}`;
+    const sse = [await sides.openSse(0, streamPath), await sides.openSse(1, streamPath)];
+    const ws = [
+      await sides.openWs(0, `/?token=${user.token}`),
+      await sides.openWs(1, `/ws?token=${user.token}`),
+    ];
+    const ids: string[] = [];
+    for (let n = 0; n < 6; n++) {
+      const side = (n % 2) as Side;
+      const posted = await postOn(sides, { side, slug: user.slug, body: `{"n":${n},"ü":"✓"}` });
+      assert.equal(posted.status, 200);
+      ids.push(posted.id!);
+    }
+    for (const stream of sse) {
+      const got = [];
+      for (let n = 0; n < 6; n++) {
+        const message = await stream.next();
+        got.push(message.id);
+        assert.equal(JSON.parse(message.data).body, `{"n":${n},"ü":"✓"}`);
+      }
+      assert.deepEqual(got, ids);
+      stream.close();
+    }
+    for (const client of ws) {
+      const got = [];
+      for (let n = 0; n < 6; n++) got.push((await client.next()).id);
+      assert.deepEqual(got, ids);
+      client.send({ type: "ping" });
+      assert.equal((await client.next()).type, "pong", "nothing after the six events");
+      await client.close();
+    }
+  });
+
+  test("a client resuming on the other side gets what it missed, once", async (sides) => {
+    const user = await signUpOn(sides);
+    const first = await postOn(sides, { side: 0, slug: user.slug, body: '{"n":1}' });
+    const stream = await sides.openSse(0, `/api/events/stream?token=${user.token}`);
+    const second = await postOn(sides, { side: 0, slug: user.slug, body: '{"n":2}' });
+    assert.equal((await stream.next()).id, second.id);
+    stream.close();
+    const missed = [];
+    for (let n = 3; n <= 5; n++) {
+      missed.push((await postOn(sides, { side: 0, slug: user.slug, body: `{"n":${n}}` })).id);
+    }
+    const resumed = await sides.openSse(1, `/api/events/stream?token=${user.token}`, {
+      "Last-Event-ID": second.id!,
+    });
+    const live = await postOn(sides, { side: 0, slug: user.slug, body: '{"n":6}' });
+    const got = [];
+    for (let n = 0; n < 4; n++) got.push((await resumed.next()).id);
+    assert.deepEqual(got, [...missed, live.id]);
+    assert.ok(!got.includes(first.id) && !got.includes(second.id));
+    resumed.close();
+  });
+
+  test("revoking a token closes its connections on both sides", async (sides) => {
+    const user = await signUpOn(sides);
+    const created = await sides.fetch(0, "/api/tokens", {
+      method: "POST",
+      headers: { ...user.auth, "Content-Type": "application/json" },
+      body: '{"name":"laptop"}',
+    });
+    assert.equal(created.status, 201);
+    const token = (await created.json()).token;
+    const ws = [
+      await sides.openWs(0, `/?token=${token.value}`),
+      await sides.openWs(1, `/?token=${token.value}`),
+    ];
+    const keeper = await sides.openWs(1, `/?token=${user.token}`);
+    const revoked = await sides.fetch(0, `/api/tokens/${token.id}`, {
+      method: "DELETE",
+      headers: user.auth,
+    });
+    assert.equal(revoked.status, 200);
+    await revoked.body?.cancel();
+    for (const client of ws) {
+      const closed = await within(client.closed, { ms: 2000, what: "closing the revoked one" });
+      assert.equal(closed.code, 4001);
+    }
+    keeper.send({ type: "ping" });
+    assert.equal((await keeper.next()).type, "pong", "the other token's connection stays");
+    await keeper.close();
+  });
+
+  test("a rotated URL stops working on both sides at once", async (sides) => {
+    const user = await signUpOn(sides);
+    // Both sides have the endpoint cached before the rotation.
+    for (const side of [0, 1] as const) {
+      assert.equal((await postOn(sides, { side, slug: user.slug, body: "{}" })).status, 200);
+    }
+    const rotated = await sides.fetch(0, `/api/endpoints/${user.slug}/rotate`, {
+      method: "POST",
+      headers: user.auth,
+    });
+    assert.equal(rotated.status, 200);
+    const fresh = (await rotated.json()).endpoint.slug;
+    // The KV transport carries the change through a watch: give it the moment it takes.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (const side of [0, 1] as const) {
+      assert.equal((await postOn(sides, { side, slug: user.slug, body: "{}" })).status, 404);
+      assert.equal((await postOn(sides, { side, slug: fresh, body: "{}" })).status, 200);
+    }
+  });
+
+  test("/api/clients and /api/me see clients on both sides", async (sides) => {
+    const user = await signUpOn(sides);
+    const here = await sides.openWs(0, `/?token=${user.token}`);
+    const there = await sides.openSse(1, `/api/events/stream?token=${user.token}`);
+    for (const side of [0, 1] as const) {
+      const clients = await sides.fetch(side, "/api/clients", { headers: user.auth });
+      assert.equal(clients.status, 200);
+      assert.equal(clients.headers.get("content-type"), "application/json");
+      const list = (await clients.json()).clients;
+      assert.deepEqual(list.map((c: { transport: string }) => c.transport).sort(), ["sse", "ws"]);
+      const me = await (await sides.fetch(side, "/api/me", { headers: user.auth })).json();
+      assert.equal(me.connectedClients, 2);
+    }
+    await here.close();
+    there.close();
+  });
+
+  test("respond mode: a client on one side answers a sender on the other", async (sides) => {
+    const user = await signUpOn(sides);
+    const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
+      method: "PATCH",
+      headers: { ...user.auth, "Content-Type": "application/json" },
+      body: '{"respond": true, "respondTimeoutSeconds": 5}',
+    });
+    assert.equal(set.status, 200);
+    await set.body?.cancel();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const client = await sides.openWs(0, `/?token=${user.token}`);
+    const sending = postOn(sides, { side: 1, slug: user.slug, body: '{"challenge":"abc"}' });
+    const event = await client.next();
+    assert.equal(event.respond, true);
+    client.send({
+      type: "response",
+      id: event.id,
+      status: 202,
+      headers: { "Content-Type": "text/plain" },
+      body: "abc",
+    });
+    const { response } = await sending;
+    assert.equal(response.status, 202);
+    assert.equal(response.headers.get("content-type"), "text/plain");
+    await client.close();
+  });
+
+  test("redelivering on one side reaches clients on the other", async (sides) => {
+    const user = await signUpOn(sides);
+    const client = await sides.openWs(1, `/?token=${user.token}`);
+    const posted = await postOn(sides, { side: 0, slug: user.slug, body: '{"again":true}' });
+    assert.equal((await client.next()).id, posted.id);
+    const redelivered = await sides.fetch(0, `/api/events/${posted.id}/redeliver`, {
+      method: "POST",
+      headers: user.auth,
+    });
+    assert.equal(redelivered.status, 200);
+    assert.equal((await redelivered.json()).clients, 1);
+    const again = await client.next();
+    assert.equal(again.id, posted.id);
+    assert.deepEqual(again.payload, { again: true });
+    await client.close();
+  });
+
+  test("the quota stays exact with 50 concurrent senders over both sides", async (sides) => {
+    const user = await signUpOn(sides);
+    const cap = await sides.fetch(0, "/api/billing/cap", {
+      method: "PUT",
+      headers: { ...user.auth, "Content-Type": "application/json" },
+      body: '{"monthlyCap": 17}',
+    });
+    assert.equal(cap.status, 200);
+    await cap.body?.cancel();
+    const statuses = await Promise.all(Array.from({ length: 50 }, async (_, n) => {
+      // A fresh connection each, so a cluster's kernel spreads them over both isolates.
+      const client = Deno.createHttpClient({});
+      try {
+        const response = await fetch(`${sides.base((n % 2) as Side)}/api/in/${user.slug}`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: `{"n":${n}}`,
+          client,
+        });
+        await response.body?.cancel();
+        return response.status;
+      } finally {
+        client.close();
+      }
+    }));
+    assert.equal(statuses.filter((s) => s === 200).length, 17);
+    assert.equal(statuses.filter((s) => s === 402).length, 33);
+  });
+}
