@@ -177,6 +177,7 @@ export async function startRelay(
       FREE_MONTHLY_LIMIT: "1000000000",
       INGEST_RATE_PER_SECOND: "0",
       LOG_REQUESTS: "0",
+      WORKERS: "1",
       ...options.env,
     },
     ready: "WebSocks listening on",

@@ -68,6 +68,7 @@ const PARTS = [
   "profile",
   "breakdown",
   "kv",
+  "isolates",
 ] as const;
 type Part = typeof PARTS[number];
 
@@ -367,16 +368,24 @@ function findWrk(): string | null {
  * measurement of smee.io (server and generator on one core each). One WebSocket subscriber
  * must receive every accepted webhook.
  */
-async function partWrk(): Promise<void> {
+async function partWrk(
+  options: { workers: number; pinned: boolean; key: string; concurrency: number } = {
+    workers: 1,
+    pinned: true,
+    key: "wrk",
+    concurrency: CONCURRENCY,
+  },
+): Promise<void> {
   console.log(
-    `\n## wrk: concurrency ${CONCURRENCY}, ${BODY_BYTES} B JSON, ${SECONDS} s, wrk pinned to core 1`,
+    `\n## ${options.key}: WORKERS=${options.workers}, concurrency ${options.concurrency}, ${BODY_BYTES} B JSON, ${SECONDS} s, ` +
+      (options.pinned ? "wrk pinned to core 1" : "wrk unpinned (server and wrk share both cores)"),
   );
   const wrk = findWrk();
   if (!wrk) {
     console.log("  skipped: wrk could not be installed");
     return;
   }
-  const server = await startRelay();
+  const server = await startRelay({ env: { WORKERS: String(options.workers) } });
   const script = await Deno.makeTempFile({ suffix: ".lua" });
   try {
     const user = await signUpUser(server.url);
@@ -388,13 +397,11 @@ async function partWrk(): Promise<void> {
         `wrk.headers["Content-Type"] = "application/json"\n`,
     );
     const before = cpuSeconds(server.child.pid);
-    const out = await new Deno.Command("taskset", {
+    const out = await new Deno.Command(options.pinned ? "taskset" : wrk, {
       args: [
-        "-c",
-        "1",
-        wrk,
+        ...(options.pinned ? ["-c", "1", wrk] : []),
         "-t1",
-        `-c${CONCURRENCY}`,
+        `-c${options.concurrency}`,
         `-d${SECONDS}s`,
         "--latency",
         "-s",
@@ -424,7 +431,10 @@ async function partWrk(): Promise<void> {
     );
     console.log(`  HTTP round trip (wrk): p50 ${latency?.[1]}, p99 ${latency?.[2]}`);
     console.log(`  CPU (cores busy): server ${fmt(serverCores)}`);
-    results.wrk = {
+    results[options.key] = {
+      workers: options.workers,
+      pinned: options.pinned,
+      concurrency: options.concurrency,
       rps: rps * (accepted / Math.max(1, total)),
       accepted,
       delivered: subscriber.delivered,
@@ -437,6 +447,20 @@ async function partWrk(): Promise<void> {
   } finally {
     await Deno.remove(script).catch(() => {});
     await server.stop();
+  }
+}
+
+/**
+ * Every core: the same load with one isolate and with WORKERS=2 (two serving Workers plus the
+ * main isolate as KV writer), wrk unpinned so server and generator share both cores as a
+ * deployment on this machine would.
+ */
+async function partIsolates(): Promise<void> {
+  for (const concurrency of [CONCURRENCY, 200]) {
+    for (const workers of [1, 2]) {
+      const key = `wrkWorkers${workers}c${concurrency}`;
+      await partWrk({ workers, pinned: false, key, concurrency });
+    }
   }
 }
 
@@ -1050,6 +1074,7 @@ const runners: Record<Part, () => Promise<void>> = {
   },
   breakdown: partBreakdown,
   kv: partKv,
+  isolates: partIsolates,
 };
 for (const part of PARTS) {
   if (!parts.has(part)) continue;

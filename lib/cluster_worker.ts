@@ -3,39 +3,82 @@
  * here; each webhook goes to the main isolate, the process's one KV writer, to be committed.
  */
 /// <reference lib="deno.worker" />
-import { broadcastTransport } from "./broker.ts";
+import { broadcastTransport, type BrokerMessage, fromWire, type Transport } from "./broker.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
-import type { Ingest, IngestResult } from "./ingest.ts";
+import type { IncomingWebhook, Ingest, IngestResult } from "./ingest.ts";
 import { type RunningServer, startServer } from "./server.ts";
 
 const post = (message: FromWorker) => self.postMessage(message);
 
-/** An Ingest that hands each webhook to the main isolate and waits for its commit. */
+/** Batches a Worker keeps in flight to the main isolate; more wait and go as one message. */
+const MAX_BATCHES_IN_FLIGHT = 2;
+
+/**
+ * An Ingest that hands webhooks to the main isolate and waits for their commit. While
+ * batches are in flight, new webhooks queue and go together, the same group-commit idea
+ * that ingest.ts applies to KV, applied to the hand-off.
+ */
 function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
   const waiting = new Map<number, { resolve(r: IngestResult): void; reject(e: Error): void }>();
+  let queued: { seq: number; webhook: IncomingWebhook }[] = [];
+  let inFlight = 0;
   let seq = 0;
+  const flush = () => {
+    if (queued.length === 0 || inFlight >= MAX_BATCHES_IN_FLIGHT) return;
+    inFlight++;
+    post({ type: "submit", webhooks: queued });
+    queued = [];
+  };
   return {
     submit(webhook) {
       return new Promise((resolve, reject) => {
         const id = ++seq;
         waiting.set(id, { resolve, reject });
-        post({ type: "submit", seq: id, webhook });
+        queued.push({ seq: id, webhook });
+        flush();
       });
     },
     handleJob() {
       throw new Error("Delivery jobs are handled by the main isolate");
     },
     settle(message) {
-      if (message.type !== "submitted" && message.type !== "submit_failed") return;
-      const waiter = waiting.get(message.seq);
-      waiting.delete(message.seq);
-      if (message.type === "submitted") waiter?.resolve(message.result);
-      else waiter?.reject(new Error(message.message));
+      if (message.type !== "submitted") return;
+      inFlight--;
+      for (const outcome of message.outcomes) {
+        const waiter = waiting.get(outcome.seq);
+        waiting.delete(outcome.seq);
+        if ("result" in outcome) waiter?.resolve(outcome.result);
+        else waiter?.reject(new Error(outcome.error));
+      }
+      flush();
+    },
+  };
+}
+
+/** Messages the main isolate published, arriving on this Worker's port; nothing goes back. */
+function fromMainIsolate(): Transport & { receive(message: ToWorker): void } {
+  let deliver: (message: BrokerMessage) => void = () => {};
+  return {
+    send() {},
+    start(receive) {
+      deliver = receive;
+    },
+    peers: () => 0,
+    follow(userId) {
+      // Connections register before they read the log, so an event committed meanwhile is
+      // in the replay if not live; nothing falls between.
+      post({ type: "follow", userId });
+      return () => post({ type: "unfollow", userId });
+    },
+    close() {},
+    receive(message) {
+      if (message.type === "broker") deliver(fromWire(message.message));
     },
   };
 }
 
 const ingest = forwardingIngest();
+const mainIsolate = fromMainIsolate();
 let server: RunningServer | null = null;
 
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
@@ -46,7 +89,10 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         reusePort: true,
         isolate: String(message.index),
         processId: message.processId,
-        transports: [broadcastTransport({ channel: message.channel, peers: message.peers })],
+        transports: [
+          broadcastTransport({ channel: message.channel, peers: message.peers }),
+          mainIsolate,
+        ],
         ingest,
       });
       post({ type: "listening", url: server.url });
@@ -57,6 +103,8 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     await server?.shutdown();
     post({ type: "stopped" });
     self.close();
+  } else if (message.type === "broker") {
+    mainIsolate.receive(message);
   } else {
     ingest.settle(message);
   }
