@@ -1,13 +1,13 @@
 /**
  * The write path: accepted webhooks become durable in group commits, then fan out.
  *
- * Requests of one user queue up while that user's previous commit is in flight and then commit
- * together: one read of the user, month counter and log head; one atomic operation that checks
- * those three versionstamps, writes the admitted events, moves the head, sums the counters and
- * enqueues the delivery job. The batch admits only what the remaining quota allows, so the quota
- * is exact under any concurrency without a read-check-write per request on a hot key. A
- * conflicting commit (another isolate or instance wrote for the same user) just re-reads and
- * tries again.
+ * Requests queue up while the previous commit is in flight and then commit together, across
+ * users: for each user one read of the user, month counter and log head (skipped when this
+ * isolate wrote them last); one atomic operation that checks those versionstamps, writes the
+ * admitted events, moves the heads, sums the counters and enqueues one delivery job. Each
+ * user's batch admits only what that user's remaining quota allows, so the quota is exact under
+ * any concurrency without a read-check-write per request on a hot key. A conflicting commit
+ * (another isolate or instance wrote for one of the users) re-reads and tries again.
  */
 import type { Broker } from "./broker.ts";
 import type { Endpoint } from "./endpoints.ts";
@@ -59,12 +59,35 @@ export type IngestResult =
   | { accepted: false; reason: "quota"; quota: QuotaState }
   | { accepted: false; reason: "no_account" };
 
-/** The durable delivery job enqueued with every batch. */
+/** The durable delivery job enqueued with every commit: each user's range of new events. */
 export interface DeliveryJob {
   kind: "deliver";
+  commitId?: string;
+  ranges?: { userId: string; firstId: string; lastId: string }[];
+  /** The one range of a job written before commits spanned users. */
+  userId?: string;
+  firstId?: string;
+  lastId?: string;
+}
+
+/** A refused webhook's outcome. */
+type Refusal = Extract<IngestResult, { accepted: false }>;
+
+/** One user's share of a commit. */
+interface Group {
   userId: string;
-  firstId: string;
-  lastId: string;
+  batch: Pending[];
+}
+
+/** What a commit will write for one user, kept to settle it afterwards. */
+interface Plan {
+  group: Group;
+  gate: GateState;
+  user: User;
+  used: number;
+  admitted: Pending[];
+  records: StoredEvent[];
+  quota(n: number): QuotaState;
 }
 
 /** Group-commit front of the event log. */
@@ -92,6 +115,10 @@ interface Pending {
 const MAX_BATCH_EVENTS = 500;
 const MAX_BATCH_BYTES = 600 * 1024;
 const MAX_COMMIT_ATTEMPTS = 50;
+/** KV allows 100 checks per atomic operation; each user's part checks three keys. */
+const MAX_USERS_PER_COMMIT = 33;
+/** Conflicting attempts before a commit of several users splits into one per user. */
+const SPLIT_AFTER_ATTEMPTS = 2;
 const MAX_REMEMBERED_GATES = 10_000;
 /** Batches published live whose queue job has not come back yet. Bounded against leaks. */
 const MAX_TRACKED_BATCHES = 100_000;
@@ -102,30 +129,46 @@ export function createIngest(
   options: { broker: Broker; retentionMs: number; now?: () => Date },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
-  const queues = new Map<string, Pending[]>();
+  /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
+  const waiting = new Map<string, Pending[]>();
+  let draining = false;
   const publishedLive = new Set<string>();
 
-  function takeBatch(queue: Pending[]): Pending[] {
+  /** Takes the next commit's share of the waiting webhooks: whole users, within KV's limits. */
+  function takeGroups(): Group[] {
+    const groups: Group[] = [];
+    let events = 0;
     let bytes = 0;
-    let count = 0;
-    while (count < queue.length && count < MAX_BATCH_EVENTS) {
-      bytes += queue[count].bytes;
-      if (count > 0 && bytes > MAX_BATCH_BYTES) break;
-      count++;
+    for (const [userId, queue] of waiting) {
+      if (groups.length >= MAX_USERS_PER_COMMIT || events >= MAX_BATCH_EVENTS) break;
+      let count = 0;
+      while (count < queue.length && events + count < MAX_BATCH_EVENTS) {
+        if ((events > 0 || count > 0) && bytes + queue[count].bytes > MAX_BATCH_BYTES) break;
+        bytes += queue[count].bytes;
+        count++;
+      }
+      if (count === 0) break;
+      events += count;
+      groups.push({ userId, batch: queue.splice(0, count) });
+      if (queue.length === 0) waiting.delete(userId);
     }
-    return queue.splice(0, count);
+    return groups;
   }
 
-  async function drain(userId: string, queue: Pending[]): Promise<void> {
-    while (queue.length > 0) {
-      const batch = takeBatch(queue);
-      try {
-        await commitBatch(userId, batch);
-      } catch (error) {
-        for (const pending of batch) pending.reject(error);
+  async function drain(): Promise<void> {
+    draining = true;
+    try {
+      while (waiting.size > 0) {
+        const groups = takeGroups();
+        try {
+          await commitGroups(groups);
+        } catch (error) {
+          for (const group of groups) for (const pending of group.batch) pending.reject(error);
+        }
       }
+    } finally {
+      draining = false;
     }
-    queues.delete(userId);
   }
 
   /**
@@ -135,15 +178,35 @@ export function createIngest(
    */
   const gates = new Map<string, GateState>();
 
-  async function readGate(userId: string, month: string): Promise<GateState> {
-    const known = gates.get(userId);
-    if (known && known.month === month) return known;
-    const [user, used, head] = await kv.getMany<[User, Deno.KvU64, string]>([
-      userKey(userId),
-      usageMonthKey(userId, month),
-      eventHeadKey(userId),
-    ]);
-    return { month, user, used, head };
+  async function readGates(userIds: string[], month: string): Promise<Map<string, GateState>> {
+    const found = new Map<string, GateState>();
+    const unknown: string[] = [];
+    for (const userId of userIds) {
+      const known = gates.get(userId);
+      if (known && known.month === month) found.set(userId, known);
+      else unknown.push(userId);
+    }
+    // getMany takes at most 10 keys: three users at a time.
+    for (let i = 0; i < unknown.length; i += 3) {
+      const users = unknown.slice(i, i + 3);
+      const entries = await kv.getMany(
+        users.flatMap((userId) => [
+          userKey(userId),
+          usageMonthKey(userId, month),
+          eventHeadKey(userId),
+        ]),
+      );
+      users.forEach((userId, n) => {
+        const [user, used, head] = entries.slice(n * 3, n * 3 + 3);
+        found.set(userId, {
+          month,
+          user: user as Deno.KvEntryMaybe<User>,
+          used: used as Deno.KvEntryMaybe<Deno.KvU64>,
+          head: head as Deno.KvEntryMaybe<string>,
+        });
+      });
+    }
+    return found;
   }
 
   function rememberGate(userId: string, state: GateState): void {
@@ -152,94 +215,141 @@ export function createIngest(
     gates.set(userId, state);
   }
 
-  async function commitBatch(userId: string, batch: Pending[]): Promise<void> {
+  /**
+   * Commits several users' batches in one atomic operation. Each user's part checks that
+   * user's own three keys, so the quota stays exact per user; one SQLite commit serves them
+   * all, which is what lets many users' webhooks share the single writer. When the commit
+   * keeps conflicting (another writer is busy with one of these users), the users commit
+   * apart so one contended user cannot hold up the rest.
+   */
+  async function commitGroups(groups: Group[]): Promise<void> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
-      const now = clock();
-      const gate = await readGate(userId, monthOf(now));
-      const { user: userEntry, used: usedEntry, head: headEntry } = gate;
-      const user = userEntry.value;
-      if (!user) {
-        for (const pending of batch) {
-          settleRejected(pending, { accepted: false, reason: "no_account" });
-        }
+      if (attempt >= SPLIT_AFTER_ATTEMPTS && groups.length > 1) {
+        await Promise.all(groups.map((group) => commitGroups([group])));
         return;
       }
-      const used = Number(usedEntry.value?.value ?? 0n);
-      const remaining = user.monthlyLimit === null
-        ? Infinity
-        : Math.max(0, user.monthlyLimit - used);
-      const admitted = batch.slice(0, remaining);
-      const rejected = batch.slice(admitted.length);
-      const quotaAfter = (n: number): QuotaState => ({
-        limit: user.monthlyLimit,
-        used: used + n,
-        resetAt: quotaResetAt(now),
-      });
-      if (admitted.length > 0) {
-        const op = kv.atomic().check(userEntry, usedEntry, headEntry);
-        let head = headEntry.value;
+      const now = clock();
+      const month = monthOf(now);
+      const states = await readGates(groups.map((g) => g.userId), month);
+      const op = kv.atomic();
+      const plans: Plan[] = [];
+      const refusals: { group: Group; from: number; result: Refusal }[] = [];
+      for (const group of groups) {
+        const gate = states.get(group.userId)!;
+        const user = gate.user.value;
+        if (!user) {
+          refusals.push({ group, from: 0, result: { accepted: false, reason: "no_account" } });
+          continue;
+        }
+        const used = Number(gate.used.value?.value ?? 0n);
+        const remaining = user.monthlyLimit === null
+          ? Infinity
+          : Math.max(0, user.monthlyLimit - used);
+        const admitted = group.batch.slice(0, remaining);
+        const quota = (n: number): QuotaState => ({
+          limit: user.monthlyLimit,
+          used: used + n,
+          resetAt: quotaResetAt(now),
+        });
+        if (admitted.length < group.batch.length) {
+          refusals.push({
+            group,
+            from: admitted.length,
+            result: { accepted: false, reason: "quota", quota: quota(admitted.length) },
+          });
+        }
+        if (admitted.length === 0) continue;
+        let head = gate.head.value;
         const records: StoredEvent[] = [];
         for (const pending of admitted) {
           head = nextId(head);
-          records.push(toRecord(head, pending, userId));
+          records.push(toRecord(head, pending, group.userId));
         }
+        op.check(gate.user, gate.used, gate.head);
         for (const pack of toPacks(records)) {
-          op.set(eventKey(userId, pack[0].id), pack, { expireIn: options.retentionMs });
+          op.set(eventKey(group.userId, pack[0].id), pack, { expireIn: options.retentionMs });
         }
         const count = BigInt(admitted.length);
-        const job: DeliveryJob = { kind: "deliver", userId, firstId: records[0].id, lastId: head! };
-        op.set(eventHeadKey(userId), head)
-          .sum(usageMonthKey(userId, monthOf(now)), count)
-          .sum(usageDayKey(userId, dayOf(now)), count)
-          .enqueue(job);
-        const result = await op.commit();
+        op.set(eventHeadKey(group.userId), head)
+          .sum(usageMonthKey(group.userId, month), count)
+          .sum(usageDayKey(group.userId, dayOf(now)), count);
+        plans.push({ group, gate, user, used, admitted, records, quota });
+      }
+      const commitId = crypto.randomUUID();
+      if (plans.length > 0) {
+        const job: DeliveryJob = {
+          kind: "deliver",
+          commitId,
+          ranges: plans.map((plan) => ({
+            userId: plan.group.userId,
+            firstId: plan.records[0].id,
+            lastId: plan.records.at(-1)!.id,
+          })),
+        };
+        const result = await op.enqueue(job).commit();
         if (!result.ok) {
-          gates.delete(userId); // someone else wrote for this user: read again
+          // Someone else wrote for one of these users: read them all again.
+          for (const plan of plans) gates.delete(plan.group.userId);
           continue;
         }
-        rememberGate(userId, {
-          month: gate.month,
-          user: userEntry,
-          used: {
-            key: usedEntry.key,
-            value: new Deno.KvU64(BigInt(used) + count),
-            versionstamp: result.versionstamp,
-          },
-          head: { key: headEntry.key, value: head!, versionstamp: result.versionstamp },
-        });
-        publish(userId, { records, admitted, after: headEntry.value });
-        admitted.forEach((pending, i) =>
-          pending.resolve({ accepted: true, id: records[i].id, quota: quotaAfter(i + 1) })
-        );
-        const after = used + admitted.length;
-        for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
-          options.broker.publish({
-            kind: "notice",
-            userId,
-            name: "quota",
-            json: JSON.stringify({
-              type: "quota",
-              level,
-              used: after,
-              limit: user.monthlyLimit,
-              resetsAt: quotaResetAt(now).toISOString(),
-            }),
-          });
+        if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
+        publishedLive.add(commitId);
+        for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
+      }
+      for (const { group, from, result } of refusals) {
+        for (const pending of group.batch.slice(from)) settleRejected(pending, result);
+        if (result.reason === "quota") {
+          countRejected(group.userId, { count: group.batch.length - from, now });
         }
       }
-      for (const pending of rejected) {
-        settleRejected(pending, {
-          accepted: false,
-          reason: "quota",
-          quota: quotaAfter(admitted.length),
-        });
-      }
-      if (rejected.length > 0) countRejected(userId, { count: rejected.length, now });
       return;
     }
     throw new Error(
-      `Cannot ingest: commit for user ${userId} conflicted ${MAX_COMMIT_ATTEMPTS} times`,
+      `Cannot ingest: commit for ${groups.length} user(s) conflicted ${MAX_COMMIT_ATTEMPTS} times`,
     );
+  }
+
+  /** After the commit: remember the gate, publish live, answer the senders, send alerts. */
+  function settleAdmitted(plan: Plan, context: { now: Date; versionstamp: string }): void {
+    const { group, gate, user, used, admitted, records } = plan;
+    const count = BigInt(admitted.length);
+    const head = records.at(-1)!.id;
+    rememberGate(group.userId, {
+      month: gate.month,
+      user: gate.user,
+      used: {
+        key: gate.used.key,
+        value: new Deno.KvU64(BigInt(used) + count),
+        versionstamp: context.versionstamp,
+      },
+      head: { key: gate.head.key, value: head, versionstamp: context.versionstamp },
+    });
+    options.broker.publish({
+      kind: "events",
+      userId: group.userId,
+      after: gate.head.value,
+      events: records.map((record, i) =>
+        toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
+      ),
+    });
+    admitted.forEach((pending, i) =>
+      pending.resolve({ accepted: true, id: records[i].id, quota: plan.quota(i + 1) })
+    );
+    const after = used + admitted.length;
+    for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
+      options.broker.publish({
+        kind: "notice",
+        userId: group.userId,
+        name: "quota",
+        json: JSON.stringify({
+          type: "quota",
+          level,
+          used: after,
+          limit: user.monthlyLimit,
+          resetsAt: quotaResetAt(context.now).toISOString(),
+        }),
+      });
+    }
   }
 
   /** Counts refusals for the usage page; off the accepted path, and a lost count is no fault. */
@@ -284,26 +394,6 @@ export function createIngest(
     };
   }
 
-  function publish(
-    userId: string,
-    { records, admitted, after }: {
-      records: StoredEvent[];
-      admitted: Pending[];
-      after: string | null;
-    },
-  ): void {
-    if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
-    publishedLive.add(records[0].id);
-    options.broker.publish({
-      kind: "events",
-      userId,
-      after,
-      events: records.map((record, i) =>
-        toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
-      ),
-    });
-  }
-
   return {
     async submit(webhook) {
       const userId = webhook.endpoint.userId;
@@ -315,27 +405,34 @@ export function createIngest(
       const bytes = 512 + (staged ? 0 : webhook.body.byteLength) +
         webhook.headersJson.length;
       return await new Promise<IngestResult>((resolve, reject) => {
-        let queue = queues.get(userId);
         const pending: Pending = { webhook, staged, bytes, resolve, reject };
-        if (queue) {
-          queue.push(pending);
-          return;
-        }
-        queue = [pending];
-        queues.set(userId, queue);
-        drain(userId, queue);
+        const queue = waiting.get(userId);
+        if (queue) queue.push(pending);
+        else waiting.set(userId, [pending]);
+        if (!draining) drain();
       });
     },
 
     async handleJob(job) {
-      if (publishedLive.delete(job.firstId)) return;
+      // Jobs written before commits spanned users name one range and no commit id.
+      const ranges = job.ranges ??
+        [{ userId: job.userId!, firstId: job.firstId!, lastId: job.lastId! }];
+      if (publishedLive.delete(job.commitId ?? ranges[0].firstId)) return;
       // The process that committed this batch did not publish it (it stopped first): publish
       // from the log. Connections drop ids they already sent, so a repeat is harmless.
-      const events = [];
-      for await (
-        const event of eventsAfter(kv, { userId: job.userId, from: job.firstId, until: job.lastId })
-      ) events.push(event);
-      if (events.length > 0) options.broker.publish({ kind: "events", userId: job.userId, events });
+      for (const range of ranges) {
+        const events = [];
+        for await (
+          const event of eventsAfter(kv, {
+            userId: range.userId,
+            from: range.firstId,
+            until: range.lastId,
+          })
+        ) events.push(event);
+        if (events.length > 0) {
+          options.broker.publish({ kind: "events", userId: range.userId, events });
+        }
+      }
     },
   };
 }

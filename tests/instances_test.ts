@@ -56,14 +56,12 @@ Deno.test("[instances] quota notices and usage cross to the other instance", asy
     }
     const seen = [];
     for (let n = 0; n < 5; n++) seen.push(await client.next());
-    assert.deepEqual(seen.map((m) => m.type), [
-      "webhook",
-      "webhook",
-      "webhook",
-      "webhook",
-      "quota",
-    ]);
-    assert.equal(seen[4].level, 80);
+    // Events cross through the log and notices through the mailbox, so a notice may overtake
+    // the webhook that crossed the threshold; both arrive, once.
+    assert.equal(seen.filter((m) => m.type === "webhook").length, 4);
+    const notices = seen.filter((m) => m.type === "quota");
+    assert.equal(notices.length, 1);
+    assert.equal(notices[0].level, 80);
     await client.close();
   } finally {
     await sides.close();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { postWebhook, signUp, startTestServer } from "./helpers.ts";
+import { openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 Deno.test("[quota] 50 concurrent senders against 7 remaining: exactly 7 accepted, the rest 402", async () => {
   await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "10" });
@@ -79,4 +79,47 @@ Deno.test("[quota] a changed limit takes effect on the very next request", async
   assert.equal(accepted.status, 200);
   assert.equal(accepted.headers.get("x-quota-remaining"), "0");
   await accepted.body?.cancel();
+});
+
+Deno.test("[quota] users whose webhooks commit together each get exactly their own cap and events", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1000" });
+  const caps = [5, 12, 1000];
+  const users = await Promise.all(caps.map(() => signUp(server)));
+  await Promise.all(users.map(async (user, i) => {
+    const response = await fetch(`${server.url}/api/billing/cap`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ monthlyCap: caps[i] }),
+    });
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }));
+  const streams = await Promise.all(
+    users.map((user) => openWs(`${server.wsUrl}?token=${user.token}`)),
+  );
+  // 30 per user, interleaved, all at once: they share commits (up to 33 users each).
+  const sends = Array.from({ length: 90 }, async (_, n) => {
+    const owner = n % 3;
+    const response = await postWebhook(users[owner].webhookUrl, JSON.stringify({ owner, n }));
+    const body = await response.json();
+    return { owner, status: response.status, id: body.id as string | undefined };
+  });
+  const outcomes = await Promise.all(sends);
+  for (const [i, cap] of caps.entries()) {
+    const mine = outcomes.filter((o) => o.owner === i);
+    assert.equal(mine.filter((o) => o.status === 200).length, Math.min(cap, 30));
+    assert.equal(mine.filter((o) => o.status === 402).length, 30 - Math.min(cap, 30));
+    // Each user's client receives that user's accepted webhooks, in id order, and no one else's.
+    const accepted = mine.filter((o) => o.status === 200).map((o) => o.id!).sort();
+    const received = [];
+    for (let k = 0; k < accepted.length; k++) {
+      const message = await streams[i].next();
+      assert.equal((message.payload as { owner: number }).owner, i);
+      received.push(message.id);
+    }
+    assert.deepEqual(received, accepted);
+    streams[i].send({ type: "ping" });
+    assert.equal((await streams[i].next()).type, "pong");
+  }
+  await Promise.all(streams.map((stream) => stream.close()));
 });
