@@ -130,13 +130,16 @@ export function fromWire(wire: WireMessage): BrokerMessage {
 
 /**
  * The isolates of one process, over a BroadcastChannel (which never echoes to its sender).
- * `peers` is the number of other isolates that hold connections and answer questions.
+ * `peers` is the number of other isolates that hold connections and answer questions;
+ * `receiveOnly` listens without sending, for an isolate that reaches the others another way.
  */
-export function broadcastTransport(options: { channel: string; peers: number }): Transport {
+export function broadcastTransport(
+  options: { channel: string; peers: number; receiveOnly?: boolean },
+): Transport {
   const channel = new BroadcastChannel(options.channel);
   return {
     send(message) {
-      channel.postMessage(toWire(message));
+      if (!options.receiveOnly) channel.postMessage(toWire(message));
     },
     start(deliver) {
       channel.onmessage = (event: MessageEvent<WireMessage>) => deliver(fromWire(event.data));

@@ -8,12 +8,11 @@
  * group commit, the quota and the durable queue stay in one place, exactly as with one isolate.
  * Published messages cross isolates on a BroadcastChannel (lib/broker.ts).
  */
-import { toWire, type Transport, type WireMessage } from "./broker.ts";
+import { broadcastTransport, toWire, type Transport, type WireMessage } from "./broker.ts";
 import type { Config } from "./config.ts";
 import type { IncomingWebhook, IngestResult } from "./ingest.ts";
 import { writeBundles } from "./bundles.ts";
-import type { RunningServer } from "./server.ts";
-import { createServices } from "./services.ts";
+import { type RunningServer, startServer } from "./server.ts";
 
 /** Messages from the main isolate to a Worker. */
 export type ToWorker =
@@ -104,7 +103,7 @@ function toWorkers(workers: Worker[], following: Map<Worker, Map<string, number>
 export async function startCluster(config: Config): Promise<RunningServer> {
   const processId = crypto.randomUUID();
   const channel = `websocks:${processId}`;
-  const peers = config.workers - 1; // the other serving Workers answer questions
+  const peers = config.workers - 1; // every other serving isolate answers questions
   let bundlesDir: string | null = null;
   if (!config.islandsDir) {
     // Build the island bundles once for all Workers instead of once in each.
@@ -118,12 +117,20 @@ export async function startCluster(config: Config): Promise<RunningServer> {
   };
   const ports: Worker[] = [];
   const following = new Map<Worker, Map<string, number>>();
-  const services = await createServices(config, {
+  // This isolate serves too, commits for all, and reaches the Workers over their ports; it
+  // only listens on the BroadcastChannel, where the Workers publish to each other and to it.
+  const server = await startServer(workerConfig, {
+    reusePort: true,
+    isolate: "0",
     processId,
-    transports: [toWorkers(ports, following)],
+    transports: [
+      toWorkers(ports, following),
+      broadcastTransport({ channel, peers, receiveOnly: true }),
+    ],
   });
+  const { services } = server;
 
-  const workers = Array.from({ length: config.workers }, () => {
+  const workers = Array.from({ length: config.workers - 1 }, () => {
     const worker = new Worker(new URL("./cluster_worker.ts", import.meta.url), { type: "module" });
     return { worker, ready: nextMessage(worker, ["ready"]) };
   }).map(({ worker, ready }) => {
@@ -155,9 +162,10 @@ export async function startCluster(config: Config): Promise<RunningServer> {
     else users.delete(message.userId);
   }
   ports.push(...workers);
-  let url = "";
+  const url = server.url;
   try {
-    const started = workers.map(async (worker, index) => {
+    const started = workers.map(async (worker, i) => {
+      const index = i + 1;
       await worker.ready;
       const listening = nextMessage(worker, ["listening", "failed"]);
       const start: ToWorker = {
@@ -173,11 +181,10 @@ export async function startCluster(config: Config): Promise<RunningServer> {
     });
     for (const message of await Promise.all(started)) {
       if (message.type === "failed") throw new Error(message.message);
-      if (message.type === "listening") url = message.url;
     }
   } catch (error) {
     workers.forEach((worker) => worker.terminate());
-    await services.close();
+    await server.shutdown();
     throw error;
   }
 
@@ -193,7 +200,7 @@ export async function startCluster(config: Config): Promise<RunningServer> {
           await Promise.race([stopped, new Promise((r) => setTimeout(r, STOP_TIMEOUT_MS))]);
           worker.terminate();
         }));
-        await services.close();
+        await server.shutdown();
         if (bundlesDir) await Deno.remove(bundlesDir, { recursive: true }).catch(() => {});
       })();
       return stopping;
