@@ -20,6 +20,18 @@ console.log(
     `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
 );
 
+/**
+ * Registers a cron job where the platform has Deno.cron; where it does not, the server still
+ * serves and says what will not run on its own.
+ */
+function cron(name: string, schedule: string, job: () => Promise<void>): void {
+  try {
+    Deno.cron(name, schedule, job);
+  } catch (error) {
+    console.warn(`cron "${name}" not scheduled: ${(error as Error).message}`);
+  }
+}
+
 // Invoices for the month that just closed: at 01:00 UTC on the 1st, and once now in case the
 // server was down then. Writing an invoice twice changes nothing.
 const closeMonth = async () => {
@@ -30,7 +42,7 @@ const closeMonth = async () => {
   });
   if (created > 0) console.log(`invoices for ${period}: ${created} written`);
 };
-Deno.cron("monthly invoices", "0 1 1 * *", closeMonth);
+cron("monthly invoices", "0 1 1 * *", closeMonth);
 closeMonth().catch((error) => console.error("writing invoices failed", error));
 
 // Stripe: usage to the Billing Meter every five minutes; grace periods ended after failed
@@ -38,11 +50,11 @@ closeMonth().catch((error) => console.error("writing invoices failed", error));
 const { stripe } = server.services;
 if (stripe && config.stripe) {
   const meterEventName = config.stripe.meterEventName;
-  Deno.cron("report usage to Stripe", "*/5 * * * *", async () => {
+  cron("report usage to Stripe", "*/5 * * * *", async () => {
     await reportUsage(server.services.kv, { stripe, meterEventName });
   });
 }
-Deno.cron("end payment grace periods", "17 * * * *", async () => {
+cron("end payment grace periods", "17 * * * *", async () => {
   await endExpiredGrace(server.services.kv, { freeAllowance: config.freeMonthlyLimit });
 });
 

@@ -98,6 +98,9 @@ const FANOUT_WEBHOOKS = 50;
 const FANOUT_WARMUP = 5;
 /** Connections opened on top of IDLE while sampling who holds their JS heap. */
 const HEAP_SAMPLED = 1000;
+/** Idle connections the multi-isolate part holds (half WebSocket, half SSE); 18,000 because
+ * this machine allows 20,000 open files per process, which the server hits first. */
+const ISOLATES_IDLE = Number(setting("isolatesIdle", "BENCH_ISOLATES_IDLE") ?? 18_000);
 const OUT = `${ROOT}bench/out`;
 
 const TARGETS = {
@@ -272,18 +275,21 @@ async function partCeiling(): Promise<void> {
   }
 }
 
-async function partLoad(kind: "load" | "steady"): Promise<void> {
+async function partLoad(
+  kind: "load" | "steady",
+  options: { workers: number; key: string } = { workers: 1, key: kind },
+): Promise<void> {
   const closed = kind === "load";
   console.log(
     closed
-      ? `\n## load: concurrency ${CONCURRENCY}, ${BODY_BYTES} B JSON, ${SECONDS} s after ${
+      ? `\n## ${options.key}: WORKERS=${options.workers}, concurrency ${CONCURRENCY}, ${BODY_BYTES} B JSON, ${SECONDS} s after ${
         WARMUP_MS / 1000
       } s warm-up`
-      : `\n## steady: open loop at ${STEADY_RATE}/s, ${SECONDS} s after ${
+      : `\n## ${options.key}: WORKERS=${options.workers}, open loop at ${STEADY_RATE}/s, ${SECONDS} s after ${
         WARMUP_MS / 1000
       } s warm-up`,
   );
-  const server = await startRelay();
+  const server = await startRelay({ env: { WORKERS: String(options.workers) } });
   try {
     const user = await signUpUser(server.url);
     const subscriber = await Subscriber.open(`ws://127.0.0.1:${server.port}/?token=${user.token}`);
@@ -327,7 +333,8 @@ async function partLoad(kind: "load" | "steady"): Promise<void> {
     printGen(result);
     printCpu(cpu);
     console.log(`  server RSS after the run: ${fmt(rss / 1024, 1)} MiB`);
-    results[kind] = {
+    results[options.key] = {
+      workers: options.workers,
       rps: result.rps,
       accepted: result.okTotal,
       delivered: subscriber.delivered,
@@ -461,6 +468,62 @@ async function partIsolates(): Promise<void> {
       const key = `wrkWorkers${workers}c${concurrency}`;
       await partWrk({ workers, pinned: false, key, concurrency });
     }
+  }
+  await partLoad("load", { workers: 2, key: "loadWorkers2" });
+  await partLoad("steady", { workers: 2, key: "steadyWorkers2" });
+  await isolatesIdle();
+}
+
+/** Idle connections held by a WORKERS=2 server: half WebSocket, then half SSE. */
+async function isolatesIdle(): Promise<void> {
+  const half = ISOLATES_IDLE / 2;
+  console.log(`\n## idleWorkers2: ${ISOLATES_IDLE} idle connections on WORKERS=2`);
+  const server = await startRelay({ env: { WORKERS: "2" } });
+  const clients: { close(): void }[] = [];
+  try {
+    const pid = server.child.pid;
+    const user = await signUpUser(server.url);
+    const sse = () =>
+      idleSse({ port: server.port, path: `/api/events/stream?token=${user.token}` });
+    const ws = async () => {
+      const socket = await openSocket(`ws://127.0.0.1:${server.port}/?token=${user.token}`);
+      return { close: () => socket.close() };
+    };
+    for (const open of [sse, ws]) {
+      const warm = await openMany(100, { parallel: 20, deadline: Date.now() + 20_000, open });
+      for (const client of warm.opened) client.close();
+    }
+    await sleep(1500);
+    const figures: Record<string, unknown> = {};
+    let before = rssKiB(pid);
+    const start = before;
+    for (const [label, open] of [["ws", ws], ["sse", sse]] as const) {
+      const opened = await openMany(half, { parallel: 100, deadline: Date.now() + 90_000, open });
+      clients.push(...opened.opened);
+      await sleep(2000);
+      const after = rssKiB(pid);
+      const per = (after - before) / Math.max(1, opened.opened.length);
+      console.log(
+        `  ${label}: ${opened.opened.length} opened${
+          opened.failed ? ` (${opened.failed} failed: ${opened.firstError})` : ""
+        }, RSS ${fmt(before / 1024, 1)} → ${fmt(after / 1024, 1)} MiB: ${
+          fmt(per, 1)
+        } KiB per connection`,
+      );
+      figures[label] = { opened: opened.opened.length, failed: opened.failed, kibEach: per };
+      before = after;
+    }
+    const total = clients.length;
+    const each = (before - start) / Math.max(1, total);
+    console.log(
+      `  all ${total}: ${fmt(each, 1)} KiB per connection (target ≤ ${TARGETS.idleKiB} KiB: ${
+        verdict(each <= TARGETS.idleKiB)
+      })`,
+    );
+    results.idleWorkers2 = { ...figures, total, kibEach: each };
+  } finally {
+    for (const client of clients) client.close();
+    await server.stop();
   }
 }
 
@@ -1018,7 +1081,11 @@ function openFilesLimit(): number {
 
 // This process holds the client ends of the idle and fan-out connections. Deno raises its soft
 // limit to the hard one; when even that is too low, run again under bash with a raised limit.
-const neededFiles = Math.max(IDLE + HEAP_SAMPLED, 2 * FANOUT) + 600;
+const neededFiles = Math.max(
+  IDLE + HEAP_SAMPLED,
+  2 * FANOUT,
+  parts.has("isolates") ? ISOLATES_IDLE : 0,
+) + 600;
 if (openFilesLimit() < neededFiles && !Deno.env.get("BENCH_RAISED_LIMIT")) {
   const { code } = await new Deno.Command("bash", {
     args: [

@@ -126,7 +126,7 @@ const MAX_TRACKED_BATCHES = 100_000;
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
   kv: Deno.Kv,
-  options: { broker: Broker; retentionMs: number; now?: () => Date },
+  options: { broker: Broker; retentionMs: number; now?: () => Date; queues?: boolean },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
   /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
@@ -286,7 +286,8 @@ export function createIngest(
             lastId: plan.records.at(-1)!.id,
           })),
         };
-        const result = await op.enqueue(job).commit();
+        if (options.queues !== false) op.enqueue(job);
+        const result = await op.commit();
         if (!result.ok) {
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);

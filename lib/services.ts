@@ -35,6 +35,22 @@ export interface Services {
   close(): Promise<void>;
 }
 
+/**
+ * Whether this KV store has queues (SQLite files and Deno Deploy do; a store reached over KV
+ * Connect may not). Without them ingest commits without the outbox job: live delivery and
+ * replay work the same, only the re-publish after a crash between commit and publish is lost,
+ * and clients still get those events when they next resume from their last id.
+ */
+async function supportsQueues(kv: Deno.Kv): Promise<boolean> {
+  try {
+    await kv.enqueue({ kind: "probe" });
+    return true;
+  } catch (error) {
+    console.warn(`KV queues unavailable (${(error as Error).message}); running without them`);
+    return false;
+  }
+}
+
 /** How a server fits into a larger whole; a lone server needs none of it. */
 export interface ServiceOptions {
   /** Replaces the clock of the quota window, so tests can cross a month's end. */
@@ -56,6 +72,7 @@ export async function createServices(
   options: ServiceOptions = {},
 ): Promise<Services> {
   const kv = await openKv(config.kvPath);
+  const queues = options.ingest ? false : await supportsQueues(kv);
   const transports = [...(options.transports ?? [])];
   if (config.broker === "kv") {
     transports.push(kvTransport(kv, { processId: options.processId ?? crypto.randomUUID() }));
@@ -67,7 +84,7 @@ export async function createServices(
     slowConsumerBytes: config.slowConsumerBytes,
   });
   const ingest = options.ingest ??
-    createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now });
+    createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now, queues });
   const endpoints = createEndpointCache(kv);
   const responses = createResponses({ broker });
   const presence = createPresence({ broker, connections });
@@ -75,18 +92,16 @@ export async function createServices(
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
   let closing = false;
-  const listening = options.ingest
-    ? Promise.resolve()
-    : kv.listenQueue(async (job: DeliveryJob) => {
-      // A job only re-publishes to live connections, and a closing server has none left: its
-      // clients resume from the log elsewhere, so dropping the job at shutdown loses nothing.
-      if (job?.kind !== "deliver" || closing) return;
-      try {
-        await ingest.handleJob(job);
-      } catch (error) {
-        if (!closing) throw error;
-      }
-    });
+  const listening = !queues ? Promise.resolve() : kv.listenQueue(async (job: DeliveryJob) => {
+    // A job only re-publishes to live connections, and a closing server has none left: its
+    // clients resume from the log elsewhere, so dropping the job at shutdown loses nothing.
+    if (job?.kind !== "deliver" || closing) return;
+    try {
+      await ingest.handleJob(job);
+    } catch (error) {
+      if (!closing) throw error;
+    }
+  });
   return {
     config,
     kv,

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/config.ts";
 import { idTime, isId, nextId } from "../lib/ids.ts";
-import { parseForm } from "../lib/events.ts";
+import { getEvent, parseForm } from "../lib/events.ts";
+import { createBroker } from "../lib/broker.ts";
+import { createIngest } from "../lib/ingest.ts";
+import { signUp as signUpUser } from "../lib/users.ts";
 import { createRateLimiter } from "../lib/rate_limit.ts";
 
 Deno.test("[ids] ids are unique, sortable and carry the time", () => {
@@ -56,4 +59,45 @@ Deno.test("[rate-limit] a burst passes, then callers wait, and 0 disables", () =
   assert.equal(limiter.take("b"), 0);
   const off = createRateLimiter({ perSecond: 0, burst: 1 });
   assert.ok(Array.from({ length: 100 }, () => off.take("a")).every((w) => w === 0));
+});
+
+Deno.test("[ingest] without KV queues it commits and publishes the same, with no outbox job", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const broker = createBroker();
+  const published: string[] = [];
+  broker.subscribe((message) => {
+    if (message.kind === "events") published.push(...message.events.map((e) => e.id));
+  });
+  const { endpoint } = await signUpUser(kv, {
+    email: "noqueue@example.com",
+    password: "correct horse battery",
+    monthlyLimit: 10,
+  });
+  const ingest = createIngest(kv, { broker, retentionMs: 60_000, queues: false });
+  const body = new TextEncoder().encode('{"ok":true}');
+  const result = await ingest.submit({
+    endpoint,
+    receivedAt: new Date(),
+    method: "POST",
+    path: "/",
+    queryJson: "{}",
+    headersJson: "{}",
+    contentType: "application/json",
+    kind: "json",
+    body,
+    text: '{"ok":true}',
+  });
+  assert.equal(result.accepted, true);
+  assert.deepEqual(published, [result.accepted ? result.id : ""]);
+  const stored = await getEvent(kv, { userId: endpoint.userId, id: published[0] });
+  assert.equal(JSON.parse(stored!.json).body, '{"ok":true}');
+  // Nothing was enqueued: a listener started now finds no job.
+  let jobs = 0;
+  const listening = kv.listenQueue(() => {
+    jobs++;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(jobs, 0);
+  kv.close();
+  await listening;
 });
