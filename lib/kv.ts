@@ -1,8 +1,12 @@
 /** Opening the Deno KV store named by the configuration. */
 import { dirname } from "node:path";
 
-/** Opens KV at `path` (a file, `:memory:` or a remote URL), creating the file's folder first. */
+/**
+ * Opens KV at `path`: a file (its folder is created first), `:memory:`, a KV server URL, or
+ * `default` for the platform's own database (Deno Deploy), which is `Deno.openKv()` with no path.
+ */
 export async function openKv(path: string): Promise<Deno.Kv> {
+  if (path === "default") return retryingBusy(await Deno.openKv());
   if (path !== ":memory:" && !/^https?:\/\//.test(path)) {
     await Deno.mkdir(dirname(path), { recursive: true });
   }
