@@ -7,6 +7,28 @@
  * Usage: deno run -A bench/kv_isolates.ts
  */
 
+/** What the script prints after `RESULT `. */
+export interface KvIsolatesResult {
+  commits: {
+    workers: number;
+    hot: boolean;
+    commitsPerSecond: number;
+    conflicts: number;
+    locked: number;
+  }[];
+  watch: NoticeResult;
+  queue: NoticeResult;
+}
+
+/** How fast a write through one handle is noticed through another. */
+export interface NoticeResult {
+  task: "watch" | "queue";
+  rounds: number;
+  missed: number;
+  p50ms: number | null;
+  maxms: number | null;
+}
+
 const WORKER = `
 const post = (m) => self.postMessage(m);
 self.onmessage = async ({ data }) => {
@@ -77,7 +99,11 @@ async function commits(path: string, workers: number, hot: boolean) {
   };
 }
 
-async function notice(path: string, task: "watch" | "queue", rounds = 20) {
+async function notice(
+  path: string,
+  task: "watch" | "queue",
+  rounds = 20,
+): Promise<NoticeResult> {
   const w = spawn();
   const ready = once(w, (d) => d.ready === true);
   w.postMessage({ task, path });
@@ -109,17 +135,21 @@ async function notice(path: string, task: "watch" | "queue", rounds = 20) {
   };
 }
 
-const dir = await Deno.makeTempDir({ prefix: "websocks-kv-isolates-" });
-const result = {
-  commits: [
-    await commits(`${dir}/a.kv`, 1, false),
-    await commits(`${dir}/b.kv`, 2, false),
-    await commits(`${dir}/c.kv`, 1, true),
-    await commits(`${dir}/d.kv`, 2, true),
-  ],
-  watch: await notice(`${dir}/w.kv`, "watch"),
-  queue: await notice(`${dir}/q.kv`, "queue"),
-};
-console.log(`RESULT ${JSON.stringify(result)}`);
-await Deno.remove(dir, { recursive: true });
-Deno.exit(0);
+if (import.meta.main) await main();
+
+async function main(): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-kv-isolates-" });
+  const result: KvIsolatesResult = {
+    commits: [
+      await commits(`${dir}/a.kv`, 1, false),
+      await commits(`${dir}/b.kv`, 2, false),
+      await commits(`${dir}/c.kv`, 1, true),
+      await commits(`${dir}/d.kv`, 2, true),
+    ],
+    watch: await notice(`${dir}/w.kv`, "watch"),
+    queue: await notice(`${dir}/q.kv`, "queue"),
+  };
+  console.log(`RESULT ${JSON.stringify(result)}`);
+  await Deno.remove(dir, { recursive: true });
+  Deno.exit(0);
+}

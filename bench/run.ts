@@ -16,11 +16,16 @@
  * - breakdown  "load" and "steady" against bench/traced_main.ts (main.ts with timers around KV
  *              reads, commits, queue jobs and request handling): where a webhook's time goes
  * - kv         bench/kv_micro.ts: an ingest-shaped KV commit alone on SQLite, and without each
- *              of its parts, by batch size
+ *              of its parts, by batch size; bench/kv_isolates.ts: several KV handles on one
+ *              file in one process (commits, watch and queue across handles)
+ * - isolates   every core: wrk unpinned against WORKERS=1 and WORKERS=2 at concurrency 50 and
+ *              200, with one user and with 20 users; POST→client latency under load and at
+ *              500/s on WORKERS=2; 18,000 idle connections (half WebSocket, half SSE) on it
  *
  * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load and steady;
  * default 10), --idle=N / BENCH_IDLE (idle connections per kind; default 5000), --fanout=N /
- * BENCH_FANOUT (fan-out clients per transport; default 1000). Figures also go to
+ * BENCH_FANOUT (fan-out clients per transport; default 1000), --isolatesIdle=N /
+ * BENCH_ISOLATES_IDLE (idle connections of part isolates; default 18000). Figures also go to
  * bench/out/results.json, profiles to bench/out/*.cpuprofile (open them in Chrome DevTools).
  */
 import { recalibrate, wallClock } from "./clock.ts";
@@ -35,6 +40,7 @@ import {
 } from "./clients.ts";
 import { bodyTemplate, type GenOptions, type GenResult } from "./loadgen.ts";
 import type { KvVariantResult } from "./kv_micro.ts";
+import type { KvIsolatesResult } from "./kv_isolates.ts";
 import {
   analyze,
   analyzeHeap,
@@ -376,15 +382,24 @@ function findWrk(): string | null {
  * must receive every accepted webhook.
  */
 async function partWrk(
-  options: { workers: number; pinned: boolean; key: string; concurrency: number } = {
+  options: {
+    workers: number;
+    pinned: boolean;
+    key: string;
+    concurrency: number;
+    users?: number;
+  } = {
     workers: 1,
     pinned: true,
     key: "wrk",
     concurrency: CONCURRENCY,
   },
 ): Promise<void> {
+  const userCount = options.users ?? 1;
   console.log(
-    `\n## ${options.key}: WORKERS=${options.workers}, concurrency ${options.concurrency}, ${BODY_BYTES} B JSON, ${SECONDS} s, ` +
+    `\n## ${options.key}: WORKERS=${options.workers}, concurrency ${options.concurrency}, ${userCount} user${
+      userCount > 1 ? "s (round robin)" : ""
+    }, ${BODY_BYTES} B JSON, ${SECONDS} s, ` +
       (options.pinned ? "wrk pinned to core 1" : "wrk unpinned (server and wrk share both cores)"),
   );
   const wrk = findWrk();
@@ -395,14 +410,24 @@ async function partWrk(
   const server = await startRelay({ env: { WORKERS: String(options.workers) } });
   const script = await Deno.makeTempFile({ suffix: ".lua" });
   try {
-    const user = await signUpUser(server.url);
-    const subscriber = await Subscriber.open(`ws://127.0.0.1:${server.port}/?token=${user.token}`);
+    const users = [];
+    for (let i = 0; i < userCount; i++) users.push(await signUpUser(server.url));
+    const subscribers = await Promise.all(
+      users.map((user) => Subscriber.open(`ws://127.0.0.1:${server.port}/?token=${user.token}`)),
+    );
     const body = bodyTemplate(BODY_BYTES)(0, 0, 0);
+    // Several users: each request goes to the next user's URL, so commits carry many users.
+    const slugs = users.map((user) => JSON.stringify(`/api/in/${user.slug}`)).join(", ");
     await Deno.writeTextFile(
       script,
       `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\n` +
-        `wrk.headers["Content-Type"] = "application/json"\n`,
+        `wrk.headers["Content-Type"] = "application/json"\n` +
+        (userCount > 1
+          ? `local paths = {${slugs}}\nlocal n = 0\n` +
+            `request = function()\n  n = n + 1\n  return wrk.format(nil, paths[(n % #paths) + 1])\nend\n`
+          : ""),
     );
+    const user = users[0];
     const before = cpuSeconds(server.child.pid);
     const out = await new Deno.Command(options.pinned ? "taskset" : wrk, {
       args: [
@@ -425,15 +450,18 @@ async function partWrk(
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0);
     const latency = /Latency Distribution[\s\S]*?50%\s+(\S+)[\s\S]*?99%\s+(\S+)/.exec(text);
     const accepted = total - non2xx;
-    const all = await subscriber.waitFor(accepted, 15_000);
-    subscriber.close();
+    const deadline = Date.now() + 15_000;
+    const delivered = () => subscribers.reduce((sum, s) => sum + s.delivered, 0);
+    while (delivered() < accepted && Date.now() < deadline) await sleep(20);
+    const all = delivered() >= accepted;
+    for (const subscriber of subscribers) subscriber.close();
     console.log(
       `  accepted: ${fmt(rps * (accepted / Math.max(1, total)), 0)} webhooks/s (target ≥ ${
         TARGETS.throughput.toLocaleString("en-US")
       }: ${verdict(rps * (accepted / Math.max(1, total)) >= TARGETS.throughput)})`,
     );
     console.log(
-      `  delivered to the WebSocket subscriber: ${subscriber.delivered} of ${accepted} accepted` +
+      `  delivered to the ${userCount} WebSocket subscriber(s): ${delivered()} of ${accepted} accepted` +
         (all ? " (all)" : " (NOT all, after waiting 15 s)") + `; non-2xx answers: ${non2xx}`,
     );
     console.log(`  HTTP round trip (wrk): p50 ${latency?.[1]}, p99 ${latency?.[2]}`);
@@ -442,9 +470,10 @@ async function partWrk(
       workers: options.workers,
       pinned: options.pinned,
       concurrency: options.concurrency,
+      users: userCount,
       rps: rps * (accepted / Math.max(1, total)),
       accepted,
-      delivered: subscriber.delivered,
+      delivered: delivered(),
       allDelivered: all,
       non2xx,
       httpP50: latency?.[1],
@@ -468,6 +497,10 @@ async function partIsolates(): Promise<void> {
       const key = `wrkWorkers${workers}c${concurrency}`;
       await partWrk({ workers, pinned: false, key, concurrency });
     }
+  }
+  for (const workers of [1, 2]) {
+    const key = `wrkWorkers${workers}Users20`;
+    await partWrk({ workers, pinned: false, key, concurrency: 200, users: 20 });
   }
   await partLoad("load", { workers: 2, key: "loadWorkers2" });
   await partLoad("steady", { workers: 2, key: "steadyWorkers2" });
@@ -994,6 +1027,33 @@ async function partKv(): Promise<void> {
     );
   }
   results.kv = rows;
+
+  console.log(
+    "\n## kv: several KV handles on one SQLite file in one process (bench/kv_isolates.ts)",
+  );
+  const isolates = spawnDeno({ script: "bench/kv_isolates.ts" });
+  const limit = setTimeout(() => isolates.child.stop(1000), 120_000);
+  const done = await isolates.child.exited;
+  clearTimeout(limit);
+  const result = done.lines.find((l) => l.startsWith("RESULT "));
+  if (done.code !== 0 || !result) {
+    throw new Error(`kv_isolates failed (exit ${done.code}):\n${isolates.child.tail()}`);
+  }
+  const measured = JSON.parse(result.slice("RESULT ".length)) as KvIsolatesResult;
+  for (const row of measured.commits) {
+    console.log(
+      `  ${row.workers} Worker(s), ${row.hot ? "one shared key" : "own keys"}: ${
+        row.commitsPerSecond.toLocaleString("en-US")
+      } commits/s (${row.conflicts} conflicts, ${row.locked} "database is locked")`,
+    );
+  }
+  for (const row of [measured.watch, measured.queue]) {
+    console.log(
+      `  ${row.task} seen from another handle: p50 ${row.p50ms} ms, max ${row.maxms} ms, ` +
+        `${row.missed} of ${row.rounds} missed`,
+    );
+  }
+  results.kvIsolates = measured;
 }
 
 function printSummary(): void {
