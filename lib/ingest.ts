@@ -34,6 +34,7 @@ import {
   userKey,
 } from "./kv_keys.ts";
 import { crossedLevels, dayOf, monthOf, quotaResetAt, type QuotaState } from "./usage.ts";
+import type { RateLimiter } from "./rate_limit.ts";
 import type { User } from "./users.ts";
 
 /** A webhook as received, before it has an id. */
@@ -57,7 +58,9 @@ export interface IncomingWebhook {
 export type IngestResult =
   | { accepted: true; id: string; quota: QuotaState }
   | { accepted: false; reason: "quota"; quota: QuotaState }
-  | { accepted: false; reason: "no_account" };
+  | { accepted: false; reason: "no_account" }
+  /** The endpoint's flood limit: counted where webhooks are committed, so once per process. */
+  | { accepted: false; reason: "rate_limited"; retryAfterSeconds: number };
 
 /** The durable delivery job enqueued with every commit: each user's range of new events. */
 export interface DeliveryJob {
@@ -126,7 +129,13 @@ const MAX_TRACKED_BATCHES = 100_000;
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
   kv: Deno.Kv,
-  options: { broker: Broker; retentionMs: number; now?: () => Date; queues?: boolean },
+  options: {
+    broker: Broker;
+    retentionMs: number;
+    now?: () => Date;
+    queues?: boolean;
+    limiter?: RateLimiter;
+  },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
   /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
@@ -397,6 +406,8 @@ export function createIngest(
 
   return {
     async submit(webhook) {
+      const wait = options.limiter?.take(webhook.endpoint.id) ?? 0;
+      if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
       const userId = webhook.endpoint.userId;
       // A body stays inline when it and the rest of the event fit one pack comfortably.
       const room = PACK_BYTES - packedSize({ ...webhook, body: null });

@@ -1,6 +1,6 @@
 /**
- * Receiving a sender's request: endpoint lookup, flood limit, body limit, JSON check, then the
- * group commit. Every refusal is an HttpError that carries the quota headers when the endpoint
+ * Receiving a sender's request: endpoint lookup, body limit, JSON check, then the group commit
+ * (which applies the endpoint's flood limit where webhooks are committed, once per process). Every refusal is an HttpError that carries the quota headers when the endpoint
  * is known, so senders always learn where they stand.
  */
 import { type Endpoint, RESPOND_TIMEOUT } from "./endpoints.ts";
@@ -102,18 +102,17 @@ export async function receiveWebhook(
   if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
   let result;
   try {
-    const wait = services.ingestLimiter.take(endpoint.id);
-    if (wait > 0) {
-      throw new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
-        "Retry-After": String(wait),
-      });
-    }
     const webhook = await readWebhook(options.request, {
       endpoint,
       path: options.path,
       maxBodyBytes: services.config.maxBodyBytes,
     });
     result = await services.ingest.submit(webhook);
+    if (!result.accepted && result.reason === "rate_limited") {
+      throw new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
+        "Retry-After": String(result.retryAfterSeconds),
+      });
+    }
   } catch (error) {
     if (!(error instanceof HttpError)) throw error;
     // Costs a KV read, but only on refusals, never on the accepted path.
@@ -128,7 +127,7 @@ export async function receiveWebhook(
       response: await awaitAnswer(services, result.id, endpoint),
     };
   }
-  if (result.reason === "no_account") {
+  if (result.reason !== "quota") {
     throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
   }
   const { limit, used, resetAt } = result.quota;

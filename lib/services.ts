@@ -7,7 +7,7 @@ import { type Connections, createConnections } from "./connections.ts";
 import { createEndpointCache, type EndpointCache } from "./endpoints.ts";
 import { createIngest, type DeliveryJob, type Ingest } from "./ingest.ts";
 import { openKv } from "./kv.ts";
-import { createRateLimiter, type RateLimiter } from "./rate_limit.ts";
+import { createRateLimiter } from "./rate_limit.ts";
 import type Stripe from "stripe";
 import { createStripe } from "./stripe.ts";
 import { createResponses, type Responses } from "./responses.ts";
@@ -22,7 +22,6 @@ export interface Services {
   connections: Connections;
   ingest: Ingest;
   endpoints: EndpointCache;
-  ingestLimiter: RateLimiter;
   /** The Stripe client, or null when Stripe is switched off. */
   stripe: Stripe | null;
   /** Senders in respond mode waiting for a client's answer. */
@@ -84,7 +83,16 @@ export async function createServices(
     slowConsumerBytes: config.slowConsumerBytes,
   });
   const ingest = options.ingest ??
-    createIngest(kv, { broker, retentionMs: config.retentionMs, now: options.now, queues });
+    createIngest(kv, {
+      broker,
+      retentionMs: config.retentionMs,
+      now: options.now,
+      queues,
+      limiter: createRateLimiter({
+        perSecond: config.ingestRatePerSecond,
+        burst: config.ingestRateBurst,
+      }),
+    });
   const endpoints = createEndpointCache(kv);
   const responses = createResponses({ broker });
   const presence = createPresence({ broker, connections });
@@ -127,10 +135,6 @@ export async function createServices(
           },
         }),
     },
-    ingestLimiter: createRateLimiter({
-      perSecond: config.ingestRatePerSecond,
-      burst: config.ingestRateBurst,
-    }),
     async close() {
       closing = true;
       connections.stop();

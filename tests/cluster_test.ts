@@ -39,3 +39,22 @@ Deno.test("[cluster] quota alerts from the KV writer reach clients of every isol
     await sides.close();
   }
 });
+
+Deno.test("[cluster] an endpoint's flood limit counts requests of every isolate once", async () => {
+  const sides = await clusterSides({ INGEST_RATE_PER_SECOND: "1", INGEST_RATE_BURST: "3" });
+  try {
+    const user = await signUpOn(sides);
+    const statuses = [];
+    for (let n = 0; n < 6; n++) {
+      const posted = await postOn(sides, { side: (n % 2) as 0 | 1, slug: user.slug, body: "{}" });
+      statuses.push(posted.status);
+      if (posted.status === 429) {
+        assert.ok(Number(posted.response.headers.get("retry-after")) >= 1);
+      }
+    }
+    // A burst of 3 for the process, not 3 per isolate.
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429, 429]);
+  } finally {
+    await sides.close();
+  }
+});
