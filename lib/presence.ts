@@ -47,7 +47,11 @@ export function createPresence(
     }
   });
 
-  async function ask(userId: string): Promise<ClientInfo[]> {
+  /** Asks the other isolates; `enough` ends the wait early once the answers so far suffice. */
+  async function ask(
+    userId: string,
+    enough: (found: ClientInfo[]) => boolean = () => false,
+  ): Promise<ClientInfo[]> {
     const peers = broker.peers();
     if (peers === 0) return [];
     const queryId = crypto.randomUUID();
@@ -65,7 +69,7 @@ export function createPresence(
       }
       waiting.set(queryId, (clients) => {
         found.push(...clients);
-        if (peers !== null && ++answered >= peers) finish();
+        if ((peers !== null && ++answered >= peers) || enough(found)) finish();
       });
       broker.publish({ kind: "clients_query", queryId, userId, origin: broker.origin });
     });
@@ -80,7 +84,7 @@ export function createPresence(
     },
     async anyConnected(userId) {
       if (connections.countFor(userId) > 0) return true;
-      return (await ask(userId)).length > 0;
+      return (await ask(userId, (found) => found.length > 0)).length > 0;
     },
     stop() {
       unsubscribe();
