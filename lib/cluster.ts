@@ -1,12 +1,12 @@
 /**
- * Every core of one machine: `WORKERS` isolates (Deno Workers) serve HTTP on one port with
- * `reusePort`, and this isolate is the process's one KV writer for webhooks.
+ * Every core of one machine: the main isolate and `WORKERS − 1` Deno Workers serve HTTP on one
+ * port with `reusePort`, and the main isolate is the process's one KV writer for webhooks.
  *
  * Why one writer: measured on this machine (bench/kv_isolates.ts), two KV handles on one SQLite
  * file commit no faster together than one alone (SQLite has one write lock) and spend their time
  * on "database is locked" retries. So Workers forward each webhook here over postMessage; the
- * group commit, the quota and the durable queue stay in one place, exactly as with one isolate.
- * Published messages cross isolates on a BroadcastChannel (lib/broker.ts).
+ * group commit, the quota, the flood limit and the durable queue stay in one place, exactly as
+ * with one isolate.
  */
 import { broadcastTransport, toWire, type Transport, type WireMessage } from "./broker.ts";
 import type { Config } from "./config.ts";
@@ -80,8 +80,8 @@ function nextMessage(worker: Worker, types: FromWorker["type"][]): Promise<FromW
  * own port, in order. Not over BroadcastChannel: Deno hands every BroadcastChannel message to
  * every isolate, the sender's too, and measured here a Worker receives 15k such messages/s
  * against 150k/s over its port; with events on BroadcastChannel the cluster accepted 8.3k
- * webhooks/s, with ports 13.5k (bench/RESULTS.md). Workers still talk to each other over
- * BroadcastChannel, and none of that needs this isolate, which holds no connections.
+ * webhooks/s, with ports 13.5k (bench/RESULTS.md). What Workers publish goes over the
+ * BroadcastChannel, to each other and to this isolate.
  */
 function toWorkers(workers: Worker[], following: Map<Worker, Map<string, number>>): Transport {
   return {
@@ -99,7 +99,7 @@ function toWorkers(workers: Worker[], following: Map<Worker, Map<string, number>
   };
 }
 
-/** Starts `config.workers` serving isolates around this one, and returns once all listen. */
+/** Serves on this isolate and `config.workers − 1` Workers; returns once all of them listen. */
 export async function startCluster(config: Config): Promise<RunningServer> {
   const processId = crypto.randomUUID();
   const channel = `websocks:${processId}`;
@@ -130,13 +130,13 @@ export async function startCluster(config: Config): Promise<RunningServer> {
   });
   const { services } = server;
 
-  const workers = Array.from({ length: config.workers - 1 }, () => {
-    const worker = new Worker(new URL("./cluster_worker.ts", import.meta.url), { type: "module" });
-    return { worker, ready: nextMessage(worker, ["ready"]) };
-  }).map(({ worker, ready }) => {
-    ready.catch(() => {}); // a failure surfaces when start waits for it
-    return Object.assign(worker, { ready });
-  });
+  const workers = Array.from(
+    { length: config.workers - 1 },
+    () => new Worker(new URL("./cluster_worker.ts", import.meta.url), { type: "module" }),
+  );
+  // Listen for "ready" from the start: a Worker may load before we get to wait for it.
+  const ready = workers.map((worker) => nextMessage(worker, ["ready"]));
+  ready.forEach((promise) => promise.catch(() => {})); // surfaces when start awaits it
   for (const worker of workers) {
     worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
       const message = event.data;
@@ -166,7 +166,7 @@ export async function startCluster(config: Config): Promise<RunningServer> {
   try {
     const started = workers.map(async (worker, i) => {
       const index = i + 1;
-      await worker.ready;
+      await ready[i];
       const listening = nextMessage(worker, ["listening", "failed"]);
       const start: ToWorker = {
         type: "start",
