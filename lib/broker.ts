@@ -2,9 +2,10 @@
  * Publish/subscribe between whoever accepts a webhook and whoever holds the user's connections.
  *
  * Subscribers in this isolate hear a publish synchronously, so live delivery costs microseconds.
- * Transports carry each message further: `broadcastTransport` to the other isolates (Workers) of
- * this process over a BroadcastChannel, `kvTransport` (broker_kv.ts) to other instances through
- * the shared KV store. Which transports run is decided once, by configuration, in services.ts.
+ * Transports carry each message further: `broadcastTransport` to the other isolates of this
+ * process over a BroadcastChannel, the KV writer's Worker ports (cluster.ts) for committed
+ * events, and `kvTransport` (broker_kv.ts) to other instances through the shared KV store.
+ * Which transports run is decided once at start, from `WORKERS` and `BROKER`.
  */
 import { type LiveEvent, liveEvent } from "./events.ts";
 import type { ClientResponse } from "./responses.ts";
