@@ -37,7 +37,7 @@ export type SubmitOutcome =
 /** Messages from a Worker to the main isolate. */
 export type FromWorker =
   | { type: "ready" }
-  | { type: "listening"; url: string }
+  | { type: "listening" }
   | { type: "failed"; message: string }
   | { type: "submit"; webhooks: { seq: number; webhook: IncomingWebhook }[] }
   | { type: "stopped" }
@@ -86,10 +86,11 @@ function nextMessage(worker: Worker, types: FromWorker["type"][]): Promise<FromW
 function toWorkers(workers: Worker[], following: Map<Worker, Map<string, number>>): Transport {
   return {
     send(message) {
-      const wire: ToWorker = { type: "broker", message: toWire(message) };
+      let wire: ToWorker | null = null;
       for (const worker of workers) {
         // Events only where the user has connections: most users are connected to one isolate.
         if (message.kind === "events" && !following.get(worker)?.has(message.userId)) continue;
+        wire ??= { type: "broker", message: toWire(message) };
         worker.postMessage(wire);
       }
     },

@@ -95,7 +95,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         ],
         ingest,
       });
-      post({ type: "listening", url: server.url });
+      post({ type: "listening" });
     } catch (error) {
       post({ type: "failed", message: (error as Error).message });
     }

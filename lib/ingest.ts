@@ -284,26 +284,33 @@ export function createIngest(
           .sum(usageDayKey(group.userId, dayOf(now)), count);
         plans.push({ group, gate, user, used, admitted, records, quota });
       }
-      const commitId = crypto.randomUUID();
       if (plans.length > 0) {
-        const job: DeliveryJob = {
-          kind: "deliver",
-          commitId,
-          ranges: plans.map((plan) => ({
-            userId: plan.group.userId,
-            firstId: plan.records[0].id,
-            lastId: plan.records.at(-1)!.id,
-          })),
-        };
-        if (options.queues !== false) op.enqueue(job);
+        const commitId = crypto.randomUUID();
+        const queued = options.queues !== false;
+        if (queued) {
+          op.enqueue(
+            {
+              kind: "deliver",
+              commitId,
+              ranges: plans.map((plan) => ({
+                userId: plan.group.userId,
+                firstId: plan.records[0].id,
+                lastId: plan.records.at(-1)!.id,
+              })),
+            } satisfies DeliveryJob,
+          );
+        }
         const result = await op.commit();
         if (!result.ok) {
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
           continue;
         }
-        if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
-        publishedLive.add(commitId);
+        // Only a job that will come back needs remembering, or the set only grows.
+        if (queued) {
+          if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
+          publishedLive.add(commitId);
+        }
         for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
       }
       for (const { group, from, result } of refusals) {

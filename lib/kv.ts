@@ -33,23 +33,29 @@ export async function retryBusy<T>(write: () => Promise<T>): Promise<T> {
 
 /** The same handle, with every write (set, delete, enqueue, atomic commit) under `retryBusy`. */
 function retryingBusy(kv: Deno.Kv): Deno.Kv {
+  // Methods are bound once: reads on the ingest path must not allocate a function per call.
+  const methods = new Map<PropertyKey, unknown>();
+  const wrap = (property: PropertyKey, value: (...args: unknown[]) => unknown): unknown => {
+    if (property === "atomic") {
+      return () => {
+        const op = kv.atomic();
+        const commit = op.commit.bind(op);
+        op.commit = () => retryBusy(commit);
+        return op;
+      };
+    }
+    if (property === "set" || property === "delete" || property === "enqueue") {
+      return (...args: unknown[]) => retryBusy(() => value.apply(kv, args) as Promise<unknown>);
+    }
+    return value.bind(kv);
+  };
   return new Proxy(kv, {
     get(target, property) {
-      if (property === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = () => retryBusy(commit);
-          return op;
-        };
-      }
       const value = Reflect.get(target, property, target);
       if (typeof value !== "function") return value;
-      if (property === "set" || property === "delete" || property === "enqueue") {
-        return (...args: unknown[]) =>
-          retryBusy(() => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
-      }
-      return value.bind(target);
+      let method = methods.get(property);
+      if (method === undefined) methods.set(property, method = wrap(property, value));
+      return method;
     },
   });
 }

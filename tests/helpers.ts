@@ -79,6 +79,48 @@ export interface SseMessage {
   data: string;
 }
 
+/** Messages waiting for a reader, or readers waiting for messages, with a time limit each. */
+export interface MessageQueue<T> {
+  push(message: T): void;
+  /** No more messages: waiting and later reads fail with `reason`. */
+  end(reason: string): void;
+  next(timeoutMs?: number): Promise<T>;
+}
+
+/** Creates a queue; `what` names the source in the timeout error. */
+export function messageQueue<T>(what: string): MessageQueue<T> {
+  const queue: T[] = [];
+  const waiters: ((m: T | null) => void)[] = [];
+  let ended: string | null = null;
+  return {
+    push(message) {
+      const waiter = waiters.shift();
+      if (waiter) waiter(message);
+      else queue.push(message);
+    },
+    end(reason) {
+      ended = reason;
+      for (const waiter of waiters.splice(0)) waiter(null);
+    },
+    next(timeoutMs = 5000) {
+      if (queue.length > 0) return Promise.resolve(queue.shift()!);
+      if (ended) return Promise.reject(new Error(ended));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(done), 1);
+          reject(new Error(`no ${what} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const done = (m: T | null) => {
+          clearTimeout(timer);
+          if (m !== null) resolve(m);
+          else reject(new Error(ended ?? `${what} ended`));
+        };
+        waiters.push(done);
+      });
+    },
+  };
+}
+
 /** An open SSE stream read message by message. */
 export interface SseStream {
   response: Response;
@@ -97,9 +139,7 @@ export async function openSse(
 ): Promise<SseStream> {
   const controller = new AbortController();
   const response = await fetch(url, { headers, signal: controller.signal, client: options.client });
-  const queue: SseMessage[] = [];
-  const waiters: ((m: SseMessage | null) => void)[] = [];
-  let ended = false;
+  const messages = messageQueue<SseMessage>("SSE message");
   if (response.body) {
     (async () => {
       const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
@@ -118,10 +158,7 @@ export async function openSse(
             buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
             if (line === "") {
               if (data.length > 0) {
-                const message = { id, event, data: data.join("\n") };
-                const waiter = waiters.shift();
-                if (waiter) waiter(message);
-                else queue.push(message);
+                messages.push({ id, event, data: data.join("\n") });
               }
               event = null;
               data = [];
@@ -140,30 +177,13 @@ export async function openSse(
       } catch {
         // aborted
       } finally {
-        ended = true;
-        for (const waiter of waiters.splice(0)) waiter(null);
+        messages.end("SSE stream ended");
       }
     })();
   }
   return {
     response,
-    next(timeoutMs = 5000) {
-      const queued = queue.shift();
-      if (queued) return Promise.resolve(queued);
-      if (ended) return Promise.reject(new Error("SSE stream ended"));
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(done), 1);
-          reject(new Error(`no SSE message within ${timeoutMs} ms`));
-        }, timeoutMs);
-        const done = (m: SseMessage | null) => {
-          clearTimeout(timer);
-          if (m) resolve(m);
-          else reject(new Error("SSE stream ended"));
-        };
-        waiters.push(done);
-      });
-    },
+    next: messages.next,
     close() {
       controller.abort();
     },
@@ -179,14 +199,8 @@ export async function openWs(url: string): Promise<{
   close(): Promise<void>;
 }> {
   const socket = new WebSocket(url);
-  const queue: Record<string, unknown>[] = [];
-  const waiters: ((m: Record<string, unknown>) => void)[] = [];
-  socket.onmessage = (event) => {
-    const message = JSON.parse(event.data);
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
-  };
+  const messages = messageQueue<Record<string, unknown>>("WebSocket message");
+  socket.onmessage = (event) => messages.push(JSON.parse(event.data));
   const closed = new Promise<CloseEvent>((resolve) => socket.addEventListener("close", resolve));
   await new Promise<void>((resolve, reject) => {
     socket.onopen = () => resolve();
@@ -195,21 +209,7 @@ export async function openWs(url: string): Promise<{
   return {
     socket,
     closed,
-    next(timeoutMs = 5000) {
-      const queued = queue.shift();
-      if (queued) return Promise.resolve(queued);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(done), 1);
-          reject(new Error(`no WebSocket message within ${timeoutMs} ms`));
-        }, timeoutMs);
-        const done = (m: Record<string, unknown>) => {
-          clearTimeout(timer);
-          resolve(m);
-        };
-        waiters.push(done);
-      });
-    },
+    next: messages.next,
     send(value) {
       socket.send(typeof value === "string" ? value : JSON.stringify(value));
     },

@@ -8,7 +8,13 @@
  */
 import assert from "node:assert/strict";
 import NodeWebSocket from "ws";
-import { openSse, type SseStream, startTestServer, type TestServer } from "./helpers.ts";
+import {
+  messageQueue,
+  openSse,
+  type SseStream,
+  startTestServer,
+  type TestServer,
+} from "./helpers.ts";
 
 /** 0 or 1. */
 export type Side = 0 | 1;
@@ -38,18 +44,12 @@ export interface Sides {
 /** Opens a WebSocket with the `ws` package, which shows the upgrade's response headers. */
 function openNodeWs(url: string): Promise<WsClient> {
   const socket = new NodeWebSocket(url);
-  const queue: Record<string, unknown>[] = [];
-  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+  const messages = messageQueue<Record<string, unknown>>("WebSocket message");
   let isolate: string | null = null;
   socket.on("upgrade", (response: { headers: Record<string, unknown> }) => {
     isolate = (response.headers["x-websocks-isolate"] as string | undefined) ?? null;
   });
-  socket.on("message", (data: unknown) => {
-    const message = JSON.parse(String(data));
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
-  });
+  socket.on("message", (data: unknown) => messages.push(JSON.parse(String(data))));
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     socket.on("close", (code: number, reason: unknown) => resolve({ code, reason: String(reason) }))
   );
@@ -59,21 +59,7 @@ function openNodeWs(url: string): Promise<WsClient> {
       resolve({
         isolate,
         closed,
-        next(timeoutMs = 5000) {
-          const queued = queue.shift();
-          if (queued) return Promise.resolve(queued);
-          return new Promise((done, fail) => {
-            const timer = setTimeout(() => {
-              waiters.splice(waiters.indexOf(take), 1);
-              fail(new Error(`no WebSocket message within ${timeoutMs} ms`));
-            }, timeoutMs);
-            const take = (m: Record<string, unknown>) => {
-              clearTimeout(timer);
-              done(m);
-            };
-            waiters.push(take);
-          });
-        },
+        next: messages.next,
         send(value) {
           socket.send(typeof value === "string" ? value : JSON.stringify(value));
         },
