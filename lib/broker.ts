@@ -30,8 +30,11 @@ export type BrokerMessage =
   | { kind: "endpoint_changed"; slug: string }
   /** A notice for the user's clients: SSE gets a named event, WebSocket clients that asked. */
   | { kind: "notice"; userId: string; name: string; json: string }
-  /** A client's answer in respond mode, for whichever isolate holds the waiting sender. */
-  | { kind: "response"; id: string; response: ClientResponse }
+  /**
+   * A client's answer in respond mode, for whichever isolate holds the waiting sender; `userId`
+   * is the user whose connection answered, which must be the event's owner.
+   */
+  | { kind: "response"; id: string; userId: string; response: ClientResponse }
   /** Who is connected for `userId`? Every isolate holding connections answers `origin`. */
   | { kind: "clients_query"; queryId: string; userId: string; origin: string }
   | { kind: "clients_answer"; queryId: string; origin: string; clients: ClientInfo[] };

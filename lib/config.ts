@@ -9,11 +9,16 @@ import { z } from "zod";
 const positiveInt = z.coerce.number().int().positive();
 const nonNegativeInt = z.coerce.number().int().min(0);
 
+const withoutSlash = (url: string) => url.replace(/\/+$/, "");
+const appHost = (publicUrl: string | undefined, port: number) =>
+  new URL(publicUrl ?? `http://localhost:${port}`).host;
+
 const schema = z.object({
   PORT: nonNegativeInt.max(65535).default(8000),
   HOST: z.string().min(1).default("0.0.0.0"),
   KV_PATH: z.string().min(1).default("./data/websocks.kv"),
   PUBLIC_URL: z.url().optional(),
+  INGEST_URL: z.url().optional(),
   MAX_BODY_BYTES: positiveInt.default(1024 * 1024),
   RETENTION_HOURS: z.coerce.number().positive().default(24),
   FREE_MONTHLY_LIMIT: nonNegativeInt.default(1000),
@@ -39,6 +44,12 @@ const schema = z.object({
   WORKERS: positiveInt.max(256).default(navigator.hardwareConcurrency ?? 1),
   BROKER: z.enum(["process", "kv"], "must be process or kv").default("process"),
 }).refine(
+  (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
+  {
+    message: "must be on another host than PUBLIC_URL (it exists to keep answers off that origin)",
+    path: ["INGEST_URL"],
+  },
+).refine(
   (e) => !e.STRIPE_SECRET_KEY || (e.STRIPE_WEBHOOK_SECRET && e.STRIPE_PRICE_ID),
   {
     message: "is set, so STRIPE_WEBHOOK_SECRET and STRIPE_PRICE_ID are needed too",
@@ -53,6 +64,12 @@ export interface Config {
   kvPath: string;
   /** Base URL users see, without a trailing slash; derived from the port when unset. */
   publicUrl: string;
+  /**
+   * Base URL of webhook endpoints (`/api/in/…`) when they live on a host of their own, without
+   * a trailing slash; null serves them on `publicUrl`. Set, the app host refuses ingest paths
+   * and this host (matched by the Host header) serves nothing else.
+   */
+  ingestUrl: string | null;
   maxBodyBytes: number;
   retentionMs: number;
   freeMonthlyLimit: number;
@@ -102,12 +119,13 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     throw new Error(`Invalid configuration:\n${lines.join("\n")}`);
   }
   const e = parsed.data;
-  const publicUrl = (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, "");
+  const publicUrl = withoutSlash(e.PUBLIC_URL ?? `http://localhost:${e.PORT}`);
   return {
     port: e.PORT,
     host: e.HOST,
     kvPath: e.KV_PATH,
     publicUrl,
+    ingestUrl: e.INGEST_URL ? withoutSlash(e.INGEST_URL) : null,
     maxBodyBytes: e.MAX_BODY_BYTES,
     retentionMs: e.RETENTION_HOURS * 3600_000,
     freeMonthlyLimit: e.FREE_MONTHLY_LIMIT,

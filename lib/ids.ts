@@ -1,5 +1,6 @@
 /**
  * Event ids: 26-character ULIDs (Crockford base32, 48-bit millisecond time then 80 random bits).
+ * Ids of one millisecond differ by a random step, never by one, so no id tells another's.
  *
  * They sort by arrival as plain strings, which is what makes "everything after X" a single
  * `kv.list` range. `nextId` never returns an id at or below `floor`, so ids of one user stay
@@ -37,16 +38,26 @@ function encodeRandom(bytes: Uint8Array): string {
   return out;
 }
 
-function incrementRandom(bytes: Uint8Array): Uint8Array {
+/**
+ * The random part plus a random step between 2^32 and 2^40: ids of one millisecond stay increasing, but
+ * the next one (perhaps another user's) cannot be guessed from this one. The top bit is masked
+ * when a millisecond starts, so 2^79 of headroom outlasts any number of ids one isolate makes.
+ */
+function stepRandom(bytes: Uint8Array): Uint8Array {
   const next = bytes.slice();
+  const step = crypto.getRandomValues(new Uint8Array(5));
+  step[0] |= 1; // at least 2^32, so no two ids of one millisecond are near neighbours
+  let carry = 0;
   for (let i = next.length - 1; i >= 0; i--) {
-    if (next[i] < 255) {
-      next[i]++;
-      return next;
-    }
-    next[i] = 0;
+    const add = i >= next.length - step.length ? step[i - (next.length - step.length)] : 0;
+    const sum = next[i] + add + carry;
+    next[i] = sum & 255;
+    carry = sum >> 8;
   }
-  throw new Error("Cannot create id: 80-bit random space exhausted within one millisecond");
+  if (carry) {
+    throw new Error("Cannot create id: 80-bit random space exhausted within one millisecond");
+  }
+  return next;
 }
 
 function decodeParts(id: string): { time: number; random: Uint8Array } {
@@ -74,15 +85,15 @@ export function nextId(floor?: string | null): string {
   if (now > lastTime) {
     lastTime = now;
     lastRandom = crypto.getRandomValues(new Uint8Array(10));
-    lastRandom[0] &= 0x7f; // headroom, so increments within one millisecond never overflow
+    lastRandom[0] &= 0x7f; // headroom, so steps within one millisecond never overflow
   } else {
-    lastRandom = incrementRandom(lastRandom);
+    lastRandom = stepRandom(lastRandom);
   }
   let id = encodeTime(lastTime) + encodeRandom(lastRandom);
   if (floor && id <= floor) {
     const parts = decodeParts(floor);
     lastTime = parts.time;
-    lastRandom = incrementRandom(parts.random);
+    lastRandom = stepRandom(parts.random);
     id = encodeTime(lastTime) + encodeRandom(lastRandom);
   }
   return id;

@@ -156,7 +156,7 @@ async function awaitAnswer(
     );
   }
   const timeoutMs = endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs;
-  const answer = await services.responses.wait(id, timeoutMs);
+  const answer = await services.responses.wait(id, endpoint.userId, timeoutMs);
   if (!answer) {
     throw new HttpError(
       504,

@@ -9,8 +9,22 @@ export interface Session {
   expiresAt: number;
 }
 
-/** The cookie that carries the session id. */
+/** The cookie that carries the session id on plain http (a local run). */
 export const SESSION_COOKIE = "websocks_session";
+
+/**
+ * The session cookie's name for a public URL. Over https it is `__Host-` prefixed: browsers
+ * then take it only with Secure, Path=/ and no Domain, so no sibling host (such as an ingest
+ * host on a subdomain) and no http page can set or overwrite it.
+ */
+export function sessionCookieName(publicUrl: string): string {
+  return isHttps(publicUrl) ? `__Host-${SESSION_COOKIE}` : SESSION_COOKIE;
+}
+
+/** Whether the session cookie must be Secure (and is then `__Host-` prefixed). */
+export function isHttps(publicUrl: string): boolean {
+  return publicUrl.startsWith("https:");
+}
 
 /** Starts a session and returns the id to put in the cookie. */
 export async function createSession(

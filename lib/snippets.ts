@@ -162,11 +162,18 @@ function curlSnippets(): Snippet[] {
   ];
 }
 
-/** Every snippet pointed at `publicUrl`, with `slug` for YOUR_SLUG when the reader has one. */
-export function fillSnippets(options: { publicUrl: string; slug: string | null }): Snippet[] {
+/**
+ * Every snippet pointed at `publicUrl` (webhook URLs at `ingestUrl` when set), with `slug` for
+ * YOUR_SLUG when the reader has one.
+ */
+export function fillSnippets(
+  options: { publicUrl: string; ingestUrl?: string | null; slug: string | null },
+): Snippet[] {
   const wsOrigin = README_ORIGIN.replace(/^http/, "ws");
+  const ingest = `${options.ingestUrl ?? options.publicUrl}/api/in/`;
   return [...curlSnippets(), ...README_SNIPPETS].map((snippet) => {
     let code = snippet.code
+      .replaceAll(`${README_ORIGIN}/api/in/`, ingest)
       .replaceAll(wsOrigin, websocketUrl(options.publicUrl))
       .replaceAll(README_ORIGIN, options.publicUrl);
     if (options.slug) code = code.replaceAll("YOUR_SLUG", options.slug);

@@ -20,7 +20,7 @@ export async function sendTestWebhook(
   if (endpoint?.userId !== options.userId) {
     throw new HttpError(404, `Cannot send test webhook: no endpoint ${options.slug}`);
   }
-  const request = new Request(endpointUrl(services.config.publicUrl, options.slug), {
+  const request = new Request(endpointUrl(services.config, options.slug), {
     method: "POST",
     headers: { "Content-Type": "application/json", "User-Agent": "WebSocks dashboard" },
     body: TEST_WEBHOOK_BODY,

@@ -7,7 +7,7 @@
 import { z } from "zod";
 import type { Connection, Connections, Sink } from "./connections.ts";
 import type { LiveEvent } from "./events.ts";
-import type { Responses } from "./responses.ts";
+import { answerHeaders, type Responses } from "./responses.ts";
 import { isId } from "./ids.ts";
 
 const eventId = z.string().refine(isId, "must be an event id");
@@ -177,15 +177,27 @@ function handleClientMessage(
     } catch {
       return reply({ type: "error", message: "Cannot read response: bodyBase64 is not base64" });
     }
-    const taken = context.replies.responses.deliver(command.id, {
+    const checked = answerHeaders(command.headers ?? {});
+    if ("problem" in checked) {
+      return reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: ${checked.problem}`,
+      });
+    }
+    const delivery = context.replies.responses.deliver(command.id, connection.userId, {
       status: command.status,
-      headers: command.headers ?? {},
+      headers: checked.headers,
       body,
     });
-    if (!taken) {
+    if (delivery === "late") {
       reply({
         type: "error",
         message: `Cannot respond to ${command.id}: no sender is waiting (answered or timed out)`,
+      });
+    } else if (delivery === "not_yours") {
+      reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: it is not an event of this account`,
       });
     }
     return;

@@ -10,6 +10,7 @@ import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
 import { errorResponse } from "./_errors.ts";
+import { HttpError } from "../lib/http_error.ts";
 import { meRoutes } from "./me.ts";
 import { pageRoutes } from "./pages.tsx";
 import { tokenRoutes } from "./tokens.ts";
@@ -60,6 +61,36 @@ export function createApp(services: Services): Hono<AppEnv> {
   return app;
 }
 
+/** A host as compared: lower case, without the scheme's default port. */
+const normalHost = (host: string) => host.toLowerCase().replace(/:(80|443)$/, "");
+let ingestHost = { url: "", host: "" };
+
+/**
+ * With INGEST_URL set, ingest and the app are two hosts of one server: answers written by
+ * clients never share an origin with the dashboard. Returns the refusal for a request on the
+ * wrong host, or null. The host is the Host header (X-Forwarded-Host behind a trusted proxy).
+ */
+function wrongHost(
+  services: Services,
+  request: Request,
+  options: { host: string; ingestPath: boolean },
+): Response | null {
+  const { ingestUrl, publicUrl, trustProxy } = services.config;
+  if (ingestUrl === null) return null;
+  if (ingestHost.url !== ingestUrl) {
+    ingestHost = { url: ingestUrl, host: normalHost(new URL(ingestUrl).host) };
+  }
+  const forwarded = trustProxy ? request.headers.get("X-Forwarded-Host") : null;
+  const onIngestHost = normalHost(forwarded ?? options.host) === ingestHost.host;
+  if (onIngestHost === options.ingestPath) return null;
+  const message = options.ingestPath
+    ? `Not found: webhooks are received at ${ingestUrl}${INGEST_PREFIX}…, not on this host`
+    : `Not found: this host only receives webhooks (POST ${ingestUrl}${INGEST_PREFIX}<slug>); ` +
+      `the app is at ${publicUrl}`;
+  const path = new URL(request.url).pathname;
+  return errorResponse(new HttpError(404, message), { method: request.method, path });
+}
+
 /** The server's request handler: the ingest hot path first, everything else through Hono. */
 export function createHandler(
   services: Services,
@@ -67,8 +98,17 @@ export function createHandler(
   const app = createApp(services);
   return (request, info) => {
     const url = request.url;
-    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-    if (url.startsWith(INGEST_PREFIX, pathStart)) {
+    const hostStart = url.indexOf("//") + 2;
+    const pathStart = url.indexOf("/", hostStart);
+    const ingestPath = url.startsWith(INGEST_PREFIX, pathStart);
+    if (services.config.ingestUrl !== null) {
+      const refused = wrongHost(services, request, {
+        host: url.slice(hostStart, pathStart),
+        ingestPath,
+      });
+      if (refused) return refused;
+    }
+    if (ingestPath) {
       const queryStart = url.indexOf("?", pathStart);
       return handleIngest(
         services,

@@ -5,7 +5,7 @@ import type { z } from "zod";
 import { type Auth, authenticateSession, authenticateToken, bearerToken } from "../lib/auth.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { isId } from "../lib/ids.ts";
-import { SESSION_COOKIE } from "../lib/sessions.ts";
+import { sessionCookieName } from "../lib/sessions.ts";
 import type { Services } from "../lib/services.ts";
 
 /** Hono environment: Deno's connection info as `c.env`, and per-request variables. */
@@ -54,7 +54,7 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   const { kv, config } = c.get("services");
   const token = bearerToken(c.req.header("Authorization"));
-  const sessionId = getCookie(c, SESSION_COOKIE);
+  const sessionId = getCookie(c, sessionCookieName(config.publicUrl));
   if (token) {
     c.set("auth", await authenticateToken(kv, token));
   } else if (sessionId) {
@@ -81,9 +81,9 @@ function checkSameOrigin(c: Context<AppEnv>, publicUrl: string): void {
  * cookie. Runs before any upgrade or stream starts, so failures are plain 401 JSON.
  */
 export async function authenticateStream(c: Context<AppEnv>): Promise<Auth> {
-  const { kv } = c.get("services");
+  const { kv, config } = c.get("services");
   const token = c.req.query("token") ?? bearerToken(c.req.header("Authorization"));
-  const sessionId = getCookie(c, SESSION_COOKIE);
+  const sessionId = getCookie(c, sessionCookieName(config.publicUrl));
   if (!token && sessionId) {
     // A page of another site must not read the user's events with their cookie (a WebSocket
     // handshake is not bound by CORS), so cookie streams must come from our own pages.

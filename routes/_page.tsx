@@ -11,20 +11,22 @@ import type { Config } from "../lib/config.ts";
 import { type Flash, setFlash, takeFlash } from "../lib/flash.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { renderPage } from "../lib/islands.ts";
-import { SESSION_COOKIE } from "../lib/sessions.ts";
+import { isHttps, sessionCookieName } from "../lib/sessions.ts";
+import { ingestBase } from "../lib/urls.ts";
 import type { AppEnv } from "./_env.ts";
 
 /** Headers every page carries: no inline script or style can run, no framing, no sniffing. */
 function securityHeaders(config: Config): Record<string, string> {
-  // The test button posts to the webhook URL, which may sit on another origin behind a proxy.
-  const publicOrigin = new URL(config.publicUrl).origin;
+  // The test button posts to the webhook URL, which may sit on another origin behind a proxy,
+  // or on INGEST_URL's host.
+  const origins = new Set([config.publicUrl, ingestBase(config)].map((u) => new URL(u).origin));
   return {
     "Content-Security-Policy": [
       "default-src 'none'",
       "script-src 'self'",
       "style-src 'self'",
       "img-src 'self' data:",
-      `connect-src 'self' ${publicOrigin}`,
+      `connect-src 'self' ${[...origins].join(" ")}`,
       "base-uri 'none'",
       "form-action 'self'",
       "frame-ancestors 'none'",
@@ -55,14 +57,16 @@ export function sendPage(
 
 /** Sets `viewer` from the session cookie; a stale cookie is cleared, never an error. */
 export const loadViewer: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const sessionId = getCookie(c, SESSION_COOKIE);
+  const { publicUrl } = c.get("services").config;
+  const name = sessionCookieName(publicUrl);
+  const sessionId = getCookie(c, name);
   c.set("viewer", null);
   if (sessionId) {
     try {
       c.set("viewer", await authenticateSession(c.get("services").kv, sessionId));
     } catch (error) {
       if (!(error instanceof HttpError)) throw error;
-      deleteCookie(c, SESSION_COOKIE, { path: "/" });
+      deleteCookie(c, name, { path: "/", secure: isHttps(publicUrl) });
     }
   }
   await next();

@@ -6,8 +6,9 @@ import type { LoginLimits } from "../lib/login_guard.ts";
 import {
   deleteSession,
   findSession,
+  isHttps,
   rotateSession,
-  SESSION_COOKIE,
+  sessionCookieName,
   sessionCredential,
 } from "../lib/sessions.ts";
 import type { AppEnv } from "./_env.ts";
@@ -15,13 +16,14 @@ import type { AppEnv } from "./_env.ts";
 /** Starts a session for `userId`, ending the caller's previous one; returns the new id. */
 export async function startSession(c: Context<AppEnv>, userId: string): Promise<string> {
   const { kv, config } = c.get("services");
-  const previousId = getCookie(c, SESSION_COOKIE) ?? null;
+  const name = sessionCookieName(config.publicUrl);
+  const previousId = getCookie(c, name) ?? null;
   if (previousId) await closeSessionStreams(c, previousId);
   const id = await rotateSession(kv, { previousId, userId, ttlMs: config.sessionMs });
-  setCookie(c, SESSION_COOKIE, id, {
+  setCookie(c, name, id, {
     httpOnly: true,
     sameSite: "Lax",
-    secure: config.publicUrl.startsWith("https:"),
+    secure: isHttps(config.publicUrl),
     path: "/",
     maxAge: Math.floor(config.sessionMs / 1000),
   });
@@ -30,12 +32,14 @@ export async function startSession(c: Context<AppEnv>, userId: string): Promise<
 
 /** Ends the caller's session on the server and clears the cookie. */
 export async function endSession(c: Context<AppEnv>): Promise<void> {
-  const id = getCookie(c, SESSION_COOKIE);
+  const { publicUrl } = c.get("services").config;
+  const name = sessionCookieName(publicUrl);
+  const id = getCookie(c, name);
   if (id) {
     await closeSessionStreams(c, id);
     await deleteSession(c.get("services").kv, id);
   }
-  deleteCookie(c, SESSION_COOKIE, { path: "/" });
+  deleteCookie(c, name, { path: "/", secure: isHttps(publicUrl) });
 }
 
 /** Closes the live streams (the dashboard inspector) that a session opened. */

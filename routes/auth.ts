@@ -36,7 +36,7 @@ export function authRoutes(): Hono<AppEnv> {
       endpoint: {
         slug: created.endpoint.slug,
         name: created.endpoint.name,
-        url: endpointUrl(config.publicUrl, created.endpoint.slug),
+        url: endpointUrl(config, created.endpoint.slug),
       },
       token: { ...publicToken(created.token), value: created.tokenValue },
     }, 201);

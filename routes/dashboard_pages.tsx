@@ -9,7 +9,7 @@ import { listEndpoints } from "../lib/endpoints.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { Island } from "../lib/islands.ts";
 import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/test_webhook.ts";
-import { endpointUrl } from "../lib/urls.ts";
+import { endpointUrl, ingestBase } from "../lib/urls.ts";
 import { monthUsage } from "../lib/usage.ts";
 import { type AppEnv, requireSameOrigin } from "./_env.ts";
 import {
@@ -84,12 +84,12 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
                         label={endpoints.length > 1
                           ? `${endpoint.name} webhook URL`
                           : "Webhook URL"}
-                        value={endpointUrl(config.publicUrl, endpoint.slug)}
+                        value={endpointUrl(config, endpoint.slug)}
                       />
                       <Island
                         name="SendTestWebhook"
                         props={{
-                          url: endpointUrl(config.publicUrl, endpoint.slug),
+                          url: endpointUrl(config, endpoint.slug),
                           slug: endpoint.slug,
                           body: TEST_WEBHOOK_BODY,
                         }}
@@ -109,7 +109,8 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
         <Island
           name="EventInspector"
           props={{
-            publicUrl: config.publicUrl,
+            // Only "copy as curl" uses it: senders post to the ingest host.
+            publicUrl: ingestBase(config),
             endpoints: endpoints.map((e) => ({ slug: e.slug, name: e.name })),
             pollMs: CLIENT_POLL_MS,
           }}

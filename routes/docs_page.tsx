@@ -93,8 +93,8 @@ export function docsPageRoutes(): Hono<AppEnv> {
     const endpoints = viewer ? await listEndpoints(kv, viewer.user.id) : [];
     const slug = endpoints[0]?.slug ?? null;
     const base = config.publicUrl;
-    const webhookUrl = endpointUrl(base, slug ?? "YOUR_SLUG");
-    const snippets = fillSnippets({ publicUrl: base, slug });
+    const webhookUrl = endpointUrl(config, slug ?? "YOUR_SLUG");
+    const snippets = fillSnippets({ publicUrl: base, ingestUrl: config.ingestUrl, slug });
     const byId = Object.fromEntries(snippets.map((s) => [s.id, s]));
     const example = (id: string) => (
       <CodeBlock

@@ -103,7 +103,7 @@ async function endpointsPage(
                   <CopyField
                     id={`endpoint-url-${i}`}
                     label={`${endpoint.name} webhook URL`}
-                    value={endpointUrl(config.publicUrl, endpoint.slug)}
+                    value={endpointUrl(config, endpoint.slug)}
                     hideLabel
                   />
                   <RespondForm
@@ -271,7 +271,7 @@ export function endpointPageRoutes(): Hono<AppEnv> {
 
   app.get("/dashboard/endpoints/:slug/rotate", ...guarded, async (c) => {
     const endpoint = await ownEndpoint(c, "rotate");
-    const url = endpointUrl(c.get("services").config.publicUrl, endpoint.slug);
+    const url = endpointUrl(c.get("services").config, endpoint.slug);
     return sendPage(
       c,
       <Layout title="Rotate endpoint URL: WebSocks" user={viewerOf(c).user} section="endpoints">

@@ -10,7 +10,7 @@ import {
   rotateEndpoint,
   updateEndpointSettings,
 } from "../lib/endpoints.ts";
-import { endpointUrl } from "../lib/urls.ts";
+import { endpointUrl, type UrlConfig } from "../lib/urls.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
@@ -26,12 +26,12 @@ export function endpointRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use("/api/endpoints", requireAuth);
   app.use("/api/endpoints/*", requireAuth);
-  const view = (publicUrl: string, e: Endpoint) => ({
+  const view = (config: UrlConfig, e: Endpoint) => ({
     id: e.id,
     slug: e.slug,
     name: e.name,
     createdAt: e.createdAt,
-    url: endpointUrl(publicUrl, e.slug),
+    url: endpointUrl(config, e.slug),
     respond: e.respond ?? false,
     respondTimeoutSeconds: (e.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs) / 1000,
   });
@@ -39,14 +39,14 @@ export function endpointRoutes(): Hono<AppEnv> {
   app.get("/api/endpoints", async (c) => {
     const { kv, config } = c.get("services");
     const endpoints = await listEndpoints(kv, c.get("auth").user.id);
-    return c.json({ endpoints: endpoints.map((e) => view(config.publicUrl, e)) });
+    return c.json({ endpoints: endpoints.map((e) => view(config, e)) });
   });
 
   app.post("/api/endpoints", async (c) => {
     const { name } = await parseBody(c, { schema: createBody, action: "create endpoint" });
     const { kv, config } = c.get("services");
     const endpoint = await createEndpoint(kv, { userId: c.get("auth").user.id, name });
-    return c.json({ endpoint: view(config.publicUrl, endpoint) }, 201);
+    return c.json({ endpoint: view(config, endpoint) }, 201);
   });
 
   app.patch("/api/endpoints/:slug", async (c) => {
@@ -63,7 +63,7 @@ export function endpointRoutes(): Hono<AppEnv> {
           : { respondTimeoutMs: body.respondTimeoutSeconds * 1000 }),
       },
     });
-    return c.json({ endpoint: view(config.publicUrl, endpoint) });
+    return c.json({ endpoint: view(config, endpoint) });
   });
 
   app.post("/api/endpoints/:slug/rotate", async (c) => {
@@ -73,7 +73,7 @@ export function endpointRoutes(): Hono<AppEnv> {
       slug: c.req.param("slug"),
       broker,
     });
-    return c.json({ endpoint: view(config.publicUrl, rotated.endpoint), oldSlug: rotated.oldSlug });
+    return c.json({ endpoint: view(config, rotated.endpoint), oldSlug: rotated.oldSlug });
   });
 
   app.delete("/api/endpoints/:slug", async (c) => {
@@ -83,7 +83,7 @@ export function endpointRoutes(): Hono<AppEnv> {
       slug: c.req.param("slug"),
       broker,
     });
-    return c.json({ ok: true, deleted: view(config.publicUrl, endpoint) });
+    return c.json({ ok: true, deleted: view(config, endpoint) });
   });
 
   return app;

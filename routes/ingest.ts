@@ -6,6 +6,7 @@
  */
 import { HttpError } from "../lib/http_error.ts";
 import { receiveWebhook } from "../lib/receive.ts";
+import { ANSWER_SECURITY_HEADERS, senderHeaders } from "../lib/responses.ts";
 import type { Services } from "../lib/services.ts";
 import { quotaHeaders } from "../lib/usage.ts";
 import { errorResponse } from "./_errors.ts";
@@ -20,7 +21,6 @@ const CORS = {
   "Access-Control-Allow-Headers": "*",
   "Access-Control-Max-Age": "86400",
 };
-const ALLOW_ORIGIN = { "Access-Control-Allow-Origin": "*" };
 
 /** Handles a request whose path starts with INGEST_PREFIX. */
 export async function handleIngest(
@@ -42,18 +42,18 @@ export async function handleIngest(
       slug: slash === -1 ? rest : rest.slice(0, slash),
       path: slash === -1 ? "/" : rest.slice(slash),
     });
-    // Respond mode: the client's answer goes back exactly as given.
+    // Respond mode: the client's status and body, with only the headers it may set.
     if (response) {
       const empty = [204, 205, 304].includes(response.status);
       return new Response(empty ? null : response.body as BodyInit, {
         status: response.status,
-        headers: response.headers,
+        headers: senderHeaders(response),
       });
     }
     return Response.json({ ok: true, id }, {
-      headers: { ...quotaHeaders(quota), ...ALLOW_ORIGIN },
+      headers: { ...quotaHeaders(quota), ...ANSWER_SECURITY_HEADERS },
     });
   } catch (error) {
-    return errorResponse(error, { method: request.method, path }, ALLOW_ORIGIN);
+    return errorResponse(error, { method: request.method, path }, ANSWER_SECURITY_HEADERS);
   }
 }

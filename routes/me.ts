@@ -19,7 +19,7 @@ export function meRoutes(): Hono<AppEnv> {
     ]);
     return c.json({
       user: publicUser(user),
-      endpoints: endpoints.map((e) => ({ ...e, url: endpointUrl(config.publicUrl, e.slug) })),
+      endpoints: endpoints.map((e) => ({ ...e, url: endpointUrl(config, e.slug) })),
       connectedClients: clients.length,
       usage: {
         used,

@@ -4,7 +4,7 @@ import { CodeBlock } from "../components/Copyable.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { BUNDLE_PREFIX, islandBundles } from "../lib/bundles.ts";
 import type { Config } from "../lib/config.ts";
-import { websocketUrl } from "../lib/urls.ts";
+import { endpointUrl, websocketUrl } from "../lib/urls.ts";
 import type { AppEnv } from "./_env.ts";
 import { loadViewer, pageError, sendPage } from "./_page.tsx";
 
@@ -131,7 +131,7 @@ export function pageRoutes(config: Config): Hono<AppEnv> {
           <h2 id="quick-title">Quick start</h2>
           <CodeBlock
             title="Send a webhook"
-            code={`curl -X POST ${base}/api/in/YOUR_SLUG \\
+            code={`curl -X POST ${endpointUrl(c.get("services").config, "YOUR_SLUG")} \\
   -H "Content-Type: application/json" \\
   -d '{"event": "user.signup", "email": "test@example.com"}'`}
           />
