@@ -66,7 +66,7 @@ function envelopeWith(fields: Partial<WebhookEnvelope>): WebhookEnvelope {
 
 /** Runs a command the way a person would paste it: `-c` for short ones, a script file otherwise. */
 async function runShell(shell: "bash" | "sh", command: string): Promise<void> {
-  // A command longer than one argument may be cannot be given to `-c`; a file has no such limit.
+  // `-c` takes the command as one argument, itself under MAX_ARG_STRLEN; a script file is not.
   const file = command.length < MAX_ARG_STRLEN / 2 ? null : await Deno.makeTempFile();
   try {
     if (file) await Deno.writeTextFile(file, command + "\n");
