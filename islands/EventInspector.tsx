@@ -5,9 +5,11 @@
  * stream's status and the connected clients. State and networking live in inspector_store.ts.
  */
 import { useSignalEffect } from "@preact/signals";
-import { useEffect, useMemo, useRef } from "preact/hooks";
+import type { ComponentChildren } from "preact";
+import { useEffect, useErrorBoundary, useMemo, useRef } from "preact/hooks";
 import type { WebhookEnvelope } from "../lib/envelope.ts";
 import { formatBytes } from "../lib/format.ts";
+import { prettyJson } from "../lib/json_view.ts";
 import {
   type ClientRow,
   createInspector,
@@ -33,6 +35,8 @@ const STATUS_LABELS: Record<Status, string> = {
 
 /** Bodies longer than this are cut in the page (copy as curl still has all of it). */
 const MAX_SHOWN_CHARS = 200_000;
+/** The payload is indented this many levels deep; anything deeper is written on one line. */
+const MAX_SHOWN_DEPTH = 100;
 const NARROW = "(max-width: 52rem)";
 
 function shown(text: string): { text: string; cut: boolean } {
@@ -186,7 +190,14 @@ export default function EventInspector(props: EventInspectorProps) {
             : null}
         </div>
         <div class="event-detail" ref={detailRef} tabIndex={-1}>
-          <EventDetail inspector={inspector} name={(slug) => names[slug]} />
+          <Guard
+            key={inspector.selectedId.value ?? ""}
+            fallback={(error) => (
+              <p class="error-text">Cannot show this event: {errorText(error)}</p>
+            )}
+          >
+            <EventDetail inspector={inspector} name={(slug) => names[slug]} />
+          </Guard>
         </div>
       </div>
       <p class="visually-hidden" aria-live="polite">{inspector.announcement.value}</p>
@@ -352,16 +363,68 @@ function EventDetail(props: { inspector: Inspector; name: (slug: string) => stri
       <Deliveries inspector={inspector} id={row.id} />
       {state.kind === "loading" ? <p class="muted">Loading the event…</p> : null}
       {state.kind === "error" ? <p class="error-text">{state.message}</p> : null}
-      {row.envelope ? <EnvelopeView envelope={row.envelope} /> : null}
+      {row.envelope
+        ? (
+          <Guard
+            key={row.id}
+            fallback={(error) => <RawFallback envelope={row.envelope!} error={error} />}
+          >
+            <EnvelopeView envelope={row.envelope} />
+          </Guard>
+        )
+        : null}
     </article>
   );
+}
+
+const errorText = (error: unknown) => error instanceof Error ? error.message : String(error);
+
+/**
+ * Shows `fallback` instead of its children once rendering them throws, so one event that cannot
+ * be shown breaks only its own pane and the list keeps working. Keyed by event, it starts over.
+ */
+function Guard(
+  props: { children: ComponentChildren; fallback: (error: unknown) => ComponentChildren },
+) {
+  const [error] = useErrorBoundary();
+  return <>{error ? props.fallback(error) : props.children}</>;
+}
+
+/** The raw body alone, for an envelope whose full view failed. */
+function RawFallback(props: { envelope: WebhookEnvelope; error: unknown }) {
+  const e = props.envelope;
+  const raw = typeof e.bodyBase64 === "string"
+    ? e.bodyBase64
+    : typeof e.body === "string"
+    ? e.body
+    : "";
+  const { text, cut } = shown(raw);
+  return (
+    <>
+      <p class="error-text">
+        Cannot show this event's details: {errorText(props.error)}. Its raw body is below.
+      </p>
+      {text ? <pre class="code wrap" data-testid="raw-body">{text}</pre> : null}
+      {cut ? <p class="muted">Cut at {MAX_SHOWN_CHARS} characters.</p> : null}
+    </>
+  );
+}
+
+/** The payload as indented JSON, or why it cannot be written (any failure falls back to raw). */
+function payloadView(payload: unknown) {
+  try {
+    return prettyJson(payload, { maxDepth: MAX_SHOWN_DEPTH, maxChars: MAX_SHOWN_CHARS });
+  } catch (error) {
+    return { failed: errorText(error) };
+  }
 }
 
 function EnvelopeView(props: { envelope: WebhookEnvelope }) {
   const e = props.envelope;
   const headers = Object.entries(e.headers);
   const query = Object.entries(e.query);
-  const payload = e.payload === null ? null : shown(JSON.stringify(e.payload, null, 2));
+  // Written without recursion: a sender may nest the payload far deeper than the stack allows.
+  const payload = e.payload === null || e.payload === undefined ? null : payloadView(e.payload);
   const raw = e.bodyBase64 !== undefined ? shown(e.bodyBase64) : shown(e.body ?? "");
   return (
     <>
@@ -405,10 +468,23 @@ function EnvelopeView(props: { envelope: WebhookEnvelope }) {
         </table>
       </div>
       <h4>Payload</h4>
-      {payload
+      {payload && "failed" in payload
+        ? (
+          <p class="muted">
+            The payload cannot be shown as JSON ({payload.failed}). The raw body is below.
+          </p>
+        )
+        : payload
         ? (
           <>
             <pre class="code" data-testid="payload">{payload.text}</pre>
+            {payload.deep
+              ? (
+                <p class="muted">
+                  Values nested deeper than {MAX_SHOWN_DEPTH} levels are shown on one line.
+                </p>
+              )
+              : null}
             {payload.cut ? <p class="muted">Cut at {MAX_SHOWN_CHARS} characters.</p> : null}
           </>
         )
