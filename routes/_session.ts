@@ -2,7 +2,7 @@
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Config } from "../lib/config.ts";
-import type { LoginLimits } from "../lib/login_guard.ts";
+import type { LoginLimits, SignupLimits } from "../lib/login_guard.ts";
 import {
   deleteSession,
   findSession,
@@ -56,5 +56,12 @@ export function loginLimits(config: Config): LoginLimits {
     perAccount: config.loginFailuresPerAccount,
     perAddress: config.loginFailuresPerAddress,
     windowMs: config.loginWindowMs,
+    delayBaseMs: config.loginDelayBaseMs,
+    delayMaxMs: config.loginDelayMaxMs,
   };
+}
+
+/** The sign-up limits of a configuration. */
+export function signupLimits(config: Config): SignupLimits {
+  return { perAddress: config.signupsPerAddress, windowMs: config.signupWindowMs };
 }

@@ -9,12 +9,11 @@ import { Field, FormAlert } from "../components/Form.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { setFlash } from "../lib/flash.ts";
 import { HttpError } from "../lib/http_error.ts";
-import { guardedLogIn } from "../lib/login_guard.ts";
-import { signUp } from "../lib/users.ts";
+import { guardedLogIn, guardedSignUp } from "../lib/login_guard.ts";
 import { type AppEnv, clientAddress, requireSameOrigin } from "./_env.ts";
 import { credentials, loginBody } from "./auth.ts";
 import { loadViewer, pageError, readForm, safeNext, sendPage } from "./_page.tsx";
-import { endSession, loginLimits, startSession } from "./_session.ts";
+import { endSession, loginLimits, signupLimits, startSession } from "./_session.ts";
 
 const LABELS: Record<string, string> = { email: "Email", password: "Password" };
 
@@ -136,9 +135,19 @@ export function accountPageRoutes(): Hono<AppEnv> {
     const { kv, config } = c.get("services");
     let created;
     try {
-      created = await signUp(kv, { ...form.data, monthlyLimit: config.freeMonthlyLimit });
+      created = await guardedSignUp(kv, {
+        ...form.data,
+        monthlyLimit: config.freeMonthlyLimit,
+        address: clientAddress(c),
+        limits: signupLimits(config),
+      });
     } catch (error) {
-      if (!(error instanceof HttpError) || error.status !== 409) throw error;
+      if (!(error instanceof HttpError)) throw error;
+      if (error.status === 429) {
+        for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+        return signupPage(c, { email, errors: {}, alert: error.message }, 429);
+      }
+      if (error.status !== 409) throw error;
       const errors = { email: "An account with this email already exists. Log in instead?" };
       return signupPage(c, { email, errors }, 409);
     }
