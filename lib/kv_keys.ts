@@ -27,6 +27,7 @@
  * | ["flash", sha256(sessionId)]              | Flash sealed with the session id   | flash.ts        |
  * | ["login_failures", "address", address]   | number[]: failed/reserved times    | login_guard.ts  |
  * | ["login_failures", "email", email]       | { failures, lastAt }: the delay    | login_guard.ts  |
+ * | ["login_devices", sha256(cookie)]         | { email, failures } (180 days)     | login_guard.ts  |
  * | ["signups", address]                      | number[]: sign-up attempt times    | login_guard.ts  |
  * | ["broker_messages", id]                   | { origin, at, message } (60 s)     | broker_kv.ts    |
  * | ["broker_head", "all"]                    | id of the newest broker message    | broker_kv.ts    |
@@ -85,6 +86,8 @@ export const loginFailuresKey = (kind: "email" | "address", value: string) => [
   kind,
   value,
 ];
+/** ["login_devices", hash]: a browser that logged in to an account (its device cookie). */
+export const loginDeviceKey = (hash: string) => ["login_devices", hash];
 /** ["signups", address]: recent sign-up attempts from one client address. */
 export const signupsKey = (address: string) => ["signups", address];
 /** ["usage_rejected_month", userId, "YYYY-MM"]: webhooks refused with 402 that month. */

@@ -8,6 +8,10 @@
  * - Per account: past a few failures each further attempt must wait a delay that doubles with
  *   every failure, up to a cap. Never a hard lock, so a stranger cannot lock the owner out for
  *   longer than the current delay, and a successful log-in from anywhere clears it.
+ * - A browser that logged in to the account before carries a device cookie (OWASP's "device
+ *   cookies"): it skips both checks above, so strangers guessing the account from anywhere
+ *   cannot keep its owner out at all. The device has its own failure budget (the per-account
+ *   number); spent, it is just another browser.
  * - Sign-ups per client address within their own window.
  *
  * Counts live in KV so every isolate and instance sees the same ones, and expire with their
@@ -15,7 +19,8 @@
  * other failures; the account's are cleared).
  */
 import { HttpError } from "./http_error.ts";
-import { loginFailuresKey, signupsKey } from "./kv_keys.ts";
+import { loginDeviceKey, loginFailuresKey, signupsKey } from "./kv_keys.ts";
+import { randomSecret, sha256Hex } from "./secrets.ts";
 import { logIn, normalizeEmail, signUp, type User } from "./users.ts";
 
 /** How many failures are allowed, in which window, and how an account's delay grows. */
@@ -39,6 +44,18 @@ interface AccountFailures {
   /** When the last failure happened, or the last attempt was reserved. */
   lastAt: number;
 }
+
+/** A browser that logged in to `email`, and its failed attempts since its last success. */
+interface Device {
+  email: string;
+  failures: number;
+}
+
+/** The cookie that carries a browser's device value. */
+export const DEVICE_COOKIE = "websocks_device";
+
+/** How long a browser is remembered after its last successful log-in. */
+export const DEVICE_TTL_MS = 180 * 86400_000;
 
 /** Commits lost to concurrent attempts before this one gives up with a 429. */
 const MAX_COMMIT_ATTEMPTS = 50;
@@ -85,50 +102,70 @@ function tooMany(message: string, waitMs: number): HttpError {
 
 /** The reserved attempt, to settle once the password was checked. */
 interface Reservation {
+  email: string;
   emailKey: Deno.KvKey;
   addressKey: Deno.KvKey;
+  /** The device cookie's key when it was trusted for this attempt. */
+  deviceKey: Deno.KvKey | null;
   at: number;
 }
 
 /**
- * Reserves one log-in attempt for the email and the address, or throws 429 when the address
- * is over its limit or the account must still wait. The attempt counts as a failure until
+ * Reserves one log-in attempt for the email and the address (and the device, when the caller
+ * presents one that logged in to this email before), or throws 429 when the address is over
+ * its limit or the account must still wait. The attempt counts as a failure until
  * `settleLogin` says otherwise.
  */
 export async function reserveLogin(
   kv: Deno.Kv,
-  options: { email: string; address: string; limits: LoginLimits },
+  options: { email: string; address: string; device?: string | null; limits: LoginLimits },
 ): Promise<Reservation> {
   const { limits } = options;
-  const emailKey = loginFailuresKey("email", normalizeEmail(options.email));
+  const email = normalizeEmail(options.email);
+  const emailKey = loginFailuresKey("email", email);
   const addressKey = loginFailuresKey("address", options.address);
+  const knownKey = options.device ? loginDeviceKey(await sha256Hex(options.device)) : null;
   for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
     const now = Date.now();
-    const [emailEntry, addressEntry] = await kv.getMany<[AccountFailures | number[], number[]]>([
-      emailKey,
-      addressKey,
-    ]);
+    const [emailEntry, addressEntry, deviceEntry] = await kv.getMany<
+      [AccountFailures | number[], number[], Device]
+    >([emailKey, addressKey, knownKey ?? ["login_devices"]]);
+    const known = knownKey ? deviceEntry.value : null;
+    const trusted = known !== null && known.email === email && known.failures < limits.perAccount;
     const times = recent(addressEntry.value, now, limits.windowMs);
-    if (times.length >= limits.perAddress) {
-      // The oldest failure that still counts decides when one more attempt is allowed.
-      throw tooMany(
-        "Cannot log in: too many failed attempts for your network address",
-        times[times.length - limits.perAddress] + limits.windowMs - now,
-      );
-    }
     const account = accountFailures(emailEntry.value, now, limits.windowMs);
-    const waitMs = accountWaitMs(account, limits, now);
-    if (waitMs > 0) {
-      throw tooMany("Cannot log in: too many failed attempts for this account", waitMs);
+    if (!trusted) {
+      if (times.length >= limits.perAddress) {
+        // The oldest failure that still counts decides when one more attempt is allowed.
+        throw tooMany(
+          "Cannot log in: too many failed attempts for your network address",
+          times[times.length - limits.perAddress] + limits.windowMs - now,
+        );
+      }
+      const waitMs = accountWaitMs(account, limits, now);
+      if (waitMs > 0) {
+        throw tooMany("Cannot log in: too many failed attempts for this account", waitMs);
+      }
     }
-    const reserved = await kv.atomic()
+    const op = kv.atomic()
       .check(emailEntry, addressEntry)
       .set(addressKey, [...times, now], { expireIn: limits.windowMs })
       .set(emailKey, { failures: account.failures + 1, lastAt: now } satisfies AccountFailures, {
         expireIn: limits.windowMs,
-      })
-      .commit();
-    if (reserved.ok) return { emailKey, addressKey, at: now };
+      });
+    if (trusted) {
+      op.check(deviceEntry).set(
+        deviceEntry.key,
+        {
+          email,
+          failures: known.failures + 1,
+        } satisfies Device,
+        { expireIn: DEVICE_TTL_MS },
+      );
+    }
+    if ((await op.commit()).ok) {
+      return { email, emailKey, addressKey, deviceKey: trusted ? knownKey : null, at: now };
+    }
   }
   throw tooMany("Cannot log in: too many attempts at once for this account", 1000);
 }
@@ -156,18 +193,36 @@ function withoutAttempt(times: number[] | null, at: number, windowMs: number) {
   return list.length ? { value: list, expireIn: windowMs } : null;
 }
 
+/** Remembers a browser that proved it knows the password of `email`; returns its cookie value. */
+async function rememberDevice(
+  kv: Deno.Kv,
+  email: string,
+  replaces: Deno.KvKey | null = null,
+): Promise<string> {
+  const device = randomSecret(32);
+  const op = kv.atomic().set(
+    loginDeviceKey(await sha256Hex(device)),
+    { email: normalizeEmail(email), failures: 0 } satisfies Device,
+    { expireIn: DEVICE_TTL_MS },
+  );
+  if (replaces) op.delete(replaces);
+  await op.commit();
+  return device;
+}
+
 /**
  * Settles a reserved attempt: "failed" keeps it as a failure (the account's delay counts from
- * now), "succeeded" clears the account's failures and releases the address's reservation,
- * "void" (the check never happened) releases both.
+ * now), "succeeded" clears the account's failures, releases the address's reservation and
+ * remembers the browser (returning its device cookie value), "void" (the check never
+ * happened) releases everything.
  */
 export async function settleLogin(
   kv: Deno.Kv,
   reservation: Reservation,
   outcome: "failed" | "succeeded" | "void",
   limits: LoginLimits,
-): Promise<void> {
-  const { emailKey, addressKey, at } = reservation;
+): Promise<string | null> {
+  const { emailKey, addressKey, deviceKey, at } = reservation;
   if (outcome === "failed") {
     await update<AccountFailures | number[]>(kv, emailKey, (value) => {
       const now = Date.now();
@@ -176,25 +231,47 @@ export async function settleLogin(
       const failures = Math.max(1, account.failures);
       return { value: { failures, lastAt: now }, expireIn: limits.windowMs };
     });
-    return;
+    return null;
   }
+  let device: string | null = null;
   if (outcome === "succeeded") {
     await kv.delete(emailKey);
+    // A fresh value at every success: a cookie copied earlier stops being trusted.
+    device = await rememberDevice(kv, reservation.email, deviceKey);
   } else {
     await update<AccountFailures | number[]>(kv, emailKey, (value) => {
       const account = accountFailures(value, Date.now(), limits.windowMs);
       if (account.failures <= 1) return null;
       return { value: { ...account, failures: account.failures - 1 }, expireIn: limits.windowMs };
     });
+    if (deviceKey) {
+      await update<Device>(kv, deviceKey, (known) =>
+        known
+          ? {
+            value: { ...known, failures: Math.max(0, known.failures - 1) },
+            expireIn: DEVICE_TTL_MS,
+          }
+          : null);
+    }
   }
   await update<number[]>(kv, addressKey, (times) => withoutAttempt(times, at, limits.windowMs));
+  return device;
 }
 
-/** Logs in through the guard: 429 past the limits, 401 (counted) on a mismatch. */
+/**
+ * Logs in through the guard: 429 past the limits, 401 (counted) on a mismatch. `device` is the
+ * caller's device cookie, if any; the answer carries the value to set it to.
+ */
 export async function guardedLogIn(
   kv: Deno.Kv,
-  options: { email: string; password: string; address: string; limits: LoginLimits },
-): Promise<User> {
+  options: {
+    email: string;
+    password: string;
+    address: string;
+    device?: string | null;
+    limits: LoginLimits;
+  },
+): Promise<{ user: User; device: string }> {
   const reservation = await reserveLogin(kv, options);
   let user: User;
   try {
@@ -204,14 +281,14 @@ export async function guardedLogIn(
     await settleLogin(kv, reservation, failed ? "failed" : "void", options.limits);
     throw error;
   }
-  await settleLogin(kv, reservation, "succeeded", options.limits);
-  return user;
+  const device = await settleLogin(kv, reservation, "succeeded", options.limits);
+  return { user, device: device! };
 }
 
 /**
  * Signs up through the guard: the attempt is reserved against the address's sign-ups before
  * the password is hashed, and 429 past the limit. An email already taken still counts (it cost
- * a hash); a failure of ours does not.
+ * a hash); a failure of ours does not. The answer carries the new browser's device cookie.
  */
 export async function guardedSignUp(
   kv: Deno.Kv,
@@ -222,7 +299,7 @@ export async function guardedSignUp(
     address: string;
     limits: SignupLimits;
   },
-): Promise<Awaited<ReturnType<typeof signUp>>> {
+): Promise<Awaited<ReturnType<typeof signUp>> & { device: string }> {
   const { limits } = options;
   const key = signupsKey(options.address);
   let at = 0;
@@ -243,7 +320,8 @@ export async function guardedSignUp(
     if (reserved.ok) at = now;
   }
   try {
-    return await signUp(kv, options);
+    const created = await signUp(kv, options);
+    return { ...created, device: await rememberDevice(kv, created.user.email) };
   } catch (error) {
     if (!(error instanceof HttpError) || error.status >= 500) {
       await update<number[]>(kv, key, (times) => withoutAttempt(times, at, limits.windowMs));

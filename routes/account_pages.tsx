@@ -13,7 +13,14 @@ import { guardedLogIn, guardedSignUp } from "../lib/login_guard.ts";
 import { type AppEnv, clientAddress, requireSameOrigin } from "./_env.ts";
 import { credentials, loginBody } from "./auth.ts";
 import { loadViewer, pageError, readForm, safeNext, sendPage } from "./_page.tsx";
-import { endSession, loginLimits, signupLimits, startSession } from "./_session.ts";
+import {
+  deviceOf,
+  endSession,
+  loginLimits,
+  rememberDevice,
+  signupLimits,
+  startSession,
+} from "./_session.ts";
 
 const LABELS: Record<string, string> = { email: "Email", password: "Password" };
 
@@ -152,6 +159,7 @@ export function accountPageRoutes(): Hono<AppEnv> {
       return signupPage(c, { email, errors }, 409);
     }
     const sessionId = await startSession(c, created.user.id);
+    rememberDevice(c, created.device);
     await setFlash(kv, sessionId, {
       kind: "success",
       message: "Welcome to WebSocks. Your webhook URL is below. Your first API token, for your " +
@@ -173,11 +181,12 @@ export function accountPageRoutes(): Hono<AppEnv> {
     const next = safeNext(form.values.next);
     if (!form.ok) return loginPage(c, { email, next, errors: sentences(form.errors) }, 400);
     const { kv, config } = c.get("services");
-    let user;
+    let login;
     try {
-      user = await guardedLogIn(kv, {
+      login = await guardedLogIn(kv, {
         ...form.data,
         address: clientAddress(c),
+        device: deviceOf(c),
         limits: loginLimits(config),
       });
     } catch (error) {
@@ -191,7 +200,8 @@ export function accountPageRoutes(): Hono<AppEnv> {
       }
       throw error;
     }
-    await startSession(c, user.id);
+    await startSession(c, login.user.id);
+    rememberDevice(c, login.device);
     return c.redirect(next, 303);
   });
 

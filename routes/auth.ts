@@ -6,7 +6,14 @@ import { publicUser } from "../lib/users.ts";
 import { publicToken } from "../lib/tokens.ts";
 import { endpointUrl } from "../lib/urls.ts";
 import { type AppEnv, clientAddress, parseBody, requireSameOrigin } from "./_env.ts";
-import { endSession, loginLimits, signupLimits, startSession } from "./_session.ts";
+import {
+  deviceOf,
+  endSession,
+  loginLimits,
+  rememberDevice,
+  signupLimits,
+  startSession,
+} from "./_session.ts";
 
 /** Sign-up input, for the API and the form. */
 export const credentials = z.object({
@@ -36,6 +43,7 @@ export function authRoutes(): Hono<AppEnv> {
       limits: signupLimits(config),
     });
     await startSession(c, created.user.id);
+    rememberDevice(c, created.device);
     return c.json({
       user: publicUser(created.user),
       endpoint: {
@@ -50,12 +58,14 @@ export function authRoutes(): Hono<AppEnv> {
   app.post("/api/auth/login", async (c) => {
     const body = await parseBody(c, { schema: loginBody, action: "log in" });
     const { kv, config } = c.get("services");
-    const user = await guardedLogIn(kv, {
+    const { user, device } = await guardedLogIn(kv, {
       ...body,
       address: clientAddress(c),
+      device: deviceOf(c),
       limits: loginLimits(config),
     });
     await startSession(c, user.id);
+    rememberDevice(c, device);
     return c.json({ user: publicUser(user) });
   });
 

@@ -172,6 +172,62 @@ Deno.test("[accounts] a stranger's failures from one address do not lock the own
   await home.body?.cancel();
 });
 
+Deno.test("[accounts] the owner's browser that logged in before gets in at once while strangers guess; its own guesses are limited", async () => {
+  await using server = await startTestServer({
+    TRUST_PROXY: "1",
+    LOGIN_FAILURES_PER_ACCOUNT: "3",
+    LOGIN_DELAY_BASE_SECONDS: "600",
+  });
+  const owner = await signUp(server);
+  const first = await postForm(server, "/login", { email: owner.email, password: PASSWORD }, {
+    address: "198.51.100.1",
+  });
+  assert.equal(first.status, 303);
+  await first.body?.cancel();
+  const device = first.headers.getSetCookie().find((c) => c.startsWith("websocks_device="));
+  assert.ok(device, "a successful log-in remembers the browser");
+  assert.match(device, /; HttpOnly/);
+  const deviceCookie = device.split(";")[0];
+
+  // Strangers from many addresses: a few guesses are tried, then the account waits 10 minutes.
+  const guesses = await Promise.all(Array.from({ length: 10 }, (_, i) =>
+    apiLogIn(server, {
+      email: owner.email,
+      password: `guess ${i}`,
+      address: `203.0.113.${i + 1}`,
+    })));
+  const statuses = guesses.map((r) => r.status).sort();
+  await Promise.all(guesses.map((r) => r.body?.cancel()));
+  assert.deepEqual(statuses, [401, 401, 401, ...Array(7).fill(429)]);
+  const elsewhere = await postForm(server, "/login", { email: owner.email, password: PASSWORD }, {
+    address: "192.0.2.77",
+  });
+  assert.equal(elsewhere.status, 429, "a browser the account does not know waits");
+  await elsewhere.body?.cancel();
+
+  // The owner's browser is in at once, wherever it is now.
+  const home = await postForm(server, "/login", { email: owner.email, password: PASSWORD }, {
+    cookie: deviceCookie,
+    address: "192.0.2.78",
+  });
+  assert.equal(home.status, 303);
+  assert.equal(home.headers.get("location"), "/dashboard");
+  await home.body?.cancel();
+
+  // A stolen device cookie buys only as many guesses as an account allows.
+  const stolen: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await postForm(server, "/login", { email: owner.email, password: `theft ${i}` }, {
+      cookie: deviceCookie,
+      address: "203.0.113.200",
+    });
+    stolen.push(r.status);
+    await r.body?.cancel();
+  }
+  assert.deepEqual(stolen.slice(0, 3), [401, 401, 401]);
+  assert.deepEqual(stolen.slice(3), [429, 429]);
+});
+
 Deno.test("[accounts] sign-up is limited per address, also under concurrency, on the API and the form", async () => {
   await using server = await startTestServer({ TRUST_PROXY: "1", SIGNUPS_PER_ADDRESS: "3" });
   const signUpFrom = (address: string, i: number) =>
