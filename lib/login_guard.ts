@@ -127,10 +127,13 @@ export async function reserveLogin(
   const knownKey = options.device ? loginDeviceKey(await sha256Hex(options.device)) : null;
   for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
     const now = Date.now();
-    const [emailEntry, addressEntry, deviceEntry] = await kv.getMany<
-      [AccountFailures | number[], number[], Device]
-    >([emailKey, addressKey, knownKey ?? ["login_devices"]]);
-    const known = knownKey ? deviceEntry.value : null;
+    const keys = knownKey ? [emailKey, addressKey, knownKey] : [emailKey, addressKey];
+    const [emailEntry, addressEntry, deviceEntry] = await kv.getMany(keys) as [
+      Deno.KvEntryMaybe<AccountFailures | number[]>,
+      Deno.KvEntryMaybe<number[]>,
+      Deno.KvEntryMaybe<Device> | undefined,
+    ];
+    const known = deviceEntry?.value ?? null;
     const trusted = known !== null && known.email === email && known.failures < limits.perAccount;
     const times = recent(addressEntry.value, now, limits.windowMs);
     const account = accountFailures(emailEntry.value, now, limits.windowMs);
@@ -154,8 +157,8 @@ export async function reserveLogin(
         expireIn: limits.windowMs,
       });
     if (trusted) {
-      op.check(deviceEntry).set(
-        deviceEntry.key,
+      op.check(deviceEntry!).set(
+        deviceEntry!.key,
         {
           email,
           failures: known.failures + 1,
