@@ -19,9 +19,10 @@ const kv = await openKv(config.kvPath);
 try {
   const user = await setPlan(kv, { email, plan, freeAllowance: config.freeMonthlyLimit });
   const limit = user.monthlyLimit === null ? "unlimited" : `${user.monthlyLimit} a month`;
-  console.log(`${user.email} is now on ${user.plan}: ${limit}`);
+  console.log("%s is now on %s: %s", user.email, user.plan, limit);
 } catch (error) {
-  console.error(error instanceof HttpError ? error.message : error);
+  if (error instanceof HttpError) console.error("%s", error.message);
+  else console.error(error);
   Deno.exit(error instanceof HttpError && error.status === 404 ? 1 : 3);
 } finally {
   kv.close();

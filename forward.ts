@@ -88,7 +88,7 @@ export function parseOptions(
 if (import.meta.main) {
   const parsed = parseOptions(Deno.args, Deno.env.toObject());
   if (!parsed.ok) {
-    if (parsed.message) console.error(`error: ${parsed.message}`);
+    if (parsed.message) console.error("error: %s", parsed.message);
     console.error(USAGE);
     Deno.exit(parsed.message ? EXIT.badArguments : EXIT.ok);
   }

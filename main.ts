@@ -9,7 +9,7 @@ let config;
 try {
   config = loadConfig();
 } catch (error) {
-  console.error((error as Error).message);
+  console.error("%s", (error as Error).message);
   Deno.exit(1);
 }
 

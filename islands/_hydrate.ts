@@ -18,7 +18,7 @@ export function hydrateIslands(
       hydrate(h(component, JSON.parse(source?.textContent || "{}")), root);
     } catch (error) {
       // One broken island must not keep the others (or the server-rendered page) from working.
-      console.error(`island ${name} failed to hydrate`, error);
+      console.error("island %s failed to hydrate", name, error);
     }
   }
 }

@@ -130,7 +130,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
       .set(brokerHeadKey(), id)
       .commit()
       .catch((error) => {
-        if (!closed) console.error(`shared-KV broker: writing ${message.kind} failed`, error);
+        if (!closed) console.error("shared-KV broker: writing %s failed", message.kind, error);
       });
   }
 

@@ -31,6 +31,14 @@ const schema = z.object({
   LOGIN_FAILURES_PER_ACCOUNT: positiveInt.default(5),
   LOGIN_FAILURES_PER_ADDRESS: positiveInt.default(20),
   LOGIN_WINDOW_MINUTES: z.coerce.number().positive().default(15),
+  LOGIN_DELAY_BASE_SECONDS: z.coerce.number().positive().default(1),
+  LOGIN_DELAY_MAX_SECONDS: z.coerce.number().positive().default(300),
+  SIGNUPS_PER_ADDRESS: positiveInt.default(20),
+  SIGNUP_WINDOW_MINUTES: z.coerce.number().positive().default(60),
+  PASSWORD_HASH_CONCURRENCY: positiveInt.default(
+    Math.max(1, Math.floor((navigator.hardwareConcurrency ?? 2) / 2)),
+  ),
+  PASSWORD_HASH_QUEUE: nonNegativeInt.default(50),
   TRUST_PROXY: z.enum(["0", "1"]).default("0"),
   ISLANDS_DIR: z.string().min(1).optional(),
   STRIPE_SECRET_KEY: z.string().startsWith("sk_", "must be a Stripe secret key (sk_…)").optional(),
@@ -80,11 +88,26 @@ export interface Config {
   slowConsumerBytes: number;
   sessionMs: number;
   logRequests: boolean;
-  /** Failed log-ins per email within `loginWindowMs` before further attempts are refused. */
+  /**
+   * Failed log-ins per email before each further attempt must wait a growing delay (never a
+   * hard lock, so a stranger cannot lock the owner out; a successful log-in clears it).
+   */
   loginFailuresPerAccount: number;
   /** Failed log-ins per client address within `loginWindowMs` before it is refused. */
   loginFailuresPerAddress: number;
+  /** How long failures count: per address, and per account since its last failure. */
   loginWindowMs: number;
+  /** The first delay past `loginFailuresPerAccount`; it doubles with each further failure. */
+  loginDelayBaseMs: number;
+  /** The most an account's delay grows to. */
+  loginDelayMaxMs: number;
+  /** Sign-ups (attempts that reach password hashing) per client address within the window. */
+  signupsPerAddress: number;
+  signupWindowMs: number;
+  /** Passwords hashed at once per isolate (PBKDF2 takes a core for ~0.2 s); more wait. */
+  passwordHashConcurrency: number;
+  /** Password checks that may wait for a slot; beyond them the answer is 503. */
+  passwordHashQueue: number;
   /** Take the client address from the last X-Forwarded-For entry (behind one proxy). */
   trustProxy: boolean;
   /** Island bundles prebuilt by `deno task build`; null builds them at start. */
@@ -138,6 +161,12 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     loginFailuresPerAccount: e.LOGIN_FAILURES_PER_ACCOUNT,
     loginFailuresPerAddress: e.LOGIN_FAILURES_PER_ADDRESS,
     loginWindowMs: e.LOGIN_WINDOW_MINUTES * 60_000,
+    loginDelayBaseMs: e.LOGIN_DELAY_BASE_SECONDS * 1000,
+    loginDelayMaxMs: e.LOGIN_DELAY_MAX_SECONDS * 1000,
+    signupsPerAddress: e.SIGNUPS_PER_ADDRESS,
+    signupWindowMs: e.SIGNUP_WINDOW_MINUTES * 60_000,
+    passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
+    passwordHashQueue: e.PASSWORD_HASH_QUEUE,
     trustProxy: e.TRUST_PROXY === "1",
     islandsDir: e.ISLANDS_DIR ?? null,
     stripe: e.STRIPE_SECRET_KEY

@@ -64,8 +64,8 @@ export interface Output {
 }
 
 const consoleOutput: Output = {
-  line: (text) => console.log(text),
-  error: (text) => console.error(text),
+  line: (text) => console.log("%s", text),
+  error: (text) => console.error("%s", text),
 };
 
 // Hop-by-hop headers describe one connection, not the message; `host` and `content-length`

@@ -24,13 +24,16 @@
  * | ["stripe_usage_reported", userId, month]  | Deno.KvU64 reported to the meter   | stripe.ts       |
  * | ["stripe_usage_pending", userId, month]   | { from, to, identifier }           | stripe.ts       |
  * | ["deliveries", userId, eventId, connId]   | Delivery: a client's ack           | deliveries.ts   |
- * | ["flash", sha256(sessionId)]              | Flash, shown once on the next page | flash.ts        |
- * | ["login_failures", kind, email or address] | number[]: failure times (ms)      | login_guard.ts  |
+ * | ["flash", sha256(sessionId)]              | Flash sealed with the session id   | flash.ts        |
+ * | ["login_failures", "address", address]   | number[]: failed/reserved times    | login_guard.ts  |
+ * | ["login_failures", "email", email]       | { failures, lastAt }: the delay    | login_guard.ts  |
+ * | ["login_devices", sha256(cookie)]         | { email, failures } (180 days)     | login_guard.ts  |
+ * | ["signups", address]                      | number[]: sign-up attempt times    | login_guard.ts  |
  * | ["broker_messages", id]                   | { origin, at, message } (60 s)     | broker_kv.ts    |
  * | ["broker_head", "all"]                    | id of the newest broker message    | broker_kv.ts    |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
- * Events, chunks, day counters, flashes and login failures carry `expireIn`; readers still check
+ * Events, chunks, day counters, flashes, login failures and sign-ups carry `expireIn`; readers still check
  * times themselves because KV deletes expired keys lazily.
  */
 
@@ -83,6 +86,10 @@ export const loginFailuresKey = (kind: "email" | "address", value: string) => [
   kind,
   value,
 ];
+/** ["login_devices", hash]: a browser that logged in to an account (its device cookie). */
+export const loginDeviceKey = (hash: string) => ["login_devices", hash];
+/** ["signups", address]: recent sign-up attempts from one client address. */
+export const signupsKey = (address: string) => ["signups", address];
 /** ["usage_rejected_month", userId, "YYYY-MM"]: webhooks refused with 402 that month. */
 export const usageRejectedMonthKey = (userId: string, month: string) => [
   "usage_rejected_month",

@@ -2,12 +2,52 @@
  * Password hashing with PBKDF2-SHA256 (OWASP 2023: at least 600,000 iterations) via WebCrypto.
  * Stored form: `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`, so the cost can rise later
  * without breaking existing hashes.
+ *
+ * Each hash takes a core for a fifth of a second, so only a few run at once (per isolate): a
+ * flood of log-ins or sign-ups queues behind them, and past the queue is answered 503, instead
+ * of every core hashing while webhooks wait.
  */
+import { HttpError } from "./http_error.ts";
 import { timingSafeEqual, toHex } from "./secrets.ts";
 
 const ITERATIONS = 600_000;
 
-async function derive(password: string, salt: Uint8Array, iterations: number): Promise<string> {
+const slots = { concurrency: 1, queue: 50, running: 0, waiting: [] as (() => void)[] };
+
+/** Sets how many hashes run at once and how many may wait (from the configuration). */
+export function limitPasswordHashing(options: { concurrency: number; queue: number }): void {
+  slots.concurrency = options.concurrency;
+  slots.queue = options.queue;
+}
+
+async function withHashSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (slots.running < slots.concurrency) {
+    slots.running++;
+  } else {
+    if (slots.waiting.length >= slots.queue) {
+      throw new HttpError(
+        503,
+        "Server busy: too many passwords are being checked at once; try again in a few seconds",
+        { "Retry-After": "5" },
+      );
+    }
+    // The slot is handed over by the finishing hash, so `running` stays as it is.
+    await new Promise<void>((resolve) => slots.waiting.push(resolve));
+  }
+  try {
+    return await work();
+  } finally {
+    const next = slots.waiting.shift();
+    if (next) next();
+    else slots.running--;
+  }
+}
+
+function derive(password: string, salt: Uint8Array, iterations: number): Promise<string> {
+  return withHashSlot(() => deriveNow(password, salt, iterations));
+}
+
+async function deriveNow(password: string, salt: Uint8Array, iterations: number): Promise<string> {
   const key = await crypto.subtle.importKey(
     "raw",
     new TextEncoder().encode(password),

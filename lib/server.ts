@@ -1,6 +1,7 @@
 /** Starting and stopping one WebSocks server: services, HTTP listener and graceful shutdown. */
 import type { Config } from "./config.ts";
 import { CLOSE } from "./connections.ts";
+import { limitPasswordHashing } from "./passwords.ts";
 import { createServices, type ServiceOptions, type Services } from "./services.ts";
 import { createHandler } from "../routes/_app.ts";
 
@@ -21,6 +22,10 @@ export async function startServer(
   config: Config,
   options: ServiceOptions & { reusePort?: boolean; isolate?: string } = {},
 ): Promise<RunningServer> {
+  limitPasswordHashing({
+    concurrency: config.passwordHashConcurrency,
+    queue: config.passwordHashQueue,
+  });
   const services = await createServices(config, options);
   const handler = createHandler(services);
   const { isolate } = options;

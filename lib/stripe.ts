@@ -126,22 +126,32 @@ async function updateUser(
   }
 }
 
-/** Verifies a webhook's signature over the raw body; 400 when it does not match. */
+/** How far a signed event's time may be from ours, either way (Stripe's default, 5 minutes). */
+export const STRIPE_TOLERANCE_SECONDS = 300;
+
+/**
+ * Verifies a webhook's signature over the raw body; 400 when it does not match, or when the
+ * signed time is more than the tolerance away from now. Stripe's library only refuses events
+ * that are too old; one dated in the future would stay replayable until then.
+ */
 export async function verifyStripeEvent(
   stripe: Stripe | null,
-  options: { body: string; signature: string | null; secret: string },
+  options: { body: string; signature: string | null; secret: string; now?: number },
 ): Promise<Stripe.Event> {
   const client = requireStripe(stripe, "accept Stripe events");
   if (!options.signature) {
     throw new HttpError(400, "Cannot accept Stripe event: the Stripe-Signature header is missing");
   }
+  const now = options.now ?? Date.now();
+  let event: Stripe.Event;
   try {
-    return await client.webhooks.constructEventAsync(
+    event = await client.webhooks.constructEventAsync(
       options.body,
       options.signature,
       options.secret,
-      undefined,
+      STRIPE_TOLERANCE_SECONDS,
       Stripe.createSubtleCryptoProvider(),
+      now,
     );
   } catch (error) {
     throw new HttpError(
@@ -149,6 +159,17 @@ export async function verifyStripeEvent(
       `Cannot accept Stripe event: ${error instanceof Error ? error.message : "bad signature"}`,
     );
   }
+  // The signature covers `t`, so once it verified this is the time Stripe signed.
+  const signedAt = Number(/(?:^|,)\s*t=(\d+)/.exec(options.signature)?.[1]);
+  const ahead = signedAt - Math.floor(now / 1000);
+  if (!Number.isFinite(ahead) || ahead > STRIPE_TOLERANCE_SECONDS) {
+    throw new HttpError(
+      400,
+      `Cannot accept Stripe event: its timestamp is ${ahead} s in the future, more than the ` +
+        `tolerance of ${STRIPE_TOLERANCE_SECONDS} s; check this server's clock`,
+    );
+  }
+  return event;
 }
 
 function idOf(value: string | { id: string } | null | undefined): string | null {
@@ -358,7 +379,7 @@ async function reportMonth(
       },
     });
   } catch (error) {
-    console.error(`reporting usage of ${user.id} to Stripe failed; will resend`, error);
+    console.error("reporting usage of %s to Stripe failed; will resend", user.id, error);
     return "failed";
   }
   await kv.atomic()

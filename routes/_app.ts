@@ -33,10 +33,13 @@ export function createApp(services: Services): Hono<AppEnv> {
     app.use(async (c, next) => {
       const started = performance.now();
       await next();
+      // The path is the client's input: never part of the format string.
       console.log(
-        `${c.req.method} ${c.req.path} ${c.res.status} ${
-          (performance.now() - started).toFixed(1)
-        }ms`,
+        "%s %s %d %sms",
+        c.req.method,
+        c.req.path,
+        c.res.status,
+        (performance.now() - started).toFixed(1),
       );
     });
   }

@@ -1,4 +1,9 @@
 /** The one place errors become responses: `{"error": message}` with the error's status. */
+import {
+  CLIENT_CLOSED_MESSAGE,
+  CLIENT_CLOSED_STATUS,
+  isClientDisconnect,
+} from "../lib/disconnect.ts";
 import { HttpError } from "../lib/http_error.ts";
 
 /** Maps any thrown value to a JSON response; real faults are logged once with a reference. */
@@ -13,8 +18,15 @@ export function errorResponse(
       headers: { ...extraHeaders, ...error.headers },
     });
   }
+  if (isClientDisconnect(error)) {
+    return Response.json({ error: CLIENT_CLOSED_MESSAGE }, {
+      status: CLIENT_CLOSED_STATUS,
+      headers: extraHeaders,
+    });
+  }
   const reference = crypto.randomUUID();
-  console.error(`[${reference}] ${request.method} ${request.path} failed:`, error);
+  // The path is the client's input: never part of the format string.
+  console.error("[%s] %s %s failed:", reference, request.method, request.path, error);
   return Response.json({ error: `Internal error; reference ${reference}` }, {
     status: 500,
     headers: extraHeaders,

@@ -8,6 +8,11 @@ import { Layout } from "../components/Layout.tsx";
 import { authenticateSession } from "../lib/auth.ts";
 import { islandBundles } from "../lib/bundles.ts";
 import type { Config } from "../lib/config.ts";
+import {
+  CLIENT_CLOSED_MESSAGE,
+  CLIENT_CLOSED_STATUS,
+  isClientDisconnect,
+} from "../lib/disconnect.ts";
 import { type Flash, setFlash, takeFlash } from "../lib/flash.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { renderPage } from "../lib/islands.ts";
@@ -156,9 +161,13 @@ export const pageError: ErrorHandler<AppEnv> = (error, c) => {
     status = error.status as ContentfulStatusCode;
     message = error.message;
     for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+  } else if (isClientDisconnect(error)) {
+    status = CLIENT_CLOSED_STATUS as ContentfulStatusCode;
+    message = CLIENT_CLOSED_MESSAGE;
   } else {
     const reference = crypto.randomUUID();
-    console.error(`[${reference}] ${c.req.method} ${c.req.path} failed:`, error);
+    // The path is the client's input: never part of the format string.
+    console.error("[%s] %s %s failed:", reference, c.req.method, c.req.path, error);
     message = `Internal error; reference ${reference}`;
   }
   const viewer = c.get("viewer") ?? null;

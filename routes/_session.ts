@@ -2,7 +2,12 @@
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Config } from "../lib/config.ts";
-import type { LoginLimits } from "../lib/login_guard.ts";
+import {
+  DEVICE_COOKIE,
+  DEVICE_TTL_MS,
+  type LoginLimits,
+  type SignupLimits,
+} from "../lib/login_guard.ts";
 import {
   deleteSession,
   findSession,
@@ -28,6 +33,22 @@ export async function startSession(c: Context<AppEnv>, userId: string): Promise<
     maxAge: Math.floor(config.sessionMs / 1000),
   });
   return id;
+}
+
+/** The caller's device cookie: set by a successful log-in, it skips the account's delay. */
+export function deviceOf(c: Context<AppEnv>): string | null {
+  return getCookie(c, DEVICE_COOKIE) ?? null;
+}
+
+/** Sets the device cookie (kept at log-out: it says this browser knew the password). */
+export function rememberDevice(c: Context<AppEnv>, device: string): void {
+  setCookie(c, DEVICE_COOKIE, device, {
+    httpOnly: true,
+    sameSite: "Lax",
+    secure: c.get("services").config.publicUrl.startsWith("https:"),
+    path: "/",
+    maxAge: Math.floor(DEVICE_TTL_MS / 1000),
+  });
 }
 
 /** Ends the caller's session on the server and clears the cookie. */
@@ -60,5 +81,12 @@ export function loginLimits(config: Config): LoginLimits {
     perAccount: config.loginFailuresPerAccount,
     perAddress: config.loginFailuresPerAddress,
     windowMs: config.loginWindowMs,
+    delayBaseMs: config.loginDelayBaseMs,
+    delayMaxMs: config.loginDelayMaxMs,
   };
+}
+
+/** The sign-up limits of a configuration. */
+export function signupLimits(config: Config): SignupLimits {
+  return { perAddress: config.signupsPerAddress, windowMs: config.signupWindowMs };
 }

@@ -9,12 +9,18 @@ import { Field, FormAlert } from "../components/Form.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { setFlash } from "../lib/flash.ts";
 import { HttpError } from "../lib/http_error.ts";
-import { guardedLogIn } from "../lib/login_guard.ts";
-import { signUp } from "../lib/users.ts";
+import { guardedLogIn, guardedSignUp } from "../lib/login_guard.ts";
 import { type AppEnv, clientAddress, requireSameOrigin } from "./_env.ts";
 import { credentials, loginBody } from "./auth.ts";
 import { loadViewer, pageError, readForm, safeNext, sendPage } from "./_page.tsx";
-import { endSession, loginLimits, startSession } from "./_session.ts";
+import {
+  deviceOf,
+  endSession,
+  loginLimits,
+  rememberDevice,
+  signupLimits,
+  startSession,
+} from "./_session.ts";
 
 const LABELS: Record<string, string> = { email: "Email", password: "Password" };
 
@@ -136,13 +142,24 @@ export function accountPageRoutes(): Hono<AppEnv> {
     const { kv, config } = c.get("services");
     let created;
     try {
-      created = await signUp(kv, { ...form.data, monthlyLimit: config.freeMonthlyLimit });
+      created = await guardedSignUp(kv, {
+        ...form.data,
+        monthlyLimit: config.freeMonthlyLimit,
+        address: clientAddress(c),
+        limits: signupLimits(config),
+      });
     } catch (error) {
-      if (!(error instanceof HttpError) || error.status !== 409) throw error;
+      if (!(error instanceof HttpError)) throw error;
+      if (error.status === 429) {
+        for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+        return signupPage(c, { email, errors: {}, alert: error.message }, 429);
+      }
+      if (error.status !== 409) throw error;
       const errors = { email: "An account with this email already exists. Log in instead?" };
       return signupPage(c, { email, errors }, 409);
     }
     const sessionId = await startSession(c, created.user.id);
+    rememberDevice(c, created.device);
     await setFlash(kv, sessionId, {
       kind: "success",
       message: "Welcome to WebSocks. Your webhook URL is below. Your first API token, for your " +
@@ -164,11 +181,12 @@ export function accountPageRoutes(): Hono<AppEnv> {
     const next = safeNext(form.values.next);
     if (!form.ok) return loginPage(c, { email, next, errors: sentences(form.errors) }, 400);
     const { kv, config } = c.get("services");
-    let user;
+    let login;
     try {
-      user = await guardedLogIn(kv, {
+      login = await guardedLogIn(kv, {
         ...form.data,
         address: clientAddress(c),
+        device: deviceOf(c),
         limits: loginLimits(config),
       });
     } catch (error) {
@@ -182,7 +200,8 @@ export function accountPageRoutes(): Hono<AppEnv> {
       }
       throw error;
     }
-    await startSession(c, user.id);
+    await startSession(c, login.user.id);
+    rememberDevice(c, login.device);
     return c.redirect(next, 303);
   });
 

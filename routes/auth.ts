@@ -1,12 +1,19 @@
 /** Sign up, log in, log out (JSON API; the HTML forms are in account_pages.tsx). */
 import { Hono } from "hono";
 import { z } from "zod";
-import { guardedLogIn } from "../lib/login_guard.ts";
-import { publicUser, signUp } from "../lib/users.ts";
+import { guardedLogIn, guardedSignUp } from "../lib/login_guard.ts";
+import { publicUser } from "../lib/users.ts";
 import { publicToken } from "../lib/tokens.ts";
 import { endpointUrl } from "../lib/urls.ts";
 import { type AppEnv, clientAddress, parseBody, requireSameOrigin } from "./_env.ts";
-import { endSession, loginLimits, startSession } from "./_session.ts";
+import {
+  deviceOf,
+  endSession,
+  loginLimits,
+  rememberDevice,
+  signupLimits,
+  startSession,
+} from "./_session.ts";
 
 /** Sign-up input, for the API and the form. */
 export const credentials = z.object({
@@ -29,8 +36,14 @@ export function authRoutes(): Hono<AppEnv> {
   app.post("/api/auth/signup", async (c) => {
     const body = await parseBody(c, { schema: credentials, action: "sign up" });
     const { kv, config } = c.get("services");
-    const created = await signUp(kv, { ...body, monthlyLimit: config.freeMonthlyLimit });
+    const created = await guardedSignUp(kv, {
+      ...body,
+      monthlyLimit: config.freeMonthlyLimit,
+      address: clientAddress(c),
+      limits: signupLimits(config),
+    });
     await startSession(c, created.user.id);
+    rememberDevice(c, created.device);
     return c.json({
       user: publicUser(created.user),
       endpoint: {
@@ -45,12 +58,14 @@ export function authRoutes(): Hono<AppEnv> {
   app.post("/api/auth/login", async (c) => {
     const body = await parseBody(c, { schema: loginBody, action: "log in" });
     const { kv, config } = c.get("services");
-    const user = await guardedLogIn(kv, {
+    const { user, device } = await guardedLogIn(kv, {
       ...body,
       address: clientAddress(c),
+      device: deviceOf(c),
       limits: loginLimits(config),
     });
     await startSession(c, user.id);
+    rememberDevice(c, device);
     return c.json({ user: publicUser(user) });
   });
 

@@ -51,7 +51,9 @@ export async function signUp(server: TestServer, email?: string): Promise<TestUs
     throw new Error(`signup failed: ${response.status} ${await response.text()}`);
   }
   const body = await response.json();
-  const cookie = response.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+  // The session only: tests that need the log-in device cookie read it themselves.
+  const cookie = response.headers.getSetCookie().map((c) => c.split(";")[0])
+    .filter((c) => !c.startsWith("websocks_device=")).join("; ");
   return {
     id: body.user.id,
     email,

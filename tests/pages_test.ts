@@ -241,7 +241,11 @@ Deno.test("[dashboard] log-in form: a wrong password keeps the email; success ro
 });
 
 Deno.test("[dashboard] log-in is rate limited per account, with a clear message, on the form and the API", async () => {
-  await using server = await startTestServer();
+  // Past the failures an account allows, the next attempt waits; a long first delay here.
+  await using server = await startTestServer({
+    LOGIN_DELAY_BASE_SECONDS: "900",
+    LOGIN_DELAY_MAX_SECONDS: "900",
+  });
   const user = await signUp(server);
   const other = await signUp(server);
   for (let i = 0; i < 5; i++) {
@@ -249,7 +253,7 @@ Deno.test("[dashboard] log-in is rate limited per account, with a clear message,
     assert.equal(wrong.status, 401);
     await wrong.body?.cancel();
   }
-  // Even the right password is refused now, before it is checked.
+  // Even the right password is refused during the delay, before it is checked.
   const blocked = await postForm(server, "/login", { email: user.email, password: PASSWORD });
   assert.equal(blocked.status, 429);
   assert.equal(blocked.headers.get("content-type"), "text/html; charset=utf-8");
