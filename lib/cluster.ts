@@ -5,8 +5,7 @@
  * Why one writer: measured on this machine (bench/kv_isolates.ts), two KV handles on one SQLite
  * file commit no faster together than one alone (SQLite has one write lock) and spend their time
  * on "database is locked" retries. So Workers forward each webhook here over postMessage; the
- * group commit, the quota, the flood limit and the durable queue stay in one place, exactly as
- * with one isolate.
+ * group commit, the quota and the flood limit stay in one place, exactly as with one isolate.
  */
 import { broadcastTransport, toWire, type Transport, type WireMessage } from "./broker.ts";
 import type { Config } from "./config.ts";

@@ -38,9 +38,6 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         flush();
       });
     },
-    handleJob() {
-      throw new Error("Delivery jobs are handled by the main isolate");
-    },
     settle(message) {
       if (message.type !== "submitted") return;
       inFlight--;

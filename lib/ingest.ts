@@ -4,17 +4,22 @@
  * Requests queue up while the previous commit is in flight and then commit together, across
  * users: for each user one read of the user, month counter and log head (skipped when this
  * isolate wrote them last); one atomic operation that checks those versionstamps, writes the
- * admitted events, moves the heads, sums the counters and enqueues one delivery job. Each
- * user's batch admits only what that user's remaining quota allows, so the quota is exact under
- * any concurrency without a read-check-write per request on a hot key. A conflicting commit
- * (another isolate or instance wrote for one of the users) re-reads and tries again.
+ * admitted events, moves the heads and sums the counters. Each user's batch admits only what
+ * that user's remaining quota allows, so the quota is exact under any concurrency without a
+ * read-check-write per request on a hot key. A conflicting commit (another isolate or instance
+ * wrote for one of the users) re-reads and tries again.
+ *
+ * There is no outbox job in KV's queue: publishing follows the commit in the same isolate, and
+ * if the process dies between the two, its connections die with it and their clients resume
+ * from the log by last id; other instances (BROKER=kv) learn of commits by watching each user's
+ * log head, not from this publish. A queue would only add a write per commit, and its thread
+ * panics the process when the disk fills.
  */
 import type { Broker } from "./broker.ts";
 import type { Endpoint } from "./endpoints.ts";
 import {
   type BodyKind,
   discardBody,
-  eventsAfter,
   INLINE_BODY_BYTES,
   PACK_BYTES,
   packedSize,
@@ -62,17 +67,6 @@ export type IngestResult =
   /** The endpoint's flood limit: counted where webhooks are committed, so once per process. */
   | { accepted: false; reason: "rate_limited"; retryAfterSeconds: number };
 
-/** The durable delivery job enqueued with every commit: each user's range of new events. */
-export interface DeliveryJob {
-  kind: "deliver";
-  commitId?: string;
-  ranges?: { userId: string; firstId: string; lastId: string }[];
-  /** The one range of a job written before commits spanned users. */
-  userId?: string;
-  firstId?: string;
-  lastId?: string;
-}
-
 /** A refused webhook's outcome. */
 type Refusal = Extract<IngestResult, { accepted: false }>;
 
@@ -96,8 +90,6 @@ interface Plan {
 /** Group-commit front of the event log. */
 export interface Ingest {
   submit(webhook: IncomingWebhook): Promise<IngestResult>;
-  /** Handles a delivery job from the KV queue: publishes what the live path did not. */
-  handleJob(job: DeliveryJob): Promise<void>;
 }
 
 interface GateState {
@@ -123,8 +115,6 @@ const MAX_USERS_PER_COMMIT = 33;
 /** Conflicting attempts before a commit of several users splits into one per user. */
 const SPLIT_AFTER_ATTEMPTS = 2;
 const MAX_REMEMBERED_GATES = 10_000;
-/** Batches published live whose queue job has not come back yet. Bounded against leaks. */
-const MAX_TRACKED_BATCHES = 100_000;
 
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
@@ -133,7 +123,6 @@ export function createIngest(
     broker: Broker;
     retentionMs: number;
     now?: () => Date;
-    queues?: boolean;
     limiter?: RateLimiter;
   },
 ): Ingest {
@@ -141,7 +130,6 @@ export function createIngest(
   /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
   const waiting = new Map<string, Pending[]>();
   let draining = false;
-  const publishedLive = new Set<string>();
 
   /** Takes the next commit's share of the waiting webhooks: whole users, within KV's limits. */
   function takeGroups(): Group[] {
@@ -285,31 +273,11 @@ export function createIngest(
         plans.push({ group, gate, user, used, admitted, records, quota });
       }
       if (plans.length > 0) {
-        const commitId = crypto.randomUUID();
-        const queued = options.queues !== false;
-        if (queued) {
-          op.enqueue(
-            {
-              kind: "deliver",
-              commitId,
-              ranges: plans.map((plan) => ({
-                userId: plan.group.userId,
-                firstId: plan.records[0].id,
-                lastId: plan.records.at(-1)!.id,
-              })),
-            } satisfies DeliveryJob,
-          );
-        }
         const result = await op.commit();
         if (!result.ok) {
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
           continue;
-        }
-        // Only a job that will come back needs remembering, or the set only grows.
-        if (queued) {
-          if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
-          publishedLive.add(commitId);
         }
         for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
       }
@@ -430,28 +398,6 @@ export function createIngest(
         else waiting.set(userId, [pending]);
         if (!draining) drain();
       });
-    },
-
-    async handleJob(job) {
-      // Jobs written before commits spanned users name one range and no commit id.
-      const ranges = job.ranges ??
-        [{ userId: job.userId!, firstId: job.firstId!, lastId: job.lastId! }];
-      if (publishedLive.delete(job.commitId ?? ranges[0].firstId)) return;
-      // The process that committed this batch did not publish it (it stopped first): publish
-      // from the log. Connections drop ids they already sent, so a repeat is harmless.
-      for (const range of ranges) {
-        const events = [];
-        for await (
-          const event of eventsAfter(kv, {
-            userId: range.userId,
-            from: range.firstId,
-            until: range.lastId,
-          })
-        ) events.push(event);
-        if (events.length > 0) {
-          options.broker.publish({ kind: "events", userId: range.userId, events });
-        }
-      }
     },
   };
 }

@@ -31,7 +31,7 @@ export async function retryBusy<T>(write: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The same handle, with every write (set, delete, enqueue, atomic commit) under `retryBusy`. */
+/** The same handle, with every write (set, delete, atomic commit) under `retryBusy`. */
 function retryingBusy(kv: Deno.Kv): Deno.Kv {
   // Methods are bound once: reads on the ingest path must not allocate a function per call.
   const methods = new Map<PropertyKey, unknown>();
@@ -44,7 +44,7 @@ function retryingBusy(kv: Deno.Kv): Deno.Kv {
         return op;
       };
     }
-    if (property === "set" || property === "delete" || property === "enqueue") {
+    if (property === "set" || property === "delete") {
       return (...args: unknown[]) => retryBusy(() => value.apply(kv, args) as Promise<unknown>);
     }
     return value.bind(kv);
