@@ -15,6 +15,9 @@ const schema = z.object({
   KV_PATH: z.string().min(1).default("./data/websocks.kv"),
   PUBLIC_URL: z.url().optional(),
   MAX_BODY_BYTES: positiveInt.default(1024 * 1024),
+  // Twice this (a two-byte string) plus the rest of an event must fit one 64 KiB KV value.
+  MAX_METADATA_BYTES: positiveInt.max(28 * 1024).default(16 * 1024),
+  STORAGE_RESERVE_BYTES: nonNegativeInt.default(32 * 1024 * 1024),
   RETENTION_HOURS: z.coerce.number().positive().default(24),
   FREE_MONTHLY_LIMIT: nonNegativeInt.default(1000),
   INGEST_RATE_PER_SECOND: nonNegativeInt.default(1000),
@@ -54,6 +57,16 @@ export interface Config {
   /** Base URL users see, without a trailing slash; derived from the port when unset. */
   publicUrl: string;
   maxBodyBytes: number;
+  /**
+   * Bytes a webhook's path, headers and query may take together as stored (one byte per
+   * character, two when the text needs more than Latin-1): they live inside the event's KV value.
+   */
+  maxMetadataBytes: number;
+  /**
+   * Disk held in a file next to a KV file and released when the disk fills, so the store can
+   * still delete expired keys (Deno ends the process when it cannot); 0 holds none.
+   */
+  storageReserveBytes: number;
   retentionMs: number;
   freeMonthlyLimit: number;
   /** Sustained webhooks per second per endpoint; 0 turns the limiter off. */
@@ -109,6 +122,8 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     kvPath: e.KV_PATH,
     publicUrl,
     maxBodyBytes: e.MAX_BODY_BYTES,
+    maxMetadataBytes: e.MAX_METADATA_BYTES,
+    storageReserveBytes: e.STORAGE_RESERVE_BYTES,
     retentionMs: e.RETENTION_HOURS * 3600_000,
     freeMonthlyLimit: e.FREE_MONTHLY_LIMIT,
     ingestRatePerSecond: e.INGEST_RATE_PER_SECOND,

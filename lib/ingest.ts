@@ -9,6 +9,10 @@
  * read-check-write per request on a hot key. A conflicting commit (another isolate or instance
  * wrote for one of the users) re-reads and tries again.
  *
+ * Many senders share a commit, so none may fail it for the others: every event is measured
+ * against KV's value limit before it joins, and a commit that fails anyway (not a conflict, not
+ * a full store) is split, by user and then in halves, until only the webhook at fault fails.
+ *
  * There is no outbox job in KV's queue: publishing follows the commit in the same isolate, and
  * if the process dies between the two, its connections die with it and their clients resume
  * from the log by last id; other instances (BROKER=kv) learn of commits by watching each user's
@@ -28,7 +32,10 @@ import {
   toLiveEvent,
   toPacks,
 } from "./events.ts";
+import { HttpError } from "./http_error.ts";
 import { nextId } from "./ids.ts";
+import { isStorageUnavailable } from "./kv.ts";
+import type { StorageGuard } from "./storage_guard.ts";
 import {
   eventHeadKey,
   eventKey,
@@ -103,6 +110,8 @@ interface Pending {
   webhook: IncomingWebhook;
   staged: { blobId: string; chunks: number } | null;
   bytes: number;
+  /** Answered already; a later failure of the same commit round must not touch it. */
+  settled: boolean;
   resolve(result: IngestResult): void;
   reject(error: unknown): void;
 }
@@ -115,6 +124,8 @@ const MAX_USERS_PER_COMMIT = 33;
 /** Conflicting attempts before a commit of several users splits into one per user. */
 const SPLIT_AFTER_ATTEMPTS = 2;
 const MAX_REMEMBERED_GATES = 10_000;
+/** KV's own refusals of one value or key (a bug in the measuring above if ever seen). */
+const KV_LIMIT_ERROR = /too large/i;
 
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
@@ -124,6 +135,8 @@ export function createIngest(
     retentionMs: number;
     now?: () => Date;
     limiter?: RateLimiter;
+    /** Holds writes back while the disk is full (see storage_guard.ts). */
+    storage?: Pick<StorageGuard, "unavailable" | "report">;
   },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
@@ -156,16 +169,48 @@ export function createIngest(
     draining = true;
     try {
       while (waiting.size > 0) {
-        const groups = takeGroups();
-        try {
-          await commitGroups(groups);
-        } catch (error) {
-          for (const group of groups) for (const pending of group.batch) pending.reject(error);
-        }
+        await commitOrFail(takeGroups());
       }
     } finally {
       draining = false;
     }
+  }
+
+  /** Commits, or fails each of these webhooks with the error; never throws. */
+  async function commitOrFail(groups: Group[]): Promise<void> {
+    try {
+      await commitGroups(groups);
+    } catch (error) {
+      for (const group of groups) for (const pending of group.batch) fail(pending, error);
+    }
+  }
+
+  /**
+   * A commit failed for a reason other than a conflict or an unavailable store: something in it
+   * is at fault (KV refused a value or a key). Commit the users apart, then each user's batch in
+   * halves, so only the webhook at fault fails and every other one is stored.
+   */
+  async function commitApart(groups: Group[], error: unknown): Promise<void> {
+    if (groups.length > 1) {
+      console.warn(
+        `a commit of ${groups.length} users failed (${(error as Error).message}); ` +
+          "committing them apart",
+      );
+      // Different users' keys do not overlap, so their commits may run side by side.
+      await Promise.all(groups.map((group) => commitOrFail([group])));
+      return;
+    }
+    const [{ userId, batch }] = groups;
+    if (batch.length === 1) {
+      const message = (error as Error).message;
+      throw KV_LIMIT_ERROR.test(message)
+        ? new HttpError(413, `Cannot ingest: the event cannot be stored (${message})`)
+        : error;
+    }
+    // One after the other: both halves move the same user's log head.
+    const half = Math.ceil(batch.length / 2);
+    await commitOrFail([{ userId, batch: batch.slice(0, half) }]);
+    await commitOrFail([{ userId, batch: batch.slice(half) }]);
   }
 
   /**
@@ -222,7 +267,7 @@ export function createIngest(
   async function commitGroups(groups: Group[]): Promise<void> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
       if (attempt >= SPLIT_AFTER_ATTEMPTS && groups.length > 1) {
-        await Promise.all(groups.map((group) => commitGroups([group])));
+        await Promise.all(groups.map((group) => commitOrFail([group])));
         return;
       }
       const now = clock();
@@ -273,7 +318,20 @@ export function createIngest(
         plans.push({ group, gate, user, used, admitted, records, quota });
       }
       if (plans.length > 0) {
-        const result = await op.commit();
+        let result: Deno.KvCommitResult | Deno.KvCommitError;
+        try {
+          result = await op.commit();
+        } catch (error) {
+          // Nothing was written. A full or failing store fails every webhook here alike, and
+          // the sender retries later; anything else is split until the one at fault is found.
+          for (const plan of plans) gates.delete(plan.group.userId);
+          if (isStorageUnavailable(error)) {
+            options.storage?.report(error);
+            throw error;
+          }
+          await commitApart(groups, error);
+          return;
+        }
         if (!result.ok) {
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
@@ -356,6 +414,19 @@ export function createIngest(
     }
   }
 
+  /** A webhook that could not be stored: the sender gets the error, its staged body goes. */
+  function fail(pending: Pending, error: unknown): void {
+    if (pending.settled) return; // stored and answered: its body chunks belong to the event
+    pending.reject(error);
+    if (pending.staged) {
+      discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch(
+        // Chunks expire with the retention window anyway; a failing store is already reported.
+        (cause) =>
+          isStorageUnavailable(cause) || console.error("discarding staged body failed", cause),
+      );
+    }
+  }
+
   function toRecord(id: string, pending: Pending, userId: string): StoredEvent {
     const w = pending.webhook;
     return {
@@ -383,16 +454,53 @@ export function createIngest(
     async submit(webhook) {
       const wait = options.limiter?.take(webhook.endpoint.id) ?? 0;
       if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
+      // A full disk: write nothing (not even a staged body) until space returns. The message is
+      // KV's own, so it is classified alike on either side of a Worker's hop.
+      if (options.storage?.unavailable()) {
+        throw new Error("database or disk is full (writes held back until space returns)");
+      }
       const userId = webhook.endpoint.userId;
+      // The event without its body must fit one KV value (receive.ts bounds path, headers and
+      // query well below this); checked here too, so nothing too large joins a shared commit.
+      const withoutBody = packedSize({ ...webhook, body: null });
+      if (withoutBody > PACK_BYTES) {
+        throw new HttpError(
+          413,
+          `Cannot ingest: the event takes ${withoutBody} bytes without its body, over the ` +
+            `limit of ${PACK_BYTES} for one stored value`,
+        );
+      }
       // A body stays inline when it and the rest of the event fit one pack comfortably.
-      const room = PACK_BYTES - packedSize({ ...webhook, body: null });
-      const staged = webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)
-        ? await stageBody(kv, { userId, body: webhook.body, expireIn: options.retentionMs })
-        : null;
-      const bytes = 512 + (staged ? 0 : webhook.body.byteLength) +
-        webhook.headersJson.length;
+      const room = PACK_BYTES - withoutBody;
+      let staged = null;
+      if (webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
+        try {
+          staged = await stageBody(kv, {
+            userId,
+            body: webhook.body,
+            expireIn: options.retentionMs,
+          });
+        } catch (error) {
+          options.storage?.report(error);
+          throw error;
+        }
+      }
+      const bytes = withoutBody + (staged ? 0 : webhook.body.byteLength);
       return await new Promise<IngestResult>((resolve, reject) => {
-        const pending: Pending = { webhook, staged, bytes, resolve, reject };
+        const pending: Pending = {
+          webhook,
+          staged,
+          bytes,
+          settled: false,
+          resolve(result) {
+            pending.settled = true;
+            resolve(result);
+          },
+          reject(error) {
+            pending.settled = true;
+            reject(error);
+          },
+        };
         const queue = waiting.get(userId);
         if (queue) queue.push(pending);
         else waiting.set(userId, [pending]);

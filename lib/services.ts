@@ -12,6 +12,7 @@ import type Stripe from "stripe";
 import { createStripe } from "./stripe.ts";
 import { createResponses, type Responses } from "./responses.ts";
 import { recordAck } from "./deliveries.ts";
+import { startStorageGuard } from "./storage_guard.ts";
 import type { ClientReplies } from "./websocket.ts";
 
 /** The process-wide parts of one WebSocks server. */
@@ -55,6 +56,11 @@ export async function createServices(
   options: ServiceOptions = {},
 ): Promise<Services> {
   const kv = await openKv(config.kvPath);
+  // Where webhooks are committed, free space is watched so a full disk is an answer (503).
+  const storage = options.ingest ? null : await startStorageGuard({
+    kvPath: config.kvPath,
+    reserveBytes: config.storageReserveBytes,
+  });
   const transports = [...(options.transports ?? [])];
   if (config.broker === "kv") {
     transports.push(kvTransport(kv, { processId: options.processId ?? crypto.randomUUID() }));
@@ -70,6 +76,7 @@ export async function createServices(
       broker,
       retentionMs: config.retentionMs,
       now: options.now,
+      storage: storage ?? undefined,
       limiter: createRateLimiter({
         perSecond: config.ingestRatePerSecond,
         burst: config.ingestRateBurst,
@@ -106,14 +113,14 @@ export async function createServices(
           },
         }),
     },
-    close() {
+    async close() {
       connections.stop();
       presence.stop();
       responses.stop();
       unsubscribe();
       broker.close();
+      await storage?.stop();
       kv.close();
-      return Promise.resolve();
     },
   };
 }
