@@ -985,7 +985,7 @@ async function partBreakdown(): Promise<void> {
           fmt(s.meanBatch, 1)
         } events on average (batch p50 ${s.batch.p50}, p99 ${s.batch.p99}, max ${s.batch.max})`,
       );
-      console.log(`    ingest commit (atomic write with enqueue): ${ms(s.ingestCommit)}`);
+      console.log(`    ingest commit (atomic write): ${ms(s.ingestCommit)}`);
       console.log(
         `    a commit is in flight ${fmt(100 * s.ingestCommitBusy, 0)} % of the time; ` +
           `from one commit's end to the next one's start: ${ms(s.betweenCommits)}`,

@@ -5,13 +5,13 @@
  * Why one writer: measured on this machine (bench/kv_isolates.ts), two KV handles on one SQLite
  * file commit no faster together than one alone (SQLite has one write lock) and spend their time
  * on "database is locked" retries. So Workers forward each webhook here over postMessage; the
- * group commit, the quota, the flood limit and the durable queue stay in one place, exactly as
- * with one isolate.
+ * group commit, the quota and the flood limit stay in one place, exactly as with one isolate.
  */
 import { broadcastTransport, toWire, type Transport, type WireMessage } from "./broker.ts";
 import type { Config } from "./config.ts";
 import type { IncomingWebhook, IngestResult } from "./ingest.ts";
 import { writeBundles } from "./bundles.ts";
+import { HttpError } from "./http_error.ts";
 import { type RunningServer, startServer } from "./server.ts";
 
 /** Messages from the main isolate to a Worker. */
@@ -32,7 +32,8 @@ export type ToWorker =
 /** What became of one forwarded webhook. */
 export type SubmitOutcome =
   | { seq: number; result: IngestResult }
-  | { seq: number; error: string };
+  /** `status` and `headers` when the error was an HttpError, so it stays one across isolates. */
+  | { seq: number; error: string; status?: number; headers?: Record<string, string> };
 
 /** Messages from a Worker to the main isolate. */
 export type FromWorker =
@@ -150,7 +151,10 @@ export async function startCluster(config: Config): Promise<RunningServer> {
       Promise.all(message.webhooks.map(({ seq, webhook }) =>
         services.ingest.submit(webhook).then(
           (result): SubmitOutcome => ({ seq, result }),
-          (error): SubmitOutcome => ({ seq, error: (error as Error).message }),
+          (error): SubmitOutcome =>
+            error instanceof HttpError
+              ? { seq, error: error.message, status: error.status, headers: error.headers }
+              : { seq, error: (error as Error).message },
         )
       )).then((outcomes) => worker.postMessage({ type: "submitted", outcomes } as ToWorker));
     });

@@ -5,6 +5,7 @@
 /// <reference lib="deno.worker" />
 import { broadcastTransport, type BrokerMessage, fromWire, type Transport } from "./broker.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
+import { HttpError } from "./http_error.ts";
 import type { IncomingWebhook, Ingest, IngestResult } from "./ingest.ts";
 import { type RunningServer, startServer } from "./server.ts";
 
@@ -38,9 +39,6 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         flush();
       });
     },
-    handleJob() {
-      throw new Error("Delivery jobs are handled by the main isolate");
-    },
     settle(message) {
       if (message.type !== "submitted") return;
       inFlight--;
@@ -48,7 +46,13 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         const waiter = waiting.get(outcome.seq);
         waiting.delete(outcome.seq);
         if ("result" in outcome) waiter?.resolve(outcome.result);
-        else waiter?.reject(new Error(outcome.error));
+        else {
+          waiter?.reject(
+            outcome.status
+              ? new HttpError(outcome.status, outcome.error, outcome.headers)
+              : new Error(outcome.error),
+          );
+        }
       }
       flush();
     },

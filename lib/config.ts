@@ -20,6 +20,9 @@ const schema = z.object({
   PUBLIC_URL: z.url().optional(),
   INGEST_URL: z.url().optional(),
   MAX_BODY_BYTES: positiveInt.default(1024 * 1024),
+  // Twice this (a two-byte string) plus the rest of an event must fit one 64 KiB KV value.
+  MAX_METADATA_BYTES: positiveInt.max(28 * 1024).default(16 * 1024),
+  STORAGE_RESERVE_BYTES: nonNegativeInt.default(32 * 1024 * 1024),
   RETENTION_HOURS: z.coerce.number().positive().default(24),
   FREE_MONTHLY_LIMIT: nonNegativeInt.default(1000),
   INGEST_RATE_PER_SECOND: nonNegativeInt.default(1000),
@@ -79,6 +82,16 @@ export interface Config {
    */
   ingestUrl: string | null;
   maxBodyBytes: number;
+  /**
+   * Bytes a webhook's path, headers and query may take together as stored (one byte per
+   * character, two when the text needs more than Latin-1): they live inside the event's KV value.
+   */
+  maxMetadataBytes: number;
+  /**
+   * Disk held in a file next to a KV file and released when the disk fills, so the store can
+   * still delete expired keys (Deno ends the process when it cannot); 0 holds none.
+   */
+  storageReserveBytes: number;
   retentionMs: number;
   freeMonthlyLimit: number;
   /** Sustained webhooks per second per endpoint; 0 turns the limiter off. */
@@ -150,6 +163,8 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     publicUrl,
     ingestUrl: e.INGEST_URL ? withoutSlash(e.INGEST_URL) : null,
     maxBodyBytes: e.MAX_BODY_BYTES,
+    maxMetadataBytes: e.MAX_METADATA_BYTES,
+    storageReserveBytes: e.STORAGE_RESERVE_BYTES,
     retentionMs: e.RETENTION_HOURS * 3600_000,
     freeMonthlyLimit: e.FREE_MONTHLY_LIMIT,
     ingestRatePerSecond: e.INGEST_RATE_PER_SECOND,

@@ -190,12 +190,45 @@ export async function loadBody(kv: Deno.Kv, event: StoredEvent): Promise<Uint8Ar
 /** Bytes one pack of events may hold, under KV's 64 KiB value limit with room to spare. */
 export const PACK_BYTES = 60_000;
 
-/** The most bytes an event can add to a pack (UTF-8 takes up to 3 bytes per character). */
-export function packedSize(
-  event: { body: Uint8Array | null; headersJson: string; queryJson: string; path: string },
+/** Any UTF-16 code unit beyond Latin-1: V8 then stores the whole string with two bytes each. */
+const BEYOND_LATIN1 = /[\u0100-\uffff]/;
+
+/**
+ * Bytes a string takes in a KV value: V8's serializer writes one byte per character when every
+ * character is Latin-1, else two per UTF-16 code unit.
+ */
+export function storedBytes(text: string): number {
+  return BEYOND_LATIN1.test(text) ? 2 * text.length : text.length;
+}
+
+/** Bytes a webhook's path, headers and query take as stored: what MAX_METADATA_BYTES bounds. */
+export function metadataBytes(
+  event: { path: string; headersJson: string; queryJson: string },
 ): number {
-  const chars = event.headersJson.length + event.queryJson.length + event.path.length;
-  return 400 + (event.body?.byteLength ?? 0) + 3 * chars;
+  return storedBytes(event.path) + storedBytes(event.headersJson) + storedBytes(event.queryJson);
+}
+
+/** Field names, ids, dates and numbers of one stored event: 385 bytes measured, with room. */
+const EVENT_OVERHEAD_BYTES = 600;
+
+/**
+ * The most bytes an event can add to a pack: every string it carries counted at two bytes per
+ * code unit, the most V8's serializer writes (a string held two-byte internally is written so
+ * even when its text is Latin-1), so a pack within PACK_BYTES always fits a KV value.
+ */
+export function packedSize(
+  event: {
+    body: Uint8Array | null;
+    headersJson: string;
+    queryJson: string;
+    path: string;
+    method: string;
+    contentType: string | null;
+  },
+): number {
+  const units = event.headersJson.length + event.queryJson.length + event.path.length +
+    event.method.length + (event.contentType?.length ?? 0);
+  return EVENT_OVERHEAD_BYTES + (event.body?.byteLength ?? 0) + 2 * units;
 }
 
 /**

@@ -4,17 +4,26 @@
  * Requests queue up while the previous commit is in flight and then commit together, across
  * users: for each user one read of the user, month counter and log head (skipped when this
  * isolate wrote them last); one atomic operation that checks those versionstamps, writes the
- * admitted events, moves the heads, sums the counters and enqueues one delivery job. Each
- * user's batch admits only what that user's remaining quota allows, so the quota is exact under
- * any concurrency without a read-check-write per request on a hot key. A conflicting commit
- * (another isolate or instance wrote for one of the users) re-reads and tries again.
+ * admitted events, moves the heads and sums the counters. Each user's batch admits only what
+ * that user's remaining quota allows, so the quota is exact under any concurrency without a
+ * read-check-write per request on a hot key. A conflicting commit (another isolate or instance
+ * wrote for one of the users) re-reads and tries again.
+ *
+ * Many senders share a commit, so none may fail it for the others: every event is measured
+ * against KV's value limit before it joins, and a commit that fails anyway (not a conflict, not
+ * a full store) is split, by user and then in halves, until only the webhook at fault fails.
+ *
+ * There is no outbox job in KV's queue: publishing follows the commit in the same isolate, and
+ * if the process dies between the two, its connections die with it and their clients resume
+ * from the log by last id; other instances (BROKER=kv) learn of commits by watching each user's
+ * log head, not from this publish. A queue would only add a write per commit, and its thread
+ * panics the process when the disk fills.
  */
 import type { Broker } from "./broker.ts";
 import type { Endpoint } from "./endpoints.ts";
 import {
   type BodyKind,
   discardBody,
-  eventsAfter,
   INLINE_BODY_BYTES,
   PACK_BYTES,
   packedSize,
@@ -23,7 +32,10 @@ import {
   toLiveEvent,
   toPacks,
 } from "./events.ts";
+import { HttpError } from "./http_error.ts";
 import { nextId } from "./ids.ts";
+import { isStorageUnavailable } from "./kv.ts";
+import type { StorageGuard } from "./storage_guard.ts";
 import {
   eventHeadKey,
   eventKey,
@@ -62,17 +74,6 @@ export type IngestResult =
   /** The endpoint's flood limit: counted where webhooks are committed, so once per process. */
   | { accepted: false; reason: "rate_limited"; retryAfterSeconds: number };
 
-/** The durable delivery job enqueued with every commit: each user's range of new events. */
-export interface DeliveryJob {
-  kind: "deliver";
-  commitId?: string;
-  ranges?: { userId: string; firstId: string; lastId: string }[];
-  /** The one range of a job written before commits spanned users. */
-  userId?: string;
-  firstId?: string;
-  lastId?: string;
-}
-
 /** A refused webhook's outcome. */
 type Refusal = Extract<IngestResult, { accepted: false }>;
 
@@ -96,8 +97,6 @@ interface Plan {
 /** Group-commit front of the event log. */
 export interface Ingest {
   submit(webhook: IncomingWebhook): Promise<IngestResult>;
-  /** Handles a delivery job from the KV queue: publishes what the live path did not. */
-  handleJob(job: DeliveryJob): Promise<void>;
 }
 
 interface GateState {
@@ -111,6 +110,8 @@ interface Pending {
   webhook: IncomingWebhook;
   staged: { blobId: string; chunks: number } | null;
   bytes: number;
+  /** Answered already; a later failure of the same commit round must not touch it. */
+  settled: boolean;
   resolve(result: IngestResult): void;
   reject(error: unknown): void;
 }
@@ -123,8 +124,8 @@ const MAX_USERS_PER_COMMIT = 33;
 /** Conflicting attempts before a commit of several users splits into one per user. */
 const SPLIT_AFTER_ATTEMPTS = 2;
 const MAX_REMEMBERED_GATES = 10_000;
-/** Batches published live whose queue job has not come back yet. Bounded against leaks. */
-const MAX_TRACKED_BATCHES = 100_000;
+/** KV's own refusals of one value or key (a bug in the measuring above if ever seen). */
+const KV_LIMIT_ERROR = /too large/i;
 
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
@@ -133,15 +134,15 @@ export function createIngest(
     broker: Broker;
     retentionMs: number;
     now?: () => Date;
-    queues?: boolean;
     limiter?: RateLimiter;
+    /** Holds writes back while the disk is full (see storage_guard.ts). */
+    storage?: Pick<StorageGuard, "unavailable" | "report">;
   },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
   /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
   const waiting = new Map<string, Pending[]>();
   let draining = false;
-  const publishedLive = new Set<string>();
 
   /** Takes the next commit's share of the waiting webhooks: whole users, within KV's limits. */
   function takeGroups(): Group[] {
@@ -168,16 +169,48 @@ export function createIngest(
     draining = true;
     try {
       while (waiting.size > 0) {
-        const groups = takeGroups();
-        try {
-          await commitGroups(groups);
-        } catch (error) {
-          for (const group of groups) for (const pending of group.batch) pending.reject(error);
-        }
+        await commitOrFail(takeGroups());
       }
     } finally {
       draining = false;
     }
+  }
+
+  /** Commits, or fails each of these webhooks with the error; never throws. */
+  async function commitOrFail(groups: Group[]): Promise<void> {
+    try {
+      await commitGroups(groups);
+    } catch (error) {
+      for (const group of groups) for (const pending of group.batch) fail(pending, error);
+    }
+  }
+
+  /**
+   * A commit failed for a reason other than a conflict or an unavailable store: something in it
+   * is at fault (KV refused a value or a key). Commit the users apart, then each user's batch in
+   * halves, so only the webhook at fault fails and every other one is stored.
+   */
+  async function commitApart(groups: Group[], error: unknown): Promise<void> {
+    if (groups.length > 1) {
+      console.warn(
+        `a commit of ${groups.length} users failed (${(error as Error).message}); ` +
+          "committing them apart",
+      );
+      // Different users' keys do not overlap, so their commits may run side by side.
+      await Promise.all(groups.map((group) => commitOrFail([group])));
+      return;
+    }
+    const [{ userId, batch }] = groups;
+    if (batch.length === 1) {
+      const message = (error as Error).message;
+      throw KV_LIMIT_ERROR.test(message)
+        ? new HttpError(413, `Cannot ingest: the event cannot be stored (${message})`)
+        : error;
+    }
+    // One after the other: both halves move the same user's log head.
+    const half = Math.ceil(batch.length / 2);
+    await commitOrFail([{ userId, batch: batch.slice(0, half) }]);
+    await commitOrFail([{ userId, batch: batch.slice(half) }]);
   }
 
   /**
@@ -234,7 +267,7 @@ export function createIngest(
   async function commitGroups(groups: Group[]): Promise<void> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
       if (attempt >= SPLIT_AFTER_ATTEMPTS && groups.length > 1) {
-        await Promise.all(groups.map((group) => commitGroups([group])));
+        await Promise.all(groups.map((group) => commitOrFail([group])));
         return;
       }
       const now = clock();
@@ -285,31 +318,24 @@ export function createIngest(
         plans.push({ group, gate, user, used, admitted, records, quota });
       }
       if (plans.length > 0) {
-        const commitId = crypto.randomUUID();
-        const queued = options.queues !== false;
-        if (queued) {
-          op.enqueue(
-            {
-              kind: "deliver",
-              commitId,
-              ranges: plans.map((plan) => ({
-                userId: plan.group.userId,
-                firstId: plan.records[0].id,
-                lastId: plan.records.at(-1)!.id,
-              })),
-            } satisfies DeliveryJob,
-          );
+        let result: Deno.KvCommitResult | Deno.KvCommitError;
+        try {
+          result = await op.commit();
+        } catch (error) {
+          // Nothing was written. A full or failing store fails every webhook here alike, and
+          // the sender retries later; anything else is split until the one at fault is found.
+          for (const plan of plans) gates.delete(plan.group.userId);
+          if (isStorageUnavailable(error)) {
+            options.storage?.report(error);
+            throw error;
+          }
+          await commitApart(groups, error);
+          return;
         }
-        const result = await op.commit();
         if (!result.ok) {
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
           continue;
-        }
-        // Only a job that will come back needs remembering, or the set only grows.
-        if (queued) {
-          if (publishedLive.size >= MAX_TRACKED_BATCHES) publishedLive.clear();
-          publishedLive.add(commitId);
         }
         for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
       }
@@ -388,6 +414,19 @@ export function createIngest(
     }
   }
 
+  /** A webhook that could not be stored: the sender gets the error, its staged body goes. */
+  function fail(pending: Pending, error: unknown): void {
+    if (pending.settled) return; // stored and answered: its body chunks belong to the event
+    pending.reject(error);
+    if (pending.staged) {
+      discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch(
+        // Chunks expire with the retention window anyway; a failing store is already reported.
+        (cause) =>
+          isStorageUnavailable(cause) || console.error("discarding staged body failed", cause),
+      );
+    }
+  }
+
   function toRecord(id: string, pending: Pending, userId: string): StoredEvent {
     const w = pending.webhook;
     return {
@@ -415,43 +454,58 @@ export function createIngest(
     async submit(webhook) {
       const wait = options.limiter?.take(webhook.endpoint.id) ?? 0;
       if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
+      // A full disk: write nothing (not even a staged body) until space returns. The message is
+      // KV's own, so it is classified alike on either side of a Worker's hop.
+      if (options.storage?.unavailable()) {
+        throw new Error("database or disk is full (writes held back until space returns)");
+      }
       const userId = webhook.endpoint.userId;
+      // The event without its body must fit one KV value (receive.ts bounds path, headers and
+      // query well below this); checked here too, so nothing too large joins a shared commit.
+      const withoutBody = packedSize({ ...webhook, body: null });
+      if (withoutBody > PACK_BYTES) {
+        throw new HttpError(
+          413,
+          `Cannot ingest: the event takes ${withoutBody} bytes without its body, over the ` +
+            `limit of ${PACK_BYTES} for one stored value`,
+        );
+      }
       // A body stays inline when it and the rest of the event fit one pack comfortably.
-      const room = PACK_BYTES - packedSize({ ...webhook, body: null });
-      const staged = webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)
-        ? await stageBody(kv, { userId, body: webhook.body, expireIn: options.retentionMs })
-        : null;
-      const bytes = 512 + (staged ? 0 : webhook.body.byteLength) +
-        webhook.headersJson.length;
+      const room = PACK_BYTES - withoutBody;
+      let staged = null;
+      if (webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
+        try {
+          staged = await stageBody(kv, {
+            userId,
+            body: webhook.body,
+            expireIn: options.retentionMs,
+          });
+        } catch (error) {
+          options.storage?.report(error);
+          throw error;
+        }
+      }
+      const bytes = withoutBody + (staged ? 0 : webhook.body.byteLength);
       return await new Promise<IngestResult>((resolve, reject) => {
-        const pending: Pending = { webhook, staged, bytes, resolve, reject };
+        const pending: Pending = {
+          webhook,
+          staged,
+          bytes,
+          settled: false,
+          resolve(result) {
+            pending.settled = true;
+            resolve(result);
+          },
+          reject(error) {
+            pending.settled = true;
+            reject(error);
+          },
+        };
         const queue = waiting.get(userId);
         if (queue) queue.push(pending);
         else waiting.set(userId, [pending]);
         if (!draining) drain();
       });
-    },
-
-    async handleJob(job) {
-      // Jobs written before commits spanned users name one range and no commit id.
-      const ranges = job.ranges ??
-        [{ userId: job.userId!, firstId: job.firstId!, lastId: job.lastId! }];
-      if (publishedLive.delete(job.commitId ?? ranges[0].firstId)) return;
-      // The process that committed this batch did not publish it (it stopped first): publish
-      // from the log. Connections drop ids they already sent, so a repeat is harmless.
-      for (const range of ranges) {
-        const events = [];
-        for await (
-          const event of eventsAfter(kv, {
-            userId: range.userId,
-            from: range.firstId,
-            until: range.lastId,
-          })
-        ) events.push(event);
-        if (events.length > 0) {
-          options.broker.publish({ kind: "events", userId: range.userId, events });
-        }
-      }
     },
   };
 }

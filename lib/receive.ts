@@ -5,14 +5,20 @@
  */
 import { type Endpoint, RESPOND_TIMEOUT } from "./endpoints.ts";
 import type { ClientResponse } from "./responses.ts";
-import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./events.ts";
+import {
+  type BodyKind,
+  decodeText,
+  isJsonType,
+  mediaType,
+  metadataBytes,
+  parseForm,
+  storedBytes,
+} from "./events.ts";
 import { HttpError } from "./http_error.ts";
 import type { IncomingWebhook } from "./ingest.ts";
+import { isStorageUnavailable, storageUnavailableError } from "./kv.ts";
 import type { Services } from "./services.ts";
 import { currentQuota, quotaHeaders, type QuotaState } from "./usage.ts";
-
-/** Headers and query are stored with the event, which must fit one KV value with its body. */
-const MAX_HEADER_AND_QUERY_CHARS = 16_000;
 
 /** Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger. */
 export async function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
@@ -63,7 +69,7 @@ function bodyKind(type: string | null, body: Uint8Array, text: string | null): B
 /** Builds the webhook for an endpoint from the request; `path` is what follows the slug. */
 export async function readWebhook(
   request: Request,
-  options: { endpoint: Endpoint; path: string; maxBodyBytes: number },
+  options: { endpoint: Endpoint; path: string; maxBodyBytes: number; maxMetadataBytes: number },
 ): Promise<IncomingWebhook> {
   const receivedAt = new Date();
   const body = await readBodyLimited(request, options.maxBodyBytes);
@@ -72,10 +78,15 @@ export async function readWebhook(
   const queryJson = request.url.includes("?")
     ? JSON.stringify(parseForm(new URL(request.url).searchParams))
     : "{}";
-  if (headersJson.length + queryJson.length > MAX_HEADER_AND_QUERY_CHARS) {
+  // Path, headers and query are stored inside the event's KV value, which every user's events
+  // of one commit share: measured as stored, so one sender's request can only fail itself.
+  const bytes = metadataBytes({ path: options.path, headersJson, queryJson });
+  if (bytes > options.maxMetadataBytes) {
+    // 431 when the headers alone are too many, else it is the URL: 414.
+    const status = storedBytes(headersJson) > options.maxMetadataBytes ? 431 : 414;
     throw new HttpError(
-      431,
-      `Cannot ingest: headers and query string exceed ${MAX_HEADER_AND_QUERY_CHARS} characters`,
+      status,
+      `Cannot ingest: path, headers and query take ${bytes} bytes, over the limit of ${options.maxMetadataBytes}`,
     );
   }
   const text = decodeText(body);
@@ -106,6 +117,7 @@ export async function receiveWebhook(
       endpoint,
       path: options.path,
       maxBodyBytes: services.config.maxBodyBytes,
+      maxMetadataBytes: services.config.maxMetadataBytes,
     });
     result = await services.ingest.submit(webhook);
     if (!result.accepted && result.reason === "rate_limited") {
@@ -114,6 +126,8 @@ export async function receiveWebhook(
       });
     }
   } catch (error) {
+    // Nothing was stored: the sender may retry once the store takes writes again.
+    if (isStorageUnavailable(error)) throw storageUnavailableError(error, "ingest");
     if (!(error instanceof HttpError)) throw error;
     // Costs a KV read, but only on refusals, never on the accepted path.
     const quota = await currentQuota(services.kv, endpoint.userId);

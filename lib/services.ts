@@ -5,13 +5,14 @@ import { createPresence, type Presence } from "./presence.ts";
 import type { Config } from "./config.ts";
 import { type Connections, createConnections } from "./connections.ts";
 import { createEndpointCache, type EndpointCache } from "./endpoints.ts";
-import { createIngest, type DeliveryJob, type Ingest } from "./ingest.ts";
+import { createIngest, type Ingest } from "./ingest.ts";
 import { openKv } from "./kv.ts";
 import { createRateLimiter } from "./rate_limit.ts";
 import type Stripe from "stripe";
 import { createStripe } from "./stripe.ts";
 import { createResponses, type Responses } from "./responses.ts";
 import { recordAck } from "./deliveries.ts";
+import { startStorageGuard } from "./storage_guard.ts";
 import type { ClientReplies } from "./websocket.ts";
 
 /** The process-wide parts of one WebSocks server. */
@@ -34,22 +35,6 @@ export interface Services {
   close(): Promise<void>;
 }
 
-/**
- * Whether this KV store has queues (SQLite files and Deno Deploy do; a store reached over KV
- * Connect may not). Without them ingest commits without the outbox job: live delivery and
- * replay work the same, only the re-publish after a crash between commit and publish is lost,
- * and clients still get those events when they next resume from their last id.
- */
-async function supportsQueues(kv: Deno.Kv): Promise<boolean> {
-  try {
-    await kv.enqueue({ kind: "probe" });
-    return true;
-  } catch (error) {
-    console.warn(`KV queues unavailable (${(error as Error).message}); running without them`);
-    return false;
-  }
-}
-
 /** How a server fits into a larger whole; a lone server needs none of it. */
 export interface ServiceOptions {
   /** Replaces the clock of the quota window, so tests can cross a month's end. */
@@ -63,15 +48,19 @@ export interface ServiceOptions {
 }
 
 /**
- * Opens KV and wires the services. The KV queue listener starts here too unless `ingest` says
- * another isolate owns the writes.
+ * Opens KV and wires the services. No KV queue is used: see ingest.ts for why publishing
+ * needs no durable job, and a queue's thread would end the process when the disk fills.
  */
 export async function createServices(
   config: Config,
   options: ServiceOptions = {},
 ): Promise<Services> {
   const kv = await openKv(config.kvPath);
-  const queues = options.ingest ? false : await supportsQueues(kv);
+  // Where webhooks are committed, free space is watched so a full disk is an answer (503).
+  const storage = options.ingest ? null : await startStorageGuard({
+    kvPath: config.kvPath,
+    reserveBytes: config.storageReserveBytes,
+  });
   const transports = [...(options.transports ?? [])];
   if (config.broker === "kv") {
     transports.push(kvTransport(kv, { processId: options.processId ?? crypto.randomUUID() }));
@@ -87,7 +76,7 @@ export async function createServices(
       broker,
       retentionMs: config.retentionMs,
       now: options.now,
-      queues,
+      storage: storage ?? undefined,
       limiter: createRateLimiter({
         perSecond: config.ingestRatePerSecond,
         burst: config.ingestRateBurst,
@@ -98,17 +87,6 @@ export async function createServices(
   const presence = createPresence({ broker, connections });
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
-  });
-  let closing = false;
-  const listening = !queues ? Promise.resolve() : kv.listenQueue(async (job: DeliveryJob) => {
-    // A job only re-publishes to live connections, and a closing server has none left: its
-    // clients resume from the log elsewhere, so dropping the job at shutdown loses nothing.
-    if (job?.kind !== "deliver" || closing) return;
-    try {
-      await ingest.handleJob(job);
-    } catch (error) {
-      if (!closing) throw error;
-    }
   });
   return {
     config,
@@ -136,14 +114,13 @@ export async function createServices(
         }),
     },
     async close() {
-      closing = true;
       connections.stop();
       presence.stop();
       responses.stop();
       unsubscribe();
       broker.close();
+      await storage?.stop();
       kv.close();
-      await listening.catch(() => {});
     },
   };
 }

@@ -1,6 +1,6 @@
 /** API tokens: the value is returned once at creation; KV keeps only its SHA-256. */
 import { randomSecret, sha256Hex } from "./secrets.ts";
-import { listAll } from "./kv.ts";
+import { isStorageUnavailable, listAll } from "./kv.ts";
 import { tokenByHashKey, tokenKey, tokensOfUserPrefix } from "./kv_keys.ts";
 import { HttpError } from "./http_error.ts";
 import type { Broker } from "./broker.ts";
@@ -86,8 +86,14 @@ export async function findTokenByValue(kv: Deno.Kv, value: string): Promise<Toke
   const lastUsed = entry.value.lastUsedAt ? Date.parse(entry.value.lastUsedAt) : 0;
   if (now - lastUsed > LAST_USED_RESOLUTION_MS) {
     const updated = { ...entry.value, lastUsedAt: new Date(now).toISOString() };
-    // Losing this race only loses a timestamp; never fail the caller over it.
-    await kv.atomic().check(entry).set(entry.key, updated).commit();
+    // Losing this race only loses a timestamp; never fail the caller over it, nor over a
+    // store that is full for now (reads still work).
+    try {
+      await kv.atomic().check(entry).set(entry.key, updated).commit();
+    } catch (error) {
+      if (!isStorageUnavailable(error)) throw error;
+      return entry.value;
+    }
     return updated;
   }
   return entry.value;

@@ -5,6 +5,7 @@ import {
   isClientDisconnect,
 } from "../lib/disconnect.ts";
 import { HttpError } from "../lib/http_error.ts";
+import { isStorageUnavailable, storageUnavailableError } from "../lib/kv.ts";
 
 /** Maps any thrown value to a JSON response; real faults are logged once with a reference. */
 export function errorResponse(
@@ -12,6 +13,8 @@ export function errorResponse(
   request: { method: string; path: string },
   extraHeaders: Record<string, string> = {},
 ): Response {
+  // A full or failing store is a condition to report, not a fault of this request.
+  if (isStorageUnavailable(error)) error = storageUnavailableError(error, "save");
   if (error instanceof HttpError) {
     return Response.json({ error: error.message, ...error.details }, {
       status: error.status,

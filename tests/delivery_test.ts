@@ -216,33 +216,6 @@ Deno.test("[retention] expired events are never served", async () => {
   await ws.close();
 });
 
-Deno.test("[queue] the durable job re-publishes a committed batch the live path never sent", async () => {
-  await using server = await startTestServer();
-  const user = await signUp(server);
-  const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
-  const id = await post(user.webhookUrl, "once");
-  assert.equal((await ws.next()).id, id);
-  // As if the process had stopped between commit and publish: the job arrives with no record
-  // of a live publish. The client already has the event, so it must not see it twice.
-  await server.services.ingest.handleJob({
-    kind: "deliver",
-    commitId: crypto.randomUUID(),
-    ranges: [{ userId: user.id, firstId: id, lastId: id }],
-  });
-  await assert.rejects(() => ws.next(300));
-  const other = await openWs(`${server.wsUrl}?token=${user.token}`);
-  // A job in the shape written before commits spanned users works too.
-  await server.services.ingest.handleJob({
-    kind: "deliver",
-    userId: user.id,
-    firstId: id,
-    lastId: id,
-  });
-  assert.equal((await other.next()).id, id);
-  await ws.close();
-  await other.close();
-});
-
 Deno.test("[shutdown] streams are closed so clients reconnect elsewhere", async () => {
   const server = await startTestServer();
   const user = await signUp(server);

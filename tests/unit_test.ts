@@ -61,7 +61,7 @@ Deno.test("[rate-limit] a burst passes, then callers wait, and 0 disables", () =
   assert.ok(Array.from({ length: 100 }, () => off.take("a")).every((w) => w === 0));
 });
 
-Deno.test("[ingest] without KV queues it commits and publishes the same, with no outbox job", async () => {
+Deno.test("[ingest] it commits and publishes with no job in the KV queue", async () => {
   const kv = await Deno.openKv(":memory:");
   const broker = createBroker();
   const published: string[] = [];
@@ -73,7 +73,7 @@ Deno.test("[ingest] without KV queues it commits and publishes the same, with no
     password: "correct horse battery",
     monthlyLimit: 10,
   });
-  const ingest = createIngest(kv, { broker, retentionMs: 60_000, queues: false });
+  const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
   const body = new TextEncoder().encode('{"ok":true}');
   const result = await ingest.submit({
     endpoint,

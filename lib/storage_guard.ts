@@ -1,0 +1,141 @@
+/**
+ * Keeps a full disk from ending the process, and ingest from eating the last of it.
+ *
+ * Deno's SQLite KV thread panics, taking the process with it, when it cannot delete expired
+ * keys (`KV collect expired failed: database or disk is full`), and it deletes them on its own
+ * schedule. So a reserve file is held next to a KV file. When the disk fills (free space under
+ * MIN_FREE_BYTES, or a write failed for lack of it), the reserve is released for SQLite's own
+ * housekeeping, and ingest answers 503 without writing, so senders do not use that room up.
+ * Once free space is back above the reserve, the reserve is taken again and ingest resumes, on
+ * its own. A store that is not a local file (`:memory:`, a KV server, Deno Deploy) is not
+ * guarded: its errors still become 503s one request at a time.
+ */
+import { statfs } from "node:fs/promises";
+import { dirname } from "node:path";
+import { storageUnavailableReason } from "./kv.ts";
+
+/** Below this much free space the disk counts as full. */
+const MIN_FREE_BYTES = 1024 * 1024;
+const CHECK_MS = 1000;
+const WRITE_CHUNK = new Uint8Array(1024 * 1024);
+
+/** Whether the store may be written to now, as far as free space goes. */
+export interface StorageGuard {
+  /** Null while writes may go ahead; else why not ("disk full"). */
+  unavailable(): string | null;
+  /** Reports a failed write; a full disk holds writes back until space returns. */
+  report(error: unknown): void;
+  /** Stops watching, once a check under way has finished. */
+  stop(): Promise<void>;
+}
+
+/** Starts guarding the KV file at `kvPath`; a no-op guard for any other kind of store. */
+export async function startStorageGuard(
+  options: { kvPath: string; reserveBytes: number },
+): Promise<StorageGuard> {
+  const { kvPath, reserveBytes } = options;
+  if (kvPath === ":memory:" || kvPath === "default" || /^https?:\/\//.test(kvPath)) {
+    return { unavailable: () => null, report() {}, stop: () => Promise.resolve() };
+  }
+  const reservePath = `${kvPath}.reserve`;
+  const folder = dirname(kvPath);
+  let down: string | null = null;
+  let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let checking: Promise<void> = Promise.resolve();
+
+  /** Free bytes, and the reserve this disk allows: at most a quarter of it, so it can return. */
+  async function space(): Promise<{ free: number; reserve: number }> {
+    const stats = await statfs(folder);
+    const total = Number(stats.blocks) * Number(stats.bsize);
+    return {
+      free: Number(stats.bavail) * Number(stats.bsize),
+      reserve: Math.min(reserveBytes, Math.floor(total / 4)),
+    };
+  }
+
+  async function hasReserve(bytes: number): Promise<boolean> {
+    try {
+      return (await Deno.stat(reservePath)).size >= bytes;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes the reserve (real blocks, not a sparse file); false when the disk has no room. */
+  async function takeReserve(bytes: number): Promise<boolean> {
+    if (bytes === 0 || await hasReserve(bytes)) return true;
+    try {
+      const file = await Deno.open(reservePath, { create: true, write: true, truncate: true });
+      try {
+        for (let written = 0; written < bytes; written += WRITE_CHUNK.byteLength) {
+          await file.write(
+            WRITE_CHUNK.subarray(0, Math.min(WRITE_CHUNK.byteLength, bytes - written)),
+          );
+        }
+        await file.sync();
+      } finally {
+        file.close();
+      }
+      return true;
+    } catch (error) {
+      await Deno.remove(reservePath).catch(() => {});
+      if (storageUnavailableReason(error) !== "disk full") throw error;
+      return false;
+    }
+  }
+
+  async function releaseReserve(): Promise<void> {
+    await Deno.remove(reservePath).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
+
+  function goDown(reason: string): void {
+    if (down) return;
+    down = reason;
+    console.warn(
+      `storage unavailable (${reason}): ingest answers 503 until space returns; ` +
+        "the reserve next to the KV file is released for the store's own upkeep",
+    );
+    releaseReserve().catch((error) => console.warn("releasing the storage reserve failed", error));
+  }
+
+  async function check(): Promise<void> {
+    const { free, reserve } = await space();
+    if (!down) {
+      if (free < MIN_FREE_BYTES) goDown("disk full");
+      else if (free >= reserve + MIN_FREE_BYTES) await takeReserve(reserve);
+      return;
+    }
+    if (free >= reserve + MIN_FREE_BYTES && await takeReserve(reserve)) {
+      down = null;
+      console.log("storage available again: ingest resumes");
+    }
+  }
+
+  function schedule(delayMs: number): void {
+    if (stopped) return;
+    const id = setTimeout(() => {
+      checking = check().catch((error) => console.warn("checking free disk space failed", error))
+        .finally(() => schedule(CHECK_MS));
+    }, delayMs);
+    Deno.unrefTimer(id);
+    timer = id;
+  }
+
+  // Start full if the disk is full; the reserve is written afterwards, not on the start path.
+  if ((await space()).free < MIN_FREE_BYTES) goDown("disk full");
+  schedule(0);
+  return {
+    unavailable: () => down,
+    report(error) {
+      if (storageUnavailableReason(error) === "disk full") goDown("disk full");
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await checking;
+    },
+  };
+}

@@ -1,0 +1,504 @@
+/**
+ * Issue 10, findings 4 and 13: one tenant's bad request can only fail itself, and a full or
+ * failing store is an answer (503 with Retry-After), never a crash or a false ack.
+ */
+import assert from "node:assert/strict";
+import { serialize } from "node:v8";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { createBroker } from "../lib/broker.ts";
+import { type StoredEvent, toPacks } from "../lib/events.ts";
+import { HttpError } from "../lib/http_error.ts";
+import { createIngest, type IncomingWebhook, type IngestResult } from "../lib/ingest.ts";
+import { signUp as signUpUser } from "../lib/users.ts";
+import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+
+Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "100000" });
+  const attacker = await signUp(server);
+  const victim = await signUp(server);
+  const longPath = `${attacker.webhookUrl}/${"a".repeat(65_000)}`;
+  const victims: Promise<Response>[] = [];
+  const attacks: Promise<Response>[] = [];
+  for (let i = 0; i < 200; i++) {
+    // Interleaved, so attacks land in the same group commits as the victim's webhooks.
+    if (i % 40 === 20) attacks.push(postWebhook(longPath, "{}"));
+    victims.push(postWebhook(victim.webhookUrl, JSON.stringify({ n: i })));
+  }
+  for (const response of await Promise.all(attacks)) {
+    assert.equal(response.status, 414);
+    assert.match(response.headers.get("content-type")!, /^application\/json/);
+    assert.match(
+      (await response.json()).error,
+      /^Cannot ingest: path, headers and query take \d+ bytes, over the limit of 16384$/,
+    );
+  }
+  const statuses = await Promise.all(
+    victims.map(async (pending) => {
+      const response = await pending;
+      await response.body?.cancel();
+      return response.status;
+    }),
+  );
+  assert.deepEqual(statuses.filter((s) => s !== 200), []);
+  assert.equal(await historyCount(server, victim.token), 200);
+  assert.equal(await historyCount(server, attacker.token), 0);
+});
+
+Deno.test("[ingest] headers over the metadata limit get 431; MAX_METADATA_BYTES raises it", async () => {
+  await using server = await startTestServer({ MAX_METADATA_BYTES: "20000" });
+  const user = await signUp(server);
+  const fits = await postWebhook(user.webhookUrl, "{}", {
+    "Content-Type": "application/json",
+    "X-Padding": "p".repeat(17_000),
+  });
+  assert.equal(fits.status, 200);
+  await fits.body?.cancel();
+  const tooBig = await postWebhook(user.webhookUrl, "{}", {
+    "Content-Type": "application/json",
+    "X-Padding": "p".repeat(20_000),
+  });
+  assert.equal(tooBig.status, 431);
+  assert.match(tooBig.headers.get("content-type")!, /^application\/json/);
+  assert.match(
+    (await tooBig.json()).error,
+    /^Cannot ingest: path, headers and query take \d+ bytes, over the limit of 20000$/,
+  );
+});
+
+Deno.test("[ingest] a pack never serializes larger than its measured size, whatever the text", () => {
+  const texts = ["a", "é", "€", "😀", "\u{10FFFF}", "\u0000", '"\\'];
+  const random = seeded(10);
+  for (let round = 0; round < 200; round++) {
+    const pick = (n: number) =>
+      Array.from({ length: n }, () => texts[Math.floor(random() * texts.length)]).join("");
+    const events = Array.from({ length: 1 + Math.floor(random() * 8) }, (_, i) =>
+      storedEvent({
+        id: `01K${String(round).padStart(5, "0")}${String(i).padStart(18, "0")}`,
+        path: "/" + pick(Math.floor(random() * 4000)),
+        headersJson: JSON.stringify({ h: pick(Math.floor(random() * 4000)) }),
+        queryJson: JSON.stringify({ q: pick(Math.floor(random() * 2000)) }),
+        contentType: pick(Math.floor(random() * 100)),
+        body: random() < 0.5 ? null : new Uint8Array(Math.floor(random() * 30_000)),
+      }));
+    for (const pack of toPacks(events)) {
+      // node:v8 writes what Deno KV stores (V8's serializer) plus a few header bytes.
+      assert.ok(serialize(pack).byteLength <= 65_536 - 2048, `a pack of ${pack.length} fits`);
+    }
+  }
+});
+
+Deno.test("[ingest] a record too large for KV is refused before it joins the shared commit", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const ingest = createIngest(kv, { broker: createBroker(), retentionMs: 60_000 });
+  const [a, b] = await Promise.all(["a", "b"].map((name) => userEndpoint(kv, name)));
+  const outcomes = await Promise.allSettled([
+    ...Array.from({ length: 50 }, (_, i) => ingest.submit(webhook(a, `/a${i}`))),
+    // Past receive.ts's metadata limit only by a bug: ingest itself must still keep it out.
+    ingest.submit(webhook(b, "/" + "€".repeat(40_000))),
+    ...Array.from({ length: 50 }, (_, i) => ingest.submit(webhook(b, `/b${i}`))),
+  ]);
+  const bad = outcomes.splice(50, 1)[0];
+  assert.equal(bad.status, "rejected");
+  assert.ok(bad.reason instanceof HttpError, String(bad.reason));
+  assert.equal(bad.reason.status, 413);
+  assert.match(bad.reason.message, /^Cannot ingest: /);
+  assert.deepEqual(outcomes.filter((o) => !accepted(o)), []);
+  kv.close();
+});
+
+Deno.test("[ingest] a shared commit that fails is split so only the offending webhook fails", async () => {
+  const kv = await Deno.openKv(":memory:");
+  let failedCommits = 0;
+  // A store that refuses any commit holding the poisoned event, as KV refuses a value too large.
+  const poisoned = new Proxy(kv, {
+    get(target, property) {
+      if (property !== "atomic") {
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      }
+      return () => {
+        const op = target.atomic();
+        let poison = false;
+        const set = op.set.bind(op);
+        op.set = (key, value, options) => {
+          if (Array.isArray(value) && value.some((e: StoredEvent) => e.path === "/poison")) {
+            poison = true;
+          }
+          return set(key, value, options);
+        };
+        const commit = op.commit.bind(op);
+        op.commit = () => {
+          if (!poison) return commit();
+          failedCommits++;
+          return Promise.reject(new TypeError("Value too large (max 65536 bytes)"));
+        };
+        return op;
+      };
+    },
+  });
+  const ingest = createIngest(poisoned, { broker: createBroker(), retentionMs: 60_000 });
+  const [a, b] = await Promise.all(["a", "b"].map((name) => userEndpoint(kv, name)));
+  const outcomes = await Promise.allSettled([
+    ...Array.from({ length: 60 }, (_, i) => ingest.submit(webhook(a, `/a${i}`))),
+    ingest.submit(webhook(b, "/poison")),
+    ...Array.from({ length: 60 }, (_, i) => ingest.submit(webhook(b, `/b${i}`))),
+  ]);
+  const bad = outcomes.splice(60, 1)[0];
+  assert.equal(bad.status, "rejected");
+  assert.ok(bad.reason instanceof HttpError, String(bad.reason));
+  assert.equal(bad.reason.status, 413);
+  assert.match(bad.reason.message, /^Cannot ingest: .*Value too large/);
+  assert.deepEqual(outcomes.filter((o) => !accepted(o)), []);
+  assert.ok(failedCommits >= 2, "the shared commit failed, then the split found the culprit");
+  kv.close();
+});
+
+/** Whether this process may mount a tmpfs (root or CAP_SYS_ADMIN); decided once, up front. */
+function canMountTmpfs(): boolean {
+  if (Deno.build.os !== "linux") return false;
+  const dir = Deno.makeTempDirSync({ prefix: "websocks-mount-probe-" });
+  try {
+    const mounted = new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+    if (mounted) new Deno.Command("umount", { args: [dir] }).outputSync();
+    return mounted;
+  } catch {
+    return false;
+  } finally {
+    Deno.removeSync(dir);
+  }
+}
+
+const MOUNTABLE = canMountTmpfs();
+if (!MOUNTABLE) {
+  console.warn(
+    "[ingest] full-disk test skipped: mounting a tmpfs is not allowed here (needs root or " +
+      "CAP_SYS_ADMIN on Linux)",
+  );
+}
+
+Deno.test({
+  name: "[ingest] a full disk answers 503 with Retry-After, keeps serving, and recovers alone",
+  ignore: !MOUNTABLE,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "websocks-full-disk-" });
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=24m", "tmpfs", dir],
+    }).output();
+    assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+    const filler = `${dir}/filler`;
+    const port = freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const kvPath = `${dir}/websocks.kv`;
+    let server: ServerProcess | null = null;
+    try {
+      // Keys that expire while the disk is full: Deno's KV thread deletes them on its own clock
+      // and, when it cannot, ends the process. Written before the server opens the file, so
+      // its first expiry run is due when they expire (its next is 60 s away otherwise).
+      const expiringAt = Date.now() + EXPIRING_KEYS_MS;
+      const seeding = await Deno.openKv(kvPath);
+      for (let i = 0; i < 200; i += 10) {
+        const op = seeding.atomic();
+        for (let n = i; n < i + 10; n++) {
+          op.set(["test_expiring", n], "e".repeat(2000), { expireIn: EXPIRING_KEYS_MS });
+        }
+        await op.commit();
+      }
+      seeding.close();
+      server = await spawnServer({
+        PORT: String(port),
+        HOST: "127.0.0.1",
+        PUBLIC_URL: url,
+        KV_PATH: kvPath,
+        WORKERS: "1",
+        FREE_MONTHLY_LIMIT: "1000000",
+        STORAGE_RESERVE_BYTES: String(4 * 1024 * 1024),
+      });
+      const user = await signUp({ url } as TestServer);
+
+      // Senders post all along; each answer is either a 200 whose id must be stored, or a 503
+      // with Retry-After and the reason. Anything else is a failure, and so is no answer,
+      // except while the server restarts.
+      const acked: string[] = [];
+      let unavailable = 0;
+      const wrong: string[] = [];
+      let stop = false;
+      let restarting = false;
+      let okAfterRecovery = 0;
+      let recovered = false;
+      const body = JSON.stringify({ pad: "x".repeat(20_000) });
+      const senders = Array.from({ length: 4 }, async () => {
+        while (!stop) {
+          let response: Response;
+          try {
+            response = await postWebhook(user.webhookUrl, body);
+          } catch (error) {
+            if (restarting) {
+              await new Promise((resolve) => setTimeout(resolve, 20));
+              continue;
+            }
+            wrong.push(`no answer: ${(error as Error).message}`);
+            stop = true;
+            return;
+          }
+          if (response.status === 200) {
+            acked.push((await response.json()).id);
+            if (recovered) okAfterRecovery++;
+          } else if (response.status === 503) {
+            const text = await response.text();
+            if (
+              !response.headers.get("retry-after")?.match(/^\d+$/) ||
+              !response.headers.get("content-type")?.startsWith("application/json") ||
+              JSON.parse(text).error !==
+                "Cannot ingest: storage is unavailable (disk full); retry later"
+            ) wrong.push(`503 ${JSON.stringify([...response.headers])} ${text}`);
+            unavailable++;
+            // A sender that honours Retry-After would wait; a little pause keeps the test light.
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          } else {
+            wrong.push(`${response.status} ${await response.text()}`);
+          }
+        }
+      });
+      await waitFor("webhooks acked before the disk fills", () => acked.length >= 20);
+
+      // Fill the disk, then keep it full: SQLite may still find room in its own free pages.
+      const file = await Deno.open(filler, { create: true, write: true });
+      const block = new Uint8Array(256 * 1024);
+      try {
+        for (;;) await file.write(block);
+      } catch (error) {
+        assert.match(String(error), /No space left|os error 28/);
+      } finally {
+        file.close();
+      }
+      await waitFor("senders to get 503", () => unavailable >= 20 || stop, 60_000);
+      assert.ok(Date.now() < expiringAt, "the disk filled before the seeded keys expired");
+      // No event says when KV's thread has run: past the expiry plus its jitter (1 s), it has.
+      await waitFor(
+        "the seeded keys' expiry run",
+        () => Date.now() > expiringAt + 3000 || stop,
+        EXPIRING_KEYS_MS + 10_000,
+      );
+      assert.deepEqual(wrong, [], server.output());
+      await assertServing(server, { url, user });
+
+      // A restart while the disk is still full comes up and answers the same.
+      restarting = true;
+      assert.equal(await server.stop(), 0, server.output());
+      server = await spawnServer(server.env);
+      const before = unavailable;
+      restarting = false;
+      await waitFor("503 after the restart", () => unavailable > before + 4 || stop, 60_000);
+      await assertServing(server, { url, user });
+
+      // Space returns: ingest comes back without a restart.
+      await Deno.remove(filler);
+      recovered = true;
+      await waitFor("ingest to recover", () => okAfterRecovery >= 20 || stop, 60_000);
+      stop = true;
+      await Promise.all(senders);
+      assert.deepEqual(wrong, [], server.output());
+      assert.equal(server.exited(), false, `the server exited:\n${server.output()}`);
+
+      // Every acked webhook is stored, exactly once.
+      const stored: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: Response = await fetch(
+          `${url}/api/events?limit=200${cursor ? `&cursor=${cursor}` : ""}`,
+          { headers: { Authorization: `Bearer ${user.token}` } },
+        );
+        assert.equal(page.status, 200);
+        const json: { events: { id: string }[]; nextCursor: string | null } = await page.json();
+        stored.push(...json.events.map((e) => e.id));
+        cursor = json.nextCursor;
+      } while (cursor);
+      const counts = new Map<string, number>();
+      for (const id of stored) counts.set(id, (counts.get(id) ?? 0) + 1);
+      assert.deepEqual(acked.filter((id) => counts.get(id) !== 1), []);
+      assert.equal(stored.length, new Set(stored).size);
+
+      const exitCode = await server.stop();
+      assert.equal(exitCode, 0, server.output());
+      assert.doesNotMatch(server.output(), /panicked|Uncaught/);
+      server = null;
+    } finally {
+      await server?.kill();
+      await Deno.remove(filler).catch(() => {});
+      await new Deno.Command("umount", { args: ["-l", dir] }).output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** How long after seeding the test's expiring keys expire: time enough to fill the disk. */
+const EXPIRING_KEYS_MS = 25_000;
+
+/** A server run as its own process, as operators run it. */
+interface ServerProcess {
+  env: Record<string, string>;
+  output(): string;
+  exited(): boolean;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number>;
+  kill(): Promise<void>;
+}
+
+async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
+  const child = new Deno.Command(
+    fromFileUrl(new URL("../node_modules/.bin/deno", import.meta.url)),
+    {
+      args: ["run", "-A", "main.ts"],
+      cwd: fromFileUrl(new URL("..", import.meta.url)),
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    },
+  ).spawn();
+  let output = "";
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder();
+    for await (const bytes of stream) output += decoder.decode(bytes, { stream: true });
+  };
+  const collected = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  let exited = false;
+  const status = child.status.then((s) => (exited = true, s));
+  await waitFor("the server to answer /", async () => {
+    if (exited) throw new Error(`server exited:\n${output}`);
+    return (await fetchStatus(`${env.PUBLIC_URL}/`)) === 200;
+  });
+  return {
+    env,
+    output: () => output,
+    exited: () => exited,
+    async stop() {
+      child.kill("SIGTERM");
+      const { code } = await status;
+      await collected;
+      return code;
+    },
+    async kill() {
+      if (!exited) child.kill("SIGKILL");
+      await status;
+      await collected;
+    },
+  };
+}
+
+/** While the store is full: alive, `/`, history and the dashboard answer 200. */
+async function assertServing(
+  server: ServerProcess,
+  options: { url: string; user: { token: string; cookie: string } },
+): Promise<void> {
+  const { url, user } = options;
+  assert.equal(server.exited(), false, `the server exited:\n${server.output()}`);
+  assert.equal(await fetchStatus(`${url}/`), 200);
+  const history = await fetch(`${url}/api/events?limit=1`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(history.status, 200);
+  assert.match(history.headers.get("content-type")!, /^application\/json/);
+  await history.body?.cancel();
+  const dashboard = await fetch(`${url}/dashboard`, { headers: { Cookie: user.cookie } });
+  assert.equal(dashboard.status, 200);
+  assert.match(dashboard.headers.get("content-type")!, /^text\/html/);
+  await dashboard.body?.cancel();
+}
+
+// --- support ---------------------------------------------------------------------------------
+
+function seeded(seed: number): () => number {
+  return () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+}
+
+function storedEvent(fields: Partial<StoredEvent> & { id: string }): StoredEvent {
+  return {
+    userId: crypto.randomUUID(),
+    endpointId: crypto.randomUUID(),
+    endpoint: "abcdefghijkl",
+    receivedAt: new Date().toISOString(),
+    expiresAt: Date.now(),
+    method: "POST",
+    path: "/",
+    queryJson: "{}",
+    headersJson: "{}",
+    contentType: null,
+    kind: "other",
+    size: 0,
+    body: null,
+    blobId: null,
+    chunks: 0,
+    ...fields,
+  };
+}
+
+async function userEndpoint(kv: Deno.Kv, name: string) {
+  const { endpoint } = await signUpUser(kv, {
+    email: `${name}-${crypto.randomUUID()}@example.com`,
+    password: "correct horse battery",
+    monthlyLimit: 1_000_000,
+  });
+  return endpoint;
+}
+
+function webhook(endpoint: IncomingWebhook["endpoint"], path: string): IncomingWebhook {
+  return {
+    endpoint,
+    receivedAt: new Date(),
+    method: "POST",
+    path,
+    queryJson: "{}",
+    headersJson: '{"content-type":"application/json"}',
+    contentType: "application/json",
+    kind: "json",
+    body: new TextEncoder().encode("{}"),
+    text: "{}",
+  };
+}
+
+function accepted(outcome: PromiseSettledResult<IngestResult>): boolean {
+  return outcome.status === "fulfilled" && outcome.value.accepted;
+}
+
+async function historyCount(server: TestServer, token: string): Promise<number> {
+  const response = await fetch(`${server.url}/api/events?limit=200`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  return (await response.json()).events.length;
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+async function fetchStatus(url: string): Promise<number | null> {
+  try {
+    const response = await fetch(url);
+    await response.body?.cancel();
+    return response.status;
+  } catch {
+    return null;
+  }
+}
+
+async function waitFor(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
