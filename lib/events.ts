@@ -86,15 +86,17 @@ export function isJsonType(type: string | null): boolean {
 
 /** Parses a form body (or a URL's search parameters) into fields; repeated names become arrays. */
 export function parseForm(input: string | URLSearchParams): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
+  // A Map, then fromEntries: a field named "__proto__" stays data (an assignment would hit the
+  // prototype setter and drop it).
+  const fields = new Map<string, string | string[]>();
   for (const [name, value] of new URLSearchParams(input)) {
-    const prior = out[name];
-    out[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [
-      prior,
-      value,
-    ];
+    const prior = fields.get(name);
+    fields.set(
+      name,
+      prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value],
+    );
   }
-  return out;
+  return Object.fromEntries(fields);
 }
 
 /** The payload as JSON text, from the body text and its kind. */

@@ -50,6 +50,7 @@ Deno.test("[config] PUBLIC_URL loses its trailing slash", () => {
 
 Deno.test("[events] form bodies become fields, repeated names arrays", () => {
   assert.deepEqual(parseForm("a=1&b=x+y&a=2&c=%E2%9C%93"), { a: ["1", "2"], b: "x y", c: "✓" });
+  assert.equal(JSON.stringify(parseForm("__proto__=x&a=1")), '{"__proto__":"x","a":"1"}');
 });
 
 Deno.test("[rate-limit] a burst passes, then callers wait, and 0 disables", () => {
