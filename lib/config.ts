@@ -20,7 +20,7 @@ const schema = z.object({
   INGEST_RATE_PER_SECOND: nonNegativeInt.default(1000),
   INGEST_RATE_BURST: positiveInt.default(10000),
   HEARTBEAT_SECONDS: z.coerce.number().positive().max(25).default(15),
-  SLOW_CONSUMER_BYTES: positiveInt.default(8 * 1024 * 1024),
+  SLOW_CONSUMER_BYTES: positiveInt.default(4 * 1024 * 1024),
   CATCH_UP_BYTES: positiveInt.default(256 * 1024),
   MAX_CONNECTIONS_PER_TOKEN: nonNegativeInt.default(100),
   MAX_CONNECTIONS_PER_USER: nonNegativeInt.default(200),
