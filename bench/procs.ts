@@ -176,6 +176,9 @@ export async function startRelay(
       KV_PATH: `${kvDir}/bench.kv`,
       FREE_MONTHLY_LIMIT: "1000000000",
       INGEST_RATE_PER_SECOND: "0",
+      // The benchmark holds thousands of connections on one token.
+      MAX_CONNECTIONS_PER_TOKEN: "0",
+      MAX_CONNECTIONS_PER_USER: "0",
       LOG_REQUESTS: "0",
       WORKERS: "1",
       ...options.env,

@@ -28,7 +28,16 @@ const schema = z.object({
   INGEST_RATE_PER_SECOND: nonNegativeInt.default(1000),
   INGEST_RATE_BURST: positiveInt.default(10000),
   HEARTBEAT_SECONDS: z.coerce.number().positive().max(25).default(15),
-  SLOW_CONSUMER_BYTES: positiveInt.default(8 * 1024 * 1024),
+  SLOW_CONSUMER_BYTES: positiveInt.default(4 * 1024 * 1024),
+  CATCH_UP_BYTES: positiveInt.default(256 * 1024),
+  MAX_CONNECTIONS_PER_TOKEN: nonNegativeInt.default(100),
+  MAX_CONNECTIONS_PER_USER: nonNegativeInt.default(200),
+  WS_MESSAGES_PER_SECOND: positiveInt.default(20),
+  WS_MESSAGES_BURST: positiveInt.default(50),
+  WS_MAX_MESSAGE_BYTES: positiveInt.default(2 * 1024 * 1024),
+  WS_MAX_UNACKED: positiveInt.default(1000),
+  ACKS_PER_SECOND: nonNegativeInt.default(20),
+  ACKS_BURST: positiveInt.default(100),
   SESSION_DAYS: z.coerce.number().positive().default(30),
   LOG_REQUESTS: z.enum(["0", "1"]).default("0"),
   LOGIN_FAILURES_PER_ACCOUNT: positiveInt.default(5),
@@ -98,7 +107,25 @@ export interface Config {
   ingestRatePerSecond: number;
   ingestRateBurst: number;
   heartbeatMs: number;
+  /** Bytes queued for one client beyond which it is closed as too slow (live and held back). */
   slowConsumerBytes: number;
+  /** A catch-up (replay) stops reading the log while its client has this many bytes unread. */
+  catchUpBytes: number;
+  /** Live connections (SSE and WebSocket) one token or session may hold; 0 for no limit. */
+  maxConnectionsPerToken: number;
+  /** Live connections one account may hold across its tokens and sessions; 0 for no limit. */
+  maxConnectionsPerUser: number;
+  /** Sustained messages per second a WebSocket client may send (acks of new events are free). */
+  wsMessagesPerSecond: number;
+  /** Messages a WebSocket client may send at once before the rate applies. */
+  wsMessagesBurst: number;
+  /** Largest message a WebSocket client may send; larger ones close the socket with 1009. */
+  wsMaxMessageBytes: number;
+  /** Event ids a WebSocket connection remembers as sent and not yet acked or answered. */
+  wsMaxUnacked: number;
+  /** Acks recorded (KV writes) per second per account; 0 turns the limit off. */
+  acksPerSecond: number;
+  acksBurst: number;
   sessionMs: number;
   logRequests: boolean;
   /**
@@ -171,6 +198,15 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     ingestRateBurst: e.INGEST_RATE_BURST,
     heartbeatMs: e.HEARTBEAT_SECONDS * 1000,
     slowConsumerBytes: e.SLOW_CONSUMER_BYTES,
+    catchUpBytes: e.CATCH_UP_BYTES,
+    maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,
+    maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+    wsMessagesPerSecond: e.WS_MESSAGES_PER_SECOND,
+    wsMessagesBurst: e.WS_MESSAGES_BURST,
+    wsMaxMessageBytes: e.WS_MAX_MESSAGE_BYTES,
+    wsMaxUnacked: e.WS_MAX_UNACKED,
+    acksPerSecond: e.ACKS_PER_SECOND,
+    acksBurst: e.ACKS_BURST,
     sessionMs: e.SESSION_DAYS * 86400_000,
     logRequests: e.LOG_REQUESTS === "1",
     loginFailuresPerAccount: e.LOGIN_FAILURES_PER_ACCOUNT,

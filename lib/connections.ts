@@ -5,9 +5,13 @@
  * being replayed wait in a bounded buffer and are flushed afterwards, skipping every id at or
  * below the last one sent. Ids sort by arrival, so that one comparison rules out both gaps and
  * duplicates, including repeats from the queue's at-least-once fallback.
+ *
+ * A catch-up reads the log a few packs at a time and only while its client keeps up, so what it
+ * holds in memory is bounded by `catchUpBytes` plus one event, whatever the log's size.
  */
 import type { Broker } from "./broker.ts";
 import { eventsAfter, type LiveEvent } from "./events.ts";
+import { HttpError } from "./http_error.ts";
 
 /** The transport side of a connection: SSE stream or WebSocket. */
 export interface Sink {
@@ -37,8 +41,48 @@ export interface Connection {
   sink: Sink;
   replaying: boolean;
   buffer: LiveEvent[];
+  /** Bytes of the envelopes in `buffer`. */
+  bufferBytes: number;
   chain: Promise<void>;
+  /**
+   * WebSocket only: ids sent and not yet acked and answered, with what the client did so far
+   * (bits of SENT_FLAGS). Created at the first send, so idle connections pay nothing; holds at
+   * most `maxUnacked` ids, forgetting the oldest.
+   */
+  sent: Map<string, number> | null;
 }
+
+const SENT_FLAGS = { acked: 1, answered: 2, wantsAnswer: 4 } as const;
+
+/** Whether `id` was sent to this connection and it has not yet both acked and answered it. */
+export function wasSent(connection: Connection, id: string): boolean {
+  return connection.sent?.has(id) ?? false;
+}
+
+/** Whether the client may still ack (or answer) `id`: it was sent here and not yet given. */
+export function replyDue(connection: Connection, id: string, kind: "ack" | "answer"): boolean {
+  const flags = connection.sent?.get(id);
+  if (flags === undefined) return false;
+  return !(flags & (kind === "ack" ? SENT_FLAGS.acked : SENT_FLAGS.answered));
+}
+
+/**
+ * Records the client's ack or answer of `id`: true the first time for an event sent to this
+ * connection, false when it never was (another user's, made up, long forgotten) or this one was
+ * already given. An event is forgotten once acked, and answered when it asked for an answer.
+ */
+export function takeReply(connection: Connection, id: string, kind: "ack" | "answer"): boolean {
+  if (!replyDue(connection, id, kind)) return false;
+  const now = connection.sent!.get(id)! | (kind === "ack" ? SENT_FLAGS.acked : SENT_FLAGS.answered);
+  const done = (now & SENT_FLAGS.acked) &&
+    (!(now & SENT_FLAGS.wantsAnswer) || (now & SENT_FLAGS.answered));
+  if (done) connection.sent!.delete(id);
+  else connection.sent!.set(id, now);
+  return true;
+}
+
+/** Respond-mode envelopes end so (see toLiveEvent): their senders wait for an answer. */
+const RESPOND_TAIL = ',"respond":true}';
 
 /** Close codes (WebSocket's; SSE streams just end). */
 export const CLOSE = {
@@ -49,6 +93,11 @@ export const CLOSE = {
 
 /** The registry of live connections for one process. */
 export interface Connections {
+  /**
+   * Throws a 429 HttpError when the user, or this token or session, already holds its limit of
+   * connections in this isolate. Call it right before `open`, with no await in between.
+   */
+  admit(userId: string, credential: string): void;
   /** Registers a connection; when `after` is given (or `replayAll`) the log is replayed first. */
   open(options: {
     userId: string;
@@ -70,15 +119,36 @@ export interface Connections {
   stop(): void;
 }
 
-/** Live events a connection may hold back while it replays the log. */
+/** Live events a connection may hold back while it replays the log (their bytes count too). */
 const MAX_BUFFERED_WHILE_REPLAYING = 10_000;
+/** Log packs (≤ 60 KB each) a catch-up reads from KV at a time. */
+const REPLAY_BATCH_PACKS = 2;
+/** A stalled catch-up checks its client again after this long, doubling up to the maximum. */
 const REPLAY_WAIT_MS = 5;
+const REPLAY_MAX_WAIT_MS = 200;
 
 /** Creates the registry; it subscribes to the broker and runs one heartbeat timer for all. */
 export function createConnections(
   kv: Deno.Kv,
-  options: { broker: Broker; heartbeatMs: number; slowConsumerBytes: number },
+  options: {
+    broker: Broker;
+    heartbeatMs: number;
+    slowConsumerBytes: number;
+    /** See Config.catchUpBytes; defaults to half of `slowConsumerBytes`. */
+    catchUpBytes?: number;
+    /** Per token (credential) and per user, in this isolate; 0 or absent for no limit. */
+    maxPerCredential?: number;
+    maxPerUser?: number;
+    /** Ids a WebSocket connection remembers as sent (see `wasSent`). */
+    maxUnacked?: number;
+  },
 ): Connections {
+  const catchUpBytes = Math.min(
+    options.catchUpBytes ?? Infinity,
+    Math.floor(options.slowConsumerBytes / 2),
+  );
+  const maxUnacked = options.maxUnacked ?? 1000;
+
   const byUser = new Map<string, Set<Connection>>();
   /** Releases of the broker's per-user follow, held while the user has connections here. */
   const follows = new Map<string, () => void>();
@@ -90,6 +160,15 @@ export function createConnections(
     if (connection.sink.backlog() > options.slowConsumerBytes) return close(connection, CLOSE.slow);
     connection.lastSentId = event.id;
     connection.sink.send(event);
+    remember(connection, event);
+  }
+
+  /** Notes a WebSocket send, so the client's ack or answer can be checked against it. */
+  function remember(connection: Connection, event: LiveEvent): void {
+    if (connection.transport !== "ws") return;
+    const sent = connection.sent ??= new Map();
+    if (sent.size >= maxUnacked && !sent.has(event.id)) sent.delete(sent.keys().next().value!);
+    sent.set(event.id, event.json.endsWith(RESPOND_TAIL) ? SENT_FLAGS.wantsAnswer : 0);
   }
 
   function close(connection: Connection, reason: { code: number; reason: string }): void {
@@ -116,10 +195,18 @@ export function createConnections(
     connection.lastSentId = after;
     let count = 0;
     try {
-      for await (const event of eventsAfter(kv, { userId: connection.userId, after })) {
-        // Let a slow reader drain instead of piling the whole log into memory.
-        while (!connection.closed && connection.sink.backlog() > options.slowConsumerBytes / 2) {
-          await new Promise((resolve) => setTimeout(resolve, REPLAY_WAIT_MS));
+      const events = eventsAfter(kv, {
+        userId: connection.userId,
+        after,
+        batchSize: REPLAY_BATCH_PACKS,
+      });
+      for await (const event of events) {
+        // Read no further while the client has a budget's worth unread: a client that stops
+        // reading then holds `catchUpBytes` and one batch, not the log.
+        let wait = REPLAY_WAIT_MS;
+        while (!connection.closed && connection.sink.backlog() > catchUpBytes) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          wait = Math.min(wait * 2, REPLAY_MAX_WAIT_MS);
         }
         if (connection.closed) return count;
         deliver(connection, event);
@@ -128,6 +215,7 @@ export function createConnections(
     } finally {
       const buffered = connection.buffer;
       connection.buffer = [];
+      connection.bufferBytes = 0;
       connection.replaying = false;
       for (const event of buffered) deliver(connection, event);
     }
@@ -140,8 +228,15 @@ export function createConnections(
       if (!set) return;
       for (const connection of set) {
         if (connection.replaying) {
-          connection.buffer.push(...message.events);
-          if (connection.buffer.length > MAX_BUFFERED_WHILE_REPLAYING) {
+          for (const event of message.events) {
+            connection.buffer.push(event);
+            connection.bufferBytes += event.json.length;
+          }
+          // Held-back events are queued for the client as much as its backlog is.
+          if (
+            connection.buffer.length > MAX_BUFFERED_WHILE_REPLAYING ||
+            connection.bufferBytes + connection.sink.backlog() > options.slowConsumerBytes
+          ) {
             close(connection, CLOSE.slow);
           }
           continue;
@@ -155,7 +250,10 @@ export function createConnections(
     } else if (message.kind === "redeliver") {
       for (const connection of byUser.get(message.userId) ?? []) {
         if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
-        else connection.sink.send(message.event);
+        else {
+          connection.sink.send(message.event);
+          remember(connection, message.event);
+        }
       }
     } else if (message.kind === "credential_revoked") {
       for (const connection of byUser.get(message.userId) ?? []) {
@@ -171,6 +269,30 @@ export function createConnections(
   }, options.heartbeatMs);
 
   const registry: Connections = {
+    admit(userId, credential) {
+      const set = byUser.get(userId);
+      if (!set) return;
+      const perUser = options.maxPerUser ?? 0;
+      if (perUser > 0 && set.size >= perUser) {
+        throw new HttpError(
+          429,
+          `Cannot connect: this account already has ${perUser} open connections ` +
+            "(MAX_CONNECTIONS_PER_USER); close one first",
+        );
+      }
+      const perCredential = options.maxPerCredential ?? 0;
+      if (perCredential > 0 && set.size >= perCredential) {
+        let count = 0;
+        for (const connection of set) if (connection.credential === credential) count++;
+        if (count >= perCredential) {
+          throw new HttpError(
+            429,
+            `Cannot connect: this token already has ${perCredential} open connections ` +
+              "(MAX_CONNECTIONS_PER_TOKEN); close one first",
+          );
+        }
+      }
+    },
     open(openOptions) {
       const connection: Connection = {
         id: crypto.randomUUID(),
@@ -184,7 +306,9 @@ export function createConnections(
         sink: openOptions.sink,
         replaying: false,
         buffer: [],
+        bufferBytes: 0,
         chain: Promise.resolve(),
+        sent: null,
       };
       let set = byUser.get(connection.userId);
       if (!set) {

@@ -280,10 +280,17 @@ export async function getEvent(
 /**
  * Retained events oldest first, as envelopes: after the id `after` (exclusive) or from the id
  * `from` (inclusive), all retained ones when neither is given, up to `until` (inclusive).
+ * `batchSize` packs are read at a time; a body is loaded only when its event is reached.
  */
 export async function* eventsAfter(
   kv: Deno.Kv,
-  options: { userId: string; after?: string | null; from?: string; until?: string },
+  options: {
+    userId: string;
+    after?: string | null;
+    from?: string;
+    until?: string;
+    batchSize?: number;
+  },
 ): AsyncGenerator<LiveEvent> {
   const prefix = eventsOfUserPrefix(options.userId);
   const boundary = options.after ?? options.from ?? null;
@@ -292,7 +299,8 @@ export async function* eventsAfter(
     : null;
   const selector: Deno.KvListSelector = startKey ? { prefix, start: startKey } : { prefix };
   const now = Date.now();
-  for await (const entry of kv.list<StoredEvent[]>(selector, { batchSize: 50 })) {
+  const batchSize = options.batchSize ?? 50;
+  for await (const entry of kv.list<StoredEvent[]>(selector, { batchSize })) {
     for (const event of entry.value) {
       if (options.after && event.id <= options.after) continue;
       if (options.from && event.id < options.from) continue;

@@ -13,7 +13,7 @@ import { createStripe } from "./stripe.ts";
 import { createResponses, type Responses } from "./responses.ts";
 import { recordAck } from "./deliveries.ts";
 import { startStorageGuard } from "./storage_guard.ts";
-import type { ClientReplies } from "./websocket.ts";
+import type { ClientLimits, ClientReplies } from "./websocket.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -29,6 +29,8 @@ export interface Services {
   responses: Responses;
   /** Where WebSocket clients' acks and answers go. */
   clientReplies: ClientReplies;
+  /** What WebSocket clients may send: message rate and size, acks per account. */
+  clientLimits: ClientLimits;
   /** The user's connected clients in every isolate and instance. */
   presence: Presence;
   /** Stops timers and listeners and closes KV. */
@@ -70,6 +72,10 @@ export async function createServices(
     broker,
     heartbeatMs: config.heartbeatMs,
     slowConsumerBytes: config.slowConsumerBytes,
+    catchUpBytes: config.catchUpBytes,
+    maxPerCredential: config.maxConnectionsPerToken,
+    maxPerUser: config.maxConnectionsPerUser,
+    maxUnacked: config.wsMaxUnacked,
   });
   const ingest = options.ingest ??
     createIngest(kv, {
@@ -98,6 +104,13 @@ export async function createServices(
     stripe: config.stripe ? createStripe(config.stripe) : null,
     responses,
     presence,
+    clientLimits: {
+      messagesPerSecond: config.wsMessagesPerSecond,
+      messagesBurst: config.wsMessagesBurst,
+      maxMessageBytes: config.wsMaxMessageBytes,
+      acksPerSecond: config.acksPerSecond,
+      acks: createRateLimiter({ perSecond: config.acksPerSecond, burst: config.acksBurst }),
+    },
     clientReplies: {
       responses,
       ack: ({ connection, eventId, status }) =>

@@ -186,9 +186,17 @@ export function docsPageRoutes(): Hono<AppEnv> {
             <code>{websocketUrl(base)}/?token=YOUR_TOKEN</code> (also <code>/ws</code>). Add{" "}
             <code>&amp;lastEventId=&lt;id&gt;</code> to resume. The client may send{" "}
             <code>{`{"type": "ping"}`}</code> (answered with <code>pong</code>) and{" "}
-            <code>{`{"type": "replay", "after": "<id>"}`}</code>. Close codes: <code>1001</code>
+            <code>{`{"type": "replay", "after": "<id>"}`}</code> (<code>lastEventId</code>{" "}
+            works as well as{" "}
+            <code>after</code>); acks and respond-mode answers are accepted only for events sent to
+            that connection. An unknown key is an error naming it. By default a client may send 20
+            messages a second (bursts of 50; the first ack and answer of each event do not count):
+            past that it gets one warning, then the socket is closed. Close codes: <code>1001</code>
             {" "}
-            shutting down, <code>4001</code> token revoked, <code>4008</code> client too slow.
+            shutting down, <code>1008</code> too many messages, <code>1009</code> message too large,
+            {" "}
+            <code>4001</code> token revoked, <code>4008</code>{" "}
+            client too slow. One token may hold 100 open streams by default (429 beyond).
           </p>
         </Section>
 

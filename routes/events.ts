@@ -24,6 +24,7 @@ export function eventRoutes(): Hono<AppEnv> {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);
     const { connections } = c.get("services");
+    connections.admit(auth.user.id, auth.credential);
     return openSseStream(connections, {
       userId: auth.user.id,
       credential: auth.credential,

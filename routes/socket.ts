@@ -15,6 +15,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   const auth = await authenticateStream(c);
   const after = resumePoint(c);
   const { connections, config } = c.get("services");
+  connections.admit(auth.user.id, auth.credential);
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,
     credential: auth.credential,
@@ -22,6 +23,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     idleTimeoutSeconds: Math.ceil(config.heartbeatMs / 1000),
     wantsNotices: c.req.query("notices") === "1",
     replies: c.get("services").clientReplies,
+    limits: c.get("services").clientLimits,
   });
 }
 
