@@ -1,8 +1,10 @@
 /** Starting and stopping one WebSocks server: services, HTTP listener and graceful shutdown. */
 import type { Config } from "./config.ts";
 import { CLOSE } from "./connections.ts";
+import { createLoadGuard, type LoadGuard, requestAddress } from "./load_guard.ts";
 import { createServices, type ServiceOptions, type Services } from "./services.ts";
 import { createHandler } from "../routes/_app.ts";
+import { errorResponse } from "../routes/_errors.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -11,6 +13,90 @@ export interface RunningServer {
   services: Services;
   /** Stops accepting, closes live streams so clients reconnect elsewhere, then closes KV. */
   shutdown(): Promise<void>;
+}
+
+/** Longest pause between attempts to listen again after the listener failed. */
+const RELISTEN_MAX_DELAY_MS = 2000;
+
+type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+
+/** Admits each request through the guard, and releases it once the handler has answered. */
+function guarded(handler: Handler, guard: LoadGuard, trustProxy: boolean): Handler {
+  return (request, info) => {
+    let release: () => void;
+    try {
+      release = guard.admit(request, requestAddress(request, info, trustProxy));
+    } catch (error) {
+      return errorResponse(error, { method: request.method, path: new URL(request.url).pathname });
+    }
+    let answer: Response | Promise<Response>;
+    try {
+      answer = handler(request, info);
+    } catch (error) {
+      release();
+      throw error;
+    }
+    if (answer instanceof Promise) return answer.finally(release);
+    release();
+    return answer;
+  };
+}
+
+/**
+ * Deno.serve that outlives its accept loop. When accepting fails (measured: with descriptors
+ * exhausted Deno.serve's `finished` rejects with "Too many open files" and the listener is
+ * gone; left alone the rejection ends the process, and the connections it held, idle ones
+ * included, are never closed), the failed server is aborted, which closes every connection it
+ * held and frees their descriptors, and the port is listened on again with backoff. Clients of
+ * this isolate reconnect; the process keeps running.
+ */
+function serveSupervised(
+  options: { port: number; hostname: string; reusePort: boolean },
+  handler: Handler,
+): { addr: Deno.NetAddr; shutdown(): Promise<void> } {
+  let stopping = false;
+  let current: { server: Deno.HttpServer<Deno.NetAddr>; abort: AbortController };
+  const listen = (port: number) => {
+    const abort = new AbortController();
+    const server = Deno.serve(
+      { ...options, port, signal: abort.signal, onListen: () => {} },
+      handler,
+    );
+    current = { server, abort };
+    server.finished.then(() => failed(null), failed);
+    function failed(error: unknown) {
+      if (stopping || current.server !== server) return;
+      console.warn(
+        `Accepting connections on port ${port} failed (${
+          error instanceof Error ? error.message : "the listener closed"
+        }); closing this isolate's connections and listening again`,
+      );
+      abort.abort();
+      // The port actually bound: with port 0 a new listener would pick another one.
+      relisten(server.addr.port);
+    }
+  };
+  const relisten = async (port: number) => {
+    for (let delay = 50; !stopping; delay = Math.min(delay * 2, RELISTEN_MAX_DELAY_MS)) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      if (stopping) return;
+      try {
+        listen(port);
+        console.warn(`Listening on port ${port} again`);
+        return;
+      } catch {
+        // Still out of descriptors (or the port is held): wait longer.
+      }
+    }
+  };
+  listen(options.port);
+  return {
+    addr: current!.server.addr,
+    shutdown() {
+      stopping = true;
+      return current.server.shutdown();
+    },
+  };
 }
 
 /**
@@ -23,22 +109,22 @@ export async function startServer(
 ): Promise<RunningServer> {
   const services = await createServices(config, options);
   const handler = createHandler(services);
+  const guard = createLoadGuard(config);
   const { isolate } = options;
-  const server = Deno.serve(
-    {
-      port: config.port,
-      hostname: config.host,
-      reusePort: options.reusePort ?? false,
-      onListen: () => {},
-    },
-    isolate === undefined ? handler : async (request, info) => {
-      // Which isolate answered: operators read it in logs, tests use it to cross isolates.
-      const response = await handler(request, info);
-      response.headers.set("X-WebSocks-Isolate", isolate);
-      return response;
-    },
+  const server = serveSupervised(
+    { port: config.port, hostname: config.host, reusePort: options.reusePort ?? false },
+    guarded(
+      isolate === undefined ? handler : async (request, info) => {
+        // Which isolate answered: operators read it in logs, tests use it to cross isolates.
+        const response = await handler(request, info);
+        response.headers.set("X-WebSocks-Isolate", isolate);
+        return response;
+      },
+      guard,
+      config.trustProxy,
+    ),
   );
-  const addr = server.addr as Deno.NetAddr;
+  const addr = server.addr;
   const host = addr.hostname === "0.0.0.0" ? "localhost" : addr.hostname;
   let stopping: Promise<void> | null = null;
   return {
@@ -49,6 +135,7 @@ export async function startServer(
         const drained = server.shutdown();
         services.connections.closeAll(CLOSE.shutdown);
         await drained;
+        guard.close();
         await services.close();
       })();
       return stopping;
