@@ -154,7 +154,7 @@ Deno.test("[limits] a process with 256 descriptors survives 2,000 idle, slowlori
     const held: Deno.TcpConn[] = [];
     let opened = 0;
     // 2,000 connections opened, whatever the server does in between (bounded by attempts).
-    for (let attempt = 0; opened < 2000 && attempt < 20_000; attempt++) {
+    for (let attempt = 0; opened < 2000 && attempt < 20_000 && !server.exited(); attempt++) {
       const conn = await connect(server.port, 500);
       if (!conn) {
         // Refused while the server listens again: an attacker would retry too.
@@ -174,6 +174,7 @@ Deno.test("[limits] a process with 256 descriptors survives 2,000 idle, slowlori
       ][i % 3];
       if (request) await conn.write(encoder.encode(request)).catch(() => {});
     }
+    assert.equal(server.exited(), null, `the process ended:\n${server.stderr()}`);
     assert.equal(opened, 2000, `only ${opened} connections were accepted`);
     assert.equal(server.exited(), null, `the process ended:\n${server.stderr()}`);
     for (const conn of held) {
