@@ -22,6 +22,8 @@ import { HttpError } from "./http_error.ts";
 
 /** How often pressure is sampled and stalled bodies are timed out. */
 const SWEEP_MS = 1000;
+/** While under pressure, how stale a sample may be before a refusal samples again. */
+const RESAMPLE_MS = 100;
 
 /** A body being received, watched by the sweeper. */
 interface BodyRead {
@@ -117,7 +119,9 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
   let rss = 0;
   let pressure: string | null = null;
 
+  let sampledAt = 0;
   const sample = () => {
+    sampledAt = Date.now();
     rss = Deno.memoryUsage().rss;
     files = openFiles();
     const reserve = limit === null ? 0 : Math.ceil(limit * config.minFreeFilesPercent / 100);
@@ -128,6 +132,8 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
     } else if (limit !== null && (files === null || files > limit - reserve)) {
       pressure = `short of file descriptors (${files ?? limit} of ${limit} open)`;
     } else pressure = null;
+  };
+  const timeOutBodies = () => {
     const now = Date.now();
     for (const read of state.bodies) {
       if (now - read.startedAt > config.bodyTimeoutMs) {
@@ -148,12 +154,18 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
       }
     }
   };
-  const timer = setInterval(sample, SWEEP_MS);
+  const sweep = () => {
+    sample();
+    timeOutBodies();
+  };
+  const timer = setInterval(sweep, SWEEP_MS);
   Deno.unrefTimer(timer);
   sample();
 
   return {
     admit(request, address) {
+      // Under pressure look again before refusing: load falls faster than once a second.
+      if (pressure !== null && Date.now() - sampledAt > RESAMPLE_MS) sample();
       if (pressure !== null && isHeavy(request)) {
         throw new HttpError(503, `Server busy: ${pressure}; retry shortly`, {
           "Retry-After": "5",

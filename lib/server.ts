@@ -17,6 +17,8 @@ export interface RunningServer {
 
 /** Longest pause between attempts to listen again after the listener failed. */
 const RELISTEN_MAX_DELAY_MS = 2000;
+/** Failed attempts to listen again (about 3 s) before the failed servers are aborted. */
+const RELISTEN_ABORT_AFTER = 6;
 
 type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 
@@ -43,41 +45,48 @@ function guarded(handler: Handler, guard: LoadGuard, trustProxy: boolean): Handl
 }
 
 /**
- * Deno.serve that outlives its accept loop. When accepting fails (measured: with descriptors
- * exhausted Deno.serve's `finished` rejects with "Too many open files" and the listener is
- * gone; left alone the rejection ends the process, and the connections it held, idle ones
- * included, are never closed), the failed server is aborted, which closes every connection it
- * held and frees their descriptors, and the port is listened on again with backoff. Clients of
- * this isolate reconnect; the process keeps running.
+ * Deno.serve that outlives its accept loop. Measured with Deno 2.9: with descriptors exhausted
+ * Deno.serve's `finished` rejects with "Too many open files", its listener is gone, and left
+ * alone the rejection ends the process; the connections it held, idle ones included, stay
+ * open. So on failure the failed server is shut down gracefully, which closes at once the
+ * connections without a request in progress (idle and slowloris ones, measured: all of them
+ * within 10 ms) while requests in progress, streams and WebSockets go on; then the port is
+ * listened on again with backoff. Only if listening keeps failing are the old servers aborted,
+ * which closes every connection they hold.
  */
 function serveSupervised(
   options: { port: number; hostname: string; reusePort: boolean },
   handler: Handler,
 ): { addr: Deno.NetAddr; shutdown(): Promise<void> } {
   let stopping = false;
-  let current: { server: Deno.HttpServer<Deno.NetAddr>; abort: AbortController };
+  let current: Deno.HttpServer<Deno.NetAddr>;
+  /** Failed servers still finishing their requests, and how to end them at once. */
+  const draining = new Map<Deno.HttpServer<Deno.NetAddr>, AbortController>();
   const listen = (port: number) => {
     const abort = new AbortController();
     const server = Deno.serve(
       { ...options, port, signal: abort.signal, onListen: () => {} },
       handler,
     );
-    current = { server, abort };
+    current = server;
     server.finished.then(() => failed(null), failed);
     function failed(error: unknown) {
-      if (stopping || current.server !== server) return;
-      console.warn(
-        `Accepting connections on port ${port} failed (${
-          error instanceof Error ? error.message : "the listener closed"
-        }); closing this isolate's connections and listening again`,
-      );
-      abort.abort();
+      if (stopping || current !== server) return;
       // The port actually bound: with port 0 a new listener would pick another one.
-      relisten(server.addr.port);
+      const bound = server.addr.port;
+      console.warn(
+        `Accepting connections on port ${bound} failed (${
+          error instanceof Error ? error.message : "the listener closed"
+        }); closing idle connections and listening again`,
+      );
+      draining.set(server, abort);
+      server.shutdown().catch(() => {}).finally(() => draining.delete(server));
+      relisten(bound);
     }
   };
   const relisten = async (port: number) => {
-    for (let delay = 50; !stopping; delay = Math.min(delay * 2, RELISTEN_MAX_DELAY_MS)) {
+    let delay = 50;
+    for (let attempt = 1; !stopping; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, delay));
       if (stopping) return;
       try {
@@ -85,16 +94,21 @@ function serveSupervised(
         console.warn(`Listening on port ${port} again`);
         return;
       } catch {
-        // Still out of descriptors (or the port is held): wait longer.
+        // Still out of descriptors: what is in progress holds them. After a few tries end it.
+        if (attempt === RELISTEN_ABORT_AFTER) {
+          console.warn(`Still out of descriptors: closing every connection of port ${port}`);
+          for (const abort of draining.values()) abort.abort();
+        }
+        delay = Math.min(delay * 2, RELISTEN_MAX_DELAY_MS);
       }
     }
   };
   listen(options.port);
   return {
-    addr: current!.server.addr,
-    shutdown() {
+    addr: current!.addr,
+    async shutdown() {
       stopping = true;
-      return current.server.shutdown();
+      await Promise.all([current.shutdown(), ...[...draining.keys()].map((s) => s.shutdown())]);
     },
   };
 }

@@ -195,7 +195,7 @@ Deno.test("[limits] a process with 256 descriptors survives 2,000 idle, slowlori
       headers: { "Content-Type": "application/json" },
       body: '{"after":"attack"}',
     });
-    assert.equal(response.status, 200);
+    assert.equal(response.status, 200, await response.clone().text());
     assert.match(response.headers.get("content-type") ?? "", /application\/json/);
     assert.equal((await response.json()).ok, true);
     assert.equal(server.exited(), null, `the process ended:\n${server.stderr()}`);
