@@ -3,6 +3,7 @@
  * process. Each test runs `main.ts` in its own process, so descriptors and RSS are its own.
  */
 import assert from "node:assert/strict";
+import { signUp, startTestServer } from "./helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -143,6 +144,98 @@ async function eventually(
   }
   throw new Error(`${what}: not within ${attempts} attempts`);
 }
+
+Deno.test("[limits] requests in progress from one address beyond its share get 429", async () => {
+  await using server = await startTestServer({ MAX_REQUESTS_PER_ADDRESS: "3" });
+  const user = await signUp(server);
+  // Three bodies held open from this address take its share.
+  const senders: ReadableStreamDefaultController<Uint8Array>[] = [];
+  const held = Array.from({ length: 3 }, () =>
+    fetch(user.webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(encoder.encode("{"));
+          senders.push(controller);
+        },
+      }),
+    }));
+  await eventually("three requests in progress", async () => {
+    const response = await fetch(user.webhookUrl, { method: "POST", body: "{}" });
+    await response.body?.cancel();
+    return response.status === 429;
+  });
+  const refused = await fetch(user.webhookUrl, { method: "POST", body: "{}" });
+  assert.equal(refused.status, 429);
+  assert.match(refused.headers.get("content-type") ?? "", /application\/json/);
+  assert.match(
+    (await refused.json()).error,
+    /Too many requests in progress from 127\.0\.0\.1 \(limit 3\)/,
+  );
+  // Once they finish, the address is served again.
+  senders.forEach((sender) => {
+    sender.enqueue(encoder.encode("}"));
+    sender.close();
+  });
+  for (const response of await Promise.all(held)) {
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  await eventually("served again", async () => {
+    const response = await fetch(user.webhookUrl, { method: "POST", body: "{}" });
+    await response.body?.cancel();
+    return response.status === 200;
+  });
+});
+
+Deno.test("[limits] a stalled API body gets 408 and an oversized form 413", async () => {
+  await using server = await startTestServer({ BODY_IDLE_TIMEOUT_SECONDS: "1" });
+  const { port } = new URL(server.url);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+  await conn.write(encoder.encode(
+    "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+      'Content-Length: 100\r\n\r\n{"email":',
+  ));
+  const stalled = await responseStatus(conn);
+  conn.close();
+  assert.equal(stalled?.status, 408);
+  assert.match(stalled!.text, /content-type: application\/json/i);
+  assert.match(stalled!.text, /Cannot log in: body not received within 1 s/);
+
+  const form = await fetch(`${server.url}/login`, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: server.url },
+    body: `email=a%40example.com&password=${"x".repeat(100_000)}`,
+  });
+  assert.equal(form.status, 413);
+  assert.match(form.headers.get("content-type") ?? "", /text\/html/);
+  assert.match(await form.text(), /Cannot read form: body is larger than the limit of 65536 bytes/);
+});
+
+Deno.test("[limits] short of memory, bodies and streams get 503 while pages answer", async () => {
+  await using server = await startTestServer({ MAX_RSS_MB: "1" });
+  const page = await fetch(`${server.url}/`);
+  assert.equal(page.status, 200);
+  await page.body?.cancel();
+  const signup = await fetch(`${server.url}/api/auth/signup`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email: "rss@example.com", password: "correct horse battery" }),
+  });
+  assert.equal(signup.status, 503);
+  assert.equal(signup.headers.get("retry-after"), "5");
+  assert.match(signup.headers.get("content-type") ?? "", /application\/json/);
+  assert.match(
+    (await signup.json()).error,
+    /Server busy: short of memory \(\d+ MiB in use, limit 1 MiB\)/,
+  );
+  const stream = await fetch(`${server.url}/api/events/stream?token=x`, {
+    headers: { Accept: "text/event-stream" },
+  });
+  assert.equal(stream.status, 503);
+  await stream.body?.cancel();
+});
 
 Deno.test("[limits] a process with 256 descriptors survives 2,000 idle, slowloris and half-sent connections", async () => {
   const server = await startProcess({
