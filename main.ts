@@ -1,9 +1,24 @@
 /** WebSocks entry point: `deno task start`. */
-import { loadConfig } from "./lib/config.ts";
-import { startServer } from "./lib/server.ts";
+import { type Config, loadConfig } from "./lib/config.ts";
+import { type RunningServer, startServer } from "./lib/server.ts";
 import { startCluster } from "./lib/cluster.ts";
 import { generateInvoices, previousMonth } from "./lib/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/stripe.ts";
+
+// Signal handlers before anything starts: a SIGTERM while the isolates start (Workers take a
+// while) waits for them to be up, then shuts them down and exits 0 like any other stop.
+let starting: Promise<RunningServer> | null = null;
+let stopping = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: closing streams and shutting down`);
+    const running = await starting?.catch(() => null);
+    await running?.shutdown();
+    Deno.exit(0);
+  });
+}
 
 let config;
 try {
@@ -13,55 +28,55 @@ try {
   Deno.exit(1);
 }
 
+console.log(`WebSocks starting ${config.workers} isolate${config.workers > 1 ? "s" : ""}`);
 // One isolate per core: Workers serve HTTP on a shared port, this isolate commits webhooks.
-const server = config.workers > 1 ? await startCluster(config) : await startServer(config);
-console.log(
-  `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath}, ` +
-    `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
-);
+starting = config.workers > 1 ? startCluster(config) : startServer(config);
+const server = await starting;
+// Stopping already: the signal handler shuts the server down; schedule nothing more.
+if (!stopping) afterStart(server, config);
 
-/**
- * Registers a cron job where the platform has Deno.cron; where it does not, the server still
- * serves and says what will not run on its own.
- */
-function cron(name: string, schedule: string, job: () => Promise<void>): void {
-  try {
-    Deno.cron(name, schedule, job);
-  } catch (error) {
-    console.warn(`cron "${name}" not scheduled: ${(error as Error).message}`);
+/** The start-up line, and the jobs that run on a schedule. */
+function afterStart(server: RunningServer, config: Config): void {
+  console.log(
+    `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath}, ` +
+      `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
+  );
+
+  /**
+   * Registers a cron job where the platform has Deno.cron; where it does not, the server still
+   * serves and says what will not run on its own.
+   */
+  function cron(name: string, schedule: string, job: () => Promise<void>): void {
+    try {
+      Deno.cron(name, schedule, job);
+    } catch (error) {
+      console.warn(`cron "${name}" not scheduled: ${(error as Error).message}`);
+    }
   }
-}
 
-// Invoices for the month that just closed: at 01:00 UTC on the 1st, and once now in case the
-// server was down then. Writing an invoice twice changes nothing.
-const closeMonth = async () => {
-  const period = previousMonth(new Date());
-  const created = await generateInvoices(server.services.kv, {
-    period,
-    freeAllowance: config.freeMonthlyLimit,
-  });
-  if (created > 0) console.log(`invoices for ${period}: ${created} written`);
-};
-cron("monthly invoices", "0 1 1 * *", closeMonth);
-closeMonth().catch((error) => console.error("writing invoices failed", error));
+  // Invoices for the month that just closed: at 01:00 UTC on the 1st, and once now in case the
+  // server was down then. Writing an invoice twice changes nothing.
+  const closeMonth = async () => {
+    const period = previousMonth(new Date());
+    const created = await generateInvoices(server.services.kv, {
+      period,
+      freeAllowance: config.freeMonthlyLimit,
+    });
+    if (created > 0) console.log(`invoices for ${period}: ${created} written`);
+  };
+  cron("monthly invoices", "0 1 1 * *", closeMonth);
+  closeMonth().catch((error) => console.error("writing invoices failed", error));
 
-// Stripe: usage to the Billing Meter every five minutes; grace periods ended after failed
-// payments fall back to Free limits hourly.
-const { stripe } = server.services;
-if (stripe && config.stripe) {
-  const meterEventName = config.stripe.meterEventName;
-  cron("report usage to Stripe", "*/5 * * * *", async () => {
-    await reportUsage(server.services.kv, { stripe, meterEventName });
-  });
-}
-cron("end payment grace periods", "17 * * * *", async () => {
-  await endExpiredGrace(server.services.kv, { freeAllowance: config.freeMonthlyLimit });
-});
-
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  Deno.addSignalListener(signal, async () => {
-    console.log(`${signal}: closing streams and shutting down`);
-    await server.shutdown();
-    Deno.exit(0);
+  // Stripe: usage to the Billing Meter every five minutes; grace periods ended after failed
+  // payments fall back to Free limits hourly.
+  const { stripe } = server.services;
+  if (stripe && config.stripe) {
+    const meterEventName = config.stripe.meterEventName;
+    cron("report usage to Stripe", "*/5 * * * *", async () => {
+      await reportUsage(server.services.kv, { stripe, meterEventName });
+    });
+  }
+  cron("end payment grace periods", "17 * * * *", async () => {
+    await endExpiredGrace(server.services.kv, { freeAllowance: config.freeMonthlyLimit });
   });
 }

@@ -63,6 +63,14 @@ const schema = z.object({
   PAYMENT_GRACE_DAYS: z.coerce.number().min(0).default(7),
   WORKERS: positiveInt.max(256).default(navigator.hardwareConcurrency ?? 1),
   BROKER: z.enum(["process", "kv"], "must be process or kv").default("process"),
+  BODY_IDLE_TIMEOUT_SECONDS: z.coerce.number().positive().default(10),
+  BODY_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
+  API_MAX_BODY_BYTES: positiveInt.default(64 * 1024),
+  MAX_BUFFERED_BODY_MB: z.coerce.number().positive().default(256),
+  MAX_REQUESTS_PER_ADDRESS: positiveInt.default(4096),
+  MAX_REQUESTS: positiveInt.default(16384),
+  MAX_RSS_MB: nonNegativeInt.default(2048),
+  MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -163,6 +171,22 @@ export interface Config {
    * (BroadcastChannel between Workers), "kv" also to other instances sharing the KV store.
    */
   broker: "process" | "kv";
+  /** A request body with no data for this long is refused with 408. */
+  bodyIdleTimeoutMs: number;
+  /** A request body not complete this long after its headers is refused with 408. */
+  bodyTimeoutMs: number;
+  /** Largest JSON or form body of the API and the pages (413 above). */
+  apiMaxBodyBytes: number;
+  /** Bytes all request bodies being received may hold together, per isolate (503 above). */
+  maxBufferedBodyBytes: number;
+  /** Requests in progress from one client address, per isolate (429 above). */
+  maxRequestsPerAddress: number;
+  /** Requests in progress in total, per isolate (503 above). */
+  maxRequests: number;
+  /** Process RSS above which bodies and new streams get 503; 0 switches the check off. */
+  maxRssBytes: number;
+  /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
+  minFreeFilesPercent: number;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -232,5 +256,13 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     paymentGraceMs: e.PAYMENT_GRACE_DAYS * 86400_000,
     workers: e.WORKERS,
     broker: e.BROKER,
+    bodyIdleTimeoutMs: e.BODY_IDLE_TIMEOUT_SECONDS * 1000,
+    bodyTimeoutMs: e.BODY_TIMEOUT_SECONDS * 1000,
+    apiMaxBodyBytes: e.API_MAX_BODY_BYTES,
+    maxBufferedBodyBytes: Math.round(e.MAX_BUFFERED_BODY_MB * 2 ** 20),
+    maxRequestsPerAddress: e.MAX_REQUESTS_PER_ADDRESS,
+    maxRequests: e.MAX_REQUESTS,
+    maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
+    minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
   };
 }

@@ -17,36 +17,16 @@ import {
 import { HttpError } from "./http_error.ts";
 import type { IncomingWebhook } from "./ingest.ts";
 import { isStorageUnavailable, storageUnavailableError } from "./kv.ts";
+import { readBody } from "./load_guard.ts";
 import type { Services } from "./services.ts";
 import { currentQuota, quotaHeaders, type QuotaState } from "./usage.ts";
 
-/** Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger. */
-export async function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
-  const tooLarge = () =>
-    new HttpError(413, `Cannot ingest: body is larger than the limit of ${maxBytes} bytes`);
-  const declared = request.headers.get("Content-Length");
-  if (declared !== null) {
-    if (Number(declared) > maxBytes) throw tooLarge();
-    // The server holds the body to its declared length, so one read is safe and fastest.
-    return new Uint8Array(await request.arrayBuffer());
-  }
-  if (!request.body) return new Uint8Array();
-  const parts: Uint8Array[] = [];
-  let total = 0;
-  for await (const part of request.body) {
-    total += part.byteLength;
-    if (total > maxBytes) throw tooLarge();
-    parts.push(part);
-  }
-  // A lone part may be a view into a larger buffer; KV would serialise the whole buffer.
-  if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) return parts[0];
-  const body = new Uint8Array(total);
-  let offset = 0;
-  for (const part of parts) {
-    body.set(part, offset);
-    offset += part.byteLength;
-  }
-  return body;
+/**
+ * Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger, 408 when it
+ * stalls, 503 when the server's body budget is spent (see load_guard.ts).
+ */
+export function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
+  return readBody(request, { maxBytes, action: "ingest" });
 }
 
 function bodyKind(type: string | null, body: Uint8Array, text: string | null): BodyKind {

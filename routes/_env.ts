@@ -5,6 +5,7 @@ import type { z } from "zod";
 import { type Auth, authenticateSession, authenticateToken, bearerToken } from "../lib/auth.ts";
 import { HttpError } from "../lib/http_error.ts";
 import { isId } from "../lib/ids.ts";
+import { readBody } from "../lib/load_guard.ts";
 import { sessionCookieName } from "../lib/sessions.ts";
 import type { Services } from "../lib/services.ts";
 
@@ -19,14 +20,28 @@ export type AppEnv = {
   };
 };
 
+/**
+ * The body of an API or form request: at most API_MAX_BODY_BYTES (413), read with the body
+ * timeouts (408); login and sign-up read bodies before anyone is known, so this is all a
+ * stranger can make the server hold.
+ */
+export function readSmallBody(
+  c: Context<AppEnv>,
+  action: string,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const { config } = c.get("services");
+  return readBody(c.req.raw, { maxBytes: config.apiMaxBodyBytes, action });
+}
+
 /** Parses a JSON body with a zod schema; 400 naming the first problem otherwise. */
 export async function parseBody<T extends z.ZodType>(
   c: Context<AppEnv>,
   options: { schema: T; action: string },
 ): Promise<z.infer<T>> {
+  const body = await readSmallBody(c, options.action);
   let json: unknown;
   try {
-    json = await c.req.json();
+    json = JSON.parse(new TextDecoder().decode(body));
   } catch {
     throw new HttpError(400, `Cannot ${options.action}: body is not valid JSON`);
   }

@@ -18,7 +18,7 @@ import { HttpError } from "../lib/http_error.ts";
 import { renderPage } from "../lib/islands.ts";
 import { isHttps, sessionCookieName } from "../lib/sessions.ts";
 import { ingestBase } from "../lib/urls.ts";
-import type { AppEnv } from "./_env.ts";
+import { type AppEnv, readSmallBody } from "./_env.ts";
 
 /** Headers every page carries: no inline script or style can run, no framing, no sniffing. */
 function securityHeaders(config: Config): Record<string, string> {
@@ -133,15 +133,19 @@ export async function readForm<T extends z.ZodType>(
   c: Context<AppEnv>,
   schema: T,
 ): Promise<FormResult<z.infer<T>>> {
-  let body: Record<string, unknown> = {};
-  try {
-    body = await c.req.parseBody();
-  } catch {
-    throw new HttpError(400, "Cannot read form: the body is not a form");
-  }
+  const bytes = await readSmallBody(c, "read form");
+  const type = c.req.header("Content-Type") ?? "";
   const values: Record<string, string> = {};
-  for (const [name, value] of Object.entries(body)) {
-    if (typeof value === "string") values[name] = value;
+  if (/^(application\/x-www-form-urlencoded|multipart\/form-data)/i.test(type)) {
+    let form: FormData;
+    try {
+      form = await new Response(bytes, { headers: { "Content-Type": type } }).formData();
+    } catch {
+      throw new HttpError(400, "Cannot read form: the body is not a form");
+    }
+    for (const [name, value] of form) {
+      if (typeof value === "string") values[name] = value;
+    }
   }
   const parsed = schema.safeParse(values);
   if (parsed.success) return { ok: true, data: parsed.data, values };

@@ -8,6 +8,7 @@ import {
   verifyStripeEvent,
 } from "../lib/stripe.ts";
 import { HttpError } from "../lib/http_error.ts";
+import { readBody } from "../lib/load_guard.ts";
 import { type AppEnv, requireAuth } from "./_env.ts";
 
 /** /api/billing/{checkout,portal,downgrade} and /api/stripe/webhook */
@@ -46,7 +47,9 @@ export function stripeRoutes(): Hono<AppEnv> {
       throw new HttpError(404, "Cannot accept Stripe events: Stripe is not configured here");
     }
     const event = await verifyStripeEvent(stripe, {
-      body: await c.req.text(),
+      body: new TextDecoder().decode(
+        await readBody(c.req.raw, { maxBytes: config.maxBodyBytes, action: "accept Stripe event" }),
+      ),
       signature: c.req.header("Stripe-Signature") ?? null,
       secret: config.stripe.webhookSecret,
     });
