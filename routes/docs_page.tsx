@@ -29,8 +29,11 @@ const INGEST_STATUSES: [string, string][] = [
   ["402", "monthly quota used up; rejected requests are not counted"],
   ["404", "no endpoint with this slug (also after a rotate or delete)"],
   ["405", "any method but POST (and CORS OPTIONS)"],
+  ["408", "the body stalled or took too long to arrive"],
   ["413", "body over the size limit"],
-  ["429", "per-endpoint flood, with Retry-After"],
+  ["414", "path, headers and query together over the metadata limit (431: the headers alone)"],
+  ["429", "per-endpoint flood, or too many requests from one address, with Retry-After"],
+  ["503", "storage unavailable or the server short of memory, with Retry-After; retry later"],
 ];
 
 const MANAGEMENT: [string, string][] = [
