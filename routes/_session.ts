@@ -35,17 +35,23 @@ export async function startSession(c: Context<AppEnv>, userId: string): Promise<
   return id;
 }
 
+/** The device cookie's name: `__Host-` prefixed over https, like the session cookie's. */
+function deviceCookieName(publicUrl: string): string {
+  return isHttps(publicUrl) ? `__Host-${DEVICE_COOKIE}` : DEVICE_COOKIE;
+}
+
 /** The caller's device cookie: set by a successful log-in, it skips the account's delay. */
 export function deviceOf(c: Context<AppEnv>): string | null {
-  return getCookie(c, DEVICE_COOKIE) ?? null;
+  return getCookie(c, deviceCookieName(c.get("services").config.publicUrl)) ?? null;
 }
 
 /** Sets the device cookie (kept at log-out: it says this browser knew the password). */
 export function rememberDevice(c: Context<AppEnv>, device: string): void {
-  setCookie(c, DEVICE_COOKIE, device, {
+  const { publicUrl } = c.get("services").config;
+  setCookie(c, deviceCookieName(publicUrl), device, {
     httpOnly: true,
     sameSite: "Lax",
-    secure: c.get("services").config.publicUrl.startsWith("https:"),
+    secure: isHttps(publicUrl),
     path: "/",
     maxAge: Math.floor(DEVICE_TTL_MS / 1000),
   });

@@ -352,6 +352,9 @@ Deno.test("[respond] the session cookie is __Host- prefixed and Secure when serv
   assert.match(cookie, /; Secure/);
   assert.match(cookie, /; Path=\//);
   assert.doesNotMatch(cookie, /Domain=/i);
+  // The device cookie (it skips the log-in delay) gets the same protection.
+  const device = response.headers.getSetCookie().find((c) => c.includes("websocks_device="));
+  assert.match(device ?? "", /^__Host-websocks_device=[^;]+;.*Secure/);
   await response.body?.cancel();
   const value = cookie.split(";")[0].split("=")[1];
   const me = await fetch(`${server.url}/api/me`, {
