@@ -2,10 +2,10 @@
  * Local administration for a server without Stripe: `deno task admin set-plan <email> <free|pro>`.
  * It works on the KV named by KV_PATH, like the server, and may run while the server does.
  */
-import { setPlan } from "./lib/billing.ts";
-import { loadConfig } from "./lib/config.ts";
-import { HttpError } from "./lib/http_error.ts";
-import { openKv } from "./lib/kv.ts";
+import { setPlan } from "./lib/billing/plans.ts";
+import { loadConfig } from "./lib/runtime/config.ts";
+import { HttpError } from "./lib/http/http_error.ts";
+import { openKv } from "./lib/store/kv.ts";
 
 const USAGE = "usage: deno task admin set-plan <email> <free|pro>";
 

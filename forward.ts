@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { DEFAULTS, EXIT, type ForwardOptions, runForwarder } from "./lib/forwarder.ts";
+import { DEFAULTS, EXIT, type ForwardOptions, runForwarder } from "./lib/forward/forwarder.ts";
 
 const USAGE = `usage: deno task forward --url http://localhost:8000 --token wsk_… \\
          --target http://localhost:3000/webhooks [--endpoint <slug>] [--state <file>]

@@ -1,9 +1,9 @@
 /** WebSocks entry point: `deno task start`. */
-import { type Config, loadConfig } from "./lib/config.ts";
-import { type RunningServer, startServer } from "./lib/server.ts";
-import { startCluster } from "./lib/cluster.ts";
-import { generateInvoices, previousMonth } from "./lib/invoices.ts";
-import { endExpiredGrace, reportUsage } from "./lib/stripe.ts";
+import { type Config, loadConfig } from "./lib/runtime/config.ts";
+import { type RunningServer, startServer } from "./lib/http/server.ts";
+import { startCluster } from "./lib/runtime/cluster.ts";
+import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
+import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
 
 // Signal handlers before anything starts: a SIGTERM while the isolates start (Workers take a
 // while) waits for them to be up, then shuts them down and exits 0 like any other stop.

@@ -1,5 +1,5 @@
 /** The flash notice a form handler left for this page, with its once-only secret if any. */
-import type { Flash } from "../lib/flash.ts";
+import type { Flash } from "../lib/accounts/flash.ts";
 import { CopyField } from "./Copyable.tsx";
 
 /** Shows a flash; a secret is shown in a read-only field with a copy button. */

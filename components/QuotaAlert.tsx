@@ -1,7 +1,7 @@
 /** The 80% and 100% quota alerts, shown alike on the dashboard and the usage page. */
-import type { Flash } from "../lib/flash.ts";
-import { formatCount } from "../lib/format.ts";
-import type { Plan } from "../lib/users.ts";
+import type { Flash } from "../lib/accounts/flash.ts";
+import { formatCount } from "../lib/shared/format.ts";
+import type { Plan } from "../lib/accounts/users.ts";
 
 /** This month's use as the alert needs it. */
 export interface QuotaAlertInput {

@@ -4,8 +4,8 @@
  * spans the whole month so the bars keep their width as the month goes on; only the days so far
  * have a bar group.
  */
-import { formatCount, formatDay, formatMonth } from "../lib/format.ts";
-import type { DailyUsage } from "../lib/usage.ts";
+import { formatCount, formatDay, formatMonth } from "../lib/shared/format.ts";
+import type { DailyUsage } from "../lib/billing/usage.ts";
 
 /** Pixel height of the chart; its width follows the page. */
 const HEIGHT = 220;

@@ -7,9 +7,9 @@
 import { useSignalEffect } from "@preact/signals";
 import type { ComponentChildren } from "preact";
 import { useEffect, useErrorBoundary, useMemo, useRef } from "preact/hooks";
-import type { WebhookEnvelope } from "../lib/envelope.ts";
-import { formatBytes } from "../lib/format.ts";
-import { prettyJson } from "../lib/json_view.ts";
+import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
+import { formatBytes } from "../lib/shared/format.ts";
+import { prettyJson } from "../lib/shared/json_view.ts";
 import {
   type ClientRow,
   createInspector,

@@ -7,9 +7,9 @@
  * are merged by id. The session cookie authenticates every request, the stream included.
  */
 import { batch, computed, signal } from "@preact/signals";
-import { curlCommand } from "../lib/curl.ts";
-import { envelopeBytes, type WebhookEnvelope } from "../lib/envelope.ts";
-import type { EventSummary } from "../lib/events.ts";
+import { curlCommand } from "../lib/shared/curl.ts";
+import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
+import type { EventSummary } from "../lib/log/events.ts";
 import { copyText } from "./clipboard.ts";
 
 /** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */

@@ -1,6 +1,6 @@
 /** The Hono application: shared middleware, the error mapper, and every route. */
 import { Hono } from "hono";
-import type { Services } from "../lib/services.ts";
+import type { Services } from "../lib/runtime/services.ts";
 import type { AppEnv } from "./_env.ts";
 import { authRoutes } from "./auth.ts";
 import { billingRoutes } from "./billing.ts";
@@ -9,8 +9,8 @@ import { billingPageRoutes } from "./billing_pages.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
-import { errorResponse } from "./_errors.ts";
-import { HttpError } from "../lib/http_error.ts";
+import { errorResponse } from "../lib/http/error_response.ts";
+import { HttpError } from "../lib/http/http_error.ts";
 import { meRoutes } from "./me.ts";
 import { pageRoutes } from "./pages.tsx";
 import { tokenRoutes } from "./tokens.ts";

@@ -2,12 +2,17 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { getCookie } from "hono/cookie";
 import type { z } from "zod";
-import { type Auth, authenticateSession, authenticateToken, bearerToken } from "../lib/auth.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { isId } from "../lib/ids.ts";
-import { readBody } from "../lib/load_guard.ts";
-import { sessionCookieName } from "../lib/sessions.ts";
-import type { Services } from "../lib/services.ts";
+import {
+  type Auth,
+  authenticateSession,
+  authenticateToken,
+  bearerToken,
+} from "../lib/accounts/auth.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { isId } from "../lib/store/ids.ts";
+import { readBody } from "../lib/http/load_guard.ts";
+import { sessionCookieName } from "../lib/accounts/sessions.ts";
+import type { Services } from "../lib/runtime/services.ts";
 
 /** Hono environment: Deno's connection info as `c.env`, and per-request variables. */
 export type AppEnv = {

@@ -5,19 +5,19 @@ import { deleteCookie, getCookie } from "hono/cookie";
 import type { VNode } from "preact";
 import { z } from "zod";
 import { Layout } from "../components/Layout.tsx";
-import { authenticateSession } from "../lib/auth.ts";
-import { islandBundles } from "../lib/bundles.ts";
-import type { Config } from "../lib/config.ts";
+import { authenticateSession } from "../lib/accounts/auth.ts";
+import { islandBundles } from "../lib/web/bundles.ts";
+import type { Config } from "../lib/runtime/config.ts";
 import {
   CLIENT_CLOSED_MESSAGE,
   CLIENT_CLOSED_STATUS,
   isClientDisconnect,
-} from "../lib/disconnect.ts";
-import { type Flash, setFlash, takeFlash } from "../lib/flash.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { renderPage } from "../lib/islands.ts";
-import { isHttps, sessionCookieName } from "../lib/sessions.ts";
-import { ingestBase } from "../lib/urls.ts";
+} from "../lib/http/disconnect.ts";
+import { type Flash, setFlash, takeFlash } from "../lib/accounts/flash.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { renderPage } from "../lib/web/islands.ts";
+import { isHttps, sessionCookieName } from "../lib/accounts/sessions.ts";
+import { ingestBase } from "../lib/endpoints/urls.ts";
 import { type AppEnv, readSmallBody } from "./_env.ts";
 
 /** Headers every page carries: no inline script or style can run, no framing, no sniffing. */

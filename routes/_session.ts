@@ -1,13 +1,13 @@
 /** The session cookie: set at sign-up and log-in (always a fresh id), cleared at log-out. */
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
-import type { Config } from "../lib/config.ts";
+import type { Config } from "../lib/runtime/config.ts";
 import {
   DEVICE_COOKIE,
   DEVICE_TTL_MS,
   type LoginLimits,
   type SignupLimits,
-} from "../lib/login_guard.ts";
+} from "../lib/accounts/login_guard.ts";
 import {
   deleteSession,
   findSession,
@@ -15,7 +15,7 @@ import {
   rotateSession,
   sessionCookieName,
   sessionCredential,
-} from "../lib/sessions.ts";
+} from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
 
 /** Starts a session for `userId`, ending the caller's previous one; returns the new id. */

@@ -1,10 +1,10 @@
 /** Sign up, log in, log out (JSON API; the HTML forms are in account_pages.tsx). */
 import { Hono } from "hono";
 import { z } from "zod";
-import { guardedLogIn, guardedSignUp } from "../lib/login_guard.ts";
-import { publicUser } from "../lib/users.ts";
-import { publicToken } from "../lib/tokens.ts";
-import { endpointUrl } from "../lib/urls.ts";
+import { guardedLogIn, guardedSignUp } from "../lib/accounts/login_guard.ts";
+import { publicUser } from "../lib/accounts/users.ts";
+import { publicToken } from "../lib/accounts/tokens.ts";
+import { endpointUrl } from "../lib/endpoints/urls.ts";
 import { type AppEnv, clientAddress, parseBody, requireSameOrigin } from "./_env.ts";
 import {
   deviceOf,

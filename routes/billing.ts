@@ -1,9 +1,9 @@
 /** Plan, cap, usage and invoices: /api/billing, /api/billing/cap, /api/usage, /api/invoices. */
 import { Hono } from "hono";
 import { z } from "zod";
-import { billingView, setMonthlyCap } from "../lib/billing.ts";
-import { listInvoices } from "../lib/invoices.ts";
-import { usageReport } from "../lib/usage.ts";
+import { billingView, setMonthlyCap } from "../lib/billing/plans.ts";
+import { listInvoices } from "../lib/billing/invoices.ts";
+import { usageReport } from "../lib/billing/usage.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
 const capBody = z.object({

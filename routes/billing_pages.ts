@@ -1,6 +1,6 @@
 /** The dashboard's billing buttons: upgrade through Checkout, the portal, and downgrade. */
 import { Hono } from "hono";
-import { downgrade, openPortal, startCheckout } from "../lib/stripe.ts";
+import { downgrade, openPortal, startCheckout } from "../lib/billing/stripe.ts";
 import { type AppEnv, requireSameOrigin } from "./_env.ts";
 import { loadViewer, pageError, redirect, requireViewer, viewerOf } from "./_page.tsx";
 

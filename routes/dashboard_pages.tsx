@@ -5,12 +5,12 @@ import { CopyField } from "../components/Copyable.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { Notice } from "../components/Notice.tsx";
 import { QuotaAlert } from "../components/QuotaAlert.tsx";
-import { listEndpoints } from "../lib/endpoints.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { Island } from "../lib/islands.ts";
-import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/test_webhook.ts";
-import { endpointUrl, ingestBase } from "../lib/urls.ts";
-import { monthUsage } from "../lib/usage.ts";
+import { listEndpoints } from "../lib/endpoints/endpoints.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { Island } from "../lib/web/islands.ts";
+import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/intake/sample_webhook.ts";
+import { endpointUrl, ingestBase } from "../lib/endpoints/urls.ts";
+import { monthUsage } from "../lib/billing/usage.ts";
 import { type AppEnv, requireSameOrigin } from "./_env.ts";
 import {
   loadViewer,

@@ -3,9 +3,9 @@ import { Hono } from "hono";
 import type { ComponentChildren } from "preact";
 import { CodeBlock } from "../components/Copyable.tsx";
 import { Layout } from "../components/Layout.tsx";
-import { listEndpoints } from "../lib/endpoints.ts";
-import { fillSnippets } from "../lib/snippets.ts";
-import { endpointUrl, websocketUrl } from "../lib/urls.ts";
+import { listEndpoints } from "../lib/endpoints/endpoints.ts";
+import { fillSnippets } from "../lib/web/snippets.ts";
+import { endpointUrl, websocketUrl } from "../lib/endpoints/urls.ts";
 import type { AppEnv } from "./_env.ts";
 import { loadViewer, pageError, sendPage } from "./_page.tsx";
 

@@ -20,11 +20,11 @@ import {
   RESPOND_TIMEOUT,
   rotateEndpoint,
   updateEndpointSettings,
-} from "../lib/endpoints.ts";
-import type { Flash } from "../lib/flash.ts";
-import { formatUtc } from "../lib/format.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { endpointUrl } from "../lib/urls.ts";
+} from "../lib/endpoints/endpoints.ts";
+import type { Flash } from "../lib/accounts/flash.ts";
+import { formatUtc } from "../lib/shared/format.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { endpointUrl } from "../lib/endpoints/urls.ts";
 import { type AppEnv, requireSameOrigin } from "./_env.ts";
 import {
   loadViewer,

@@ -9,8 +9,8 @@ import {
   RESPOND_TIMEOUT,
   rotateEndpoint,
   updateEndpointSettings,
-} from "../lib/endpoints.ts";
-import { endpointUrl, type UrlConfig } from "../lib/urls.ts";
+} from "../lib/endpoints/endpoints.ts";
+import { endpointUrl, type UrlConfig } from "../lib/endpoints/urls.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });

@@ -1,11 +1,11 @@
 /** Event history and the SSE stream. */
 import { Hono } from "hono";
 import { z } from "zod";
-import { getEvent, listEventSummaries } from "../lib/events.ts";
-import { listDeliveries } from "../lib/deliveries.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { isId } from "../lib/ids.ts";
-import { openSseStream } from "../lib/sse.ts";
+import { getEvent, listEventSummaries } from "../lib/log/events.ts";
+import { listDeliveries } from "../lib/log/acks.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { isId } from "../lib/store/ids.ts";
+import { openSseStream } from "../lib/fanout/sse.ts";
 import { type AppEnv, authenticateStream, parseWith, requireAuth, resumePoint } from "./_env.ts";
 
 const historyQuery = z.object({

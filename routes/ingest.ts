@@ -4,12 +4,12 @@
  * This is the hot path, so it is served before the router: it needs no middleware, and skipping
  * Hono's routing and context saves a few percent of the CPU each webhook costs.
  */
-import { HttpError } from "../lib/http_error.ts";
-import { receiveWebhook } from "../lib/receive.ts";
-import { ANSWER_SECURITY_HEADERS, senderHeaders } from "../lib/responses.ts";
-import type { Services } from "../lib/services.ts";
-import { quotaHeaders } from "../lib/usage.ts";
-import { errorResponse } from "./_errors.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { receiveWebhook } from "../lib/intake/receive.ts";
+import { ANSWER_SECURITY_HEADERS, senderHeaders } from "../lib/fanout/respond_waiters.ts";
+import type { Services } from "../lib/runtime/services.ts";
+import { quotaHeaders } from "../lib/billing/usage.ts";
+import { errorResponse } from "../lib/http/error_response.ts";
 
 /** The path prefix this handler owns. */
 export const INGEST_PREFIX = "/api/in/";

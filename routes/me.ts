@@ -1,9 +1,9 @@
 /** GET /api/me: the caller, their endpoints, live clients and this month's usage. */
 import { Hono } from "hono";
-import { listEndpoints } from "../lib/endpoints.ts";
-import { monthUsage, quotaResetAt } from "../lib/usage.ts";
-import { publicUser } from "../lib/users.ts";
-import { endpointUrl } from "../lib/urls.ts";
+import { listEndpoints } from "../lib/endpoints/endpoints.ts";
+import { monthUsage, quotaResetAt } from "../lib/billing/usage.ts";
+import { publicUser } from "../lib/accounts/users.ts";
+import { endpointUrl } from "../lib/endpoints/urls.ts";
 import { type AppEnv, requireAuth } from "./_env.ts";
 
 /** /api/me */

@@ -2,9 +2,9 @@
 import { Hono } from "hono";
 import { CodeBlock } from "../components/Copyable.tsx";
 import { Layout } from "../components/Layout.tsx";
-import { BUNDLE_PREFIX, islandBundles } from "../lib/bundles.ts";
-import type { Config } from "../lib/config.ts";
-import { endpointUrl, websocketUrl } from "../lib/urls.ts";
+import { BUNDLE_PREFIX, islandBundles } from "../lib/web/bundles.ts";
+import type { Config } from "../lib/runtime/config.ts";
+import { endpointUrl, websocketUrl } from "../lib/endpoints/urls.ts";
 import type { AppEnv } from "./_env.ts";
 import { loadViewer, pageError, sendPage } from "./_page.tsx";
 

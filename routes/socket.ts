@@ -1,7 +1,7 @@
 /** The WebSocket endpoint, at `/` (as in the docs) and `/ws`. */
 import { Hono } from "hono";
 import type { Context, Next } from "hono";
-import { openWebSocket } from "../lib/websocket.ts";
+import { openWebSocket } from "../lib/fanout/websocket.ts";
 import { type AppEnv, authenticateStream, resumePoint } from "./_env.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {

@@ -6,9 +6,9 @@ import {
   openPortal,
   startCheckout,
   verifyStripeEvent,
-} from "../lib/stripe.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { readBody } from "../lib/load_guard.ts";
+} from "../lib/billing/stripe.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { readBody } from "../lib/http/load_guard.ts";
 import { type AppEnv, requireAuth } from "./_env.ts";
 
 /** /api/billing/{checkout,portal,downgrade} and /api/stripe/webhook */

@@ -7,10 +7,10 @@ import { Confirm } from "../components/Confirm.tsx";
 import { CreateNamedCard } from "../components/Form.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { Notice } from "../components/Notice.tsx";
-import type { Flash } from "../lib/flash.ts";
-import { formatUtc } from "../lib/format.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { createToken, findToken, listTokens, revokeToken } from "../lib/tokens.ts";
+import type { Flash } from "../lib/accounts/flash.ts";
+import { formatUtc } from "../lib/shared/format.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { createToken, findToken, listTokens, revokeToken } from "../lib/accounts/tokens.ts";
 import { type AppEnv, requireSameOrigin } from "./_env.ts";
 import {
   loadViewer,

@@ -1,7 +1,7 @@
 /** API tokens: list, create (value shown once), revoke (closes the token's connections). */
 import { Hono } from "hono";
 import { z } from "zod";
-import { createToken, listTokens, publicToken, revokeToken } from "../lib/tokens.ts";
+import { createToken, listTokens, publicToken, revokeToken } from "../lib/accounts/tokens.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });

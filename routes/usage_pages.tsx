@@ -8,13 +8,13 @@ import { Layout } from "../components/Layout.tsx";
 import { Notice } from "../components/Notice.tsx";
 import { QuotaAlert } from "../components/QuotaAlert.tsx";
 import { UsageChart } from "../components/UsageChart.tsx";
-import { type BillingView, billingView, costUsd, setMonthlyCap } from "../lib/billing.ts";
-import type { Flash } from "../lib/flash.ts";
-import { formatCount, formatMonth, formatUsd, formatUtc } from "../lib/format.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { type Invoice, listInvoices } from "../lib/invoices.ts";
-import { usageReport } from "../lib/usage.ts";
-import type { User } from "../lib/users.ts";
+import { type BillingView, billingView, costUsd, setMonthlyCap } from "../lib/billing/plans.ts";
+import type { Flash } from "../lib/accounts/flash.ts";
+import { formatCount, formatMonth, formatUsd, formatUtc } from "../lib/shared/format.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import { type Invoice, listInvoices } from "../lib/billing/invoices.ts";
+import { usageReport } from "../lib/billing/usage.ts";
+import type { User } from "../lib/accounts/users.ts";
 import { type AppEnv, requireSameOrigin } from "./_env.ts";
 import {
   loadViewer,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { generateInvoices, previousMonth } from "../lib/invoices.ts";
-import { crossedLevels } from "../lib/usage.ts";
+import { generateInvoices, previousMonth } from "../lib/billing/invoices.ts";
+import { crossedLevels } from "../lib/billing/usage.ts";
 import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 async function putCap(url: string, token: string, body: string): Promise<Response> {

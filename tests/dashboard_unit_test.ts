@@ -2,11 +2,11 @@
 import assert from "node:assert/strict";
 import { h } from "preact";
 import { render } from "preact-render-to-string";
-import { loadConfig } from "../lib/config.ts";
-import { curlCommand, shellQuote } from "../lib/curl.ts";
-import type { WebhookEnvelope } from "../lib/envelope.ts";
-import { Island, jsonForScript, renderPage } from "../lib/islands.ts";
-import { fillSnippets, README_SNIPPETS } from "../lib/snippets.ts";
+import { loadConfig } from "../lib/runtime/config.ts";
+import { curlCommand, shellQuote } from "../lib/shared/curl.ts";
+import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
+import { Island, jsonForScript, renderPage } from "../lib/web/islands.ts";
+import { fillSnippets, README_SNIPPETS } from "../lib/web/snippets.ts";
 import { postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 Deno.test("[islands] props JSON cannot end its script element and reads back the same", () => {

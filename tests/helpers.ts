@@ -1,6 +1,6 @@
 /** Test support: a real server on a random loopback port with in-memory KV, and real clients. */
-import { type Config, loadConfig } from "../lib/config.ts";
-import { type RunningServer, startServer } from "../lib/server.ts";
+import { type Config, loadConfig } from "../lib/runtime/config.ts";
+import { type RunningServer, startServer } from "../lib/http/server.ts";
 
 /** A running test server plus helpers bound to it. */
 export interface TestServer extends RunningServer {

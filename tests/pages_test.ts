@@ -4,7 +4,7 @@
  * limiting, security headers, and the islands' bundles.
  */
 import assert from "node:assert/strict";
-import { writeBundles } from "../lib/bundles.ts";
+import { writeBundles } from "../lib/web/bundles.ts";
 import { postWebhook, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
 
 const PASSWORD = "correct horse battery";

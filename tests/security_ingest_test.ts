@@ -5,11 +5,15 @@
 import assert from "node:assert/strict";
 import { serialize } from "node:v8";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { createBroker } from "../lib/broker.ts";
-import { type StoredEvent, toPacks } from "../lib/events.ts";
-import { HttpError } from "../lib/http_error.ts";
-import { createIngest, type IncomingWebhook, type IngestResult } from "../lib/ingest.ts";
-import { signUp as signUpUser } from "../lib/users.ts";
+import { createBroker } from "../lib/fanout/broker.ts";
+import { type StoredEvent, toPacks } from "../lib/log/events.ts";
+import { HttpError } from "../lib/http/http_error.ts";
+import {
+  createIngest,
+  type IncomingWebhook,
+  type IngestResult,
+} from "../lib/intake/group_commit.ts";
+import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
 
 Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {

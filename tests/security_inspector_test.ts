@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
-import { curlCommand } from "../lib/curl.ts";
-import type { WebhookEnvelope } from "../lib/envelope.ts";
-import { prettyJson } from "../lib/json_view.ts";
+import { curlCommand } from "../lib/shared/curl.ts";
+import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
+import { prettyJson } from "../lib/shared/json_view.ts";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
 import { type MessageQueue, messageQueue, signUp, startTestServer } from "./helpers.ts";
 

@@ -4,10 +4,10 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
-import { broadcastTransport, createBroker } from "../lib/broker.ts";
-import { loadConfig } from "../lib/config.ts";
-import { nextId } from "../lib/ids.ts";
-import { createResponses } from "../lib/responses.ts";
+import { broadcastTransport, createBroker } from "../lib/fanout/broker.ts";
+import { loadConfig } from "../lib/runtime/config.ts";
+import { nextId } from "../lib/store/ids.ts";
+import { createResponses } from "../lib/fanout/respond_waiters.ts";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
 import {
   openWs,

@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import Stripe from "stripe";
-import { generateInvoices } from "../lib/invoices.ts";
-import { endExpiredGrace, reportUsage } from "../lib/stripe.ts";
+import { generateInvoices } from "../lib/billing/invoices.ts";
+import { endExpiredGrace, reportUsage } from "../lib/billing/stripe.ts";
 import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
 
 const WEBHOOK_SECRET = "whsec_test_secret";

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config.ts";
-import { idTime, isId, nextId } from "../lib/ids.ts";
-import { getEvent, parseForm } from "../lib/events.ts";
-import { createBroker } from "../lib/broker.ts";
-import { createIngest } from "../lib/ingest.ts";
-import { signUp as signUpUser } from "../lib/users.ts";
-import { createRateLimiter } from "../lib/rate_limit.ts";
+import { loadConfig } from "../lib/runtime/config.ts";
+import { idTime, isId, nextId } from "../lib/store/ids.ts";
+import { getEvent, parseForm } from "../lib/log/events.ts";
+import { createBroker } from "../lib/fanout/broker.ts";
+import { createIngest } from "../lib/intake/group_commit.ts";
+import { signUp as signUpUser } from "../lib/accounts/users.ts";
+import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 
 Deno.test("[ids] ids are unique, sortable and carry the time", () => {
   const before = Date.now();

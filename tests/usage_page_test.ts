@@ -9,10 +9,10 @@ import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { niceScale } from "../components/UsageChart.tsx";
 import { quotaAlert } from "../components/QuotaAlert.tsx";
-import { setPlan } from "../lib/billing.ts";
-import { formatCount, formatUsd } from "../lib/format.ts";
-import { generateInvoices, previousMonth } from "../lib/invoices.ts";
-import { dayOf, monthOf } from "../lib/usage.ts";
+import { setPlan } from "../lib/billing/plans.ts";
+import { formatCount, formatUsd } from "../lib/shared/format.ts";
+import { generateInvoices, previousMonth } from "../lib/billing/invoices.ts";
+import { dayOf, monthOf } from "../lib/billing/usage.ts";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
 import { postWebhook, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
 

@@ -1,0 +1,67 @@
+/** Login sessions: a random id in an HttpOnly cookie; KV keeps only its hash and expiry. */
+import { randomSecret, sha256Hex } from "./secrets.ts";
+import { sessionKey } from "../store/kv_keys.ts";
+
+/** A stored session. */
+export interface Session {
+  userId: string;
+  createdAt: string;
+  expiresAt: number;
+}
+
+/** The cookie that carries the session id on plain http (a local run). */
+export const SESSION_COOKIE = "websocks_session";
+
+/**
+ * The session cookie's name for a public URL. Over https it is `__Host-` prefixed: browsers
+ * then take it only with Secure, Path=/ and no Domain, so no sibling host (such as an ingest
+ * host on a subdomain) and no http page can set or overwrite it.
+ */
+export function sessionCookieName(publicUrl: string): string {
+  return isHttps(publicUrl) ? `__Host-${SESSION_COOKIE}` : SESSION_COOKIE;
+}
+
+/** Whether the session cookie must be Secure (and is then `__Host-` prefixed). */
+export function isHttps(publicUrl: string): boolean {
+  return publicUrl.startsWith("https:");
+}
+
+/** Starts a session and returns the id to put in the cookie. */
+export async function createSession(
+  kv: Deno.Kv,
+  options: { userId: string; ttlMs: number },
+): Promise<string> {
+  const id = randomSecret(32);
+  const session: Session = {
+    userId: options.userId,
+    createdAt: new Date().toISOString(),
+    expiresAt: Date.now() + options.ttlMs,
+  };
+  await kv.set(sessionKey(await sha256Hex(id)), session, { expireIn: options.ttlMs });
+  return id;
+}
+
+/** The live session for a cookie value, or null (expired ones count as absent). */
+export async function findSession(kv: Deno.Kv, id: string): Promise<Session | null> {
+  const session = (await kv.get<Session>(sessionKey(await sha256Hex(id)))).value;
+  return session && session.expiresAt > Date.now() ? session : null;
+}
+
+/** The credential live connections opened with this session carry (its hash, not the secret). */
+export async function sessionCredential(id: string): Promise<string> {
+  return `session:${await sha256Hex(id)}`;
+}
+
+/** Ends a session on the server. */
+export async function deleteSession(kv: Deno.Kv, id: string): Promise<void> {
+  await kv.delete(sessionKey(await sha256Hex(id)));
+}
+
+/** Ends the caller's previous session, if any, and starts a new one: ids change at every login. */
+export async function rotateSession(
+  kv: Deno.Kv,
+  options: { previousId: string | null; userId: string; ttlMs: number },
+): Promise<string> {
+  if (options.previousId) await deleteSession(kv, options.previousId);
+  return await createSession(kv, { userId: options.userId, ttlMs: options.ttlMs });
+}

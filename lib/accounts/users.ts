@@ -1,0 +1,97 @@
+/** Accounts: sign-up creates the user, a first endpoint and a first token in one commit. */
+import { DUMMY_HASH, hashPassword, verifyPassword } from "./passwords.ts";
+import { type Endpoint, newEndpoint, writeEndpoint } from "../endpoints/endpoints.ts";
+import { newToken, type Token, writeToken } from "./tokens.ts";
+import { userByEmailKey, userKey } from "../store/kv_keys.ts";
+import { HttpError } from "../http/http_error.ts";
+
+/** Plans a user can be on. */
+export type Plan = "free" | "pro";
+
+/** A stored user. `monthlyLimit` is the quota the ingest gate enforces (null: unlimited). */
+export interface User {
+  id: string;
+  email: string;
+  passwordHash: string;
+  plan: Plan;
+  monthlyLimit: number | null;
+  /** The cap the user set (null or absent: none); billing.ts derives monthlyLimit from it. */
+  monthlyCap?: number | null;
+  /** Stripe's ids once the user went through Checkout (stripe.ts). */
+  stripeCustomerId?: string | null;
+  stripeSubscriptionId?: string | null;
+  /** After a failed payment: when Pro falls back to Free limits unless a payment succeeds. */
+  graceEndsAt?: string | null;
+  createdAt: string;
+}
+
+/** A user as the API shows it. */
+export interface PublicUser {
+  id: string;
+  email: string;
+  plan: Plan;
+  monthlyLimit: number | null;
+  createdAt: string;
+}
+
+/** Lowercases and trims an email so lookups ignore case. */
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+/** Creates an account; 409 when the email is taken. */
+export async function signUp(
+  kv: Deno.Kv,
+  options: { email: string; password: string; monthlyLimit: number },
+): Promise<{ user: User; endpoint: Endpoint; token: Token; tokenValue: string }> {
+  const email = normalizeEmail(options.email);
+  const user: User = {
+    id: crypto.randomUUID(),
+    email,
+    passwordHash: await hashPassword(options.password),
+    plan: "free",
+    monthlyLimit: options.monthlyLimit,
+    createdAt: new Date().toISOString(),
+  };
+  const endpoint = newEndpoint(user.id, "default");
+  const { token, value } = await newToken(user.id, "default");
+  let op = kv.atomic()
+    .check({ key: userByEmailKey(email), versionstamp: null })
+    .set(userKey(user.id), user)
+    .set(userByEmailKey(email), user.id);
+  op = writeToken(writeEndpoint(op, endpoint), token);
+  const result = await op.commit();
+  if (!result.ok) {
+    throw new HttpError(409, "Cannot sign up: an account with this email already exists");
+  }
+  return { user, endpoint, token, tokenValue: value };
+}
+
+/** The user whose email and password match; one 401 message for every failure. */
+export async function logIn(
+  kv: Deno.Kv,
+  options: { email: string; password: string },
+): Promise<User> {
+  const index = await kv.get<string>(userByEmailKey(normalizeEmail(options.email)));
+  const user = index.value ? (await kv.get<User>(userKey(index.value))).value : null;
+  // Hash even for unknown emails so response time does not reveal which emails exist.
+  const ok = await verifyPassword(options.password, user?.passwordHash ?? DUMMY_HASH);
+  if (!user || !ok) throw new HttpError(401, "Cannot log in: email or password is wrong");
+  return user;
+}
+
+/** Reads a user by id. */
+export async function getUser(kv: Deno.Kv, userId: string): Promise<User | null> {
+  return (await kv.get<User>(userKey(userId))).value;
+}
+
+/** The API view of a user. */
+export function publicUser(user: User): PublicUser {
+  return {
+    id: user.id,
+    email: user.email,
+    plan: user.plan,
+    monthlyLimit: user.monthlyLimit,
+    createdAt: user.createdAt,
+  };
+}

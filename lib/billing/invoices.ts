@@ -1,0 +1,68 @@
+/**
+ * Monthly invoices, made from our own counters after a month closes. Writing one is
+ * idempotent (created only when absent), so the job may run twice, or late, and change nothing.
+ */
+import { costUsd, PRO_PRICE_PER_WEBHOOK_USD } from "./plans.ts";
+import { listAll } from "../store/kv.ts";
+import { invoiceKey, invoicesOfUserPrefix, usageMonthKey } from "../store/kv_keys.ts";
+import type { Plan, User } from "../accounts/users.ts";
+
+/** One user's invoice for one calendar month (UTC). */
+export interface Invoice {
+  userId: string;
+  /** "YYYY-MM" */
+  period: string;
+  plan: Plan;
+  acceptedRequests: number;
+  /** Webhooks the plan includes at no charge. */
+  freeAllowance: number;
+  unitPriceUsd: number;
+  amountUsd: number;
+  status: "paid" | "due";
+  createdAt: string;
+}
+
+/** The month before the one containing `now`, as "YYYY-MM". */
+export function previousMonth(now: Date): string {
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1)).toISOString().slice(
+    0,
+    7,
+  );
+}
+
+/** Writes every user's invoice for a closed month; returns how many were new. */
+export async function generateInvoices(
+  kv: Deno.Kv,
+  options: { period: string; freeAllowance: number; now?: Date },
+): Promise<number> {
+  let created = 0;
+  for await (const entry of kv.list<User>({ prefix: ["users"] })) {
+    const user = entry.value;
+    const used = await kv.get<Deno.KvU64>(usageMonthKey(user.id, options.period));
+    const accepted = Number(used.value?.value ?? 0n);
+    const amountUsd = costUsd(user.plan, accepted);
+    const invoice: Invoice = {
+      userId: user.id,
+      period: options.period,
+      plan: user.plan,
+      acceptedRequests: accepted,
+      freeAllowance: user.plan === "free" ? options.freeAllowance : 0,
+      unitPriceUsd: user.plan === "pro" ? PRO_PRICE_PER_WEBHOOK_USD : 0,
+      amountUsd,
+      status: amountUsd === 0 ? "paid" : "due",
+      createdAt: (options.now ?? new Date()).toISOString(),
+    };
+    const key = invoiceKey(user.id, options.period);
+    const result = await kv.atomic().check({ key, versionstamp: null }).set(key, invoice).commit();
+    if (result.ok) created++;
+  }
+  return created;
+}
+
+/** A user's invoices, newest first. */
+export async function listInvoices(kv: Deno.Kv, userId: string): Promise<Invoice[]> {
+  const entries = await listAll<Invoice>(kv, { prefix: invoicesOfUserPrefix(userId) }, {
+    reverse: true,
+  });
+  return entries.map((e) => e.value);
+}

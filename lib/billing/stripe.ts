@@ -1,0 +1,390 @@
+/**
+ * The Stripe edge: Checkout to upgrade, the customer portal, webhook events, and usage reported
+ * to a Billing Meter. Optional: without STRIPE_SECRET_KEY none of this runs and plans change
+ * with `deno task admin`.
+ */
+import Stripe from "stripe";
+import { withPlan } from "./plans.ts";
+import type { StripeConfig } from "../runtime/config.ts";
+import { HttpError } from "../http/http_error.ts";
+import {
+  invoiceKey,
+  stripeEventKey,
+  stripePendingKey,
+  stripeReportedKey,
+  usageMonthKey,
+  userByStripeCustomerKey,
+  userKey,
+} from "../store/kv_keys.ts";
+import { type Invoice, previousMonth } from "./invoices.ts";
+import { monthOf, quotaResetAt } from "./usage.ts";
+import type { User } from "../accounts/users.ts";
+
+/** How long an applied event id is remembered: Stripe retries for up to three days. */
+const EVENT_MEMORY_MS = 30 * 86400_000;
+
+/** A Stripe client for the configuration (pointed at `apiUrl` when set, as in tests). */
+export function createStripe(config: StripeConfig): Stripe {
+  const api = config.apiUrl ? new URL(config.apiUrl) : null;
+  return new Stripe(config.secretKey, {
+    httpClient: Stripe.createFetchHttpClient(),
+    maxNetworkRetries: 2,
+    ...(api
+      ? {
+        host: api.hostname,
+        port: Number(api.port || (api.protocol === "https:" ? 443 : 80)),
+        protocol: api.protocol === "https:" ? "https" : "http",
+      }
+      : {}),
+  });
+}
+
+function requireStripe(stripe: Stripe | null, action: string): Stripe {
+  if (!stripe) {
+    throw new HttpError(
+      503,
+      `Cannot ${action}: Stripe is not configured on this server; an admin can change plans ` +
+        "with `deno task admin set-plan`",
+    );
+  }
+  return stripe;
+}
+
+/** A Checkout session that subscribes the user to the metered Pro price; returns its URL. */
+export async function startCheckout(
+  stripe: Stripe | null,
+  options: { user: User; config: StripeConfig | null; publicUrl: string },
+): Promise<string> {
+  const client = requireStripe(stripe, "start checkout");
+  const { user } = options;
+  if (user.plan === "pro") {
+    throw new HttpError(409, "Cannot start checkout: you are on Pro already");
+  }
+  const session = await client.checkout.sessions.create({
+    mode: "subscription",
+    line_items: [{ price: options.config!.priceId }],
+    client_reference_id: user.id,
+    // Billing periods on calendar months (UTC), like our counters and invoices.
+    subscription_data: {
+      billing_cycle_anchor: Math.floor(quotaResetAt(new Date()).getTime() / 1000),
+    },
+    ...(user.stripeCustomerId
+      ? { customer: user.stripeCustomerId }
+      : { customer_email: user.email }),
+    success_url: `${options.publicUrl}/dashboard/usage?checkout=done`,
+    cancel_url: `${options.publicUrl}/dashboard/usage?checkout=cancelled`,
+  }, { idempotencyKey: `checkout-${user.id}-${Math.floor(Date.now() / 60_000)}` });
+  if (!session.url) throw new Error("Stripe returned a Checkout session without a URL");
+  return session.url;
+}
+
+/** A customer-portal session for managing payment; returns its URL. */
+export async function openPortal(
+  stripe: Stripe | null,
+  options: { user: User; publicUrl: string },
+): Promise<string> {
+  const client = requireStripe(stripe, "open the billing portal");
+  if (!options.user.stripeCustomerId) {
+    throw new HttpError(409, "Cannot open the billing portal: upgrade to Pro first");
+  }
+  const session = await client.billingPortal.sessions.create({
+    customer: options.user.stripeCustomerId,
+    return_url: `${options.publicUrl}/dashboard/usage`,
+  });
+  return session.url;
+}
+
+/** Ends the Pro subscription (when there is one) and moves the user to Free at once. */
+export async function downgrade(
+  kv: Deno.Kv,
+  options: { stripe: Stripe | null; userId: string; freeAllowance: number },
+): Promise<User> {
+  const entry = await kv.get<User>(userKey(options.userId));
+  if (!entry.value) throw new HttpError(404, "Cannot downgrade: the account no longer exists");
+  if (options.stripe && entry.value.stripeSubscriptionId) {
+    await options.stripe.subscriptions.cancel(entry.value.stripeSubscriptionId);
+  }
+  return await updateUser(kv, options.userId, (user) => ({
+    ...withPlan(user, { plan: "free", freeAllowance: options.freeAllowance }),
+    stripeSubscriptionId: null,
+    graceEndsAt: null,
+  }));
+}
+
+async function updateUser(
+  kv: Deno.Kv,
+  userId: string,
+  change: (user: User) => User,
+): Promise<User> {
+  for (;;) {
+    const entry = await kv.get<User>(userKey(userId));
+    if (!entry.value) {
+      throw new HttpError(404, "Cannot update billing: the account no longer exists");
+    }
+    const updated = change(entry.value);
+    if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) return updated;
+  }
+}
+
+/** How far a signed event's time may be from ours, either way (Stripe's default, 5 minutes). */
+export const STRIPE_TOLERANCE_SECONDS = 300;
+
+/**
+ * Verifies a webhook's signature over the raw body; 400 when it does not match, or when the
+ * signed time is more than the tolerance away from now. Stripe's library only refuses events
+ * that are too old; one dated in the future would stay replayable until then.
+ */
+export async function verifyStripeEvent(
+  stripe: Stripe | null,
+  options: { body: string; signature: string | null; secret: string; now?: number },
+): Promise<Stripe.Event> {
+  const client = requireStripe(stripe, "accept Stripe events");
+  if (!options.signature) {
+    throw new HttpError(400, "Cannot accept Stripe event: the Stripe-Signature header is missing");
+  }
+  const now = options.now ?? Date.now();
+  let event: Stripe.Event;
+  try {
+    event = await client.webhooks.constructEventAsync(
+      options.body,
+      options.signature,
+      options.secret,
+      STRIPE_TOLERANCE_SECONDS,
+      Stripe.createSubtleCryptoProvider(),
+      now,
+    );
+  } catch (error) {
+    throw new HttpError(
+      400,
+      `Cannot accept Stripe event: ${error instanceof Error ? error.message : "bad signature"}`,
+    );
+  }
+  // The signature covers `t`, so once it verified this is the time Stripe signed.
+  const signedAt = Number(/(?:^|,)\s*t=(\d+)/.exec(options.signature)?.[1]);
+  const ahead = signedAt - Math.floor(now / 1000);
+  if (!Number.isFinite(ahead) || ahead > STRIPE_TOLERANCE_SECONDS) {
+    throw new HttpError(
+      400,
+      `Cannot accept Stripe event: its timestamp is ${ahead} s in the future, more than the ` +
+        `tolerance of ${STRIPE_TOLERANCE_SECONDS} s; check this server's clock`,
+    );
+  }
+  return event;
+}
+
+function idOf(value: string | { id: string } | null | undefined): string | null {
+  return typeof value === "string" ? value : value?.id ?? null;
+}
+
+/** The user a Stripe event is about, and how the event changes them (null: not ours). */
+async function planChange(
+  kv: Deno.Kv,
+  event: Stripe.Event,
+  options: { freeAllowance: number; graceMs: number; now: Date },
+): Promise<{ userId: string; change: (user: User) => User; customerId: string | null } | null> {
+  const pro = (user: User) => withPlan(user, { plan: "pro", freeAllowance: options.freeAllowance });
+  const free = (user: User) =>
+    withPlan(user, { plan: "free", freeAllowance: options.freeAllowance });
+  const byCustomer = async (customer: string | { id: string } | null | undefined) => {
+    const id = idOf(customer);
+    return id ? (await kv.get<string>(userByStripeCustomerKey(id))).value : null;
+  };
+  switch (event.type) {
+    case "checkout.session.completed": {
+      const session = event.data.object;
+      if (!session.client_reference_id) return null;
+      const customerId = idOf(session.customer);
+      const subscriptionId = idOf(session.subscription);
+      return {
+        userId: session.client_reference_id,
+        customerId,
+        change: (user) => ({
+          ...pro(user),
+          stripeCustomerId: customerId,
+          stripeSubscriptionId: subscriptionId,
+          graceEndsAt: null,
+        }),
+      };
+    }
+    case "customer.subscription.updated":
+    case "customer.subscription.deleted": {
+      const subscription = event.data.object;
+      const userId = await byCustomer(subscription.customer);
+      if (!userId) return null;
+      const ended = event.type === "customer.subscription.deleted" ||
+        ["canceled", "incomplete_expired"].includes(subscription.status);
+      return {
+        userId,
+        customerId: null,
+        change: (user) =>
+          ended
+            ? { ...free(user), stripeSubscriptionId: null, graceEndsAt: null }
+            : subscription.status === "active" || subscription.status === "trialing"
+            ? { ...pro(user), stripeSubscriptionId: subscription.id }
+            : user,
+      };
+    }
+    case "invoice.paid": {
+      const userId = await byCustomer(event.data.object.customer);
+      if (!userId) return null;
+      return { userId, customerId: null, change: (user) => ({ ...user, graceEndsAt: null }) };
+    }
+    case "invoice.payment_failed": {
+      const userId = await byCustomer(event.data.object.customer);
+      if (!userId) return null;
+      const graceEndsAt = new Date(options.now.getTime() + options.graceMs).toISOString();
+      return {
+        userId,
+        customerId: null,
+        change: (user) => ({ ...user, graceEndsAt: user.graceEndsAt ?? graceEndsAt }),
+      };
+    }
+    default:
+      return null;
+  }
+}
+
+/**
+ * Applies a verified Stripe event exactly once: the event id is recorded in the same commit as
+ * the change, so a redelivery finds it and changes nothing.
+ */
+export async function applyStripeEvent(
+  kv: Deno.Kv,
+  options: { event: Stripe.Event; freeAllowance: number; graceMs: number; now?: Date },
+): Promise<"applied" | "duplicate" | "ignored"> {
+  const now = options.now ?? new Date();
+  const marker = stripeEventKey(options.event.id);
+  if ((await kv.get(marker)).versionstamp) return "duplicate";
+  const plan = await planChange(kv, options.event, { ...options, now });
+  for (;;) {
+    const seen = await kv.get(marker);
+    if (seen.versionstamp) return "duplicate";
+    const op = kv.atomic().check(seen).set(marker, {
+      type: options.event.type,
+      appliedAt: now.toISOString(),
+    }, { expireIn: EVENT_MEMORY_MS });
+    if (plan) {
+      const entry = await kv.get<User>(userKey(plan.userId));
+      if (entry.value) {
+        op.check(entry).set(entry.key, plan.change(entry.value));
+        if (plan.customerId) op.set(userByStripeCustomerKey(plan.customerId), plan.userId);
+      }
+    }
+    if ((await op.commit()).ok) {
+      if (options.event.type === "invoice.paid" && plan) {
+        await markInvoicePaid(kv, { userId: plan.userId, invoice: options.event.data.object });
+      }
+      return plan ? "applied" : "ignored";
+    }
+  }
+}
+
+/** Marks our invoice for the month a paid Stripe invoice covers as paid. */
+async function markInvoicePaid(
+  kv: Deno.Kv,
+  options: { userId: string; invoice: Stripe.Invoice },
+): Promise<void> {
+  const start = options.invoice.period_start;
+  if (!start) return;
+  const key = invoiceKey(options.userId, monthOf(new Date(start * 1000)));
+  for (;;) {
+    const entry = await kv.get<Invoice>(key);
+    if (!entry.value || entry.value.status === "paid") return;
+    const paid = { ...entry.value, status: "paid" as const };
+    if ((await kv.atomic().check(entry).set(key, paid).commit()).ok) return;
+  }
+}
+
+/** Moves Pro accounts whose payment grace period ended to Free limits; returns how many. */
+export async function endExpiredGrace(
+  kv: Deno.Kv,
+  options: { freeAllowance: number; now?: Date },
+): Promise<number> {
+  const now = (options.now ?? new Date()).toISOString();
+  let ended = 0;
+  for await (const entry of kv.list<User>({ prefix: ["users"] })) {
+    const user = entry.value;
+    if (user.plan !== "pro" || !user.graceEndsAt || user.graceEndsAt > now) continue;
+    const updated = withPlan(user, { plan: "free", freeAllowance: options.freeAllowance });
+    if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) ended++;
+  }
+  return ended;
+}
+
+/** A batch of usage sent to the meter but not yet confirmed; resent as is until it is. */
+interface PendingReport {
+  from: number;
+  to: number;
+  identifier: string;
+}
+
+/**
+ * Reports each Pro user's accepted webhooks of the month to Stripe's Billing Meter, as the
+ * difference since the last confirmed report. A batch is written down before it is sent and
+ * resent unchanged after a failure, with the same identifier, which Stripe deduplicates: the
+ * meter's total equals our own count.
+ */
+export async function reportUsage(
+  kv: Deno.Kv,
+  options: { stripe: Stripe; meterEventName: string; now?: Date },
+): Promise<{ sent: number; failed: number }> {
+  const now = options.now ?? new Date();
+  // The month just closed may still hold webhooks accepted after its last report.
+  const months = [previousMonth(now), monthOf(now)];
+  let sent = 0;
+  let failed = 0;
+  for await (const entry of kv.list<User>({ prefix: ["users"] })) {
+    const user = entry.value;
+    if (user.plan !== "pro" || !user.stripeCustomerId) continue;
+    for (const month of months) {
+      const result = await reportMonth(kv, { ...options, user, month, now });
+      if (result === "sent") sent++;
+      if (result === "failed") failed++;
+    }
+  }
+  return { sent, failed };
+}
+
+async function reportMonth(
+  kv: Deno.Kv,
+  options: { stripe: Stripe; meterEventName: string; user: User; month: string; now: Date },
+): Promise<"sent" | "failed" | "nothing"> {
+  const { user, month } = options;
+  const [used, reported, pendingEntry] = await kv.getMany<
+    [Deno.KvU64, Deno.KvU64, PendingReport]
+  >([
+    usageMonthKey(user.id, month),
+    stripeReportedKey(user.id, month),
+    stripePendingKey(user.id, month),
+  ]);
+  let pending = pendingEntry.value;
+  if (!pending) {
+    const from = Number(reported.value?.value ?? 0n);
+    const to = Number(used.value?.value ?? 0n);
+    if (to <= from) return "nothing";
+    pending = { from, to, identifier: `${user.id}-${month}-${from}-${to}` };
+    const ok = await kv.atomic().check(pendingEntry).set(pendingEntry.key, pending).commit();
+    if (!ok.ok) return "nothing"; // another reporter is on it
+  }
+  // Usage belongs to its month: a late report of a closed month carries its last second.
+  const end = quotaResetAt(new Date(`${month}-01T00:00:00Z`)).getTime() - 1000;
+  try {
+    await options.stripe.billing.meterEvents.create({
+      event_name: options.meterEventName,
+      identifier: pending.identifier,
+      timestamp: Math.floor(Math.min(options.now.getTime(), end) / 1000),
+      payload: {
+        stripe_customer_id: user.stripeCustomerId!,
+        value: String(pending.to - pending.from),
+      },
+    });
+  } catch (error) {
+    console.error("reporting usage of %s to Stripe failed; will resend", user.id, error);
+    return "failed";
+  }
+  await kv.atomic()
+    .set(stripeReportedKey(user.id, month), new Deno.KvU64(BigInt(pending.to)))
+    .delete(stripePendingKey(user.id, month))
+    .commit();
+  return "sent";
+}

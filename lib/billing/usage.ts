@@ -1,0 +1,127 @@
+/** Usage counters and the calendar-month (UTC) quota window. */
+import {
+  usageDaysOfUserPrefix,
+  usageMonthKey,
+  usageRejectedDaysOfUserPrefix,
+  usageRejectedMonthKey,
+  userKey,
+} from "../store/kv_keys.ts";
+
+/** "YYYY-MM" of a date in UTC: the key of its quota window. */
+export function monthOf(date: Date): string {
+  return date.toISOString().slice(0, 7);
+}
+
+/** "YYYY-MM-DD" of a date in UTC. */
+export function dayOf(date: Date): string {
+  return date.toISOString().slice(0, 10);
+}
+
+/** The first instant of the month after `date`, when the quota resets. */
+export function quotaResetAt(date: Date): Date {
+  return new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1));
+}
+
+/** A user's quota as of one moment. `limit` null means unlimited. */
+export interface QuotaState {
+  limit: number | null;
+  used: number;
+  resetAt: Date;
+}
+
+/** Webhooks accepted for a user in the month containing `date`. */
+export async function monthUsage(
+  kv: Deno.Kv,
+  options: { userId: string; date?: Date },
+): Promise<number> {
+  const entry = await kv.get<Deno.KvU64>(
+    usageMonthKey(options.userId, monthOf(options.date ?? new Date())),
+  );
+  return Number(entry.value?.value ?? 0n);
+}
+
+/** The quota headers every ingest response carries. */
+export function quotaHeaders(quota: QuotaState): Record<string, string> {
+  return {
+    "X-Quota-Limit": quota.limit === null ? "unlimited" : String(quota.limit),
+    "X-Quota-Remaining": quota.limit === null
+      ? "unlimited"
+      : String(Math.max(0, quota.limit - quota.used)),
+    "X-Quota-Reset": String(Math.floor(quota.resetAt.getTime() / 1000)),
+  };
+}
+
+/** A user's quota right now, read from KV (used off the hot path, e.g. for error responses). */
+export async function currentQuota(kv: Deno.Kv, userId: string): Promise<QuotaState | null> {
+  const now = new Date();
+  const [user, used] = await kv.getMany<[{ monthlyLimit: number | null }, Deno.KvU64]>([
+    userKey(userId),
+    usageMonthKey(userId, monthOf(now)),
+  ]);
+  if (!user.value) return null;
+  return {
+    limit: user.value.monthlyLimit,
+    used: Number(used.value?.value ?? 0n),
+    resetAt: quotaResetAt(now),
+  };
+}
+
+/** One day's counts. */
+export interface DailyUsage {
+  day: string;
+  accepted: number;
+  rejected: number;
+}
+
+/** A user's month: accepted and refused webhooks, in total and per day (every day so far). */
+export async function usageReport(
+  kv: Deno.Kv,
+  options: { userId: string; now?: Date },
+): Promise<{ month: string; used: number; rejected: number; daily: DailyUsage[] }> {
+  const now = options.now ?? new Date();
+  const month = monthOf(now);
+  const [used, rejected] = await kv.getMany<[Deno.KvU64, Deno.KvU64]>([
+    usageMonthKey(options.userId, month),
+    usageRejectedMonthKey(options.userId, month),
+  ]);
+  const daily: DailyUsage[] = [];
+  for (let d = 1; d <= now.getUTCDate(); d++) {
+    daily.push({ day: `${month}-${String(d).padStart(2, "0")}`, accepted: 0, rejected: 0 });
+  }
+  const range = (prefix: Deno.KvKey) => ({
+    start: [...prefix, `${month}-01`],
+    end: [...prefix, `${month}-32`],
+  });
+  for (
+    const [prefix, field] of [
+      [usageDaysOfUserPrefix(options.userId), "accepted"],
+      [usageRejectedDaysOfUserPrefix(options.userId), "rejected"],
+    ] as const
+  ) {
+    for await (const entry of kv.list<Deno.KvU64>(range(prefix))) {
+      const day = daily[Number(String(entry.key[2]).slice(8, 10)) - 1];
+      if (day) day[field] = Number(entry.value.value);
+    }
+  }
+  return {
+    month,
+    used: Number(used.value?.value ?? 0n),
+    rejected: Number(rejected.value?.value ?? 0n),
+    daily,
+  };
+}
+
+/** Alert levels, in percent of the monthly limit. */
+export const QUOTA_ALERT_LEVELS = [80, 100] as const;
+
+/** The alert levels that going from `before` to `after` accepted webhooks crosses. */
+export function crossedLevels(
+  limit: number | null,
+  options: { before: number; after: number },
+): number[] {
+  if (limit === null || limit === 0) return [];
+  return QUOTA_ALERT_LEVELS.filter((level) => {
+    const threshold = Math.ceil((limit * level) / 100);
+    return options.before < threshold && options.after >= threshold;
+  });
+}

@@ -1,0 +1,181 @@
+/**
+ * Endpoints: the unique URLs senders post to. A slug carries 128 bits of randomness so URLs
+ * cannot be guessed; rotating replaces it and the old slug answers 404 at once.
+ */
+import { randomSecret } from "../accounts/secrets.ts";
+import { listAll } from "../store/kv.ts";
+import { endpointBySlugKey, endpointKey, endpointsOfUserPrefix } from "../store/kv_keys.ts";
+import { HttpError } from "../http/http_error.ts";
+import type { Broker } from "../fanout/broker.ts";
+
+/** A stored endpoint. */
+export interface Endpoint {
+  id: string;
+  userId: string;
+  slug: string;
+  name: string;
+  createdAt: string;
+  /** Respond mode: the sender waits for a connected client's answer (absent: off). */
+  respond?: boolean;
+  /** How long a sender waits in respond mode before 504. */
+  respondTimeoutMs?: number;
+}
+
+/** Respond mode's default and longest wait. */
+export const RESPOND_TIMEOUT = { defaultMs: 10_000, maxMs: 30_000 } as const;
+
+/** The slug index entry: ids only. */
+interface SlugIndex {
+  userId: string;
+  endpointId: string;
+}
+
+const MAX_ENDPOINTS_PER_USER = 100;
+
+/** 16 random bytes → 22 URL-safe characters. */
+export function newSlug(): string {
+  return randomSecret(16);
+}
+
+/** Builds a new endpoint record. */
+export function newEndpoint(userId: string, name: string): Endpoint {
+  return {
+    id: crypto.randomUUID(),
+    userId,
+    slug: newSlug(),
+    name,
+    createdAt: new Date().toISOString(),
+  };
+}
+
+/** Adds the endpoint and its slug index to an atomic operation. */
+export function writeEndpoint(op: Deno.AtomicOperation, endpoint: Endpoint): Deno.AtomicOperation {
+  return op
+    .check({ key: endpointBySlugKey(endpoint.slug), versionstamp: null })
+    .set(endpointKey(endpoint.userId, endpoint.id), endpoint)
+    .set(endpointBySlugKey(endpoint.slug), { userId: endpoint.userId, endpointId: endpoint.id });
+}
+
+/** Lists a user's endpoints, oldest first. */
+export async function listEndpoints(kv: Deno.Kv, userId: string): Promise<Endpoint[]> {
+  const entries = await listAll<Endpoint>(kv, { prefix: endpointsOfUserPrefix(userId) });
+  return entries.map((e) => e.value).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+}
+
+/** Creates a named endpoint for a user. */
+export async function createEndpoint(
+  kv: Deno.Kv,
+  options: { userId: string; name: string },
+): Promise<Endpoint> {
+  const existing = await listEndpoints(kv, options.userId);
+  if (existing.length >= MAX_ENDPOINTS_PER_USER) {
+    throw new HttpError(
+      409,
+      `Cannot create endpoint: the limit is ${MAX_ENDPOINTS_PER_USER} endpoints per account`,
+    );
+  }
+  const endpoint = newEndpoint(options.userId, options.name);
+  const result = await writeEndpoint(kv.atomic(), endpoint).commit();
+  if (!result.ok) throw new Error("Cannot create endpoint: commit conflicted");
+  return endpoint;
+}
+
+/** The endpoint a slug names, or null. */
+export async function findEndpointBySlug(kv: Deno.Kv, slug: string): Promise<Endpoint | null> {
+  const index = await kv.get<SlugIndex>(endpointBySlugKey(slug));
+  if (!index.value) return null;
+  const entry = await kv.get<Endpoint>(endpointKey(index.value.userId, index.value.endpointId));
+  return entry.value;
+}
+
+async function ownedEndpoint(
+  kv: Deno.Kv,
+  options: { userId: string; slug: string; action: string },
+): Promise<Deno.KvEntry<Endpoint>> {
+  const index = await kv.get<SlugIndex>(endpointBySlugKey(options.slug));
+  if (index.value?.userId === options.userId) {
+    const entry = await kv.get<Endpoint>(endpointKey(options.userId, index.value.endpointId));
+    if (entry.value) return entry as Deno.KvEntry<Endpoint>;
+  }
+  throw new HttpError(404, `Cannot ${options.action} endpoint: no endpoint ${options.slug}`);
+}
+
+/**
+ * Replaces an endpoint's slug; the old slug stops resolving in the same commit, and every
+ * endpoint cache the broker reaches forgets it.
+ */
+export async function rotateEndpoint(
+  kv: Deno.Kv,
+  options: { userId: string; slug: string; broker: Broker },
+): Promise<{ endpoint: Endpoint; oldSlug: string }> {
+  const entry = await ownedEndpoint(kv, { ...options, action: "rotate" });
+  const endpoint = { ...entry.value, slug: newSlug() };
+  const result = await writeEndpoint(kv.atomic().check(entry), endpoint)
+    .delete(endpointBySlugKey(options.slug))
+    .commit();
+  if (!result.ok) throw new HttpError(409, "Cannot rotate endpoint: it changed meanwhile, retry");
+  options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
+  return { endpoint, oldSlug: options.slug };
+}
+
+/** Changes an endpoint's settings (respond mode and its timeout); caches forget the old ones. */
+export async function updateEndpointSettings(
+  kv: Deno.Kv,
+  options: {
+    userId: string;
+    slug: string;
+    broker: Broker;
+    settings: { respond?: boolean; respondTimeoutMs?: number };
+  },
+): Promise<Endpoint> {
+  for (;;) {
+    const entry = await ownedEndpoint(kv, { ...options, action: "update" });
+    const endpoint = { ...entry.value, ...options.settings };
+    if ((await kv.atomic().check(entry).set(entry.key, endpoint).commit()).ok) {
+      options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
+      return endpoint;
+    }
+  }
+}
+
+/** Deletes an endpoint and its slug, and makes every endpoint cache forget the slug. */
+export async function deleteEndpoint(
+  kv: Deno.Kv,
+  options: { userId: string; slug: string; broker: Broker },
+): Promise<Endpoint> {
+  const entry = await ownedEndpoint(kv, { ...options, action: "delete" });
+  await kv.atomic().check(entry).delete(entry.key).delete(endpointBySlugKey(options.slug)).commit();
+  options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
+  return entry.value;
+}
+
+/** A short-lived in-memory slug → endpoint map that keeps KV reads off the ingest hot path. */
+export interface EndpointCache {
+  get(slug: string): Promise<Endpoint | null>;
+  /** Drops a slug at once, as rotate and delete must. */
+  invalidate(slug: string): void;
+}
+
+/** Creates an endpoint cache; unknown slugs are remembered briefly too, so floods stay cheap. */
+export function createEndpointCache(
+  kv: Deno.Kv,
+  options: { ttlMs?: number; maxEntries?: number } = {},
+): EndpointCache {
+  const ttlMs = options.ttlMs ?? 10_000;
+  const maxEntries = options.maxEntries ?? 50_000;
+  const entries = new Map<string, { endpoint: Endpoint | null; expiresAt: number }>();
+  return {
+    async get(slug) {
+      const now = Date.now();
+      const hit = entries.get(slug);
+      if (hit && hit.expiresAt > now) return hit.endpoint;
+      const endpoint = await findEndpointBySlug(kv, slug);
+      if (entries.size >= maxEntries) entries.clear();
+      entries.set(slug, { endpoint, expiresAt: now + (endpoint ? ttlMs : ttlMs / 10) });
+      return endpoint;
+    },
+    invalidate(slug) {
+      entries.delete(slug);
+    },
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * Publish/subscribe between whoever accepts a webhook and whoever holds the user's connections.
+ *
+ * Subscribers in this isolate hear a publish synchronously, so live delivery costs microseconds.
+ * Transports carry each message further: `broadcastTransport` to the other isolates of this
+ * process over a BroadcastChannel, the KV writer's Worker ports (cluster.ts) for committed
+ * events, and `kvTransport` (broker_kv.ts) to other instances through the shared KV store.
+ * Which transports run is decided once at start, from `WORKERS` and `BROKER`.
+ */
+import { type LiveEvent, liveEvent } from "../log/events.ts";
+import type { ClientResponse } from "./respond_waiters.ts";
+
+/** A connected client as the dashboard and /api/clients show it. */
+export interface ClientInfo {
+  id: string;
+  transport: "sse" | "ws";
+  connectedAt: string;
+  lastSeenAt: string;
+  lastEventId: string | null;
+}
+
+/** What travels through the broker. */
+export type BrokerMessage =
+  /** Events just committed; `after` is the user's newest id before them (null: not known). */
+  | { kind: "events"; userId: string; events: LiveEvent[]; after?: string | null }
+  /** One stored event sent again on request, past the connections' duplicate filter. */
+  | { kind: "redeliver"; userId: string; event: LiveEvent }
+  /** A token was revoked or a session ended: close the connections it authenticated. */
+  | { kind: "credential_revoked"; userId: string; credential: string }
+  | { kind: "endpoint_changed"; slug: string }
+  /** A notice for the user's clients: SSE gets a named event, WebSocket clients that asked. */
+  | { kind: "notice"; userId: string; name: string; json: string }
+  /**
+   * A client's answer in respond mode, for whichever isolate holds the waiting sender; `userId`
+   * is the user whose connection answered, which must be the event's owner.
+   */
+  | { kind: "response"; id: string; userId: string; response: ClientResponse }
+  /** Who is connected for `userId`? Every isolate holding connections answers `origin`. */
+  | { kind: "clients_query"; queryId: string; userId: string; origin: string }
+  | { kind: "clients_answer"; queryId: string; origin: string; clients: ClientInfo[] };
+
+/** A publish/subscribe hub. */
+export interface Broker {
+  /** This isolate's id; questions name it so answers find their way back. */
+  readonly origin: string;
+  /** Delivers to this isolate's subscribers, then hands the message to every transport. */
+  publish(message: BrokerMessage): void;
+  /** Registers a listener and returns the function that removes it. */
+  subscribe(listener: (message: BrokerMessage) => void): () => void;
+  /** How many other isolates or instances answer questions; null when it cannot be known. */
+  peers(): number | null;
+  /** Asks transports that deliver per user to follow `userId`; returns the release. */
+  follow(userId: string): () => void;
+  /** Stops the transports. */
+  close(): void;
+}
+
+/** One way messages leave and enter this isolate. */
+export interface Transport {
+  send(message: BrokerMessage): void;
+  /** Starts receiving; `deliver` hands a message to this isolate's subscribers only. */
+  start(deliver: (message: BrokerMessage) => void): void;
+  /** Sees every message this isolate's subscribers hear, whichever way it came. */
+  observe?(message: BrokerMessage): void;
+  follow?(userId: string): () => void;
+  peers(): number | null;
+  close(): void;
+}
+
+/** Creates a broker; with no transports it is in-process only. */
+export function createBroker(options: { transports?: Transport[] } = {}): Broker {
+  const transports = options.transports ?? [];
+  const listeners = new Set<(message: BrokerMessage) => void>();
+  const deliver = (message: BrokerMessage) => {
+    for (const transport of transports) transport.observe?.(message);
+    for (const listener of listeners) {
+      try {
+        listener(message);
+      } catch (error) {
+        console.error("broker listener failed", error);
+      }
+    }
+  };
+  for (const transport of transports) transport.start(deliver);
+  return {
+    origin: crypto.randomUUID(),
+    publish(message) {
+      deliver(message);
+      for (const transport of transports) transport.send(message);
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    peers() {
+      let total = 0;
+      for (const transport of transports) {
+        const peers = transport.peers();
+        if (peers === null) return null;
+        total += peers;
+      }
+      return total;
+    },
+    follow(userId) {
+      const releases = transports.map((transport) => transport.follow?.(userId));
+      return () => releases.forEach((release) => release?.());
+    },
+    close() {
+      for (const transport of transports) transport.close();
+      listeners.clear();
+    },
+  };
+}
+
+/** A message in structured-clone form: live events lose their cached SSE frame function. */
+export type WireMessage = Record<string, unknown> & { kind: BrokerMessage["kind"] };
+
+const wireEvent = (event: LiveEvent) => ({ id: event.id, userId: event.userId, json: event.json });
+
+/** Turns a message into plain data for postMessage or KV. */
+export function toWire(message: BrokerMessage): WireMessage {
+  if (message.kind === "events") return { ...message, events: message.events.map(wireEvent) };
+  if (message.kind === "redeliver") return { ...message, event: wireEvent(message.event) };
+  return message;
+}
+
+/** The inverse of `toWire`. */
+export function fromWire(wire: WireMessage): BrokerMessage {
+  const message = wire as unknown as BrokerMessage;
+  if (message.kind === "events") return { ...message, events: message.events.map(liveEvent) };
+  if (message.kind === "redeliver") return { ...message, event: liveEvent(message.event) };
+  return message;
+}
+
+/**
+ * The isolates of one process, over a BroadcastChannel (which never echoes to its sender).
+ * `peers` is the number of other isolates that hold connections and answer questions;
+ * `receiveOnly` listens without sending, for an isolate that reaches the others another way.
+ */
+export function broadcastTransport(
+  options: { channel: string; peers: number; receiveOnly?: boolean },
+): Transport {
+  const channel = new BroadcastChannel(options.channel);
+  return {
+    send(message) {
+      if (!options.receiveOnly) channel.postMessage(toWire(message));
+    },
+    start(deliver) {
+      channel.onmessage = (event: MessageEvent<WireMessage>) => deliver(fromWire(event.data));
+    },
+    peers: () => options.peers,
+    close() {
+      channel.close();
+    },
+  };
+}

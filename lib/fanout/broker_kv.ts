@@ -1,0 +1,210 @@
+/**
+ * The broker's transport between instances that share one KV store (Deno Deploy's KV, or a KV
+ * server reached with `Deno.openKv(url)`), where no BroadcastChannel spans machines.
+ *
+ * Events need no message of their own: the ingest commit already moves the user's head key,
+ * so an isolate that holds a user's connections watches that key and reads the log after the
+ * last id it has. Everything else (revocations, endpoint changes, notices, answers) is written
+ * to a short-lived mailbox whose head key every instance watches.
+ */
+import {
+  type BrokerMessage,
+  fromWire,
+  toWire,
+  type Transport,
+  type WireMessage,
+} from "./broker.ts";
+import { eventsAfter, getEvent } from "../log/events.ts";
+import { idFloor, nextId } from "../store/ids.ts";
+import {
+  brokerHeadKey,
+  brokerMessageKey,
+  brokerMessagesPrefix,
+  eventHeadKey,
+} from "../store/kv_keys.ts";
+
+/** A redelivered event by reference: its body may exceed a KV value, and the log has it. */
+interface RedeliverRef {
+  kind: "redeliver_ref";
+  userId: string;
+  id: string;
+}
+
+/** A mailbox entry. */
+interface MailboxEntry {
+  /** The process that wrote it; its own isolates already heard it over BroadcastChannel. */
+  origin: string;
+  at: number;
+  message: WireMessage | RedeliverRef;
+}
+
+/** How long mailbox entries live, and how far back a reader looks for late commits. */
+const MAILBOX_TTL_MS = 60_000;
+const MAILBOX_LOOKBACK_MS = 10_000;
+
+/** What one isolate knows of a followed user's log. */
+interface Followed {
+  count: number;
+  /** The newest id this isolate has delivered or read; undefined until the first watch value. */
+  last: string | null | undefined;
+  refresh: () => void;
+  stop: () => void;
+}
+
+/**
+ * Runs `task` one at a time; a call while it runs schedules exactly one more run. Failures
+ * after `stopped()` turns true (KV closing under a read) are expected and not reported.
+ */
+function serialized(task: () => Promise<void>, stopped: () => boolean): () => void {
+  let running = false;
+  let again = false;
+  const run = () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    if (stopped()) return;
+    running = true;
+    task().catch((error) => {
+      if (!stopped()) console.error("shared-KV broker read failed", error);
+    }).finally(() => {
+      running = false;
+      if (again) {
+        again = false;
+        run();
+      }
+    });
+  };
+  return run;
+}
+
+/** Watches `key` and calls `onValue` with each value until the returned stop is called. */
+function watchKey<T>(kv: Deno.Kv, key: Deno.KvKey, onValue: (value: T | null) => void) {
+  const reader = kv.watch<[T]>([key]).getReader();
+  let stopped = false;
+  (async () => {
+    while (!stopped) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      onValue(value[0].value);
+    }
+  })().catch((error) => {
+    if (!stopped) console.error("shared-KV broker watch ended", error);
+  });
+  return () => {
+    stopped = true;
+    reader.cancel().catch(() => {});
+  };
+}
+
+/** The shared-KV transport; `processId` names this process in the mailbox. */
+export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transport {
+  const startedAt = Date.now();
+  const seen = new Map<string, number>();
+  const followed = new Map<string, Followed>();
+  const stops: (() => void)[] = [];
+  let deliver: (message: BrokerMessage) => void = () => {};
+  let closed = false;
+  const stopped = () => closed;
+
+  const readMailbox = serialized(async () => {
+    const start = brokerMessageKey(idFloor(Date.now() - MAILBOX_LOOKBACK_MS));
+    for await (const entry of kv.list<MailboxEntry>({ prefix: brokerMessagesPrefix(), start })) {
+      const id = entry.key[1] as string;
+      if (seen.has(id)) continue;
+      const { origin, at, message } = entry.value;
+      seen.set(id, at);
+      if (origin === options.processId || at < startedAt) continue;
+      if (message.kind === "redeliver_ref") {
+        const { userId } = message;
+        const event = await getEvent(kv, { userId, id: message.id });
+        if (event) deliver({ kind: "redeliver", userId, event });
+      } else {
+        deliver(fromWire(message));
+      }
+    }
+    const forgetBefore = Date.now() - MAILBOX_TTL_MS;
+    for (const [id, at] of seen) if (at < forgetBefore) seen.delete(id);
+  }, stopped);
+
+  function write(message: WireMessage | RedeliverRef): void {
+    const id = nextId();
+    const entry: MailboxEntry = { origin: options.processId, at: Date.now(), message };
+    kv.atomic()
+      .set(brokerMessageKey(id), entry, { expireIn: MAILBOX_TTL_MS })
+      .set(brokerHeadKey(), id)
+      .commit()
+      .catch((error) => {
+        if (!closed) console.error("shared-KV broker: writing %s failed", message.kind, error);
+      });
+  }
+
+  return {
+    send(message) {
+      if (message.kind === "events") return;
+      if (message.kind === "redeliver") {
+        write({ kind: "redeliver_ref", userId: message.userId, id: message.event.id });
+      } else {
+        write(toWire(message));
+      }
+    },
+    start(receive) {
+      deliver = receive;
+      stops.push(watchKey(kv, brokerHeadKey(), () => readMailbox()));
+    },
+    observe(message) {
+      if (message.kind !== "events") return;
+      // Our own process published these: when they follow what we had, skip reading them back.
+      const state = followed.get(message.userId);
+      if (state && state.last !== undefined && message.after !== undefined) {
+        const last = message.events.at(-1)?.id;
+        if (last && message.after === state.last) state.last = last;
+      }
+    },
+    follow(userId) {
+      let state = followed.get(userId);
+      if (!state) {
+        const created: Followed = {
+          count: 0,
+          last: undefined,
+          refresh: serialized(async () => {
+            const events = [];
+            for await (const event of eventsAfter(kv, { userId, after: created.last ?? null })) {
+              events.push(event);
+            }
+            if (events.length === 0) return;
+            const last = events.at(-1)!.id;
+            if (!created.last || last > created.last) created.last = last;
+            deliver({ kind: "events", userId, events });
+          }, stopped),
+          stop: () => {},
+        };
+        created.stop = watchKey<string>(kv, eventHeadKey(userId), (head) => {
+          if (created.last === undefined) created.last = head;
+          else if (head !== null && (created.last === null || head > created.last)) {
+            created.refresh();
+          }
+        });
+        followed.set(userId, state = created);
+      }
+      state.count++;
+      const held = state;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        if (--held.count === 0) {
+          held.stop();
+          followed.delete(userId);
+        }
+      };
+    },
+    peers: () => null,
+    close() {
+      closed = true;
+      for (const stop of stops) stop();
+      for (const state of followed.values()) state.stop();
+      followed.clear();
+    },
+  };
+}

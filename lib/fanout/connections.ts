@@ -1,0 +1,355 @@
+/**
+ * Live client sessions (SSE and WebSocket) and the replay hand-over.
+ *
+ * A connection subscribes before it reads the log: live events that arrive while the log is
+ * being replayed wait in a bounded buffer and are flushed afterwards, skipping every id at or
+ * below the last one sent. Ids sort by arrival, so that one comparison rules out both gaps and
+ * duplicates, including repeats from the queue's at-least-once fallback.
+ *
+ * A catch-up reads the log a few packs at a time and only while its client keeps up, so what it
+ * holds in memory is bounded by `catchUpBytes` plus one event, whatever the log's size.
+ */
+import type { Broker } from "./broker.ts";
+import { eventsAfter, type LiveEvent } from "../log/events.ts";
+import { HttpError } from "../http/http_error.ts";
+
+/** The transport side of a connection: SSE stream or WebSocket. */
+export interface Sink {
+  /** Queues one event for the client. */
+  send(event: LiveEvent): void;
+  /** Bytes queued for the client but not yet written. */
+  backlog(): number;
+  heartbeat(): void;
+  /** Sends a notice (`{"type": name, …}`): a named SSE event, or a WebSocket message when asked. */
+  notice(name: string, json: string): void;
+  /** Ends the transport; `code` follows WebSocket close codes. */
+  close(code: number, reason: string): void;
+}
+
+/** A connected client. */
+export interface Connection {
+  id: string;
+  userId: string;
+  /** What authenticated it (a token id, or a session's credential); revoking it closes us. */
+  credential: string;
+  transport: "sse" | "ws";
+  connectedAt: string;
+  /** The last time the client sent anything (WebSocket messages); liveness for the dashboard. */
+  lastSeenAt: string;
+  lastSentId: string | null;
+  closed: boolean;
+  sink: Sink;
+  replaying: boolean;
+  buffer: LiveEvent[];
+  /** Bytes of the envelopes in `buffer`. */
+  bufferBytes: number;
+  chain: Promise<void>;
+  /**
+   * WebSocket only: ids sent and not yet acked and answered, with what the client did so far
+   * (bits of SENT_FLAGS). Created at the first send, so idle connections pay nothing; holds at
+   * most `maxUnacked` ids, forgetting the oldest.
+   */
+  sent: Map<string, number> | null;
+}
+
+const SENT_FLAGS = { acked: 1, answered: 2, wantsAnswer: 4 } as const;
+
+/** Whether `id` was sent to this connection and it has not yet both acked and answered it. */
+export function wasSent(connection: Connection, id: string): boolean {
+  return connection.sent?.has(id) ?? false;
+}
+
+/** Whether the client may still ack (or answer) `id`: it was sent here and not yet given. */
+export function replyDue(connection: Connection, id: string, kind: "ack" | "answer"): boolean {
+  const flags = connection.sent?.get(id);
+  if (flags === undefined) return false;
+  return !(flags & (kind === "ack" ? SENT_FLAGS.acked : SENT_FLAGS.answered));
+}
+
+/**
+ * Records the client's ack or answer of `id`: true the first time for an event sent to this
+ * connection, false when it never was (another user's, made up, long forgotten) or this one was
+ * already given. An event is forgotten once acked, and answered when it asked for an answer.
+ */
+export function takeReply(connection: Connection, id: string, kind: "ack" | "answer"): boolean {
+  if (!replyDue(connection, id, kind)) return false;
+  const now = connection.sent!.get(id)! | (kind === "ack" ? SENT_FLAGS.acked : SENT_FLAGS.answered);
+  const done = (now & SENT_FLAGS.acked) &&
+    (!(now & SENT_FLAGS.wantsAnswer) || (now & SENT_FLAGS.answered));
+  if (done) connection.sent!.delete(id);
+  else connection.sent!.set(id, now);
+  return true;
+}
+
+/** Respond-mode envelopes end so (see toLiveEvent): their senders wait for an answer. */
+const RESPOND_TAIL = ',"respond":true}';
+
+/** Close codes (WebSocket's; SSE streams just end). */
+export const CLOSE = {
+  shutdown: { code: 1001, reason: "Server is shutting down; reconnect to resume" },
+  revoked: { code: 4001, reason: "Token revoked or session ended" },
+  slow: { code: 4008, reason: "Client too slow; reconnect with your last event id to resume" },
+} as const;
+
+/** The registry of live connections for one process. */
+export interface Connections {
+  /**
+   * Throws a 429 HttpError when the user, or this token or session, already holds its limit of
+   * connections in this isolate. Call it right before `open`, with no await in between.
+   */
+  admit(userId: string, credential: string): void;
+  /** Registers a connection; when `after` is given (or `replayAll`) the log is replayed first. */
+  open(options: {
+    userId: string;
+    credential: string;
+    transport: "sse" | "ws";
+    sink: Sink;
+    after?: string | null;
+  }): Connection;
+  /** Sends the retained events after `after` (all when null), then resumes live delivery. */
+  replay(connection: Connection, after: string | null): Promise<number>;
+  close(connection: Connection, close: { code: number; reason: string }): void;
+  /** Forgets a connection whose transport already ended. */
+  remove(connection: Connection): void;
+  countFor(userId: string): number;
+  /** The user's connected clients in this process. */
+  listFor(userId: string): Connection[];
+  closeAll(close: { code: number; reason: string }): void;
+  /** Stops the heartbeat timer and the broker subscription. */
+  stop(): void;
+}
+
+/** Live events a connection may hold back while it replays the log (their bytes count too). */
+const MAX_BUFFERED_WHILE_REPLAYING = 10_000;
+/** Log packs (≤ 60 KB each) a catch-up reads from KV at a time. */
+const REPLAY_BATCH_PACKS = 2;
+/** A stalled catch-up checks its client again after this long, doubling up to the maximum. */
+const REPLAY_WAIT_MS = 5;
+const REPLAY_MAX_WAIT_MS = 200;
+
+/** Creates the registry; it subscribes to the broker and runs one heartbeat timer for all. */
+export function createConnections(
+  kv: Deno.Kv,
+  options: {
+    broker: Broker;
+    heartbeatMs: number;
+    slowConsumerBytes: number;
+    /** See Config.catchUpBytes; defaults to half of `slowConsumerBytes`. */
+    catchUpBytes?: number;
+    /** Per token (credential) and per user, in this isolate; 0 or absent for no limit. */
+    maxPerCredential?: number;
+    maxPerUser?: number;
+    /** Ids a WebSocket connection remembers as sent (see `wasSent`). */
+    maxUnacked?: number;
+  },
+): Connections {
+  const catchUpBytes = Math.min(
+    options.catchUpBytes ?? Infinity,
+    Math.floor(options.slowConsumerBytes / 2),
+  );
+  const maxUnacked = options.maxUnacked ?? 1000;
+
+  const byUser = new Map<string, Set<Connection>>();
+  /** Releases of the broker's per-user follow, held while the user has connections here. */
+  const follows = new Map<string, () => void>();
+
+  function deliver(connection: Connection, event: LiveEvent): void {
+    if (connection.closed) return;
+    if (connection.lastSentId !== null && event.id <= connection.lastSentId) return;
+    // Judge before queueing, so one event larger than the limit still reaches a healthy client.
+    if (connection.sink.backlog() > options.slowConsumerBytes) return close(connection, CLOSE.slow);
+    connection.lastSentId = event.id;
+    connection.sink.send(event);
+    remember(connection, event);
+  }
+
+  /** Notes a WebSocket send, so the client's ack or answer can be checked against it. */
+  function remember(connection: Connection, event: LiveEvent): void {
+    if (connection.transport !== "ws") return;
+    const sent = connection.sent ??= new Map();
+    if (sent.size >= maxUnacked && !sent.has(event.id)) sent.delete(sent.keys().next().value!);
+    sent.set(event.id, event.json.endsWith(RESPOND_TAIL) ? SENT_FLAGS.wantsAnswer : 0);
+  }
+
+  function close(connection: Connection, reason: { code: number; reason: string }): void {
+    if (connection.closed) return;
+    connection.closed = true;
+    remove(connection);
+    connection.sink.close(reason.code, reason.reason);
+  }
+
+  function remove(connection: Connection): void {
+    connection.closed = true;
+    const set = byUser.get(connection.userId);
+    if (!set) return;
+    set.delete(connection);
+    if (set.size === 0) {
+      byUser.delete(connection.userId);
+      follows.get(connection.userId)?.();
+      follows.delete(connection.userId);
+    }
+  }
+
+  async function runReplay(connection: Connection, after: string | null): Promise<number> {
+    connection.replaying = true;
+    connection.lastSentId = after;
+    let count = 0;
+    try {
+      const events = eventsAfter(kv, {
+        userId: connection.userId,
+        after,
+        batchSize: REPLAY_BATCH_PACKS,
+      });
+      for await (const event of events) {
+        // Read no further while the client has a budget's worth unread: a client that stops
+        // reading then holds `catchUpBytes` and one batch, not the log.
+        let wait = REPLAY_WAIT_MS;
+        while (!connection.closed && connection.sink.backlog() > catchUpBytes) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          wait = Math.min(wait * 2, REPLAY_MAX_WAIT_MS);
+        }
+        if (connection.closed) return count;
+        deliver(connection, event);
+        count++;
+      }
+    } finally {
+      const buffered = connection.buffer;
+      connection.buffer = [];
+      connection.bufferBytes = 0;
+      connection.replaying = false;
+      for (const event of buffered) deliver(connection, event);
+    }
+    return count;
+  }
+
+  const unsubscribe = options.broker.subscribe((message) => {
+    if (message.kind === "events") {
+      const set = byUser.get(message.userId);
+      if (!set) return;
+      for (const connection of set) {
+        if (connection.replaying) {
+          for (const event of message.events) {
+            connection.buffer.push(event);
+            connection.bufferBytes += event.json.length;
+          }
+          // Held-back events are queued for the client as much as its backlog is.
+          if (
+            connection.buffer.length > MAX_BUFFERED_WHILE_REPLAYING ||
+            connection.bufferBytes + connection.sink.backlog() > options.slowConsumerBytes
+          ) {
+            close(connection, CLOSE.slow);
+          }
+          continue;
+        }
+        for (const event of message.events) deliver(connection, event);
+      }
+    } else if (message.kind === "notice") {
+      for (const connection of byUser.get(message.userId) ?? []) {
+        connection.sink.notice(message.name, message.json);
+      }
+    } else if (message.kind === "redeliver") {
+      for (const connection of byUser.get(message.userId) ?? []) {
+        if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
+        else {
+          connection.sink.send(message.event);
+          remember(connection, message.event);
+        }
+      }
+    } else if (message.kind === "credential_revoked") {
+      for (const connection of byUser.get(message.userId) ?? []) {
+        if (connection.credential === message.credential) close(connection, CLOSE.revoked);
+      }
+    }
+  });
+
+  const heartbeat = setInterval(() => {
+    for (const set of byUser.values()) {
+      for (const connection of set) connection.sink.heartbeat();
+    }
+  }, options.heartbeatMs);
+
+  const registry: Connections = {
+    admit(userId, credential) {
+      const set = byUser.get(userId);
+      if (!set) return;
+      const perUser = options.maxPerUser ?? 0;
+      if (perUser > 0 && set.size >= perUser) {
+        throw new HttpError(
+          429,
+          `Cannot connect: this account already has ${perUser} open connections ` +
+            "(MAX_CONNECTIONS_PER_USER); close one first",
+        );
+      }
+      const perCredential = options.maxPerCredential ?? 0;
+      if (perCredential > 0 && set.size >= perCredential) {
+        let count = 0;
+        for (const connection of set) if (connection.credential === credential) count++;
+        if (count >= perCredential) {
+          throw new HttpError(
+            429,
+            `Cannot connect: this token already has ${perCredential} open connections ` +
+              "(MAX_CONNECTIONS_PER_TOKEN); close one first",
+          );
+        }
+      }
+    },
+    open(openOptions) {
+      const connection: Connection = {
+        id: crypto.randomUUID(),
+        userId: openOptions.userId,
+        credential: openOptions.credential,
+        transport: openOptions.transport,
+        connectedAt: new Date().toISOString(),
+        lastSeenAt: new Date().toISOString(),
+        lastSentId: null,
+        closed: false,
+        sink: openOptions.sink,
+        replaying: false,
+        buffer: [],
+        bufferBytes: 0,
+        chain: Promise.resolve(),
+        sent: null,
+      };
+      let set = byUser.get(connection.userId);
+      if (!set) {
+        byUser.set(connection.userId, set = new Set());
+        follows.set(connection.userId, options.broker.follow(connection.userId));
+      }
+      set.add(connection);
+      if (openOptions.after !== undefined) {
+        registry.replay(connection, openOptions.after).catch((error) => {
+          console.error("replay failed", error);
+          close(connection, { code: 1011, reason: "Replay failed; reconnect to retry" });
+        });
+      }
+      return connection;
+    },
+    replay(connection, after) {
+      // Mark as replaying at once so live events published before the read starts are held.
+      connection.replaying = true;
+      const run = connection.chain.then(() => runReplay(connection, after));
+      connection.chain = run.then(() => {}, () => {});
+      return run;
+    },
+    close,
+    remove,
+    countFor(userId) {
+      return byUser.get(userId)?.size ?? 0;
+    },
+    listFor(userId) {
+      return [...(byUser.get(userId) ?? [])];
+    },
+    closeAll(reason) {
+      for (const set of [...byUser.values()]) {
+        for (const connection of [...set]) close(connection, reason);
+      }
+    },
+    stop() {
+      clearInterval(heartbeat);
+      unsubscribe();
+      for (const release of follows.values()) release();
+      follows.clear();
+    },
+  };
+  return registry;
+}

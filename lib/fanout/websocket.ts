@@ -1,0 +1,357 @@
+/**
+ * The WebSocket transport. The server sends webhook envelopes; the client may send
+ * `{type:"ping"}`, `{type:"replay", after}`, and acks and respond-mode answers of events it was
+ * sent. A malformed message gets an error reply and the socket stays open. Dead peers are found by
+ * protocol pings (`idleTimeout`), which never reach the client's `onmessage`, so the docs'
+ * examples see webhooks only.
+ *
+ * What a client sends is bounded: messages per second per connection (a token bucket; one
+ * warning, then close 1008), message size (close 1009), and acks written per second per account.
+ * The first ack and answer of each event sent are free, so a client catching up on a backlog is
+ * never closed for acking it.
+ */
+import { z } from "zod";
+import {
+  type Connection,
+  type Connections,
+  replyDue,
+  type Sink,
+  takeReply,
+} from "./connections.ts";
+import type { LiveEvent } from "../log/events.ts";
+import type { RateLimiter } from "../intake/rate_limit.ts";
+import { answerHeaders, type Responses } from "./respond_waiters.ts";
+import { isId } from "../store/ids.ts";
+
+const eventId = z.string().refine(isId, "must be an event id");
+// Strict: a misspelt key (`lastEventID`) is an error naming it, not silently ignored.
+const clientMessage = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("ping") }),
+  z.strictObject({
+    type: z.literal("ack"),
+    id: eventId,
+    status: z.number().int().min(0).max(999).nullable().optional(),
+  }),
+  z.strictObject({
+    type: z.literal("response"),
+    id: eventId,
+    status: z.number().int().min(200, "must be 200–599").max(599, "must be 200–599"),
+    headers: z.record(z.string(), z.string()).optional(),
+    body: z.string().optional(),
+    bodyBase64: z.string().optional(),
+  }),
+  z.strictObject({
+    type: z.literal("replay"),
+    after: z.string().refine(isId, "must be an event id").nullable().optional(),
+    // The name of the query parameter and the SSE header, accepted here too.
+    lastEventId: z.string().refine(isId, "must be an event id").nullable().optional(),
+  }),
+]);
+type ClientMessage = z.infer<typeof clientMessage>;
+
+/** Where a socket hands what clients send back: acknowledgements and respond-mode answers. */
+export interface ClientReplies {
+  ack(options: { connection: Connection; eventId: string; status: number | null }): Promise<void>;
+  responses: Responses;
+}
+
+/** What one server allows a WebSocket client to send (see Config); shared by all sockets. */
+export interface ClientLimits {
+  messagesPerSecond: number;
+  messagesBurst: number;
+  maxMessageBytes: number;
+  acksPerSecond: number;
+  /** Acks recorded per account (keyed by user id). */
+  acks: RateLimiter;
+}
+
+const encoder = new TextEncoder();
+
+/** Whether a message is over `max` bytes (UTF-8), encoding only when its length cannot tell. */
+function exceeds(data: unknown, max: number): boolean {
+  if (typeof data === "string") {
+    if (data.length * 3 <= max) return false;
+    return data.length > max || encoder.encode(data).byteLength > max;
+  }
+  if (data instanceof ArrayBuffer) return data.byteLength > max;
+  if (data instanceof Blob) return data.size > max;
+  return false;
+}
+
+/**
+ * One socket's sink and event listener in one object: its methods live on the prototype, so an
+ * idle connection costs no closures (memory per idle connection is a benchmark target).
+ */
+class WebSocketSink implements Sink {
+  /** Events published between the upgrade and `open` wait here, so none is missed. */
+  pending: string[] | null = [];
+  connection: Connection | null = null;
+  /** The message bucket: tokens left, when last refilled, and whether the client was warned. */
+  tokens: number;
+  refilledAt = performance.now();
+  warned = false;
+
+  constructor(
+    readonly socket: WebSocket,
+    readonly connections: Connections,
+    readonly wantsNotices: boolean,
+    readonly replies: ClientReplies,
+    readonly limits: ClientLimits,
+  ) {
+    this.tokens = limits.messagesBurst;
+  }
+
+  /**
+   * Takes a token for one client message: false when there is none, after which the first such
+   * message gets a warning and the next one closes the socket with 1008.
+   */
+  takeToken(): boolean {
+    const { messagesPerSecond, messagesBurst } = this.limits;
+    const now = performance.now();
+    this.tokens = Math.min(
+      messagesBurst,
+      this.tokens + ((now - this.refilledAt) / 1000) * messagesPerSecond,
+    );
+    this.refilledAt = now;
+    if (this.tokens >= messagesBurst) this.warned = false; // calm again: the next burst is new
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return true;
+    }
+    const limit = `over ${messagesPerSecond} a second (WS_MESSAGES_PER_SECOND)`;
+    if (this.warned) {
+      this.connections.close(this.connection!, {
+        code: 1008,
+        reason: `Too many messages: ${limit}`,
+      });
+    } else {
+      this.warned = true;
+      sendJson(this.socket, {
+        type: "error",
+        message: `Too many messages: ${limit}; this one was dropped, and the next one over the ` +
+          "limit closes the connection",
+      });
+    }
+    return false;
+  }
+
+  send(event: LiveEvent): void {
+    if (this.pending) this.pending.push(event.json);
+    else if (this.socket.readyState === WebSocket.OPEN) this.socket.send(event.json);
+  }
+
+  backlog(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  heartbeat(): void {}
+
+  notice(_name: string, json: string): void {
+    // Only clients that connected with `?notices=1` get notices: the docs' examples treat every
+    // message as a webhook.
+    if (this.wantsNotices && this.socket.readyState === WebSocket.OPEN) this.socket.send(json);
+  }
+
+  close(code: number, reason: string): void {
+    const socket = this.socket;
+    if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
+    else if (socket.readyState === WebSocket.CONNECTING) {
+      socket.addEventListener("open", () => socket.close(code, reason));
+    }
+  }
+
+  handleEvent(event: Event): void {
+    const connection = this.connection!;
+    if (event.type === "open") {
+      const queued = this.pending ?? [];
+      this.pending = null;
+      for (const text of queued) this.socket.send(text);
+    } else if (event.type === "message") {
+      const message = event as MessageEvent;
+      if (connection.closed) return;
+      if (exceeds(message.data, this.limits.maxMessageBytes)) {
+        return this.connections.close(connection, {
+          code: 1009,
+          reason: `Message too large: larger than ${this.limits.maxMessageBytes} bytes ` +
+            "(WS_MAX_MESSAGE_BYTES)",
+        });
+      }
+      const read = readClientMessage(message.data);
+      // The first ack and answer of an event sent here cost nothing: a client catching up on a
+      // backlog acks as fast as it works, and the events it was sent bound them anyway.
+      const free = "command" in read &&
+        (read.command.type === "ack" || read.command.type === "response") &&
+        replyDue(connection, read.command.id, read.command.type === "ack" ? "ack" : "answer");
+      if (!free && !this.takeToken()) return;
+      if ("error" in read) return sendJson(this.socket, { type: "error", message: read.error });
+      handleClientMessage(this.connections, {
+        connection,
+        socket: this.socket,
+        command: read.command,
+        replies: this.replies,
+        limits: this.limits,
+      });
+    } else {
+      // "close" (an error is always followed by close)
+      this.connections.remove(connection);
+    }
+  }
+}
+
+/** Upgrades an authenticated request to a WebSocket bound to the user's events. */
+export function openWebSocket(
+  request: Request,
+  connections: Connections,
+  options: {
+    userId: string;
+    credential: string;
+    after: string | null;
+    idleTimeoutSeconds: number;
+    wantsNotices: boolean;
+    replies: ClientReplies;
+    limits: ClientLimits;
+  },
+): Response {
+  const { socket, response } = Deno.upgradeWebSocket(request, {
+    idleTimeout: options.idleTimeoutSeconds,
+  });
+  const sink = new WebSocketSink(
+    socket,
+    connections,
+    options.wantsNotices,
+    options.replies,
+    options.limits,
+  );
+  sink.connection = connections.open({
+    userId: options.userId,
+    credential: options.credential,
+    transport: "ws",
+    sink,
+    after: options.after ?? undefined,
+  });
+  for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
+  return response;
+}
+
+/** Parses one client message: the command, or what is wrong with it. */
+function readClientMessage(data: unknown): { command: ClientMessage } | { error: string } {
+  if (typeof data !== "string") {
+    return { error: "Cannot read message: send JSON text, not binary" };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(data);
+  } catch {
+    return { error: "Cannot read message: it is not valid JSON" };
+  }
+  const parsed = clientMessage.safeParse(json);
+  if (parsed.success) return { command: parsed.data };
+  const issue = parsed.error.issues[0];
+  const where = issue.path.length ? ` (${issue.path.join(".")})` : "";
+  const problem = issue.code === "unrecognized_keys"
+    ? `unknown key ${JSON.stringify(issue.keys[0])}`
+    : issue.message;
+  return {
+    error: `Cannot read message${where}: ${problem}; expected {"type":"ping"}, ` +
+      `{"type":"replay","after":"<event id>"}, {"type":"ack","id":…} or ` +
+      `{"type":"response","id":…,"status":…}`,
+  };
+}
+
+function handleClientMessage(
+  connections: Connections,
+  context: {
+    connection: Connection;
+    socket: WebSocket;
+    command: ClientMessage;
+    replies: ClientReplies;
+    limits: ClientLimits;
+  },
+): void {
+  const { connection, socket, command } = context;
+  const reply = (value: unknown) => sendJson(socket, value);
+  connection.lastSeenAt = new Date().toISOString();
+  if (command.type === "ping") return reply({ type: "pong" });
+  if (command.type === "ack") {
+    // Only the first ack of an event sent here is written: no one else's, none made up.
+    if (!takeReply(connection, command.id, "ack")) {
+      return reply({
+        type: "error",
+        message: `Cannot ack ${command.id}: this connection was not sent that event ` +
+          "(or acked it already)",
+      });
+    }
+    const { acks, acksPerSecond } = context.limits;
+    if (acks.take(connection.userId) > 0) {
+      return reply({
+        type: "error",
+        message: `Cannot ack ${command.id}: more than ${acksPerSecond} acks a second for this ` +
+          "account (ACKS_PER_SECOND); this one is not recorded",
+      });
+    }
+    context.replies.ack({ connection, eventId: command.id, status: command.status ?? null })
+      .catch(() => reply({ type: "error", message: "Cannot record ack: storing it failed" }));
+    return;
+  }
+  if (command.type === "response") {
+    let body: Uint8Array;
+    try {
+      body = command.bodyBase64 !== undefined
+        ? Uint8Array.fromBase64(command.bodyBase64)
+        : new TextEncoder().encode(command.body ?? "");
+    } catch {
+      return reply({ type: "error", message: "Cannot read response: bodyBase64 is not base64" });
+    }
+    const checked = answerHeaders(command.headers ?? {});
+    if ("problem" in checked) {
+      return reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: ${checked.problem}`,
+      });
+    }
+    // Taken only once the answer is valid, so a client can correct a refused answer.
+    if (!takeReply(connection, command.id, "answer")) {
+      return reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: this connection was not sent that event ` +
+          "(or answered it already)",
+      });
+    }
+    const delivery = context.replies.responses.deliver(command.id, connection.userId, {
+      status: command.status,
+      headers: checked.headers,
+      body,
+    });
+    if (delivery === "late") {
+      reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: no sender is waiting (answered or timed out)`,
+      });
+    } else if (delivery === "not_yours") {
+      reply({
+        type: "error",
+        message: `Cannot respond to ${command.id}: it is not an event of this account`,
+      });
+    }
+    return;
+  }
+  if (command.after && command.lastEventId && command.after !== command.lastEventId) {
+    return reply({ type: "error", message: "Cannot replay: give after or lastEventId, not both" });
+  }
+  if (connection.replaying) {
+    // One at a time: queued replays would each hold a read of the log.
+    return reply({
+      type: "error",
+      message: 'Cannot replay: a replay is running; wait for its "replayed" message',
+    });
+  }
+  const after = command.after ?? command.lastEventId ?? null;
+  connections.replay(connection, after).then(
+    (count) => reply({ type: "replayed", after, count }),
+    () => reply({ type: "error", message: "Cannot replay: reading the event log failed" }),
+  );
+}
+
+function sendJson(socket: WebSocket, value: unknown): void {
+  if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(value));
+}

@@ -1,0 +1,320 @@
+/**
+ * What an unauthenticated client can hold of one serving isolate, and how the isolate sheds
+ * load before the process runs out of memory or file descriptors.
+ *
+ * - Requests in flight, per client address and in total: over the address's share the request
+ *   gets 429 at once, over the total 503. An address is the peer, or the proxy's last
+ *   X-Forwarded-For entry with TRUST_PROXY=1.
+ * - Request bodies: read with an idle timeout and an overall deadline (408), at most the caller's
+ *   size limit (413), and within a budget of bytes all bodies being received may hold together
+ *   (503). A body's declared Content-Length is reserved before the first byte is read, so bodies
+ *   held open one byte short of the limit are refused rather than buffered.
+ * - Pressure: sampled once a second, the process's RSS against MAX_RSS_MB and its open file
+ *   descriptors against the soft limit. Under pressure requests that bring a body or open a
+ *   stream get 503; pages and small reads keep answering, so `/` stays up.
+ *
+ * What it cannot see: connections that have not finished their request headers. Deno.serve
+ * (2.9) has no header read timeout and gives no handle on such connections; see server.ts for
+ * how the listener survives running out of descriptors.
+ */
+import type { Config } from "../runtime/config.ts";
+import { HttpError } from "./http_error.ts";
+
+/** How often pressure is sampled and stalled bodies are timed out. */
+const SWEEP_MS = 1000;
+/** While under pressure, how stale a sample may be before a refusal samples again. */
+const RESAMPLE_MS = 100;
+
+/** A body being received, watched by the sweeper. */
+interface BodyRead {
+  startedAt: number;
+  lastDataAt: number;
+  fail(error: HttpError): void;
+}
+
+/** One isolate's load guard; see the module comment. */
+export interface LoadGuard {
+  /**
+   * Admits a request from `address`, or throws the HttpError that refuses it. The returned
+   * function must be called once the handler has produced its response.
+   */
+  admit(request: Request, address: string): () => void;
+  /** What the guard currently holds, for tests and operators. */
+  stats(): LoadStats;
+  /** Stops the sampler. */
+  close(): void;
+}
+
+/** A snapshot of the guard's counters. */
+export interface LoadStats {
+  requests: number;
+  addresses: number;
+  bodies: number;
+  bodyBytes: number;
+  rssBytes: number;
+  openFiles: number | null;
+  fileLimit: number | null;
+  pressure: string | null;
+}
+
+/** The limits the guard applies, taken from Config. */
+type GuardConfig = Pick<
+  Config,
+  | "maxRequestsPerAddress"
+  | "maxRequests"
+  | "bodyIdleTimeoutMs"
+  | "bodyTimeoutMs"
+  | "maxBufferedBodyBytes"
+  | "maxRssBytes"
+  | "minFreeFilesPercent"
+>;
+
+/** The guard of the server a request arrived at, so body readers find its budget. */
+const guardOf = new WeakMap<Request, GuardState>();
+
+interface GuardState {
+  config: GuardConfig;
+  bodies: Set<BodyRead>;
+  bodyBytes: number;
+}
+
+/** The soft limit of open files (Linux), or null where it cannot be read. */
+function fileLimit(): number | null {
+  try {
+    const limits = Deno.readTextFileSync("/proc/self/limits");
+    const soft = /^Max open files\s+(\d+)/m.exec(limits)?.[1];
+    return soft ? Number(soft) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Open file descriptors of this process (Linux), or null where they cannot be counted. */
+function openFiles(): number | null {
+  try {
+    let count = 0;
+    for (const _ of Deno.readDirSync("/proc/self/fd")) count++;
+    return count;
+  } catch {
+    // Counting needs a descriptor itself: failing to get one is the answer.
+    return null;
+  }
+}
+
+/** Requests that would take memory or a descriptor for long: a body, a WebSocket, SSE. */
+function isHeavy(request: Request): boolean {
+  if (request.body !== null) return true;
+  const headers = request.headers;
+  return headers.get("Upgrade") !== null ||
+    (headers.get("Accept")?.includes("text/event-stream") ?? false);
+}
+
+/** Creates the guard of one serving isolate. */
+export function createLoadGuard(config: GuardConfig): LoadGuard {
+  const state: GuardState = { config, bodies: new Set(), bodyBytes: 0 };
+  const perAddress = new Map<string, number>();
+  let requests = 0;
+  const limit = fileLimit();
+  let files: number | null = null;
+  let rss = 0;
+  let pressure: string | null = null;
+
+  let sampledAt = 0;
+  const sample = () => {
+    sampledAt = Date.now();
+    rss = Deno.memoryUsage().rss;
+    files = openFiles();
+    const reserve = limit === null ? 0 : Math.ceil(limit * config.minFreeFilesPercent / 100);
+    if (config.maxRssBytes > 0 && rss > config.maxRssBytes) {
+      pressure = `short of memory (${Math.round(rss / 2 ** 20)} MiB in use, limit ${
+        Math.round(config.maxRssBytes / 2 ** 20)
+      } MiB)`;
+    } else if (limit !== null && (files === null || files > limit - reserve)) {
+      pressure = `short of file descriptors (${files ?? limit} of ${limit} open)`;
+    } else pressure = null;
+  };
+  const timeOutBodies = () => {
+    const now = Date.now();
+    for (const read of state.bodies) {
+      if (now - read.startedAt > config.bodyTimeoutMs) {
+        read.fail(
+          new HttpError(408, `body not received within ${config.bodyTimeoutMs / 1000} s`, {
+            Connection: "close",
+          }),
+        );
+      } else if (now - read.lastDataAt > config.bodyIdleTimeoutMs) {
+        read.fail(
+          new HttpError(
+            408,
+            `body not received within ${config.bodyIdleTimeoutMs / 1000} s ` +
+              "(no data arrived for that long)",
+            { Connection: "close" },
+          ),
+        );
+      }
+    }
+  };
+  const sweep = () => {
+    sample();
+    timeOutBodies();
+  };
+  const timer = setInterval(sweep, SWEEP_MS);
+  Deno.unrefTimer(timer);
+  sample();
+
+  return {
+    admit(request, address) {
+      // Under pressure look again before refusing: load falls faster than once a second.
+      if (pressure !== null && Date.now() - sampledAt > RESAMPLE_MS) sample();
+      if (pressure !== null && isHeavy(request)) {
+        throw new HttpError(503, `Server busy: ${pressure}; retry shortly`, {
+          "Retry-After": "5",
+          Connection: "close",
+        });
+      }
+      const mine = perAddress.get(address) ?? 0;
+      if (mine >= config.maxRequestsPerAddress) {
+        throw new HttpError(
+          429,
+          `Too many requests in progress from ${address} (limit ${config.maxRequestsPerAddress}); ` +
+            "wait for some to finish",
+          { "Retry-After": "1", Connection: "close" },
+        );
+      }
+      if (requests >= config.maxRequests) {
+        throw new HttpError(
+          503,
+          `Server busy: ${config.maxRequests} requests in progress; retry shortly`,
+          { "Retry-After": "1", Connection: "close" },
+        );
+      }
+      requests++;
+      perAddress.set(address, mine + 1);
+      guardOf.set(request, state);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        requests--;
+        const left = perAddress.get(address)! - 1;
+        if (left === 0) perAddress.delete(address);
+        else perAddress.set(address, left);
+      };
+    },
+    stats: () => ({
+      requests,
+      addresses: perAddress.size,
+      bodies: state.bodies.size,
+      bodyBytes: state.bodyBytes,
+      rssBytes: rss,
+      openFiles: files,
+      fileLimit: limit,
+      pressure,
+    }),
+    close() {
+      clearInterval(timer);
+    },
+  };
+}
+
+/** The client's address: the peer, or the proxy's last X-Forwarded-For entry when trusted. */
+export function requestAddress(
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+  trustProxy: boolean,
+): string {
+  if (trustProxy) {
+    const forwarded = request.headers.get("X-Forwarded-For")?.split(",").at(-1)?.trim();
+    if (forwarded) return forwarded;
+  }
+  const address = info.remoteAddr;
+  return "hostname" in address ? address.hostname : "unknown";
+}
+
+/**
+ * Reads a request body of at most `maxBytes`: 413 as soon as it is known to be larger, 408 when
+ * it stalls or takes too long, 503 when the isolate's body budget is spent. `action` starts the
+ * messages ("Cannot log in: …"). Requests that did not come through a guarded server (unit
+ * tests) are read with the size limit only.
+ */
+export async function readBody(
+  request: Request,
+  options: { maxBytes: number; action: string },
+): Promise<Uint8Array<ArrayBuffer>> {
+  const { maxBytes, action } = options;
+  const tooLarge = () =>
+    new HttpError(413, `Cannot ${action}: body is larger than the limit of ${maxBytes} bytes`, {
+      Connection: "close",
+    });
+  const declaredHeader = request.headers.get("Content-Length");
+  const declared = declaredHeader === null ? null : Number(declaredHeader);
+  if (declared !== null && declared > maxBytes) throw tooLarge();
+  if (!request.body || declared === 0) return new Uint8Array();
+  const state = guardOf.get(request);
+  // Reserve what the sender announced, so a body held open short of its length is refused
+  // before it is buffered; chunked bodies reserve what arrives.
+  let reserved = 0;
+  const reserve = (bytes: number) => {
+    if (!state || bytes <= reserved) return;
+    const more = bytes - reserved;
+    if (state.bodyBytes + more > state.config.maxBufferedBodyBytes) {
+      throw new HttpError(
+        503,
+        `Cannot ${action}: the server is receiving too many bodies at once ` +
+          `(${
+            Math.round(state.config.maxBufferedBodyBytes / 2 ** 20)
+          } MiB in flight); retry shortly`,
+        { "Retry-After": "1", Connection: "close" },
+      );
+    }
+    state.bodyBytes += more;
+    reserved = bytes;
+  };
+  const reader = request.body.getReader();
+  let failed: ((error: HttpError) => void) | null = null;
+  const timedOut = new Promise<never>((_, reject) => {
+    failed = (error) =>
+      reject(new HttpError(error.status, `Cannot ${action}: ${error.message}`, error.headers));
+  });
+  timedOut.catch(() => {});
+  const now = Date.now();
+  const read: BodyRead = { startedAt: now, lastDataAt: now, fail: (error) => failed!(error) };
+  const parts: Uint8Array<ArrayBuffer>[] = [];
+  let total = 0;
+  try {
+    if (declared !== null) reserve(declared);
+    state?.bodies.add(read);
+    for (;;) {
+      const { value, done } = state
+        ? await Promise.race([reader.read(), timedOut])
+        : await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) throw tooLarge();
+      reserve(total);
+      read.lastDataAt = Date.now();
+      parts.push(value);
+    }
+  } catch (error) {
+    reader.cancel().catch(() => {});
+    if (error instanceof HttpError) throw error;
+    // The connection went away mid-body (the client left, or the listener was aborted).
+    throw new HttpError(
+      400,
+      `Cannot ${action}: the connection closed before the body was complete`,
+      { Connection: "close" },
+    );
+  } finally {
+    state?.bodies.delete(read);
+    if (state) state.bodyBytes -= reserved;
+  }
+  // A lone part may be a view into a larger buffer; KV would serialise the whole buffer.
+  if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) return parts[0];
+  const body = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    body.set(part, offset);
+    offset += part.byteLength;
+  }
+  return body;
+}

@@ -1,0 +1,511 @@
+/**
+ * The write path: accepted webhooks become durable in group commits, then fan out.
+ *
+ * Requests queue up while the previous commit is in flight and then commit together, across
+ * users: for each user one read of the user, month counter and log head (skipped when this
+ * isolate wrote them last); one atomic operation that checks those versionstamps, writes the
+ * admitted events, moves the heads and sums the counters. Each user's batch admits only what
+ * that user's remaining quota allows, so the quota is exact under any concurrency without a
+ * read-check-write per request on a hot key. A conflicting commit (another isolate or instance
+ * wrote for one of the users) re-reads and tries again.
+ *
+ * Many senders share a commit, so none may fail it for the others: every event is measured
+ * against KV's value limit before it joins, and a commit that fails anyway (not a conflict, not
+ * a full store) is split, by user and then in halves, until only the webhook at fault fails.
+ *
+ * There is no outbox job in KV's queue: publishing follows the commit in the same isolate, and
+ * if the process dies between the two, its connections die with it and their clients resume
+ * from the log by last id; other instances (BROKER=kv) learn of commits by watching each user's
+ * log head, not from this publish. A queue would only add a write per commit, and its thread
+ * panics the process when the disk fills.
+ */
+import type { Broker } from "../fanout/broker.ts";
+import type { Endpoint } from "../endpoints/endpoints.ts";
+import {
+  type BodyKind,
+  discardBody,
+  INLINE_BODY_BYTES,
+  PACK_BYTES,
+  packedSize,
+  stageBody,
+  type StoredEvent,
+  toLiveEvent,
+  toPacks,
+} from "../log/events.ts";
+import { HttpError } from "../http/http_error.ts";
+import { nextId } from "../store/ids.ts";
+import { isStorageUnavailable } from "../store/kv.ts";
+import type { StorageGuard } from "../store/storage_guard.ts";
+import {
+  eventHeadKey,
+  eventKey,
+  usageDayKey,
+  usageMonthKey,
+  usageRejectedDayKey,
+  usageRejectedMonthKey,
+  userKey,
+} from "../store/kv_keys.ts";
+import { crossedLevels, dayOf, monthOf, quotaResetAt, type QuotaState } from "../billing/usage.ts";
+import type { RateLimiter } from "./rate_limit.ts";
+import type { User } from "../accounts/users.ts";
+
+/** A webhook as received, before it has an id. */
+export interface IncomingWebhook {
+  endpoint: Endpoint;
+  receivedAt: Date;
+  method: string;
+  path: string;
+  /** The query as JSON text (repeated names as arrays). */
+  queryJson: string;
+  /** The request headers as JSON text (lowercase names). */
+  headersJson: string;
+  contentType: string | null;
+  kind: BodyKind;
+  body: Uint8Array;
+  /** The body decoded as UTF-8 when it is valid UTF-8, else null; decoded once, reused. */
+  text: string | null;
+}
+
+/** The outcome of one submitted webhook. */
+export type IngestResult =
+  | { accepted: true; id: string; quota: QuotaState }
+  | { accepted: false; reason: "quota"; quota: QuotaState }
+  | { accepted: false; reason: "no_account" }
+  /** The endpoint's flood limit: counted where webhooks are committed, so once per process. */
+  | { accepted: false; reason: "rate_limited"; retryAfterSeconds: number };
+
+/** A refused webhook's outcome. */
+type Refusal = Extract<IngestResult, { accepted: false }>;
+
+/** One user's share of a commit. */
+interface Group {
+  userId: string;
+  batch: Pending[];
+}
+
+/** What a commit will write for one user, kept to settle it afterwards. */
+interface Plan {
+  group: Group;
+  gate: GateState;
+  user: User;
+  used: number;
+  admitted: Pending[];
+  records: StoredEvent[];
+  quota(n: number): QuotaState;
+}
+
+/** Group-commit front of the event log. */
+export interface Ingest {
+  submit(webhook: IncomingWebhook): Promise<IngestResult>;
+}
+
+interface GateState {
+  month: string;
+  user: Deno.KvEntryMaybe<User>;
+  used: Deno.KvEntryMaybe<Deno.KvU64>;
+  head: Deno.KvEntryMaybe<string>;
+}
+
+interface Pending {
+  webhook: IncomingWebhook;
+  staged: { blobId: string; chunks: number } | null;
+  bytes: number;
+  /** Answered already; a later failure of the same commit round must not touch it. */
+  settled: boolean;
+  resolve(result: IngestResult): void;
+  reject(error: unknown): void;
+}
+
+const MAX_BATCH_EVENTS = 500;
+const MAX_BATCH_BYTES = 600 * 1024;
+const MAX_COMMIT_ATTEMPTS = 50;
+/** KV allows 100 checks per atomic operation; each user's part checks three keys. */
+const MAX_USERS_PER_COMMIT = 33;
+/** Conflicting attempts before a commit of several users splits into one per user. */
+const SPLIT_AFTER_ATTEMPTS = 2;
+const MAX_REMEMBERED_GATES = 10_000;
+/** KV's own refusals of one value or key (a bug in the measuring above if ever seen). */
+const KV_LIMIT_ERROR = /too large/i;
+
+/** Creates the ingest pipeline over a KV store and a broker. */
+export function createIngest(
+  kv: Deno.Kv,
+  options: {
+    broker: Broker;
+    retentionMs: number;
+    now?: () => Date;
+    limiter?: RateLimiter;
+    /** Holds writes back while the disk is full (see storage_guard.ts). */
+    storage?: Pick<StorageGuard, "unavailable" | "report">;
+  },
+): Ingest {
+  const clock = options.now ?? (() => new Date());
+  /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
+  const waiting = new Map<string, Pending[]>();
+  let draining = false;
+
+  /** Takes the next commit's share of the waiting webhooks: whole users, within KV's limits. */
+  function takeGroups(): Group[] {
+    const groups: Group[] = [];
+    let events = 0;
+    let bytes = 0;
+    for (const [userId, queue] of waiting) {
+      if (groups.length >= MAX_USERS_PER_COMMIT || events >= MAX_BATCH_EVENTS) break;
+      let count = 0;
+      while (count < queue.length && events + count < MAX_BATCH_EVENTS) {
+        if ((events > 0 || count > 0) && bytes + queue[count].bytes > MAX_BATCH_BYTES) break;
+        bytes += queue[count].bytes;
+        count++;
+      }
+      if (count === 0) break;
+      events += count;
+      groups.push({ userId, batch: queue.splice(0, count) });
+      if (queue.length === 0) waiting.delete(userId);
+    }
+    return groups;
+  }
+
+  async function drain(): Promise<void> {
+    draining = true;
+    try {
+      while (waiting.size > 0) {
+        await commitOrFail(takeGroups());
+      }
+    } finally {
+      draining = false;
+    }
+  }
+
+  /** Commits, or fails each of these webhooks with the error; never throws. */
+  async function commitOrFail(groups: Group[]): Promise<void> {
+    try {
+      await commitGroups(groups);
+    } catch (error) {
+      for (const group of groups) for (const pending of group.batch) fail(pending, error);
+    }
+  }
+
+  /**
+   * A commit failed for a reason other than a conflict or an unavailable store: something in it
+   * is at fault (KV refused a value or a key). Commit the users apart, then each user's batch in
+   * halves, so only the webhook at fault fails and every other one is stored.
+   */
+  async function commitApart(groups: Group[], error: unknown): Promise<void> {
+    if (groups.length > 1) {
+      console.warn(
+        `a commit of ${groups.length} users failed (${(error as Error).message}); ` +
+          "committing them apart",
+      );
+      // Different users' keys do not overlap, so their commits may run side by side.
+      await Promise.all(groups.map((group) => commitOrFail([group])));
+      return;
+    }
+    const [{ userId, batch }] = groups;
+    if (batch.length === 1) {
+      const message = (error as Error).message;
+      throw KV_LIMIT_ERROR.test(message)
+        ? new HttpError(413, `Cannot ingest: the event cannot be stored (${message})`)
+        : error;
+    }
+    // One after the other: both halves move the same user's log head.
+    const half = Math.ceil(batch.length / 2);
+    await commitOrFail([{ userId, batch: batch.slice(0, half) }]);
+    await commitOrFail([{ userId, batch: batch.slice(half) }]);
+  }
+
+  /**
+   * What this isolate last committed for a user: after our own commit we know every checked
+   * key's value and versionstamp, so the next batch skips the read. Anyone else's write makes
+   * the check fail, and the retry reads afresh.
+   */
+  const gates = new Map<string, GateState>();
+
+  async function readGates(userIds: string[], month: string): Promise<Map<string, GateState>> {
+    const found = new Map<string, GateState>();
+    const unknown: string[] = [];
+    for (const userId of userIds) {
+      const known = gates.get(userId);
+      if (known && known.month === month) found.set(userId, known);
+      else unknown.push(userId);
+    }
+    // getMany takes at most 10 keys: three users at a time.
+    for (let i = 0; i < unknown.length; i += 3) {
+      const users = unknown.slice(i, i + 3);
+      const entries = await kv.getMany(
+        users.flatMap((userId) => [
+          userKey(userId),
+          usageMonthKey(userId, month),
+          eventHeadKey(userId),
+        ]),
+      );
+      users.forEach((userId, n) => {
+        const [user, used, head] = entries.slice(n * 3, n * 3 + 3);
+        found.set(userId, {
+          month,
+          user: user as Deno.KvEntryMaybe<User>,
+          used: used as Deno.KvEntryMaybe<Deno.KvU64>,
+          head: head as Deno.KvEntryMaybe<string>,
+        });
+      });
+    }
+    return found;
+  }
+
+  function rememberGate(userId: string, state: GateState): void {
+    gates.delete(userId); // re-insert so iteration order is least recently used first
+    if (gates.size >= MAX_REMEMBERED_GATES) gates.delete(gates.keys().next().value!);
+    gates.set(userId, state);
+  }
+
+  /**
+   * Commits several users' batches in one atomic operation. Each user's part checks that
+   * user's own three keys, so the quota stays exact per user; one SQLite commit serves them
+   * all, which is what lets many users' webhooks share the single writer. When the commit
+   * keeps conflicting (another writer is busy with one of these users), the users commit
+   * apart so one contended user cannot hold up the rest.
+   */
+  async function commitGroups(groups: Group[]): Promise<void> {
+    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
+      if (attempt >= SPLIT_AFTER_ATTEMPTS && groups.length > 1) {
+        await Promise.all(groups.map((group) => commitOrFail([group])));
+        return;
+      }
+      const now = clock();
+      const month = monthOf(now);
+      const states = await readGates(groups.map((g) => g.userId), month);
+      const op = kv.atomic();
+      const plans: Plan[] = [];
+      const refusals: { group: Group; from: number; result: Refusal }[] = [];
+      for (const group of groups) {
+        const gate = states.get(group.userId)!;
+        const user = gate.user.value;
+        if (!user) {
+          refusals.push({ group, from: 0, result: { accepted: false, reason: "no_account" } });
+          continue;
+        }
+        const used = Number(gate.used.value?.value ?? 0n);
+        const remaining = user.monthlyLimit === null
+          ? Infinity
+          : Math.max(0, user.monthlyLimit - used);
+        const admitted = group.batch.slice(0, remaining);
+        const quota = (n: number): QuotaState => ({
+          limit: user.monthlyLimit,
+          used: used + n,
+          resetAt: quotaResetAt(now),
+        });
+        if (admitted.length < group.batch.length) {
+          refusals.push({
+            group,
+            from: admitted.length,
+            result: { accepted: false, reason: "quota", quota: quota(admitted.length) },
+          });
+        }
+        if (admitted.length === 0) continue;
+        let head = gate.head.value;
+        const records: StoredEvent[] = [];
+        for (const pending of admitted) {
+          head = nextId(head);
+          records.push(toRecord(head, pending, group.userId));
+        }
+        op.check(gate.user, gate.used, gate.head);
+        for (const pack of toPacks(records)) {
+          op.set(eventKey(group.userId, pack[0].id), pack, { expireIn: options.retentionMs });
+        }
+        const count = BigInt(admitted.length);
+        op.set(eventHeadKey(group.userId), head)
+          .sum(usageMonthKey(group.userId, month), count)
+          .sum(usageDayKey(group.userId, dayOf(now)), count);
+        plans.push({ group, gate, user, used, admitted, records, quota });
+      }
+      if (plans.length > 0) {
+        let result: Deno.KvCommitResult | Deno.KvCommitError;
+        try {
+          result = await op.commit();
+        } catch (error) {
+          // Nothing was written. A full or failing store fails every webhook here alike, and
+          // the sender retries later; anything else is split until the one at fault is found.
+          for (const plan of plans) gates.delete(plan.group.userId);
+          if (isStorageUnavailable(error)) {
+            options.storage?.report(error);
+            throw error;
+          }
+          await commitApart(groups, error);
+          return;
+        }
+        if (!result.ok) {
+          // Someone else wrote for one of these users: read them all again.
+          for (const plan of plans) gates.delete(plan.group.userId);
+          continue;
+        }
+        for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
+      }
+      for (const { group, from, result } of refusals) {
+        for (const pending of group.batch.slice(from)) settleRejected(pending, result);
+        if (result.reason === "quota") {
+          countRejected(group.userId, { count: group.batch.length - from, now });
+        }
+      }
+      return;
+    }
+    throw new Error(
+      `Cannot ingest: commit for ${groups.length} user(s) conflicted ${MAX_COMMIT_ATTEMPTS} times`,
+    );
+  }
+
+  /** After the commit: remember the gate, publish live, answer the senders, send alerts. */
+  function settleAdmitted(plan: Plan, context: { now: Date; versionstamp: string }): void {
+    const { group, gate, user, used, admitted, records } = plan;
+    const count = BigInt(admitted.length);
+    const head = records.at(-1)!.id;
+    rememberGate(group.userId, {
+      month: gate.month,
+      user: gate.user,
+      used: {
+        key: gate.used.key,
+        value: new Deno.KvU64(BigInt(used) + count),
+        versionstamp: context.versionstamp,
+      },
+      head: { key: gate.head.key, value: head, versionstamp: context.versionstamp },
+    });
+    options.broker.publish({
+      kind: "events",
+      userId: group.userId,
+      after: gate.head.value,
+      events: records.map((record, i) =>
+        toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
+      ),
+    });
+    admitted.forEach((pending, i) =>
+      pending.resolve({ accepted: true, id: records[i].id, quota: plan.quota(i + 1) })
+    );
+    const after = used + admitted.length;
+    for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
+      options.broker.publish({
+        kind: "notice",
+        userId: group.userId,
+        name: "quota",
+        json: JSON.stringify({
+          type: "quota",
+          level,
+          used: after,
+          limit: user.monthlyLimit,
+          resetsAt: quotaResetAt(context.now).toISOString(),
+        }),
+      });
+    }
+  }
+
+  /** Counts refusals for the usage page; off the accepted path, and a lost count is no fault. */
+  function countRejected(userId: string, options: { count: number; now: Date }): void {
+    const count = BigInt(options.count);
+    kv.atomic()
+      .sum(usageRejectedMonthKey(userId, monthOf(options.now)), count)
+      .sum(usageRejectedDayKey(userId, dayOf(options.now)), count)
+      .commit()
+      .catch((error) => console.error("counting refused webhooks failed", error));
+  }
+
+  function settleRejected(pending: Pending, result: IngestResult): void {
+    pending.resolve(result);
+    if (pending.staged) {
+      discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch((
+        error,
+      ) => console.error("discarding staged body failed", error));
+    }
+  }
+
+  /** A webhook that could not be stored: the sender gets the error, its staged body goes. */
+  function fail(pending: Pending, error: unknown): void {
+    if (pending.settled) return; // stored and answered: its body chunks belong to the event
+    pending.reject(error);
+    if (pending.staged) {
+      discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch(
+        // Chunks expire with the retention window anyway; a failing store is already reported.
+        (cause) =>
+          isStorageUnavailable(cause) || console.error("discarding staged body failed", cause),
+      );
+    }
+  }
+
+  function toRecord(id: string, pending: Pending, userId: string): StoredEvent {
+    const w = pending.webhook;
+    return {
+      id,
+      userId,
+      endpointId: w.endpoint.id,
+      endpoint: w.endpoint.slug,
+      receivedAt: w.receivedAt.toISOString(),
+      expiresAt: w.receivedAt.getTime() + options.retentionMs,
+      method: w.method,
+      path: w.path,
+      queryJson: w.queryJson,
+      headersJson: w.headersJson,
+      contentType: w.contentType,
+      kind: w.kind,
+      size: w.body.byteLength,
+      body: pending.staged ? null : w.body,
+      blobId: pending.staged?.blobId ?? null,
+      chunks: pending.staged?.chunks ?? 0,
+      ...(w.endpoint.respond ? { respond: true } : {}),
+    };
+  }
+
+  return {
+    async submit(webhook) {
+      const wait = options.limiter?.take(webhook.endpoint.id) ?? 0;
+      if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
+      // A full disk: write nothing (not even a staged body) until space returns. The message is
+      // KV's own, so it is classified alike on either side of a Worker's hop.
+      if (options.storage?.unavailable()) {
+        throw new Error("database or disk is full (writes held back until space returns)");
+      }
+      const userId = webhook.endpoint.userId;
+      // The event without its body must fit one KV value (receive.ts bounds path, headers and
+      // query well below this); checked here too, so nothing too large joins a shared commit.
+      const withoutBody = packedSize({ ...webhook, body: null });
+      if (withoutBody > PACK_BYTES) {
+        throw new HttpError(
+          413,
+          `Cannot ingest: the event takes ${withoutBody} bytes without its body, over the ` +
+            `limit of ${PACK_BYTES} for one stored value`,
+        );
+      }
+      // A body stays inline when it and the rest of the event fit one pack comfortably.
+      const room = PACK_BYTES - withoutBody;
+      let staged = null;
+      if (webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
+        try {
+          staged = await stageBody(kv, {
+            userId,
+            body: webhook.body,
+            expireIn: options.retentionMs,
+          });
+        } catch (error) {
+          options.storage?.report(error);
+          throw error;
+        }
+      }
+      const bytes = withoutBody + (staged ? 0 : webhook.body.byteLength);
+      return await new Promise<IngestResult>((resolve, reject) => {
+        const pending: Pending = {
+          webhook,
+          staged,
+          bytes,
+          settled: false,
+          resolve(result) {
+            pending.settled = true;
+            resolve(result);
+          },
+          reject(error) {
+            pending.settled = true;
+            reject(error);
+          },
+        };
+        const queue = waiting.get(userId);
+        if (queue) queue.push(pending);
+        else waiting.set(userId, [pending]);
+        if (!draining) drain();
+      });
+    },
+  };
+}

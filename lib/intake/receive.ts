@@ -1,0 +1,172 @@
+/**
+ * Receiving a sender's request: endpoint lookup, body limit, JSON check, then the group commit
+ * (which applies the endpoint's flood limit where webhooks are committed, once per process). Every refusal is an HttpError that carries the quota headers when the endpoint
+ * is known, so senders always learn where they stand.
+ */
+import { type Endpoint, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
+import type { ClientResponse } from "../fanout/respond_waiters.ts";
+import {
+  type BodyKind,
+  decodeText,
+  isJsonType,
+  mediaType,
+  metadataBytes,
+  parseForm,
+  storedBytes,
+} from "../log/events.ts";
+import { HttpError } from "../http/http_error.ts";
+import type { IncomingWebhook } from "./group_commit.ts";
+import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
+import { readBody } from "../http/load_guard.ts";
+import type { Services } from "../runtime/services.ts";
+import { currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
+
+/**
+ * Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger, 408 when it
+ * stalls, 503 when the server's body budget is spent (see load_guard.ts).
+ */
+export function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
+  return readBody(request, { maxBytes, action: "ingest" });
+}
+
+function bodyKind(type: string | null, body: Uint8Array, text: string | null): BodyKind {
+  if (type === "application/x-www-form-urlencoded") return "form";
+  if (type !== null && !isJsonType(type)) return "other";
+  // JSON declared, or no type at all: the docs promise 400 for a body that is not JSON.
+  if (body.byteLength === 0) return "json";
+  if (text === null) {
+    throw new HttpError(400, "Cannot ingest: body is not valid JSON (not UTF-8 text)");
+  }
+  try {
+    JSON.parse(text);
+  } catch (error) {
+    const detail = error instanceof SyntaxError ? ` (${error.message})` : "";
+    throw new HttpError(400, `Cannot ingest: body is not valid JSON${detail}`);
+  }
+  return "json";
+}
+
+/** Builds the webhook for an endpoint from the request; `path` is what follows the slug. */
+export async function readWebhook(
+  request: Request,
+  options: { endpoint: Endpoint; path: string; maxBodyBytes: number; maxMetadataBytes: number },
+): Promise<IncomingWebhook> {
+  const receivedAt = new Date();
+  const body = await readBodyLimited(request, options.maxBodyBytes);
+  const contentType = request.headers.get("Content-Type");
+  const headersJson = JSON.stringify(Object.fromEntries(request.headers));
+  const queryJson = request.url.includes("?")
+    ? JSON.stringify(parseForm(new URL(request.url).searchParams))
+    : "{}";
+  // Path, headers and query are stored inside the event's KV value, which every user's events
+  // of one commit share: measured as stored, so one sender's request can only fail itself.
+  const bytes = metadataBytes({ path: options.path, headersJson, queryJson });
+  if (bytes > options.maxMetadataBytes) {
+    // 431 when the headers alone are too many, else it is the URL: 414.
+    const status = storedBytes(headersJson) > options.maxMetadataBytes ? 431 : 414;
+    throw new HttpError(
+      status,
+      `Cannot ingest: path, headers and query take ${bytes} bytes, over the limit of ${options.maxMetadataBytes}`,
+    );
+  }
+  const text = decodeText(body);
+  return {
+    endpoint: options.endpoint,
+    receivedAt,
+    method: request.method,
+    path: options.path,
+    queryJson,
+    headersJson,
+    contentType,
+    kind: bodyKind(mediaType(contentType), body, text),
+    body,
+    text,
+  };
+}
+
+/** Accepts a webhook for `slug`; returns its id and quota, or throws an HttpError. */
+export async function receiveWebhook(
+  services: Services,
+  options: { request: Request; slug: string; path: string },
+): Promise<{ id: string; quota: QuotaState; response: ClientResponse | null }> {
+  const endpoint = await services.endpoints.get(options.slug);
+  if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+  let result;
+  try {
+    const webhook = await readWebhook(options.request, {
+      endpoint,
+      path: options.path,
+      maxBodyBytes: services.config.maxBodyBytes,
+      maxMetadataBytes: services.config.maxMetadataBytes,
+    });
+    result = await services.ingest.submit(webhook);
+    if (!result.accepted && result.reason === "rate_limited") {
+      throw new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
+        "Retry-After": String(result.retryAfterSeconds),
+      });
+    }
+  } catch (error) {
+    // Nothing was stored: the sender may retry once the store takes writes again.
+    if (isStorageUnavailable(error)) throw storageUnavailableError(error, "ingest");
+    if (!(error instanceof HttpError)) throw error;
+    // Costs a KV read, but only on refusals, never on the accepted path.
+    const quota = await currentQuota(services.kv, endpoint.userId);
+    throw quota ? withHeaders(error, quotaHeaders(quota)) : error;
+  }
+  if (result.accepted) {
+    if (!endpoint.respond) return { id: result.id, quota: result.quota, response: null };
+    return {
+      id: result.id,
+      quota: result.quota,
+      response: await awaitAnswer(services, result.id, endpoint),
+    };
+  }
+  if (result.reason !== "quota") {
+    throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+  }
+  const { limit, used, resetAt } = result.quota;
+  throw new HttpError(
+    402,
+    `Monthly quota exceeded: ${used} of ${limit} webhooks used; resets ${resetAt.toISOString()}. ` +
+      "Raise your monthly limit or upgrade to Pro in the dashboard.",
+    quotaHeaders(result.quota),
+    { used, limit, resetsAt: resetAt.toISOString() },
+  );
+}
+
+/**
+ * Respond mode: the stored webhook waits for the first connected client's answer. With nobody
+ * connected the sender learns it at once (503); with nobody answering in time, 504.
+ */
+async function awaitAnswer(
+  services: Services,
+  id: string,
+  endpoint: Endpoint,
+): Promise<ClientResponse> {
+  if (!(await services.presence.anyConnected(endpoint.userId))) {
+    throw new HttpError(
+      503,
+      `Cannot answer: respond mode is on and no client is connected; the webhook was stored as ${id}`,
+    );
+  }
+  const timeoutMs = endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs;
+  const answer = await services.responses.wait(id, endpoint.userId, timeoutMs);
+  if (!answer) {
+    throw new HttpError(
+      504,
+      `Cannot answer: no client answered within ${
+        timeoutMs / 1000
+      } s; the webhook was stored as ${id}`,
+    );
+  }
+  return answer;
+}
+
+function withHeaders(error: HttpError, headers: Record<string, string>): HttpError {
+  return new HttpError(
+    error.status,
+    error.message,
+    { ...error.headers, ...headers },
+    error.details,
+  );
+}

@@ -1,0 +1,352 @@
+/**
+ * The event log: stored webhooks, the envelope clients receive, and reads for replay and history.
+ *
+ * The raw body is kept byte for byte. Bodies too large for one KV value (64 KiB) are split into
+ * chunks written before the event itself, so the event becomes visible, complete, in one commit.
+ */
+import {
+  eventBodyChunkKey,
+  eventBodyPrefix,
+  eventKey,
+  eventsOfUserPrefix,
+} from "../store/kv_keys.ts";
+
+/** How a body was understood at ingest. */
+export type BodyKind = "json" | "form" | "other";
+
+/** An event as stored in KV. `body` is null when it was split into `chunks` pieces. */
+export interface StoredEvent {
+  id: string;
+  userId: string;
+  endpointId: string;
+  endpoint: string;
+  receivedAt: string;
+  expiresAt: number;
+  method: string;
+  path: string;
+  /** The query as JSON text: stored and delivered as is, never re-serialised per event. */
+  queryJson: string;
+  /** The request headers as JSON text (lowercase names), for the same reason. */
+  headersJson: string;
+  contentType: string | null;
+  kind: BodyKind;
+  size: number;
+  body: Uint8Array | null;
+  blobId: string | null;
+  chunks: number;
+  /** The endpoint was in respond mode: the sender waits for a client's answer. */
+  respond?: boolean;
+}
+
+/** A summary for history lists. */
+export interface EventSummary {
+  id: string;
+  endpoint: string;
+  receivedAt: string;
+  method: string;
+  path: string;
+  contentType: string | null;
+  size: number;
+}
+
+/** An event ready for delivery; its wire forms are built once and shared by every client. */
+export interface LiveEvent {
+  id: string;
+  userId: string;
+  /** The JSON envelope as sent over WebSocket and in SSE `data:`. */
+  json: string;
+  /** The SSE frame, encoded. */
+  sse(): Uint8Array;
+}
+
+/** Bytes of one body chunk: below KV's 64 KiB value limit with room for the key. */
+export const CHUNK_BYTES = 60_000;
+/** Bodies up to this size are stored inside the event record. */
+export const INLINE_BODY_BYTES = 48 * 1024;
+/** Chunk writes per commit, under KV's 800 KiB per-commit limit. */
+const CHUNKS_PER_COMMIT = 12;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
+
+/** Decodes UTF-8 exactly (a BOM is kept), or returns null for bytes that are not UTF-8. */
+export function decodeText(bytes: Uint8Array): string | null {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/** The media type of a Content-Type header, lowercased, without parameters. */
+export function mediaType(contentType: string | null): string | null {
+  if (!contentType) return null;
+  return contentType.split(";", 1)[0].trim().toLowerCase() || null;
+}
+
+/** True for application/json and any +json type. */
+export function isJsonType(type: string | null): boolean {
+  return type === "application/json" || (type?.endsWith("+json") ?? false);
+}
+
+/** Parses a form body (or a URL's search parameters) into fields; repeated names become arrays. */
+export function parseForm(input: string | URLSearchParams): Record<string, string | string[]> {
+  // A Map, then fromEntries: a field named "__proto__" stays data (an assignment would hit the
+  // prototype setter and drop it).
+  const fields = new Map<string, string | string[]>();
+  for (const [name, value] of new URLSearchParams(input)) {
+    const prior = fields.get(name);
+    fields.set(
+      name,
+      prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value],
+    );
+  }
+  return Object.fromEntries(fields);
+}
+
+/** The payload as JSON text, from the body text and its kind. */
+function payloadJson(kind: BodyKind, text: string | null): string {
+  if (text === null || text.trim() === "") return "null";
+  if (kind === "json") {
+    // Line breaks in valid JSON are whitespace between tokens (inside strings they must be
+    // escaped), so folding them keeps the value and keeps the SSE `data:` field on one line.
+    return text.includes("\n") || text.includes("\r") ? text.replace(/[\r\n]+/g, " ") : text;
+  }
+  if (kind === "form") return JSON.stringify(parseForm(text));
+  return "null";
+}
+
+/** Builds the delivery envelope for a stored event and its full body (and its text, if known). */
+export function toLiveEvent(
+  event: StoredEvent,
+  body: Uint8Array,
+  text: string | null = decodeText(body),
+): LiveEvent {
+  const bodyField = text !== null
+    ? `"body":${JSON.stringify(text)}`
+    : `"bodyBase64":${JSON.stringify(body.toBase64())}`;
+  const json =
+    `{"type":"webhook","id":"${event.id}","endpoint":${
+      JSON.stringify(event.endpoint)
+    },"receivedAt":"${event.receivedAt}","method":${JSON.stringify(event.method)},"path":${
+      JSON.stringify(event.path)
+    },"query":${event.queryJson},"headers":${event.headersJson},` +
+    `"contentType":${JSON.stringify(event.contentType)},"payload":${
+      payloadJson(event.kind, text)
+    },${bodyField}${event.respond ? ',"respond":true' : ""}}`;
+  return liveEvent({ id: event.id, userId: event.userId, json });
+}
+
+/** A LiveEvent from its envelope, e.g. after it crossed an isolate or instance boundary. */
+export function liveEvent(fields: { id: string; userId: string; json: string }): LiveEvent {
+  let sse: Uint8Array | null = null;
+  const { id, userId, json } = fields;
+  return { id, userId, json, sse: () => sse ??= encoder.encode(`id: ${id}\ndata: ${json}\n\n`) };
+}
+
+/** Writes a large body's chunks ahead of its event; they expire with the retention window. */
+export async function stageBody(
+  kv: Deno.Kv,
+  options: { userId: string; body: Uint8Array; expireIn: number },
+): Promise<{ blobId: string; chunks: number }> {
+  const blobId = crypto.randomUUID();
+  const chunks = Math.ceil(options.body.byteLength / CHUNK_BYTES);
+  for (let first = 0; first < chunks; first += CHUNKS_PER_COMMIT) {
+    const op = kv.atomic();
+    for (let n = first; n < Math.min(chunks, first + CHUNKS_PER_COMMIT); n++) {
+      const part = options.body.subarray(n * CHUNK_BYTES, (n + 1) * CHUNK_BYTES);
+      op.set(eventBodyChunkKey(options.userId, blobId, n), part, { expireIn: options.expireIn });
+    }
+    await op.commit();
+  }
+  return { blobId, chunks };
+}
+
+/** Deletes staged chunks of a body whose event was never committed. */
+export async function discardBody(
+  kv: Deno.Kv,
+  options: { userId: string; blobId: string; chunks: number },
+): Promise<void> {
+  for (let first = 0; first < options.chunks; first += CHUNKS_PER_COMMIT) {
+    const op = kv.atomic();
+    for (let n = first; n < Math.min(options.chunks, first + CHUNKS_PER_COMMIT); n++) {
+      op.delete(eventBodyChunkKey(options.userId, options.blobId, n));
+    }
+    await op.commit();
+  }
+}
+
+/** The full body of a stored event, joining its chunks when it was split. */
+export async function loadBody(kv: Deno.Kv, event: StoredEvent): Promise<Uint8Array> {
+  if (event.body) return event.body;
+  if (!event.blobId) return new Uint8Array();
+  const out = new Uint8Array(event.size);
+  let offset = 0;
+  for await (
+    const entry of kv.list<Uint8Array>({ prefix: eventBodyPrefix(event.userId, event.blobId) })
+  ) {
+    out.set(entry.value, offset);
+    offset += entry.value.byteLength;
+  }
+  if (offset !== event.size) {
+    throw new Error(`Cannot load event ${event.id}: body has ${offset} of ${event.size} bytes`);
+  }
+  return out;
+}
+
+/** Bytes one pack of events may hold, under KV's 64 KiB value limit with room to spare. */
+export const PACK_BYTES = 60_000;
+
+/** Any UTF-16 code unit beyond Latin-1: V8 then stores the whole string with two bytes each. */
+const BEYOND_LATIN1 = /[\u0100-\uffff]/;
+
+/**
+ * Bytes a string takes in a KV value: V8's serializer writes one byte per character when every
+ * character is Latin-1, else two per UTF-16 code unit.
+ */
+export function storedBytes(text: string): number {
+  return BEYOND_LATIN1.test(text) ? 2 * text.length : text.length;
+}
+
+/** Bytes a webhook's path, headers and query take as stored: what MAX_METADATA_BYTES bounds. */
+export function metadataBytes(
+  event: { path: string; headersJson: string; queryJson: string },
+): number {
+  return storedBytes(event.path) + storedBytes(event.headersJson) + storedBytes(event.queryJson);
+}
+
+/** Field names, ids, dates and numbers of one stored event: 385 bytes measured, with room. */
+const EVENT_OVERHEAD_BYTES = 600;
+
+/**
+ * The most bytes an event can add to a pack: every string it carries counted at two bytes per
+ * code unit, the most V8's serializer writes (a string held two-byte internally is written so
+ * even when its text is Latin-1), so a pack within PACK_BYTES always fits a KV value.
+ */
+export function packedSize(
+  event: {
+    body: Uint8Array | null;
+    headersJson: string;
+    queryJson: string;
+    path: string;
+    method: string;
+    contentType: string | null;
+  },
+): number {
+  const units = event.headersJson.length + event.queryJson.length + event.path.length +
+    event.method.length + (event.contentType?.length ?? 0);
+  return EVENT_OVERHEAD_BYTES + (event.body?.byteLength ?? 0) + 2 * units;
+}
+
+/**
+ * Splits consecutive events into packs of at most PACK_BYTES. The log stores a pack per value
+ * under its first id: one KV row per commit instead of one per event halves the commit.
+ */
+export function toPacks(events: StoredEvent[]): StoredEvent[][] {
+  const packs: StoredEvent[][] = [];
+  let bytes = Infinity;
+  for (const event of events) {
+    const size = packedSize(event);
+    if (bytes + size > PACK_BYTES) {
+      packs.push([]);
+      bytes = 0;
+    }
+    packs[packs.length - 1].push(event);
+    bytes += size;
+  }
+  return packs;
+}
+
+/** The key of the pack holding `id` (the last pack starting at or before it), or null. */
+async function packKeyAtOrBefore(
+  kv: Deno.Kv,
+  options: { userId: string; id: string },
+): Promise<Deno.KvKey | null> {
+  const prefix = eventsOfUserPrefix(options.userId);
+  const end = eventKey(options.userId, options.id + "\0");
+  for await (const entry of kv.list({ prefix, end }, { reverse: true, limit: 1 })) {
+    return entry.key;
+  }
+  return null;
+}
+
+/** Reads one retained event with its delivery envelope, or null. */
+export async function getEvent(
+  kv: Deno.Kv,
+  options: { userId: string; id: string },
+): Promise<LiveEvent | null> {
+  const key = await packKeyAtOrBefore(kv, options);
+  const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
+  const event = pack?.find((e) => e.id === options.id);
+  if (!event || event.expiresAt <= Date.now()) return null;
+  return toLiveEvent(event, await loadBody(kv, event));
+}
+
+/**
+ * Retained events oldest first, as envelopes: after the id `after` (exclusive) or from the id
+ * `from` (inclusive), all retained ones when neither is given, up to `until` (inclusive).
+ * `batchSize` packs are read at a time; a body is loaded only when its event is reached.
+ */
+export async function* eventsAfter(
+  kv: Deno.Kv,
+  options: {
+    userId: string;
+    after?: string | null;
+    from?: string;
+    until?: string;
+    batchSize?: number;
+  },
+): AsyncGenerator<LiveEvent> {
+  const prefix = eventsOfUserPrefix(options.userId);
+  const boundary = options.after ?? options.from ?? null;
+  const startKey = boundary
+    ? await packKeyAtOrBefore(kv, { userId: options.userId, id: boundary })
+    : null;
+  const selector: Deno.KvListSelector = startKey ? { prefix, start: startKey } : { prefix };
+  const now = Date.now();
+  const batchSize = options.batchSize ?? 50;
+  for await (const entry of kv.list<StoredEvent[]>(selector, { batchSize })) {
+    for (const event of entry.value) {
+      if (options.after && event.id <= options.after) continue;
+      if (options.from && event.id < options.from) continue;
+      if (options.until && event.id > options.until) return;
+      if (event.expiresAt <= now) continue;
+      yield toLiveEvent(event, await loadBody(kv, event));
+    }
+  }
+}
+
+/** A page of retained events, newest first, before the `cursor` id when given. */
+export async function listEventSummaries(
+  kv: Deno.Kv,
+  options: { userId: string; cursor: string | null; limit: number },
+): Promise<{ events: EventSummary[]; nextCursor: string | null }> {
+  const prefix = eventsOfUserPrefix(options.userId);
+  const selector: Deno.KvListSelector = options.cursor
+    ? { prefix, end: eventKey(options.userId, options.cursor + "\0") }
+    : { prefix };
+  const now = Date.now();
+  const events: EventSummary[] = [];
+  packs: for await (
+    const entry of kv.list<StoredEvent[]>(selector, { reverse: true, batchSize: 20 })
+  ) {
+    for (let i = entry.value.length - 1; i >= 0; i--) {
+      const e = entry.value[i];
+      if (options.cursor && e.id >= options.cursor) continue;
+      if (e.expiresAt <= now) break packs; // older ones expired too: ids sort by arrival
+      events.push({
+        id: e.id,
+        endpoint: e.endpoint,
+        receivedAt: e.receivedAt,
+        method: e.method,
+        path: e.path,
+        contentType: e.contentType,
+        size: e.size,
+      });
+      if (events.length === options.limit + 1) break packs;
+    }
+  }
+  const more = events.length > options.limit;
+  if (more) events.pop();
+  return { events, nextCursor: more ? events[events.length - 1].id : null };
+}

@@ -1,0 +1,214 @@
+/**
+ * Every core of one machine: the main isolate and `WORKERS − 1` Deno Workers serve HTTP on one
+ * port with `reusePort`, and the main isolate is the process's one KV writer for webhooks.
+ *
+ * Why one writer: measured on this machine (bench/kv_isolates.ts), two KV handles on one SQLite
+ * file commit no faster together than one alone (SQLite has one write lock) and spend their time
+ * on "database is locked" retries. So Workers forward each webhook here over postMessage; the
+ * group commit, the quota and the flood limit stay in one place, exactly as with one isolate.
+ */
+import { broadcastTransport, toWire, type Transport, type WireMessage } from "../fanout/broker.ts";
+import type { Config } from "./config.ts";
+import type { IncomingWebhook, IngestResult } from "../intake/group_commit.ts";
+import { writeBundles } from "../web/bundles.ts";
+import { HttpError } from "../http/http_error.ts";
+import { type RunningServer, startServer } from "../http/server.ts";
+
+/** Messages from the main isolate to a Worker. */
+export type ToWorker =
+  | {
+    type: "start";
+    config: Config;
+    processId: string;
+    channel: string;
+    peers: number;
+    index: number;
+  }
+  | { type: "submitted"; outcomes: SubmitOutcome[] }
+  /** A message the main isolate published (committed events, quota notices). */
+  | { type: "broker"; message: WireMessage }
+  | { type: "shutdown" };
+
+/** What became of one forwarded webhook. */
+export type SubmitOutcome =
+  | { seq: number; result: IngestResult }
+  /** `status` and `headers` when the error was an HttpError, so it stays one across isolates. */
+  | { seq: number; error: string; status?: number; headers?: Record<string, string> };
+
+/** Messages from a Worker to the main isolate. */
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "listening" }
+  | { type: "failed"; message: string }
+  | { type: "submit"; webhooks: { seq: number; webhook: IncomingWebhook }[] }
+  | { type: "stopped" }
+  /** The Worker holds connections of `userId` (or no longer): send it that user's events. */
+  | { type: "follow" | "unfollow"; userId: string };
+
+const STOP_TIMEOUT_MS = 10_000;
+
+/** Picks a free port for all Workers to share when the configuration asks for port 0. */
+function freePort(hostname: string): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+function nextMessage(worker: Worker, types: FromWorker["type"][]): Promise<FromWorker> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (event: MessageEvent<FromWorker>) => {
+      if (!types.includes(event.data.type)) return;
+      cleanup();
+      resolve(event.data);
+    };
+    const onError = (event: ErrorEvent) => {
+      event.preventDefault();
+      cleanup();
+      reject(new Error(`worker failed: ${event.message}`));
+    };
+    const cleanup = () => {
+      worker.removeEventListener("message", onMessage);
+      worker.removeEventListener("error", onError);
+    };
+    worker.addEventListener("message", onMessage);
+    worker.addEventListener("error", onError);
+  });
+}
+
+/**
+ * What this isolate publishes (committed events, quota notices) goes to each Worker over its
+ * own port, in order. Not over BroadcastChannel: Deno hands every BroadcastChannel message to
+ * every isolate, the sender's too, and measured here a Worker receives 15k such messages/s
+ * against 150k/s over its port; with events on BroadcastChannel the cluster accepted 8.3k
+ * webhooks/s, with ports 13.5k (bench/RESULTS.md). What Workers publish goes over the
+ * BroadcastChannel, to each other and to this isolate.
+ */
+function toWorkers(workers: Worker[], following: Map<Worker, Map<string, number>>): Transport {
+  return {
+    send(message) {
+      let wire: ToWorker | null = null;
+      for (const worker of workers) {
+        // Events only where the user has connections: most users are connected to one isolate.
+        if (message.kind === "events" && !following.get(worker)?.has(message.userId)) continue;
+        wire ??= { type: "broker", message: toWire(message) };
+        worker.postMessage(wire);
+      }
+    },
+    start() {},
+    peers: () => 0,
+    close() {},
+  };
+}
+
+/** Serves on this isolate and `config.workers − 1` Workers; returns once all of them listen. */
+export async function startCluster(config: Config): Promise<RunningServer> {
+  const processId = crypto.randomUUID();
+  const channel = `websocks:${processId}`;
+  const peers = config.workers - 1; // every other serving isolate answers questions
+  let bundlesDir: string | null = null;
+  if (!config.islandsDir) {
+    // Build the island bundles once for all Workers instead of once in each.
+    bundlesDir = await Deno.makeTempDir({ prefix: "websocks-islands-" });
+    writeBundles(bundlesDir);
+  }
+  const workerConfig: Config = {
+    ...config,
+    port: config.port === 0 ? freePort(config.host) : config.port,
+    islandsDir: config.islandsDir ?? bundlesDir,
+  };
+  const ports: Worker[] = [];
+  const following = new Map<Worker, Map<string, number>>();
+  // This isolate serves too, commits for all, and reaches the Workers over their ports; it
+  // only listens on the BroadcastChannel, where the Workers publish to each other and to it.
+  const server = await startServer(workerConfig, {
+    reusePort: true,
+    isolate: "0",
+    processId,
+    transports: [
+      toWorkers(ports, following),
+      broadcastTransport({ channel, peers, receiveOnly: true }),
+    ],
+  });
+  const { services } = server;
+
+  const workers = Array.from(
+    { length: config.workers - 1 },
+    () => new Worker(new URL("./cluster_worker.ts", import.meta.url), { type: "module" }),
+  );
+  // Listen for "ready" from the start: a Worker may load before we get to wait for it.
+  const ready = workers.map((worker) => nextMessage(worker, ["ready"]));
+  ready.forEach((promise) => promise.catch(() => {})); // surfaces when start awaits it
+  for (const worker of workers) {
+    worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+      const message = event.data;
+      if (message.type === "follow" || message.type === "unfollow") {
+        return follow(worker, message);
+      }
+      if (message.type !== "submit") return;
+      // One answer per batch: a message wakes the other thread, and wake-ups, not copying,
+      // are what postMessage costs under load.
+      Promise.all(message.webhooks.map(({ seq, webhook }) =>
+        services.ingest.submit(webhook).then(
+          (result): SubmitOutcome => ({ seq, result }),
+          (error): SubmitOutcome =>
+            error instanceof HttpError
+              ? { seq, error: error.message, status: error.status, headers: error.headers }
+              : { seq, error: (error as Error).message },
+        )
+      )).then((outcomes) => worker.postMessage({ type: "submitted", outcomes } as ToWorker));
+    });
+  }
+  function follow(worker: Worker, message: { type: "follow" | "unfollow"; userId: string }) {
+    let users = following.get(worker);
+    if (!users) following.set(worker, users = new Map());
+    const count = (users.get(message.userId) ?? 0) + (message.type === "follow" ? 1 : -1);
+    if (count > 0) users.set(message.userId, count);
+    else users.delete(message.userId);
+  }
+  ports.push(...workers);
+  const url = server.url;
+  try {
+    const started = workers.map(async (worker, i) => {
+      const index = i + 1;
+      await ready[i];
+      const listening = nextMessage(worker, ["listening", "failed"]);
+      const start: ToWorker = {
+        type: "start",
+        config: workerConfig,
+        processId,
+        channel,
+        peers,
+        index,
+      };
+      worker.postMessage(start);
+      return await listening;
+    });
+    for (const message of await Promise.all(started)) {
+      if (message.type === "failed") throw new Error(message.message);
+    }
+  } catch (error) {
+    workers.forEach((worker) => worker.terminate());
+    await server.shutdown();
+    throw error;
+  }
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url,
+    services,
+    shutdown() {
+      stopping ??= (async () => {
+        await Promise.all(workers.map(async (worker) => {
+          const stopped = nextMessage(worker, ["stopped"]).catch(() => {});
+          worker.postMessage({ type: "shutdown" });
+          await Promise.race([stopped, new Promise((r) => setTimeout(r, STOP_TIMEOUT_MS))]);
+          worker.terminate();
+        }));
+        await server.shutdown();
+        if (bundlesDir) await Deno.remove(bundlesDir, { recursive: true }).catch(() => {});
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,123 @@
+/**
+ * One serving isolate of the cluster (see cluster.ts): HTTP, live connections and reads run
+ * here; each webhook goes to the main isolate, the process's one KV writer, to be committed.
+ */
+/// <reference lib="deno.worker" />
+import {
+  broadcastTransport,
+  type BrokerMessage,
+  fromWire,
+  type Transport,
+} from "../fanout/broker.ts";
+import type { FromWorker, ToWorker } from "./cluster.ts";
+import { HttpError } from "../http/http_error.ts";
+import type { IncomingWebhook, Ingest, IngestResult } from "../intake/group_commit.ts";
+import { type RunningServer, startServer } from "../http/server.ts";
+
+const post = (message: FromWorker) => self.postMessage(message);
+
+/** Batches a Worker keeps in flight to the main isolate; more wait and go as one message. */
+const MAX_BATCHES_IN_FLIGHT = 2;
+
+/**
+ * An Ingest that hands webhooks to the main isolate and waits for their commit. While
+ * batches are in flight, new webhooks queue and go together, the same group-commit idea
+ * that ingest.ts applies to KV, applied to the hand-off.
+ */
+function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
+  const waiting = new Map<number, { resolve(r: IngestResult): void; reject(e: Error): void }>();
+  let queued: { seq: number; webhook: IncomingWebhook }[] = [];
+  let inFlight = 0;
+  let seq = 0;
+  const flush = () => {
+    if (queued.length === 0 || inFlight >= MAX_BATCHES_IN_FLIGHT) return;
+    inFlight++;
+    post({ type: "submit", webhooks: queued });
+    queued = [];
+  };
+  return {
+    submit(webhook) {
+      return new Promise((resolve, reject) => {
+        const id = ++seq;
+        waiting.set(id, { resolve, reject });
+        queued.push({ seq: id, webhook });
+        flush();
+      });
+    },
+    settle(message) {
+      if (message.type !== "submitted") return;
+      inFlight--;
+      for (const outcome of message.outcomes) {
+        const waiter = waiting.get(outcome.seq);
+        waiting.delete(outcome.seq);
+        if ("result" in outcome) waiter?.resolve(outcome.result);
+        else {
+          waiter?.reject(
+            outcome.status
+              ? new HttpError(outcome.status, outcome.error, outcome.headers)
+              : new Error(outcome.error),
+          );
+        }
+      }
+      flush();
+    },
+  };
+}
+
+/** Messages the main isolate published, arriving on this Worker's port; nothing goes back. */
+function fromMainIsolate(): Transport & { receive(message: ToWorker): void } {
+  let deliver: (message: BrokerMessage) => void = () => {};
+  return {
+    send() {},
+    start(receive) {
+      deliver = receive;
+    },
+    peers: () => 0,
+    follow(userId) {
+      // Connections register before they read the log, so an event committed meanwhile is
+      // in the replay if not live; nothing falls between.
+      post({ type: "follow", userId });
+      return () => post({ type: "unfollow", userId });
+    },
+    close() {},
+    receive(message) {
+      if (message.type === "broker") deliver(fromWire(message.message));
+    },
+  };
+}
+
+const ingest = forwardingIngest();
+const mainIsolate = fromMainIsolate();
+let server: RunningServer | null = null;
+
+self.onmessage = async (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  if (message.type === "start") {
+    try {
+      server = await startServer(message.config, {
+        reusePort: true,
+        isolate: String(message.index),
+        processId: message.processId,
+        transports: [
+          broadcastTransport({ channel: message.channel, peers: message.peers }),
+          mainIsolate,
+        ],
+        ingest,
+      });
+      post({ type: "listening" });
+    } catch (error) {
+      post({ type: "failed", message: (error as Error).message });
+    }
+  } else if (message.type === "shutdown") {
+    await server?.shutdown();
+    post({ type: "stopped" });
+    self.close();
+  } else if (message.type === "broker") {
+    mainIsolate.receive(message);
+  } else {
+    ingest.settle(message);
+  }
+};
+
+// Messages that arrive while modules still evaluate are dropped, so say when we listen.
+post({ type: "ready" });

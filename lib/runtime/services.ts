@@ -1,0 +1,139 @@
+/** Everything a request handler needs, built once per server so tests can run several. */
+import { type Broker, createBroker, type Transport } from "../fanout/broker.ts";
+import { kvTransport } from "../fanout/broker_kv.ts";
+import { createPresence, type Presence } from "../fanout/presence.ts";
+import type { Config } from "./config.ts";
+import { type Connections, createConnections } from "../fanout/connections.ts";
+import { createEndpointCache, type EndpointCache } from "../endpoints/endpoints.ts";
+import { createIngest, type Ingest } from "../intake/group_commit.ts";
+import { openKv } from "../store/kv.ts";
+import { createRateLimiter } from "../intake/rate_limit.ts";
+import type Stripe from "stripe";
+import { createStripe } from "../billing/stripe.ts";
+import { createResponses, type Responses } from "../fanout/respond_waiters.ts";
+import { recordAck } from "../log/acks.ts";
+import { startStorageGuard } from "../store/storage_guard.ts";
+import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
+
+/** The process-wide parts of one WebSocks server. */
+export interface Services {
+  config: Config;
+  kv: Deno.Kv;
+  broker: Broker;
+  connections: Connections;
+  ingest: Ingest;
+  endpoints: EndpointCache;
+  /** The Stripe client, or null when Stripe is switched off. */
+  stripe: Stripe | null;
+  /** Senders in respond mode waiting for a client's answer. */
+  responses: Responses;
+  /** Where WebSocket clients' acks and answers go. */
+  clientReplies: ClientReplies;
+  /** What WebSocket clients may send: message rate and size, acks per account. */
+  clientLimits: ClientLimits;
+  /** The user's connected clients in every isolate and instance. */
+  presence: Presence;
+  /** Stops timers and listeners and closes KV. */
+  close(): Promise<void>;
+}
+
+/** How a server fits into a larger whole; a lone server needs none of it. */
+export interface ServiceOptions {
+  /** Replaces the clock of the quota window, so tests can cross a month's end. */
+  now?: () => Date;
+  /** Names this process in the shared-KV mailbox (all isolates of a process share it). */
+  processId?: string;
+  /** Transports to the other isolates of this process (BroadcastChannel). */
+  transports?: Transport[];
+  /** Commits happen elsewhere (the process's KV writer); this isolate forwards to it. */
+  ingest?: Ingest;
+}
+
+/**
+ * Opens KV and wires the services. No KV queue is used: see ingest.ts for why publishing
+ * needs no durable job, and a queue's thread would end the process when the disk fills.
+ */
+export async function createServices(
+  config: Config,
+  options: ServiceOptions = {},
+): Promise<Services> {
+  const kv = await openKv(config.kvPath);
+  // Where webhooks are committed, free space is watched so a full disk is an answer (503).
+  const storage = options.ingest ? null : await startStorageGuard({
+    kvPath: config.kvPath,
+    reserveBytes: config.storageReserveBytes,
+  });
+  const transports = [...(options.transports ?? [])];
+  if (config.broker === "kv") {
+    transports.push(kvTransport(kv, { processId: options.processId ?? crypto.randomUUID() }));
+  }
+  const broker = createBroker({ transports });
+  const connections = createConnections(kv, {
+    broker,
+    heartbeatMs: config.heartbeatMs,
+    slowConsumerBytes: config.slowConsumerBytes,
+    catchUpBytes: config.catchUpBytes,
+    maxPerCredential: config.maxConnectionsPerToken,
+    maxPerUser: config.maxConnectionsPerUser,
+    maxUnacked: config.wsMaxUnacked,
+  });
+  const ingest = options.ingest ??
+    createIngest(kv, {
+      broker,
+      retentionMs: config.retentionMs,
+      now: options.now,
+      storage: storage ?? undefined,
+      limiter: createRateLimiter({
+        perSecond: config.ingestRatePerSecond,
+        burst: config.ingestRateBurst,
+      }),
+    });
+  const endpoints = createEndpointCache(kv);
+  const responses = createResponses({ broker });
+  const presence = createPresence({ broker, connections });
+  const unsubscribe = broker.subscribe((message) => {
+    if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
+  });
+  return {
+    config,
+    kv,
+    broker,
+    connections,
+    ingest,
+    endpoints,
+    stripe: config.stripe ? createStripe(config.stripe) : null,
+    responses,
+    presence,
+    clientLimits: {
+      messagesPerSecond: config.wsMessagesPerSecond,
+      messagesBurst: config.wsMessagesBurst,
+      maxMessageBytes: config.wsMaxMessageBytes,
+      acksPerSecond: config.acksPerSecond,
+      acks: createRateLimiter({ perSecond: config.acksPerSecond, burst: config.acksBurst }),
+    },
+    clientReplies: {
+      responses,
+      ack: ({ connection, eventId, status }) =>
+        recordAck(kv, {
+          userId: connection.userId,
+          eventId,
+          retentionMs: config.retentionMs,
+          delivery: {
+            connectionId: connection.id,
+            transport: connection.transport,
+            status,
+            at: new Date().toISOString(),
+          },
+        }),
+    },
+    async close() {
+      connections.stop();
+      presence.stop();
+      responses.stop();
+      unsubscribe();
+      broker.close();
+      await storage?.stop();
+      kv.close();
+    },
+  };
+}
