@@ -1,0 +1,80 @@
+/** The closing table of a benchmark run: the headline figures next to their targets. */
+import { fmt } from "./report.ts";
+import { type Settings, STEADY_RATE, TARGETS } from "./settings.ts";
+import type { Summary } from "./stats.ts";
+
+/** Prints the summary table from the figures the parts recorded. */
+export function printSummary(results: Readonly<Record<string, unknown>>, settings: Settings): void {
+  console.log("\n## summary");
+  const rows: [string, string, string][] = [];
+  const ceiling = results.ceiling as { rps: number } | undefined;
+  const load = results.load as {
+    rps: number;
+    latency: Summary;
+    delivered: number;
+    accepted: number;
+  } | undefined;
+  const steady = results.steady as { latency: Summary } | undefined;
+  const fanout = results.fanout as { toLast: Summary } | undefined;
+  const rss = results.rss as Record<string, { kibPerConnection: number }> | undefined;
+  if (ceiling) rows.push(["generator ceiling (trivial server), req/s", fmt(ceiling.rps, 0), "—"]);
+  const wrk = results.wrk as { rps: number; delivered: number; accepted: number } | undefined;
+  if (wrk) {
+    rows.push([
+      "accepted webhooks/s, c=50, 1 KiB, wrk",
+      `${fmt(wrk.rps, 0)} (${wrk.delivered}/${wrk.accepted} delivered)`,
+      `≥ ${TARGETS.throughput.toLocaleString("en-US")}`,
+    ]);
+  }
+  if (load) {
+    rows.push([
+      "accepted webhooks/s, c=50, 1 KiB, our generator",
+      `${fmt(load.rps, 0)} (${load.delivered}/${load.accepted} delivered)`,
+      `≥ ${TARGETS.throughput.toLocaleString("en-US")}`,
+    ]);
+    rows.push([
+      "POST→client p50 / p99 under load, ms",
+      `${fmt(load.latency.p50)} / ${fmt(load.latency.p99)}`,
+      `p99 < ${TARGETS.p99Load}`,
+    ]);
+  }
+  if (steady) {
+    rows.push([
+      `POST→client p50 / p99 at ${STEADY_RATE}/s, ms`,
+      `${fmt(steady.latency.p50)} / ${fmt(steady.latency.p99)}`,
+      `p99 < ${TARGETS.p99Steady}`,
+    ]);
+  }
+  if (fanout) {
+    rows.push([
+      `fan-out to ${settings.fanout} WS + ${settings.fanout} SSE, POST→last p50 / p99, ms`,
+      `${fmt(fanout.toLast.p50)} / ${fmt(fanout.toLast.p99)}`,
+      "—",
+    ]);
+  }
+  if (rss) {
+    for (const kind of ["sse", "ws"]) {
+      const value = rss[kind];
+      if (!value) continue;
+      const floor = rss[`${kind}Floor`];
+      rows.push([
+        `RSS per idle ${kind === "ws" ? "WebSocket" : "SSE"} connection, KiB`,
+        `${fmt(value.kibPerConnection, 1)} (${fmt((value.kibPerConnection * 1000) / 1024, 1)} MiB` +
+        ` per 1,000${floor ? `; bare Deno.serve: ${fmt(floor.kibPerConnection, 1)}` : ""})`,
+        `≤ ${TARGETS.idleKiB}`,
+      ]);
+    }
+  }
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 8));
+  console.log(
+    `| ${"figure".padEnd(widths[0])} | ${"measured".padEnd(widths[1])} | ${
+      "target".padEnd(widths[2])
+    } |`,
+  );
+  console.log(`| ${"-".repeat(widths[0])} | ${"-".repeat(widths[1])} | ${"-".repeat(widths[2])} |`);
+  for (const row of rows) {
+    console.log(
+      `| ${row[0].padEnd(widths[0])} | ${row[1].padEnd(widths[1])} | ${row[2].padEnd(widths[2])} |`,
+    );
+  }
+}
