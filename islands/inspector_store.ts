@@ -9,7 +9,7 @@
 import { batch, computed, signal } from "@preact/signals";
 import { curlCommand } from "../lib/shared/curl.ts";
 import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
-import type { EventSummary } from "../lib/log/events.ts";
+import type { EventSummary } from "../lib/shared/event_summary.ts";
 import { copyText } from "./clipboard.ts";
 
 /** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */

@@ -7,7 +7,7 @@ import { Notice } from "../components/Notice.tsx";
 import { QuotaAlert } from "../components/QuotaAlert.tsx";
 import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import { HttpError } from "../lib/http/http_error.ts";
-import { Island } from "../lib/web/islands.ts";
+import { Island } from "../components/Island.tsx";
 import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/intake/sample_webhook.ts";
 import { endpointUrl, ingestBase } from "../lib/endpoints/urls.ts";
 import { monthUsage } from "../lib/billing/usage.ts";

@@ -8,7 +8,6 @@
  * Which transports run is decided once at start, from `WORKERS` and `BROKER`.
  */
 import { type LiveEvent, liveEvent } from "../log/events.ts";
-import type { ClientResponse } from "./respond_waiters.ts";
 
 /** A connected client as the dashboard and /api/clients show it. */
 export interface ClientInfo {
@@ -17,6 +16,16 @@ export interface ClientInfo {
   connectedAt: string;
   lastSeenAt: string;
   lastEventId: string | null;
+}
+
+/**
+ * What a client answers for the sender in respond mode (respond_waiters.ts). Defined here
+ * because the broker carries it between isolates, and respond_waiters.ts uses the broker.
+ */
+export interface ClientResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: Uint8Array;
 }
 
 /** What travels through the broker. */

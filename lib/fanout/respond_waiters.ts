@@ -11,14 +11,9 @@
  * client may set is limited: `answerHeaders` checks and filters the headers when the answer
  * arrives, and `senderHeaders` adds a sandbox CSP and nosniff to what the sender gets.
  */
-import type { Broker } from "./broker.ts";
+import type { Broker, ClientResponse } from "./broker.ts";
 
-/** What a client answers for the sender. */
-export interface ClientResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: Uint8Array;
-}
+export type { ClientResponse };
 
 /** What became of an answer: handed on, too late (answered or timed out), or another user's. */
 export type Delivery = "taken" | "late" | "not_yours";
