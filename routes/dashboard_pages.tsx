@@ -103,7 +103,7 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
         <noscript>
           <p class="notice info">
             The live event inspector needs JavaScript: turn it on to watch webhooks arrive, open
-            their details, replay them and copy them as curl. Everything else here works without it.
+            their details, resend them and copy them as curl. Everything else here works without it.
           </p>
         </noscript>
         <Island

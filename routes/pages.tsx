@@ -112,7 +112,7 @@ export function pageRoutes(config: Config): Hono<AppEnv> {
             <li>
               <strong>Watch it arrive</strong>
               <span>
-                The dashboard lists each request live: headers, payload, raw body, replay.
+                The dashboard lists each request live: headers, payload, raw body, resend.
               </span>
             </li>
           </ol>

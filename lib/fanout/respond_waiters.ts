@@ -16,14 +16,14 @@ import type { Broker, ClientResponse } from "./broker.ts";
 export type { ClientResponse };
 
 /** What became of an answer: handed on, too late (answered or timed out), or another user's. */
-export type Delivery = "taken" | "late" | "not_yours";
+export type AnswerOutcome = "taken" | "late" | "not_yours";
 
 /** Waiters for client answers, in this process. */
 export interface Responses {
   /** The first answer for `id` from `userId` (its owner), or null when none came in time. */
   wait(id: string, userId: string, timeoutMs: number): Promise<ClientResponse | null>;
   /** Hands an answer sent by `userId`'s connection to its waiter, if `userId` owns the event. */
-  deliver(id: string, userId: string, response: ClientResponse): Delivery;
+  answer(id: string, userId: string, response: ClientResponse): AnswerOutcome;
   /** Stops listening to the broker. */
   stop(): void;
 }
@@ -39,7 +39,7 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
   const { broker } = options;
   const keyOf = (id: string, userId: string) => `${userId} ${id}`;
 
-  function accept(id: string, userId: string, response: ClientResponse): Delivery {
+  function accept(id: string, userId: string, response: ClientResponse): AnswerOutcome {
     const waiter = waiters.get(id);
     if (waiter) {
       if (waiter.userId !== userId) return "not_yours";
@@ -85,7 +85,7 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
         });
       });
     },
-    deliver(id, userId, response) {
+    answer(id, userId, response) {
       if (waiters.has(id) || !broker || broker.peers() === 0) return accept(id, userId, response);
       if (answered.has(id) || early.has(keyOf(id, userId))) return "late";
       broker.publish({ kind: "response", id, userId, response });

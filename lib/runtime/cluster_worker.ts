@@ -68,22 +68,22 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
 
 /** Messages the main isolate published, arriving on this Worker's port; nothing goes back. */
 function fromMainIsolate(): Transport & { receive(message: ToWorker): void } {
-  let deliver: (message: BrokerMessage) => void = () => {};
+  let hear: (message: BrokerMessage) => void = () => {};
   return {
     send() {},
     start(receive) {
-      deliver = receive;
+      hear = receive;
     },
     peers: () => 0,
     follow(userId) {
       // Connections register before they read the log, so an event committed meanwhile is
-      // in the replay if not live; nothing falls between.
+      // in the catch-up if not live; nothing falls between.
       post({ type: "follow", userId });
       return () => post({ type: "unfollow", userId });
     },
     close() {},
     receive(message) {
-      if (message.type === "broker") deliver(fromWire(message.message));
+      if (message.type === "broker") hear(fromWire(message.message));
     },
   };
 }
