@@ -1,39 +1,58 @@
-/** WebSocks entry point: `deno task start`. */
+/**
+ * WebSocks entry point: `deno task start`. It is also the module every cluster Worker runs
+ * (lib/runtime/cluster.ts starts them): there it serves with the same routes and nothing else.
+ * Here, the only place that sees both, the routes and islands are plugged into lib/.
+ */
 import { type Config, loadConfig } from "./lib/runtime/config.ts";
 import { type RunningServer, startServer } from "./lib/http/server.ts";
 import { startCluster } from "./lib/runtime/cluster.ts";
+import { serveInWorker } from "./lib/runtime/cluster_worker.ts";
 import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
+import { createHandler } from "./routes/_app.ts";
+import { ISLAND_MODULES } from "./islands/_registry.ts";
 
-// Signal handlers before anything starts: a SIGTERM while the isolates start (Workers take a
-// while) waits for them to be up, then shuts them down and exits 0 like any other stop.
-let starting: Promise<RunningServer> | null = null;
-let stopping = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  Deno.addSignalListener(signal, async () => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`${signal}: closing streams and shutting down`);
-    const running = await starting?.catch(() => null);
-    await running?.shutdown();
-    Deno.exit(0);
-  });
+if ("WorkerGlobalScope" in globalThis) serveInWorker(createHandler);
+else await main();
+
+/** Loads the configuration, starts one isolate or the cluster, then the scheduled jobs. */
+async function main(): Promise<void> {
+  // Signal handlers before anything starts: a SIGTERM while the isolates start (Workers take a
+  // while) waits for them to be up, then shuts them down and exits 0 like any other stop.
+  let starting: Promise<RunningServer> | null = null;
+  let stopping = false;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, async () => {
+      if (stopping) return;
+      stopping = true;
+      console.log(`${signal}: closing streams and shutting down`);
+      const running = await starting?.catch(() => null);
+      await running?.shutdown();
+      Deno.exit(0);
+    });
+  }
+
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    console.error("%s", (error as Error).message);
+    Deno.exit(1);
+  }
+
+  console.log(`WebSocks starting ${config.workers} isolate${config.workers > 1 ? "s" : ""}`);
+  // One isolate per core: Workers serve HTTP on a shared port, this isolate commits webhooks.
+  starting = config.workers > 1
+    ? startCluster(config, {
+      createHandler,
+      islands: ISLAND_MODULES,
+      workerModule: new URL(import.meta.url),
+    })
+    : startServer(config, createHandler);
+  const server = await starting;
+  // Stopping already: the signal handler shuts the server down; schedule nothing more.
+  if (!stopping) afterStart(server, config);
 }
-
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  console.error("%s", (error as Error).message);
-  Deno.exit(1);
-}
-
-console.log(`WebSocks starting ${config.workers} isolate${config.workers > 1 ? "s" : ""}`);
-// One isolate per core: Workers serve HTTP on a shared port, this isolate commits webhooks.
-starting = config.workers > 1 ? startCluster(config) : startServer(config);
-const server = await starting;
-// Stopping already: the signal handler shuts the server down; schedule nothing more.
-if (!stopping) afterStart(server, config);
 
 /** The start-up line, and the jobs that run on a schedule. */
 function afterStart(server: RunningServer, config: Config): void {

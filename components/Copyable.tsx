@@ -1,5 +1,5 @@
 /** Values people copy: a read-only field or a code block, each with a copy button. */
-import { Island } from "../lib/web/islands.ts";
+import { Island } from "./Island.tsx";
 
 /** A read-only, selectable value (a URL, a token) with a copy button beside it. */
 export function CopyField(

@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 /**
  * The live event inspector: webhooks listed as they arrive, a detail pane with headers, payload
- * and raw body and the clients that acknowledged it, a filter, replay, "copy as curl", the
+ * and raw body and the clients that acknowledged it, a filter, resend, "copy as curl", the
  * stream's status and the connected clients. State and networking live in inspector_store.ts.
  */
 import { useSignalEffect } from "@preact/signals";
@@ -312,7 +312,7 @@ function EventRowButton(
   return (
     <button
       type="button"
-      class={`event-row${row.redelivered ? " redelivered" : ""}`}
+      class={`event-row${row.resent ? " resent" : ""}`}
       data-id={row.id}
       aria-pressed={props.selected}
       onClick={props.onOpen}
@@ -344,8 +344,8 @@ function EventDetail(props: { inspector: Inspector; name: (slug: string) => stri
         {formatBytes(row.size)}
       </p>
       <div class="actions">
-        <button type="button" class="button" onClick={() => inspector.replay(row.id)}>
-          Replay
+        <button type="button" class="button" onClick={() => inspector.resend(row.id)}>
+          Resend
         </button>
         <button type="button" class="button" onClick={() => inspector.copyCurl(row.id)}>
           Copy as curl

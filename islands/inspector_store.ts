@@ -3,20 +3,20 @@
  * The live inspector's state and its connection to the server, as signals.
  *
  * History comes first from GET /api/events; the stream then opens with `lastEventId` set to the
- * newest event seen, so the server replays whatever arrived in between: no gap, and duplicates
+ * newest event seen, so the server catches up with whatever arrived in between: no gap, and duplicates
  * are merged by id. The session cookie authenticates every request, the stream included.
  */
 import { batch, computed, signal } from "@preact/signals";
 import { curlCommand } from "../lib/shared/curl.ts";
 import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
-import type { EventSummary } from "../lib/log/events.ts";
+import type { EventSummary } from "../lib/shared/event_summary.ts";
 import { copyText } from "./clipboard.ts";
 
 /** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */
 export interface EventRow extends EventSummary {
   envelope: WebhookEnvelope | null;
-  /** How often the server sent this event again (replay) while the page was open. */
-  redelivered: number;
+  /** How often the server resent this event while the page was open. */
+  resent: number;
 }
 
 /** Where the stream stands. */
@@ -85,7 +85,7 @@ function rowOf(envelope: WebhookEnvelope): EventRow {
     contentType: envelope.contentType,
     size: envelopeBytes(envelope).byteLength,
     envelope,
-    redelivered: 0,
+    resent: 0,
   };
 }
 
@@ -152,23 +152,21 @@ export function createInspector(options: {
   function receive(envelope: WebhookEnvelope): void {
     const old = rows.value.find((row) => row.id === envelope.id);
     const row = rowOf(envelope);
-    if (old) row.redelivered = old.redelivered + 1;
+    if (old) row.resent = old.resent + 1;
     batch(() => {
       merge([row]);
-      announcement.value = `${
-        old ? "Replayed" : "New"
-      } webhook: ${envelope.method} ${envelope.path}`;
+      announcement.value = `${old ? "Resent" : "New"} webhook: ${envelope.method} ${envelope.path}`;
     });
   }
 
   async function loadHistory(cursor: string | null): Promise<void> {
     const query = `limit=${HISTORY_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
     const page = await requestJson<{
-      events: Omit<EventRow, "envelope" | "redelivered">[];
+      events: Omit<EventRow, "envelope" | "resent">[];
       nextCursor: string | null;
     }>(`/api/events?${query}`);
     batch(() => {
-      merge(page.events.map((e) => ({ ...e, envelope: null, redelivered: 0 })));
+      merge(page.events.map((e) => ({ ...e, envelope: null, resent: 0 })));
       if (cursor !== null || rows.value.length <= page.events.length) {
         hasOlder.value = page.nextCursor !== null;
       }
@@ -332,20 +330,18 @@ export function createInspector(options: {
     }
   }
 
-  /** Asks the server to send an event again to every connected client. */
-  async function replay(id: string): Promise<void> {
-    notice.value = "Replaying…";
+  /** Asks the server to resend an event to every connected client. */
+  async function resend(id: string): Promise<void> {
+    notice.value = "Resending…";
     try {
       const answer = await requestJson<{ clients: number }>(
-        `/api/events/${encodeURIComponent(id)}/redeliver`,
+        `/api/events/${encodeURIComponent(id)}/resend`,
         { method: "POST" },
       );
       const n = answer.clients;
-      notice.value = `Sent again to ${n} connected client${
-        n === 1 ? "" : "s"
-      } (this page included).`;
+      notice.value = `Resent to ${n} connected client${n === 1 ? "" : "s"} (this page included).`;
     } catch (error) {
-      notice.value = `Cannot replay: ${(error as Error).message}`;
+      notice.value = `Cannot resend: ${(error as Error).message}`;
     }
   }
 
@@ -413,7 +409,7 @@ export function createInspector(options: {
     start,
     select,
     refreshDeliveries: loadDeliveries,
-    replay,
+    resend,
     copyCurl,
     loadOlder,
     loadBodiesForSearch,

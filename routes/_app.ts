@@ -11,6 +11,7 @@ import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
 import { errorResponse } from "../lib/http/error_response.ts";
 import { HttpError } from "../lib/http/http_error.ts";
+import type { Handler } from "../lib/http/server.ts";
 import { meRoutes } from "./me.ts";
 import { pageRoutes } from "./pages.tsx";
 import { tokenRoutes } from "./tokens.ts";
@@ -95,9 +96,7 @@ function wrongHost(
 }
 
 /** The server's request handler: the ingest hot path first, everything else through Hono. */
-export function createHandler(
-  services: Services,
-): (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response> {
+export function createHandler(services: Services): Handler {
   const app = createApp(services);
   return (request, info) => {
     const url = request.url;

@@ -7,6 +7,7 @@ import { z } from "zod";
 import { Layout } from "../components/Layout.tsx";
 import { authenticateSession } from "../lib/accounts/auth.ts";
 import { islandBundles } from "../lib/web/bundles.ts";
+import { ISLAND_MODULES } from "../islands/_registry.ts";
 import type { Config } from "../lib/runtime/config.ts";
 import {
   CLIENT_CLOSED_MESSAGE,
@@ -51,7 +52,7 @@ export function sendPage(
   options: { status?: ContentfulStatusCode } = {},
 ) {
   const { config } = c.get("services");
-  const bundles = islandBundles(config);
+  const bundles = islandBundles(config, ISLAND_MODULES);
   const html = renderPage(page, { scripts: (name) => bundles.scripts(name) });
   return c.body(html, options.status ?? 200, {
     ...securityHeaders(config),

@@ -7,7 +7,7 @@ import { Notice } from "../components/Notice.tsx";
 import { QuotaAlert } from "../components/QuotaAlert.tsx";
 import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import { HttpError } from "../lib/http/http_error.ts";
-import { Island } from "../lib/web/islands.ts";
+import { Island } from "../components/Island.tsx";
 import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/intake/sample_webhook.ts";
 import { endpointUrl, ingestBase } from "../lib/endpoints/urls.ts";
 import { monthUsage } from "../lib/billing/usage.ts";
@@ -103,7 +103,7 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
         <noscript>
           <p class="notice info">
             The live event inspector needs JavaScript: turn it on to watch webhooks arrive, open
-            their details, replay them and copy them as curl. Everything else here works without it.
+            their details, resend them and copy them as curl. Everything else here works without it.
           </p>
         </noscript>
         <Island

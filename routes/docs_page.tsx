@@ -50,7 +50,10 @@ const MANAGEMENT: [string, string][] = [
   ["DELETE /api/endpoints/:slug", "deletes the endpoint"],
   ["GET /api/events?limit=50&cursor=<id>", "retained events, newest first: {events, nextCursor}"],
   ["GET /api/events/:id", "one retained event as its envelope"],
-  ["POST /api/events/:id/redeliver", "sends a retained event again to every connected client"],
+  [
+    "POST /api/events/:id/resend",
+    "resends a retained event to every connected client (/redeliver, its first name, works too)",
+  ],
 ];
 
 function Table(props: { head: [string, string]; rows: [string, string][]; code?: boolean }) {
@@ -149,7 +152,7 @@ export function docsPageRoutes(): Hono<AppEnv> {
         <Section id="sending" title="Sending webhooks">
           <p>
             <code>POST {webhookUrl}</code>. Any path below the slug works too, such as{" "}
-            <code>/github</code>, and is delivered as{" "}
+            <code>/github</code>, and is sent on as{" "}
             <code>path</code>. Every answer for an existing endpoint carries{" "}
             <code>X-Quota-Limit</code>, <code>X-Quota-Remaining</code> and{" "}
             <code>X-Quota-Reset</code>.
@@ -165,7 +168,7 @@ export function docsPageRoutes(): Hono<AppEnv> {
 
         <Section id="envelope" title="The envelope">
           <p>
-            SSE and WebSocket deliver the same JSON envelope. <code>body</code>{" "}
+            SSE and WebSocket send the same JSON envelope. <code>body</code>{" "}
             is the raw body when it is UTF-8 text; otherwise <code>bodyBase64</code>{" "}
             carries the exact bytes. Ids are unique and sort by arrival, as strings.
           </p>
@@ -178,7 +181,7 @@ export function docsPageRoutes(): Hono<AppEnv> {
             <code>Authorization: Bearer</code>). Each webhook is an unnamed event with{" "}
             <code>id:</code> set to the event id. A reconnect with <code>Last-Event-ID</code>{" "}
             (EventSource sends it by itself) or <code>?lastEventId=</code>{" "}
-            first replays every retained event after that id, then continues live. When the server
+            first catches up: every retained event after that id, then live ones. When the server
             closes a stream it sends a named <code>close</code> event with a reason.
           </p>
           {example("curl-listen")}
@@ -189,8 +192,9 @@ export function docsPageRoutes(): Hono<AppEnv> {
             <code>{websocketUrl(base)}/?token=YOUR_TOKEN</code> (also <code>/ws</code>). Add{" "}
             <code>&amp;lastEventId=&lt;id&gt;</code> to resume. The client may send{" "}
             <code>{`{"type": "ping"}`}</code> (answered with <code>pong</code>) and{" "}
-            <code>{`{"type": "replay", "after": "<id>"}`}</code> (<code>lastEventId</code>{" "}
-            works as well as{" "}
+            <code>{`{"type": "replay", "after": "<id>"}`}</code>{" "}
+            to catch up from the log after that id, answered with <code>replayed</code>{" "}
+            once done (<code>lastEventId</code> works as well as{" "}
             <code>after</code>); acks and respond-mode answers are accepted only for events sent to
             that connection. An unknown key is an error naming it. By default a client may send 20
             messages a second (bursts of 50; the first ack and answer of each event do not count):

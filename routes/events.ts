@@ -66,16 +66,20 @@ export function eventRoutes(): Hono<AppEnv> {
     return c.json({ clients });
   });
 
-  app.post("/api/events/:id/redeliver", requireAuth, async (c) => {
-    const id = c.req.param("id");
-    if (!isId(id)) throw new HttpError(400, `Cannot redeliver event: "${id}" is not an event id`);
-    const { kv, broker, presence } = c.get("services");
-    const userId = c.get("auth").user.id;
-    const event = await getEvent(kv, { userId, id });
-    if (!event) throw new HttpError(404, `Cannot redeliver event: no retained event ${id}`);
-    broker.publish({ kind: "redeliver", userId, event });
-    return c.json({ ok: true, id, clients: (await presence.list(userId)).length });
-  });
+  // Resend: the stored event goes again to every connected client. /redeliver is its first
+  // name, kept as an alias for clients written against it.
+  for (const path of ["/api/events/:id/resend", "/api/events/:id/redeliver"] as const) {
+    app.post(path, requireAuth, async (c) => {
+      const id = c.req.param("id");
+      if (!isId(id)) throw new HttpError(400, `Cannot resend event: "${id}" is not an event id`);
+      const { kv, broker, presence } = c.get("services");
+      const userId = c.get("auth").user.id;
+      const event = await getEvent(kv, { userId, id });
+      if (!event) throw new HttpError(404, `Cannot resend event: no retained event ${id}`);
+      broker.publish({ kind: "resend", userId, event });
+      return c.json({ ok: true, id, clients: (await presence.list(userId)).length });
+    });
+  }
 
   return app;
 }

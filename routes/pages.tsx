@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { CodeBlock } from "../components/Copyable.tsx";
 import { Layout } from "../components/Layout.tsx";
 import { BUNDLE_PREFIX, islandBundles } from "../lib/web/bundles.ts";
+import { ISLAND_MODULES } from "../islands/_registry.ts";
 import type { Config } from "../lib/runtime/config.ts";
 import { endpointUrl, websocketUrl } from "../lib/endpoints/urls.ts";
 import type { AppEnv } from "./_env.ts";
@@ -45,7 +46,7 @@ const FEATURES = [
 
 /** Pages and files that need no account; the bundles are built here, at server start. */
 export function pageRoutes(config: Config): Hono<AppEnv> {
-  const bundles = islandBundles(config);
+  const bundles = islandBundles(config, ISLAND_MODULES);
   const app = new Hono<AppEnv>();
   app.onError(pageError);
 
@@ -111,7 +112,7 @@ export function pageRoutes(config: Config): Hono<AppEnv> {
             <li>
               <strong>Watch it arrive</strong>
               <span>
-                The dashboard lists each request live: headers, payload, raw body, replay.
+                The dashboard lists each request live: headers, payload, raw body, resend.
               </span>
             </li>
           </ol>

@@ -129,10 +129,10 @@ Deno.test("[dashboard] sign up, watch a webhook arrive live, manage tokens and e
     assert.ok(curl.includes(`-H 'x-test: e2e'`), curl);
     assert.ok(curl.includes(`--data-binary '${body}'`), curl);
 
-    // Replay: sent again to the one connected client, this page, which marks the row.
-    await page.getByRole("button", { name: "Replay" }).click();
-    await page.getByText("Sent again to 1 connected client").waitFor();
-    await page.locator(`.event-row.redelivered[data-id="${id}"]`).waitFor();
+    // Resend: to the one connected client, this page, which marks the row.
+    await page.getByRole("button", { name: "Resend" }).click();
+    await page.getByText("Resent to 1 connected client").waitFor();
+    await page.locator(`.event-row.resent[data-id="${id}"]`).waitFor();
 
     // The filter.
     const filter = page.getByLabel("Filter");

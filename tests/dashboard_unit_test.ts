@@ -5,7 +5,8 @@ import { render } from "preact-render-to-string";
 import { loadConfig } from "../lib/runtime/config.ts";
 import { curlCommand, shellQuote } from "../lib/shared/curl.ts";
 import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
-import { Island, jsonForScript, renderPage } from "../lib/web/islands.ts";
+import { jsonForScript, renderPage } from "../lib/web/islands.ts";
+import { Island } from "../components/Island.tsx";
 import { fillSnippets, README_SNIPPETS } from "../lib/web/snippets.ts";
 import { postWebhook, signUp, startTestServer } from "./helpers.ts";
 

@@ -227,7 +227,7 @@ Deno.test("[shutdown] streams are closed so clients reconnect elsewhere", async 
   await assert.rejects(() => sse.next(1000), /ended/);
 });
 
-Deno.test("[events] redeliver sends a stored event again to every connected client", async () => {
+Deno.test("[events] resend sends a stored event again to every connected client", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
   const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
@@ -236,7 +236,7 @@ Deno.test("[events] redeliver sends a stored event again to every connected clie
   assert.equal((await ws.next()).id, id);
   assert.equal((await sse.next()).id, id);
   const auth = { Authorization: `Bearer ${user.token}` };
-  const response = await fetch(`${server.url}/api/events/${id}/redeliver`, {
+  const response = await fetch(`${server.url}/api/events/${id}/resend`, {
     method: "POST",
     headers: auth,
   });
@@ -247,7 +247,7 @@ Deno.test("[events] redeliver sends a stored event again to every connected clie
   assert.equal(again.id, id);
   assert.deepEqual(again.payload, { once: "more" });
   assert.equal((await sse.next()).id, id);
-  const missing = await fetch(`${server.url}/api/events/${"0".repeat(26)}/redeliver`, {
+  const missing = await fetch(`${server.url}/api/events/${"0".repeat(26)}/resend`, {
     method: "POST",
     headers: auth,
   });
@@ -255,6 +255,36 @@ Deno.test("[events] redeliver sends a stored event again to every connected clie
   await missing.body?.cancel();
   await ws.close();
   sse.close();
+});
+
+Deno.test("[events] POST /api/events/:id/redeliver, resend's first name, still resends", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
+  const id = await post(user.webhookUrl, { first: "name" });
+  assert.equal((await ws.next()).id, id);
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const response = await fetch(`${server.url}/api/events/${id}/redeliver`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual(await response.json(), { ok: true, id, clients: 1 });
+  const again = await ws.next();
+  assert.equal(again.id, id);
+  assert.deepEqual(again.payload, { first: "name" });
+  const bad = await fetch(`${server.url}/api/events/nope/redeliver`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(bad.status, 400);
+  assert.match(bad.headers.get("content-type")!, /^application\/json/);
+  assert.match((await bad.json()).error, /not an event id/);
+  const anonymous = await fetch(`${server.url}/api/events/${id}/redeliver`, { method: "POST" });
+  assert.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+  await ws.close();
 });
 
 Deno.test("[events] replay, history and lookup work inside packs of concurrent events", async () => {

@@ -1,6 +1,7 @@
 /** Test support: a real server on a random loopback port with in-memory KV, and real clients. */
 import { type Config, loadConfig } from "../lib/runtime/config.ts";
 import { type RunningServer, startServer } from "../lib/http/server.ts";
+import { createHandler } from "../routes/_app.ts";
 
 /** A running test server plus helpers bound to it. */
 export interface TestServer extends RunningServer {
@@ -15,7 +16,7 @@ export async function startTestServer(
   options: { now?: () => Date } = {},
 ): Promise<TestServer> {
   const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", KV_PATH: ":memory:", ...env });
-  const server = await startServer(config, options);
+  const server = await startServer(config, createHandler, options);
   // The public URL must be the real address so signup returns usable URLs.
   config.publicUrl = server.url;
   return {

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { writeBundles } from "../lib/web/bundles.ts";
+import { ISLAND_MODULES } from "../islands/_registry.ts";
 import { postWebhook, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
 
 const PASSWORD = "correct horse battery";
@@ -663,7 +664,7 @@ Deno.test("[dashboard] island bundles are served under a content hash with immut
 Deno.test("[dashboard] prebuilt bundles from deno task build serve the same files", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const written = writeBundles(dir);
+    const written = writeBundles(dir, ISLAND_MODULES);
     await using built = await startTestServer();
     await using prebuilt = await startTestServer({ ISLANDS_DIR: dir });
     const user = await signUp(prebuilt);

@@ -231,9 +231,9 @@ Deno.test("[respond] across isolates, only the owner's answer reaches the waitin
     const id = nextId();
     const answer = waiting.wait(id, "owner", 5000);
     const forged = { status: 200, headers: {}, body: new TextEncoder().encode("forged") };
-    answering.deliver(id, "intruder", forged);
+    answering.answer(id, "intruder", forged);
     const real = { status: 201, headers: {}, body: new TextEncoder().encode("real") };
-    answering.deliver(id, "owner", real);
+    answering.answer(id, "owner", real);
     const got = await answer;
     assert.equal(got?.status, 201);
     assert.equal(new TextDecoder().decode(got?.body), "real");

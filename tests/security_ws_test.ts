@@ -456,7 +456,7 @@ Deno.test("[catch-up] live events held back during a catch-up are bounded by byt
     ));
     await waitFor("the connection", () => server.services.connections.countFor(user.id) === 1);
     // 2.4 MB of live events while it is stalled: more than SLOW_CONSUMER_BYTES.
-    assert.ok(server.services.connections.listFor(user.id)[0].replaying, "still catching up");
+    assert.ok(server.services.connections.listFor(user.id)[0].catchingUp, "still catching up");
     for (let i = 0; i < 60 && server.services.connections.countFor(user.id) === 1; i++) {
       await post(user.webhookUrl, { live: i, body });
     }

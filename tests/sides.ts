@@ -433,17 +433,17 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
     await client.close();
   });
 
-  test("redelivering on one side reaches clients on the other", async (sides) => {
+  test("resending on one side reaches clients on the other", async (sides) => {
     const user = await signUpOn(sides);
     const client = await sides.openWs(1, `/?token=${user.token}`);
     const posted = await postOn(sides, { side: 0, slug: user.slug, body: '{"again":true}' });
     assert.equal((await client.next()).id, posted.id);
-    const redelivered = await sides.fetch(0, `/api/events/${posted.id}/redeliver`, {
+    const resent = await sides.fetch(0, `/api/events/${posted.id}/resend`, {
       method: "POST",
       headers: user.auth,
     });
-    assert.equal(redelivered.status, 200);
-    assert.equal((await redelivered.json()).clients, 1);
+    assert.equal(resent.status, 200);
+    assert.equal((await resent.json()).clients, 1);
     const again = await client.next();
     assert.equal(again.id, posted.id);
     assert.deepEqual(again.payload, { again: true });

@@ -1,14 +1,13 @@
 /**
  * Publish/subscribe between whoever accepts a webhook and whoever holds the user's connections.
  *
- * Subscribers in this isolate hear a publish synchronously, so live delivery costs microseconds.
+ * Subscribers in this isolate hear a publish synchronously, so a live send costs microseconds.
  * Transports carry each message further: `broadcastTransport` to the other isolates of this
  * process over a BroadcastChannel, the KV writer's Worker ports (cluster.ts) for committed
  * events, and `kvTransport` (broker_kv.ts) to other instances through the shared KV store.
  * Which transports run is decided once at start, from `WORKERS` and `BROKER`.
  */
 import { type LiveEvent, liveEvent } from "../log/events.ts";
-import type { ClientResponse } from "./respond_waiters.ts";
 
 /** A connected client as the dashboard and /api/clients show it. */
 export interface ClientInfo {
@@ -19,12 +18,22 @@ export interface ClientInfo {
   lastEventId: string | null;
 }
 
+/**
+ * What a client answers for the sender in respond mode (respond_waiters.ts). Defined here
+ * because the broker carries it between isolates, and respond_waiters.ts uses the broker.
+ */
+export interface ClientResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: Uint8Array;
+}
+
 /** What travels through the broker. */
 export type BrokerMessage =
   /** Events just committed; `after` is the user's newest id before them (null: not known). */
   | { kind: "events"; userId: string; events: LiveEvent[]; after?: string | null }
-  /** One stored event sent again on request, past the connections' duplicate filter. */
-  | { kind: "redeliver"; userId: string; event: LiveEvent }
+  /** One stored event resent on request, past the connections' duplicate filter. */
+  | { kind: "resend"; userId: string; event: LiveEvent }
   /** A token was revoked or a session ended: close the connections it authenticated. */
   | { kind: "credential_revoked"; userId: string; credential: string }
   | { kind: "endpoint_changed"; slug: string }
@@ -43,13 +52,13 @@ export type BrokerMessage =
 export interface Broker {
   /** This isolate's id; questions name it so answers find their way back. */
   readonly origin: string;
-  /** Delivers to this isolate's subscribers, then hands the message to every transport. */
+  /** This isolate's subscribers hear it first, then every transport carries it further. */
   publish(message: BrokerMessage): void;
   /** Registers a listener and returns the function that removes it. */
   subscribe(listener: (message: BrokerMessage) => void): () => void;
   /** How many other isolates or instances answer questions; null when it cannot be known. */
   peers(): number | null;
-  /** Asks transports that deliver per user to follow `userId`; returns the release. */
+  /** Asks transports that carry events per user to follow `userId`; returns the release. */
   follow(userId: string): () => void;
   /** Stops the transports. */
   close(): void;
@@ -58,8 +67,8 @@ export interface Broker {
 /** One way messages leave and enter this isolate. */
 export interface Transport {
   send(message: BrokerMessage): void;
-  /** Starts receiving; `deliver` hands a message to this isolate's subscribers only. */
-  start(deliver: (message: BrokerMessage) => void): void;
+  /** Starts receiving; `hear` hands a message to this isolate's subscribers only. */
+  start(hear: (message: BrokerMessage) => void): void;
   /** Sees every message this isolate's subscribers hear, whichever way it came. */
   observe?(message: BrokerMessage): void;
   follow?(userId: string): () => void;
@@ -71,7 +80,7 @@ export interface Transport {
 export function createBroker(options: { transports?: Transport[] } = {}): Broker {
   const transports = options.transports ?? [];
   const listeners = new Set<(message: BrokerMessage) => void>();
-  const deliver = (message: BrokerMessage) => {
+  const hear = (message: BrokerMessage) => {
     for (const transport of transports) transport.observe?.(message);
     for (const listener of listeners) {
       try {
@@ -81,11 +90,11 @@ export function createBroker(options: { transports?: Transport[] } = {}): Broker
       }
     }
   };
-  for (const transport of transports) transport.start(deliver);
+  for (const transport of transports) transport.start(hear);
   return {
     origin: crypto.randomUUID(),
     publish(message) {
-      deliver(message);
+      hear(message);
       for (const transport of transports) transport.send(message);
     },
     subscribe(listener) {
@@ -120,7 +129,7 @@ const wireEvent = (event: LiveEvent) => ({ id: event.id, userId: event.userId, j
 /** Turns a message into plain data for postMessage or KV. */
 export function toWire(message: BrokerMessage): WireMessage {
   if (message.kind === "events") return { ...message, events: message.events.map(wireEvent) };
-  if (message.kind === "redeliver") return { ...message, event: wireEvent(message.event) };
+  if (message.kind === "resend") return { ...message, event: wireEvent(message.event) };
   return message;
 }
 
@@ -128,7 +137,7 @@ export function toWire(message: BrokerMessage): WireMessage {
 export function fromWire(wire: WireMessage): BrokerMessage {
   const message = wire as unknown as BrokerMessage;
   if (message.kind === "events") return { ...message, events: message.events.map(liveEvent) };
-  if (message.kind === "redeliver") return { ...message, event: liveEvent(message.event) };
+  if (message.kind === "resend") return { ...message, event: liveEvent(message.event) };
   return message;
 }
 
@@ -145,8 +154,8 @@ export function broadcastTransport(
     send(message) {
       if (!options.receiveOnly) channel.postMessage(toWire(message));
     },
-    start(deliver) {
-      channel.onmessage = (event: MessageEvent<WireMessage>) => deliver(fromWire(event.data));
+    start(hear) {
+      channel.onmessage = (event: MessageEvent<WireMessage>) => hear(fromWire(event.data));
     },
     peers: () => options.peers,
     close() {

@@ -23,9 +23,9 @@ import {
   eventHeadKey,
 } from "../store/kv_keys.ts";
 
-/** A redelivered event by reference: its body may exceed a KV value, and the log has it. */
-interface RedeliverRef {
-  kind: "redeliver_ref";
+/** A resent event by reference: its body may exceed a KV value, and the log has it. */
+interface ResendRef {
+  kind: "resend_ref";
   userId: string;
   id: string;
 }
@@ -35,7 +35,7 @@ interface MailboxEntry {
   /** The process that wrote it; its own isolates already heard it over BroadcastChannel. */
   origin: string;
   at: number;
-  message: WireMessage | RedeliverRef;
+  message: WireMessage | ResendRef;
 }
 
 /** How long mailbox entries live, and how far back a reader looks for late commits. */
@@ -45,7 +45,7 @@ const MAILBOX_LOOKBACK_MS = 10_000;
 /** What one isolate knows of a followed user's log. */
 interface Followed {
   count: number;
-  /** The newest id this isolate has delivered or read; undefined until the first watch value. */
+  /** The newest id this isolate has heard or read; undefined until the first watch value. */
   last: string | null | undefined;
   refresh: () => void;
   stop: () => void;
@@ -103,7 +103,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
   const seen = new Map<string, number>();
   const followed = new Map<string, Followed>();
   const stops: (() => void)[] = [];
-  let deliver: (message: BrokerMessage) => void = () => {};
+  let hear: (message: BrokerMessage) => void = () => {};
   let closed = false;
   const stopped = () => closed;
 
@@ -115,19 +115,19 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
       const { origin, at, message } = entry.value;
       seen.set(id, at);
       if (origin === options.processId || at < startedAt) continue;
-      if (message.kind === "redeliver_ref") {
+      if (message.kind === "resend_ref") {
         const { userId } = message;
         const event = await getEvent(kv, { userId, id: message.id });
-        if (event) deliver({ kind: "redeliver", userId, event });
+        if (event) hear({ kind: "resend", userId, event });
       } else {
-        deliver(fromWire(message));
+        hear(fromWire(message));
       }
     }
     const forgetBefore = Date.now() - MAILBOX_TTL_MS;
     for (const [id, at] of seen) if (at < forgetBefore) seen.delete(id);
   }, stopped);
 
-  function write(message: WireMessage | RedeliverRef): void {
+  function write(message: WireMessage | ResendRef): void {
     const id = nextId();
     const entry: MailboxEntry = { origin: options.processId, at: Date.now(), message };
     kv.atomic()
@@ -142,14 +142,14 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
   return {
     send(message) {
       if (message.kind === "events") return;
-      if (message.kind === "redeliver") {
-        write({ kind: "redeliver_ref", userId: message.userId, id: message.event.id });
+      if (message.kind === "resend") {
+        write({ kind: "resend_ref", userId: message.userId, id: message.event.id });
       } else {
         write(toWire(message));
       }
     },
     start(receive) {
-      deliver = receive;
+      hear = receive;
       stops.push(watchKey(kv, brokerHeadKey(), () => readMailbox()));
     },
     observe(message) {
@@ -175,7 +175,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
             if (events.length === 0) return;
             const last = events.at(-1)!.id;
             if (!created.last || last > created.last) created.last = last;
-            deliver({ kind: "events", userId, events });
+            hear({ kind: "events", userId, events });
           }, stopped),
           stop: () => {},
         };

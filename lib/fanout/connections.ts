@@ -1,8 +1,8 @@
 /**
- * Live client sessions (SSE and WebSocket) and the replay hand-over.
+ * Live client sessions (SSE and WebSocket): sending events to them, and the catch-up hand-over.
  *
- * A connection subscribes before it reads the log: live events that arrive while the log is
- * being replayed wait in a bounded buffer and are flushed afterwards, skipping every id at or
+ * A connection subscribes before it catches up from the log: live events that arrive while it
+ * catches up wait in a bounded buffer and are flushed afterwards, skipping every id at or
  * below the last one sent. Ids sort by arrival, so that one comparison rules out both gaps and
  * duplicates, including repeats from the queue's at-least-once fallback.
  *
@@ -39,7 +39,8 @@ export interface Connection {
   lastSentId: string | null;
   closed: boolean;
   sink: Sink;
-  replaying: boolean;
+  /** Reading the log after `lastSentId`: live events wait in `buffer` meanwhile. */
+  catchingUp: boolean;
   buffer: LiveEvent[];
   /** Bytes of the envelopes in `buffer`. */
   bufferBytes: number;
@@ -98,7 +99,7 @@ export interface Connections {
    * connections in this isolate. Call it right before `open`, with no await in between.
    */
   admit(userId: string, credential: string): void;
-  /** Registers a connection; when `after` is given (or `replayAll`) the log is replayed first. */
+  /** Registers a connection; when `after` is given (null: all) it catches up from the log first. */
   open(options: {
     userId: string;
     credential: string;
@@ -106,8 +107,8 @@ export interface Connections {
     sink: Sink;
     after?: string | null;
   }): Connection;
-  /** Sends the retained events after `after` (all when null), then resumes live delivery. */
-  replay(connection: Connection, after: string | null): Promise<number>;
+  /** Catches up: sends the retained events after `after` (all when null), then live ones. */
+  catchUp(connection: Connection, after: string | null): Promise<number>;
   close(connection: Connection, close: { code: number; reason: string }): void;
   /** Forgets a connection whose transport already ended. */
   remove(connection: Connection): void;
@@ -119,13 +120,13 @@ export interface Connections {
   stop(): void;
 }
 
-/** Live events a connection may hold back while it replays the log (their bytes count too). */
-const MAX_BUFFERED_WHILE_REPLAYING = 10_000;
+/** Live events a connection may hold back while it catches up (their bytes count too). */
+const MAX_BUFFERED_WHILE_CATCHING_UP = 10_000;
 /** Log packs (≤ 60 KB each) a catch-up reads from KV at a time. */
-const REPLAY_BATCH_PACKS = 2;
+const CATCH_UP_BATCH_PACKS = 2;
 /** A stalled catch-up checks its client again after this long, doubling up to the maximum. */
-const REPLAY_WAIT_MS = 5;
-const REPLAY_MAX_WAIT_MS = 200;
+const CATCH_UP_WAIT_MS = 5;
+const CATCH_UP_MAX_WAIT_MS = 200;
 
 /** Creates the registry; it subscribes to the broker and runs one heartbeat timer for all. */
 export function createConnections(
@@ -153,7 +154,8 @@ export function createConnections(
   /** Releases of the broker's per-user follow, held while the user has connections here. */
   const follows = new Map<string, () => void>();
 
-  function deliver(connection: Connection, event: LiveEvent): void {
+  /** Sends `event` to one connection: once, in id order, unless the client has fallen behind. */
+  function send(connection: Connection, event: LiveEvent): void {
     if (connection.closed) return;
     if (connection.lastSentId !== null && event.id <= connection.lastSentId) return;
     // Judge before queueing, so one event larger than the limit still reaches a healthy client.
@@ -190,34 +192,34 @@ export function createConnections(
     }
   }
 
-  async function runReplay(connection: Connection, after: string | null): Promise<number> {
-    connection.replaying = true;
+  async function runCatchUp(connection: Connection, after: string | null): Promise<number> {
+    connection.catchingUp = true;
     connection.lastSentId = after;
     let count = 0;
     try {
       const events = eventsAfter(kv, {
         userId: connection.userId,
         after,
-        batchSize: REPLAY_BATCH_PACKS,
+        batchSize: CATCH_UP_BATCH_PACKS,
       });
       for await (const event of events) {
         // Read no further while the client has a budget's worth unread: a client that stops
         // reading then holds `catchUpBytes` and one batch, not the log.
-        let wait = REPLAY_WAIT_MS;
+        let wait = CATCH_UP_WAIT_MS;
         while (!connection.closed && connection.sink.backlog() > catchUpBytes) {
           await new Promise((resolve) => setTimeout(resolve, wait));
-          wait = Math.min(wait * 2, REPLAY_MAX_WAIT_MS);
+          wait = Math.min(wait * 2, CATCH_UP_MAX_WAIT_MS);
         }
         if (connection.closed) return count;
-        deliver(connection, event);
+        send(connection, event);
         count++;
       }
     } finally {
       const buffered = connection.buffer;
       connection.buffer = [];
       connection.bufferBytes = 0;
-      connection.replaying = false;
-      for (const event of buffered) deliver(connection, event);
+      connection.catchingUp = false;
+      for (const event of buffered) send(connection, event);
     }
     return count;
   }
@@ -227,27 +229,27 @@ export function createConnections(
       const set = byUser.get(message.userId);
       if (!set) return;
       for (const connection of set) {
-        if (connection.replaying) {
+        if (connection.catchingUp) {
           for (const event of message.events) {
             connection.buffer.push(event);
             connection.bufferBytes += event.json.length;
           }
           // Held-back events are queued for the client as much as its backlog is.
           if (
-            connection.buffer.length > MAX_BUFFERED_WHILE_REPLAYING ||
+            connection.buffer.length > MAX_BUFFERED_WHILE_CATCHING_UP ||
             connection.bufferBytes + connection.sink.backlog() > options.slowConsumerBytes
           ) {
             close(connection, CLOSE.slow);
           }
           continue;
         }
-        for (const event of message.events) deliver(connection, event);
+        for (const event of message.events) send(connection, event);
       }
     } else if (message.kind === "notice") {
       for (const connection of byUser.get(message.userId) ?? []) {
         connection.sink.notice(message.name, message.json);
       }
-    } else if (message.kind === "redeliver") {
+    } else if (message.kind === "resend") {
       for (const connection of byUser.get(message.userId) ?? []) {
         if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
         else {
@@ -304,7 +306,7 @@ export function createConnections(
         lastSentId: null,
         closed: false,
         sink: openOptions.sink,
-        replaying: false,
+        catchingUp: false,
         buffer: [],
         bufferBytes: 0,
         chain: Promise.resolve(),
@@ -317,17 +319,17 @@ export function createConnections(
       }
       set.add(connection);
       if (openOptions.after !== undefined) {
-        registry.replay(connection, openOptions.after).catch((error) => {
-          console.error("replay failed", error);
-          close(connection, { code: 1011, reason: "Replay failed; reconnect to retry" });
+        registry.catchUp(connection, openOptions.after).catch((error) => {
+          console.error("catching up failed", error);
+          close(connection, { code: 1011, reason: "Catching up failed; reconnect to retry" });
         });
       }
       return connection;
     },
-    replay(connection, after) {
-      // Mark as replaying at once so live events published before the read starts are held.
-      connection.replaying = true;
-      const run = connection.chain.then(() => runReplay(connection, after));
+    catchUp(connection, after) {
+      // Mark as catching up at once so live events published before the read starts are held.
+      connection.catchingUp = true;
+      const run = connection.chain.then(() => runCatchUp(connection, after));
       connection.chain = run.then(() => {}, () => {});
       return run;
     },

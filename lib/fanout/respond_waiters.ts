@@ -11,24 +11,19 @@
  * client may set is limited: `answerHeaders` checks and filters the headers when the answer
  * arrives, and `senderHeaders` adds a sandbox CSP and nosniff to what the sender gets.
  */
-import type { Broker } from "./broker.ts";
+import type { Broker, ClientResponse } from "./broker.ts";
 
-/** What a client answers for the sender. */
-export interface ClientResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: Uint8Array;
-}
+export type { ClientResponse };
 
 /** What became of an answer: handed on, too late (answered or timed out), or another user's. */
-export type Delivery = "taken" | "late" | "not_yours";
+export type AnswerOutcome = "taken" | "late" | "not_yours";
 
 /** Waiters for client answers, in this process. */
 export interface Responses {
   /** The first answer for `id` from `userId` (its owner), or null when none came in time. */
   wait(id: string, userId: string, timeoutMs: number): Promise<ClientResponse | null>;
   /** Hands an answer sent by `userId`'s connection to its waiter, if `userId` owns the event. */
-  deliver(id: string, userId: string, response: ClientResponse): Delivery;
+  answer(id: string, userId: string, response: ClientResponse): AnswerOutcome;
   /** Stops listening to the broker. */
   stop(): void;
 }
@@ -44,7 +39,7 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
   const { broker } = options;
   const keyOf = (id: string, userId: string) => `${userId} ${id}`;
 
-  function accept(id: string, userId: string, response: ClientResponse): Delivery {
+  function accept(id: string, userId: string, response: ClientResponse): AnswerOutcome {
     const waiter = waiters.get(id);
     if (waiter) {
       if (waiter.userId !== userId) return "not_yours";
@@ -90,7 +85,7 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
         });
       });
     },
-    deliver(id, userId, response) {
+    answer(id, userId, response) {
       if (waiters.has(id) || !broker || broker.peers() === 0) return accept(id, userId, response);
       if (answered.has(id) || early.has(keyOf(id, userId))) return "late";
       broker.publish({ kind: "response", id, userId, response });

@@ -4,7 +4,7 @@ import type { Connections, Sink } from "./connections.ts";
 const encoder = new TextEncoder();
 const HEARTBEAT = encoder.encode(": heartbeat\n\n");
 
-/** Opens an SSE stream for an authenticated user, replaying after `after` when given. */
+/** Opens an SSE stream for an authenticated user, catching up after `after` when given. */
 export function openSseStream(
   connections: Connections,
   options: {

@@ -1,7 +1,7 @@
 /**
  * The WebSocket transport. The server sends webhook envelopes; the client may send
- * `{type:"ping"}`, `{type:"replay", after}`, and acks and respond-mode answers of events it was
- * sent. A malformed message gets an error reply and the socket stays open. Dead peers are found by
+ * `{type:"ping"}`, `{type:"replay", after}` (catch up from the log; the wire keeps its first
+ * name), and acks and respond-mode answers of events it was sent. A malformed message gets an error reply and the socket stays open. Dead peers are found by
  * protocol pings (`idleTimeout`), which never reach the client's `onmessage`, so the docs'
  * examples see webhooks only.
  *
@@ -317,17 +317,17 @@ function handleClientMessage(
           "(or answered it already)",
       });
     }
-    const delivery = context.replies.responses.deliver(command.id, connection.userId, {
+    const outcome = context.replies.responses.answer(command.id, connection.userId, {
       status: command.status,
       headers: checked.headers,
       body,
     });
-    if (delivery === "late") {
+    if (outcome === "late") {
       reply({
         type: "error",
         message: `Cannot respond to ${command.id}: no sender is waiting (answered or timed out)`,
       });
-    } else if (delivery === "not_yours") {
+    } else if (outcome === "not_yours") {
       reply({
         type: "error",
         message: `Cannot respond to ${command.id}: it is not an event of this account`,
@@ -336,19 +336,22 @@ function handleClientMessage(
     return;
   }
   if (command.after && command.lastEventId && command.after !== command.lastEventId) {
-    return reply({ type: "error", message: "Cannot replay: give after or lastEventId, not both" });
-  }
-  if (connection.replaying) {
-    // One at a time: queued replays would each hold a read of the log.
     return reply({
       type: "error",
-      message: 'Cannot replay: a replay is running; wait for its "replayed" message',
+      message: "Cannot catch up: give after or lastEventId, not both",
+    });
+  }
+  if (connection.catchingUp) {
+    // One at a time: queued catch-ups would each hold a read of the log.
+    return reply({
+      type: "error",
+      message: 'Cannot catch up: a catch-up is running; wait for its "replayed" message',
     });
   }
   const after = command.after ?? command.lastEventId ?? null;
-  connections.replay(connection, after).then(
+  connections.catchUp(connection, after).then(
     (count) => reply({ type: "replayed", after, count }),
-    () => reply({ type: "error", message: "Cannot replay: reading the event log failed" }),
+    () => reply({ type: "error", message: "Cannot catch up: reading the event log failed" }),
   );
 }
 

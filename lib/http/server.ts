@@ -4,7 +4,6 @@ import { CLOSE } from "../fanout/connections.ts";
 import { limitPasswordHashing } from "../accounts/passwords.ts";
 import { createLoadGuard, type LoadGuard, requestAddress } from "./load_guard.ts";
 import { createServices, type ServiceOptions, type Services } from "../runtime/services.ts";
-import { createHandler } from "../../routes/_app.ts";
 import { errorResponse } from "./error_response.ts";
 
 /** A running server. */
@@ -21,7 +20,17 @@ const RELISTEN_MAX_DELAY_MS = 2000;
 /** Failed attempts to listen again (about 3 s) before the failed servers are aborted. */
 const RELISTEN_ABORT_AFTER = 6;
 
-type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+/** A request handler, as Deno.serve takes it. */
+export type Handler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+) => Response | Promise<Response>;
+
+/**
+ * Builds the request handler for one set of services. The entry point passes the routes' one
+ * (routes/_app.ts): lib/ serves whatever it is given and never imports the web layers.
+ */
+export type HandlerFactory = (services: Services) => Handler;
 
 /** Admits each request through the guard, and releases it once the handler has answered. */
 function guarded(handler: Handler, guard: LoadGuard, trustProxy: boolean): Handler {
@@ -115,11 +124,13 @@ function serveSupervised(
 }
 
 /**
- * Starts a server for `config` (port 0 picks a free port). With `reusePort`, several isolates
- * listen on one port and the kernel spreads connections between them.
+ * Starts a server for `config` (port 0 picks a free port) answering with the handler that
+ * `createHandler` builds. With `reusePort`, several isolates listen on one port and the kernel
+ * spreads connections between them.
  */
 export async function startServer(
   config: Config,
+  createHandler: HandlerFactory,
   options: ServiceOptions & { reusePort?: boolean; isolate?: string } = {},
 ): Promise<RunningServer> {
   limitPasswordHashing({

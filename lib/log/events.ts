@@ -10,6 +10,7 @@ import {
   eventKey,
   eventsOfUserPrefix,
 } from "../store/kv_keys.ts";
+import type { EventSummary } from "../shared/event_summary.ts";
 
 /** How a body was understood at ingest. */
 export type BodyKind = "json" | "form" | "other";
@@ -36,17 +37,6 @@ export interface StoredEvent {
   chunks: number;
   /** The endpoint was in respond mode: the sender waits for a client's answer. */
   respond?: boolean;
-}
-
-/** A summary for history lists. */
-export interface EventSummary {
-  id: string;
-  endpoint: string;
-  receivedAt: string;
-  method: string;
-  path: string;
-  contentType: string | null;
-  size: number;
 }
 
 /** An event ready for delivery; its wire forms are built once and shared by every client. */

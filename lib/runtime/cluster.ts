@@ -10,9 +10,9 @@
 import { broadcastTransport, toWire, type Transport, type WireMessage } from "../fanout/broker.ts";
 import type { Config } from "./config.ts";
 import type { IncomingWebhook, IngestResult } from "../intake/group_commit.ts";
-import { writeBundles } from "../web/bundles.ts";
+import { type IslandModules, writeBundles } from "../web/bundles.ts";
 import { HttpError } from "../http/http_error.ts";
-import { type RunningServer, startServer } from "../http/server.ts";
+import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
 
 /** Messages from the main isolate to a Worker. */
 export type ToWorker =
@@ -101,8 +101,18 @@ function toWorkers(workers: Worker[], following: Map<Worker, Map<string, number>
   };
 }
 
+/**
+ * What the entry point plugs in: the routes' handler, the islands to prebuild, and the module
+ * each Worker runs, which must call cluster_worker.ts's `serveInWorker` with the same handler.
+ */
+export interface ClusterParts {
+  createHandler: HandlerFactory;
+  islands: IslandModules;
+  workerModule: URL;
+}
+
 /** Serves on this isolate and `config.workers − 1` Workers; returns once all of them listen. */
-export async function startCluster(config: Config): Promise<RunningServer> {
+export async function startCluster(config: Config, parts: ClusterParts): Promise<RunningServer> {
   const processId = crypto.randomUUID();
   const channel = `websocks:${processId}`;
   const peers = config.workers - 1; // every other serving isolate answers questions
@@ -110,7 +120,7 @@ export async function startCluster(config: Config): Promise<RunningServer> {
   if (!config.islandsDir) {
     // Build the island bundles once for all Workers instead of once in each.
     bundlesDir = await Deno.makeTempDir({ prefix: "websocks-islands-" });
-    writeBundles(bundlesDir);
+    writeBundles(bundlesDir, parts.islands);
   }
   const workerConfig: Config = {
     ...config,
@@ -121,7 +131,7 @@ export async function startCluster(config: Config): Promise<RunningServer> {
   const following = new Map<Worker, Map<string, number>>();
   // This isolate serves too, commits for all, and reaches the Workers over their ports; it
   // only listens on the BroadcastChannel, where the Workers publish to each other and to it.
-  const server = await startServer(workerConfig, {
+  const server = await startServer(workerConfig, parts.createHandler, {
     reusePort: true,
     isolate: "0",
     processId,
@@ -134,7 +144,7 @@ export async function startCluster(config: Config): Promise<RunningServer> {
 
   const workers = Array.from(
     { length: config.workers - 1 },
-    () => new Worker(new URL("./cluster_worker.ts", import.meta.url), { type: "module" }),
+    () => new Worker(parts.workerModule, { type: "module" }),
   );
   // Listen for "ready" from the start: a Worker may load before we get to wait for it.
   const ready = workers.map((worker) => nextMessage(worker, ["ready"]));

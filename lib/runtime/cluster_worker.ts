@@ -1,6 +1,8 @@
 /**
  * One serving isolate of the cluster (see cluster.ts): HTTP, live connections and reads run
  * here; each webhook goes to the main isolate, the process's one KV writer, to be committed.
+ * The Worker's module is the entry point (main.ts), which calls `serveInWorker` with the routes'
+ * handler: a Worker cannot be handed a function, and lib/ does not import routes/.
  */
 /// <reference lib="deno.worker" />
 import {
@@ -12,7 +14,7 @@ import {
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { IncomingWebhook, Ingest, IngestResult } from "../intake/group_commit.ts";
-import { type RunningServer, startServer } from "../http/server.ts";
+import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
 
 const post = (message: FromWorker) => self.postMessage(message);
 
@@ -66,58 +68,61 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
 
 /** Messages the main isolate published, arriving on this Worker's port; nothing goes back. */
 function fromMainIsolate(): Transport & { receive(message: ToWorker): void } {
-  let deliver: (message: BrokerMessage) => void = () => {};
+  let hear: (message: BrokerMessage) => void = () => {};
   return {
     send() {},
     start(receive) {
-      deliver = receive;
+      hear = receive;
     },
     peers: () => 0,
     follow(userId) {
       // Connections register before they read the log, so an event committed meanwhile is
-      // in the replay if not live; nothing falls between.
+      // in the catch-up if not live; nothing falls between.
       post({ type: "follow", userId });
       return () => post({ type: "unfollow", userId });
     },
     close() {},
     receive(message) {
-      if (message.type === "broker") deliver(fromWire(message.message));
+      if (message.type === "broker") hear(fromWire(message.message));
     },
   };
 }
 
-const ingest = forwardingIngest();
-const mainIsolate = fromMainIsolate();
-let server: RunningServer | null = null;
+/** Serves this Worker with `createHandler`'s handler once the main isolate says start. */
+export function serveInWorker(createHandler: HandlerFactory): void {
+  const ingest = forwardingIngest();
+  const mainIsolate = fromMainIsolate();
+  let server: RunningServer | null = null;
 
-self.onmessage = async (event: MessageEvent<ToWorker>) => {
-  const message = event.data;
-  if (message.type === "start") {
-    try {
-      server = await startServer(message.config, {
-        reusePort: true,
-        isolate: String(message.index),
-        processId: message.processId,
-        transports: [
-          broadcastTransport({ channel: message.channel, peers: message.peers }),
-          mainIsolate,
-        ],
-        ingest,
-      });
-      post({ type: "listening" });
-    } catch (error) {
-      post({ type: "failed", message: (error as Error).message });
+  self.onmessage = async (event: MessageEvent<ToWorker>) => {
+    const message = event.data;
+    if (message.type === "start") {
+      try {
+        server = await startServer(message.config, createHandler, {
+          reusePort: true,
+          isolate: String(message.index),
+          processId: message.processId,
+          transports: [
+            broadcastTransport({ channel: message.channel, peers: message.peers }),
+            mainIsolate,
+          ],
+          ingest,
+        });
+        post({ type: "listening" });
+      } catch (error) {
+        post({ type: "failed", message: (error as Error).message });
+      }
+    } else if (message.type === "shutdown") {
+      await server?.shutdown();
+      post({ type: "stopped" });
+      self.close();
+    } else if (message.type === "broker") {
+      mainIsolate.receive(message);
+    } else {
+      ingest.settle(message);
     }
-  } else if (message.type === "shutdown") {
-    await server?.shutdown();
-    post({ type: "stopped" });
-    self.close();
-  } else if (message.type === "broker") {
-    mainIsolate.receive(message);
-  } else {
-    ingest.settle(message);
-  }
-};
+  };
 
-// Messages that arrive while modules still evaluate are dropped, so say when we listen.
-post({ type: "ready" });
+  // Messages that arrive while modules still evaluate are dropped, so say when we listen.
+  post({ type: "ready" });
+}

@@ -117,7 +117,7 @@ export interface Config {
   heartbeatMs: number;
   /** Bytes queued for one client beyond which it is closed as too slow (live and held back). */
   slowConsumerBytes: number;
-  /** A catch-up (replay) stops reading the log while its client has this many bytes unread. */
+  /** A catch-up stops reading the log while its client has this many bytes unread. */
   catchUpBytes: number;
   /** Live connections (SSE and WebSocket) one token or session may hold; 0 for no limit. */
   maxConnectionsPerToken: number;

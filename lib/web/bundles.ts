@@ -9,12 +9,22 @@
  *
  * The build runs synchronously once per process when the app is created: it takes a fraction
  * of a second, fails the start loudly on a broken island, and leaves no work in flight behind.
- * `deno task build` writes the same files to a folder for hosts that cannot run `deno bundle`
- * (ISLANDS_DIR then serves them).
+ * `deno task build` (build.ts) writes the same files to a folder for hosts that cannot run
+ * `deno bundle` (ISLANDS_DIR then serves them). Which islands to build comes from the caller
+ * (islands/_registry.ts's ISLAND_MODULES): lib/ never imports islands/.
  */
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { ISLAND_NAMES, type IslandName, type IslandScripts } from "./islands.ts";
+import type { IslandScripts } from "./islands.ts";
+
+/**
+ * The islands to build: each name is a module `<folder><name>.tsx` exporting the component by
+ * default, and `<folder>_hydrate.ts` is the hydration runtime; `folder` is a URL ending in "/".
+ */
+export interface IslandModules {
+  names: readonly string[];
+  folder: string;
+}
 
 /** Where bundles are served. */
 export const BUNDLE_PREFIX = "/islands/";
@@ -23,7 +33,7 @@ const MANIFEST = "manifest.json";
 
 /** Built bundles: script URLs per island and the files behind them. */
 export interface Bundles {
-  scripts(name: IslandName): IslandScripts;
+  scripts(name: string): IslandScripts;
   /** A bundle file by its (hashed) file name, or null. */
   file(name: string): Uint8Array<ArrayBuffer> | null;
 }
@@ -54,11 +64,12 @@ function chunkClosure(files: Map<string, Uint8Array<ArrayBuffer>>, start: string
 }
 
 function fromFiles(
+  islands: IslandModules,
   files: Map<string, Uint8Array<ArrayBuffer>>,
   entries: Record<string, string>,
 ): Bundles {
   const scripts = new Map<string, IslandScripts>();
-  for (const name of ISLAND_NAMES) {
+  for (const name of islands.names) {
     const entry = entries[name];
     if (!entry || !files.has(entry)) {
       throw new Error(`Cannot load island bundles: island ${name} has no bundle; rebuild them`);
@@ -75,15 +86,15 @@ function fromFiles(
 }
 
 /** Runs `deno bundle` for every island; returns the files by served name and the entries. */
-function runBundler(): {
+function runBundler(islands: IslandModules): {
   files: Map<string, Uint8Array<ArrayBuffer>>;
   entries: Record<string, string>;
 } {
   const dir = Deno.makeTempDirSync({ prefix: "websocks-islands-" });
   try {
-    const runtime = new URL("../../islands/_hydrate.ts", import.meta.url).href;
-    const entryPaths = ISLAND_NAMES.map((name) => {
-      const island = new URL(`../../islands/${name}.tsx`, import.meta.url).href;
+    const runtime = new URL("_hydrate.ts", islands.folder).href;
+    const entryPaths = islands.names.map((name) => {
+      const island = new URL(`${name}.tsx`, islands.folder).href;
       const path = `${dir}/${name}.ts`;
       Deno.writeTextFileSync(
         path,
@@ -119,7 +130,7 @@ function runBundler(): {
     for (const item of Deno.readDirSync(out)) {
       const bytes = Deno.readFileSync(`${out}/${item.name}`);
       const island = item.name.replace(/\.js$/, "");
-      if ((ISLAND_NAMES as string[]).includes(island)) {
+      if (islands.names.includes(island)) {
         entries[island] = `${island}.${contentHash(bytes)}.js`;
         files.set(entries[island], bytes);
       } else {
@@ -132,15 +143,15 @@ function runBundler(): {
   }
 }
 
-/** Builds the bundles now, with `deno bundle`. */
-export function buildBundles(): Bundles {
-  const { files, entries } = runBundler();
-  return fromFiles(files, entries);
+/** Builds the bundles of `islands` now, with `deno bundle`. */
+export function buildBundles(islands: IslandModules): Bundles {
+  const { files, entries } = runBundler(islands);
+  return fromFiles(islands, files, entries);
 }
 
 /** Writes freshly built bundles and their manifest to `dir` (what `deno task build` does). */
-export function writeBundles(dir: string): string[] {
-  const { files, entries } = runBundler();
+export function writeBundles(dir: string, islands: IslandModules): string[] {
+  const { files, entries } = runBundler(islands);
   Deno.mkdirSync(dir, { recursive: true });
   for (const [name, bytes] of files) Deno.writeFileSync(`${dir}/${name}`, bytes);
   const manifest: Manifest = { entries };
@@ -148,8 +159,8 @@ export function writeBundles(dir: string): string[] {
   return [...files.keys()].sort();
 }
 
-/** Loads bundles written by `writeBundles`. */
-export function loadBundles(dir: string): Bundles {
+/** Loads bundles of `islands` written by `writeBundles`. */
+export function loadBundles(dir: string, islands: IslandModules): Bundles {
   let manifest: Manifest;
   try {
     manifest = JSON.parse(Deno.readTextFileSync(`${dir}/${MANIFEST}`));
@@ -164,26 +175,21 @@ export function loadBundles(dir: string): Bundles {
       files.set(item.name, Deno.readFileSync(`${dir}/${item.name}`));
     }
   }
-  return fromFiles(files, manifest.entries);
+  return fromFiles(islands, files, manifest.entries);
 }
 
 const cache = new Map<string, Bundles>();
 
-/** The bundles for a configuration, built or loaded once per process. */
-export function islandBundles(options: { islandsDir: string | null }): Bundles {
+/** The bundles of `islands` for a configuration, built or loaded once per process. */
+export function islandBundles(
+  options: { islandsDir: string | null },
+  islands: IslandModules,
+): Bundles {
   const key = options.islandsDir ?? "";
   let bundles = cache.get(key);
   if (!bundles) {
-    bundles = options.islandsDir ? loadBundles(options.islandsDir) : buildBundles();
+    bundles = options.islandsDir ? loadBundles(options.islandsDir, islands) : buildBundles(islands);
     cache.set(key, bundles);
   }
   return bundles;
-}
-
-if (import.meta.main) {
-  const dir = Deno.args[0] ?? "dist/islands";
-  const written = writeBundles(dir);
-  console.log(
-    `Wrote ${written.length} island bundles to ${dir}; serve them with ISLANDS_DIR=${dir}`,
-  );
 }

@@ -1,25 +1,15 @@
 /**
  * Islands, server half: interactive Preact components in islands/ rendered to HTML with the page,
- * then hydrated in the browser by islands/_hydrate.ts.
+ * then hydrated in the browser by islands/_hydrate.ts. Which islands exist is not known here:
+ * islands/_registry.ts names them, and components/Island.tsx renders one by name through
+ * `renderIsland`, so lib/ never imports the islands themselves.
  *
  * Each island's root is marked with its name and the id of an inert `<script
  * type="application/json">` holding its props, so no inline script is needed (the CSP forbids
  * them). `renderPage` notes which islands a page used and loads only their bundles.
  */
-import { type ComponentProps, type ComponentType, Fragment, h, type VNode } from "preact";
+import { type ComponentType, Fragment, h, type VNode } from "preact";
 import { render } from "preact-render-to-string";
-import CopyButton from "../../islands/CopyButton.tsx";
-import EventInspector from "../../islands/EventInspector.tsx";
-import SendTestWebhook from "../../islands/SendTestWebhook.tsx";
-
-/** Every island, named as its file in islands/ (the bundle build relies on that). */
-export const ISLANDS = { CopyButton, EventInspector, SendTestWebhook };
-
-/** The name of an island. */
-export type IslandName = keyof typeof ISLANDS;
-
-/** Island names, for the bundle build. */
-export const ISLAND_NAMES = Object.keys(ISLANDS) as IslandName[];
 
 /** The browser side of an island: its module script and the shared chunks it imports. */
 export interface IslandScripts {
@@ -28,7 +18,7 @@ export interface IslandScripts {
 }
 
 /** The page being rendered: rendering is synchronous, so one slot is enough. */
-let current: { used: Set<IslandName>; next: number } | null = null;
+let current: { used: Set<string>; next: number } | null = null;
 
 /** JSON that is safe inside a `<script>` element: nothing in it can close the element. */
 export function jsonForScript(value: unknown): string {
@@ -40,16 +30,19 @@ export function jsonForScript(value: unknown): string {
     .replaceAll("\u2029", "\\u2029");
 }
 
-/** Renders island `name` with `props`: server HTML in a marked root, props beside it as JSON. */
-export function Island<N extends IslandName>(
-  island: { name: N; props: ComponentProps<typeof ISLANDS[N]> },
+/**
+ * Renders island `name` (its `component`) with `props`: server HTML in a marked root, props
+ * beside it as JSON. components/Island.tsx is the typed way in, tying each name to its props.
+ */
+export function renderIsland<P>(
+  island: { name: string; component: ComponentType<P>; props: P },
 ): VNode {
   if (!current) throw new Error(`Cannot render island ${island.name}: not inside renderPage`);
   current.used.add(island.name);
   const id = `island-props-${current.next++}`;
-  // The generic signature above ties name to props; inside, one loose type is enough.
+  // The typed caller ties name to props; inside, one loose type is enough.
   // deno-lint-ignore no-explicit-any
-  const component = ISLANDS[island.name] as ComponentType<any>;
+  const component = island.component as ComponentType<any>;
   return h(
     Fragment,
     null,
@@ -65,9 +58,9 @@ export function Island<N extends IslandName>(
 /** Renders a whole page to an HTML document, with the module scripts of the islands it used. */
 export function renderPage(
   page: VNode,
-  options: { scripts(name: IslandName): IslandScripts },
+  options: { scripts(name: string): IslandScripts },
 ): string {
-  const used = new Set<IslandName>();
+  const used = new Set<string>();
   current = { used, next: 0 };
   let html: string;
   try {
