@@ -8,14 +8,14 @@
 import { z } from "zod";
 
 /**
- * One delivered webhook. Exactly one of `body` (UTF-8 text) and `bodyBase64` is present;
- * `payload` is the parsed body (JSON, or a form's fields), else null; `respond` is present (true)
- * only when the sender waits for a client's answer (respond mode).
+ * One webhook as clients receive it. Exactly one of `body` (UTF-8 text) and `bodyBase64` is
+ * present; `payload` is the parsed body (JSON, or a form's fields), else null; `respond` is
+ * present (true) only when the sender waits for a client's answer (respond mode).
  */
-// Built in a function called as pure, so a browser bundle that only needs the type and the
-// helpers below drops the schema and zod with it (about 450 KB).
 export const webhookEnvelopeSchema = /* @__PURE__ */ envelopeSchema();
 
+// Built in a function called as pure, so a browser bundle that needs only the type and the
+// helpers below drops the schema, and zod with it (some 450 KB; tests/envelope_test.ts checks).
 function envelopeSchema() {
   return z.object({
     type: z.literal("webhook"),
@@ -38,7 +38,7 @@ function envelopeSchema() {
   );
 }
 
-/** One delivered webhook, as webhookEnvelopeSchema describes it. */
+/** One webhook as clients receive it, as webhookEnvelopeSchema describes it. */
 export type WebhookEnvelope = z.infer<typeof webhookEnvelopeSchema>;
 
 /** The body's exact bytes. */
