@@ -5,7 +5,8 @@
  */
 import { parseArgs } from "node:util";
 import { z } from "zod";
-import { DEFAULTS, EXIT, type ForwardOptions, runForwarder } from "./lib/forward/forwarder.ts";
+import { runForwarder } from "./lib/forward/forwarder.ts";
+import { DEFAULTS, EXIT, type ForwardOptions } from "./lib/forward/options.ts";
 
 const USAGE = `usage: deno task forward --url http://localhost:8000 --token wsk_… \\
          --target http://localhost:3000/webhooks [--endpoint <slug>] [--state <file>]

@@ -10,13 +10,8 @@ import { useEffect, useErrorBoundary, useMemo, useRef } from "preact/hooks";
 import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
 import { formatBytes } from "../lib/shared/format.ts";
 import { prettyJson } from "../lib/shared/json_view.ts";
-import {
-  type ClientRow,
-  createInspector,
-  type EventRow,
-  type Inspector,
-  type Status,
-} from "./inspector_store.ts";
+import type { ClientInfo } from "../lib/shared/wire.ts";
+import { createInspector, type EventRow, type Inspector, type Status } from "./inspector_store.ts";
 
 /** Props: the server's public URL (for curl) and the user's endpoints (to name them). */
 export interface EventInspectorProps {
@@ -205,7 +200,7 @@ export default function EventInspector(props: EventInspectorProps) {
   );
 }
 
-function ClientList(props: { clients: ClientRow[] | null }) {
+function ClientList(props: { clients: ClientInfo[] | null }) {
   const { clients } = props;
   if (clients === null) return <p class="muted">Loading connected clients…</p>;
   if (clients.length === 0) return <p class="muted">No client is connected.</p>;

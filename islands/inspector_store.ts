@@ -9,7 +9,7 @@
 import { batch, computed, signal } from "@preact/signals";
 import { curlCommand } from "../lib/shared/curl.ts";
 import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
-import type { EventSummary } from "../lib/shared/event_summary.ts";
+import type { ClientInfo, Delivery, EventSummary } from "../lib/shared/wire.ts";
 import { copyText } from "./clipboard.ts";
 
 /** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */
@@ -28,28 +28,11 @@ export type DetailState = { kind: "ready" } | { kind: "loading" } | {
   message: string;
 };
 
-/** One client's acknowledgement of an event, as GET /api/events/:id/deliveries lists it. */
-export interface DeliveryRow {
-  connectionId: string;
-  transport: "sse" | "ws";
-  status: number | null;
-  at: string;
-}
-
 /** What the detail pane's "Deliveries" section shows for the selected event. */
 export type DeliveriesState =
   | { kind: "loading" }
-  | { kind: "ready"; deliveries: DeliveryRow[] }
+  | { kind: "ready"; deliveries: Delivery[] }
   | { kind: "error"; message: string };
-
-/** One connected client, as GET /api/clients lists it. */
-export interface ClientRow {
-  id: string;
-  transport: "sse" | "ws";
-  connectedAt: string;
-  lastSeenAt: string;
-  lastEventId: string | null;
-}
 
 /** The largest list kept in the page; older rows drop off and can be loaded again. */
 const MAX_ROWS = 500;
@@ -103,7 +86,7 @@ export function createInspector(options: {
   const filter = signal("");
   const status = signal<Status>("connecting");
   const statusNote = signal("");
-  const clientList = signal<ClientRow[] | null>(null);
+  const clientList = signal<ClientInfo[] | null>(null);
   const clients = computed(() => clientList.value?.length ?? null);
   const deliveries = signal<DeliveriesState>({ kind: "loading" });
   const hasOlder = signal(false);
@@ -175,7 +158,7 @@ export function createInspector(options: {
 
   async function refreshClients(): Promise<void> {
     try {
-      clientList.value = (await requestJson<{ clients: ClientRow[] }>("/api/clients")).clients;
+      clientList.value = (await requestJson<{ clients: ClientInfo[] }>("/api/clients")).clients;
     } catch (error) {
       if (error instanceof RequestError && error.status === 401) endSession();
     }
@@ -291,7 +274,7 @@ export function createInspector(options: {
   async function loadDeliveries(id: string): Promise<void> {
     deliveries.value = { kind: "loading" };
     try {
-      const answer = await requestJson<{ deliveries: DeliveryRow[] }>(
+      const answer = await requestJson<{ deliveries: Delivery[] }>(
         `/api/events/${encodeURIComponent(id)}/deliveries`,
       );
       if (selectedId.value === id) {

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { guardedLogIn, guardedSignUp } from "../lib/accounts/login_guard.ts";
 import { publicUser } from "../lib/accounts/users.ts";
 import { publicToken } from "../lib/accounts/tokens.ts";
-import { endpointUrl } from "../lib/endpoints/urls.ts";
+import { publicEndpoint } from "../lib/endpoints/endpoints.ts";
 import { type AppEnv, clientAddress, parseBody, requireSameOrigin } from "./_env.ts";
 import {
   deviceOf,
@@ -46,11 +46,7 @@ export function authRoutes(): Hono<AppEnv> {
     rememberDevice(c, created.device);
     return c.json({
       user: publicUser(created.user),
-      endpoint: {
-        slug: created.endpoint.slug,
-        name: created.endpoint.name,
-        url: endpointUrl(config, created.endpoint.slug),
-      },
+      endpoint: publicEndpoint(config, created.endpoint),
       token: { ...publicToken(created.token), value: created.tokenValue },
     }, 201);
   });

@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { billingView, setMonthlyCap } from "../lib/billing/plans.ts";
-import { listInvoices } from "../lib/billing/invoices.ts";
+import { listInvoices, publicInvoice } from "../lib/billing/invoices.ts";
 import { usageReport } from "../lib/billing/usage.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
@@ -40,7 +40,7 @@ export function billingRoutes(): Hono<AppEnv> {
 
   app.get("/api/invoices", requireAuth, async (c) => {
     const invoices = await listInvoices(c.get("services").kv, c.get("auth").user.id);
-    return c.json({ invoices });
+    return c.json({ invoices: invoices.map(publicInvoice) });
   });
 
   app.get("/api/usage", async (c) => {

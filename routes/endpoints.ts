@@ -4,13 +4,12 @@ import { z } from "zod";
 import {
   createEndpoint,
   deleteEndpoint,
-  type Endpoint,
   listEndpoints,
+  publicEndpoint,
   RESPOND_TIMEOUT,
   rotateEndpoint,
   updateEndpointSettings,
 } from "../lib/endpoints/endpoints.ts";
-import { endpointUrl, type UrlConfig } from "../lib/endpoints/urls.ts";
 import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
@@ -26,27 +25,18 @@ export function endpointRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use("/api/endpoints", requireAuth);
   app.use("/api/endpoints/*", requireAuth);
-  const view = (config: UrlConfig, e: Endpoint) => ({
-    id: e.id,
-    slug: e.slug,
-    name: e.name,
-    createdAt: e.createdAt,
-    url: endpointUrl(config, e.slug),
-    respond: e.respond ?? false,
-    respondTimeoutSeconds: (e.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs) / 1000,
-  });
 
   app.get("/api/endpoints", async (c) => {
     const { kv, config } = c.get("services");
     const endpoints = await listEndpoints(kv, c.get("auth").user.id);
-    return c.json({ endpoints: endpoints.map((e) => view(config, e)) });
+    return c.json({ endpoints: endpoints.map((e) => publicEndpoint(config, e)) });
   });
 
   app.post("/api/endpoints", async (c) => {
     const { name } = await parseBody(c, { schema: createBody, action: "create endpoint" });
     const { kv, config } = c.get("services");
     const endpoint = await createEndpoint(kv, { userId: c.get("auth").user.id, name });
-    return c.json({ endpoint: view(config, endpoint) }, 201);
+    return c.json({ endpoint: publicEndpoint(config, endpoint) }, 201);
   });
 
   app.patch("/api/endpoints/:slug", async (c) => {
@@ -63,7 +53,7 @@ export function endpointRoutes(): Hono<AppEnv> {
           : { respondTimeoutMs: body.respondTimeoutSeconds * 1000 }),
       },
     });
-    return c.json({ endpoint: view(config, endpoint) });
+    return c.json({ endpoint: publicEndpoint(config, endpoint) });
   });
 
   app.post("/api/endpoints/:slug/rotate", async (c) => {
@@ -73,7 +63,7 @@ export function endpointRoutes(): Hono<AppEnv> {
       slug: c.req.param("slug"),
       broker,
     });
-    return c.json({ endpoint: view(config, rotated.endpoint), oldSlug: rotated.oldSlug });
+    return c.json({ endpoint: publicEndpoint(config, rotated.endpoint), oldSlug: rotated.oldSlug });
   });
 
   app.delete("/api/endpoints/:slug", async (c) => {
@@ -83,7 +73,7 @@ export function endpointRoutes(): Hono<AppEnv> {
       slug: c.req.param("slug"),
       broker,
     });
-    return c.json({ ok: true, deleted: view(config, endpoint) });
+    return c.json({ ok: true, deleted: publicEndpoint(config, endpoint) });
   });
 
   return app;

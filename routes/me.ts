@@ -1,9 +1,8 @@
 /** GET /api/me: the caller, their endpoints, live clients and this month's usage. */
 import { Hono } from "hono";
-import { listEndpoints } from "../lib/endpoints/endpoints.ts";
+import { listEndpoints, publicEndpoint } from "../lib/endpoints/endpoints.ts";
 import { monthUsage, quotaResetAt } from "../lib/billing/usage.ts";
 import { publicUser } from "../lib/accounts/users.ts";
-import { endpointUrl } from "../lib/endpoints/urls.ts";
 import { type AppEnv, requireAuth } from "./_env.ts";
 
 /** /api/me */
@@ -19,7 +18,7 @@ export function meRoutes(): Hono<AppEnv> {
     ]);
     return c.json({
       user: publicUser(user),
-      endpoints: endpoints.map((e) => ({ ...e, url: endpointUrl(config, e.slug) })),
+      endpoints: endpoints.map((e) => publicEndpoint(config, e)),
       connectedClients: clients.length,
       usage: {
         used,

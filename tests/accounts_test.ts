@@ -287,6 +287,37 @@ Deno.test("[endpoints] another user's slug cannot be rotated or deleted", async 
   await still.body?.cancel();
 });
 
+Deno.test("[endpoints] sign-up, /api/me and /api/endpoints show an endpoint alike, without its owner", async () => {
+  await using server = await startTestServer();
+  const response = await fetch(
+    `${server.url}/api/auth/signup`,
+    json({ email: "grace@example.com", password: "0123456789" }),
+  );
+  assert.equal(response.status, 201);
+  const signedUp = await response.json();
+  const auth = { Authorization: `Bearer ${signedUp.token.value}` };
+  const expected = {
+    id: signedUp.endpoint.id,
+    slug: signedUp.endpoint.slug,
+    name: "default",
+    createdAt: signedUp.endpoint.createdAt,
+    url: `${server.url}/api/in/${signedUp.endpoint.slug}`,
+    respond: false,
+    respondTimeoutSeconds: 10,
+  };
+  assert.deepEqual(signedUp.endpoint, expected);
+
+  const me = await fetch(`${server.url}/api/me`, { headers: auth });
+  assert.equal(me.status, 200);
+  assert.match(me.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual((await me.json()).endpoints, [expected]);
+
+  const list = await fetch(`${server.url}/api/endpoints`, { headers: auth });
+  assert.equal(list.status, 200);
+  assert.match(list.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual((await list.json()).endpoints, [expected]);
+});
+
 Deno.test("[events] history lists newest first with a cursor, and reads one event", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { parseOptions } from "../forward.ts";
-import { backoffDelay, targetUrl } from "../lib/forward/forwarder.ts";
+import { backoffDelay } from "../lib/forward/backoff.ts";
+import { targetUrl } from "../lib/forward/target_request.ts";
 import { githubSignature, postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 const SECRET = "It's a Secret to Everybody";

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
+import { type WebhookEnvelope, webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { githubSignature, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
 
 const SECRET = "It's a Secret to Everybody";
+
+/** A WebSocket message read as an envelope: it must match the one schema. */
+function envelope(message: Record<string, unknown>): WebhookEnvelope {
+  return webhookEnvelopeSchema.parse(message);
+}
 
 async function historyCount(serverUrl: string, token: string): Promise<number> {
   const response = await fetch(`${serverUrl}/api/events?limit=200`, {
@@ -31,18 +37,18 @@ Deno.test("[ingest] 200 with id and quota headers; the envelope carries the requ
   assert.equal(reset.getUTCDate(), 1);
   assert.ok(reset.getTime() > Date.now());
 
-  const message = await ws.next();
+  const message = envelope(await ws.next());
   assert.equal(message.type, "webhook");
   assert.equal(message.id, result.id);
   assert.equal(message.endpoint, user.slug);
   assert.equal(message.method, "POST");
   assert.equal(message.path, "/github/push");
   assert.deepEqual(message.query, { delivery: "1", tag: ["a", "b"] });
-  assert.equal((message.headers as Record<string, string>)["x-github-event"], "push");
+  assert.equal(message.headers["x-github-event"], "push");
   assert.equal(message.contentType, "application/json");
   assert.deepEqual(message.payload, { event: "user.signup", email: "test@example.com" });
   assert.equal(message.body, body);
-  assert.ok(Math.abs(Date.parse(message.receivedAt as string) - Date.now()) < 5000);
+  assert.ok(Math.abs(Date.parse(message.receivedAt) - Date.now()) < 5000);
   await ws.close();
 });
 
@@ -101,10 +107,10 @@ Deno.test("[ingest] raw bytes survive: a GitHub signature verifies on the delive
   });
   assert.equal(response.status, 200);
   await response.body?.cancel();
-  const message = await ws.next();
-  const received = new TextEncoder().encode(message.body as string);
+  const message = envelope(await ws.next());
+  const received = new TextEncoder().encode(message.body!);
   assert.deepEqual(received, raw);
-  const headers = message.headers as Record<string, string>;
+  const headers = message.headers;
   assert.equal(await githubSignature(SECRET, received), headers["x-hub-signature-256"]);
   assert.deepEqual(message.payload, { zeta: 1, alpha: "café ☕", n: 100, emoji: "😀" });
   await ws.close();
@@ -119,7 +125,7 @@ Deno.test("[ingest] form bodies give fields; binary bodies arrive as exact base6
   });
   assert.equal(form.status, 200);
   await form.body?.cancel();
-  const formMessage = await ws.next();
+  const formMessage = envelope(await ws.next());
   assert.deepEqual(formMessage.payload, { payload: '{"a":1}', token: ["x", "y"] });
   assert.equal(formMessage.body, "payload=%7B%22a%22%3A1%7D&token=x&token=y");
 
@@ -129,17 +135,17 @@ Deno.test("[ingest] form bodies give fields; binary bodies arrive as exact base6
   });
   assert.equal(bin.status, 200);
   await bin.body?.cancel();
-  const binMessage = await ws.next();
+  const binMessage = envelope(await ws.next());
   assert.equal(binMessage.payload, null);
   assert.equal(binMessage.body, undefined);
-  assert.deepEqual(Uint8Array.fromBase64(binMessage.bodyBase64 as string), binary);
+  assert.deepEqual(Uint8Array.fromBase64(binMessage.bodyBase64!), binary);
 
   const text = await postWebhook(user.webhookUrl, "plain text\r\nline two", {
     "Content-Type": "text/plain",
   });
   assert.equal(text.status, 200);
   await text.body?.cancel();
-  const textMessage = await ws.next();
+  const textMessage = envelope(await ws.next());
   assert.equal(textMessage.payload, null);
   assert.equal(textMessage.body, "plain text\r\nline two");
   await ws.close();
@@ -156,8 +162,8 @@ Deno.test("[ingest] a 1 MiB body is stored split and delivered byte-exact; one b
   });
   assert.equal(response.status, 200);
   const { id } = await response.json();
-  const live = await ws.next();
-  const liveBytes = Uint8Array.fromBase64(live.bodyBase64 as string);
+  const live = envelope(await ws.next());
+  const liveBytes = Uint8Array.fromBase64(live.bodyBase64!);
   assert.equal(await githubSignature(SECRET, liveBytes), signature);
   // The stored copy (read back from KV chunks) is exact too.
   const stored = await fetch(`${server.url}/api/events/${id}`, {
@@ -225,9 +231,9 @@ Deno.test("[ingest] big headers push the body out of the pack; oversized headers
   });
   assert.equal(response.status, 200);
   await response.body?.cancel();
-  const message = await ws.next();
-  assert.deepEqual(Uint8Array.fromBase64(message.bodyBase64 as string), body);
-  assert.equal((message.headers as Record<string, string>)["x-padding"].length, 12_000);
+  const message = envelope(await ws.next());
+  assert.deepEqual(Uint8Array.fromBase64(message.bodyBase64!), body);
+  assert.equal(message.headers["x-padding"].length, 12_000);
   await ws.close();
 
   const tooBig = await postWebhook(user.webhookUrl, "{}", {

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import NodeWebSocket from "ws";
+import type { Delivery } from "../lib/shared/wire.ts";
 import {
   messageQueue,
   openSse,
@@ -21,12 +22,12 @@ async function post(url: string, value: unknown): Promise<string> {
   return (await response.json()).id;
 }
 
-async function deliveriesOf(server: TestServer, token: string, id: string) {
+async function deliveriesOf(server: TestServer, token: string, id: string): Promise<Delivery[]> {
   const response = await fetch(`${server.url}/api/events/${id}/deliveries`, {
     headers: { Authorization: `Bearer ${token}` },
   });
   assert.equal(response.status, 200);
-  return (await response.json()).deliveries as { status: number | null }[];
+  return (await response.json()).deliveries;
 }
 
 /** Every delivery record in KV, of every user. */

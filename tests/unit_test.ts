@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/runtime/config.ts";
 import { idTime, isId, nextId } from "../lib/store/ids.ts";
-import { getEvent, parseForm } from "../lib/log/events.ts";
+import { getEvent } from "../lib/log/events.ts";
+import { parseForm } from "../lib/intake/body_types.ts";
 import { createBroker } from "../lib/fanout/broker.ts";
 import { createIngest } from "../lib/intake/group_commit.ts";
 import { signUp as signUpUser } from "../lib/accounts/users.ts";

@@ -59,6 +59,15 @@ export async function generateInvoices(
   return created;
 }
 
+/** An invoice as the API shows it to its owner: without the owner's id. */
+export type PublicInvoice = Omit<Invoice, "userId">;
+
+/** The invoice without the owner's id, which the caller already is. */
+export function publicInvoice(invoice: Invoice): PublicInvoice {
+  const { userId: _userId, ...rest } = invoice;
+  return rest;
+}
+
 /** A user's invoices, newest first. */
 export async function listInvoices(kv: Deno.Kv, userId: string): Promise<Invoice[]> {
   const entries = await listAll<Invoice>(kv, { prefix: invoicesOfUserPrefix(userId) }, {

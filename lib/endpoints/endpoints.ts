@@ -7,6 +7,8 @@ import { listAll } from "../store/kv.ts";
 import { endpointBySlugKey, endpointKey, endpointsOfUserPrefix } from "../store/kv_keys.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
+import type { PublicEndpoint } from "../shared/wire.ts";
+import { endpointUrl, type UrlConfig } from "./urls.ts";
 
 /** A stored endpoint. */
 export interface Endpoint {
@@ -23,6 +25,19 @@ export interface Endpoint {
 
 /** Respond mode's default and longest wait. */
 export const RESPOND_TIMEOUT = { defaultMs: 10_000, maxMs: 30_000 } as const;
+
+/** An endpoint as every API response shows it: its URL, its settings, not its owner's id. */
+export function publicEndpoint(config: UrlConfig, endpoint: Endpoint): PublicEndpoint {
+  return {
+    id: endpoint.id,
+    slug: endpoint.slug,
+    name: endpoint.name,
+    createdAt: endpoint.createdAt,
+    url: endpointUrl(config, endpoint.slug),
+    respond: endpoint.respond ?? false,
+    respondTimeoutSeconds: (endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs) / 1000,
+  };
+}
 
 /** The slug index entry: ids only. */
 interface SlugIndex {

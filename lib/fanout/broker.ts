@@ -7,16 +7,8 @@
  * events, and `kvTransport` (broker_kv.ts) to other instances through the shared KV store.
  * Which transports run is decided once at start, from `WORKERS` and `BROKER`.
  */
-import { type LiveEvent, liveEvent } from "../log/events.ts";
-
-/** A connected client as the dashboard and /api/clients show it. */
-export interface ClientInfo {
-  id: string;
-  transport: "sse" | "ws";
-  connectedAt: string;
-  lastSeenAt: string;
-  lastEventId: string | null;
-}
+import { type LiveEvent, liveEvent } from "../log/envelope_json.ts";
+import type { ClientInfo } from "../shared/wire.ts";
 
 /**
  * What a client answers for the sender in respond mode (respond_waiters.ts). Defined here

@@ -10,7 +10,8 @@
  * holds in memory is bounded by `catchUpBytes` plus one event, whatever the log's size.
  */
 import type { Broker } from "./broker.ts";
-import { eventsAfter, type LiveEvent } from "../log/events.ts";
+import { eventsAfter } from "../log/events.ts";
+import type { LiveEvent } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 
 /** The transport side of a connection: SSE stream or WebSocket. */

@@ -3,7 +3,8 @@
  * counts in /api/me, and respond mode's "is anyone there" all ask here. This isolate's own
  * connections answer at once; the others answer a question sent through the broker.
  */
-import type { Broker, ClientInfo } from "./broker.ts";
+import type { Broker } from "./broker.ts";
+import type { ClientInfo } from "../shared/wire.ts";
 import type { Connection, Connections } from "./connections.ts";
 
 /** The cluster-wide view of a user's connected clients. */

@@ -18,7 +18,7 @@ import {
   type Sink,
   takeReply,
 } from "./connections.ts";
-import type { LiveEvent } from "../log/events.ts";
+import type { LiveEvent } from "../log/envelope_json.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
 import { isId } from "../store/ids.ts";

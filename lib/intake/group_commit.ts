@@ -21,17 +21,17 @@
  */
 import type { Broker } from "../fanout/broker.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
+import type { BodyKind } from "./body_types.ts";
 import {
-  type BodyKind,
   discardBody,
   INLINE_BODY_BYTES,
   PACK_BYTES,
   packedSize,
   stageBody,
   type StoredEvent,
-  toLiveEvent,
   toPacks,
 } from "../log/events.ts";
+import { toLiveEvent } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 import { nextId } from "../store/ids.ts";
 import { isStorageUnavailable } from "../store/kv.ts";

@@ -5,15 +5,8 @@
  */
 import { type Endpoint, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
 import type { ClientResponse } from "../fanout/respond_waiters.ts";
-import {
-  type BodyKind,
-  decodeText,
-  isJsonType,
-  mediaType,
-  metadataBytes,
-  parseForm,
-  storedBytes,
-} from "../log/events.ts";
+import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./body_types.ts";
+import { metadataBytes, storedBytes } from "../log/events.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { IncomingWebhook } from "./group_commit.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";

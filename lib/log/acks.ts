@@ -1,15 +1,7 @@
 /** What clients acknowledged: per event, which client got it and what its target answered. */
 import { listAll } from "../store/kv.ts";
 import { deliveriesOfEventPrefix, deliveryKey } from "../store/kv_keys.ts";
-
-/** One client's acknowledgement of one event. */
-export interface Delivery {
-  connectionId: string;
-  transport: "sse" | "ws";
-  /** The status the client reports (e.g. its local target's HTTP status), or null. */
-  status: number | null;
-  at: string;
-}
+import type { Delivery } from "../shared/wire.ts";
 
 /** Records an acknowledgement; it expires with the event it is about. */
 export async function recordAck(

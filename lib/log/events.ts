@@ -1,5 +1,6 @@
 /**
- * The event log: stored webhooks, the envelope clients receive, and reads for replay and history.
+ * The event log: stored webhooks in packs, their body chunks, and reads for catch-up and history.
+ * The envelope clients receive is built in envelope_json.ts.
  *
  * The raw body is kept byte for byte. Bodies too large for one KV value (64 KiB) are split into
  * chunks written before the event itself, so the event becomes visible, complete, in one commit.
@@ -10,10 +11,9 @@ import {
   eventKey,
   eventsOfUserPrefix,
 } from "../store/kv_keys.ts";
-import type { EventSummary } from "../shared/event_summary.ts";
-
-/** How a body was understood at ingest. */
-export type BodyKind = "json" | "form" | "other";
+import type { BodyKind } from "../intake/body_types.ts";
+import type { EventSummary } from "../shared/wire.ts";
+import { type LiveEvent, toLiveEvent } from "./envelope_json.ts";
 
 /** An event as stored in KV. `body` is null when it was split into `chunks` pieces. */
 export interface StoredEvent {
@@ -39,100 +39,12 @@ export interface StoredEvent {
   respond?: boolean;
 }
 
-/** An event ready for delivery; its wire forms are built once and shared by every client. */
-export interface LiveEvent {
-  id: string;
-  userId: string;
-  /** The JSON envelope as sent over WebSocket and in SSE `data:`. */
-  json: string;
-  /** The SSE frame, encoded. */
-  sse(): Uint8Array;
-}
-
 /** Bytes of one body chunk: below KV's 64 KiB value limit with room for the key. */
 export const CHUNK_BYTES = 60_000;
 /** Bodies up to this size are stored inside the event record. */
 export const INLINE_BODY_BYTES = 48 * 1024;
 /** Chunk writes per commit, under KV's 800 KiB per-commit limit. */
 const CHUNKS_PER_COMMIT = 12;
-
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const encoder = new TextEncoder();
-
-/** Decodes UTF-8 exactly (a BOM is kept), or returns null for bytes that are not UTF-8. */
-export function decodeText(bytes: Uint8Array): string | null {
-  try {
-    return utf8.decode(bytes);
-  } catch {
-    return null;
-  }
-}
-
-/** The media type of a Content-Type header, lowercased, without parameters. */
-export function mediaType(contentType: string | null): string | null {
-  if (!contentType) return null;
-  return contentType.split(";", 1)[0].trim().toLowerCase() || null;
-}
-
-/** True for application/json and any +json type. */
-export function isJsonType(type: string | null): boolean {
-  return type === "application/json" || (type?.endsWith("+json") ?? false);
-}
-
-/** Parses a form body (or a URL's search parameters) into fields; repeated names become arrays. */
-export function parseForm(input: string | URLSearchParams): Record<string, string | string[]> {
-  // A Map, then fromEntries: a field named "__proto__" stays data (an assignment would hit the
-  // prototype setter and drop it).
-  const fields = new Map<string, string | string[]>();
-  for (const [name, value] of new URLSearchParams(input)) {
-    const prior = fields.get(name);
-    fields.set(
-      name,
-      prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value],
-    );
-  }
-  return Object.fromEntries(fields);
-}
-
-/** The payload as JSON text, from the body text and its kind. */
-function payloadJson(kind: BodyKind, text: string | null): string {
-  if (text === null || text.trim() === "") return "null";
-  if (kind === "json") {
-    // Line breaks in valid JSON are whitespace between tokens (inside strings they must be
-    // escaped), so folding them keeps the value and keeps the SSE `data:` field on one line.
-    return text.includes("\n") || text.includes("\r") ? text.replace(/[\r\n]+/g, " ") : text;
-  }
-  if (kind === "form") return JSON.stringify(parseForm(text));
-  return "null";
-}
-
-/** Builds the delivery envelope for a stored event and its full body (and its text, if known). */
-export function toLiveEvent(
-  event: StoredEvent,
-  body: Uint8Array,
-  text: string | null = decodeText(body),
-): LiveEvent {
-  const bodyField = text !== null
-    ? `"body":${JSON.stringify(text)}`
-    : `"bodyBase64":${JSON.stringify(body.toBase64())}`;
-  const json =
-    `{"type":"webhook","id":"${event.id}","endpoint":${
-      JSON.stringify(event.endpoint)
-    },"receivedAt":"${event.receivedAt}","method":${JSON.stringify(event.method)},"path":${
-      JSON.stringify(event.path)
-    },"query":${event.queryJson},"headers":${event.headersJson},` +
-    `"contentType":${JSON.stringify(event.contentType)},"payload":${
-      payloadJson(event.kind, text)
-    },${bodyField}${event.respond ? ',"respond":true' : ""}}`;
-  return liveEvent({ id: event.id, userId: event.userId, json });
-}
-
-/** A LiveEvent from its envelope, e.g. after it crossed an isolate or instance boundary. */
-export function liveEvent(fields: { id: string; userId: string; json: string }): LiveEvent {
-  let sse: Uint8Array | null = null;
-  const { id, userId, json } = fields;
-  return { id, userId, json, sse: () => sse ??= encoder.encode(`id: ${id}\ndata: ${json}\n\n`) };
-}
 
 /** Writes a large body's chunks ahead of its event; they expire with the retention window. */
 export async function stageBody(

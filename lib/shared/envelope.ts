@@ -1,24 +1,45 @@
 /**
- * The webhook envelope as clients receive it (SSE `data:`, WebSocket message, GET /api/events/:id),
- * typed for code that reads it: the dashboard's inspector, and the curl command built from it.
- * Pure, so it runs in the browser too.
+ * The webhook envelope as clients receive it (SSE `data:`, WebSocket message, GET /api/events/:id):
+ * its one definition, a zod schema with the type inferred from it. The server builds the JSON
+ * text itself (lib/log/envelope_json.ts, tested against this schema); the forwarder parses with
+ * the schema; the inspector and the curl command read the type. Pure, so it runs in the browser
+ * too.
  */
+import { z } from "zod";
 
-/** One delivered webhook. Exactly one of `body` (UTF-8 text) and `bodyBase64` is present. */
-export interface WebhookEnvelope {
-  type: "webhook";
-  id: string;
-  endpoint: string;
-  receivedAt: string;
-  method: string;
-  path: string;
-  query: Record<string, string | string[]>;
-  headers: Record<string, string>;
-  contentType: string | null;
-  payload: unknown;
-  body?: string;
-  bodyBase64?: string;
+/**
+ * One webhook as clients receive it. Exactly one of `body` (UTF-8 text) and `bodyBase64` is
+ * present; `payload` is the parsed body (JSON, or a form's fields), else null; `respond` is
+ * present (true) only when the sender waits for a client's answer (respond mode).
+ */
+export const webhookEnvelopeSchema = /* @__PURE__ */ envelopeSchema();
+
+// Built in a function called as pure, so a browser bundle that needs only the type and the
+// helpers below drops the schema, and zod with it (some 450 KB; tests/envelope_test.ts checks).
+function envelopeSchema() {
+  return z.object({
+    type: z.literal("webhook"),
+    id: z.string().min(1),
+    endpoint: z.string(),
+    receivedAt: z.string(),
+    method: z.string().min(1),
+    path: z.string(),
+    /** Repeated names become arrays, in order. */
+    query: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
+    headers: z.record(z.string(), z.string()),
+    contentType: z.string().nullable(),
+    payload: z.unknown(),
+    body: z.string().optional(),
+    bodyBase64: z.string().optional(),
+    respond: z.boolean().optional(),
+  }).refine(
+    (envelope) => (envelope.body === undefined) !== (envelope.bodyBase64 === undefined),
+    "an envelope carries exactly one of body and bodyBase64",
+  );
 }
+
+/** One webhook as clients receive it, as webhookEnvelopeSchema describes it. */
+export type WebhookEnvelope = z.infer<typeof webhookEnvelopeSchema>;
 
 /** The body's exact bytes. */
 export function envelopeBytes(envelope: Pick<WebhookEnvelope, "body" | "bodyBase64">): Uint8Array {

@@ -1,0 +1,96 @@
+/**
+ * Forwarding one event to the local target: retries of network errors and 5xx with backoff, the
+ * target's answer kept for respond mode, and the line printed for the result.
+ */
+import type { WebhookEnvelope } from "../shared/envelope.ts";
+import { backoffDelay, sleep } from "./backoff.ts";
+import type { ForwardOptions } from "./options.ts";
+import { forwardHeaders, targetRequest } from "./target_request.ts";
+
+/** How one event's delivery ended. */
+export interface DeliveryResult {
+  /** The target's final status, or null when it never answered with one below 500. */
+  status: number | null;
+  /** The last thing that went wrong, for the failed line. */
+  error: string | null;
+  attempts: number;
+  latencyMs: number;
+  /** The target's answer (status below 500), for respond mode. */
+  answer: { headers: Record<string, string>; body: Uint8Array } | null;
+}
+
+/**
+ * Sends one envelope to the target, retrying network errors and 5xx with backoff. A 4xx is a
+ * final answer. Rejects with the signal's reason when stopped mid-retry, so the event is not
+ * recorded as done and is sent again after a restart.
+ */
+export async function deliver(
+  envelope: WebhookEnvelope,
+  options: Pick<
+    ForwardOptions,
+    "target" | "attempts" | "retryBaseMs" | "retryMaxMs" | "requestTimeoutMs"
+  >,
+  signal?: AbortSignal,
+): Promise<DeliveryResult> {
+  const started = performance.now();
+  let error: string | null = null;
+  let status: number | null = null;
+  for (let attempt = 1; attempt <= options.attempts; attempt++) {
+    if (attempt > 1) {
+      await sleep(
+        backoffDelay(attempt - 1, { baseMs: options.retryBaseMs, maxMs: options.retryMaxMs }),
+        signal,
+      );
+    }
+    try {
+      // The attempt itself is not aborted by `signal`: once sent, its answer decides whether
+      // the event is done, so a stop waits for it (bounded by the request timeout).
+      const response = await fetch(targetRequest(options.target, envelope), {
+        signal: AbortSignal.timeout(options.requestTimeoutMs),
+      });
+      status = response.status;
+      if (status < 500) {
+        // Kept for respond mode, where the sender gets exactly what the target said.
+        const body = new Uint8Array(await response.arrayBuffer());
+        const headers: Record<string, string> = {};
+        for (const [name, value] of forwardHeaders(Object.fromEntries(response.headers))) {
+          headers[name] = value;
+        }
+        return {
+          status,
+          error: null,
+          attempts: attempt,
+          latencyMs: elapsed(started),
+          answer: { headers, body },
+        };
+      }
+      await response.body?.cancel();
+      error = `HTTP ${status}`;
+    } catch (caught) {
+      error = caught instanceof Error ? caught.message : String(caught);
+    }
+  }
+  return {
+    status: null,
+    error,
+    attempts: options.attempts,
+    latencyMs: elapsed(started),
+    answer: null,
+  };
+}
+
+function elapsed(started: number): number {
+  return Math.round(performance.now() - started);
+}
+
+/** One readable line for a finished event. */
+export function eventLine(
+  envelope: WebhookEnvelope,
+  result: DeliveryResult,
+  now = new Date(),
+): string {
+  const outcome = result.status === null ? `failed (${result.error})` : String(result.status);
+  const tries = result.attempts > 1 ? ` after ${result.attempts} attempts` : "";
+  return `${now.toISOString()} ${envelope.method} ${envelope.endpoint} ${envelope.path} -> ` +
+    `${outcome} ${result.latencyMs}ms${tries}`;
+}

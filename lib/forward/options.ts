@@ -1,0 +1,53 @@
+/** The forwarder's settings, exit codes and output sink; `forward.ts` fills the options. */
+
+/** Everything the forwarder needs; `forward.ts` fills it from flags and environment. */
+export interface ForwardOptions {
+  /** WebSocks server base URL (http or https). */
+  url: string;
+  token: string;
+  /** Where webhooks go; the envelope's path is appended. */
+  target: string;
+  /** Only forward this endpoint's webhooks (others are skipped, but still count as done). */
+  endpoint?: string;
+  stateFile: string;
+  /** Attempts per event before it is reported as failed. */
+  attempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  pingIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  /** Per-attempt timeout for the target, so a hung target cannot stall the stream forever. */
+  requestTimeoutMs: number;
+}
+
+/** Defaults for the tuning knobs. */
+export const DEFAULTS = {
+  attempts: 6,
+  retryBaseMs: 500,
+  retryMaxMs: 30_000,
+  pingIntervalMs: 15_000,
+  heartbeatTimeoutMs: 30_000,
+  requestTimeoutMs: 30_000,
+} as const;
+
+/** Exit codes a script can rely on. */
+export const EXIT = { ok: 0, badArguments: 2, unauthorized: 3, unreachable: 4 } as const;
+
+/** Where the output goes; injectable so tests of the pure parts need no process. */
+export interface Output {
+  line(text: string): void;
+  error(text: string): void;
+}
+
+/** Output to the console: lines to stdout, errors to stderr. */
+export const consoleOutput: Output = {
+  line: (text) => console.log("%s", text),
+  error: (text) => console.error("%s", text),
+};
+
+/** Counts for the summary line. */
+export interface Totals {
+  forwarded: number;
+  rejected: number;
+  failed: number;
+}

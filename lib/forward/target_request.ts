@@ -1,0 +1,63 @@
+/**
+ * The request sent to the local target for one envelope: the target URL joined with the
+ * envelope's path and query, the original headers minus hop-by-hop ones, the body's exact bytes.
+ */
+import { envelopeBytes, queryParams, type WebhookEnvelope } from "../shared/envelope.ts";
+
+// Hop-by-hop headers describe one connection, not the message; `host` and `content-length`
+// must match the new request, which fetch sets itself.
+const DROPPED_HEADERS = new Set([
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "upgrade",
+  "te",
+  "trailer",
+  "trailers",
+  "host",
+  "content-length",
+]);
+
+/** The headers to send on: the original ones minus hop-by-hop ones. */
+export function forwardHeaders(original: Record<string, string>): Headers {
+  // Names listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+  const listed = (original["connection"] ?? "").split(",").map((s) => s.trim().toLowerCase());
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(original)) {
+    const lower = name.toLowerCase();
+    if (DROPPED_HEADERS.has(lower) || lower.startsWith("proxy-") || listed.includes(lower)) {
+      continue;
+    }
+    headers.append(name, value);
+  }
+  return headers;
+}
+
+/** The target URL for an envelope: target path + envelope path, then the query. */
+export function targetUrl(
+  target: string,
+  path: string,
+  query: WebhookEnvelope["query"],
+): string {
+  const url = new URL(target);
+  // The envelope path is the raw (still percent-encoded) suffix, so it is joined as text.
+  if (path !== "/" && path !== "") {
+    url.pathname = url.pathname.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`);
+  }
+  // Appended, so a query the target URL already has is kept.
+  for (const [name, value] of queryParams(query)) url.searchParams.append(name, value);
+  return url.toString();
+}
+
+/** The request to send to the target for one envelope. */
+export function targetRequest(target: string, envelope: WebhookEnvelope): Request {
+  const method = envelope.method.toUpperCase();
+  const body = method === "GET" || method === "HEAD" ? null : envelopeBytes(envelope);
+  return new Request(targetUrl(target, envelope.path, envelope.query), {
+    method,
+    headers: forwardHeaders(envelope.headers),
+    body: body as BodyInit | null,
+    // A redirect is the target's answer; following it would send the body somewhere else.
+    redirect: "manual",
+  });
+}

@@ -1,0 +1,49 @@
+/**
+ * The JSON shapes of the API besides the envelope (see envelope.ts): one definition each, used
+ * by the server that sends them and the islands that read them. Types only, so browser-safe.
+ */
+
+/** A connected client, as GET /api/clients lists it and the dashboard shows it. */
+export interface ClientInfo {
+  id: string;
+  transport: "sse" | "ws";
+  connectedAt: string;
+  lastSeenAt: string;
+  lastEventId: string | null;
+}
+
+/** One client's acknowledgement of one event, as GET /api/events/:id/deliveries lists it. */
+export interface Delivery {
+  connectionId: string;
+  transport: "sse" | "ws";
+  /** The status the client reports (e.g. its local target's HTTP status), or null. */
+  status: number | null;
+  at: string;
+}
+
+/** A retained event in history lists, as GET /api/events pages them. */
+export interface EventSummary {
+  id: string;
+  endpoint: string;
+  receivedAt: string;
+  method: string;
+  path: string;
+  contentType: string | null;
+  size: number;
+}
+
+/**
+ * An endpoint as every API response shows it (see publicEndpoint): `id` stays the same when
+ * the slug is rotated; the owner's id is not included.
+ */
+export interface PublicEndpoint {
+  id: string;
+  slug: string;
+  name: string;
+  createdAt: string;
+  /** Where senders post. */
+  url: string;
+  respond: boolean;
+  /** How long a sender waits in respond mode before 504. */
+  respondTimeoutSeconds: number;
+}
