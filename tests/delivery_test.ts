@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
+import { idTime } from "../lib/store/ids.ts";
+import { openSse, openWs, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
 
 async function post(url: string, value: unknown): Promise<string> {
   const response = await postWebhook(url, JSON.stringify(value));
@@ -201,7 +202,11 @@ Deno.test("[retention] expired events are never served", async () => {
   await using server = await startTestServer({ RETENTION_HOURS: "0.0005" });
   const user = await signUp(server);
   const old = await post(user.webhookUrl, "old");
-  await new Promise((resolve) => setTimeout(resolve, 2000));
+  // Retention elapsing is the behaviour under test: wait until it has, for the old event.
+  await waitFor(() => Date.now() > idTime(old) + server.config.retentionMs, {
+    what: "the old event's retention to pass",
+    timeoutMs: 5000,
+  });
   const fresh = await post(user.webhookUrl, "fresh");
   const auth = { Authorization: `Bearer ${user.token}` };
   const history = await (await fetch(`${server.url}/api/events`, { headers: auth })).json();
