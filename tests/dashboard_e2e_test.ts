@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
-import { openWs, startTestServer, type TestServer } from "./helpers.ts";
+import { openWs, startTestServer, type TestServer, waitFor } from "./helpers.ts";
 
 const WAIT_MS = 15_000;
 const PASSWORD = "correct horse battery";
@@ -218,13 +218,12 @@ Deno.test("[dashboard] the inspector lists connected clients and shows a WebSock
 
       ws.send({ type: "ack", id, status: 200 });
       // The ack is recorded without an answer: wait until the API lists it.
-      for (let i = 0; i < 100; i++) {
+      await waitFor(async () => {
         const answer = await fetch(`${server.url}/api/events/${id}/deliveries`, {
           headers: { Authorization: `Bearer ${token}` },
         });
-        if ((await answer.json()).deliveries.length) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+        return (await answer.json()).deliveries.length > 0;
+      }, { what: "the ack listed by the API" });
       // Selecting the event again reloads its deliveries.
       await row.click();
       const ack = deliveries.locator("tbody tr");

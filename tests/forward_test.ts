@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { parseOptions } from "../forward.ts";
 import { backoffDelay } from "../lib/forward/backoff.ts";
 import { targetUrl } from "../lib/forward/target_request.ts";
-import { githubSignature, postWebhook, signUp, startTestServer } from "./helpers.ts";
+import { githubSignature, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
 
 const SECRET = "It's a Secret to Everybody";
 const FORWARD = fileURLToPath(new URL("../forward.ts", import.meta.url));
@@ -360,12 +360,12 @@ Deno.test("[forward] respond mode relays the target's real answer; acks reach th
     const history = await (await fetch(`${server.url}/api/events`, { headers: auth })).json();
     const id = history.events[0].id;
     let deliveries: { status: number }[] = [];
-    for (let i = 0; i < 100 && deliveries.length === 0; i++) {
+    await waitFor(async () => {
       deliveries = (await (await fetch(`${server.url}/api/events/${id}/deliveries`, {
         headers: auth,
       })).json()).deliveries;
-      if (deliveries.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+      return deliveries.length > 0;
+    }, { what: "the forwarder's ack listed by the API" });
     assert.equal(deliveries.length, 1);
     assert.equal(deliveries[0].status, 200);
   } finally {

@@ -237,3 +237,19 @@ export async function githubSignature(secret: string, body: Uint8Array): Promise
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, body as BufferSource));
   return "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/**
+ * Polls `condition` until it holds, failing after `timeoutMs` with `what` named: tests wait for
+ * what they need, never for a fixed time.
+ */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  options: { what: string; timeoutMs?: number; intervalMs?: number },
+): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${options.what}: not within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 10));
+  }
+}

@@ -14,6 +14,7 @@ import {
   type SseStream,
   startTestServer,
   type TestServer,
+  waitFor,
 } from "./helpers.ts";
 
 /** 0 or 1. */
@@ -381,10 +382,12 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
     });
     assert.equal(rotated.status, 200);
     const fresh = (await rotated.json()).endpoint.slug;
-    // The KV transport carries the change through a watch: give it the moment it takes.
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // The KV transport carries the change through a watch, which takes a moment.
     for (const side of [0, 1] as const) {
-      assert.equal((await postOn(sides, { side, slug: user.slug, body: "{}" })).status, 404);
+      await waitFor(
+        async () => (await postOn(sides, { side, slug: user.slug, body: "{}" })).status === 404,
+        { what: `the old URL refused on side ${side}` },
+      );
       assert.equal((await postOn(sides, { side, slug: fresh, body: "{}" })).status, 200);
     }
   });
@@ -415,7 +418,11 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
     });
     assert.equal(set.status, 200);
     await set.body?.cancel();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Side 1 knows respond mode is on once it refuses a sender for want of a client.
+    await waitFor(
+      async () => (await postOn(sides, { side: 1, slug: user.slug, body: "{}" })).status === 503,
+      { what: "respond mode on at side 1" },
+    );
     const client = await sides.openWs(0, `/?token=${user.token}`);
     const sending = postOn(sides, { side: 1, slug: user.slug, body: '{"challenge":"abc"}' });
     const event = await client.next();

@@ -7,6 +7,7 @@ import { createBroker } from "../lib/fanout/broker.ts";
 import { createIngest } from "../lib/intake/group_commit.ts";
 import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
+import { waitFor } from "./helpers.ts";
 
 Deno.test("[ids] ids are unique, sortable and carry the time", () => {
   const before = Date.now();
@@ -93,13 +94,14 @@ Deno.test("[ingest] it commits and publishes with no job in the KV queue", async
   assert.deepEqual(published, [result.accepted ? result.id : ""]);
   const stored = await getEvent(kv, { userId: endpoint.userId, id: published[0] });
   assert.equal(JSON.parse(stored!.json).body, '{"ok":true}');
-  // Nothing was enqueued: a listener started now finds no job.
-  let jobs = 0;
-  const listening = kv.listenQueue(() => {
-    jobs++;
+  // Nothing was enqueued: a listener started now finds no job ahead of a marker sent after.
+  const jobs: unknown[] = [];
+  const listening = kv.listenQueue((job) => {
+    jobs.push(job);
   });
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  assert.equal(jobs, 0);
+  await kv.enqueue("marker");
+  await waitFor(() => jobs.includes("marker"), { what: "the marker job" });
+  assert.deepEqual(jobs, ["marker"]);
   kv.close();
   await listening;
 });

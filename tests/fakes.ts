@@ -1,0 +1,131 @@
+/**
+ * Test doubles for the fan-out modules' unit tests: a sink that records what a connection was
+ * sent, events written straight into the log, and two brokers linked as two isolates would be.
+ */
+import type { Sink } from "../lib/fanout/connections.ts";
+import {
+  type Broker,
+  createBroker,
+  fromWire,
+  toWire,
+  type Transport,
+} from "../lib/fanout/broker.ts";
+import { type LiveEvent, liveEvent } from "../lib/log/envelope_json.ts";
+import type { StoredEvent } from "../lib/log/events.ts";
+import { eventKey } from "../lib/store/kv_keys.ts";
+import { nextId } from "../lib/store/ids.ts";
+
+/** A sink that records everything, with a backlog the test sets. */
+export interface FakeSink extends Sink {
+  /** Ids of the events sent, in order. */
+  sent: string[];
+  notices: { name: string; json: string }[];
+  heartbeats: number;
+  /** How often the connection asked for the backlog. */
+  backlogReads: number;
+  closed: { code: number; reason: string } | null;
+  /** The bytes `backlog()` reports. */
+  queued: number;
+  /** Called after each send, e.g. to publish while a catch-up runs. */
+  onSend?: (event: LiveEvent) => void;
+}
+
+/** Creates a recording sink with an empty backlog. */
+export function fakeSink(): FakeSink {
+  const sink: FakeSink = {
+    sent: [],
+    notices: [],
+    heartbeats: 0,
+    backlogReads: 0,
+    closed: null,
+    queued: 0,
+    send(event) {
+      sink.sent.push(event.id);
+      sink.onSend?.(event);
+    },
+    backlog() {
+      sink.backlogReads++;
+      return sink.queued;
+    },
+    heartbeat() {
+      sink.heartbeats++;
+    },
+    notice(name, json) {
+      sink.notices.push({ name, json });
+    },
+    close(code, reason) {
+      sink.closed = { code, reason };
+    },
+  };
+  return sink;
+}
+
+/** A live event with a fresh id, as ingest would publish it; `respond` marks respond mode. */
+export function makeEvent(
+  userId: string,
+  options: { pad?: number; respond?: boolean } = {},
+): LiveEvent {
+  const id = nextId();
+  const pad = "x".repeat(options.pad ?? 0);
+  const json = `{"type":"webhook","id":"${id}","body":"${pad}"${
+    options.respond ? ',"respond":true' : ""
+  }}`;
+  return liveEvent({ id, userId, json });
+}
+
+/** Writes `count` events into `userId`'s log, `perPack` to a pack; returns their ids in order. */
+export async function storeEvents(
+  kv: Deno.Kv,
+  userId: string,
+  options: { count: number; perPack?: number },
+): Promise<string[]> {
+  const perPack = options.perPack ?? 1;
+  const events: StoredEvent[] = Array.from({ length: options.count }, (_, n) => ({
+    id: nextId(),
+    userId,
+    endpointId: "endpoint",
+    endpoint: "slug",
+    receivedAt: new Date().toISOString(),
+    expiresAt: Date.now() + 3_600_000,
+    method: "POST",
+    path: "/",
+    queryJson: "{}",
+    headersJson: "{}",
+    contentType: "application/json",
+    kind: "json",
+    size: String(n).length,
+    body: new TextEncoder().encode(String(n)),
+    blobId: null,
+    chunks: 0,
+  }));
+  for (let i = 0; i < events.length; i += perPack) {
+    const pack = events.slice(i, i + perPack);
+    await kv.set(eventKey(userId, pack[0].id), pack);
+  }
+  return events.map((event) => event.id);
+}
+
+/**
+ * Two brokers joined as two isolates are: each one's publishes reach the other's subscribers
+ * (in structured-clone form, asynchronously), and each counts the other as its one peer.
+ */
+export function linkedBrokers(): [Broker, Broker] {
+  const deliverTo: ((message: ReturnType<typeof fromWire>) => void)[] = [];
+  const transport = (side: 0 | 1): Transport => ({
+    send(message) {
+      const wire = structuredClone(toWire(message));
+      queueMicrotask(() => deliverTo[1 - side]?.(fromWire(wire)));
+    },
+    start(deliver) {
+      deliverTo[side] = deliver;
+    },
+    peers: () => 1,
+    close() {
+      delete deliverTo[side];
+    },
+  });
+  return [
+    createBroker({ transports: [transport(0)] }),
+    createBroker({ transports: [transport(1)] }),
+  ];
+}
