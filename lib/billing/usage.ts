@@ -40,13 +40,18 @@ export async function monthUsage(
   return Number(entry.value?.value ?? 0n);
 }
 
+/** Webhooks still accepted this month: the one rule for the ingest gate and the headers. */
+export function remainingQuota(limit: number | null, used: number): number {
+  return limit === null ? Infinity : Math.max(0, limit - used);
+}
+
 /** The quota headers every ingest response carries. */
 export function quotaHeaders(quota: QuotaState): Record<string, string> {
   return {
     "X-Quota-Limit": quota.limit === null ? "unlimited" : String(quota.limit),
     "X-Quota-Remaining": quota.limit === null
       ? "unlimited"
-      : String(Math.max(0, quota.limit - quota.used)),
+      : String(remainingQuota(quota.limit, quota.used)),
     "X-Quota-Reset": String(Math.floor(quota.resetAt.getTime() / 1000)),
   };
 }
@@ -114,6 +119,14 @@ export async function usageReport(
 /** Alert levels, in percent of the monthly limit. */
 export const QUOTA_ALERT_LEVELS = [80, 100] as const;
 
+/**
+ * The count of accepted webhooks at which a limit reaches an alert level (percent): the same
+ * point for the `quota` events pushed to clients, the pages' alerts and the usage meter.
+ */
+export function alertThreshold(limit: number, level: number): number {
+  return Math.ceil((limit * level) / 100);
+}
+
 /** The alert levels that going from `before` to `after` accepted webhooks crosses. */
 export function crossedLevels(
   limit: number | null,
@@ -121,7 +134,7 @@ export function crossedLevels(
 ): number[] {
   if (limit === null || limit === 0) return [];
   return QUOTA_ALERT_LEVELS.filter((level) => {
-    const threshold = Math.ceil((limit * level) / 100);
+    const threshold = alertThreshold(limit, level);
     return options.before < threshold && options.after >= threshold;
   });
 }

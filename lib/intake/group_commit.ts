@@ -45,7 +45,14 @@ import {
   usageRejectedMonthKey,
   userKey,
 } from "../store/kv_keys.ts";
-import { crossedLevels, dayOf, monthOf, quotaResetAt, type QuotaState } from "../billing/usage.ts";
+import {
+  crossedLevels,
+  dayOf,
+  monthOf,
+  quotaResetAt,
+  type QuotaState,
+  remainingQuota,
+} from "../billing/usage.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 import type { User } from "../accounts/users.ts";
 
@@ -284,9 +291,7 @@ export function createIngest(
           continue;
         }
         const used = Number(gate.used.value?.value ?? 0n);
-        const remaining = user.monthlyLimit === null
-          ? Infinity
-          : Math.max(0, user.monthlyLimit - used);
+        const remaining = remainingQuota(user.monthlyLimit, used);
         const admitted = group.batch.slice(0, remaining);
         const quota = (n: number): QuotaState => ({
           limit: user.monthlyLimit,
