@@ -29,6 +29,11 @@ export interface QuotaState {
   resetAt: Date;
 }
 
+/** The quota of a limit with `used` accepted this month, as of `now`. */
+export function quotaState(limit: number | null, used: number, now: Date): QuotaState {
+  return { limit, used, resetAt: quotaResetAt(now) };
+}
+
 /** Webhooks accepted for a user in the month containing `date`. */
 export async function monthUsage(
   kv: Deno.Kv,
@@ -64,11 +69,7 @@ export async function currentQuota(kv: Deno.Kv, userId: string): Promise<QuotaSt
     usageMonthKey(userId, monthOf(now)),
   ]);
   if (!user.value) return null;
-  return {
-    limit: user.value.monthlyLimit,
-    used: Number(used.value?.value ?? 0n),
-    resetAt: quotaResetAt(now),
-  };
+  return quotaState(user.value.monthlyLimit, Number(used.value?.value ?? 0n), now);
 }
 
 /** One day's counts. */

@@ -51,6 +51,7 @@ import {
   monthOf,
   quotaResetAt,
   type QuotaState,
+  quotaState,
   remainingQuota,
 } from "../billing/usage.ts";
 import type { RateLimiter } from "./rate_limit.ts";
@@ -293,11 +294,7 @@ export function createIngest(
         const used = Number(gate.used.value?.value ?? 0n);
         const remaining = remainingQuota(user.monthlyLimit, used);
         const admitted = group.batch.slice(0, remaining);
-        const quota = (n: number): QuotaState => ({
-          limit: user.monthlyLimit,
-          used: used + n,
-          resetAt: quotaResetAt(now),
-        });
+        const quota = (n: number): QuotaState => quotaState(user.monthlyLimit, used + n, now);
         if (admitted.length < group.batch.length) {
           refusals.push({
             group,
