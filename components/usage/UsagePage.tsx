@@ -8,7 +8,7 @@ import { type BillingView, costUsd } from "../../lib/billing/plans.ts";
 import type { Flash } from "../../lib/accounts/flash.ts";
 import { formatCount, formatMonth, formatUsd, formatUtc } from "../../lib/shared/format.ts";
 import type { Invoice } from "../../lib/billing/invoices.ts";
-import { alertThreshold, QUOTA_ALERT_LEVELS, type usageReport } from "../../lib/billing/usage.ts";
+import { alertThreshold, QUOTA_ALERT_LEVELS, type UsageReport } from "../../lib/billing/usage.ts";
 import type { User } from "../../lib/accounts/users.ts";
 
 /** Upgrading, managing payment and downgrading; what each can do depends on Stripe being on. */
@@ -142,7 +142,7 @@ function Invoices(props: { invoices: Invoice[] }) {
 /** What the usage page shows: the month, the plan, the invoices and the cap form's state. */
 export interface UsagePageProps {
   user: User;
-  report: Awaited<ReturnType<typeof usageReport>>;
+  report: UsageReport;
   billing: BillingView;
   invoices: Invoice[];
   /** FREE_MONTHLY_LIMIT, for the quota alert's remedy. */

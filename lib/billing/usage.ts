@@ -79,11 +79,19 @@ export interface DailyUsage {
   rejected: number;
 }
 
+/** A user's month as the usage page and /api/usage show it. */
+export interface UsageReport {
+  month: string;
+  used: number;
+  rejected: number;
+  daily: DailyUsage[];
+}
+
 /** A user's month: accepted and refused webhooks, in total and per day (every day so far). */
 export async function usageReport(
   kv: Deno.Kv,
   options: { userId: string; now?: Date },
-): Promise<{ month: string; used: number; rejected: number; daily: DailyUsage[] }> {
+): Promise<UsageReport> {
   const now = options.now ?? new Date();
   const month = monthOf(now);
   const [used, rejected] = await kv.getMany<[Deno.KvU64, Deno.KvU64]>([
