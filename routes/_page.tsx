@@ -6,7 +6,6 @@ import type { VNode } from "preact";
 import { ErrorPage } from "../components/ErrorPage.tsx";
 import { authenticateSession } from "../lib/accounts/auth.ts";
 import { islandBundles } from "../lib/web/bundles.ts";
-import type { Config } from "../lib/runtime/config.ts";
 import {
   CLIENT_CLOSED_MESSAGE,
   CLIENT_CLOSED_STATUS,
@@ -15,33 +14,9 @@ import {
 import { type Flash, setFlash, takeFlash } from "../lib/accounts/flash.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { renderPage } from "../lib/web/islands.ts";
+import { pageSecurityHeaders } from "../lib/web/security_headers.ts";
 import { isHttps, sessionCookieName } from "../lib/accounts/sessions.ts";
-import { ingestBase } from "../lib/endpoints/urls.ts";
 import type { AppEnv } from "./_env.ts";
-
-/** Headers every page carries: no inline script or style can run, no framing, no sniffing. */
-function securityHeaders(config: Config): Record<string, string> {
-  // The test button posts to the webhook URL, which may sit on another origin behind a proxy,
-  // or on INGEST_URL's host.
-  const origins = new Set([config.publicUrl, ingestBase(config)].map((u) => new URL(u).origin));
-  return {
-    "Content-Security-Policy": [
-      "default-src 'none'",
-      "script-src 'self'",
-      "style-src 'self'",
-      "img-src 'self' data:",
-      `connect-src 'self' ${[...origins].join(" ")}`,
-      "base-uri 'none'",
-      "form-action 'self'",
-      "frame-ancestors 'none'",
-    ].join("; "),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-  };
-}
 
 /** Renders a page with its islands' scripts; signed-in pages are never cached. */
 export function sendPage(
@@ -53,7 +28,7 @@ export function sendPage(
   const bundles = islandBundles(config);
   const html = renderPage(page, { scripts: (name) => bundles.scripts(name) });
   return c.body(html, options.status ?? 200, {
-    ...securityHeaders(config),
+    ...pageSecurityHeaders(config),
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": c.get("viewer") ? "no-store" : "no-cache",
   });
