@@ -2,6 +2,7 @@
 import type { Flash } from "../lib/accounts/flash.ts";
 import { formatCount } from "../lib/shared/format.ts";
 import type { Plan } from "../lib/accounts/users.ts";
+import { alertThreshold, QUOTA_ALERT_LEVELS } from "../lib/billing/usage.ts";
 
 /** This month's use as the alert needs it. */
 export interface QuotaAlertInput {
@@ -15,8 +16,9 @@ export interface QuotaAlertInput {
 /** The alert for this month's use: null below 80% of the limit, or without a limit. */
 export function quotaAlert(input: QuotaAlertInput): Flash | null {
   const { used, limit } = input;
-  // Same threshold as the `quota` events pushed to clients (usage.ts crossedLevels).
-  if (limit === null || limit === 0 || used < Math.ceil(limit * 0.8)) return null;
+  if (limit === null || limit === 0 || used < alertThreshold(limit, QUOTA_ALERT_LEVELS[0])) {
+    return null;
+  }
   if (used < limit) {
     return {
       kind: "info",

@@ -5,7 +5,7 @@ import type { AppEnv } from "./_env.ts";
 import { authRoutes } from "./auth.ts";
 import { billingRoutes } from "./billing.ts";
 import { stripeRoutes } from "./stripe.ts";
-import { billingPageRoutes } from "./billing_pages.ts";
+import { billingActionRoutes } from "./billing_actions.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
@@ -50,7 +50,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", tokenRoutes());
   app.route("/", billingRoutes());
   app.route("/", stripeRoutes());
-  app.route("/", billingPageRoutes());
+  app.route("/", billingActionRoutes());
   app.route("/", endpointRoutes());
   app.route("/", eventRoutes());
   app.route("/", pageRoutes(services.config));

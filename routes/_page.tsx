@@ -1,14 +1,12 @@
-/** What every HTML page shares: security headers, who is looking, forms, redirects, errors. */
+/** What every HTML page shares: security headers, who is looking, redirects, flashes, errors. */
 import type { Context, ErrorHandler, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { deleteCookie, getCookie } from "hono/cookie";
 import type { VNode } from "preact";
-import { z } from "zod";
-import { Layout } from "../components/Layout.tsx";
+import { ErrorPage } from "../components/ErrorPage.tsx";
+import { ISLAND_MODULES } from "../islands/_registry.ts";
 import { authenticateSession } from "../lib/accounts/auth.ts";
 import { islandBundles } from "../lib/web/bundles.ts";
-import { ISLAND_MODULES } from "../islands/_registry.ts";
-import type { Config } from "../lib/runtime/config.ts";
 import {
   CLIENT_CLOSED_MESSAGE,
   CLIENT_CLOSED_STATUS,
@@ -17,33 +15,9 @@ import {
 import { type Flash, setFlash, takeFlash } from "../lib/accounts/flash.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { renderPage } from "../lib/web/islands.ts";
+import { pageSecurityHeaders } from "../lib/web/security_headers.ts";
 import { isHttps, sessionCookieName } from "../lib/accounts/sessions.ts";
-import { ingestBase } from "../lib/endpoints/urls.ts";
-import { type AppEnv, readSmallBody } from "./_env.ts";
-
-/** Headers every page carries: no inline script or style can run, no framing, no sniffing. */
-function securityHeaders(config: Config): Record<string, string> {
-  // The test button posts to the webhook URL, which may sit on another origin behind a proxy,
-  // or on INGEST_URL's host.
-  const origins = new Set([config.publicUrl, ingestBase(config)].map((u) => new URL(u).origin));
-  return {
-    "Content-Security-Policy": [
-      "default-src 'none'",
-      "script-src 'self'",
-      "style-src 'self'",
-      "img-src 'self' data:",
-      `connect-src 'self' ${[...origins].join(" ")}`,
-      "base-uri 'none'",
-      "form-action 'self'",
-      "frame-ancestors 'none'",
-    ].join("; "),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-  };
-}
+import type { AppEnv } from "./_env.ts";
 
 /** Renders a page with its islands' scripts; signed-in pages are never cached. */
 export function sendPage(
@@ -55,7 +29,7 @@ export function sendPage(
   const bundles = islandBundles(config, ISLAND_MODULES);
   const html = renderPage(page, { scripts: (name) => bundles.scripts(name) });
   return c.body(html, options.status ?? 200, {
-    ...securityHeaders(config),
+    ...pageSecurityHeaders(config),
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": c.get("viewer") ? "no-store" : "no-cache",
   });
@@ -116,48 +90,6 @@ export async function pageFlash(c: Context<AppEnv>): Promise<Flash | null> {
   return sessionId ? await takeFlash(c.get("services").kv, sessionId) : null;
 }
 
-/** A form's fields as strings, and per-field problems from the schema. */
-/** The form that creates something named (a token, an endpoint). */
-export const nameForm = z.object({
-  name: z.string().trim().min(1, "Name is required").max(
-    100,
-    "Name must be at most 100 characters",
-  ),
-});
-
-export type FormResult<T> =
-  | { ok: true; data: T; values: Record<string, string> }
-  | { ok: false; errors: Record<string, string>; values: Record<string, string> };
-
-/** Reads an urlencoded or multipart form and validates it; problems are keyed by field. */
-export async function readForm<T extends z.ZodType>(
-  c: Context<AppEnv>,
-  schema: T,
-): Promise<FormResult<z.infer<T>>> {
-  const bytes = await readSmallBody(c, "read form");
-  const type = c.req.header("Content-Type") ?? "";
-  const values: Record<string, string> = {};
-  if (/^(application\/x-www-form-urlencoded|multipart\/form-data)/i.test(type)) {
-    let form: FormData;
-    try {
-      form = await new Response(bytes, { headers: { "Content-Type": type } }).formData();
-    } catch {
-      throw new HttpError(400, "Cannot read form: the body is not a form");
-    }
-    for (const [name, value] of form) {
-      if (typeof value === "string") values[name] = value;
-    }
-  }
-  const parsed = schema.safeParse(values);
-  if (parsed.success) return { ok: true, data: parsed.data, values };
-  const errors: Record<string, string> = {};
-  for (const issue of parsed.error.issues) {
-    const field = String(issue.path[0] ?? "form");
-    errors[field] ??= issue.message;
-  }
-  return { ok: false, errors, values };
-}
-
 /** Page routes answer errors with a page, not JSON; real faults get a logged reference. */
 export const pageError: ErrorHandler<AppEnv> = (error, c) => {
   let status: ContentfulStatusCode = 500;
@@ -176,19 +108,7 @@ export const pageError: ErrorHandler<AppEnv> = (error, c) => {
     message = `Internal error; reference ${reference}`;
   }
   const viewer = c.get("viewer") ?? null;
-  return sendPage(
-    c,
-    <Layout title={`${status}: WebSocks`} user={viewer?.user}>
-      <section class="narrow">
-        <h1>
-          {status === 404 ? "Not found" : status === 403 ? "Refused" : "Something went wrong"}
-        </h1>
-        <p class="error-text">{message}</p>
-        <p>
-          <a href={viewer ? "/dashboard" : "/"}>Back to {viewer ? "the dashboard" : "the start"}</a>
-        </p>
-      </section>
-    </Layout>,
-    { status },
-  );
+  return sendPage(c, <ErrorPage status={status} message={message} user={viewer?.user} />, {
+    status,
+  });
 };

@@ -5,14 +5,19 @@
 import { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Context } from "hono";
-import { Field, FormAlert } from "../components/Form.tsx";
-import { Layout } from "../components/Layout.tsx";
+import {
+  type AccountFormState,
+  LoginPage,
+  SignupPage,
+} from "../components/account/AccountPages.tsx";
 import { setFlash } from "../lib/accounts/flash.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { guardedLogIn, guardedSignUp } from "../lib/accounts/login_guard.ts";
-import { type AppEnv, clientAddress, requireSameOrigin } from "./_env.ts";
+import { type AppEnv, clientAddress } from "./_env.ts";
+import { requireSameOrigin } from "./_auth.ts";
+import { readForm } from "./_parse.ts";
 import { credentials, loginBody } from "./auth.ts";
-import { loadViewer, pageError, readForm, safeNext, sendPage } from "./_page.tsx";
+import { loadViewer, pageError, safeNext, sendPage } from "./_page.tsx";
 import {
   deviceOf,
   endSession,
@@ -33,96 +38,23 @@ function sentences(errors: Record<string, string>): Record<string, string> {
   );
 }
 
-interface FormState {
-  email: string;
-  errors: Record<string, string>;
-  alert?: string;
-}
-
-function signupPage(c: Context<AppEnv>, state: FormState, status: ContentfulStatusCode = 200) {
-  return sendPage(
-    c,
-    <Layout title="Sign up: WebSocks" section="signup">
-      <section class="narrow card auth">
-        <h1>Create your account</h1>
-        <p class="muted">
-          You get a webhook URL and an API token at once. 1,000 webhooks a month free.
-        </p>
-        {state.alert ? <FormAlert>{state.alert}</FormAlert> : null}
-        <form method="post" action="/signup" novalidate>
-          <Field
-            name="email"
-            label="Email"
-            type="email"
-            value={state.email}
-            error={state.errors.email}
-            autocomplete="email"
-            required
-            autofocus={!state.email}
-          />
-          <Field
-            name="password"
-            label="Password"
-            type="password"
-            error={state.errors.password}
-            hint="At least 10 characters."
-            autocomplete="new-password"
-            required
-            minLength={10}
-            autofocus={!!state.email}
-          />
-          <button type="submit" class="button primary full">Sign up</button>
-        </form>
-        <p class="muted">
-          Already have an account? <a href="/login">Log in</a>
-        </p>
-      </section>
-    </Layout>,
-    { status },
-  );
-}
-
-function loginPage(
+/** Sends the sign-up page with the server's free allowance. */
+function signupPage(
   c: Context<AppEnv>,
-  state: FormState & { next: string },
+  state: AccountFormState,
   status: ContentfulStatusCode = 200,
 ) {
-  return sendPage(
-    c,
-    <Layout title="Log in: WebSocks" section="login">
-      <section class="narrow card auth">
-        <h1>Log in</h1>
-        {state.alert ? <FormAlert>{state.alert}</FormAlert> : null}
-        <form method="post" action="/login" novalidate>
-          <input type="hidden" name="next" value={state.next} />
-          <Field
-            name="email"
-            label="Email"
-            type="email"
-            value={state.email}
-            error={state.errors.email}
-            autocomplete="username"
-            required
-            autofocus={!state.email}
-          />
-          <Field
-            name="password"
-            label="Password"
-            type="password"
-            error={state.errors.password}
-            autocomplete="current-password"
-            required
-            autofocus={!!state.email}
-          />
-          <button type="submit" class="button primary full">Log in</button>
-        </form>
-        <p class="muted">
-          New here? <a href="/signup">Create an account</a>
-        </p>
-      </section>
-    </Layout>,
-    { status },
-  );
+  const { freeMonthlyLimit } = c.get("services").config;
+  return sendPage(c, <SignupPage {...state} freeAllowance={freeMonthlyLimit} />, { status });
+}
+
+/** Sends the log-in page. */
+function loginPage(
+  c: Context<AppEnv>,
+  state: AccountFormState & { next: string },
+  status: ContentfulStatusCode = 200,
+) {
+  return sendPage(c, <LoginPage {...state} />, { status });
 }
 
 /** /signup, /login, /logout */

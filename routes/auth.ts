@@ -5,7 +5,10 @@ import { guardedLogIn, guardedSignUp } from "../lib/accounts/login_guard.ts";
 import { publicUser } from "../lib/accounts/users.ts";
 import { publicToken } from "../lib/accounts/tokens.ts";
 import { publicEndpoint } from "../lib/endpoints/endpoints.ts";
-import { type AppEnv, clientAddress, parseBody, requireSameOrigin } from "./_env.ts";
+import { PASSWORD_MIN_LENGTH } from "../lib/accounts/passwords.ts";
+import { type AppEnv, clientAddress } from "./_env.ts";
+import { requireSameOrigin } from "./_auth.ts";
+import { parseBody } from "./_parse.ts";
 import {
   deviceOf,
   endSession,
@@ -18,7 +21,10 @@ import {
 /** Sign-up input, for the API and the form. */
 export const credentials = z.object({
   email: z.email("must be an email address").max(254),
-  password: z.string().min(10, "must be at least 10 characters").max(1024),
+  password: z.string().min(
+    PASSWORD_MIN_LENGTH,
+    `must be at least ${PASSWORD_MIN_LENGTH} characters`,
+  ).max(1024),
 });
 
 /** Log-in input, for the API and the form. */

@@ -1,14 +1,16 @@
 /** Plan, cap, usage and invoices: /api/billing, /api/billing/cap, /api/usage, /api/invoices. */
 import { Hono } from "hono";
 import { z } from "zod";
-import { billingView, setMonthlyCap } from "../lib/billing/plans.ts";
+import { billingView, MAX_MONTHLY_CAP, setMonthlyCap } from "../lib/billing/plans.ts";
 import { listInvoices, publicInvoice } from "../lib/billing/invoices.ts";
 import { usageReport } from "../lib/billing/usage.ts";
-import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireAuth } from "./_auth.ts";
+import { parseBody } from "./_parse.ts";
 
 const capBody = z.object({
   monthlyCap: z.number().int("must be a whole number of webhooks").min(0, "must be 0 or more")
-    .max(1_000_000_000_000).nullable(),
+    .max(MAX_MONTHLY_CAP).nullable(),
 });
 
 /** /api/billing and /api/usage */

@@ -1,22 +1,19 @@
 /** The dashboard home: webhook URLs, the test button, usage, and the live event inspector. */
 import { Hono } from "hono";
 import { z } from "zod";
-import { CopyField } from "../components/Copyable.tsx";
-import { Layout } from "../components/Layout.tsx";
-import { Notice } from "../components/Notice.tsx";
-import { QuotaAlert } from "../components/QuotaAlert.tsx";
+import { DashboardPage } from "../components/dashboard/DashboardPage.tsx";
 import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import { HttpError } from "../lib/http/http_error.ts";
-import { Island } from "../components/Island.tsx";
 import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/intake/sample_webhook.ts";
 import { endpointUrl, ingestBase } from "../lib/endpoints/urls.ts";
 import { monthUsage } from "../lib/billing/usage.ts";
-import { type AppEnv, requireSameOrigin } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireSameOrigin } from "./_auth.ts";
+import { readForm } from "./_parse.ts";
 import {
   loadViewer,
   pageError,
   pageFlash,
-  readForm,
   redirect,
   requireViewer,
   sendPage,
@@ -41,81 +38,20 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
       monthUsage(kv, { userId: user.id }),
       pageFlash(c),
     ]);
-    const limit = user.monthlyLimit;
+    const urls = Object.fromEntries(endpoints.map((e) => [e.slug, endpointUrl(config, e.slug)]));
     return sendPage(
       c,
-      <Layout title="Dashboard: WebSocks" user={user} section="dashboard" wide>
-        <div class="page-head">
-          <h1>Dashboard</h1>
-          <p class="usage" title="Accepted webhooks this calendar month (UTC)">
-            <strong>{used.toLocaleString("en")}</strong>
-            {limit === null
-              ? " webhooks this month"
-              : ` of ${limit.toLocaleString("en")} webhooks this month`}
-          </p>
-        </div>
-        <Notice flash={flash} />
-        <QuotaAlert
-          used={used}
-          limit={limit}
-          plan={user.plan}
-          freeAllowance={config.freeMonthlyLimit}
-          linkToUsage
-        />
-        <section class="card" aria-labelledby="urls-title">
-          <h2 id="urls-title">{endpoints.length > 1 ? "Your webhook URLs" : "Your webhook URL"}</h2>
-          {endpoints.length === 0
-            ? (
-              <p>
-                You have no endpoint yet. <a href="/dashboard/endpoints">Create one</a>{" "}
-                to get a webhook URL.
-              </p>
-            )
-            : (
-              <>
-                <p class="muted">
-                  Point any sender at it: every POST is stored and shown below as it arrives.
-                </p>
-                <ul class="endpoint-urls">
-                  {endpoints.map((endpoint, i) => (
-                    <li key={endpoint.id}>
-                      <CopyField
-                        id={`url-${i}`}
-                        label={endpoints.length > 1
-                          ? `${endpoint.name} webhook URL`
-                          : "Webhook URL"}
-                        value={endpointUrl(config, endpoint.slug)}
-                      />
-                      <Island
-                        name="SendTestWebhook"
-                        props={{
-                          url: endpointUrl(config, endpoint.slug),
-                          slug: endpoint.slug,
-                          body: TEST_WEBHOOK_BODY,
-                        }}
-                      />
-                    </li>
-                  ))}
-                </ul>
-              </>
-            )}
-        </section>
-        <noscript>
-          <p class="notice info">
-            The live event inspector needs JavaScript: turn it on to watch webhooks arrive, open
-            their details, resend them and copy them as curl. Everything else here works without it.
-          </p>
-        </noscript>
-        <Island
-          name="EventInspector"
-          props={{
-            // Only "copy as curl" uses it: senders post to the ingest host.
-            publicUrl: ingestBase(config),
-            endpoints: endpoints.map((e) => ({ slug: e.slug, name: e.name })),
-            pollMs: CLIENT_POLL_MS,
-          }}
-        />
-      </Layout>,
+      <DashboardPage
+        user={user}
+        endpoints={endpoints}
+        urls={urls}
+        used={used}
+        freeAllowance={config.freeMonthlyLimit}
+        flash={flash}
+        ingestBase={ingestBase(config)}
+        pollMs={CLIENT_POLL_MS}
+        testBody={TEST_WEBHOOK_BODY}
+      />,
     );
   });
 

@@ -10,7 +10,9 @@ import {
   rotateEndpoint,
   updateEndpointSettings,
 } from "../lib/endpoints/endpoints.ts";
-import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireAuth } from "./_auth.ts";
+import { parseBody } from "./_parse.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
 const settingsBody = z.object({

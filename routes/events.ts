@@ -6,7 +6,10 @@ import { listDeliveries } from "../lib/log/acks.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { isId } from "../lib/store/ids.ts";
 import { openSseStream } from "../lib/fanout/sse.ts";
-import { type AppEnv, authenticateStream, parseWith, requireAuth, resumePoint } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { authenticateStream, requireAuth } from "./_auth.ts";
+import { resumePoint } from "./_parse.ts";
+import { parseWith } from "../lib/http/parse.ts";
 
 const historyQuery = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),

@@ -3,7 +3,8 @@ import { Hono } from "hono";
 import { listEndpoints, publicEndpoint } from "../lib/endpoints/endpoints.ts";
 import { monthUsage, quotaResetAt } from "../lib/billing/usage.ts";
 import { publicUser } from "../lib/accounts/users.ts";
-import { type AppEnv, requireAuth } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireAuth } from "./_auth.ts";
 
 /** /api/me */
 export function meRoutes(): Hono<AppEnv> {

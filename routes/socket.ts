@@ -2,7 +2,9 @@
 import { Hono } from "hono";
 import type { Context, Next } from "hono";
 import { openWebSocket } from "../lib/fanout/websocket.ts";
-import { type AppEnv, authenticateStream, resumePoint } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { authenticateStream } from "./_auth.ts";
+import { resumePoint } from "./_parse.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {

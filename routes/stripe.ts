@@ -9,7 +9,8 @@ import {
 } from "../lib/billing/stripe.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { readBody } from "../lib/http/load_guard.ts";
-import { type AppEnv, requireAuth } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireAuth } from "./_auth.ts";
 
 /** /api/billing/{checkout,portal,downgrade} and /api/stripe/webhook */
 export function stripeRoutes(): Hono<AppEnv> {

@@ -2,7 +2,9 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { createToken, listTokens, publicToken, revokeToken } from "../lib/accounts/tokens.ts";
-import { type AppEnv, parseBody, requireAuth } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireAuth } from "./_auth.ts";
+import { parseBody } from "./_parse.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
 

@@ -10,6 +10,9 @@
 import { HttpError } from "../http/http_error.ts";
 import { timingSafeEqual, toHex } from "./secrets.ts";
 
+/** The shortest password sign-up accepts (the API, the form and its hint). */
+export const PASSWORD_MIN_LENGTH = 10;
+
 const ITERATIONS = 600_000;
 
 const slots = { concurrency: 1, queue: 50, running: 0, waiting: [] as (() => void)[] };

@@ -12,6 +12,9 @@ import { normalizeEmail, type Plan, type User } from "../accounts/users.ts";
 /** Price of one accepted webhook on Pro, in US dollars. */
 export const PRO_PRICE_PER_WEBHOOK_USD = 0.0001;
 
+/** The largest monthly cap a user may set, from the API or the usage page. */
+export const MAX_MONTHLY_CAP = 1_000_000_000_000;
+
 /** What a user sees of their plan and month. */
 export interface BillingView {
   plan: Plan;
@@ -38,6 +41,14 @@ export function enforcedLimit(
 ): number | null {
   if (plan === "free") return Math.min(options.monthlyCap ?? Infinity, options.freeAllowance);
   return options.monthlyCap;
+}
+
+/** Whether a plan allows a cap (null: none): Free only up to its allowance, Pro any. */
+export function capAllowed(
+  plan: Plan,
+  options: { monthlyCap: number | null; freeAllowance: number },
+): boolean {
+  return plan !== "free" || (options.monthlyCap ?? Infinity) <= options.freeAllowance;
 }
 
 /** Dollars for a number of accepted webhooks on a plan, rounded to the cent's hundredth. */
@@ -82,7 +93,7 @@ export async function setMonthlyCap(
     const entry = await kv.get<User>(userKey(options.userId));
     if (!entry.value) throw new HttpError(404, "Cannot set cap: the account no longer exists");
     const user = entry.value;
-    if (user.plan === "free" && (options.monthlyCap ?? Infinity) > options.freeAllowance) {
+    if (!capAllowed(user.plan, options)) {
       throw new HttpError(
         400,
         `Cannot set cap: the Free plan allows at most ${options.freeAllowance} webhooks a month; ` +
@@ -101,9 +112,11 @@ export async function setMonthlyCap(
 /** A user moved to a plan, keeping their cap where the plan allows it. */
 export function withPlan(user: User, options: { plan: Plan; freeAllowance: number }): User {
   const cap = user.monthlyCap ?? null;
-  const monthlyCap = options.plan === "free" && cap !== null && cap > options.freeAllowance
-    ? null
-    : cap;
+  // A cap the new plan does not allow is dropped; no cap stays no cap.
+  const monthlyCap =
+    capAllowed(options.plan, { monthlyCap: cap, freeAllowance: options.freeAllowance })
+      ? cap
+      : null;
   return {
     ...user,
     plan: options.plan,

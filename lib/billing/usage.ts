@@ -29,6 +29,11 @@ export interface QuotaState {
   resetAt: Date;
 }
 
+/** The quota of a limit with `used` accepted this month, as of `now`. */
+export function quotaState(limit: number | null, used: number, now: Date): QuotaState {
+  return { limit, used, resetAt: quotaResetAt(now) };
+}
+
 /** Webhooks accepted for a user in the month containing `date`. */
 export async function monthUsage(
   kv: Deno.Kv,
@@ -40,13 +45,18 @@ export async function monthUsage(
   return Number(entry.value?.value ?? 0n);
 }
 
+/** Webhooks still accepted this month: the one rule for the ingest gate and the headers. */
+export function remainingQuota(limit: number | null, used: number): number {
+  return limit === null ? Infinity : Math.max(0, limit - used);
+}
+
 /** The quota headers every ingest response carries. */
 export function quotaHeaders(quota: QuotaState): Record<string, string> {
   return {
     "X-Quota-Limit": quota.limit === null ? "unlimited" : String(quota.limit),
     "X-Quota-Remaining": quota.limit === null
       ? "unlimited"
-      : String(Math.max(0, quota.limit - quota.used)),
+      : String(remainingQuota(quota.limit, quota.used)),
     "X-Quota-Reset": String(Math.floor(quota.resetAt.getTime() / 1000)),
   };
 }
@@ -59,11 +69,7 @@ export async function currentQuota(kv: Deno.Kv, userId: string): Promise<QuotaSt
     usageMonthKey(userId, monthOf(now)),
   ]);
   if (!user.value) return null;
-  return {
-    limit: user.value.monthlyLimit,
-    used: Number(used.value?.value ?? 0n),
-    resetAt: quotaResetAt(now),
-  };
+  return quotaState(user.value.monthlyLimit, Number(used.value?.value ?? 0n), now);
 }
 
 /** One day's counts. */
@@ -73,11 +79,19 @@ export interface DailyUsage {
   rejected: number;
 }
 
+/** A user's month as the usage page and /api/usage show it. */
+export interface UsageReport {
+  month: string;
+  used: number;
+  rejected: number;
+  daily: DailyUsage[];
+}
+
 /** A user's month: accepted and refused webhooks, in total and per day (every day so far). */
 export async function usageReport(
   kv: Deno.Kv,
   options: { userId: string; now?: Date },
-): Promise<{ month: string; used: number; rejected: number; daily: DailyUsage[] }> {
+): Promise<UsageReport> {
   const now = options.now ?? new Date();
   const month = monthOf(now);
   const [used, rejected] = await kv.getMany<[Deno.KvU64, Deno.KvU64]>([
@@ -114,6 +128,14 @@ export async function usageReport(
 /** Alert levels, in percent of the monthly limit. */
 export const QUOTA_ALERT_LEVELS = [80, 100] as const;
 
+/**
+ * The count of accepted webhooks at which a limit reaches an alert level (percent): the same
+ * point for the `quota` events pushed to clients, the pages' alerts and the usage meter.
+ */
+export function alertThreshold(limit: number, level: number): number {
+  return Math.ceil((limit * level) / 100);
+}
+
 /** The alert levels that going from `before` to `after` accepted webhooks crosses. */
 export function crossedLevels(
   limit: number | null,
@@ -121,7 +143,7 @@ export function crossedLevels(
 ): number[] {
   if (limit === null || limit === 0) return [];
   return QUOTA_ALERT_LEVELS.filter((level) => {
-    const threshold = Math.ceil((limit * level) / 100);
+    const threshold = alertThreshold(limit, level);
     return options.before < threshold && options.after >= threshold;
   });
 }

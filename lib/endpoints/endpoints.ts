@@ -103,7 +103,12 @@ export async function findEndpointBySlug(kv: Deno.Kv, slug: string): Promise<End
   return entry.value;
 }
 
-async function ownedEndpoint(
+/**
+ * The one ownership check: the user's endpoint a slug names, as its KV entry. Anyone else's
+ * endpoint or an unknown slug is the same 404, "Cannot <action>: no endpoint <slug>", so a
+ * stranger learns nothing about slugs that exist.
+ */
+export async function ownedEndpointEntry(
   kv: Deno.Kv,
   options: { userId: string; slug: string; action: string },
 ): Promise<Deno.KvEntry<Endpoint>> {
@@ -112,7 +117,16 @@ async function ownedEndpoint(
     const entry = await kv.get<Endpoint>(endpointKey(options.userId, index.value.endpointId));
     if (entry.value) return entry as Deno.KvEntry<Endpoint>;
   }
-  throw new HttpError(404, `Cannot ${options.action} endpoint: no endpoint ${options.slug}`);
+  // The slug is the caller's input: echo only a bounded piece of it.
+  throw new HttpError(404, `Cannot ${options.action}: no endpoint ${options.slug.slice(0, 40)}`);
+}
+
+/** The user's endpoint a slug names; 404 for anyone else's or an unknown slug. */
+export async function ownedEndpoint(
+  kv: Deno.Kv,
+  options: { userId: string; slug: string; action: string },
+): Promise<Endpoint> {
+  return (await ownedEndpointEntry(kv, options)).value;
 }
 
 /**
@@ -123,7 +137,7 @@ export async function rotateEndpoint(
   kv: Deno.Kv,
   options: { userId: string; slug: string; broker: Broker },
 ): Promise<{ endpoint: Endpoint; oldSlug: string }> {
-  const entry = await ownedEndpoint(kv, { ...options, action: "rotate" });
+  const entry = await ownedEndpointEntry(kv, { ...options, action: "rotate endpoint" });
   const endpoint = { ...entry.value, slug: newSlug() };
   const result = await writeEndpoint(kv.atomic().check(entry), endpoint)
     .delete(endpointBySlugKey(options.slug))
@@ -144,7 +158,7 @@ export async function updateEndpointSettings(
   },
 ): Promise<Endpoint> {
   for (;;) {
-    const entry = await ownedEndpoint(kv, { ...options, action: "update" });
+    const entry = await ownedEndpointEntry(kv, { ...options, action: "update endpoint" });
     const endpoint = { ...entry.value, ...options.settings };
     if ((await kv.atomic().check(entry).set(entry.key, endpoint).commit()).ok) {
       options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
@@ -158,7 +172,7 @@ export async function deleteEndpoint(
   kv: Deno.Kv,
   options: { userId: string; slug: string; broker: Broker },
 ): Promise<Endpoint> {
-  const entry = await ownedEndpoint(kv, { ...options, action: "delete" });
+  const entry = await ownedEndpointEntry(kv, { ...options, action: "delete endpoint" });
   await kv.atomic().check(entry).delete(entry.key).delete(endpointBySlugKey(options.slug)).commit();
   options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
   return entry.value;

@@ -217,18 +217,22 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
   };
 }
 
-/** The client's address: the peer, or the proxy's last X-Forwarded-For entry when trusted. */
+/**
+ * The client's address: the peer, or the proxy's last X-Forwarded-For entry when trusted. The
+ * one rule for both the load guard and the routes (log-in limits); without connection info
+ * (a request handed to the app directly) it is "unknown".
+ */
 export function requestAddress(
   request: Request,
-  info: Deno.ServeHandlerInfo,
+  info: { remoteAddr?: Deno.Addr } | undefined,
   trustProxy: boolean,
 ): string {
   if (trustProxy) {
     const forwarded = request.headers.get("X-Forwarded-For")?.split(",").at(-1)?.trim();
     if (forwarded) return forwarded;
   }
-  const address = info.remoteAddr;
-  return "hostname" in address ? address.hostname : "unknown";
+  const address = info?.remoteAddr;
+  return address && "hostname" in address ? address.hostname : "unknown";
 }
 
 /**

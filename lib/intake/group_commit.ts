@@ -45,7 +45,15 @@ import {
   usageRejectedMonthKey,
   userKey,
 } from "../store/kv_keys.ts";
-import { crossedLevels, dayOf, monthOf, quotaResetAt, type QuotaState } from "../billing/usage.ts";
+import {
+  crossedLevels,
+  dayOf,
+  monthOf,
+  quotaResetAt,
+  type QuotaState,
+  quotaState,
+  remainingQuota,
+} from "../billing/usage.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 import type { User } from "../accounts/users.ts";
 
@@ -284,15 +292,9 @@ export function createIngest(
           continue;
         }
         const used = Number(gate.used.value?.value ?? 0n);
-        const remaining = user.monthlyLimit === null
-          ? Infinity
-          : Math.max(0, user.monthlyLimit - used);
+        const remaining = remainingQuota(user.monthlyLimit, used);
         const admitted = group.batch.slice(0, remaining);
-        const quota = (n: number): QuotaState => ({
-          limit: user.monthlyLimit,
-          used: used + n,
-          resetAt: quotaResetAt(now),
-        });
+        const quota = (n: number): QuotaState => quotaState(user.monthlyLimit, used + n, now);
         if (admitted.length < group.batch.length) {
           refusals.push({
             group,

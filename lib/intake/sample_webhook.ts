@@ -1,6 +1,5 @@
 /** The dashboard's "send a test webhook": a sample request through the same path as any sender's. */
-import { findEndpointBySlug } from "../endpoints/endpoints.ts";
-import { HttpError } from "../http/http_error.ts";
+import { ownedEndpoint } from "../endpoints/endpoints.ts";
 import { receiveWebhook } from "./receive.ts";
 import type { Services } from "../runtime/services.ts";
 import { endpointUrl } from "../endpoints/urls.ts";
@@ -16,10 +15,7 @@ export async function sendTestWebhook(
   services: Services,
   options: { userId: string; slug: string },
 ): Promise<{ id: string }> {
-  const endpoint = await findEndpointBySlug(services.kv, options.slug);
-  if (endpoint?.userId !== options.userId) {
-    throw new HttpError(404, `Cannot send test webhook: no endpoint ${options.slug}`);
-  }
+  await ownedEndpoint(services.kv, { ...options, action: "send test webhook" });
   const request = new Request(endpointUrl(services.config, options.slug), {
     method: "POST",
     headers: { "Content-Type": "application/json", "User-Agent": "WebSocks dashboard" },

@@ -1,11 +1,12 @@
-/** The dashboard's billing buttons: upgrade through Checkout, the portal, and downgrade. */
+/** The usage page's plan buttons (form posts, no pages): upgrade through Checkout, the portal, downgrade. */
 import { Hono } from "hono";
 import { downgrade, openPortal, startCheckout } from "../lib/billing/stripe.ts";
-import { type AppEnv, requireSameOrigin } from "./_env.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireSameOrigin } from "./_auth.ts";
 import { loadViewer, pageError, redirect, requireViewer, viewerOf } from "./_page.tsx";
 
 /** POST /dashboard/billing/{upgrade,portal,downgrade} */
-export function billingPageRoutes(): Hono<AppEnv> {
+export function billingActionRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.onError(pageError);
   const guarded = [requireSameOrigin, loadViewer, requireViewer] as const;
