@@ -1,0 +1,71 @@
+/**
+ * Issue 10, attacker's review of the merged fixes: what a hostile account could still do after
+ * them. Each test failed on the merged code first.
+ */
+import assert from "node:assert/strict";
+import { openWs, postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+import type { TestUser } from "./helpers.ts";
+import { idTime, nextId } from "../lib/ids.ts";
+import { createResponses } from "../lib/responses.ts";
+
+async function respondMode(server: TestServer, user: TestUser, timeoutSeconds: number) {
+  const response = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ respond: true, respondTimeoutSeconds: timeoutSeconds }),
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+}
+
+Deno.test("[review] answers to events nobody waits for any more are refused, not held in memory", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  await respondMode(server, user, 1);
+  // Stored while no client is connected: the sender got 503 at once, nobody will ever wait.
+  const ids: string[] = [];
+  for (let i = 0; i < 40; i++) {
+    const response = await postWebhook(user.webhookUrl, JSON.stringify({ i }));
+    assert.equal(response.status, 503);
+    assert.equal(response.headers.get("Content-Type"), "application/json");
+    const message = (await response.json()).error as string;
+    ids.push(/stored as (\w+)/.exec(message)![1]);
+  }
+  // Events a few seconds old: nobody can be about to wait for them (the sender has its 503).
+  const last = idTime(ids.at(-1)!);
+  while (Date.now() - last <= 6_000) await new Promise((resolve) => setTimeout(resolve, 100));
+  const ws = await openWs(`${server.wsUrl}/ws?token=${user.token}`);
+  try {
+    // A replay sends them again, each asking for an answer; answers to them are "free".
+    ws.send({ type: "replay", after: "0".repeat(26) });
+    for (let i = 0; i < ids.length; i++) assert.equal((await ws.next()).id, ids[i]);
+    assert.deepEqual(await ws.next(), { type: "replayed", after: "0".repeat(26), count: 40 });
+    const big = "x".repeat(1024 * 1024);
+    for (const id of ids) ws.send({ type: "response", id, status: 200, body: big });
+    for (const id of ids) {
+      const reply = await ws.next();
+      assert.equal(reply.type, "error");
+      assert.equal(
+        reply.message,
+        `Cannot respond to ${id}: no sender is waiting (answered or timed out)`,
+      );
+    }
+  } finally {
+    await ws.close();
+  }
+});
+
+Deno.test("[review] early answers hold a bounded number of bytes, dropping the oldest", async () => {
+  const responses = createResponses();
+  const body = new Uint8Array(1024 * 1024);
+  const ids = Array.from({ length: 40 }, () => nextId());
+  // Fresh events nobody waits for (yet): each answer is kept as early, up to a byte budget.
+  for (const id of ids) {
+    assert.equal(responses.deliver(id, "u1", { status: 200, headers: {}, body }), "taken");
+  }
+  // Compared by identity: a failing assert.equal would print a 1 MiB array.
+  const oldest = await responses.wait(ids[0], "u1", 0);
+  assert.ok(oldest === null, "the oldest early answer was kept past the byte budget");
+  assert.equal((await responses.wait(ids.at(-1)!, "u1", 0))?.body.byteLength, body.byteLength);
+  responses.stop();
+});
