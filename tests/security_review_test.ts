@@ -69,3 +69,56 @@ Deno.test("[review] early answers hold a bounded number of bytes, dropping the o
   assert.equal((await responses.wait(ids.at(-1)!, "u1", 0))?.body.byteLength, body.byteLength);
   responses.stop();
 });
+
+/** Opens a raw POST that announces `length` bytes and sends one; the connection stays open. */
+async function heldBody(server: TestServer, path: string, forwardedFor: string, length: number) {
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: Number(new URL(server.url).port),
+  });
+  await conn.write(
+    new TextEncoder().encode(
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: ${forwardedFor}\r\n` +
+        `Content-Type: application/octet-stream\r\nContent-Length: ${length}\r\n\r\nx`,
+    ),
+  );
+  return conn;
+}
+
+Deno.test("[review] one address cannot hold the whole body budget and so refuse every tenant's webhooks", async () => {
+  await using server = await startTestServer({
+    TRUST_PROXY: "1",
+    MAX_BUFFERED_BODY_MB: "4",
+    MAX_BUFFERED_BODY_MB_PER_ADDRESS: "1",
+  });
+  const attacker = await signUp(server);
+  const victim = await signUp(server);
+  const path = new URL(attacker.webhookUrl).pathname;
+  const held: Deno.Conn[] = [];
+  try {
+    // Bodies held open one byte in: each reserves the 1 MiB it announced.
+    for (let i = 0; i < 5; i++) held.push(await heldBody(server, path, "192.0.2.1", 1024 * 1024));
+    // The attacker's share is spent: its next body is refused at once.
+    const refused = await fetch(attacker.webhookUrl, {
+      method: "POST",
+      headers: { "X-Forwarded-For": "192.0.2.1", "Content-Type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get("Content-Type"), "application/json");
+    assert.match((await refused.json()).error, /^Cannot ingest: .*192\.0\.2\.1/);
+    // Another address's webhooks still fit in the budget.
+    for (let i = 0; i < 5; i++) {
+      const response = await fetch(victim.webhookUrl, {
+        method: "POST",
+        headers: { "X-Forwarded-For": "198.51.100.7", "Content-Type": "application/json" },
+        body: JSON.stringify({ i }),
+      });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("Content-Type"), "application/json");
+      assert.equal((await response.json()).ok, true);
+    }
+  } finally {
+    for (const conn of held) conn.close();
+  }
+});
