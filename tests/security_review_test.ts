@@ -122,3 +122,31 @@ Deno.test("[review] one address cannot hold the whole body budget and so refuse 
     for (const conn of held) conn.close();
   }
 });
+
+Deno.test("[review] refused answers to an event sent are not free: a flood of them is closed", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  await respondMode(server, user, 1);
+  const ws = await openWs(`${server.wsUrl}/ws?token=${user.token}`);
+  try {
+    const response = postWebhook(user.webhookUrl, JSON.stringify({ hello: 1 }));
+    const event = await ws.next();
+    assert.equal(event.respond, true);
+    // An answer with an invalid header is refused and may be corrected; it must still count.
+    for (let i = 0; i < 200 && ws.socket.readyState === WebSocket.OPEN; i++) {
+      ws.send({ type: "response", id: event.id, status: 200, headers: { "x y": "1" } });
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      ws.closed,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => reject(new Error("200 refused answers did not close")), 10_000)
+      ),
+    ]).finally(() => clearTimeout(timer));
+    // A blind flood's close code may be lost to the reset (see security_ws_test's lockstepFlood).
+    assert.ok([1008, 1006, 0].includes(closed.code), `closed with ${closed.code}`);
+    assert.equal((await response).status, 504);
+  } finally {
+    await ws.close();
+  }
+});
