@@ -179,6 +179,8 @@ export async function startRelay(
       // The benchmark holds thousands of connections on one token.
       MAX_CONNECTIONS_PER_TOKEN: "0",
       MAX_CONNECTIONS_PER_USER: "0",
+      // Every sender of the benchmark is one loopback address.
+      MAX_BUFFERED_BODY_MB_PER_ADDRESS: "256",
       LOG_REQUESTS: "0",
       WORKERS: "1",
       ...options.env,

@@ -12,6 +12,8 @@
  * arrives, and `senderHeaders` adds a sandbox CSP and nosniff to what the sender gets.
  */
 import type { Broker, ClientResponse } from "./broker.ts";
+import { RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
+import { idTime } from "../store/ids.ts";
 
 export type { ClientResponse };
 
@@ -29,14 +31,39 @@ export interface Responses {
 }
 
 const EARLY_ANSWER_MS = 30_000;
+/**
+ * Bytes of bodies all early answers may hold together. A client may answer every event it is
+ * sent (a replay sends old ones again), so without this one account could park gigabytes here.
+ */
+const EARLY_ANSWER_BYTES = 32 * 1024 * 1024;
+
+/**
+ * How young an event must be for an answer without a waiter to be kept as early: the waiter is
+ * registered right after the commit that sent the event, so only a new event's answer can beat
+ * it. Older ones (replayed, redelivered, timed out, never awaited) are refused as late.
+ */
+const EARLY_WINDOW_MS = 5_000;
+/** No sender waits longer than this (the longest respond timeout, and clock slack). */
+const LONGEST_WAIT_MS = RESPOND_TIMEOUT.maxMs + 5_000;
+
+/** Whether `id` is younger than `ms`, by the time in the id. */
+function youngerThan(id: string, ms: number): boolean {
+  return Date.now() - idTime(id) <= ms;
+}
 
 /** Creates the registry; with a broker, answers cross to other isolates and instances. */
 export function createResponses(options: { broker?: Broker } = {}): Responses {
   const waiters = new Map<string, { userId: string; resolve: (r: ClientResponse) => void }>();
   // Keyed by user and id, so an answer from another user can never take the owner's place.
   const early = new Map<string, { response: ClientResponse; at: number }>();
+  let earlyBytes = 0;
+  /** Ids answered or timed out: a later answer is late, never an early one. */
   const answered = new Set<string>();
   const { broker } = options;
+  const forget = (key: string) => {
+    earlyBytes -= early.get(key)?.response.body.byteLength ?? 0;
+    early.delete(key);
+  };
   const keyOf = (id: string, userId: string) => `${userId} ${id}`;
 
   function accept(id: string, userId: string, response: ClientResponse): AnswerOutcome {
@@ -48,12 +75,17 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
       return "taken";
     }
     const key = keyOf(id, userId);
-    if (answered.has(id) || early.has(key)) return "late";
     const now = Date.now();
-    for (const [k, value] of early) if (now - value.at > EARLY_ANSWER_MS) early.delete(k);
+    if (answered.has(id) || early.has(key) || !youngerThan(id, EARLY_WINDOW_MS)) return "late";
+    for (const [k, value] of early) if (now - value.at > EARLY_ANSWER_MS) forget(k);
     if (answered.size > 10_000) answered.clear();
-    if (early.size >= 1_000) early.delete(early.keys().next().value!);
+    const bytes = response.body.byteLength;
+    if (bytes > EARLY_ANSWER_BYTES) return "late";
+    while (early.size >= 1_000 || (early.size > 0 && earlyBytes + bytes > EARLY_ANSWER_BYTES)) {
+      forget(early.keys().next().value!);
+    }
     early.set(key, { response, at: now });
+    earlyBytes += bytes;
     return "taken";
   }
 
@@ -67,12 +99,14 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
       const key = keyOf(id, userId);
       const ready = early.get(key);
       if (ready) {
-        early.delete(key);
+        forget(key);
+        answered.add(id);
         return Promise.resolve(ready.response);
       }
       return new Promise((resolve) => {
         const timer = setTimeout(() => {
           waiters.delete(id);
+          answered.add(id);
           resolve(null);
         }, timeoutMs);
         waiters.set(id, {
@@ -87,7 +121,9 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
     },
     answer(id, userId, response) {
       if (waiters.has(id) || !broker || broker.peers() === 0) return accept(id, userId, response);
-      if (answered.has(id) || early.has(keyOf(id, userId))) return "late";
+      if (answered.has(id) || early.has(keyOf(id, userId)) || !youngerThan(id, LONGEST_WAIT_MS)) {
+        return "late";
+      }
       broker.publish({ kind: "response", id, userId, response });
       return "taken";
     },

@@ -177,17 +177,21 @@ class WebSocketSink implements Sink {
         });
       }
       const read = readClientMessage(message.data);
-      // The first ack and answer of an event sent here cost nothing: a client catching up on a
-      // backlog acks as fast as it works, and the events it was sent bound them anyway.
-      const free = "command" in read &&
-        (read.command.type === "ack" || read.command.type === "response") &&
-        replyDue(connection, read.command.id, read.command.type === "ack" ? "ack" : "answer");
+      const command = "command" in read ? read.command : null;
+      const answer = command?.type === "response" ? readAnswer(command) : null;
+      // The first ack and valid answer of an event sent here cost nothing: a client catching up
+      // on a backlog acks as fast as it works, and the events it was sent bound them anyway. A
+      // refused answer leaves the event due, so it pays, or it could be repeated for free.
+      const free = (command?.type === "ack" && replyDue(connection, command.id, "ack")) ||
+        (command?.type === "response" && answer !== null && !("problem" in answer) &&
+          replyDue(connection, command.id, "answer"));
       if (!free && !this.takeToken()) return;
       if ("error" in read) return sendJson(this.socket, { type: "error", message: read.error });
       handleClientMessage(this.connections, {
         connection,
         socket: this.socket,
         command: read.command,
+        answer,
         replies: this.replies,
         limits: this.limits,
       });
@@ -233,6 +237,26 @@ export function openWebSocket(
   return response;
 }
 
+type ResponseCommand = Extract<ClientMessage, { type: "response" }>;
+type Answer = { body: Uint8Array; headers: Record<string, string> } | { problem: string };
+
+/** A response command's body and allowed headers, or the error message refusing it. */
+function readAnswer(command: ResponseCommand): Answer {
+  let body: Uint8Array;
+  try {
+    body = command.bodyBase64 !== undefined
+      ? Uint8Array.fromBase64(command.bodyBase64)
+      : new TextEncoder().encode(command.body ?? "");
+  } catch {
+    return { problem: "Cannot read response: bodyBase64 is not base64" };
+  }
+  const checked = answerHeaders(command.headers ?? {});
+  if ("problem" in checked) {
+    return { problem: `Cannot respond to ${command.id}: ${checked.problem}` };
+  }
+  return { body, headers: checked.headers };
+}
+
 /** Parses one client message: the command, or what is wrong with it. */
 function readClientMessage(data: unknown): { command: ClientMessage } | { error: string } {
   if (typeof data !== "string") {
@@ -264,6 +288,8 @@ function handleClientMessage(
     connection: Connection;
     socket: WebSocket;
     command: ClientMessage;
+    /** The answer of a response command, when already read. */
+    answer: Answer | null;
     replies: ClientReplies;
     limits: ClientLimits;
   },
@@ -294,21 +320,9 @@ function handleClientMessage(
     return;
   }
   if (command.type === "response") {
-    let body: Uint8Array;
-    try {
-      body = command.bodyBase64 !== undefined
-        ? Uint8Array.fromBase64(command.bodyBase64)
-        : new TextEncoder().encode(command.body ?? "");
-    } catch {
-      return reply({ type: "error", message: "Cannot read response: bodyBase64 is not base64" });
-    }
-    const checked = answerHeaders(command.headers ?? {});
-    if ("problem" in checked) {
-      return reply({
-        type: "error",
-        message: `Cannot respond to ${command.id}: ${checked.problem}`,
-      });
-    }
+    const answer = context.answer ?? readAnswer(command);
+    if ("problem" in answer) return reply({ type: "error", message: answer.problem });
+    const { body, headers } = answer;
     // Taken only once the answer is valid, so a client can correct a refused answer.
     if (!takeReply(connection, command.id, "answer")) {
       return reply({
@@ -319,7 +333,7 @@ function handleClientMessage(
     }
     const outcome = context.replies.responses.answer(command.id, connection.userId, {
       status: command.status,
-      headers: checked.headers,
+      headers,
       body,
     });
     if (outcome === "late") {

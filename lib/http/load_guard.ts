@@ -7,8 +7,9 @@
  *   X-Forwarded-For entry with TRUST_PROXY=1.
  * - Request bodies: read with an idle timeout and an overall deadline (408), at most the caller's
  *   size limit (413), and within a budget of bytes all bodies being received may hold together
- *   (503). A body's declared Content-Length is reserved before the first byte is read, so bodies
- *   held open one byte short of the limit are refused rather than buffered.
+ *   (503), of which one address may hold only a share (429). A body's declared Content-Length
+ *   is reserved before the first byte is read, so bodies held open one byte short of the limit
+ *   are refused rather than buffered.
  * - Pressure: sampled once a second, the process's RSS against MAX_RSS_MB and its open file
  *   descriptors against the soft limit. Under pressure requests that bring a body or open a
  *   stream get 503; pages and small reads keep answering, so `/` stays up.
@@ -65,17 +66,20 @@ type GuardConfig = Pick<
   | "bodyIdleTimeoutMs"
   | "bodyTimeoutMs"
   | "maxBufferedBodyBytes"
+  | "maxBufferedBodyBytesPerAddress"
   | "maxRssBytes"
   | "minFreeFilesPercent"
 >;
 
-/** The guard of the server a request arrived at, so body readers find its budget. */
-const guardOf = new WeakMap<Request, GuardState>();
+/** The guard of the server a request arrived at, and its address, so body readers find budgets. */
+const guardOf = new WeakMap<Request, { state: GuardState; address: string }>();
 
 interface GuardState {
   config: GuardConfig;
   bodies: Set<BodyRead>;
   bodyBytes: number;
+  /** Body bytes reserved per client address (only addresses with some). */
+  bodyBytesByAddress: Map<string, number>;
 }
 
 /** The soft limit of open files (Linux), or null where it cannot be read. */
@@ -111,7 +115,12 @@ function isHeavy(request: Request): boolean {
 
 /** Creates the guard of one serving isolate. */
 export function createLoadGuard(config: GuardConfig): LoadGuard {
-  const state: GuardState = { config, bodies: new Set(), bodyBytes: 0 };
+  const state: GuardState = {
+    config,
+    bodies: new Set(),
+    bodyBytes: 0,
+    bodyBytesByAddress: new Map(),
+  };
   const perAddress = new Map<string, number>();
   let requests = 0;
   const limit = fileLimit();
@@ -190,7 +199,7 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
       }
       requests++;
       perAddress.set(address, mine + 1);
-      guardOf.set(request, state);
+      guardOf.set(request, { state, address });
       let released = false;
       return () => {
         if (released) return;
@@ -254,7 +263,9 @@ export async function readBody(
   const declared = declaredHeader === null ? null : Number(declaredHeader);
   if (declared !== null && declared > maxBytes) throw tooLarge();
   if (!request.body || declared === 0) return new Uint8Array();
-  const state = guardOf.get(request);
+  const guard = guardOf.get(request);
+  const state = guard?.state;
+  const address = guard?.address ?? "";
   // Reserve what the sender announced, so a body held open short of its length is refused
   // before it is buffered; chunked bodies reserve what arrives.
   let reserved = 0;
@@ -271,7 +282,18 @@ export async function readBody(
         { "Retry-After": "1", Connection: "close" },
       );
     }
+    const mine = state.bodyBytesByAddress.get(address) ?? 0;
+    if (mine + more > state.config.maxBufferedBodyBytesPerAddress) {
+      throw new HttpError(
+        429,
+        `Cannot ${action}: ${address} is sending too many bodies at once (${
+          Math.round(state.config.maxBufferedBodyBytesPerAddress / 2 ** 20)
+        } MiB in flight); wait for some to finish`,
+        { "Retry-After": "1", Connection: "close" },
+      );
+    }
     state.bodyBytes += more;
+    state.bodyBytesByAddress.set(address, mine + more);
     reserved = bytes;
   };
   const reader = request.body.getReader();
@@ -310,7 +332,12 @@ export async function readBody(
     );
   } finally {
     state?.bodies.delete(read);
-    if (state) state.bodyBytes -= reserved;
+    if (state && reserved > 0) {
+      state.bodyBytes -= reserved;
+      const left = state.bodyBytesByAddress.get(address)! - reserved;
+      if (left > 0) state.bodyBytesByAddress.set(address, left);
+      else state.bodyBytesByAddress.delete(address);
+    }
   }
   // A lone part may be a view into a larger buffer; KV would serialise the whole buffer.
   if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) return parts[0];

@@ -67,6 +67,7 @@ const schema = z.object({
   BODY_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
   API_MAX_BODY_BYTES: positiveInt.default(64 * 1024),
   MAX_BUFFERED_BODY_MB: z.coerce.number().positive().default(256),
+  MAX_BUFFERED_BODY_MB_PER_ADDRESS: z.coerce.number().positive().default(16),
   MAX_REQUESTS_PER_ADDRESS: positiveInt.default(4096),
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_RSS_MB: nonNegativeInt.default(2048),
@@ -179,6 +180,11 @@ export interface Config {
   apiMaxBodyBytes: number;
   /** Bytes all request bodies being received may hold together, per isolate (503 above). */
   maxBufferedBodyBytes: number;
+  /**
+   * The share of that one client address may hold (429 above), so a few hundred bodies held
+   * open from one address cannot refuse every tenant's webhooks.
+   */
+  maxBufferedBodyBytesPerAddress: number;
   /** Requests in progress from one client address, per isolate (429 above). */
   maxRequestsPerAddress: number;
   /** Requests in progress in total, per isolate (503 above). */
@@ -260,6 +266,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     bodyTimeoutMs: e.BODY_TIMEOUT_SECONDS * 1000,
     apiMaxBodyBytes: e.API_MAX_BODY_BYTES,
     maxBufferedBodyBytes: Math.round(e.MAX_BUFFERED_BODY_MB * 2 ** 20),
+    maxBufferedBodyBytesPerAddress: Math.round(e.MAX_BUFFERED_BODY_MB_PER_ADDRESS * 2 ** 20),
     maxRequestsPerAddress: e.MAX_REQUESTS_PER_ADDRESS,
     maxRequests: e.MAX_REQUESTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
