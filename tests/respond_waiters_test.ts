@@ -11,7 +11,12 @@ import {
   isAnswerHeader,
   senderHeaders,
 } from "../lib/fanout/respond_waiters.ts";
+import { nextId } from "../lib/store/ids.ts";
 import { linkedBrokers } from "./fakes.ts";
+
+/** Real event ids, made at first use: an early answer is kept only for a fresh event. */
+const IDS = new Map<number, string>();
+const e = (n: number) => IDS.get(n) ?? IDS.set(n, nextId()).get(n)!;
 
 const OWNER = "owner";
 const OTHER = "other";
@@ -24,53 +29,53 @@ const answer = (status = 200, body = "ok"): ClientResponse => ({
 
 Deno.test("[respond_waiters] a waiter gets its owner's answer; the next answer is late", async () => {
   const responses = createResponses();
-  const waiting = responses.wait("e1", OWNER, 10_000);
-  assert.equal(responses.answer("e1", OWNER, answer(201)), "taken");
+  const waiting = responses.wait(e(1), OWNER, 10_000);
+  assert.equal(responses.answer(e(1), OWNER, answer(201)), "taken");
   assert.equal((await waiting)?.status, 201);
-  assert.equal(responses.answer("e1", OWNER, answer(202)), "late");
+  assert.equal(responses.answer(e(1), OWNER, answer(202)), "late");
   responses.stop();
 });
 
 Deno.test("[respond_waiters] an answer from another user is refused and the owner's still counts", async () => {
   const responses = createResponses();
-  const waiting = responses.wait("e1", OWNER, 10_000);
-  assert.equal(responses.answer("e1", OTHER, answer(500, "forged")), "not_yours");
-  assert.equal(responses.answer("e1", OWNER, answer(200, "real")), "taken");
+  const waiting = responses.wait(e(1), OWNER, 10_000);
+  assert.equal(responses.answer(e(1), OTHER, answer(500, "forged")), "not_yours");
+  assert.equal(responses.answer(e(1), OWNER, answer(200, "real")), "taken");
   assert.equal(new TextDecoder().decode((await waiting)?.body), "real");
   responses.stop();
 });
 
 Deno.test("[respond_waiters] an answer before its waiter is kept for its owner only", async () => {
   const responses = createResponses();
-  assert.equal(responses.answer("e1", OWNER, answer(203)), "taken");
-  assert.equal(responses.answer("e1", OWNER, answer(204)), "late", "one early answer per event");
-  assert.equal((await responses.wait("e1", OWNER, 10_000))?.status, 203);
+  assert.equal(responses.answer(e(1), OWNER, answer(203)), "taken");
+  assert.equal(responses.answer(e(1), OWNER, answer(204)), "late", "one early answer per event");
+  assert.equal((await responses.wait(e(1), OWNER, 10_000))?.status, 203);
   // Another user's early answer never reaches the owner's waiter.
-  assert.equal(responses.answer("e2", OTHER, answer(500)), "taken");
-  const owners = responses.wait("e2", OWNER, 10_000);
-  assert.equal(responses.answer("e2", OWNER, answer(200)), "taken");
+  assert.equal(responses.answer(e(2), OTHER, answer(500)), "taken");
+  const owners = responses.wait(e(2), OWNER, 10_000);
+  assert.equal(responses.answer(e(2), OWNER, answer(200)), "taken");
   assert.equal((await owners)?.status, 200);
   responses.stop();
 });
 
 Deno.test("[respond_waiters] a waiter with no answer in time gets null", async () => {
   const responses = createResponses();
-  assert.equal(await responses.wait("e1", OWNER, 1), null);
+  assert.equal(await responses.wait(e(1), OWNER, 1), null);
   responses.stop();
 });
 
 Deno.test("[respond_waiters] early answers are bounded, forgetting the oldest", async () => {
   const responses = createResponses();
   for (let n = 0; n <= 1000; n++) {
-    assert.equal(responses.answer(`e${n}`, OWNER, answer(200, String(n))), "taken");
+    assert.equal(responses.answer(e(n), OWNER, answer(200, String(n))), "taken");
   }
   const text = async (id: string) =>
     new TextDecoder().decode((await responses.wait(id, OWNER, 10_000))?.body);
-  assert.equal(await text("e1000"), "1000");
-  assert.equal(await text("e1"), "1");
+  assert.equal(await text(e(1000)), "1000");
+  assert.equal(await text(e(1)), "1");
   // The oldest was dropped: its waiter waits, and takes the next answer.
-  const oldest = text("e0");
-  assert.equal(responses.answer("e0", OWNER, answer(200, "again")), "taken");
+  const oldest = text(e(0));
+  assert.equal(responses.answer(e(0), OWNER, answer(200, "again")), "taken");
   assert.equal(await oldest, "again");
   responses.stop();
 });
@@ -79,15 +84,15 @@ Deno.test("[respond_waiters] an answer crosses the broker to the isolate holding
   const [here, there] = linkedBrokers();
   const waiters = createResponses({ broker: here });
   const answerers = createResponses({ broker: there });
-  const waiting = waiters.wait("e1", OWNER, 10_000);
-  assert.equal(answerers.answer("e1", OWNER, answer(207, "from afar")), "taken");
+  const waiting = waiters.wait(e(1), OWNER, 10_000);
+  assert.equal(answerers.answer(e(1), OWNER, answer(207, "from afar")), "taken");
   const got = await waiting;
   assert.equal(got?.status, 207);
   assert.equal(new TextDecoder().decode(got?.body), "from afar");
   // Across the broker, another user's answer is refused by the waiter's side.
-  const guarded = waiters.wait("e2", OWNER, 10_000);
-  answerers.answer("e2", OTHER, answer(500));
-  answerers.answer("e2", OWNER, answer(200));
+  const guarded = waiters.wait(e(2), OWNER, 10_000);
+  answerers.answer(e(2), OTHER, answer(500));
+  answerers.answer(e(2), OWNER, answer(200));
   assert.equal((await guarded)?.status, 200);
   waiters.stop();
   answerers.stop();
