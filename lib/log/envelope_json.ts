@@ -16,7 +16,7 @@ export interface LiveEvent {
   sse(): Uint8Array;
 }
 
-/** What the envelope is built from: a stored event's fields (see StoredEvent in events.ts). */
+/** What the envelope is built from; a stored event (StoredEvent in events.ts) extends it. */
 export interface EnvelopeSource {
   id: string;
   userId: string;
@@ -30,6 +30,7 @@ export interface EnvelopeSource {
   headersJson: string;
   contentType: string | null;
   kind: BodyKind;
+  /** The endpoint was in respond mode: the sender waits for a client's answer. */
   respond?: boolean;
 }
 

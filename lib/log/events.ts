@@ -11,32 +11,20 @@ import {
   eventKey,
   eventsOfUserPrefix,
 } from "../store/kv_keys.ts";
-import type { BodyKind } from "../intake/body_types.ts";
 import type { EventSummary } from "../shared/wire.ts";
-import { type LiveEvent, toLiveEvent } from "./envelope_json.ts";
+import { type EnvelopeSource, type LiveEvent, toLiveEvent } from "./envelope_json.ts";
 
-/** An event as stored in KV. `body` is null when it was split into `chunks` pieces. */
-export interface StoredEvent {
-  id: string;
-  userId: string;
+/**
+ * An event as stored in KV: what the envelope is built from, plus where its body lives. `body`
+ * is null when it was split into `chunks` pieces.
+ */
+export interface StoredEvent extends EnvelopeSource {
   endpointId: string;
-  endpoint: string;
-  receivedAt: string;
   expiresAt: number;
-  method: string;
-  path: string;
-  /** The query as JSON text: stored and delivered as is, never re-serialised per event. */
-  queryJson: string;
-  /** The request headers as JSON text (lowercase names), for the same reason. */
-  headersJson: string;
-  contentType: string | null;
-  kind: BodyKind;
   size: number;
   body: Uint8Array | null;
   blobId: string | null;
   chunks: number;
-  /** The endpoint was in respond mode: the sender waits for a client's answer. */
-  respond?: boolean;
 }
 
 /** Bytes of one body chunk: below KV's 64 KiB value limit with room for the key. */
