@@ -5,7 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { addressKey } from "../lib/http/load_guard.ts";
-import { postWebhook, signUp, startTestServer } from "./helpers.ts";
+import type { BrokerMessage } from "../lib/fanout/broker.ts";
+import { kvTransport } from "../lib/fanout/broker_kv.ts";
+import { messageQueue, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
+import { instanceSides, postOn, signUpOn } from "./sides.ts";
 
 Deno.test("[resend] resends are limited per account: 429 with Retry-After past the burst", async () => {
   await using server = await startTestServer({ RESENDS_PER_SECOND: "1", RESENDS_BURST: "3" });
@@ -119,4 +122,102 @@ Deno.test("[addresses] two IPv6 addresses of one /64 share the sign-up limit; an
   const elsewhere = await signUpFrom("2001:db8:7:8::1");
   assert.equal(elsewhere.status, 201);
   await elsewhere.body?.cancel();
+});
+
+Deno.test("[respond] with BROKER=kv, a 1 MiB answer crosses to the instance holding the sender", async () => {
+  const sides = await instanceSides();
+  try {
+    const user = await signUpOn(sides);
+    const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
+      method: "PATCH",
+      headers: { ...user.auth, "Content-Type": "application/json" },
+      body: '{"respond": true, "respondTimeoutSeconds": 10}',
+    });
+    assert.equal(set.status, 200);
+    await set.body?.cancel();
+    await waitFor(
+      async () => (await postOn(sides, { side: 1, slug: user.slug, body: "{}" })).status === 503,
+      { what: "respond mode on at side 1" },
+    );
+    const client = await sides.openWs(0, `/?token=${user.token}`);
+    // Each size: small (unchanged path), just over one KV value, and the largest body.
+    for (const size of [1000, 70_000, 1024 * 1024]) {
+      const sending = sides.fetch(1, `/api/in/${user.slug}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: '{"big":true}',
+      });
+      const event = await client.next();
+      assert.equal(event.respond, true);
+      const body = new Uint8Array(size);
+      for (let n = 0; n < size; n++) body[n] = (n * 7 + size) % 251;
+      client.send({
+        type: "response",
+        id: event.id,
+        status: 200,
+        headers: { "Content-Type": "application/octet-stream" },
+        bodyBase64: body.toBase64(),
+      });
+      const response = await sending;
+      assert.equal(response.status, 200, `an answer of ${size} bytes reaches the sender`);
+      assert.equal(response.headers.get("content-type"), "application/octet-stream");
+      assert.deepEqual(new Uint8Array(await response.arrayBuffer()), body);
+    }
+    await client.close();
+  } finally {
+    await sides.close();
+  }
+});
+
+Deno.test("[respond] the KV mailbox keeps small messages in their entry and splits large ones", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const here = kvTransport(kv, { processId: "here" });
+  const there = kvTransport(kv, { processId: "there" });
+  const heard = messageQueue<BrokerMessage>("a message from the other instance");
+  here.start(() => {});
+  there.start((message) => heard.push(message));
+  try {
+    const answer = (bytes: number): BrokerMessage => ({
+      kind: "response",
+      id: "01JZZZZZZZZZZZZZZZZZZZZZZZ",
+      userId: "u1",
+      response: { status: 200, headers: { "X-A": "ü" }, body: new Uint8Array(bytes).fill(7) },
+    });
+    here.send(answer(100));
+    assert.deepEqual(await heard.next(), answer(100));
+    const entries = await Array.fromAsync(
+      kv.list<Record<string, unknown>>({ prefix: ["broker_messages"] }),
+    );
+    assert.equal(entries.length, 1);
+    assert.ok("message" in entries[0].value, "a small message stays in its entry");
+    assert.equal((await Array.fromAsync(kv.list({ prefix: ["broker_message_parts"] }))).length, 0);
+
+    here.send(answer(200_000));
+    assert.deepEqual(await heard.next(), answer(200_000));
+    const parts = await Array.fromAsync(kv.list({ prefix: ["broker_message_parts"] }));
+    assert.equal(parts.length, 4, "200 kB in parts of 60 kB");
+    const large =
+      (await Array.fromAsync(kv.list<Record<string, unknown>>({ prefix: ["broker_messages"] })))
+        .find((entry) => "parts" in entry.value);
+    assert.equal(large?.value.parts, 4);
+
+    // An entry whose parts are gone (expired) is skipped, and the next message still arrives.
+    const firstPart = parts[0].key;
+    here.send(answer(70_000));
+    await heard.next();
+    await kv.delete(firstPart);
+    const stale = large!;
+    await kv.delete(stale.key);
+    await kv.set(["broker_messages", "01ZZZZZZZZZZZZZZZZZZZZZZZZ"], stale.value);
+    await kv.set(["broker_head", "all"], "01ZZZZZZZZZZZZZZZZZZZZZZZZ");
+    here.send({ kind: "endpoint_changed", slug: "after" });
+    assert.deepEqual(await heard.next(), { kind: "endpoint_changed", slug: "after" });
+    // Read in the same pass, after it: had the stale entry been heard, it would come next.
+    here.send({ kind: "endpoint_changed", slug: "last" });
+    assert.deepEqual(await heard.next(), { kind: "endpoint_changed", slug: "last" });
+  } finally {
+    here.close();
+    there.close();
+    kv.close();
+  }
 });
