@@ -70,17 +70,16 @@ export function eventRoutes(): Hono<AppEnv> {
   });
 
   // Resend: the stored event goes again to every connected client. /redeliver is its first
-  // name, kept as an alias for clients written against it.
+  // name, kept as an alias for clients written against it; both share the account's rate.
   for (const path of ["/api/events/:id/resend", "/api/events/:id/redeliver"] as const) {
     app.post(path, requireAuth, async (c) => {
       const id = c.req.param("id");
       if (!isId(id)) throw new HttpError(400, `Cannot resend event: "${id}" is not an event id`);
-      const { kv, broker, presence } = c.get("services");
-      const userId = c.get("auth").user.id;
-      const event = await getEvent(kv, { userId, id });
-      if (!event) throw new HttpError(404, `Cannot resend event: no retained event ${id}`);
-      broker.publish({ kind: "resend", userId, event });
-      return c.json({ ok: true, id, clients: (await presence.list(userId)).length });
+      const { clients } = await c.get("services").resender.resend({
+        userId: c.get("auth").user.id,
+        id,
+      });
+      return c.json({ ok: true, id, clients });
     });
   }
 

@@ -5,8 +5,11 @@
  * Events need no message of their own: the ingest commit already moves the user's head key,
  * so an isolate that holds a user's connections watches that key and reads the log after the
  * last id it has. Everything else (revocations, endpoint changes, notices, answers) is written
- * to a short-lived mailbox whose head key every instance watches.
+ * to a short-lived mailbox whose head key every instance watches. A message too large for one
+ * KV value (a respond-mode answer of up to a megabyte) is written serialized in parts under
+ * its id first, with the same expiry, and its entry names how many there are.
  */
+import { deserialize, serialize } from "node:v8";
 import {
   type BrokerMessage,
   fromWire,
@@ -14,11 +17,13 @@ import {
   type Transport,
   type WireMessage,
 } from "./broker.ts";
-import { eventsAfter, getEvent } from "../log/events.ts";
+import { CHUNK_BYTES, eventsAfter, getEvent } from "../log/events.ts";
 import { idFloor, nextId } from "../store/ids.ts";
 import {
   brokerHeadKey,
   brokerMessageKey,
+  brokerMessagePartKey,
+  brokerMessagePartsPrefix,
   brokerMessagesPrefix,
   eventHeadKey,
 } from "../store/kv_keys.ts";
@@ -30,17 +35,27 @@ interface ResendRef {
   id: string;
 }
 
-/** A mailbox entry. */
-interface MailboxEntry {
-  /** The process that wrote it; its own isolates already heard it over BroadcastChannel. */
-  origin: string;
-  at: number;
-  message: WireMessage | ResendRef;
-}
+/** A mailbox entry: the message itself, or the number of parts it was written in. */
+type MailboxEntry =
+  & {
+    /** The process that wrote it; its own isolates already heard it over BroadcastChannel. */
+    origin: string;
+    at: number;
+  }
+  & ({ message: WireMessage | ResendRef } | { parts: number });
 
 /** How long mailbox entries live, and how far back a reader looks for late commits. */
 const MAILBOX_TTL_MS = 60_000;
 const MAILBOX_LOOKBACK_MS = 10_000;
+/** Serialized messages up to this size go inside their entry, with room for the rest of it. */
+const INLINE_MESSAGE_BYTES = 60_000;
+/** Parts written per commit, under KV's 800 KiB per-commit limit. */
+const PARTS_PER_COMMIT = 12;
+/**
+ * A larger message is not written (and logged): answers are at most WS_MAX_MESSAGE_BYTES of
+ * base64, so only a bug could reach it, and the parts of one message stay bounded.
+ */
+const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 /** What one isolate knows of a followed user's log. */
 interface Followed {
@@ -112,9 +127,13 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
     for await (const entry of kv.list<MailboxEntry>({ prefix: brokerMessagesPrefix(), start })) {
       const id = entry.key[1] as string;
       if (seen.has(id)) continue;
-      const { origin, at, message } = entry.value;
+      const { origin, at } = entry.value;
       seen.set(id, at);
       if (origin === options.processId || at < startedAt) continue;
+      const message = "parts" in entry.value
+        ? await readParts(id, entry.value.parts)
+        : entry.value.message;
+      if (!message) continue;
       if (message.kind === "resend_ref") {
         const { userId } = message;
         const event = await getEvent(kv, { userId, id: message.id });
@@ -127,16 +146,55 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
     for (const [id, at] of seen) if (at < forgetBefore) seen.delete(id);
   }, stopped);
 
-  function write(message: WireMessage | ResendRef): void {
+  /** A large message joined from its parts; null when some expired or were never written. */
+  async function readParts(id: string, parts: number): Promise<WireMessage | null> {
+    const chunks: Uint8Array[] = [];
+    for await (const part of kv.list<Uint8Array>({ prefix: brokerMessagePartsPrefix(id) })) {
+      if (part.key[2] !== chunks.length) break;
+      chunks.push(part.value);
+    }
+    if (chunks.length !== parts) return null;
+    const joined = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
+    let offset = 0;
+    for (const chunk of chunks) {
+      joined.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    return deserialize(joined) as WireMessage;
+  }
+
+  /** Commits the entry (after its parts, when it has some) and moves the head. */
+  async function commit(message: WireMessage | ResendRef): Promise<void> {
     const id = nextId();
-    const entry: MailboxEntry = { origin: options.processId, at: Date.now(), message };
-    kv.atomic()
+    const head = { origin: options.processId, at: Date.now() };
+    let entry: MailboxEntry = { ...head, message };
+    // Measured as KV will store it (the same V8 serialization), copied out of Node's Buffer pool.
+    const serialized = new Uint8Array(serialize(message));
+    if (serialized.byteLength > INLINE_MESSAGE_BYTES) {
+      if (serialized.byteLength > MAX_MESSAGE_BYTES) {
+        throw new Error(`${serialized.byteLength} bytes is over ${MAX_MESSAGE_BYTES}`);
+      }
+      const parts = Math.ceil(serialized.byteLength / CHUNK_BYTES);
+      for (let first = 0; first < parts; first += PARTS_PER_COMMIT) {
+        const op = kv.atomic();
+        for (let n = first; n < Math.min(parts, first + PARTS_PER_COMMIT); n++) {
+          const part = serialized.subarray(n * CHUNK_BYTES, (n + 1) * CHUNK_BYTES);
+          op.set(brokerMessagePartKey(id, n), part, { expireIn: MAILBOX_TTL_MS });
+        }
+        await op.commit();
+      }
+      entry = { ...head, parts };
+    }
+    await kv.atomic()
       .set(brokerMessageKey(id), entry, { expireIn: MAILBOX_TTL_MS })
       .set(brokerHeadKey(), id)
-      .commit()
-      .catch((error) => {
-        if (!closed) console.error("shared-KV broker: writing %s failed", message.kind, error);
-      });
+      .commit();
+  }
+
+  function write(message: WireMessage | ResendRef): void {
+    commit(message).catch((error) => {
+      if (!closed) console.error("shared-KV broker: writing %s failed", message.kind, error);
+    });
   }
 
   return {

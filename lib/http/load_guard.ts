@@ -4,7 +4,7 @@
  *
  * - Requests in flight, per client address and in total: over the address's share the request
  *   gets 429 at once, over the total 503. An address is the peer, or the proxy's last
- *   X-Forwarded-For entry with TRUST_PROXY=1.
+ *   X-Forwarded-For entry with TRUST_PROXY=1; an IPv6 one counts by its /64 (addressKey).
  * - Request bodies: read with an idle timeout and an overall deadline (408), at most the caller's
  *   size limit (413), and within a budget of bytes all bodies being received may hold together
  *   (503), of which one address may hold only a share (429). A body's declared Content-Length
@@ -227,9 +227,10 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
 }
 
 /**
- * The client's address: the peer, or the proxy's last X-Forwarded-For entry when trusted. The
- * one rule for both the load guard and the routes (log-in limits); without connection info
- * (a request handed to the app directly) it is "unknown".
+ * The client's address as per-address limits key it (addressKey): the peer, or the proxy's last
+ * X-Forwarded-For entry when trusted. The one rule for both the load guard and the routes
+ * (log-in and sign-up limits); without connection info (a request handed to the app directly)
+ * it is "unknown".
  */
 export function requestAddress(
   request: Request,
@@ -238,10 +239,56 @@ export function requestAddress(
 ): string {
   if (trustProxy) {
     const forwarded = request.headers.get("X-Forwarded-For")?.split(",").at(-1)?.trim();
-    if (forwarded) return forwarded;
+    if (forwarded) return addressKey(forwarded);
   }
   const address = info?.remoteAddr;
-  return address && "hostname" in address ? address.hostname : "unknown";
+  return address && "hostname" in address ? addressKey(address.hostname) : "unknown";
+}
+
+/**
+ * What a per-address limit counts one sender as: an IPv4 address as it is (also when written
+ * IPv4-mapped, `::ffff:192.0.2.1`), an IPv6 address by its /64 (`2001:db8:1:2::/64`), since one
+ * host is routinely given a whole /64 and would otherwise have 2^64 addresses to spread over.
+ * Text that is no address is returned trimmed.
+ */
+export function addressKey(address: string): string {
+  const text = address.trim();
+  if (!text.includes(":")) return text;
+  const hextets = ipv6Hextets(text.replace(/^\[(.*)\]$/, "$1").replace(/%.*$/, ""));
+  if (!hextets) return text;
+  if (hextets.slice(0, 5).every((h) => h === 0) && hextets[5] === 0xffff) {
+    return [hextets[6] >> 8, hextets[6] & 255, hextets[7] >> 8, hextets[7] & 255].join(".");
+  }
+  return `${hextets.slice(0, 4).map((h) => h.toString(16)).join(":")}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address (`::` expanded, a trailing IPv4 part read), or null. */
+function ipv6Hextets(text: string): number[] | null {
+  let rest = text;
+  const tail: number[] = [];
+  const ipv4 = /^(.*:)(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(rest);
+  if (ipv4) {
+    const bytes = ipv4.slice(2).map(Number);
+    if (bytes.some((b) => b > 255)) return null;
+    tail.push((bytes[0] << 8) | bytes[1], (bytes[2] << 8) | bytes[3]);
+    // What precedes it keeps its separator: "::" is an elision to keep, a lone ":" is not.
+    rest = ipv4[1].endsWith("::") ? ipv4[1] : ipv4[1].slice(0, -1);
+  }
+  const halves = rest.split("::");
+  if (halves.length > 2) return null;
+  const groups = (part: string) => (part === "" ? [] : part.split(":"));
+  const head = groups(halves[0]);
+  const after = halves.length === 2 ? groups(halves[1]) : [];
+  if (![...head, ...after].every((group) => /^[0-9a-f]{1,4}$/i.test(group))) return null;
+  const known = head.length + after.length + tail.length;
+  const missing = 8 - known;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return null;
+  return [
+    ...head.map((group) => parseInt(group, 16)),
+    ...Array(halves.length === 2 ? missing : 0).fill(0),
+    ...after.map((group) => parseInt(group, 16)),
+    ...tail,
+  ];
 }
 
 /**

@@ -38,6 +38,8 @@ const schema = z.object({
   WS_MAX_UNACKED: positiveInt.default(1000),
   ACKS_PER_SECOND: nonNegativeInt.default(20),
   ACKS_BURST: positiveInt.default(100),
+  RESENDS_PER_SECOND: nonNegativeInt.default(5),
+  RESENDS_BURST: positiveInt.default(20),
   SESSION_DAYS: z.coerce.number().positive().default(30),
   LOG_REQUESTS: z.enum(["0", "1"]).default("0"),
   LOGIN_FAILURES_PER_ACCOUNT: positiveInt.default(5),
@@ -135,6 +137,12 @@ export interface Config {
   /** Acks recorded (KV writes) per second per account; 0 turns the limit off. */
   acksPerSecond: number;
   acksBurst: number;
+  /**
+   * Resends (POST /api/events/:id/resend) per second per account, each reaching all of its
+   * connections; 0 turns the limit off.
+   */
+  resendsPerSecond: number;
+  resendsBurst: number;
   sessionMs: number;
   logRequests: boolean;
   /**
@@ -237,6 +245,8 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     wsMaxUnacked: e.WS_MAX_UNACKED,
     acksPerSecond: e.ACKS_PER_SECOND,
     acksBurst: e.ACKS_BURST,
+    resendsPerSecond: e.RESENDS_PER_SECOND,
+    resendsBurst: e.RESENDS_BURST,
     sessionMs: e.SESSION_DAYS * 86400_000,
     logRequests: e.LOG_REQUESTS === "1",
     loginFailuresPerAccount: e.LOGIN_FAILURES_PER_ACCOUNT,

@@ -2,6 +2,7 @@
 import { type Broker, createBroker, type Transport } from "../fanout/broker.ts";
 import { kvTransport } from "../fanout/broker_kv.ts";
 import { createPresence, type Presence } from "../fanout/presence.ts";
+import { createResender, type Resender } from "../fanout/resend.ts";
 import type { Config } from "./config.ts";
 import { type Connections, createConnections } from "../fanout/connections.ts";
 import { createEndpointCache, type EndpointCache } from "../endpoints/endpoints.ts";
@@ -33,6 +34,8 @@ export interface Services {
   clientLimits: ClientLimits;
   /** The user's connected clients in every isolate and instance. */
   presence: Presence;
+  /** Resends stored events on request, at RESENDS_PER_SECOND per account. */
+  resender: Resender;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -104,6 +107,16 @@ export async function createServices(
     stripe: config.stripe ? createStripe(config.stripe) : null,
     responses,
     presence,
+    resender: createResender({
+      kv,
+      broker,
+      presence,
+      limiter: createRateLimiter({
+        perSecond: config.resendsPerSecond,
+        burst: config.resendsBurst,
+      }),
+      perSecond: config.resendsPerSecond,
+    }),
     clientLimits: {
       messagesPerSecond: config.wsMessagesPerSecond,
       messagesBurst: config.wsMessagesBurst,

@@ -29,7 +29,10 @@
  * | ["login_failures", "email", email]       | { failures, lastAt }: the delay    | login_guard.ts  |
  * | ["login_devices", sha256(cookie)]         | { email, failures } (180 days)     | login_guard.ts  |
  * | ["signups", address]                      | number[]: sign-up attempt times    | login_guard.ts  |
- * | ["broker_messages", id]                   | { origin, at, message } (60 s)     | broker_kv.ts    |
+ * | ["broker_messages", id]                   | { origin, at, message } (60 s), or | broker_kv.ts    |
+ * |                                           | { origin, at, parts } when large   |                 |
+ * | ["broker_message_parts", id, n]           | Uint8Array, part n of a large      | broker_kv.ts    |
+ * |                                           | serialized message (60 s)          |                 |
  * | ["broker_head", "all"]                    | id of the newest broker message    | broker_kv.ts    |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
@@ -146,5 +149,9 @@ export const deliveriesOfEventPrefix = (userId: string, eventId: string) => [
 export const brokerMessageKey = (id: string) => ["broker_messages", id];
 /** Prefix of the broker messages. */
 export const brokerMessagesPrefix = () => ["broker_messages"];
+/** ["broker_message_parts", id, n]: part n of a broker message too large for one KV value. */
+export const brokerMessagePartKey = (id: string, n: number) => ["broker_message_parts", id, n];
+/** Prefix of the parts of broker message `id`. */
+export const brokerMessagePartsPrefix = (id: string) => ["broker_message_parts", id];
 /** ["broker_head", "all"]: moved with every broker message so instances can watch one key. */
 export const brokerHeadKey = () => ["broker_head", "all"];
