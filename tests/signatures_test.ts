@@ -84,6 +84,23 @@ Deno.test("[signatures] no secret set is said so, for every provider", async () 
   }
 });
 
+Deno.test("[signatures] now may be given in seconds or in milliseconds", async () => {
+  const body = "{}";
+  const now = nowSeconds();
+  const headers = {
+    "x-zm-signature": "v0=" + hmacHex(SECRET, `v0:${now}:${body}`),
+    "x-zm-request-timestamp": String(now),
+  };
+  assert.deepEqual(await verify("zoom", [SECRET], headers, body, { now: now * 1000 }), {
+    ok: true,
+  });
+  assert.deepEqual(await verify("zoom", [SECRET], headers, body, { now }), { ok: true });
+  assert.deepEqual(
+    await verify("zoom", [SECRET], { ...headers, "x-zm-request-timestamp": "soon" }, body),
+    { ok: false, reason: "malformed x-zm-request-timestamp header" },
+  );
+});
+
 Deno.test("[signatures] GitHub: X-Hub-Signature-256 from @octokit/webhooks-methods", async () => {
   const body = JSON.stringify({ action: "opened", number: 1, note: "ünïcode" });
   const headers = { "X-Hub-Signature-256": await githubSign(SECRET, body) };
