@@ -30,7 +30,7 @@ export function eventBadges(event: unknown): Badge[] {
   if (typeof event !== "object" || event === null) return [];
   const fields = event as Record<string, unknown>;
   const badges: Badge[] = [];
-  if (fields.handshake === true) badges.push({ kind: "handshake", text: "handshake" });
+  if (isHandshake(event)) badges.push({ kind: "handshake", text: "handshake" });
   if (isVerified(fields.verified)) {
     const { provider, ok, reason } = fields.verified;
     badges.push(
@@ -40,4 +40,10 @@ export function eventBadges(event: unknown): Badge[] {
     );
   }
   return badges;
+}
+
+/** Whether an envelope or summary is a provider handshake (not counted against the quota). */
+export function isHandshake(event: unknown): boolean {
+  return typeof event === "object" && event !== null &&
+    (event as Record<string, unknown>).handshake === true;
 }
