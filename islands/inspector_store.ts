@@ -41,6 +41,8 @@ const MAX_ROWS = 500;
 const HISTORY_PAGE = 50;
 const RECONNECT_MS = 3000;
 const PARALLEL_LOADS = 4;
+/** Arrivals within this many milliseconds open only the newest of them. */
+const FOLLOW_MS = 100;
 
 class RequestError extends Error {
   constructor(readonly status: number, message: string) {
@@ -149,8 +151,21 @@ export function createInspector(options: {
     // Until the user picks an event, the newest arrival opens (resends are not arrivals), as
     // long as the filter shows it.
     if (!old && following && visible.value.some((r) => r.id === envelope.id)) {
-      openEvent(envelope.id);
+      follow(envelope.id);
     }
+  }
+
+  // A burst (a catch-up after reconnecting) opens only its newest, at most every FOLLOW_MS.
+  let newest: string | null = null;
+  let followTimer: ReturnType<typeof setTimeout> | undefined;
+  function follow(id: string): void {
+    if (newest === null || id > newest) newest = id;
+    followTimer ??= setTimeout(() => {
+      followTimer = undefined;
+      const id = newest;
+      newest = null;
+      if (following && id !== null && id !== selectedId.value) openEvent(id);
+    }, FOLLOW_MS);
   }
 
   async function loadHistory(cursor: string | null): Promise<void> {
@@ -270,6 +285,8 @@ export function createInspector(options: {
     source?.close();
     clearTimeout(retry);
     clearInterval(poll);
+    clearTimeout(followTimer);
+    followTimer = undefined;
     document.removeEventListener("visibilitychange", onVisible);
   }
 
@@ -339,6 +356,7 @@ export function createInspector(options: {
 
   /** Asks the server to resend an event to every connected client. */
   async function resend(id: string): Promise<void> {
+    following = false; // acting on the open event picks it
     notice.value = "Resending…";
     try {
       const answer = await requestJson<{ clients: number }>(
@@ -354,6 +372,7 @@ export function createInspector(options: {
 
   /** Copies the event as a curl command; the command is also shown, in case copying fails. */
   async function copyCurl(id: string): Promise<void> {
+    following = false; // acting on the open event picks it
     try {
       const command = curlCommand(await envelopeOf(id), { publicUrl: options.publicUrl });
       curlText.value = command;
