@@ -7,10 +7,11 @@
 import { useSignalEffect } from "@preact/signals";
 import type { ComponentChildren } from "preact";
 import { useEffect, useErrorBoundary, useMemo, useRef } from "preact/hooks";
-import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
+import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
 import { formatBytes } from "../lib/shared/format.ts";
 import { prettyJson } from "../lib/shared/json_view.ts";
 import type { ClientInfo } from "../lib/shared/wire.ts";
+import { type Badge, eventBadges } from "./event_badge.ts";
 import { createInspector, type EventRow, type Inspector, type Status } from "./inspector_store.ts";
 
 /** Props: the server's public URL (for curl) and the user's endpoints (to name them). */
@@ -28,8 +29,12 @@ const STATUS_LABELS: Record<Status, string> = {
   offline: "Offline",
 };
 
-/** Bodies longer than this are cut in the page (copy as curl still has all of it). */
-const MAX_SHOWN_CHARS = 200_000;
+/**
+ * The page shows this much of a body, and of its payload as text; the rest is in the download
+ * (GET /api/events/:id/body), and "copy as curl" still has all of it.
+ */
+const MAX_SHOWN_BYTES = 256 * 1024;
+const MAX_SHOWN_CHARS = MAX_SHOWN_BYTES;
 /** The payload is indented this many levels deep; anything deeper is written on one line. */
 const MAX_SHOWN_DEPTH = 100;
 const NARROW = "(max-width: 52rem)";
@@ -38,6 +43,37 @@ function shown(text: string): { text: string; cut: boolean } {
   return text.length > MAX_SHOWN_CHARS
     ? { text: text.slice(0, MAX_SHOWN_CHARS), cut: true }
     : { text, cut: false };
+}
+
+/**
+ * The first 256 KiB of the body's bytes: as text when the body is text (a character split at the
+ * cut is dropped), else as base64 of those bytes.
+ */
+function shownBody(e: WebhookEnvelope): { text: string; cut: boolean; size: number } {
+  const bytes = envelopeBytes(e);
+  const size = bytes.byteLength;
+  if (size <= MAX_SHOWN_BYTES) return { text: e.bodyBase64 ?? e.body ?? "", cut: false, size };
+  const head = bytes.subarray(0, MAX_SHOWN_BYTES);
+  const text = e.bodyBase64 !== undefined
+    ? btoa(Array.from(head, (b) => String.fromCharCode(b)).join(""))
+    : new TextDecoder().decode(head, { stream: true });
+  return { text, cut: true, size };
+}
+
+/** Where the whole body downloads from (an attachment, never shown by the browser). */
+const bodyUrl = (id: string) => `/api/events/${encodeURIComponent(id)}/body`;
+
+function Badges(props: { badges: Badge[] }) {
+  if (props.badges.length === 0) return null;
+  return (
+    <span class="badges">
+      {props.badges.map((badge) => (
+        <span key={badge.kind} class={`badge badge-${badge.kind}`} data-badge={badge.kind}>
+          {badge.text}
+        </span>
+      ))}
+    </span>
+  );
 }
 
 function timeOf(iso: string): string {
@@ -314,7 +350,10 @@ function EventRowButton(
     >
       <span class="method">{row.method}</span>
       <span class="path">{row.path}</span>
-      <span class="endpoint">{props.name ?? row.endpoint.slice(0, 8)}</span>
+      <span class="endpoint">
+        {props.name ?? row.endpoint.slice(0, 8)}{" "}
+        <Badges badges={eventBadges(row.envelope ?? row)} />
+      </span>
       <time dateTime={row.receivedAt}>{timeOf(row.receivedAt)}</time>
       <span class="size">{formatBytes(row.size)}</span>
     </button>
@@ -333,6 +372,7 @@ function EventDetail(props: { inspector: Inspector; name: (slug: string) => stri
       <h3 id="event-title">
         <span class="method">{row.method}</span> {row.path}
       </h3>
+      <Badges badges={eventBadges(row.envelope ?? row)} />
       <p class="muted">
         {props.name(row.endpoint) ?? row.endpoint} · {new Date(row.receivedAt).toLocaleString()} ·
         {" "}
@@ -420,7 +460,7 @@ function EnvelopeView(props: { envelope: WebhookEnvelope }) {
   const query = Object.entries(e.query);
   // Written without recursion: a sender may nest the payload far deeper than the stack allows.
   const payload = e.payload === null || e.payload === undefined ? null : payloadView(e.payload);
-  const raw = e.bodyBase64 !== undefined ? shown(e.bodyBase64) : shown(e.body ?? "");
+  const raw = shownBody(e);
   return (
     <>
       <dl class="facts">
@@ -480,7 +520,14 @@ function EnvelopeView(props: { envelope: WebhookEnvelope }) {
                 </p>
               )
               : null}
-            {payload.cut ? <p class="muted">Cut at {MAX_SHOWN_CHARS} characters.</p> : null}
+            {payload.cut
+              ? (
+                <p class="muted">
+                  Cut at {MAX_SHOWN_CHARS / 1024} KiB of text:{" "}
+                  <a href={bodyUrl(e.id)} download>download the whole body</a>.
+                </p>
+              )
+              : null}
           </>
         )
         : (
@@ -499,10 +546,25 @@ function EnvelopeView(props: { envelope: WebhookEnvelope }) {
           </p>
         )
         : null}
+      {raw.cut
+        ? (
+          <p class="note" data-testid="body-cut">
+            This body is {formatBytes(raw.size)}: the first {MAX_SHOWN_BYTES / 1024} KiB are shown.
+            {" "}
+            <a href={bodyUrl(e.id)} download>Download the whole body</a>.
+          </p>
+        )
+        : null}
       {raw.text
         ? <pre class="code wrap" data-testid="raw-body">{raw.text}</pre>
         : <p class="muted">Empty body.</p>}
-      {raw.cut ? <p class="muted">Cut at {MAX_SHOWN_CHARS} characters.</p> : null}
+      {raw.text && !raw.cut
+        ? (
+          <p class="muted">
+            <a href={bodyUrl(e.id)} download>Download the body</a> (its exact bytes).
+          </p>
+        )
+        : null}
     </>
   );
 }

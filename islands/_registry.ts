@@ -4,10 +4,11 @@
  */
 import CopyButton from "./CopyButton.tsx";
 import EventInspector from "./EventInspector.tsx";
+import MonthUsage from "./MonthUsage.tsx";
 import SendTestWebhook from "./SendTestWebhook.tsx";
 
 /** Every island by name. */
-export const ISLANDS = { CopyButton, EventInspector, SendTestWebhook };
+export const ISLANDS = { CopyButton, EventInspector, MonthUsage, SendTestWebhook };
 
 /** The name of an island. */
 export type IslandName = keyof typeof ISLANDS;

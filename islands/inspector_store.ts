@@ -11,6 +11,8 @@ import { curlCommand } from "../lib/shared/curl.ts";
 import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
 import type { ClientInfo, Delivery, EventSummary } from "../lib/shared/wire.ts";
 import { copyText } from "./clipboard.ts";
+import { isHandshake } from "./event_badge.ts";
+import { applyQuotaNotice, countArrival } from "./month_usage.ts";
 
 /** One event in the list; `envelope` is loaded when the event is opened (live ones have it). */
 export interface EventRow extends EventSummary {
@@ -39,6 +41,8 @@ const MAX_ROWS = 500;
 const HISTORY_PAGE = 50;
 const RECONNECT_MS = 3000;
 const PARALLEL_LOADS = 4;
+/** Arrivals within this many milliseconds open only the newest of them. */
+const FOLLOW_MS = 100;
 
 class RequestError extends Error {
   constructor(readonly status: number, message: string) {
@@ -120,11 +124,15 @@ export function createInspector(options: {
     return query ? rows.value.filter((row) => haystack(row).includes(query)) : rows.value;
   });
   const selected = computed(() => rows.value.find((row) => row.id === selectedId.value) ?? null);
+  /** True until the user opens an event: arrivals then open themselves. */
+  let following = true;
 
   function merge(incoming: EventRow[]): void {
     const byId = new Map(rows.value.map((row) => [row.id, row]));
     for (const row of incoming) {
       const old = byId.get(row.id);
+      // Handshakes are not counted against the quota, so not in the month's count either.
+      if (!old && !isHandshake(row.envelope ?? row)) countArrival(row);
       byId.set(row.id, old ? { ...old, ...row, envelope: row.envelope ?? old.envelope } : row);
     }
     const sorted = [...byId.values()].sort(byIdDescending);
@@ -140,6 +148,24 @@ export function createInspector(options: {
       merge([row]);
       announcement.value = `${old ? "Resent" : "New"} webhook: ${envelope.method} ${envelope.path}`;
     });
+    // Until the user picks an event, the newest arrival opens (resends are not arrivals), as
+    // long as the filter shows it.
+    if (!old && following && visible.value.some((r) => r.id === envelope.id)) {
+      follow(envelope.id);
+    }
+  }
+
+  // A burst (a catch-up after reconnecting) opens only its newest, at most every FOLLOW_MS.
+  let newest: string | null = null;
+  let followTimer: ReturnType<typeof setTimeout> | undefined;
+  function follow(id: string): void {
+    if (newest === null || id > newest) newest = id;
+    followTimer ??= setTimeout(() => {
+      followTimer = undefined;
+      const id = newest;
+      newest = null;
+      if (following && id !== null && id !== selectedId.value) openEvent(id);
+    }, FOLLOW_MS);
   }
 
   async function loadHistory(cursor: string | null): Promise<void> {
@@ -199,6 +225,13 @@ export function createInspector(options: {
         // not an envelope: nothing to show
       }
     };
+    es.addEventListener("quota", (message) => {
+      try {
+        applyQuotaNotice(JSON.parse((message as MessageEvent).data));
+      } catch {
+        // not a notice we can read: the count waits for the next arrival
+      }
+    });
     es.addEventListener("close", (message) => {
       try {
         statusNote.value = JSON.parse((message as MessageEvent).data).reason ?? "";
@@ -252,6 +285,8 @@ export function createInspector(options: {
     source?.close();
     clearTimeout(retry);
     clearInterval(poll);
+    clearTimeout(followTimer);
+    followTimer = undefined;
     document.removeEventListener("visibilitychange", onVisible);
   }
 
@@ -290,8 +325,14 @@ export function createInspector(options: {
     }
   }
 
+  /** The user opens an event: it stays open as others arrive. */
+  function select(id: string): Promise<void> {
+    following = false;
+    return openEvent(id);
+  }
+
   /** Opens an event in the detail pane, loading its envelope when needed and its deliveries. */
-  async function select(id: string): Promise<void> {
+  async function openEvent(id: string): Promise<void> {
     batch(() => {
       selectedId.value = id;
       notice.value = "";
@@ -315,6 +356,7 @@ export function createInspector(options: {
 
   /** Asks the server to resend an event to every connected client. */
   async function resend(id: string): Promise<void> {
+    following = false; // acting on the open event picks it
     notice.value = "Resending…";
     try {
       const answer = await requestJson<{ clients: number }>(
@@ -330,6 +372,7 @@ export function createInspector(options: {
 
   /** Copies the event as a curl command; the command is also shown, in case copying fails. */
   async function copyCurl(id: string): Promise<void> {
+    following = false; // acting on the open event picks it
     try {
       const command = curlCommand(await envelopeOf(id), { publicUrl: options.publicUrl });
       curlText.value = command;

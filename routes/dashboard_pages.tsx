@@ -6,7 +6,7 @@ import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { sendTestWebhook, TEST_WEBHOOK_BODY } from "../lib/intake/sample_webhook.ts";
 import { endpointUrl, ingestBase } from "../lib/endpoints/urls.ts";
-import { monthUsage } from "../lib/billing/usage.ts";
+import { monthUsageSnapshot } from "../lib/billing/usage.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireSameOrigin } from "./_auth.ts";
 import { readForm } from "./_parse.ts";
@@ -33,9 +33,9 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
   app.get("/dashboard", loadViewer, requireViewer, async (c) => {
     const { kv, config } = c.get("services");
     const { user } = viewerOf(c);
-    const [endpoints, used, flash] = await Promise.all([
+    const [endpoints, usage, flash] = await Promise.all([
       listEndpoints(kv, user.id),
-      monthUsage(kv, { userId: user.id }),
+      monthUsageSnapshot(kv, { userId: user.id }),
       pageFlash(c),
     ]);
     const urls = Object.fromEntries(endpoints.map((e) => [e.slug, endpointUrl(config, e.slug)]));
@@ -45,7 +45,8 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
         user={user}
         endpoints={endpoints}
         urls={urls}
-        used={used}
+        used={usage.used}
+        usage={{ month: usage.month, head: usage.head }}
         freeAllowance={config.freeMonthlyLimit}
         flash={flash}
         ingestBase={ingestBase(config)}

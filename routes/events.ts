@@ -1,7 +1,7 @@
 /** Event history and the SSE stream. */
 import { Hono } from "hono";
 import { z } from "zod";
-import { getEvent, listEventSummaries } from "../lib/log/events.ts";
+import { getEvent, getEventBody, listEventSummaries } from "../lib/log/events.ts";
 import { listDeliveries } from "../lib/log/acks.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { isId } from "../lib/store/ids.ts";
@@ -54,6 +54,16 @@ export function eventRoutes(): Hono<AppEnv> {
     return c.body(event.json, 200, { "Content-Type": "application/json" });
   });
 
+  // The sender chose these bytes and they are served from the dashboard's origin: always a
+  // download, never a page (no sniffing, sandboxed, nothing cached), whatever the content type.
+  app.get("/api/events/:id/body", requireAuth, async (c) => {
+    const id = c.req.param("id");
+    if (!isId(id)) throw new HttpError(400, `Cannot read event body: "${id}" is not an event id`);
+    const event = await getEventBody(c.get("services").kv, { userId: c.get("auth").user.id, id });
+    if (!event) throw new HttpError(404, `Cannot read event body: no retained event ${id}`);
+    return c.body(event.body, 200, downloadHeaders(id, event.contentType));
+  });
+
   app.get("/api/events/:id/deliveries", requireAuth, async (c) => {
     const id = c.req.param("id");
     if (!isId(id)) throw new HttpError(400, `Cannot list deliveries: "${id}" is not an event id`);
@@ -84,4 +94,24 @@ export function eventRoutes(): Hono<AppEnv> {
   }
 
   return app;
+}
+
+/** The extension a downloaded body gets: `.json` or `.txt` when the sender said so, else `.bin`. */
+function bodyFileExtension(contentType: string | null): string {
+  const type = (contentType ?? "").split(";")[0].trim().toLowerCase();
+  if (type === "application/json" || /^application\/[\w.-]+\+json$/.test(type)) return "json";
+  if (type === "text/plain") return "txt";
+  return "bin";
+}
+
+/** Headers that make a stored body a file to save, never a document the browser renders. */
+function downloadHeaders(id: string, contentType: string | null): Record<string, string> {
+  return {
+    "Content-Type": "application/octet-stream",
+    // The id is a ULID (checked above), so the file name needs no quoting beyond the quotes.
+    "Content-Disposition": `attachment; filename="${id}.${bodyFileExtension(contentType)}"`,
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "Cache-Control": "private, no-store",
+  };
 }

@@ -632,7 +632,12 @@ Deno.test("[dashboard] island bundles are served under a content hash with immut
   );
   assert.deepEqual(
     sources.map((src) => src.replace(/\.[0-9a-f]{16}\.js$/, "")).sort(),
-    ["/islands/CopyButton", "/islands/EventInspector", "/islands/SendTestWebhook"],
+    [
+      "/islands/CopyButton",
+      "/islands/EventInspector",
+      "/islands/MonthUsage",
+      "/islands/SendTestWebhook",
+    ],
   );
   assert.ok(preloads.length > 0, "shared chunks are preloaded");
   for (const url of [...sources, ...preloads]) {

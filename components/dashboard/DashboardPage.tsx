@@ -16,6 +16,8 @@ export interface DashboardPageProps {
   urls: Record<string, string>;
   /** Webhooks accepted this month. */
   used: number;
+  /** The month `used` counts and the newest event id read with it, for the live count. */
+  usage: { month: string; head: string | null };
   /** FREE_MONTHLY_LIMIT, for the quota alert's remedy. */
   freeAllowance: number;
   flash: Flash | null;
@@ -35,12 +37,10 @@ export function DashboardPage(props: DashboardPageProps) {
     <Layout title="Dashboard: WebSocks" user={user} section="dashboard" wide>
       <div class="page-head">
         <h1>Dashboard</h1>
-        <p class="usage" title="Accepted webhooks this calendar month (UTC)">
-          <strong>{used.toLocaleString("en")}</strong>
-          {limit === null
-            ? " webhooks this month"
-            : ` of ${limit.toLocaleString("en")} webhooks this month`}
-        </p>
+        <Island
+          name="MonthUsage"
+          props={{ used, limit, month: props.usage.month, head: props.usage.head }}
+        />
       </div>
       <Notice flash={props.flash} />
       <QuotaAlert

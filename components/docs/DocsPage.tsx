@@ -46,6 +46,10 @@ const MANAGEMENT: [string, string][] = [
   ["GET /api/events?limit=50&cursor=<id>", "retained events, newest first: {events, nextCursor}"],
   ["GET /api/events/:id", "one retained event as its envelope"],
   [
+    "GET /api/events/:id/body",
+    "the event's exact body bytes, always as a download (application/octet-stream, attachment)",
+  ],
+  [
     "POST /api/events/:id/resend",
     "resends a retained event to every connected client (/redeliver, its first name, works too)",
   ],

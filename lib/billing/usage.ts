@@ -1,5 +1,6 @@
 /** Usage counters and the calendar-month (UTC) quota window. */
 import {
+  eventHeadKey,
   usageDaysOfUserPrefix,
   usageMonthKey,
   usageRejectedDaysOfUserPrefix,
@@ -43,6 +44,23 @@ export async function monthUsage(
     usageMonthKey(options.userId, monthOf(options.date ?? new Date())),
   );
   return Number(entry.value?.value ?? 0n);
+}
+
+/**
+ * This month's count with the id of the newest event, read in one snapshot: ingest moves both in
+ * one commit, so a page counting later arrivals (ids after `head`) on top of `used` counts each
+ * webhook exactly once.
+ */
+export async function monthUsageSnapshot(
+  kv: Deno.Kv,
+  options: { userId: string; date?: Date },
+): Promise<{ used: number; month: string; head: string | null }> {
+  const month = monthOf(options.date ?? new Date());
+  const [used, head] = await kv.getMany<[Deno.KvU64, string]>([
+    usageMonthKey(options.userId, month),
+    eventHeadKey(options.userId),
+  ]);
+  return { used: Number(used.value?.value ?? 0n), month, head: head.value };
 }
 
 /** Webhooks still accepted this month: the one rule for the ingest gate and the headers. */

@@ -172,6 +172,20 @@ export async function getEvent(
   return toLiveEvent(event, await loadBody(kv, event));
 }
 
+/** One retained event's exact body bytes and content type, or null (for the download route). */
+export async function getEventBody(
+  kv: Deno.Kv,
+  options: { userId: string; id: string },
+): Promise<{ body: Uint8Array<ArrayBuffer>; contentType: string | null } | null> {
+  const key = await packKeyAtOrBefore(kv, options);
+  const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
+  const event = pack?.find((e) => e.id === options.id);
+  if (!event || event.expiresAt <= Date.now()) return null;
+  // KV values and the joined chunks are both backed by a plain ArrayBuffer, never a shared one.
+  const body = await loadBody(kv, event) as Uint8Array<ArrayBuffer>;
+  return { body, contentType: event.contentType };
+}
+
 /**
  * Retained events oldest first, as envelopes: after the id `after` (exclusive) or from the id
  * `from` (inclusive), all retained ones when neither is given, up to `until` (inclusive).
