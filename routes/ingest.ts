@@ -1,5 +1,6 @@
 /**
- * POST /api/in/:slug (and any path below it): where senders deliver webhooks.
+ * /api/in/:slug (and any path below it): where senders deliver webhooks, with any of
+ * INGEST_METHODS; HEAD and OPTIONS are protocol answers, not webhooks.
  *
  * This is the hot path, so it is served before the router: it needs no middleware, and skipping
  * Hono's routing and context saves a few percent of the CPU each webhook costs.
@@ -14,10 +15,15 @@ import { errorResponse } from "../lib/http/error_response.ts";
 /** The path prefix this handler owns. */
 export const INGEST_PREFIX = "/api/in/";
 
+/** The methods a webhook may arrive with: every one is stored, counted and delivered. */
+export const INGEST_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"] as const;
+
+const ALLOW = [...INGEST_METHODS, "OPTIONS"].join(", ");
+
 /** Browsers may post too (the dashboard's test button, a page of the user's own). */
 const CORS = {
   "Access-Control-Allow-Origin": "*",
-  "Access-Control-Allow-Methods": "POST",
+  "Access-Control-Allow-Methods": INGEST_METHODS.join(", "),
   "Access-Control-Allow-Headers": "*",
   "Access-Control-Max-Age": "86400",
 };
@@ -30,10 +36,14 @@ export async function handleIngest(
 ): Promise<Response> {
   try {
     if (request.method === "OPTIONS") return new Response(null, { status: 204, headers: CORS });
-    if (request.method !== "POST") {
-      throw new HttpError(405, `Cannot ingest: method ${request.method} is not allowed, use POST`, {
-        Allow: "POST, OPTIONS",
-      });
+    if (!(INGEST_METHODS as readonly string[]).includes(request.method)) {
+      throw new HttpError(
+        405,
+        `Cannot ingest: method ${request.method} is not allowed, use one of ${
+          INGEST_METHODS.join(", ")
+        }`,
+        { Allow: ALLOW },
+      );
     }
     const rest = path.slice(INGEST_PREFIX.length);
     const slash = rest.indexOf("/");

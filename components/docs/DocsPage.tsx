@@ -23,7 +23,7 @@ const INGEST_STATUSES: [string, string][] = [
   ["400", "JSON content type (or none) with a body that does not parse"],
   ["402", "monthly quota used up; rejected requests are not counted"],
   ["404", "no endpoint with this slug (also after a rotate or delete)"],
-  ["405", "any method but POST (and CORS OPTIONS)"],
+  ["405", "HEAD: not a webhook (OPTIONS answers CORS preflights with 204)"],
   ["408", "the body stalled or took too long to arrive"],
   ["413", "body over the size limit"],
   ["414", "path, headers and query together over the metadata limit (431: the headers alone)"],
@@ -153,7 +153,10 @@ export function DocsPage(props: {
 
       <Section id="sending" title="Sending webhooks">
         <p>
-          <code>POST {webhookUrl}</code>. Any path below the slug works too, such as{" "}
+          <code>POST {webhookUrl}</code>, or GET, PUT, PATCH or DELETE: each is a webhook, stored,
+          counted and delivered with its <code>method</code> (a GET has no body, so{" "}
+          <code>payload: null</code>; its query is in{" "}
+          <code>query</code>). Any path below the slug works too, such as{" "}
           <code>/github</code>, and is sent on as{" "}
           <code>path</code>. Every answer for an existing endpoint carries{" "}
           <code>X-Quota-Limit</code>, <code>X-Quota-Remaining</code> and <code>X-Quota-Reset</code>.
