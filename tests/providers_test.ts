@@ -4,6 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { type WebhookEnvelope, webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
+import { type Endpoint, endpointCheck } from "../lib/endpoints/endpoints.ts";
+import {
+  loadSecretsKey,
+  openSecret,
+  sealSecret,
+  SECRETS_KEY_FILE,
+} from "../lib/accounts/secret_box.ts";
+import { loadConfig } from "../lib/runtime/config.ts";
 import { openSse, openWs, signUp, startTestServer } from "./helpers.ts";
 
 /** A message read as an envelope: it must match the one schema. */
@@ -75,4 +83,151 @@ Deno.test("[providers] HEAD is refused with Allow; OPTIONS allows every webhook 
     "GET, POST, PUT, PATCH, DELETE",
   );
   await options.body?.cancel();
+});
+
+/** PATCHes an endpoint's settings with the user's token. */
+function patchEndpoint(
+  server: { url: string },
+  user: { token: string; slug: string },
+  body: unknown,
+): Promise<Response> {
+  return fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+const FIRST_SECRET = "whsec_first-secret-value-1234";
+const SECOND_SECRET = "second-secret-value-WXYZ";
+
+Deno.test("[providers] settings round-trip: secrets sealed in KV, shown only by their last 4", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-providers-" });
+  const kvPath = `${dir}/websocks.kv`;
+  try {
+    let keyText: string;
+    {
+      await using server = await startTestServer({ KV_PATH: kvPath, STORAGE_RESERVE_BYTES: "0" });
+      const user = await signUp(server);
+      const first = await patchEndpoint(server, user, {
+        provider: "github",
+        secret: FIRST_SECRET,
+        verifyToken: "verify-me-token",
+        enforce: false,
+      });
+      assert.equal(first.status, 200);
+      assert.match(first.headers.get("content-type")!, /^application\/json/);
+      const firstBody = await first.json();
+      assert.equal(firstBody.endpoint.provider, "github");
+      assert.equal(firstBody.endpoint.secretLast4, "1234");
+      assert.equal(firstBody.endpoint.verifyTokenSet, true);
+      assert.equal(firstBody.endpoint.enforce, false);
+      assert.ok(!JSON.stringify(firstBody).includes(FIRST_SECRET));
+
+      const second = await patchEndpoint(server, user, { secret: SECOND_SECRET });
+      assert.equal(second.status, 200);
+      const { endpoint } = await second.json();
+      assert.equal(endpoint.secretLast4, "WXYZ");
+      assert.equal(endpoint.provider, "github");
+
+      const listed = await fetch(`${server.url}/api/endpoints`, {
+        headers: { Authorization: `Bearer ${user.token}` },
+      });
+      assert.equal(listed.status, 200);
+      const listText = await listed.text();
+      for (const secret of [FIRST_SECRET, SECOND_SECRET, "verify-me-token"]) {
+        assert.ok(!listText.includes(secret), `${secret} returned`);
+      }
+
+      const bad = await patchEndpoint(server, user, { provider: "paypal" });
+      assert.equal(bad.status, 400);
+      assert.match((await bad.json()).error, /provider/);
+      const unknown = await patchEndpoint(server, user, { signingSecret: "x" });
+      assert.equal(unknown.status, 400);
+      await unknown.body?.cancel();
+
+      // Stored: sealed, never in plain text anywhere in KV; the previous secret kept 24 h.
+      const { kv, secretsKey } = server.services;
+      let stored: Endpoint | null = null;
+      for await (const entry of kv.list({ prefix: [] })) {
+        const text = JSON.stringify(entry.value, (_, v) => typeof v === "bigint" ? String(v) : v);
+        for (const secret of [FIRST_SECRET, SECOND_SECRET, "verify-me-token"]) {
+          assert.ok(!text.includes(secret), `${secret} in KV at ${String(entry.key)}`);
+        }
+        const value = entry.value as Endpoint;
+        if (value && typeof value === "object" && (value as Endpoint).slug === user.slug) {
+          stored ??= value;
+        }
+      }
+      assert.ok(stored?.secret && stored.previousSecret && stored.previousUntil);
+      const day = stored.previousUntil - Date.now();
+      assert.ok(day > 23 * 3600_000 && day <= 24 * 3600_000, `previousUntil in ${day} ms`);
+      const check = await endpointCheck(stored, { key: secretsKey, now: Date.now() });
+      assert.deepEqual(check, {
+        provider: "github",
+        secrets: [SECOND_SECRET, FIRST_SECRET],
+        verifyToken: "verify-me-token",
+        enforce: false,
+      });
+      const later = await endpointCheck(stored, {
+        key: secretsKey,
+        now: Date.now() + 24 * 3600_000 + 1000,
+      });
+      assert.deepEqual(later?.secrets, [SECOND_SECRET]);
+
+      keyText = await Deno.readTextFile(`${dir}/${SECRETS_KEY_FILE}`);
+      assert.equal((await Deno.stat(`${dir}/${SECRETS_KEY_FILE}`)).mode! & 0o777, 0o600);
+
+      const cleared = await patchEndpoint(server, user, { provider: null });
+      assert.equal(cleared.status, 200);
+      const clearedBody = await cleared.json();
+      assert.equal(clearedBody.endpoint.provider, null);
+      assert.equal(clearedBody.endpoint.secretLast4, null);
+      assert.equal(clearedBody.endpoint.verifyTokenSet, false);
+      // Set again, so the restart below has a sealed secret to open.
+      assert.equal(
+        (await patchEndpoint(server, user, { provider: "stripe", secret: FIRST_SECRET }))
+          .status,
+        200,
+      );
+    }
+    // Restarted on the same data folder: the same key, and the stored secret still opens.
+    await using again = await startTestServer({ KV_PATH: kvPath, STORAGE_RESERVE_BYTES: "0" });
+    assert.equal(await Deno.readTextFile(`${dir}/${SECRETS_KEY_FILE}`), keyText);
+    let reopened = false;
+    for await (const entry of again.services.kv.list<Endpoint>({ prefix: [] })) {
+      const value = entry.value;
+      if (value && typeof value === "object" && value.provider === "stripe" && value.secret) {
+        const check = await endpointCheck(value, { key: again.services.secretsKey, now: 0 });
+        assert.deepEqual(check?.secrets, [FIRST_SECRET]);
+        reopened = true;
+      }
+    }
+    assert.ok(reopened);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("[providers] SECRETS_KEY: required for an https PUBLIC_URL, validated when set", async () => {
+  await assert.rejects(
+    () =>
+      loadSecretsKey({
+        secretsKey: null,
+        kvPath: "./data/websocks.kv",
+        publicUrl: "https://hooks.example.com",
+      }),
+    /SECRETS_KEY is required when PUBLIC_URL is https/,
+  );
+  assert.throws(() => loadConfig({ SECRETS_KEY: "c2hvcnQ=" }), /SECRETS_KEY: must be base64/);
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  const text = btoa(String.fromCharCode(...raw));
+  const key = await loadSecretsKey({
+    secretsKey: loadConfig({ SECRETS_KEY: text }).secretsKey,
+    kvPath: "./data/websocks.kv",
+    publicUrl: "https://hooks.example.com",
+  });
+  const sealed = await sealSecret(key, "s3cret");
+  assert.ok(!sealed.includes("s3cret"));
+  assert.equal(await openSecret(key, sealed), "s3cret");
 });
