@@ -47,11 +47,19 @@ export async function handleIngest(
     }
     const rest = path.slice(INGEST_PREFIX.length);
     const slash = rest.indexOf("/");
-    const { id, quota, response } = await receiveWebhook(services, {
+    const { id, quota, response, handshake } = await receiveWebhook(services, {
       request,
       slug: slash === -1 ? rest : rest.slice(0, slash),
       path: slash === -1 ? "/" : rest.slice(slash),
     });
+    // A provider's URL handshake: the relay's own answer, whoever is connected.
+    if (handshake) {
+      const headers = new Headers(handshake.headers);
+      for (const [name, value] of Object.entries(ANSWER_SECURITY_HEADERS)) {
+        if (!headers.has(name)) headers.set(name, value);
+      }
+      return new Response(handshake.body, { status: handshake.status, headers });
+    }
     // Respond mode: the client's status and body, with only the headers it may set.
     if (response) {
       const empty = [204, 205, 304].includes(response.status);

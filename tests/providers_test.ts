@@ -12,7 +12,13 @@ import {
   SECRETS_KEY_FILE,
 } from "../lib/accounts/secret_box.ts";
 import { loadConfig } from "../lib/runtime/config.ts";
-import { openSse, openWs, signUp, startTestServer } from "./helpers.ts";
+import { createBroker } from "../lib/fanout/broker.ts";
+import { createIngest, type IncomingWebhook } from "../lib/intake/group_commit.ts";
+import { signUp as signUpUser } from "../lib/accounts/users.ts";
+import { getEvent } from "../lib/log/events.ts";
+import { usageMonthKey } from "../lib/store/kv_keys.ts";
+import { monthOf } from "../lib/billing/usage.ts";
+import { openSse, openWs, signUp, startTestServer, waitFor } from "./helpers.ts";
 
 /** A message read as an envelope: it must match the one schema. */
 function envelope(message: unknown): WebhookEnvelope {
@@ -230,4 +236,147 @@ Deno.test("[providers] SECRETS_KEY: required for an https PUBLIC_URL, validated 
   const sealed = await sealSecret(key, "s3cret");
   assert.ok(!sealed.includes("s3cret"));
   assert.equal(await openSecret(key, sealed), "s3cret");
+});
+
+/** The caller's month: accepted (`used`) and refused (`rejected`) webhooks. */
+async function usage(server: { url: string }, token: string) {
+  const response = await fetch(`${server.url}/api/usage`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  assert.equal(response.status, 200);
+  return await response.json() as { used: number; rejected: number };
+}
+
+/** Retained events, newest first. */
+async function history(server: { url: string }, token: string): Promise<{ id: string }[]> {
+  const response = await fetch(`${server.url}/api/events?limit=50`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  assert.equal(response.status, 200);
+  return (await response.json()).events;
+}
+
+Deno.test("[providers] a provider's verdict rides in the envelope; none without a provider", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
+  try {
+    const plain = await fetch(user.webhookUrl, { method: "POST", body: "{}" });
+    assert.equal(plain.status, 200);
+    await plain.body?.cancel();
+    assert.equal(envelope(await ws.next()).verified, undefined);
+
+    const set = await patchEndpoint(server, user, { provider: "github", secret: FIRST_SECRET });
+    assert.equal(set.status, 200);
+    await set.body?.cancel();
+    const signed = await fetch(user.webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Hub-Signature-256": "sha256=00" },
+      body: '{"zen":"Design for failure."}',
+    });
+    assert.equal(signed.status, 200);
+    const { id } = await signed.json();
+    const event = envelope(await ws.next());
+    assert.equal(event.id, id);
+    // The shape only: whether it verifies is the signature checks' own tests.
+    assert.equal(event.verified?.provider, "github");
+    assert.equal(typeof event.verified?.ok, "boolean");
+    if (event.verified && !event.verified.ok) assert.equal(typeof event.verified.reason, "string");
+    assert.equal(event.handshake, undefined);
+    assert.equal(event.body, '{"zen":"Design for failure."}');
+
+    // The stored event carries it too.
+    const stored = await fetch(`${server.url}/api/events/${id}`, {
+      headers: { Authorization: `Bearer ${user.token}` },
+    });
+    assert.equal(stored.status, 200);
+    assert.deepEqual(envelope(await stored.json()).verified, event.verified);
+  } finally {
+    await ws.close();
+  }
+});
+
+Deno.test("[providers] enforce: a failed check is 401 with the reason, not stored, counted refused", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const set = await patchEndpoint(server, user, {
+    provider: "stripe",
+    secret: FIRST_SECRET,
+    enforce: true,
+  });
+  assert.equal(set.status, 200);
+  assert.equal((await set.json()).endpoint.enforce, true);
+  // No signature header: fails with any implementation of the check.
+  const response = await fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: '{"type":"charge.succeeded"}',
+  });
+  assert.equal(response.status, 401);
+  assert.match(response.headers.get("content-type")!, /^application\/json/);
+  assert.match((await response.json()).error, /^Cannot ingest: ./);
+  assert.deepEqual(await history(server, user.token), []);
+  await waitFor(async () => (await usage(server, user.token)).rejected === 1, {
+    what: "the refusal counted",
+  });
+  assert.equal((await usage(server, user.token)).used, 0);
+
+  // Enforcement off again: the same request is stored, marked as failing.
+  const off = await patchEndpoint(server, user, { enforce: false });
+  assert.equal(off.status, 200);
+  await off.body?.cancel();
+  const again = await fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: '{"type":"charge.succeeded"}',
+  });
+  assert.equal(again.status, 200);
+  await again.body?.cancel();
+  assert.equal((await history(server, user.token)).length, 1);
+  assert.equal((await usage(server, user.token)).used, 1);
+});
+
+Deno.test("[providers] a handshake is stored and marked but not counted against the quota", async () => {
+  // answerHandshake cannot be injected into a server, so the quota side is tested where
+  // webhooks are committed: a user with no quota left still gets handshakes stored.
+  const kv = await Deno.openKv(":memory:");
+  const broker = createBroker();
+  try {
+    const { endpoint } = await signUpUser(kv, {
+      email: "handshake@example.com",
+      password: "correct horse battery",
+      monthlyLimit: 1,
+    });
+    const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
+    const webhook = (handshake: boolean): IncomingWebhook => ({
+      endpoint,
+      receivedAt: new Date(),
+      method: "GET",
+      path: "/",
+      queryJson: '{"hub.challenge":"1"}',
+      headersJson: "{}",
+      contentType: null,
+      kind: "json",
+      body: new Uint8Array(),
+      text: "",
+      verified: { provider: "meta", ok: true },
+      ...(handshake ? { handshake: true } : {}),
+    });
+    const first = await ingest.submit(webhook(false));
+    assert.equal(first.accepted, true);
+    const refused = await ingest.submit(webhook(false));
+    assert.equal(refused.accepted, false);
+    const results = await Promise.all([ingest.submit(webhook(true)), ingest.submit(webhook(true))]);
+    assert.ok(results.every((r) => r.accepted), "handshakes are stored with no quota left");
+    const used = await kv.get<Deno.KvU64>(usageMonthKey(endpoint.userId, monthOf(new Date())));
+    assert.equal(used.value?.value, 1n);
+    const id = results[0].accepted ? results[0].id : "";
+    const stored = await getEvent(kv, { userId: endpoint.userId, id });
+    const event = envelope(JSON.parse(stored!.json));
+    assert.equal(event.handshake, true);
+    assert.deepEqual(event.verified, { provider: "meta", ok: true });
+  } finally {
+    broker.close();
+    kv.close();
+  }
 });

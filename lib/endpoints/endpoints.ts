@@ -119,6 +119,20 @@ export interface EndpointCheck {
   enforce: boolean;
 }
 
+/**
+ * A sealed secret opened, or null when there is none or it cannot be opened (sealed under
+ * another SECRETS_KEY): the check then fails like a missing secret instead of failing ingest.
+ */
+async function openSealed(key: CryptoKey, sealed: string | null | undefined) {
+  if (!sealed) return null;
+  try {
+    return await openSecret(key, sealed);
+  } catch {
+    console.warn("an endpoint's secret cannot be opened: was SECRETS_KEY changed?");
+    return null;
+  }
+}
+
 /** What ingest checks webhooks to this endpoint against, or null when it names no provider. */
 export async function endpointCheck(
   endpoint: Endpoint,
@@ -126,14 +140,16 @@ export async function endpointCheck(
 ): Promise<EndpointCheck | null> {
   if (!endpoint.provider) return null;
   const secrets: string[] = [];
-  if (endpoint.secret) secrets.push(await openSecret(options.key, endpoint.secret));
-  if (endpoint.previousSecret && (endpoint.previousUntil ?? 0) > options.now) {
-    secrets.push(await openSecret(options.key, endpoint.previousSecret));
+  const current = await openSealed(options.key, endpoint.secret);
+  if (current !== null) secrets.push(current);
+  if ((endpoint.previousUntil ?? 0) > options.now) {
+    const previous = await openSealed(options.key, endpoint.previousSecret);
+    if (previous !== null) secrets.push(previous);
   }
   return {
     provider: endpoint.provider,
     secrets,
-    verifyToken: endpoint.verifyToken ? await openSecret(options.key, endpoint.verifyToken) : null,
+    verifyToken: await openSealed(options.key, endpoint.verifyToken),
     enforce: endpoint.enforce ?? false,
   };
 }
