@@ -380,3 +380,84 @@ Deno.test("[providers] a handshake is stored and marked but not counted against 
     kv.close();
   }
 });
+
+/** POSTs the provider form as a browser on our pages would, not following redirects. */
+function postProviderForm(
+  server: { url: string },
+  user: { slug: string; cookie: string },
+  fields: Record<string, string>,
+): Promise<Response> {
+  return fetch(`${server.url}/dashboard/endpoints/${user.slug}/provider`, {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/x-www-form-urlencoded",
+      Cookie: user.cookie,
+      Origin: server.url,
+    },
+    body: new URLSearchParams(fields),
+    redirect: "manual",
+  });
+}
+
+Deno.test("[providers] the endpoints page sets a provider without JS and shows only the last 4", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const page = async () => {
+    const response = await fetch(`${server.url}/dashboard/endpoints`, {
+      headers: { Cookie: user.cookie },
+    });
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("content-type"), "text/html; charset=utf-8");
+    return await response.text();
+  };
+  const before = await page();
+  assert.ok(before.includes(`action="/dashboard/endpoints/${user.slug}/provider"`));
+  assert.match(before, /data-provider="none"/);
+
+  // Errors next to their fields, with a 400 and nothing typed echoed back.
+  const unknown = await postProviderForm(server, user, { provider: "paypal", secret: "abcd1234" });
+  assert.equal(unknown.status, 400);
+  assert.equal(unknown.headers.get("content-type"), "text/html; charset=utf-8");
+  const unknownPage = await unknown.text();
+  assert.match(unknownPage, /id="provider-0-provider-error" class="field-error">Pick a provider/);
+  assert.ok(!unknownPage.includes("abcd1234"));
+  const noSecret = await postProviderForm(server, user, { provider: "github", enforce: "on" });
+  assert.equal(noSecret.status, 400);
+  assert.match(await noSecret.text(), /id="provider-0-secret-error" class="field-error">Enter/);
+
+  const saved = await postProviderForm(server, user, {
+    provider: "github",
+    secret: FIRST_SECRET,
+    verifyToken: "",
+    enforce: "on",
+  });
+  assert.equal(saved.status, 303);
+  assert.equal(saved.headers.get("location"), "/dashboard/endpoints");
+  await saved.body?.cancel();
+  const after = await page();
+  assert.match(after, /checks github signatures and refuses those that fail/);
+  assert.match(after, /data-provider="github"/);
+  assert.match(after, /secret ending in 1234/);
+  assert.match(after, /type="checkbox" name="enforce" value="on" checked/);
+  assert.ok(!after.includes(FIRST_SECRET));
+  const listed = await fetch(`${server.url}/api/endpoints`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  const [endpoint] = (await listed.json()).endpoints;
+  assert.equal(endpoint.provider, "github");
+  assert.equal(endpoint.secretLast4, "1234");
+  assert.equal(endpoint.enforce, true);
+  assert.equal(endpoint.verifyTokenSet, false);
+
+  // A blank secret keeps the stored one; "None" removes provider and secret.
+  const kept = await postProviderForm(server, user, { provider: "github", secret: "" });
+  assert.equal(kept.status, 303);
+  await kept.body?.cancel();
+  assert.match(await page(), /secret ending in 1234, failures marked/);
+  const none = await postProviderForm(server, user, { provider: "" });
+  assert.equal(none.status, 303);
+  await none.body?.cancel();
+  const cleared = await page();
+  assert.match(cleared, /checks no signatures/);
+  assert.match(cleared, /Signatures:\s*<strong>not checked/);
+});
