@@ -49,7 +49,14 @@ async function main(): Promise<void> {
       workerModule: new URL(import.meta.url),
     })
     : startServer(config, createHandler);
-  const server = await starting;
+  let server: RunningServer;
+  try {
+    server = await starting;
+  } catch (error) {
+    // A refusal to start (e.g. SECRETS_KEY missing for an https PUBLIC_URL): one clear line.
+    console.error("%s", (error as Error).message);
+    Deno.exit(1);
+  }
   // Stopping already: the signal handler shuts the server down; schedule nothing more.
   if (!stopping) afterStart(server, config);
 }

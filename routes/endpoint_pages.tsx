@@ -9,6 +9,7 @@ import type { Context } from "hono";
 import {
   DeleteEndpointPage,
   EndpointsPage,
+  type ProviderError,
   type RespondError,
   RotateEndpointPage,
 } from "../components/endpoints/EndpointsPage.tsx";
@@ -23,6 +24,7 @@ import {
   updateEndpointSettings,
 } from "../lib/endpoints/endpoints.ts";
 import type { Flash } from "../lib/accounts/flash.ts";
+import { PROVIDERS } from "../lib/intake/signatures.ts";
 import { endpointUrl } from "../lib/endpoints/urls.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireSameOrigin } from "./_auth.ts";
@@ -47,6 +49,17 @@ const respondForm = z.object({
     .pipe(z.number().min(1, TIMEOUT_RANGE).max(MAX_TIMEOUT_S, TIMEOUT_RANGE)),
 });
 
+const TOO_LONG = "must be at most 1000 characters";
+
+/** The provider form: "" picks no provider; blank secret and token keep the stored ones. */
+const providerForm = z.object({
+  provider: z.union([z.literal(""), z.enum(PROVIDERS)], "Pick a provider from the list")
+    .default(""),
+  secret: z.string().max(1000, `Secret ${TOO_LONG}`).default(""),
+  verifyToken: z.string().max(1000, `Verify token ${TOO_LONG}`).default(""),
+  enforce: z.literal("on", "Enforcement must be on or off").optional(),
+});
+
 /** Lists the viewer's endpoints and renders the page. */
 async function endpointsPage(
   c: Context<AppEnv>,
@@ -55,6 +68,7 @@ async function endpointsPage(
     name?: string;
     error?: string;
     respondError?: RespondError;
+    providerError?: ProviderError;
     status?: ContentfulStatusCode;
   },
 ) {
@@ -136,6 +150,54 @@ export function endpointPageRoutes(): Hono<AppEnv> {
             ? `senders wait up to ${form.data.timeout} s for a client's answer.`
             : "senders get 200 at once."
         }`,
+      },
+    });
+  });
+
+  app.post("/dashboard/endpoints/:slug/provider", requireSameOrigin, ...guarded, async (c) => {
+    const endpoint = await ownEndpoint(c, "update");
+    const form = await readForm(c, providerForm);
+    const errors: Record<string, string> = form.ok ? {} : { ...form.errors };
+    if (form.ok) {
+      const { provider, secret, enforce } = form.data;
+      if (enforce === "on" && provider === "") {
+        errors.enforce = "Pick a provider to enforce its signatures";
+      } else if (enforce === "on" && !secret && !(endpoint.secret && endpoint.provider)) {
+        errors.secret = "Enter the signing secret: enforcing with none would refuse every webhook";
+      }
+    }
+    if (!form.ok || Object.keys(errors).length > 0) {
+      // The secrets typed are not sent back into the page.
+      const { provider = "", enforce = "" } = form.values;
+      return await endpointsPage(c, {
+        flash: null,
+        providerError: { slug: endpoint.slug, errors, values: { provider, enforce } },
+        status: 400,
+      });
+    }
+    const { provider, secret, verifyToken, enforce } = form.data!;
+    const { kv, broker, secretsKey } = c.get("services");
+    const updated = await updateEndpointSettings(kv, {
+      userId: endpoint.userId,
+      slug: endpoint.slug,
+      broker,
+      settings: {},
+      key: secretsKey,
+      provider: provider === "" ? { provider: null } : {
+        provider,
+        enforce: enforce === "on",
+        ...(secret ? { secret } : {}),
+        ...(verifyToken ? { verifyToken } : {}),
+      },
+    });
+    return await redirect(c, "/dashboard/endpoints", {
+      flash: {
+        kind: "success",
+        message: updated.provider
+          ? `“${updated.name}” checks ${updated.provider} signatures${
+            updated.enforce ? " and refuses those that fail (401)" : " and marks each verdict"
+          }.`
+          : `“${updated.name}” checks no signatures.`,
       },
     });
   });

@@ -1,4 +1,4 @@
-/** Endpoints: list, create, rotate a slug, delete. */
+/** Endpoints: list, create, settings (respond mode, provider and secrets), rotate a slug, delete. */
 import { Hono } from "hono";
 import { z } from "zod";
 import {
@@ -10,6 +10,7 @@ import {
   rotateEndpoint,
   updateEndpointSettings,
 } from "../lib/endpoints/endpoints.ts";
+import { PROVIDERS } from "../lib/intake/signatures.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireAuth } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
@@ -20,6 +21,13 @@ const settingsBody = z.object({
   respondTimeoutSeconds: z.number().int("must be whole seconds").min(1, "must be at least 1")
     .max(RESPOND_TIMEOUT.maxMs / 1000, `must be at most ${RESPOND_TIMEOUT.maxMs / 1000}`)
     .optional(),
+  provider: z.enum(PROVIDERS, `must be one of ${PROVIDERS.join(", ")}, or null`).nullable()
+    .optional(),
+  secret: z.string().min(1, "must not be empty").max(1000, "must be at most 1000 characters")
+    .optional(),
+  verifyToken: z.string().min(1, "must not be empty").max(1000, "must be at most 1000 characters")
+    .nullable().optional(),
+  enforce: z.boolean().optional(),
 }).strict();
 
 /** /api/endpoints */
@@ -43,11 +51,18 @@ export function endpointRoutes(): Hono<AppEnv> {
 
   app.patch("/api/endpoints/:slug", async (c) => {
     const body = await parseBody(c, { schema: settingsBody, action: "update endpoint" });
-    const { kv, config, broker } = c.get("services");
+    const { kv, config, broker, secretsKey } = c.get("services");
     const endpoint = await updateEndpointSettings(kv, {
       userId: c.get("auth").user.id,
       slug: c.req.param("slug"),
       broker,
+      key: secretsKey,
+      provider: {
+        provider: body.provider,
+        secret: body.secret,
+        verifyToken: body.verifyToken,
+        enforce: body.enforce,
+      },
       settings: {
         ...(body.respond === undefined ? {} : { respond: body.respond }),
         ...(body.respondTimeoutSeconds === undefined

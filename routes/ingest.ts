@@ -1,5 +1,6 @@
 /**
- * POST /api/in/:slug (and any path below it): where senders deliver webhooks.
+ * /api/in/:slug (and any path below it): where senders deliver webhooks, with any of
+ * INGEST_METHODS; HEAD and OPTIONS are protocol answers, not webhooks.
  *
  * This is the hot path, so it is served before the router: it needs no middleware, and skipping
  * Hono's routing and context saves a few percent of the CPU each webhook costs.
@@ -14,10 +15,15 @@ import { errorResponse } from "../lib/http/error_response.ts";
 /** The path prefix this handler owns. */
 export const INGEST_PREFIX = "/api/in/";
 
+/** The methods a webhook may arrive with: every one is stored, counted and delivered. */
+export const INGEST_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"] as const;
+
+const ALLOW = [...INGEST_METHODS, "OPTIONS"].join(", ");
+
 /** Browsers may post too (the dashboard's test button, a page of the user's own). */
 const CORS = {
   "Access-Control-Allow-Origin": "*",
-  "Access-Control-Allow-Methods": "POST",
+  "Access-Control-Allow-Methods": INGEST_METHODS.join(", "),
   "Access-Control-Allow-Headers": "*",
   "Access-Control-Max-Age": "86400",
 };
@@ -30,18 +36,30 @@ export async function handleIngest(
 ): Promise<Response> {
   try {
     if (request.method === "OPTIONS") return new Response(null, { status: 204, headers: CORS });
-    if (request.method !== "POST") {
-      throw new HttpError(405, `Cannot ingest: method ${request.method} is not allowed, use POST`, {
-        Allow: "POST, OPTIONS",
-      });
+    if (!(INGEST_METHODS as readonly string[]).includes(request.method)) {
+      throw new HttpError(
+        405,
+        `Cannot ingest: method ${request.method} is not allowed, use one of ${
+          INGEST_METHODS.join(", ")
+        }`,
+        { Allow: ALLOW },
+      );
     }
     const rest = path.slice(INGEST_PREFIX.length);
     const slash = rest.indexOf("/");
-    const { id, quota, response } = await receiveWebhook(services, {
+    const { id, quota, response, handshake } = await receiveWebhook(services, {
       request,
       slug: slash === -1 ? rest : rest.slice(0, slash),
       path: slash === -1 ? "/" : rest.slice(slash),
     });
+    // A provider's URL handshake: the relay's own answer, whoever is connected.
+    if (handshake) {
+      const headers = new Headers(handshake.headers);
+      for (const [name, value] of Object.entries(ANSWER_SECURITY_HEADERS)) {
+        if (!headers.has(name)) headers.set(name, value);
+      }
+      return new Response(handshake.body, { status: handshake.status, headers });
+    }
     // Respond mode: the client's status and body, with only the headers it may set.
     if (response) {
       const empty = [204, 205, 304].includes(response.status);

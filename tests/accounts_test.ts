@@ -304,6 +304,10 @@ Deno.test("[endpoints] sign-up, /api/me and /api/endpoints show an endpoint alik
     url: `${server.url}/api/in/${signedUp.endpoint.slug}`,
     respond: false,
     respondTimeoutSeconds: 10,
+    provider: null,
+    secretLast4: null,
+    verifyTokenSet: false,
+    enforce: false,
   };
   assert.deepEqual(signedUp.endpoint, expected);
 

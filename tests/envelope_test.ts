@@ -7,7 +7,11 @@ import assert from "node:assert/strict";
 import type { Endpoint } from "../lib/endpoints/endpoints.ts";
 import { readWebhook } from "../lib/intake/receive.ts";
 import { type LiveEvent, toLiveEvent } from "../lib/log/envelope_json.ts";
-import { type WebhookEnvelope, webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
+import {
+  type Verified,
+  type WebhookEnvelope,
+  webhookEnvelopeSchema,
+} from "../lib/shared/envelope.ts";
 import { nextId } from "../lib/store/ids.ts";
 import { buildBundles } from "../lib/web/bundles.ts";
 import { ISLAND_MODULES } from "../islands/_registry.ts";
@@ -17,7 +21,7 @@ const USER_ID = "user-1";
 /** Builds the envelope for `request` the way ingest does: read, then the builder. */
 async function envelopeFor(
   request: Request,
-  options: { path: string; respond?: boolean },
+  options: { path: string; respond?: boolean; verified?: Verified; handshake?: boolean },
 ): Promise<{ live: LiveEvent; id: string; receivedAt: string }> {
   const endpoint: Endpoint = {
     id: "endpoint-1",
@@ -47,6 +51,8 @@ async function envelopeFor(
       headersJson: webhook.headersJson,
       contentType: webhook.contentType,
       kind: webhook.kind,
+      ...(options.verified ? { verified: options.verified } : {}),
+      ...(options.handshake ? { handshake: true } : {}),
       ...(options.respond ? { respond: true } : {}),
     },
     webhook.body,
@@ -187,6 +193,55 @@ Deno.test("[envelope] respond mode: respond is true and ends the envelope", asyn
   });
   // Connections recognise respond-mode envelopes by this tail (lib/fanout/connections.ts).
   assert.ok(live.json.endsWith(',"respond":true}'));
+});
+
+Deno.test("[envelope] a provider's verdict and a handshake mark; respond still ends it", async () => {
+  const verdicts: Verified[] = [
+    { provider: "github", ok: true },
+    { provider: "stripe", ok: false, reason: 'signature "v1" does not match' },
+  ];
+  for (const verified of verdicts) {
+    for (const handshake of [false, true]) {
+      const { live, id, receivedAt } = await envelopeFor(
+        new Request("http://relay.test/api/in/slug?hub.challenge=7", { method: "GET" }),
+        { path: "/", verified, handshake, respond: !handshake },
+      );
+      assertEnvelope(live, {
+        type: "webhook",
+        id,
+        endpoint: "Slug_22characters_0001",
+        receivedAt,
+        method: "GET",
+        path: "/",
+        query: { "hub.challenge": "7" },
+        headers: {},
+        contentType: null,
+        payload: null,
+        body: "",
+        verified,
+        ...(handshake ? { handshake: true as const } : { respond: true }),
+      });
+      if (!handshake) assert.ok(live.json.endsWith(',"respond":true}'));
+    }
+  }
+  const parsed = (verified: unknown) =>
+    webhookEnvelopeSchema.safeParse({
+      type: "webhook",
+      id: "x",
+      endpoint: "e",
+      receivedAt: "t",
+      method: "POST",
+      path: "/",
+      query: {},
+      headers: {},
+      contentType: null,
+      payload: null,
+      body: "",
+      verified,
+    }).success;
+  assert.equal(parsed({ provider: "github", ok: true }), true);
+  assert.equal(parsed({ provider: "github", ok: false }), false, "a failure needs its reason");
+  assert.equal(parsed({ provider: "github", ok: true, reason: "x" }), false);
 });
 
 Deno.test("[envelope] the schema wants exactly one of body and bodyBase64", () => {

@@ -374,3 +374,59 @@ Deno.test("[forward] respond mode relays the target's real answer; acks reach th
     await Deno.remove(state).catch(() => {});
   }
 });
+
+Deno.test("[forward] a handshake event is acked, not forwarded; the verdict shows in the line", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const target = startTarget();
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    target.url,
+    "--state",
+    state,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    // A handshake the relay answered, stored as ingest stores one (the answers themselves are
+    // lib/intake/handshakes.ts's to test).
+    const endpoint = (await server.services.endpoints.get(user.slug))!;
+    const handshake = await server.services.ingest.submit({
+      endpoint,
+      receivedAt: new Date(),
+      method: "GET",
+      path: "/",
+      queryJson: '{"hub.mode":"subscribe","hub.challenge":"42"}',
+      headersJson: "{}",
+      contentType: null,
+      kind: "json",
+      body: new Uint8Array(),
+      text: "",
+      verified: { provider: "meta", ok: true },
+      handshake: true,
+    });
+    assert.ok(handshake.accepted);
+    await forwarder.waitFor(
+      /GET \S+ \/ -> handshake answered by the relay, not forwarded \[meta: verified\]$/,
+    );
+    await signedPost(user.webhookUrl, text('{"after":"handshake"}'), "application/json");
+    await until(() => target.received.length === 1, 20_000, () => forwarder.lines.join("\n"));
+    assert.deepEqual(target.received[0].body, text('{"after":"handshake"}'));
+    await waitFor(async () => {
+      const response = await fetch(`${server.url}/api/events/${handshake.id}/deliveries`, {
+        headers: { Authorization: `Bearer ${user.token}` },
+      });
+      return (await response.json()).deliveries?.length === 1;
+    }, { what: "the handshake's ack" });
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+  assert.match(forwarder.lines.at(-1)!, /^summary: 1 forwarded, 0 rejected \(4xx\), 0 failed$/);
+});

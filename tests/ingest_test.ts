@@ -74,7 +74,7 @@ Deno.test("[ingest] invalid JSON gets 400 with the reason, is not stored and not
   await ok.body?.cancel();
 });
 
-Deno.test("[ingest] unknown slug 404, other methods 405 with Allow", async () => {
+Deno.test("[ingest] unknown slug 404, HEAD 405 with Allow", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
   const unknown = await postWebhook(`${server.url}/api/in/does-not-exist`, "{}");
@@ -83,12 +83,10 @@ Deno.test("[ingest] unknown slug 404, other methods 405 with Allow", async () =>
   assert.deepEqual(await unknown.json(), {
     error: 'Cannot ingest: no endpoint with slug "does-not-exist"',
   });
-  for (const method of ["GET", "PUT", "DELETE"]) {
-    const response = await fetch(user.webhookUrl, { method });
-    assert.equal(response.status, 405);
-    assert.equal(response.headers.get("allow"), "POST, OPTIONS");
-    assert.match((await response.json()).error, new RegExp(`method ${method} is not allowed`));
-  }
+  const head = await fetch(user.webhookUrl, { method: "HEAD" });
+  assert.equal(head.status, 405);
+  assert.equal(head.headers.get("allow"), "GET, POST, PUT, PATCH, DELETE, OPTIONS");
+  await head.body?.cancel();
 });
 
 Deno.test("[ingest] raw bytes survive: a GitHub signature verifies on the delivered body", async () => {

@@ -21,9 +21,10 @@ const ENVELOPE_EXAMPLE = `{
 const INGEST_STATUSES: [string, string][] = [
   ["200", '{"ok": true, "id": "<event id>"}: stored durably and pushed to connected clients'],
   ["400", "JSON content type (or none) with a body that does not parse"],
+  ["401", "the endpoint enforces its provider's signatures and this one does not verify"],
   ["402", "monthly quota used up; rejected requests are not counted"],
   ["404", "no endpoint with this slug (also after a rotate or delete)"],
-  ["405", "any method but POST (and CORS OPTIONS)"],
+  ["405", "HEAD: not a webhook (OPTIONS answers CORS preflights with 204)"],
   ["408", "the body stalled or took too long to arrive"],
   ["413", "body over the size limit"],
   ["414", "path, headers and query together over the metadata limit (431: the headers alone)"],
@@ -41,6 +42,11 @@ const MANAGEMENT: [string, string][] = [
   ["DELETE /api/tokens/:id", "revokes; its open streams close within a second"],
   ["GET /api/endpoints", "endpoints with their URLs"],
   ["POST /api/endpoints {name}", "201 new endpoint"],
+  [
+    "PATCH /api/endpoints/:slug {respond, respondTimeoutSeconds, provider, secret, verifyToken, enforce}",
+    "settings; provider is github, stripe, slack, shopify, standard, svix, zoom, meta, twilio or " +
+    "null; the secret is never returned, only secretLast4, and a replaced one stays valid 24 h",
+  ],
   ["POST /api/endpoints/:slug/rotate", "new slug; the old one answers 404 from then on"],
   ["DELETE /api/endpoints/:slug", "deletes the endpoint"],
   ["GET /api/events?limit=50&cursor=<id>", "retained events, newest first: {events, nextCursor}"],
@@ -157,7 +163,10 @@ export function DocsPage(props: {
 
       <Section id="sending" title="Sending webhooks">
         <p>
-          <code>POST {webhookUrl}</code>. Any path below the slug works too, such as{" "}
+          <code>POST {webhookUrl}</code>, or GET, PUT, PATCH or DELETE: each is a webhook, stored,
+          counted and delivered with its <code>method</code> (a GET has no body, so{" "}
+          <code>payload: null</code>; its query is in{" "}
+          <code>query</code>). Any path below the slug works too, such as{" "}
           <code>/github</code>, and is sent on as{" "}
           <code>path</code>. Every answer for an existing endpoint carries{" "}
           <code>X-Quota-Limit</code>, <code>X-Quota-Remaining</code> and <code>X-Quota-Reset</code>.
@@ -175,7 +184,14 @@ export function DocsPage(props: {
         <p>
           SSE and WebSocket send the same JSON envelope. <code>body</code>{" "}
           is the raw body when it is UTF-8 text; otherwise <code>bodyBase64</code>{" "}
-          carries the exact bytes. Ids are unique and sort by arrival, as strings.
+          carries the exact bytes. Ids are unique and sort by arrival, as strings. When the endpoint
+          names a provider, <code>verified</code> is{" "}
+          <code>{'{"provider": "github", "ok": true}'}</code> or carries <code>"ok": false</code>
+          {" "}
+          and a{" "}
+          <code>reason</code>; a provider's URL handshake that the relay answered itself is marked
+          {" "}
+          <code>"handshake": true</code> and is not counted against the quota.
         </p>
         <CodeBlock title="Envelope" code={ENVELOPE_EXAMPLE} />
       </Section>

@@ -7,6 +7,7 @@ import { Notice } from "../Notice.tsx";
 import { type Endpoint, RESPOND_TIMEOUT } from "../../lib/endpoints/endpoints.ts";
 import type { Flash } from "../../lib/accounts/flash.ts";
 import { formatUtc } from "../../lib/shared/format.ts";
+import { PROVIDERS } from "../../lib/intake/signatures.ts";
 
 const MAX_TIMEOUT_S = RESPOND_TIMEOUT.maxMs / 1000;
 
@@ -16,6 +17,27 @@ export interface RespondError {
   message: string;
   values: Record<string, string>;
 }
+
+/** A refused provider form, shown again on its endpoint's card; secrets are never echoed. */
+export interface ProviderError {
+  slug: string;
+  /** Messages by field name (provider, secret, verifyToken, enforce). */
+  errors: Record<string, string>;
+  values: Record<string, string>;
+}
+
+/** What each provider's settings are called where the provider shows them. */
+const PROVIDER_LABELS: Record<typeof PROVIDERS[number], string> = {
+  github: "GitHub (webhook secret)",
+  stripe: "Stripe (whsec_ signing secret)",
+  slack: "Slack (signing secret)",
+  shopify: "Shopify (app client secret)",
+  standard: "Standard Webhooks (whsec_ secret)",
+  svix: "Svix (whsec_ secret)",
+  zoom: "Zoom (secret token)",
+  meta: "Meta (app secret; verify token for the URL check)",
+  twilio: "Twilio (auth token)",
+};
 
 /** /dashboard/endpoints; after a refused form its card or field shows why. */
 export function EndpointsPage(props: {
@@ -27,6 +49,7 @@ export function EndpointsPage(props: {
   name?: string;
   error?: string;
   respondError?: RespondError;
+  providerError?: ProviderError;
 }) {
   const { user, endpoints } = props;
   return (
@@ -71,6 +94,13 @@ export function EndpointsPage(props: {
                     index={i}
                     error={props.respondError?.slug === endpoint.slug
                       ? props.respondError
+                      : undefined}
+                  />
+                  <ProviderForm
+                    endpoint={endpoint}
+                    index={i}
+                    error={props.providerError?.slug === endpoint.slug
+                      ? props.providerError
                       : undefined}
                   />
                   <p class="actions">
@@ -152,6 +182,120 @@ function RespondForm(props: { endpoint: Endpoint; index: number; error?: Respond
           Save
         </button>
       </div>
+    </form>
+  );
+}
+
+/**
+ * An endpoint card's provider settings and the no-JS form that changes them: the secret and the
+ * verify token are write-only (blank keeps the stored one), only the secret's last 4 are shown.
+ */
+function ProviderForm(props: { endpoint: Endpoint; index: number; error?: ProviderError }) {
+  const { endpoint, index, error } = props;
+  const id = `provider-${index}`;
+  const provider = error ? (error.values.provider ?? "") : (endpoint.provider ?? "");
+  const enforce = error ? error.values.enforce === "on" : endpoint.enforce === true;
+  const fieldError = (name: string) =>
+    error?.errors[name]
+      ? <p id={`${id}-${name}-error`} class="field-error">{error.errors[name]}</p>
+      : null;
+  const invalid = (name: string) => error?.errors[name] ? " invalid" : "";
+  const describedBy = (name: string, hint: boolean) =>
+    error?.errors[name] ? `${id}-${name}-error` : hint ? `${id}-${name}-hint` : undefined;
+  return (
+    <form
+      method="post"
+      action={`/dashboard/endpoints/${endpoint.slug}/provider`}
+      class="provider-form"
+      novalidate
+    >
+      <p class="provider-state" data-provider={endpoint.provider ?? "none"}>
+        Signatures:{" "}
+        <strong>
+          {endpoint.provider
+            ? `${endpoint.provider}, ${
+              endpoint.secretLast4 ? `secret ending in ${endpoint.secretLast4}` : "no secret set"
+            }${endpoint.enforce ? ", failures refused (401)" : ", failures marked"}`
+            : "not checked"}
+        </strong>
+      </p>
+      <div class={`field${invalid("provider")}`}>
+        <label for={`${id}-provider`}>Provider</label>
+        <select
+          id={`${id}-provider`}
+          name="provider"
+          aria-invalid={error?.errors.provider ? "true" : undefined}
+          aria-describedby={describedBy("provider", false)}
+        >
+          <option value="" selected={provider === ""}>None: no signature check</option>
+          {PROVIDERS.map((name) => (
+            <option key={name} value={name} selected={provider === name}>
+              {PROVIDER_LABELS[name]}
+            </option>
+          ))}
+        </select>
+        {fieldError("provider")}
+      </div>
+      <div class={`field${invalid("secret")}`}>
+        <label for={`${id}-secret`}>Signing secret</label>
+        <input
+          id={`${id}-secret`}
+          name="secret"
+          type="password"
+          autocomplete="off"
+          maxLength={1000}
+          aria-invalid={error?.errors.secret ? "true" : undefined}
+          aria-describedby={describedBy("secret", true)}
+        />
+        {fieldError("secret") ?? (
+          <p id={`${id}-secret-hint`} class="hint">
+            {endpoint.secretLast4
+              ? `Set, ending in ${endpoint.secretLast4}. Blank keeps it; a new one replaces it ` +
+                "and the old one stays valid for 24 hours."
+              : "Not set. It is stored encrypted and never shown again."}
+          </p>
+        )}
+      </div>
+      <div class={`field${invalid("verifyToken")}`}>
+        <label for={`${id}-verify-token`}>Verify token</label>
+        <input
+          id={`${id}-verify-token`}
+          name="verifyToken"
+          type="password"
+          autocomplete="off"
+          maxLength={1000}
+          aria-invalid={error?.errors.verifyToken ? "true" : undefined}
+          aria-describedby={describedBy("verifyToken", true)}
+        />
+        {fieldError("verifyToken") ?? (
+          <p id={`${id}-verifyToken-hint`} class="hint">
+            {endpoint.verifyToken
+              ? "Set. Blank keeps it."
+              : "Meta's URL check only: the hub.verify_token you enter there."}
+          </p>
+        )}
+      </div>
+      <div class={`field${invalid("enforce")}`}>
+        <label class="check" for={`${id}-enforce`}>
+          <input
+            id={`${id}-enforce`}
+            type="checkbox"
+            name="enforce"
+            value="on"
+            checked={enforce}
+            aria-describedby={describedBy("enforce", false)}
+          />
+          Refuse webhooks whose signature does not verify (401, not stored)
+        </label>
+        {fieldError("enforce")}
+      </div>
+      <button
+        type="submit"
+        class="button small"
+        aria-label={`Save signature settings of ${endpoint.name}`}
+      >
+        Save
+      </button>
     </form>
   );
 }

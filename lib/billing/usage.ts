@@ -3,6 +3,7 @@ import {
   eventHeadKey,
   usageDaysOfUserPrefix,
   usageMonthKey,
+  usageRejectedDayKey,
   usageRejectedDaysOfUserPrefix,
   usageRejectedMonthKey,
   userKey,
@@ -164,4 +165,20 @@ export function crossedLevels(
     const threshold = alertThreshold(limit, level);
     return options.before < threshold && options.after >= threshold;
   });
+}
+
+/**
+ * Counts refused webhooks (over quota, or a signature that failed an enforced check) for the
+ * usage page; off the accepted path, and a lost count is no fault.
+ */
+export function countRejected(
+  kv: Deno.Kv,
+  options: { userId: string; count: number; now: Date },
+): void {
+  const count = BigInt(options.count);
+  kv.atomic()
+    .sum(usageRejectedMonthKey(options.userId, monthOf(options.now)), count)
+    .sum(usageRejectedDayKey(options.userId, dayOf(options.now)), count)
+    .commit()
+    .catch((error) => console.error("counting refused webhooks failed", error));
 }

@@ -9,6 +9,8 @@ import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
 import type { PublicEndpoint } from "../shared/wire.ts";
 import { endpointUrl, type UrlConfig } from "./urls.ts";
+import { openSecret, sealSecret } from "../accounts/secret_box.ts";
+import type { Provider } from "../intake/signatures.ts";
 
 /** A stored endpoint. */
 export interface Endpoint {
@@ -21,6 +23,32 @@ export interface Endpoint {
   respond?: boolean;
   /** How long a sender waits in respond mode before 504. */
   respondTimeoutMs?: number;
+  /** Whose signatures webhooks carry; each is checked and its verdict added to the envelope. */
+  provider?: Provider | null;
+  /** The signing secret, sealed (secret_box.ts); never shown again once set. */
+  secret?: string | null;
+  /** The signing secret's last 4 characters, all the API ever shows of it. */
+  secretLast4?: string | null;
+  /** The secret before the last change, sealed: still valid until `previousUntil` (epoch ms). */
+  previousSecret?: string | null;
+  previousUntil?: number | null;
+  /** The token a provider's URL handshake must present (Meta's hub.verify_token), sealed. */
+  verifyToken?: string | null;
+  /** A webhook whose signature does not verify is refused (401) rather than marked. */
+  enforce?: boolean;
+}
+
+/** How long a replaced signing secret stays valid, as providers' own rotations allow. */
+export const PREVIOUS_SECRET_MS = 24 * 3600_000;
+
+/** Provider settings as PATCH /api/endpoints/:slug takes them; absent fields stay as they are. */
+export interface ProviderSettings {
+  /** null removes the provider with its secrets and enforcement. */
+  provider?: Provider | null;
+  secret?: string;
+  /** null removes the verify token. */
+  verifyToken?: string | null;
+  enforce?: boolean;
 }
 
 /** Respond mode's default and longest wait. */
@@ -36,6 +64,93 @@ export function publicEndpoint(config: UrlConfig, endpoint: Endpoint): PublicEnd
     url: endpointUrl(config, endpoint.slug),
     respond: endpoint.respond ?? false,
     respondTimeoutSeconds: (endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs) / 1000,
+    provider: endpoint.provider ?? null,
+    secretLast4: endpoint.secretLast4 ?? null,
+    verifyTokenSet: Boolean(endpoint.verifyToken),
+    enforce: endpoint.enforce ?? false,
+  };
+}
+
+/**
+ * The endpoint's provider settings applied to its record: secrets sealed, a replaced secret kept
+ * as the previous one for PREVIOUS_SECRET_MS.
+ */
+export async function applyProviderSettings(
+  endpoint: Endpoint,
+  options: { settings: ProviderSettings; key: CryptoKey; now: number },
+): Promise<Endpoint> {
+  const { settings, key, now } = options;
+  if (settings.provider === null) {
+    return {
+      ...endpoint,
+      provider: null,
+      secret: null,
+      secretLast4: null,
+      previousSecret: null,
+      previousUntil: null,
+      verifyToken: null,
+      enforce: false,
+    };
+  }
+  const next: Endpoint = { ...endpoint };
+  if (settings.provider !== undefined) next.provider = settings.provider;
+  if (settings.enforce !== undefined) next.enforce = settings.enforce;
+  if (settings.verifyToken !== undefined) {
+    next.verifyToken = settings.verifyToken === null
+      ? null
+      : await sealSecret(key, settings.verifyToken);
+  }
+  if (settings.secret !== undefined) {
+    if (endpoint.secret) {
+      next.previousSecret = endpoint.secret;
+      next.previousUntil = now + PREVIOUS_SECRET_MS;
+    }
+    next.secret = await sealSecret(key, settings.secret);
+    next.secretLast4 = settings.secret.slice(-4);
+  }
+  return next;
+}
+
+/** An endpoint's provider with its secrets opened: the current one first, then the previous. */
+export interface EndpointCheck {
+  provider: Provider;
+  secrets: string[];
+  verifyToken: string | null;
+  enforce: boolean;
+}
+
+/**
+ * A sealed secret opened, or null when there is none or it cannot be opened (sealed under
+ * another SECRETS_KEY): the check then fails like a missing secret instead of failing ingest.
+ */
+async function openSealed(key: CryptoKey, sealed: string | null | undefined) {
+  if (!sealed) return null;
+  try {
+    return await openSecret(key, sealed);
+  } catch {
+    console.warn("an endpoint's secret cannot be opened: was SECRETS_KEY changed?");
+    return null;
+  }
+}
+
+/** What ingest checks webhooks to this endpoint against, or null when it names no provider. */
+export async function endpointCheck(
+  endpoint: Endpoint,
+  options: { key: CryptoKey; now: number },
+): Promise<EndpointCheck | null> {
+  if (!endpoint.provider) return null;
+  const secrets: string[] = [];
+  const current = await openSealed(options.key, endpoint.secret);
+  if (current !== null) secrets.push(current);
+  if ((endpoint.previousUntil ?? 0) > options.now) {
+    const previous = await openSealed(options.key, endpoint.previousSecret);
+    if (previous !== null) secrets.push(previous);
+  }
+  return {
+    provider: endpoint.provider,
+    secrets,
+    verifyToken: await openSealed(options.key, endpoint.verifyToken),
+    enforce: endpoint.enforce ?? false,
   };
 }
 
@@ -147,7 +262,10 @@ export async function rotateEndpoint(
   return { endpoint, oldSlug: options.slug };
 }
 
-/** Changes an endpoint's settings (respond mode and its timeout); caches forget the old ones. */
+/**
+ * Changes an endpoint's settings (respond mode and its timeout, its provider and secrets);
+ * caches forget the old ones.
+ */
 export async function updateEndpointSettings(
   kv: Deno.Kv,
   options: {
@@ -155,11 +273,22 @@ export async function updateEndpointSettings(
     slug: string;
     broker: Broker;
     settings: { respond?: boolean; respondTimeoutMs?: number };
+    provider?: ProviderSettings;
+    /** Seals secrets; needed when `provider` sets one. */
+    key?: CryptoKey;
+    now?: number;
   },
 ): Promise<Endpoint> {
   for (;;) {
     const entry = await ownedEndpointEntry(kv, { ...options, action: "update endpoint" });
-    const endpoint = { ...entry.value, ...options.settings };
+    let endpoint = { ...entry.value, ...options.settings };
+    if (options.provider && options.key) {
+      endpoint = await applyProviderSettings(endpoint, {
+        settings: options.provider,
+        key: options.key,
+        now: options.now ?? Date.now(),
+      });
+    }
     if ((await kv.atomic().check(entry).set(entry.key, endpoint).commit()).ok) {
       options.broker.publish({ kind: "endpoint_changed", slug: options.slug });
       return endpoint;

@@ -92,5 +92,20 @@ export function eventLine(
   const outcome = result.status === null ? `failed (${result.error})` : String(result.status);
   const tries = result.attempts > 1 ? ` after ${result.attempts} attempts` : "";
   return `${now.toISOString()} ${envelope.method} ${envelope.endpoint} ${envelope.path} -> ` +
-    `${outcome} ${result.latencyMs}ms${tries}`;
+    `${outcome} ${result.latencyMs}ms${tries}${verifiedNote(envelope)}`;
+}
+
+/** The provider check's verdict for a log line, or "" when the endpoint names no provider. */
+function verifiedNote(envelope: WebhookEnvelope): string {
+  const verified = envelope.verified;
+  if (!verified) return "";
+  return verified.ok
+    ? ` [${verified.provider}: verified]`
+    : ` [${verified.provider}: NOT verified, ${verified.reason}]`;
+}
+
+/** The line for a provider's URL handshake, which the relay answered and is not forwarded. */
+export function handshakeLine(envelope: WebhookEnvelope, now = new Date()): string {
+  return `${now.toISOString()} ${envelope.method} ${envelope.endpoint} ${envelope.path} -> ` +
+    `handshake answered by the relay, not forwarded${verifiedNote(envelope)}`;
 }

@@ -3,7 +3,7 @@
  * one at a time, in order; each is acked (and answered in respond mode) and recorded as done.
  */
 import { type WebhookEnvelope, webhookEnvelopeSchema } from "../shared/envelope.ts";
-import { deliver, type DeliveryResult, eventLine } from "./forward_event.ts";
+import { deliver, type DeliveryResult, eventLine, handshakeLine } from "./forward_event.ts";
 import type { ForwardOptions, Output, Totals } from "./options.ts";
 import { writeState } from "./state.ts";
 
@@ -98,7 +98,13 @@ export function runSession(
         try {
           // Ids sort by arrival, so anything at or below the last done one is a repeat.
           if (lastDone !== null && envelope.id <= lastDone) continue;
-          if (!options.endpoint || envelope.endpoint === options.endpoint) {
+          if (envelope.handshake) {
+            // A provider's URL handshake, answered by the relay: no webhook for the target.
+            out.line(handshakeLine(envelope));
+            if (socket.readyState === WebSocket.OPEN) {
+              socket.send(JSON.stringify({ type: "ack", id: envelope.id, status: null }));
+            }
+          } else if (!options.endpoint || envelope.endpoint === options.endpoint) {
             const result = await deliver(envelope, options, signal);
             if (result.status === null) totals.failed++;
             else if (result.status >= 400) totals.rejected++;

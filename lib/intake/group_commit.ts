@@ -22,6 +22,7 @@
 import type { Broker } from "../fanout/broker.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
 import type { BodyKind } from "./body_types.ts";
+import type { Verified } from "../shared/envelope.ts";
 import {
   discardBody,
   INLINE_BODY_BYTES,
@@ -36,16 +37,9 @@ import { HttpError } from "../http/http_error.ts";
 import { nextId } from "../store/ids.ts";
 import { isStorageUnavailable } from "../store/kv.ts";
 import type { StorageGuard } from "../store/storage_guard.ts";
+import { eventHeadKey, eventKey, usageDayKey, usageMonthKey, userKey } from "../store/kv_keys.ts";
 import {
-  eventHeadKey,
-  eventKey,
-  usageDayKey,
-  usageMonthKey,
-  usageRejectedDayKey,
-  usageRejectedMonthKey,
-  userKey,
-} from "../store/kv_keys.ts";
-import {
+  countRejected,
   crossedLevels,
   dayOf,
   monthOf,
@@ -72,6 +66,10 @@ export interface IncomingWebhook {
   body: Uint8Array;
   /** The body decoded as UTF-8 when it is valid UTF-8, else null; decoded once, reused. */
   text: string | null;
+  /** The endpoint's provider check, when it names a provider. */
+  verified?: Verified;
+  /** A provider's URL handshake the relay answered: stored and shown, never counted. */
+  handshake?: boolean;
 }
 
 /** The outcome of one submitted webhook. */
@@ -98,6 +96,8 @@ interface Plan {
   user: User;
   used: number;
   admitted: Pending[];
+  /** Of `admitted`, those counted against the quota (all but handshakes). */
+  counted: number;
   records: StoredEvent[];
   quota(n: number): QuotaState;
 }
@@ -283,23 +283,37 @@ export function createIngest(
       const states = await readGates(groups.map((g) => g.userId), month);
       const op = kv.atomic();
       const plans: Plan[] = [];
-      const refusals: { group: Group; from: number; result: Refusal }[] = [];
+      const refusals: { group: Group; refused: Pending[]; result: Refusal }[] = [];
       for (const group of groups) {
         const gate = states.get(group.userId)!;
         const user = gate.user.value;
         if (!user) {
-          refusals.push({ group, from: 0, result: { accepted: false, reason: "no_account" } });
+          refusals.push({
+            group,
+            refused: group.batch,
+            result: { accepted: false, reason: "no_account" },
+          });
           continue;
         }
         const used = Number(gate.used.value?.value ?? 0n);
-        const remaining = remainingQuota(user.monthlyLimit, used);
-        const admitted = group.batch.slice(0, remaining);
+        let room = remainingQuota(user.monthlyLimit, used);
+        // Handshakes are answered by the relay, not sent by the user's senders: never counted.
+        const admitted: Pending[] = [];
+        const refused: Pending[] = [];
+        for (const pending of group.batch) {
+          if (pending.webhook.handshake) admitted.push(pending);
+          else if (room > 0) {
+            room--;
+            admitted.push(pending);
+          } else refused.push(pending);
+        }
+        const counted = admitted.filter((pending) => !pending.webhook.handshake).length;
         const quota = (n: number): QuotaState => quotaState(user.monthlyLimit, used + n, now);
-        if (admitted.length < group.batch.length) {
+        if (refused.length > 0) {
           refusals.push({
             group,
-            from: admitted.length,
-            result: { accepted: false, reason: "quota", quota: quota(admitted.length) },
+            refused,
+            result: { accepted: false, reason: "quota", quota: quota(counted) },
           });
         }
         if (admitted.length === 0) continue;
@@ -313,11 +327,11 @@ export function createIngest(
         for (const pack of toPacks(records)) {
           op.set(eventKey(group.userId, pack[0].id), pack, { expireIn: options.retentionMs });
         }
-        const count = BigInt(admitted.length);
+        const count = BigInt(counted);
         op.set(eventHeadKey(group.userId), head)
           .sum(usageMonthKey(group.userId, month), count)
           .sum(usageDayKey(group.userId, dayOf(now)), count);
-        plans.push({ group, gate, user, used, admitted, records, quota });
+        plans.push({ group, gate, user, used, admitted, counted, records, quota });
       }
       if (plans.length > 0) {
         let result: Deno.KvCommitResult | Deno.KvCommitError;
@@ -341,10 +355,10 @@ export function createIngest(
         }
         for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
       }
-      for (const { group, from, result } of refusals) {
-        for (const pending of group.batch.slice(from)) settleRejected(pending, result);
+      for (const { group, refused, result } of refusals) {
+        for (const pending of refused) settleRejected(pending, result);
         if (result.reason === "quota") {
-          countRejected(group.userId, { count: group.batch.length - from, now });
+          countRejected(kv, { userId: group.userId, count: refused.length, now });
         }
       }
       return;
@@ -356,8 +370,8 @@ export function createIngest(
 
   /** After the commit: remember the gate, publish live, answer the senders, send alerts. */
   function settleAdmitted(plan: Plan, context: { now: Date; versionstamp: string }): void {
-    const { group, gate, user, used, admitted, records } = plan;
-    const count = BigInt(admitted.length);
+    const { group, gate, user, used, admitted, counted, records } = plan;
+    const count = BigInt(counted);
     const head = records.at(-1)!.id;
     rememberGate(group.userId, {
       month: gate.month,
@@ -377,10 +391,12 @@ export function createIngest(
         toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
       ),
     });
-    admitted.forEach((pending, i) =>
-      pending.resolve({ accepted: true, id: records[i].id, quota: plan.quota(i + 1) })
-    );
-    const after = used + admitted.length;
+    let n = 0;
+    admitted.forEach((pending, i) => {
+      if (!pending.webhook.handshake) n++;
+      pending.resolve({ accepted: true, id: records[i].id, quota: plan.quota(n) });
+    });
+    const after = used + counted;
     for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
       options.broker.publish({
         kind: "notice",
@@ -395,16 +411,6 @@ export function createIngest(
         }),
       });
     }
-  }
-
-  /** Counts refusals for the usage page; off the accepted path, and a lost count is no fault. */
-  function countRejected(userId: string, options: { count: number; now: Date }): void {
-    const count = BigInt(options.count);
-    kv.atomic()
-      .sum(usageRejectedMonthKey(userId, monthOf(options.now)), count)
-      .sum(usageRejectedDayKey(userId, dayOf(options.now)), count)
-      .commit()
-      .catch((error) => console.error("counting refused webhooks failed", error));
   }
 
   function settleRejected(pending: Pending, result: IngestResult): void {
@@ -448,7 +454,9 @@ export function createIngest(
       body: pending.staged ? null : w.body,
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
-      ...(w.endpoint.respond ? { respond: true } : {}),
+      ...(w.verified ? { verified: w.verified } : {}),
+      // The relay answered a handshake itself: no client's answer is awaited.
+      ...(w.handshake ? { handshake: true } : w.endpoint.respond ? { respond: true } : {}),
     };
   }
 

@@ -3,7 +3,10 @@
  * (which applies the endpoint's flood limit where webhooks are committed, once per process). Every refusal is an HttpError that carries the quota headers when the endpoint
  * is known, so senders always learn where they stand.
  */
-import { type Endpoint, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
+import { type Endpoint, endpointCheck, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
+import { verifyWebhook } from "./signatures.ts";
+import { answerHandshake } from "./handshakes.ts";
+import type { Verified } from "../shared/envelope.ts";
 import type { ClientResponse } from "../fanout/respond_waiters.ts";
 import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./body_types.ts";
 import { metadataBytes, storedBytes } from "../log/events.ts";
@@ -12,7 +15,7 @@ import type { IncomingWebhook } from "./group_commit.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
 import { readBody } from "../http/load_guard.ts";
 import type { Services } from "../runtime/services.ts";
-import { currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
+import { countRejected, currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
 
 /**
  * Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger, 408 when it
@@ -77,14 +80,74 @@ export async function readWebhook(
   };
 }
 
-/** Accepts a webhook for `slug`; returns its id and quota, or throws an HttpError. */
+/**
+ * The URL the sender used, on the public base it was given (INGEST_URL, else PUBLIC_URL): what
+ * a provider that signs the URL (Twilio) signed, whatever proxy stands in between.
+ */
+export function senderUrl(
+  config: { ingestUrl: string | null; publicUrl: string },
+  request: Request,
+): string {
+  const url = new URL(request.url);
+  return `${config.ingestUrl ?? config.publicUrl}${url.pathname}${url.search}`;
+}
+
+/**
+ * An endpoint's provider check of a webhook: its verdict for the envelope, and the relay's own
+ * answer when the request is the provider's URL handshake. Null when it names no provider.
+ */
+async function checkProvider(
+  services: Services,
+  options: { endpoint: Endpoint; request: Request; webhook: IncomingWebhook },
+): Promise<{ verified: Verified; enforce: boolean; handshake: Response | null } | null> {
+  const now = Date.now();
+  const check = await endpointCheck(options.endpoint, { key: services.secretsKey, now });
+  if (!check) return null;
+  const { request, webhook } = options;
+  const url = senderUrl(services.config, request);
+  const verdict = await verifyWebhook({
+    provider: check.provider,
+    secrets: check.secrets,
+    headers: request.headers,
+    body: webhook.body,
+    url,
+    now,
+  });
+  const handshake = await answerHandshake({
+    provider: check.provider,
+    method: request.method,
+    url: new URL(url),
+    headers: request.headers,
+    body: webhook.body,
+    text: webhook.text,
+    verifyToken: check.verifyToken,
+    secrets: check.secrets,
+    verdict,
+  });
+  return {
+    verified: verdict.ok
+      ? { provider: check.provider, ok: true }
+      : { provider: check.provider, ok: false, reason: verdict.reason },
+    enforce: check.enforce,
+    handshake,
+  };
+}
+
+/**
+ * Accepts a webhook for `slug`; returns its id and quota, or throws an HttpError. `handshake`
+ * is the relay's own answer to a provider's URL handshake, stored but not counted; with an
+ * enforced provider check, a webhook that fails it is refused (401) and counted as refused.
+ */
 export async function receiveWebhook(
   services: Services,
   options: { request: Request; slug: string; path: string },
-): Promise<{ id: string; quota: QuotaState; response: ClientResponse | null }> {
+): Promise<
+  { id: string; quota: QuotaState; response: ClientResponse | null; handshake: Response | null }
+> {
   const endpoint = await services.endpoints.get(options.slug);
   if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
   let result;
+  let handshake: Response | null = null;
   try {
     const webhook = await readWebhook(options.request, {
       endpoint,
@@ -92,6 +155,16 @@ export async function receiveWebhook(
       maxBodyBytes: services.config.maxBodyBytes,
       maxMetadataBytes: services.config.maxMetadataBytes,
     });
+    const checked = await checkProvider(services, { endpoint, request: options.request, webhook });
+    if (checked) {
+      webhook.verified = checked.verified;
+      handshake = checked.handshake;
+      if (handshake) webhook.handshake = true;
+      else if (checked.enforce && !checked.verified.ok) {
+        countRejected(services.kv, { userId: endpoint.userId, count: 1, now: new Date() });
+        throw new HttpError(401, `Cannot ingest: ${checked.verified.reason}`);
+      }
+    }
     result = await services.ingest.submit(webhook);
     if (!result.accepted && result.reason === "rate_limited") {
       throw new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
@@ -107,11 +180,14 @@ export async function receiveWebhook(
     throw quota ? withHeaders(error, quotaHeaders(quota)) : error;
   }
   if (result.accepted) {
-    if (!endpoint.respond) return { id: result.id, quota: result.quota, response: null };
+    if (handshake || !endpoint.respond) {
+      return { id: result.id, quota: result.quota, response: null, handshake };
+    }
     return {
       id: result.id,
       quota: result.quota,
       response: await awaitAnswer(services, result.id, endpoint),
+      handshake: null,
     };
   }
   if (result.reason !== "quota") {

@@ -5,6 +5,7 @@
  * one lib/shared/envelope.ts defines (tests/envelope_test.ts holds it to that schema).
  */
 import { type BodyKind, decodeText, parseForm } from "../intake/body_types.ts";
+import type { Verified } from "../shared/envelope.ts";
 
 /** An event ready for delivery; its wire forms are built once and shared by every client. */
 export interface LiveEvent {
@@ -32,6 +33,19 @@ export interface EnvelopeSource {
   kind: BodyKind;
   /** The endpoint was in respond mode: the sender waits for a client's answer. */
   respond?: boolean;
+  /** The provider's signature check, when the endpoint names a provider. */
+  verified?: Verified;
+  /** A provider's URL handshake, answered by the relay itself. */
+  handshake?: boolean;
+}
+
+/** The `verified` field's JSON, with its leading comma, or "". */
+function verifiedJson(verified: Verified | undefined): string {
+  if (!verified) return "";
+  const fields = verified.ok
+    ? { provider: verified.provider, ok: true }
+    : { provider: verified.provider, ok: false, reason: verified.reason };
+  return `,"verified":${JSON.stringify(fields)}`;
 }
 
 const encoder = new TextEncoder();
@@ -66,7 +80,9 @@ export function toLiveEvent(
     },"query":${event.queryJson},"headers":${event.headersJson},` +
     `"contentType":${JSON.stringify(event.contentType)},"payload":${
       payloadJson(event.kind, text)
-    },${bodyField}${event.respond ? ',"respond":true' : ""}}`;
+    },${bodyField}${verifiedJson(event.verified)}${event.handshake ? ',"handshake":true' : ""}${
+      event.respond ? ',"respond":true' : ""
+    }}`;
   return liveEvent({ id: event.id, userId: event.userId, json });
 }
 

@@ -5,6 +5,7 @@
  * process with one line per problem naming the variable and what is wrong with it.
  */
 import { z } from "zod";
+import { decodeSecretsKey } from "../accounts/secret_box.ts";
 
 const positiveInt = z.coerce.number().int().positive();
 const nonNegativeInt = z.coerce.number().int().min(0);
@@ -19,6 +20,9 @@ const schema = z.object({
   KV_PATH: z.string().min(1).default("./data/websocks.kv"),
   PUBLIC_URL: z.url().optional(),
   INGEST_URL: z.url().optional(),
+  SECRETS_KEY: z.string().refine((v) => decodeSecretsKey(v) !== null, {
+    message: "must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)",
+  }).optional(),
   MAX_BODY_BYTES: positiveInt.default(1024 * 1024),
   // Twice this (a two-byte string) plus the rest of an event must fit one 64 KiB KV value.
   MAX_METADATA_BYTES: positiveInt.max(28 * 1024).default(16 * 1024),
@@ -101,6 +105,11 @@ export interface Config {
    * and this host (matched by the Host header) serves nothing else.
    */
   ingestUrl: string | null;
+  /**
+   * Base64 of the 32-byte key endpoints' signing secrets are sealed with; null: generated into
+   * the data folder on first start (refused when PUBLIC_URL is https, see secret_box.ts).
+   */
+  secretsKey: string | null;
   maxBodyBytes: number;
   /**
    * Bytes a webhook's path, headers and query may take together as stored (one byte per
@@ -227,6 +236,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     kvPath: e.KV_PATH,
     publicUrl,
     ingestUrl: e.INGEST_URL ? withoutSlash(e.INGEST_URL) : null,
+    secretsKey: e.SECRETS_KEY ?? null,
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxMetadataBytes: e.MAX_METADATA_BYTES,
     storageReserveBytes: e.STORAGE_RESERVE_BYTES,

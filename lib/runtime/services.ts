@@ -8,6 +8,7 @@ import { type Connections, createConnections } from "../fanout/connections.ts";
 import { createEndpointCache, type EndpointCache } from "../endpoints/endpoints.ts";
 import { createIngest, type Ingest } from "../intake/group_commit.ts";
 import { openKv } from "../store/kv.ts";
+import { loadSecretsKey } from "../accounts/secret_box.ts";
 import { createRateLimiter } from "../intake/rate_limit.ts";
 import type Stripe from "stripe";
 import { createStripe } from "../billing/stripe.ts";
@@ -36,6 +37,8 @@ export interface Services {
   presence: Presence;
   /** Resends stored events on request, at RESENDS_PER_SECOND per account. */
   resender: Resender;
+  /** The key endpoints' signing secrets are sealed with (see secret_box.ts). */
+  secretsKey: CryptoKey;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -61,6 +64,13 @@ export async function createServices(
   options: ServiceOptions = {},
 ): Promise<Services> {
   const kv = await openKv(config.kvPath);
+  let secretsKey: CryptoKey;
+  try {
+    secretsKey = await loadSecretsKey(config);
+  } catch (error) {
+    kv.close();
+    throw error;
+  }
   // Where webhooks are committed, free space is watched so a full disk is an answer (503).
   const storage = options.ingest ? null : await startStorageGuard({
     kvPath: config.kvPath,
@@ -107,6 +117,7 @@ export async function createServices(
     stripe: config.stripe ? createStripe(config.stripe) : null,
     responses,
     presence,
+    secretsKey,
     resender: createResender({
       kv,
       broker,

@@ -10,7 +10,9 @@ import { z } from "zod";
 /**
  * One webhook as clients receive it. Exactly one of `body` (UTF-8 text) and `bodyBase64` is
  * present; `payload` is the parsed body (JSON, or a form's fields), else null; `respond` is
- * present (true) only when the sender waits for a client's answer (respond mode).
+ * present (true) only when the sender waits for a client's answer (respond mode); `verified` is
+ * the signature check's verdict when the endpoint names a provider; `handshake` is present
+ * (true) when the relay answered a provider's URL handshake itself.
  */
 export const webhookEnvelopeSchema = /* @__PURE__ */ envelopeSchema();
 
@@ -31,6 +33,13 @@ function envelopeSchema() {
     payload: z.unknown(),
     body: z.string().optional(),
     bodyBase64: z.string().optional(),
+    /** The endpoint's provider check of the raw body: absent when it names no provider. */
+    verified: z.union([
+      z.object({ provider: z.string().min(1), ok: z.literal(true) }).strict(),
+      z.object({ provider: z.string().min(1), ok: z.literal(false), reason: z.string() }).strict(),
+    ]).optional(),
+    /** A provider's URL handshake the relay answered itself: not a webhook to act on. */
+    handshake: z.literal(true).optional(),
     respond: z.boolean().optional(),
   }).refine(
     (envelope) => (envelope.body === undefined) !== (envelope.bodyBase64 === undefined),
@@ -40,6 +49,11 @@ function envelopeSchema() {
 
 /** One webhook as clients receive it, as webhookEnvelopeSchema describes it. */
 export type WebhookEnvelope = z.infer<typeof webhookEnvelopeSchema>;
+
+/** The envelope's `verified` field: a provider's signature check and its verdict. */
+export type Verified =
+  | { provider: string; ok: true }
+  | { provider: string; ok: false; reason: string };
 
 /** The body's exact bytes. */
 export function envelopeBytes(envelope: Pick<WebhookEnvelope, "body" | "bodyBase64">): Uint8Array {

@@ -46,4 +46,12 @@ export interface PublicEndpoint {
   respond: boolean;
   /** How long a sender waits in respond mode before 504. */
   respondTimeoutSeconds: number;
+  /** Whose signatures webhooks are checked against (lib/intake/signatures.ts), or null. */
+  provider: string | null;
+  /** The signing secret's last 4 characters; the secret itself is never shown after it is set. */
+  secretLast4: string | null;
+  /** A verify token (Meta's URL handshake) is set; never shown. */
+  verifyTokenSet: boolean;
+  /** A webhook whose signature does not verify is refused with 401 rather than marked. */
+  enforce: boolean;
 }
