@@ -92,6 +92,17 @@ export function senderUrl(
   return `${config.ingestUrl ?? config.publicUrl}${url.pathname}${url.search}`;
 }
 
+/** The reason a handshake answer gives: its JSON `error`, or its text. */
+async function reasonOf(answer: Response): Promise<string> {
+  const text = (await answer.text()).slice(0, 200);
+  try {
+    const error = JSON.parse(text)?.error;
+    return typeof error === "string" ? error : text;
+  } catch {
+    return text;
+  }
+}
+
 /**
  * An endpoint's provider check of a webhook: its verdict for the envelope, and the relay's own
  * answer when the request is the provider's URL handshake. Null when it names no provider.
@@ -135,8 +146,9 @@ async function checkProvider(
 
 /**
  * Accepts a webhook for `slug`; returns its id and quota, or throws an HttpError. `handshake`
- * is the relay's own answer to a provider's URL handshake, stored but not counted; with an
- * enforced provider check, a webhook that fails it is refused (401) and counted as refused.
+ * is the relay's own answer to a provider's URL handshake, stored but not counted (a failed
+ * handshake is refused with its status and counted as refused); with an enforced provider
+ * check, a webhook that fails it is refused (401) and counted as refused.
  */
 export async function receiveWebhook(
   services: Services,
@@ -159,6 +171,14 @@ export async function receiveWebhook(
     if (checked) {
       webhook.verified = checked.verified;
       handshake = checked.handshake;
+      if (handshake && !handshake.ok) {
+        // A failed handshake is a refusal, not a free event: anyone can send one.
+        countRejected(services.kv, { userId: endpoint.userId, count: 1, now: new Date() });
+        throw new HttpError(
+          handshake.status,
+          `Cannot answer the handshake: ${await reasonOf(handshake)}`,
+        );
+      }
       if (handshake) webhook.handshake = true;
       else if (checked.enforce && !checked.verified.ok) {
         countRejected(services.kv, { userId: endpoint.userId, count: 1, now: new Date() });
