@@ -24,7 +24,10 @@ async function setProvider(
 }
 
 /** The retained events of a user, newest first. */
-async function history(server: TestServer, user: TestUser): Promise<{ id: string }[]> {
+async function history(
+  server: TestServer,
+  user: TestUser,
+): Promise<{ id: string; verified?: unknown; handshake?: boolean }[]> {
   const response = await fetch(`${server.url}/api/events`, {
     headers: { Authorization: `Bearer ${user.token}` },
   });
@@ -86,6 +89,12 @@ Deno.test("[providers] a GitHub signature made by Octokit verifies; a forged one
       reason: "signature does not match",
     });
 
+    // History rows carry the verdict too, so the inspector's badges need no envelope.
+    assert.deepEqual((await history(server, user)).map((e) => e.verified), [
+      { provider: "github", ok: false, reason: "signature does not match" },
+      { provider: "github", ok: true },
+    ]);
+
     await setProvider(user, server, { enforce: true });
     const before = (await history(server, user)).length;
     const refused = await fetch(user.webhookUrl, {
@@ -121,11 +130,14 @@ Deno.test("[providers] Meta's GET handshake is answered with no client connected
   assert.equal(await answered.text(), "1158201444");
   const events = await history(server, user);
   assert.equal(events.length, 1, "the handshake is kept as an event");
+  assert.equal(events[0].handshake, true);
   const event = await fetch(`${server.url}/api/events/${events[0].id}`, {
     headers: { Authorization: `Bearer ${user.token}` },
   });
   assert.equal(event.status, 200);
-  assert.equal(webhookEnvelopeSchema.parse(await event.json()).handshake, true);
+  const stored = webhookEnvelopeSchema.parse(await event.json());
+  assert.equal(stored.handshake, true);
+  assert.equal(stored.verified, undefined, "no signature to fail: the verify token was the check");
 
   // A wrong verify token is refused, stores nothing and is no free event.
   const wrong = await fetch(`${user.webhookUrl}?${query.replace("my%20verify", "guess")}`);

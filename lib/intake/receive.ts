@@ -179,8 +179,11 @@ export async function receiveWebhook(
           `Cannot answer the handshake: ${await reasonOf(handshake)}`,
         );
       }
-      if (handshake) webhook.handshake = true;
-      else if (checked.enforce && !checked.verified.ok) {
+      if (handshake) {
+        webhook.handshake = true;
+        // Meta's GET challenge carries no signature by design: its verify token was the check.
+        if (!checked.verified.ok) delete webhook.verified;
+      } else if (checked.enforce && !checked.verified.ok) {
         countRejected(services.kv, { userId: endpoint.userId, count: 1, now: new Date() });
         throw new HttpError(401, `Cannot ingest: ${checked.verified.reason}`);
       }

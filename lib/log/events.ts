@@ -246,6 +246,8 @@ export async function listEventSummaries(
         path: e.path,
         contentType: e.contentType,
         size: e.size,
+        ...(e.verified ? { verified: e.verified } : {}),
+        ...(e.handshake ? { handshake: true } : {}),
       });
       if (events.length === options.limit + 1) break packs;
     }

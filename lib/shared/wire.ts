@@ -2,6 +2,7 @@
  * The JSON shapes of the API besides the envelope (see envelope.ts): one definition each, used
  * by the server that sends them and the islands that read them. Types only, so browser-safe.
  */
+import type { Verified } from "./envelope.ts";
 
 /** A connected client, as GET /api/clients lists it and the dashboard shows it. */
 export interface ClientInfo {
@@ -30,6 +31,10 @@ export interface EventSummary {
   path: string;
   contentType: string | null;
   size: number;
+  /** The provider check's verdict, when the endpoint names a provider. */
+  verified?: Verified;
+  /** A provider's URL handshake, answered by the relay itself. */
+  handshake?: boolean;
 }
 
 /**
