@@ -7,7 +7,14 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { sign as githubSign } from "@octokit/webhooks-methods";
 import { type WebhookEnvelope, webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
-import { openWs, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
+import {
+  openWs,
+  signUp,
+  startTestServer,
+  type TestServer,
+  type TestUser,
+  waitFor,
+} from "./helpers.ts";
 
 /** PATCHes an endpoint's provider settings with the user's token. */
 async function setProvider(
@@ -145,6 +152,10 @@ Deno.test("[providers] Meta's GET handshake is answered with no client connected
   assert.match(wrong.headers.get("content-type")!, /^application\/json/);
   assert.match((await wrong.json()).error, /^Cannot answer the handshake: /);
   assert.equal((await history(server, user)).length, 1);
+  // Refusals are written once a second, together.
+  await waitFor(async () => (await usage(server, user)).rejected === 1, {
+    what: "the refused handshake counted",
+  });
   assert.deepEqual(
     await usage(server, user),
     { used: 0, rejected: 1 },

@@ -168,17 +168,72 @@ export function crossedLevels(
 }
 
 /**
- * Counts refused webhooks (over quota, or a signature that failed an enforced check) for the
+ * Counts refused webhooks (over quota, a failed enforced signature, a refused handshake) for the
  * usage page; off the accepted path, and a lost count is no fault.
  */
 export function countRejected(
   kv: Deno.Kv,
   options: { userId: string; count: number; now: Date },
 ): void {
-  const count = BigInt(options.count);
-  kv.atomic()
-    .sum(usageRejectedMonthKey(options.userId, monthOf(options.now)), count)
-    .sum(usageRejectedDayKey(options.userId, dayOf(options.now)), count)
-    .commit()
-    .catch((error) => console.error("counting refused webhooks failed", error));
+  writeRejected(kv, [options]).catch((error) =>
+    console.error("%s", "counting refused webhooks failed", error)
+  );
+}
+
+/** Refused webhooks counted in memory and written together, once per interval. */
+export interface RejectionCounter {
+  count(options: { userId: string; count: number; now: Date }): void;
+  /** Writes what is pending and stops the timer. */
+  close(): Promise<void>;
+}
+
+/** Users' pending counts one commit may carry: two sums each, under KV's 1,000 mutations. */
+const REJECTIONS_PER_COMMIT = 400;
+
+/**
+ * A counter that writes refusals at most once per `intervalMs`. Anyone may send requests that
+ * are refused before the flood limit applies (a bad signature, a failed handshake); counted one
+ * KV write each, their rate would be the rate of KV writes an outsider controls.
+ */
+export function createRejectionCounter(
+  kv: Deno.Kv,
+  options: { intervalMs?: number } = {},
+): RejectionCounter {
+  const pending = new Map<string, { userId: string; count: number; now: Date }>();
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const flush = async () => {
+    timer = null;
+    const counts = [...pending.values()];
+    pending.clear();
+    for (let i = 0; i < counts.length; i += REJECTIONS_PER_COMMIT) {
+      await writeRejected(kv, counts.slice(i, i + REJECTIONS_PER_COMMIT)).catch((error) =>
+        console.error("%s", "counting refused webhooks failed", error)
+      );
+    }
+  };
+  return {
+    count(entry) {
+      const key = `${entry.userId}\0${dayOf(entry.now)}`;
+      const prior = pending.get(key);
+      if (prior) prior.count += entry.count;
+      else pending.set(key, { ...entry });
+      timer ??= setTimeout(flush, options.intervalMs ?? 1000);
+    },
+    async close() {
+      if (timer !== null) clearTimeout(timer);
+      await flush();
+    },
+  };
+}
+
+async function writeRejected(
+  kv: Deno.Kv,
+  counts: { userId: string; count: number; now: Date }[],
+): Promise<void> {
+  const op = kv.atomic();
+  for (const { userId, count, now } of counts) {
+    op.sum(usageRejectedMonthKey(userId, monthOf(now)), BigInt(count))
+      .sum(usageRejectedDayKey(userId, dayOf(now)), BigInt(count));
+  }
+  await op.commit();
 }

@@ -46,6 +46,7 @@ import {
   quotaResetAt,
   type QuotaState,
   quotaState,
+  type RejectionCounter,
   remainingQuota,
 } from "../billing/usage.ts";
 import type { RateLimiter } from "./rate_limit.ts";
@@ -145,9 +146,12 @@ export function createIngest(
     limiter?: RateLimiter;
     /** Holds writes back while the disk is full (see storage_guard.ts). */
     storage?: Pick<StorageGuard, "unavailable" | "report">;
+    /** Where refusals are counted; without one each batch's refusals are written at once. */
+    rejections?: Pick<RejectionCounter, "count">;
   },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
+  const rejections = options.rejections ?? { count: (entry) => countRejected(kv, entry) };
   /** Webhooks waiting for the next commit, per user, in arrival order of each user's first. */
   const waiting = new Map<string, Pending[]>();
   let draining = false;
@@ -358,7 +362,7 @@ export function createIngest(
       for (const { group, refused, result } of refusals) {
         for (const pending of refused) settleRejected(pending, result);
         if (result.reason === "quota") {
-          countRejected(kv, { userId: group.userId, count: refused.length, now });
+          rejections.count({ userId: group.userId, count: refused.length, now });
         }
       }
       return;

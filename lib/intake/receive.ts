@@ -15,7 +15,7 @@ import type { IncomingWebhook } from "./group_commit.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
 import { readBody } from "../http/load_guard.ts";
 import type { Services } from "../runtime/services.ts";
-import { countRejected, currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
+import { currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
 
 /**
  * Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger, 408 when it
@@ -173,7 +173,7 @@ export async function receiveWebhook(
       handshake = checked.handshake;
       if (handshake && !handshake.ok) {
         // A failed handshake is a refusal, not a free event: anyone can send one.
-        countRejected(services.kv, { userId: endpoint.userId, count: 1, now: new Date() });
+        services.rejections.count({ userId: endpoint.userId, count: 1, now: new Date() });
         throw new HttpError(
           handshake.status,
           `Cannot answer the handshake: ${await reasonOf(handshake)}`,
@@ -184,7 +184,7 @@ export async function receiveWebhook(
         // Meta's GET challenge carries no signature by design: its verify token was the check.
         if (!checked.verified.ok) delete webhook.verified;
       } else if (checked.enforce && !checked.verified.ok) {
-        countRejected(services.kv, { userId: endpoint.userId, count: 1, now: new Date() });
+        services.rejections.count({ userId: endpoint.userId, count: 1, now: new Date() });
         throw new HttpError(401, `Cannot ingest: ${checked.verified.reason}`);
       }
     }

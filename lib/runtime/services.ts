@@ -14,6 +14,7 @@ import type Stripe from "stripe";
 import { createStripe } from "../billing/stripe.ts";
 import { createResponses, type Responses } from "../fanout/respond_waiters.ts";
 import { recordAck } from "../log/acks.ts";
+import { createRejectionCounter, type RejectionCounter } from "../billing/usage.ts";
 import { startStorageGuard } from "../store/storage_guard.ts";
 import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
 
@@ -29,6 +30,8 @@ export interface Services {
   stripe: Stripe | null;
   /** Senders in respond mode waiting for a client's answer. */
   responses: Responses;
+  /** Refused webhooks of this isolate, counted in memory and written once a second. */
+  rejections: RejectionCounter;
   /** Where WebSocket clients' acks and answers go. */
   clientReplies: ClientReplies;
   /** What WebSocket clients may send: message rate and size, acks per account. */
@@ -90,12 +93,14 @@ export async function createServices(
     maxPerUser: config.maxConnectionsPerUser,
     maxUnacked: config.wsMaxUnacked,
   });
+  const rejections = createRejectionCounter(kv);
   const ingest = options.ingest ??
     createIngest(kv, {
       broker,
       retentionMs: config.retentionMs,
       now: options.now,
       storage: storage ?? undefined,
+      rejections,
       limiter: createRateLimiter({
         perSecond: config.ingestRatePerSecond,
         burst: config.ingestRateBurst,
@@ -116,6 +121,7 @@ export async function createServices(
     endpoints,
     stripe: config.stripe ? createStripe(config.stripe) : null,
     responses,
+    rejections,
     presence,
     secretsKey,
     resender: createResender({
@@ -156,6 +162,7 @@ export async function createServices(
       responses.stop();
       unsubscribe();
       broker.close();
+      await rejections.close();
       await storage?.stop();
       kv.close();
     },
