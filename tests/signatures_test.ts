@@ -44,7 +44,7 @@ function verify(
     headers: new Headers(headers),
     body: typeof body === "string" ? encoder.encode(body) : body,
     url: options.url ?? URL_SIGNED,
-    now: options.now ?? Date.now(),
+    now: options.now ?? readAt ?? Date.now(),
   });
 }
 
@@ -55,7 +55,12 @@ function flipped(body: string, at = 2): Uint8Array {
   return bytes;
 }
 
-const nowSeconds = () => Math.floor(Date.now() / 1000);
+/**
+ * The clock a test signs with is the clock `verify` checks against: reading it again could cross a
+ * second and turn "412 s old" into "413 s old".
+ */
+let readAt: number | undefined;
+const nowSeconds = () => Math.floor((readAt = Date.now()) / 1000);
 const hmacHex = (secret: string, message: string) =>
   createHmac("sha256", secret).update(message).digest("hex");
 const NO_MATCH = { ok: false, reason: "signature does not match" };
