@@ -25,6 +25,12 @@ export interface StoredEvent extends EnvelopeSource {
   body: Uint8Array | null;
   blobId: string | null;
   chunks: number;
+  /**
+   * Set when the body was streamed into chunks as it arrived (over STREAM_BODY_BYTES): it is
+   * never held whole, and clients get its envelope in pieces read from the chunks. `utf8` says
+   * whether the envelope carries it as `body` (text) or `bodyBase64`.
+   */
+  large?: { utf8: boolean };
 }
 
 /** Bytes of one body chunk: below KV's 64 KiB value limit with room for the key. */
