@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { getEvent, getEventBody, listEventSummaries } from "../lib/log/events.ts";
 import { listDeliveries } from "../lib/log/acks.ts";
+import { envelopeBody } from "../lib/log/envelope_stream.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { isId } from "../lib/store/ids.ts";
 import { openSseStream } from "../lib/fanout/sse.ts";
@@ -51,7 +52,8 @@ export function eventRoutes(): Hono<AppEnv> {
     if (!isId(id)) throw new HttpError(400, `Cannot read event: "${id}" is not an event id`);
     const event = await getEvent(c.get("services").kv, { userId: c.get("auth").user.id, id });
     if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
-    return c.body(event.json, 200, { "Content-Type": "application/json" });
+    const body = envelopeBody(c.get("services").kv, event);
+    return c.body(body, 200, { "Content-Type": "application/json" });
   });
 
   // The sender chose these bytes and they are served from the dashboard's origin: always a
@@ -61,7 +63,10 @@ export function eventRoutes(): Hono<AppEnv> {
     if (!isId(id)) throw new HttpError(400, `Cannot read event body: "${id}" is not an event id`);
     const event = await getEventBody(c.get("services").kv, { userId: c.get("auth").user.id, id });
     if (!event) throw new HttpError(404, `Cannot read event body: no retained event ${id}`);
-    return c.body(event.body, 200, downloadHeaders(id, event.contentType));
+    return c.body(event.body, 200, {
+      ...downloadHeaders(id, event.contentType),
+      "Content-Length": String(event.size),
+    });
   });
 
   app.get("/api/events/:id/deliveries", requireAuth, async (c) => {

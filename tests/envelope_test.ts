@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { Endpoint } from "../lib/endpoints/endpoints.ts";
 import { readWebhook } from "../lib/intake/receive.ts";
-import { type LiveEvent, toLiveEvent } from "../lib/log/envelope_json.ts";
+import { type InlineEvent, toLiveEvent } from "../lib/log/envelope_json.ts";
 import {
   type Verified,
   type WebhookEnvelope,
@@ -22,7 +22,7 @@ const USER_ID = "user-1";
 async function envelopeFor(
   request: Request,
   options: { path: string; respond?: boolean; verified?: Verified; handshake?: boolean },
-): Promise<{ live: LiveEvent; id: string; receivedAt: string }> {
+): Promise<{ live: InlineEvent; id: string; receivedAt: string }> {
   const endpoint: Endpoint = {
     id: "endpoint-1",
     userId: USER_ID,
@@ -62,7 +62,7 @@ async function envelopeFor(
 }
 
 /** The envelope parses with the schema, equals `expected`, and carries nothing else. */
-function assertEnvelope(live: LiveEvent, expected: WebhookEnvelope): void {
+function assertEnvelope(live: InlineEvent, expected: WebhookEnvelope): void {
   const raw = JSON.parse(live.json);
   assert.deepEqual(webhookEnvelopeSchema.parse(raw), expected);
   assert.deepEqual(raw, expected, "no field beyond the schema's");

@@ -10,7 +10,7 @@ import {
   toWire,
   type Transport,
 } from "../lib/fanout/broker.ts";
-import { type LiveEvent, liveEvent } from "../lib/log/envelope_json.ts";
+import { type InlineEvent, type LiveEvent, liveEvent } from "../lib/log/envelope_json.ts";
 import type { StoredEvent } from "../lib/log/events.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
 import { nextId } from "../lib/store/ids.ts";
@@ -64,7 +64,7 @@ export function fakeSink(): FakeSink {
 export function makeEvent(
   userId: string,
   options: { pad?: number; respond?: boolean } = {},
-): LiveEvent {
+): InlineEvent {
   const id = nextId();
   const pad = "x".repeat(options.pad ?? 0);
   const json = `{"type":"webhook","id":"${id}","body":"${pad}"${

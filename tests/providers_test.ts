@@ -2,6 +2,7 @@
  * Issue 12: any method is a webhook; providers, secrets and their verdicts per endpoint.
  * Real verdicts per provider are tested where the verification functions live.
  */
+import { envelopeText } from "../lib/log/envelope_stream.ts";
 import assert from "node:assert/strict";
 import { type WebhookEnvelope, webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { type Endpoint, endpointCheck } from "../lib/endpoints/endpoints.ts";
@@ -372,7 +373,7 @@ Deno.test("[providers] a handshake is stored and marked but not counted against 
     assert.equal(used.value?.value, 1n);
     const id = results[0].accepted ? results[0].id : "";
     const stored = await getEvent(kv, { userId: endpoint.userId, id });
-    const event = envelope(JSON.parse(stored!.json));
+    const event = envelope(JSON.parse(await envelopeText(kv, stored!)));
     assert.equal(event.handshake, true);
     assert.deepEqual(event.verified, { provider: "meta", ok: true });
   } finally {

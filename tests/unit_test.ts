@@ -1,3 +1,4 @@
+import { envelopeText } from "../lib/log/envelope_stream.ts";
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/runtime/config.ts";
 import { idTime, isId, nextId } from "../lib/store/ids.ts";
@@ -93,7 +94,7 @@ Deno.test("[ingest] it commits and publishes with no job in the KV queue", async
   assert.equal(result.accepted, true);
   assert.deepEqual(published, [result.accepted ? result.id : ""]);
   const stored = await getEvent(kv, { userId: endpoint.userId, id: published[0] });
-  assert.equal(JSON.parse(stored!.json).body, '{"ok":true}');
+  assert.equal(JSON.parse(await envelopeText(kv, stored!)).body, '{"ok":true}');
   // Nothing was enqueued: a listener started now finds no job ahead of a marker sent after.
   const jobs: unknown[] = [];
   const listening = kv.listenQueue((job) => {

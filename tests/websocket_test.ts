@@ -4,6 +4,7 @@
  * transports, and replies recorded in memory.
  */
 import assert from "node:assert/strict";
+import { createSendBudget } from "../lib/fanout/send_budget.ts";
 import { createBroker } from "../lib/fanout/broker.ts";
 import { createConnections } from "../lib/fanout/connections.ts";
 import { createResponses } from "../lib/fanout/respond_waiters.ts";
@@ -47,6 +48,7 @@ async function setup(
     maxMessageBytes: 64 * 1024,
     acksPerSecond: 100,
     acks: createRateLimiter({ perSecond: 100, burst: 100 }),
+    largeSends: createSendBudget(64 * 2 ** 20),
     ...options.limits,
   };
   const server = Deno.serve(

@@ -116,7 +116,10 @@ export function createBroker(options: { transports?: Transport[] } = {}): Broker
 /** A message in structured-clone form: live events lose their cached SSE frame function. */
 export type WireMessage = Record<string, unknown> & { kind: BrokerMessage["kind"] };
 
-const wireEvent = (event: LiveEvent) => ({ id: event.id, userId: event.userId, json: event.json });
+/** A live event as plain data: a large one is plain already (it refers to its chunks). */
+const wireEvent = (event: LiveEvent) =>
+  event.large ? event : { id: event.id, userId: event.userId, json: event.json };
+const fromWireEvent = (event: LiveEvent) => event.large ? event : liveEvent(event);
 
 /** Turns a message into plain data for postMessage or KV. */
 export function toWire(message: BrokerMessage): WireMessage {
@@ -128,8 +131,8 @@ export function toWire(message: BrokerMessage): WireMessage {
 /** The inverse of `toWire`. */
 export function fromWire(wire: WireMessage): BrokerMessage {
   const message = wire as unknown as BrokerMessage;
-  if (message.kind === "events") return { ...message, events: message.events.map(liveEvent) };
-  if (message.kind === "resend") return { ...message, event: liveEvent(message.event) };
+  if (message.kind === "events") return { ...message, events: message.events.map(fromWireEvent) };
+  if (message.kind === "resend") return { ...message, event: fromWireEvent(message.event) };
   return message;
 }
 

@@ -11,7 +11,8 @@
  */
 import type { Broker } from "./broker.ts";
 import { eventsAfter } from "../log/events.ts";
-import type { LiveEvent } from "../log/envelope_json.ts";
+import { heldChars, type LargeEvent, type LiveEvent, wantsAnswer } from "../log/envelope_json.ts";
+import { envelopePieces } from "../log/envelope_stream.ts";
 import { HttpError } from "../http/http_error.ts";
 
 /** The transport side of a connection: SSE stream or WebSocket. */
@@ -83,9 +84,6 @@ export function takeReply(connection: Connection, id: string, kind: "ack" | "ans
   return true;
 }
 
-/** Respond-mode envelopes end so (see toLiveEvent): their senders wait for an answer. */
-const RESPOND_TAIL = ',"respond":true}';
-
 /** Close codes (WebSocket's; SSE streams just end). */
 export const CLOSE = {
   shutdown: { code: 1001, reason: "Server is shutting down; reconnect to resume" },
@@ -117,6 +115,8 @@ export interface Connections {
   /** The user's connected clients in this process. */
   listFor(userId: string): Connection[];
   closeAll(close: { code: number; reason: string }): void;
+  /** A large event's envelope in pieces, read from the log as a transport sends it. */
+  envelopePieces(event: LargeEvent): AsyncGenerator<string>;
   /** Stops the heartbeat timer and the broker subscription. */
   stop(): void;
 }
@@ -171,7 +171,7 @@ export function createConnections(
     if (connection.transport !== "ws") return;
     const sent = connection.sent ??= new Map();
     if (sent.size >= maxUnacked && !sent.has(event.id)) sent.delete(sent.keys().next().value!);
-    sent.set(event.id, event.json.endsWith(RESPOND_TAIL) ? SENT_FLAGS.wantsAnswer : 0);
+    sent.set(event.id, wantsAnswer(event) ? SENT_FLAGS.wantsAnswer : 0);
   }
 
   function close(connection: Connection, reason: { code: number; reason: string }): void {
@@ -233,7 +233,7 @@ export function createConnections(
         if (connection.catchingUp) {
           for (const event of message.events) {
             connection.buffer.push(event);
-            connection.bufferBytes += event.json.length;
+            connection.bufferBytes += heldChars(event);
           }
           // Held-back events are queued for the client as much as its backlog is.
           if (
@@ -347,6 +347,7 @@ export function createConnections(
         for (const connection of [...set]) close(connection, reason);
       }
     },
+    envelopePieces: (event) => envelopePieces(kv, event),
     stop() {
       clearInterval(heartbeat);
       unsubscribe();

@@ -1,5 +1,13 @@
-/** The Server-Sent Events transport: one stream per client, frames shared across clients. */
+/**
+ * The Server-Sent Events transport: one stream per client, frames shared across clients.
+ *
+ * A large event's frame is not held: it is produced piece by piece from the log as the client
+ * reads (the stream pulls), and whatever is sent meanwhile waits behind it so frames never
+ * interleave. The backlog counts only bytes held in memory, so a client reading a 25 MiB frame
+ * at a healthy pace is not taken for a slow one, while one that stops reading still is.
+ */
 import type { Connections, Sink } from "./connections.ts";
+import type { LargeEvent } from "../log/envelope_json.ts";
 
 const encoder = new TextEncoder();
 const HEARTBEAT = encoder.encode(": heartbeat\n\n");
@@ -15,30 +23,95 @@ export function openSseStream(
   },
 ): Response {
   let close: (() => void) | null = null;
+  let pull: (() => Promise<void>) | null = null;
   const stream = new ReadableStream<Uint8Array>({
     start(controller) {
       let ended = false;
+      /** Frames waiting behind a large one, in order; null when none is being streamed. */
+      let waiting: (Uint8Array | LargeEvent)[] | null = null;
+      let waitingBytes = 0;
+      /** The large frame being streamed: its remaining pieces. */
+      let pieces: AsyncGenerator<string> | null = null;
+      let producing: Promise<void> | null = null;
+
       const enqueue = (bytes: Uint8Array) => {
         if (!ended) controller.enqueue(bytes);
       };
+      const put = (item: Uint8Array | LargeEvent) => {
+        if (ended) return;
+        if (waiting === null && item instanceof Uint8Array) return enqueue(item);
+        (waiting ??= []).push(item);
+        if (item instanceof Uint8Array) waitingBytes += item.byteLength;
+        // Nothing queued for the client: start now rather than on its next read.
+        if ((controller.desiredSize ?? 0) >= 0) produce();
+      };
+      /** Puts the next piece of what waits in the stream's queue. */
+      const produceOne = async () => {
+        while (!ended && waiting !== null) {
+          if (pieces) {
+            const next = await pieces.next();
+            if (ended) return;
+            if (!next.done) return enqueue(encoder.encode(next.value));
+            pieces = null;
+            return enqueue(encoder.encode("\n\n"));
+          }
+          const item = waiting.shift();
+          if (item === undefined) {
+            waiting = null;
+            return;
+          }
+          if (item instanceof Uint8Array) {
+            waitingBytes -= item.byteLength;
+            return enqueue(item);
+          }
+          pieces = connections.envelopePieces(item);
+          return enqueue(encoder.encode(`id: ${item.id}\ndata: `));
+        }
+      };
+      const produce = () =>
+        producing ??= produceOne().catch((error) => {
+          // The event's body could not be read (its chunks expired or the store failed): end
+          // the stream mid-frame, which EventSource drops; the client resumes by its last id.
+          console.error("streaming a large event failed", error);
+          connections.close(connection, {
+            code: 1011,
+            reason: "Could not read an event; reconnect to resume",
+          });
+        }).finally(() => {
+          producing = null;
+        });
+      pull = async () => {
+        // A production started by `put` may still be settling: this read needs its own piece.
+        while (producing) await producing;
+        if (waiting !== null && (controller.desiredSize ?? 0) >= 0) await produce();
+      };
+
       const sink: Sink = {
         send(event) {
-          enqueue(event.sse());
+          put(event.large ? event : event.sse());
         },
         backlog() {
-          return -(controller.desiredSize ?? 0); // high-water mark 0: minus the queued bytes
+          // High-water mark 0: minus desiredSize is what the stream holds unread.
+          return -(controller.desiredSize ?? 0) + waitingBytes;
         },
         heartbeat() {
-          enqueue(HEARTBEAT);
+          // Behind a large frame, data is flowing anyway; never inside one.
+          if (waiting === null) enqueue(HEARTBEAT);
         },
         notice(name, json) {
           // Named, so the docs' `onmessage` handlers see only webhooks.
-          enqueue(encoder.encode(`event: ${name}\ndata: ${json}\n\n`));
+          put(encoder.encode(`event: ${name}\ndata: ${json}\n\n`));
         },
         close(_code, reason) {
           if (ended) return;
-          enqueue(encoder.encode(`event: close\ndata: ${JSON.stringify({ reason })}\n\n`));
+          // Mid-frame, a close event would land inside the frame: just end the stream.
+          if (pieces === null) {
+            enqueue(encoder.encode(`event: close\ndata: ${JSON.stringify({ reason })}\n\n`));
+          }
           ended = true;
+          pieces?.return(undefined).catch(() => {});
+          pieces = null;
+          waiting = null;
           controller.close();
         },
       };
@@ -52,8 +125,14 @@ export function openSseStream(
       });
       close = () => {
         ended = true;
+        pieces?.return(undefined).catch(() => {});
+        pieces = null;
+        waiting = null;
         connections.remove(connection);
       };
+    },
+    pull() {
+      return pull?.();
     },
     cancel() {
       close?.();

@@ -12,13 +12,16 @@
  */
 import { z } from "zod";
 import {
+  CLOSE,
   type Connection,
   type Connections,
   replyDue,
   type Sink,
   takeReply,
 } from "./connections.ts";
-import type { LiveEvent } from "../log/envelope_json.ts";
+import type { LargeEvent, LiveEvent } from "../log/envelope_json.ts";
+import { envelopeChars } from "../log/envelope_stream.ts";
+import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
 import { isId } from "../store/ids.ts";
@@ -63,7 +66,20 @@ export interface ClientLimits {
   acksPerSecond: number;
   /** Acks recorded per account (keyed by user id). */
   acks: RateLimiter;
+  /** Memory for building large events' messages, shared by every socket of the isolate. */
+  largeSends: SendBudget;
 }
+
+/**
+ * A large message must be written at this many bytes a second or better (10 s at least), or
+ * its client is closed as too slow: it holds part of the isolate's large-send budget meanwhile.
+ */
+const LARGE_SEND_MIN_BYTES_PER_SECOND = 1024 * 1024;
+const LARGE_SEND_MIN_MS = 10_000;
+/** How often a large message's progress out of the socket is looked at. */
+const LARGE_SEND_POLL_MS = 10;
+/** Characters of a large envelope held at once while it is built: its pieces, then the text. */
+const LARGE_SEND_COPIES = 3;
 
 const encoder = new TextEncoder();
 
@@ -83,8 +99,16 @@ function exceeds(data: unknown, max: number): boolean {
  * idle connection costs no closures (memory per idle connection is a benchmark target).
  */
 class WebSocketSink implements Sink {
-  /** Events published between the upgrade and `open` wait here, so none is missed. */
-  pending: string[] | null = [];
+  /**
+   * What waits to be sent, in order: everything until `open`, then what follows a large event
+   * while its message is built and written. Null when nothing waits.
+   */
+  waiting: (string | LargeEvent)[] | null = [];
+  /** Characters of the texts in `waiting`. */
+  waitingChars = 0;
+  /** A large event's message is being built or written; `largeBytes` of it are in the socket. */
+  sendingLarge = false;
+  largeBytes = 0;
   connection: Connection | null = null;
   /** The message bucket: tokens left, when last refilled, and whether the client was warned. */
   tokens: number;
@@ -136,12 +160,94 @@ class WebSocketSink implements Sink {
   }
 
   send(event: LiveEvent): void {
-    if (this.pending) this.pending.push(event.json);
-    else if (this.socket.readyState === WebSocket.OPEN) this.socket.send(event.json);
+    if (this.waiting === null && !event.large) {
+      if (this.socket.readyState === WebSocket.OPEN) this.socket.send(event.json);
+      return;
+    }
+    this.wait(event.large ? event : event.json);
+  }
+
+  /** Queues behind what already waits, and sends what can go. */
+  wait(item: string | LargeEvent): void {
+    (this.waiting ??= []).push(item);
+    if (typeof item === "string") this.waitingChars += item.length;
+    this.flush();
+  }
+
+  /** Sends what waits, in order, until a large event: the rest follows once it is written. */
+  flush(): void {
+    const waiting = this.waiting;
+    if (waiting === null || this.sendingLarge) return;
+    if (this.socket.readyState === WebSocket.CONNECTING) return;
+    if (this.socket.readyState !== WebSocket.OPEN) {
+      this.waiting = null;
+      this.waitingChars = 0;
+      return;
+    }
+    while (waiting.length > 0) {
+      const item = waiting.shift()!;
+      if (typeof item === "string") {
+        this.waitingChars -= item.length;
+        this.socket.send(item);
+        continue;
+      }
+      this.sendingLarge = true;
+      this.sendLarge(item).finally(() => {
+        this.sendingLarge = false;
+        this.flush();
+      });
+      return;
+    }
+    this.waiting = null;
+  }
+
+  /**
+   * Builds a large event's message within the isolate's budget, sends it, and keeps the budget
+   * until the socket has written it (closing a client too slow to take it).
+   */
+  async sendLarge(event: LargeEvent): Promise<void> {
+    const connection = this.connection!;
+    const release = await this.limits.largeSends.take(envelopeChars(event) * LARGE_SEND_COPIES);
+    try {
+      if (connection.closed) return;
+      const pieces: string[] = [];
+      for await (const piece of this.connections.envelopePieces(event)) {
+        if (connection.closed) return;
+        pieces.push(piece);
+      }
+      const text = pieces.join("");
+      pieces.length = 0;
+      if (this.socket.readyState !== WebSocket.OPEN) return;
+      const before = this.socket.bufferedAmount;
+      this.socket.send(text);
+      const bytes = this.socket.bufferedAmount - before;
+      this.largeBytes = bytes;
+      const deadline = Date.now() +
+        Math.max(LARGE_SEND_MIN_MS, (bytes / LARGE_SEND_MIN_BYTES_PER_SECOND) * 1000);
+      // Messages leave in order: while this one is unwritten, at least its bytes are buffered.
+      while (this.socket.readyState === WebSocket.OPEN && this.socket.bufferedAmount >= bytes) {
+        if (Date.now() > deadline) {
+          return this.connections.close(connection, CLOSE.slow);
+        }
+        await new Promise((resolve) => setTimeout(resolve, LARGE_SEND_POLL_MS));
+      }
+    } catch (error) {
+      // Its body could not be read (chunks expired, the store failing): the client resumes.
+      console.error("sending a large event failed", error);
+      this.connections.close(connection, {
+        code: 1011,
+        reason: "Could not read an event; reconnect to resume",
+      });
+    } finally {
+      this.largeBytes = 0;
+      release();
+    }
   }
 
   backlog(): number {
-    return this.socket.bufferedAmount;
+    // A large message being written is the budget's to bound, not the client's backlog: a
+    // healthy client takes a moment to read 30 MiB.
+    return Math.max(0, this.socket.bufferedAmount - this.largeBytes) + this.waitingChars;
   }
 
   heartbeat(): void {}
@@ -149,7 +255,9 @@ class WebSocketSink implements Sink {
   notice(_name: string, json: string): void {
     // Only clients that connected with `?notices=1` get notices: the docs' examples treat every
     // message as a webhook.
-    if (this.wantsNotices && this.socket.readyState === WebSocket.OPEN) this.socket.send(json);
+    if (!this.wantsNotices) return;
+    if (this.waiting !== null) this.wait(json);
+    else if (this.socket.readyState === WebSocket.OPEN) this.socket.send(json);
   }
 
   close(code: number, reason: string): void {
@@ -163,9 +271,7 @@ class WebSocketSink implements Sink {
   handleEvent(event: Event): void {
     const connection = this.connection!;
     if (event.type === "open") {
-      const queued = this.pending ?? [];
-      this.pending = null;
-      for (const text of queued) this.socket.send(text);
+      this.flush();
     } else if (event.type === "message") {
       const message = event as MessageEvent;
       if (connection.closed) return;

@@ -32,7 +32,7 @@ import {
   type StoredEvent,
   toPacks,
 } from "../log/events.ts";
-import { toLiveEvent } from "../log/envelope_json.ts";
+import { toLargeEvent, toLiveEvent } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 import { nextId } from "../store/ids.ts";
 import { isStorageUnavailable } from "../store/kv.ts";
@@ -392,7 +392,9 @@ export function createIngest(
       userId: group.userId,
       after: gate.head.value,
       events: records.map((record, i) =>
-        toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
+        record.large
+          ? toLargeEvent(record, record.large.utf8)
+          : toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
       ),
     });
     let n = 0;

@@ -7,14 +7,43 @@
 import { type BodyKind, decodeText, parseForm } from "../intake/body_types.ts";
 import type { Verified } from "../shared/envelope.ts";
 
-/** An event ready for delivery; its wire forms are built once and shared by every client. */
-export interface LiveEvent {
+/**
+ * An event ready for delivery: its envelope whole (shared by every client), or, for a body too
+ * large to hold, the parts to stream it from the body's chunks per send (envelope_stream.ts).
+ */
+export type LiveEvent = InlineEvent | LargeEvent;
+
+/** An event whose envelope is built once and shared by every client. */
+export interface InlineEvent {
   id: string;
   userId: string;
   /** The JSON envelope as sent over WebSocket and in SSE `data:`. */
   json: string;
   /** The SSE frame, encoded. */
   sse(): Uint8Array;
+  large?: undefined;
+}
+
+/** An event whose body is never held whole: each send streams it from KV. */
+export interface LargeEvent {
+  id: string;
+  userId: string;
+  large: LargeEnvelope;
+}
+
+/** A large event's envelope: the text around its payload and body, and where the body lives. */
+export interface LargeEnvelope {
+  /** The envelope up to its payload: `{"type":"webhook",…,"payload":`. */
+  head: string;
+  /** What follows the body field: `,"verified":…}`. */
+  tail: string;
+  kind: BodyKind;
+  /** The body is UTF-8 text (sent as `body`), else bytes (sent as `bodyBase64`). */
+  utf8: boolean;
+  /** The body's bytes and chunks in KV (see events.ts). */
+  size: number;
+  blobId: string;
+  chunks: number;
 }
 
 /** What the envelope is built from; a stored event (StoredEvent in events.ts) extends it. */
@@ -50,16 +79,54 @@ function verifiedJson(verified: Verified | undefined): string {
 
 const encoder = new TextEncoder();
 
+/**
+ * Folds line breaks of JSON text into spaces: in valid JSON they are whitespace between tokens
+ * (inside strings they must be escaped), so the value is kept and SSE's `data:` stays one line.
+ */
+export function foldLines(json: string): string {
+  return json.includes("\n") || json.includes("\r") ? json.replace(/[\r\n]+/g, " ") : json;
+}
+
 /** The payload as JSON text, from the body text and its kind. */
 function payloadJson(kind: BodyKind, text: string | null): string {
   if (text === null || text.trim() === "") return "null";
-  if (kind === "json") {
-    // Line breaks in valid JSON are whitespace between tokens (inside strings they must be
-    // escaped), so folding them keeps the value and keeps the SSE `data:` field on one line.
-    return text.includes("\n") || text.includes("\r") ? text.replace(/[\r\n]+/g, " ") : text;
-  }
+  if (kind === "json") return foldLines(text);
   if (kind === "form") return JSON.stringify(parseForm(text));
   return "null";
+}
+
+/**
+ * The envelope up to its payload. Every field before the payload is metadata: the body's two
+ * forms, the payload and the body, come last but for the tail.
+ */
+function envelopeHead(event: EnvelopeSource): string {
+  return `{"type":"webhook","id":"${event.id}","endpoint":${
+    JSON.stringify(event.endpoint)
+  },"receivedAt":"${event.receivedAt}","method":${JSON.stringify(event.method)},"path":${
+    JSON.stringify(event.path)
+  },"query":${event.queryJson},"headers":${event.headersJson},"contentType":${
+    JSON.stringify(event.contentType)
+  },"payload":`;
+}
+
+/** The envelope after its body field. Respond mode's mark stays last: see `wantsAnswer`. */
+function envelopeTail(event: EnvelopeSource): string {
+  return `${verifiedJson(event.verified)}${event.handshake ? ',"handshake":true' : ""}${
+    event.respond ? RESPOND_TAIL : "}"
+  }`;
+}
+
+/** How respond-mode envelopes end. */
+const RESPOND_TAIL = ',"respond":true}';
+
+/** Whether the event's sender waits for a client's answer (respond mode). */
+export function wantsAnswer(event: LiveEvent): boolean {
+  return (event.large ? event.large.tail : event.json).endsWith(RESPOND_TAIL);
+}
+
+/** Characters of the envelope held in memory: all of it, or a large event's head and tail. */
+export function heldChars(event: LiveEvent): number {
+  return event.large ? event.large.head.length + event.large.tail.length : event.json.length;
 }
 
 /** Builds the delivery envelope for an event and its full body (and its text, if known). */
@@ -67,27 +134,37 @@ export function toLiveEvent(
   event: EnvelopeSource,
   body: Uint8Array,
   text: string | null = decodeText(body),
-): LiveEvent {
+): InlineEvent {
   const bodyField = text !== null
-    ? `"body":${JSON.stringify(text)}`
-    : `"bodyBase64":${JSON.stringify(body.toBase64())}`;
-  // Respond mode's tail must stay last: connections.ts recognises such envelopes by it.
-  const json =
-    `{"type":"webhook","id":"${event.id}","endpoint":${
-      JSON.stringify(event.endpoint)
-    },"receivedAt":"${event.receivedAt}","method":${JSON.stringify(event.method)},"path":${
-      JSON.stringify(event.path)
-    },"query":${event.queryJson},"headers":${event.headersJson},` +
-    `"contentType":${JSON.stringify(event.contentType)},"payload":${
-      payloadJson(event.kind, text)
-    },${bodyField}${verifiedJson(event.verified)}${event.handshake ? ',"handshake":true' : ""}${
-      event.respond ? ',"respond":true' : ""
-    }}`;
+    ? `,"body":${JSON.stringify(text)}`
+    : `,"bodyBase64":${JSON.stringify(body.toBase64())}`;
+  const json = envelopeHead(event) + payloadJson(event.kind, text) + bodyField +
+    envelopeTail(event);
   return liveEvent({ id: event.id, userId: event.userId, json });
 }
 
+/** A large event, from its stored record: only its metadata is held, never its body. */
+export function toLargeEvent(
+  event: EnvelopeSource & { size: number; blobId: string | null; chunks: number },
+  utf8: boolean,
+): LargeEvent {
+  return {
+    id: event.id,
+    userId: event.userId,
+    large: {
+      head: envelopeHead(event),
+      tail: envelopeTail(event),
+      kind: event.kind,
+      utf8,
+      size: event.size,
+      blobId: event.blobId ?? "",
+      chunks: event.chunks,
+    },
+  };
+}
+
 /** A LiveEvent from its envelope, e.g. after it crossed an isolate or instance boundary. */
-export function liveEvent(fields: { id: string; userId: string; json: string }): LiveEvent {
+export function liveEvent(fields: { id: string; userId: string; json: string }): InlineEvent {
   let sse: Uint8Array | null = null;
   const { id, userId, json } = fields;
   return { id, userId, json, sse: () => sse ??= encoder.encode(`id: ${id}\ndata: ${json}\n\n`) };

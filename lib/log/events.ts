@@ -12,7 +12,8 @@ import {
   eventsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import type { EventSummary } from "../shared/wire.ts";
-import { type EnvelopeSource, type LiveEvent, toLiveEvent } from "./envelope_json.ts";
+import { type EnvelopeSource, type LiveEvent, toLargeEvent, toLiveEvent } from "./envelope_json.ts";
+import { bodyChunks } from "./envelope_stream.ts";
 
 /**
  * An event as stored in KV: what the envelope is built from, plus where its body lives. `body`
@@ -175,21 +176,46 @@ export async function getEvent(
   const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
   const event = pack?.find((e) => e.id === options.id);
   if (!event || event.expiresAt <= Date.now()) return null;
+  return await toDelivery(kv, event);
+}
+
+/** A stored event as it is delivered: whole, or a large one by reference to its chunks. */
+async function toDelivery(kv: Deno.Kv, event: StoredEvent): Promise<LiveEvent> {
+  if (event.large) return toLargeEvent(event, event.large.utf8);
   return toLiveEvent(event, await loadBody(kv, event));
 }
 
-/** One retained event's exact body bytes and content type, or null (for the download route). */
+/**
+ * One retained event's exact body, its size and content type, or null (for the download route):
+ * in memory, or streamed from its chunks when it is large.
+ */
 export async function getEventBody(
   kv: Deno.Kv,
   options: { userId: string; id: string },
-): Promise<{ body: Uint8Array<ArrayBuffer>; contentType: string | null } | null> {
+): Promise<
+  {
+    body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>;
+    size: number;
+    contentType: string | null;
+  } | null
+> {
   const key = await packKeyAtOrBefore(kv, options);
   const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
   const event = pack?.find((e) => e.id === options.id);
   if (!event || event.expiresAt <= Date.now()) return null;
+  const { size, contentType } = event;
+  if (event.large && event.blobId) {
+    const chunks = bodyChunks(kv, {
+      id: event.id,
+      userId: event.userId,
+      blobId: event.blobId,
+      size,
+    });
+    return { body: ReadableStream.from(chunks), size, contentType };
+  }
   // KV values and the joined chunks are both backed by a plain ArrayBuffer, never a shared one.
   const body = await loadBody(kv, event) as Uint8Array<ArrayBuffer>;
-  return { body, contentType: event.contentType };
+  return { body, size, contentType };
 }
 
 /**
@@ -221,7 +247,7 @@ export async function* eventsAfter(
       if (options.from && event.id < options.from) continue;
       if (options.until && event.id > options.until) return;
       if (event.expiresAt <= now) continue;
-      yield toLiveEvent(event, await loadBody(kv, event));
+      yield await toDelivery(kv, event);
     }
   }
 }

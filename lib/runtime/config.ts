@@ -39,6 +39,7 @@ const schema = z.object({
   WS_MESSAGES_PER_SECOND: positiveInt.default(20),
   WS_MESSAGES_BURST: positiveInt.default(50),
   WS_MAX_MESSAGE_BYTES: positiveInt.default(2 * 1024 * 1024),
+  LARGE_SEND_BUDGET_MB: z.coerce.number().positive().default(128),
   WS_MAX_UNACKED: positiveInt.default(1000),
   ACKS_PER_SECOND: nonNegativeInt.default(20),
   ACKS_BURST: positiveInt.default(100),
@@ -141,6 +142,12 @@ export interface Config {
   wsMessagesBurst: number;
   /** Largest message a WebSocket client may send; larger ones close the socket with 1009. */
   wsMaxMessageBytes: number;
+  /**
+   * Memory an isolate lends to building WebSocket messages of large events (bodies streamed in
+   * over STREAM_BODY_BYTES): a message is sent whole, so each such send builds its envelope;
+   * sends beyond the budget wait their turn.
+   */
+  largeSendBudgetBytes: number;
   /** Event ids a WebSocket connection remembers as sent and not yet acked or answered. */
   wsMaxUnacked: number;
   /** Acks recorded (KV writes) per second per account; 0 turns the limit off. */
@@ -252,6 +259,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     wsMessagesPerSecond: e.WS_MESSAGES_PER_SECOND,
     wsMessagesBurst: e.WS_MESSAGES_BURST,
     wsMaxMessageBytes: e.WS_MAX_MESSAGE_BYTES,
+    largeSendBudgetBytes: Math.round(e.LARGE_SEND_BUDGET_MB * 2 ** 20),
     wsMaxUnacked: e.WS_MAX_UNACKED,
     acksPerSecond: e.ACKS_PER_SECOND,
     acksBurst: e.ACKS_BURST,

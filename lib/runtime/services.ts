@@ -1,4 +1,5 @@
 /** Everything a request handler needs, built once per server so tests can run several. */
+import { createSendBudget } from "../fanout/send_budget.ts";
 import { type Broker, createBroker, type Transport } from "../fanout/broker.ts";
 import { kvTransport } from "../fanout/broker_kv.ts";
 import { createPresence, type Presence } from "../fanout/presence.ts";
@@ -140,6 +141,7 @@ export async function createServices(
       maxMessageBytes: config.wsMaxMessageBytes,
       acksPerSecond: config.acksPerSecond,
       acks: createRateLimiter({ perSecond: config.acksPerSecond, burst: config.acksBurst }),
+      largeSends: createSendBudget(config.largeSendBudgetBytes),
     },
     clientReplies: {
       responses,
