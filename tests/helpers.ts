@@ -147,16 +147,26 @@ export async function openSse(
     (async () => {
       const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
+      /** Where the search for a line break resumes: a 30 MiB line comes in many reads. */
+      let scanned = 0;
       let id: string | null = null;
       let event: string | null = null;
       let data: string[] = [];
+      const lineBreak = /\r\n|\r|\n/g;
+      const nextBreak = () => {
+        lineBreak.lastIndex = scanned;
+        const found = lineBreak.exec(buffer)?.index ?? -1;
+        // A lone \r at the end may be the first half of \r\n: look at it again next time.
+        scanned = found === -1 ? Math.max(0, buffer.length - 1) : 0;
+        return found;
+      };
       try {
         while (true) {
           const { value, done } = await reader.read();
           if (done) break;
           buffer += value;
           let newline;
-          while ((newline = buffer.search(/\r\n|\r|\n/)) !== -1) {
+          while ((newline = nextBreak()) !== -1) {
             const line = buffer.slice(0, newline);
             buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
             if (line === "") {
