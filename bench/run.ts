@@ -21,6 +21,8 @@
  * - isolates   every core: wrk unpinned against WORKERS=1 and WORKERS=2 at concurrency 50 and
  *              200, with one user and with 20 users; POST→client latency under load and at
  *              500/s on WORKERS=2; 18,000 idle connections (half WebSocket, half SSE) on it
+ * - large      20 senders posting 25 MiB at once (server RSS sampled throughout), then one
+ *              25 MiB body to an SSE and a WebSocket client: time until each has it whole
  *
  * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load and steady;
  * default 10), --idle=N / BENCH_IDLE (idle connections per kind; default 5000), --fanout=N /
@@ -39,6 +41,7 @@ import { run as ceiling } from "./parts/ceiling.ts";
 import { run as fanout } from "./parts/fanout.ts";
 import { run as isolates } from "./parts/isolates.ts";
 import { run as kv } from "./parts/kv.ts";
+import { run as large } from "./parts/large.ts";
 import { run as load } from "./parts/load.ts";
 import { run as profile } from "./parts/profile.ts";
 import { run as rss } from "./parts/rss.ts";
@@ -69,6 +72,7 @@ const RUNS: Readonly<Record<PartName, PartRun>> = {
   breakdown,
   kv,
   isolates,
+  large,
 };
 
 /** Runs the chosen parts in order, prints their figures and the summary, writes results.json. */

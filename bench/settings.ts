@@ -17,6 +17,7 @@ export const PARTS = [
   "breakdown",
   "kv",
   "isolates",
+  "large",
 ] as const;
 /** The name of one part. */
 export type PartName = typeof PARTS[number];
