@@ -28,13 +28,13 @@ export function largeBodySink(
     const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
     const json = options.json ? createJsonCheck() : null;
     let utf8 = true;
+    /** Bytes taken when the decoder refused: the first invalid byte is among them. */
+    let invalidWithin = 0;
     const notJson = (detail: string) =>
       new HttpError(400, `Cannot ingest: body is not valid JSON (${detail})`, {
         Connection: "close",
       });
-    const notUtf8 = () =>
-      notJson(`not UTF-8 text, at or before byte ${stager.size + decodedInPiece}`);
-    let decodedInPiece = 0;
+    const notUtf8 = () => notJson(`not UTF-8 text, within its first ${invalidWithin} bytes`);
     return {
       capacity: stager.capacity,
       async write(piece) {
@@ -43,7 +43,7 @@ export function largeBodySink(
             decoder.decode(piece, { stream: true });
           } catch {
             utf8 = false;
-            decodedInPiece = piece.byteLength;
+            invalidWithin = stager.size + piece.byteLength;
           }
         }
         if (json) {
@@ -60,7 +60,7 @@ export function largeBodySink(
             decoder.decode();
           } catch {
             utf8 = false;
-            decodedInPiece = 0;
+            invalidWithin = stager.size;
           }
         }
         if (json) {
