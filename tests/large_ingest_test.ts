@@ -290,6 +290,32 @@ Deno.test("[ingest] a free user at its quota posting 25 MiB gets 402 and no chun
   }, { what: "1 used and 1 refused", timeoutMs: 5000 });
 });
 
+Deno.test("[ingest] two large bodies racing for a user's last webhook: the commit decides, the loser's chunks go", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1" });
+  const user = await signUp(server);
+  const bodies = [randomBytes(5 * MiB), randomBytes(5 * MiB)];
+  const responses = await Promise.all(bodies.map((body) =>
+    fetch(user.webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream" },
+      body,
+    }).catch((error) => error as Error)
+  ));
+  // Both may pass the check before staging; whichever the commit refuses gets 402 all the same.
+  const statuses = responses.map((r) => r instanceof Response ? r.status : 0).sort();
+  assert.ok(statuses[0] === 200 && [0, 402].includes(statuses[1]), `statuses: ${statuses}`);
+  const won = responses.find((r) => r instanceof Response && r.status === 200) as Response;
+  assert.match(won.headers.get("content-type") ?? "", /application\/json/);
+  const { id } = await won.json();
+  for (const r of responses) if (r instanceof Response && r !== won) await r.body?.cancel();
+  const event = await storedEvent(server, user, id);
+  await waitFor(async () => (await chunkCount(server)) === event.chunks, {
+    what: "only the stored body's chunks left",
+  });
+  assert.equal(await historyCount(server, user), 1);
+  assert.equal(await used(server, user), 1);
+});
+
 Deno.test("[ingest] an enforced GitHub endpoint checks a 25 MiB body's signature made by Octokit", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
