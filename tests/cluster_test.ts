@@ -58,3 +58,29 @@ Deno.test("[cluster] an endpoint's flood limit counts requests of every isolate 
     await sides.close();
   }
 });
+
+Deno.test("[cluster] a large body streamed in on a Worker is admitted by the KV writer and stored whole", async () => {
+  const sides = await clusterSides({ FREE_MONTHLY_LIMIT: "2" });
+  try {
+    const user = await signUpOn(sides);
+    const body = JSON.stringify({ data: "x".repeat(3 * 1024 * 1024) });
+    const ids = [];
+    for (const side of [0, 1] as const) {
+      const posted = await postOn(sides, { side, slug: user.slug, body });
+      assert.equal(posted.status, 200);
+      const download = await sides.fetch(side, `/api/events/${posted.id}/body`, {
+        headers: { Authorization: `Bearer ${user.token}` },
+      });
+      assert.equal(download.status, 200);
+      assert.equal(await download.text(), body);
+      ids.push(posted.id);
+    }
+    // The quota is checked before the body is staged, wherever it arrives.
+    const refused = await postOn(sides, { side: 1, slug: user.slug, body });
+    assert.equal(refused.status, 402);
+    assert.match(refused.response.headers.get("content-type") ?? "", /application\/json/);
+    assert.equal(ids.length, 2);
+  } finally {
+    await sides.close();
+  }
+});

@@ -150,7 +150,7 @@ Deno.test("[ingest] form bodies give fields; binary bodies arrive as exact base6
 });
 
 Deno.test("[ingest] a 1 MiB body is stored split and delivered byte-exact; one byte more is 413", async () => {
-  await using server = await startTestServer();
+  await using server = await startTestServer({ MAX_BODY_BYTES: String(1024 * 1024) });
   const user = await signUp(server);
   const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
   const big = new Uint8Array(1024 * 1024).map((_, i) => (i * 7919) % 251);

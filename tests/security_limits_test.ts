@@ -359,6 +359,52 @@ Deno.test("[limits] webhook bodies held one byte short get 408 or 503 and RSS st
   }
 });
 
+Deno.test("[limits] 20 senders posting 25 MiB at once from one address are all accepted and RSS stays bounded", async () => {
+  // Default settings, with two isolates as on a two-core machine (Workers stage their bodies and
+  // ask the KV writer to admit them): bodies stream into KV chunks, only staging buffers are held.
+  const server = await startProcess({ WORKERS: "2" });
+  try {
+    const url = await webhookUrl(server.base);
+    const size = 25 * 1024 * 1024;
+    const body = new Uint8Array(size);
+    for (let at = 0; at < size; at += 65536) {
+      crypto.getRandomValues(body.subarray(at, Math.min(size, at + 65536)));
+    }
+    const post = () =>
+      fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/octet-stream" },
+        body,
+      });
+    // Warm up: the first large body compiles the paths and grows the store once.
+    const warm = await post();
+    assert.equal(warm.status, 200, await warm.clone().text());
+    await warm.body?.cancel();
+    const before = server.rssBytes();
+    let peak = before;
+    const sampler = setInterval(() => peak = Math.max(peak, server.rssBytes()), 20);
+    const responses = await Promise.all(Array.from({ length: 20 }, post));
+    clearInterval(sampler);
+    peak = Math.max(peak, server.rssBytes());
+    const statuses = responses.map((response) => response.status);
+    for (const response of responses) {
+      if (response.status !== 200) console.log(await response.text());
+      else await response.body?.cancel();
+    }
+    assert.deepEqual(statuses, Array(20).fill(200));
+    const grown = (peak - before) / 2 ** 20;
+    console.log(
+      `20 × 25 MiB at once: RSS ${(before / 2 ** 20).toFixed(0)} MiB after warm-up → peak ${
+        (peak / 2 ** 20).toFixed(0)
+      } MiB (+${grown.toFixed(0)} MiB)`,
+    );
+    assert.ok(grown < 150, `RSS grew by ${grown.toFixed(0)} MiB`);
+    assert.doesNotMatch(server.stderr(), /Uncaught|panicked/);
+  } finally {
+    await server.stop();
+  }
+});
+
 Deno.test("[limits] a 50 MB body to POST /api/auth/login gets 413 at once and RSS stays bounded", async () => {
   const server = await startProcess({});
   try {

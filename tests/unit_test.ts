@@ -30,7 +30,8 @@ Deno.test("[config] defaults need no environment", () => {
   const config = loadConfig({});
   assert.equal(config.port, 8000);
   assert.equal(config.publicUrl, "http://localhost:8000");
-  assert.equal(config.maxBodyBytes, 1024 * 1024);
+  assert.equal(config.maxBodyBytes, 25 * 1024 * 1024);
+  assert.equal(config.streamBodyBytes, 1024 * 1024);
   assert.equal(config.retentionMs, 24 * 3600_000);
   assert.equal(config.freeMonthlyLimit, 1000);
 });

@@ -21,6 +21,8 @@
 import type { Config } from "../runtime/config.ts";
 import { HttpError } from "./http_error.ts";
 
+/** The buffer a streamed body is read into, piece by piece (a sink copies each piece). */
+const SCRATCH_BYTES = 64 * 1024;
 /** How often pressure is sampled and stalled bodies are timed out. */
 const SWEEP_MS = 1000;
 /** While under pressure, how stale a sample may be before a refusal samples again. */
@@ -292,6 +294,21 @@ function ipv6Hextets(text: string): number[] | null {
 }
 
 /**
+ * Where a body larger than the caller's `streamOver` goes as it arrives, instead of memory.
+ * `capacity` is what the sink may hold in memory at most: the body budget reserves that, not
+ * the body's length.
+ */
+export interface BodySink<T> {
+  readonly capacity: number;
+  /** Takes a piece; reading waits for the promise, so a slow sink slows the sender. */
+  write(piece: Uint8Array): Promise<void>;
+  /** The body is complete; its result (an HttpError thrown here refuses the body). */
+  close(): Promise<T>;
+  /** The body was abandoned (the sender left, a limit or a check refused it): undo the writes. */
+  abort(): Promise<void>;
+}
+
+/**
  * Reads a request body of at most `maxBytes`: 413 as soon as it is known to be larger, 408 when
  * it stalls or takes too long, 503 when the isolate's body budget is spent. `action` starts the
  * messages ("Cannot log in: …"). Requests that did not come through a guarded server (unit
@@ -301,6 +318,26 @@ export async function readBody(
   request: Request,
   options: { maxBytes: number; action: string },
 ): Promise<Uint8Array<ArrayBuffer>> {
+  const read = await receiveBody<never>(request, { ...options, streamOver: Infinity });
+  return read.body!;
+}
+
+/**
+ * Reads a body as readBody does, except that one larger than `streamOver` goes to the sink
+ * `open` returns: from the first byte when its Content-Length says so, else once that much has
+ * arrived (what was buffered is handed over first). Only what is held in memory is reserved
+ * from the body budget; time limits and the size limit apply throughout. Any failure aborts the
+ * sink. `open` may throw an HttpError to refuse the body before any of it is streamed.
+ */
+export async function receiveBody<T>(
+  request: Request,
+  options: {
+    maxBytes: number;
+    action: string;
+    streamOver: number;
+    open?: (declared: number | null) => Promise<BodySink<T>>;
+  },
+): Promise<{ body: Uint8Array<ArrayBuffer>; streamed: null } | { body: null; streamed: T }> {
   const { maxBytes, action } = options;
   const tooLarge = () =>
     new HttpError(413, `Cannot ${action}: body is larger than the limit of ${maxBytes} bytes`, {
@@ -309,17 +346,17 @@ export async function readBody(
   const declaredHeader = request.headers.get("Content-Length");
   const declared = declaredHeader === null ? null : Number(declaredHeader);
   if (declared !== null && declared > maxBytes) throw tooLarge();
-  if (!request.body || declared === 0) return new Uint8Array();
+  if (!request.body || declared === 0) return { body: new Uint8Array(), streamed: null };
   const guard = guardOf.get(request);
   const state = guard?.state;
   const address = guard?.address ?? "";
   // Reserve what the sender announced, so a body held open short of its length is refused
-  // before it is buffered; chunked bodies reserve what arrives.
+  // before it is buffered; chunked bodies reserve what arrives, streamed ones what is held.
   let reserved = 0;
   const reserve = (bytes: number) => {
-    if (!state || bytes <= reserved) return;
+    if (!state || bytes === reserved) return;
     const more = bytes - reserved;
-    if (state.bodyBytes + more > state.config.maxBufferedBodyBytes) {
+    if (more > 0 && state.bodyBytes + more > state.config.maxBufferedBodyBytes) {
       throw new HttpError(
         503,
         `Cannot ${action}: the server is receiving too many bodies at once ` +
@@ -330,7 +367,7 @@ export async function readBody(
       );
     }
     const mine = state.bodyBytesByAddress.get(address) ?? 0;
-    if (mine + more > state.config.maxBufferedBodyBytesPerAddress) {
+    if (more > 0 && mine + more > state.config.maxBufferedBodyBytesPerAddress) {
       throw new HttpError(
         429,
         `Cannot ${action}: ${address} is sending too many bodies at once (${
@@ -340,37 +377,115 @@ export async function readBody(
       );
     }
     state.bodyBytes += more;
-    state.bodyBytesByAddress.set(address, mine + more);
+    if (mine + more > 0) state.bodyBytesByAddress.set(address, mine + more);
+    else state.bodyBytesByAddress.delete(address);
     reserved = bytes;
   };
-  const reader = request.body.getReader();
-  let failed: ((error: HttpError) => void) | null = null;
-  const timedOut = new Promise<never>((_, reject) => {
-    failed = (error) =>
-      reject(new HttpError(error.status, `Cannot ${action}: ${error.message}`, error.headers));
-  });
-  timedOut.catch(() => {});
+  const stream = request.body;
+  let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | ReadableStreamBYOBReader =
+    stream.getReader();
+  /** Once streaming, pieces are read into this one buffer (see readIntoScratch). */
+  let scratch: Uint8Array<ArrayBuffer> | null = null;
+  /**
+   * A streamed body is read into one reused buffer where the stream allows it (Deno's request
+   * bodies do): a fresh array per piece is garbage that V8 collects only after tens of MiB per
+   * isolate, which twenty 25 MiB senders would otherwise all hold at once.
+   */
+  const readIntoScratch = () => {
+    reader.releaseLock();
+    try {
+      reader = stream.getReader({ mode: "byob" });
+      scratch = new Uint8Array(SCRATCH_BYTES);
+    } catch {
+      reader = stream.getReader();
+    }
+  };
+  // The sweeper's timeout, and the wait it interrupts. Not a race against one long-lived
+  // promise: each race would leave a reaction on it holding that read's piece until the end.
+  let timedOut: HttpError | null = null;
+  let interrupt: ((error: HttpError) => void) | null = null;
   const now = Date.now();
-  const read: BodyRead = { startedAt: now, lastDataAt: now, fail: (error) => failed!(error) };
-  const parts: Uint8Array<ArrayBuffer>[] = [];
+  const read: BodyRead = {
+    startedAt: now,
+    lastDataAt: now,
+    fail(error) {
+      timedOut ??= new HttpError(error.status, `Cannot ${action}: ${error.message}`, error.headers);
+      interrupt?.(timedOut);
+    },
+  };
+  const withDeadline = <V>(promise: Promise<V>): Promise<V> => {
+    if (!state) return promise;
+    if (timedOut) {
+      promise.catch(() => {});
+      return Promise.reject(timedOut);
+    }
+    return new Promise<V>((resolve, reject) => {
+      interrupt = reject;
+      promise.then(resolve, reject);
+    }).finally(() => interrupt = null);
+  };
+  // Told apart from a sink's own failures (a store error stays what it is).
+  const connectionClosed = Symbol("connection closed");
+  const nextPiece = async (): Promise<ReadableStreamReadResult<Uint8Array<ArrayBuffer>>> => {
+    try {
+      if (!scratch) {
+        return await (reader as ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>>).read();
+      }
+      const result = await (reader as ReadableStreamBYOBReader).read(scratch);
+      // The buffer was transferred to the view returned; the next read reuses it whole.
+      if (result.value) scratch = new Uint8Array(result.value.buffer);
+      return result;
+    } catch {
+      throw connectionClosed;
+    }
+  };
+  let parts: Uint8Array<ArrayBuffer>[] = [];
   let total = 0;
+  let sink: BodySink<T> | null = null;
+  const streamTo = async (piece: Uint8Array) => {
+    // Held: the sink's buffer, and this piece until the sink has copied it.
+    reserve(sink!.capacity + piece.byteLength);
+    await withDeadline(sink!.write(piece));
+    reserve(sink!.capacity);
+  };
   try {
-    if (declared !== null) reserve(declared);
     state?.bodies.add(read);
+    const streams = declared !== null && declared > options.streamOver && options.open;
+    if (streams) {
+      sink = await withDeadline(options.open!(declared));
+      readIntoScratch();
+    } else if (declared !== null) reserve(declared);
     for (;;) {
-      const { value, done } = state
-        ? await Promise.race([reader.read(), timedOut])
-        : await reader.read();
+      const { value, done } = await withDeadline(nextPiece());
       if (done) break;
       total += value.byteLength;
       if (total > maxBytes) throw tooLarge();
-      reserve(total);
       read.lastDataAt = Date.now();
-      parts.push(value);
+      if (sink) {
+        await streamTo(value);
+      } else {
+        if (declared === null || total > declared) reserve(total);
+        parts.push(value);
+        if (total > options.streamOver && options.open) {
+          // No length was declared, and the body has outgrown memory: stream from here on.
+          sink = await withDeadline(options.open(null));
+          readIntoScratch();
+          const held = parts;
+          parts = [];
+          for (const part of held) await streamTo(part);
+        }
+      }
+      // Time spent waiting on the store is not the sender's idleness.
+      read.lastDataAt = Date.now();
+    }
+    if (sink) {
+      const streamed = await withDeadline(sink.close());
+      return { body: null, streamed };
     }
   } catch (error) {
     reader.cancel().catch(() => {});
-    if (error instanceof HttpError) throw error;
+    if (sink) await sink.abort().catch((cause) => console.error("aborting a body failed", cause));
+    if (error !== connectionClosed) throw error;
     // The connection went away mid-body (the client left, or the listener was aborted).
     throw new HttpError(
       400,
@@ -379,20 +494,17 @@ export async function readBody(
     );
   } finally {
     state?.bodies.delete(read);
-    if (state && reserved > 0) {
-      state.bodyBytes -= reserved;
-      const left = state.bodyBytesByAddress.get(address)! - reserved;
-      if (left > 0) state.bodyBytesByAddress.set(address, left);
-      else state.bodyBytesByAddress.delete(address);
-    }
+    reserve(0);
   }
   // A lone part may be a view into a larger buffer; KV would serialise the whole buffer.
-  if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) return parts[0];
+  if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) {
+    return { body: parts[0], streamed: null };
+  }
   const body = new Uint8Array(total);
   let offset = 0;
   for (const part of parts) {
     body.set(part, offset);
     offset += part.byteLength;
   }
-  return body;
+  return { body, streamed: null };
 }

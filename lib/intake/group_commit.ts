@@ -64,13 +64,30 @@ export interface IncomingWebhook {
   headersJson: string;
   contentType: string | null;
   kind: BodyKind;
+  /** The body when it was read into memory; empty when it was streamed (see `staged`). */
   body: Uint8Array;
   /** The body decoded as UTF-8 when it is valid UTF-8, else null; decoded once, reused. */
   text: string | null;
+  /**
+   * Set when the body was streamed into KV chunks as it arrived (over STREAM_BODY_BYTES), after
+   * `Ingest.admit` let it in: submit neither stages it again nor takes the flood limit twice,
+   * and discards the chunks when the webhook is refused.
+   */
+  staged?: StagedWebhookBody;
   /** The endpoint's provider check, when it names a provider. */
   verified?: Verified;
   /** A provider's URL handshake the relay answered: stored and shown, never counted. */
   handshake?: boolean;
+}
+
+/** Where a streamed body's chunks are, and what was learnt of it on the way in. */
+export interface StagedWebhookBody {
+  blobId: string;
+  chunks: number;
+  /** Body bytes. */
+  size: number;
+  /** Whether the body is valid UTF-8. */
+  utf8: boolean;
 }
 
 /** The outcome of one submitted webhook. */
@@ -82,7 +99,7 @@ export type IngestResult =
   | { accepted: false; reason: "rate_limited"; retryAfterSeconds: number };
 
 /** A refused webhook's outcome. */
-type Refusal = Extract<IngestResult, { accepted: false }>;
+export type Refusal = Extract<IngestResult, { accepted: false }>;
 
 /** One user's share of a commit. */
 interface Group {
@@ -106,6 +123,13 @@ interface Plan {
 /** Group-commit front of the event log. */
 export interface Ingest {
   submit(webhook: IncomingWebhook): Promise<IngestResult>;
+  /**
+   * Lets a large body in before a byte of it is staged: the endpoint's flood limit (taken here,
+   * not again at submit), the full-store hold (throws as submit does), and the user's quota
+   * (one KV read unless this isolate committed for the user last). Null when admitted, else
+   * the refusal; the commit still decides the quota exactly.
+   */
+  admit(endpoint: Endpoint): Promise<Refusal | null>;
 }
 
 interface GateState {
@@ -456,30 +480,76 @@ export function createIngest(
       headersJson: w.headersJson,
       contentType: w.contentType,
       kind: w.kind,
-      size: w.body.byteLength,
+      size: w.staged?.size ?? w.body.byteLength,
       body: pending.staged ? null : w.body,
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
+      ...(w.staged ? { large: { utf8: w.staged.utf8 } } : {}),
       ...(w.verified ? { verified: w.verified } : {}),
       // The relay answered a handshake itself: no client's answer is awaited.
       ...(w.handshake ? { handshake: true } : w.endpoint.respond ? { respond: true } : {}),
     };
   }
 
+  /** A full disk: write nothing (not even a staged body) until space returns. */
+  function holdWhileFull(): void {
+    // The message is KV's own, so it is classified alike on either side of a Worker's hop.
+    if (options.storage?.unavailable()) {
+      throw new Error("database or disk is full (writes held back until space returns)");
+    }
+  }
+
+  /** Discards a streamed body whose webhook never reached the commit queue. */
+  function discardStaged(webhook: IncomingWebhook): void {
+    if (!webhook.staged) return;
+    discardBody(kv, { userId: webhook.endpoint.userId, ...webhook.staged }).catch((cause) =>
+      isStorageUnavailable(cause) || console.error("discarding staged body failed", cause)
+    );
+  }
+
   return {
-    async submit(webhook) {
-      const wait = options.limiter?.take(webhook.endpoint.id) ?? 0;
+    async admit(endpoint) {
+      const wait = options.limiter?.take(endpoint.id) ?? 0;
       if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
-      // A full disk: write nothing (not even a staged body) until space returns. The message is
-      // KV's own, so it is classified alike on either side of a Worker's hop.
-      if (options.storage?.unavailable()) {
-        throw new Error("database or disk is full (writes held back until space returns)");
+      holdWhileFull();
+      const now = clock();
+      const month = monthOf(now);
+      const known = gates.get(endpoint.userId);
+      let user: User | null;
+      let used: number;
+      if (known && known.month === month) {
+        user = known.user.value;
+        used = Number(known.used.value?.value ?? 0n);
+      } else {
+        const [userEntry, usedEntry] = await kv.getMany<[User, Deno.KvU64]>([
+          userKey(endpoint.userId),
+          usageMonthKey(endpoint.userId, month),
+        ]);
+        user = userEntry.value;
+        used = Number(usedEntry.value?.value ?? 0n);
+      }
+      if (!user) return { accepted: false, reason: "no_account" };
+      if (remainingQuota(user.monthlyLimit, used) > 0) return null;
+      rejections.count({ userId: endpoint.userId, count: 1, now });
+      return { accepted: false, reason: "quota", quota: quotaState(user.monthlyLimit, used, now) };
+    },
+    async submit(webhook) {
+      if (!webhook.staged) {
+        const wait = options.limiter?.take(webhook.endpoint.id) ?? 0;
+        if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
+      }
+      try {
+        holdWhileFull();
+      } catch (error) {
+        discardStaged(webhook);
+        throw error;
       }
       const userId = webhook.endpoint.userId;
       // The event without its body must fit one KV value (receive.ts bounds path, headers and
       // query well below this); checked here too, so nothing too large joins a shared commit.
       const withoutBody = packedSize({ ...webhook, body: null });
       if (withoutBody > PACK_BYTES) {
+        discardStaged(webhook);
         throw new HttpError(
           413,
           `Cannot ingest: the event takes ${withoutBody} bytes without its body, over the ` +
@@ -488,8 +558,10 @@ export function createIngest(
       }
       // A body stays inline when it and the rest of the event fit one pack comfortably.
       const room = PACK_BYTES - withoutBody;
-      let staged = null;
-      if (webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
+      let staged: { blobId: string; chunks: number } | null = webhook.staged
+        ? { blobId: webhook.staged.blobId, chunks: webhook.staged.chunks }
+        : null;
+      if (!staged && webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
         try {
           staged = await stageBody(kv, {
             userId,

@@ -1,7 +1,10 @@
 /**
  * Receiving a sender's request: endpoint lookup, body limit, JSON check, then the group commit
- * (which applies the endpoint's flood limit where webhooks are committed, once per process). Every refusal is an HttpError that carries the quota headers when the endpoint
- * is known, so senders always learn where they stand.
+ * (which applies the endpoint's flood limit where webhooks are committed, once per process).
+ * A body over STREAM_BODY_BYTES is admitted first (flood limit, full store, quota), then
+ * streamed into KV chunks as it arrives and checked on the way (large_body.ts). Every refusal
+ * is an HttpError that carries the quota headers when the endpoint is known, so senders always
+ * learn where they stand.
  */
 import { type Endpoint, endpointCheck, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
 import { verifyWebhook } from "./signatures.ts";
@@ -11,23 +14,23 @@ import type { ClientResponse } from "../fanout/respond_waiters.ts";
 import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./body_types.ts";
 import { metadataBytes, storedBytes } from "../log/events.ts";
 import { HttpError } from "../http/http_error.ts";
-import type { IncomingWebhook } from "./group_commit.ts";
+import type { IncomingWebhook, Ingest, Refusal } from "./group_commit.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
-import { readBody } from "../http/load_guard.ts";
+import { receiveBody } from "../http/load_guard.ts";
+import { discardStaged, largeBodySink, stagedBodyReader } from "./large_body.ts";
 import type { Services } from "../runtime/services.ts";
 import { currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
 
-/**
- * Reads at most `maxBytes` of a body; 413 as soon as it is known to be larger, 408 when it
- * stalls, 503 when the server's body budget is spent (see load_guard.ts).
- */
-export function readBodyLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
-  return readBody(request, { maxBytes, action: "ingest" });
+/** What a body's media type makes it; JSON declared, or no type at all, must be JSON. */
+function declaredKind(type: string | null): BodyKind {
+  if (type === "application/x-www-form-urlencoded") return "form";
+  if (type !== null && !isJsonType(type)) return "other";
+  return "json";
 }
 
 function bodyKind(type: string | null, body: Uint8Array, text: string | null): BodyKind {
-  if (type === "application/x-www-form-urlencoded") return "form";
-  if (type !== null && !isJsonType(type)) return "other";
+  const kind = declaredKind(type);
+  if (kind !== "json") return kind;
   // JSON declared, or no type at all: the docs promise 400 for a body that is not JSON.
   if (body.byteLength === 0) return "json";
   if (text === null) {
@@ -42,13 +45,29 @@ function bodyKind(type: string | null, body: Uint8Array, text: string | null): B
   return "json";
 }
 
-/** Builds the webhook for an endpoint from the request; `path` is what follows the slug. */
+/** How bodies over `overBytes` are streamed into KV instead of read into memory. */
+export interface StreamOptions {
+  overBytes: number;
+  kv: Deno.Kv;
+  ingest: Pick<Ingest, "admit">;
+  retentionMs: number;
+}
+
+/**
+ * Builds the webhook for an endpoint from the request; `path` is what follows the slug. With
+ * `stream`, a large body is admitted and staged as it arrives (the webhook's `staged`).
+ */
 export async function readWebhook(
   request: Request,
-  options: { endpoint: Endpoint; path: string; maxBodyBytes: number; maxMetadataBytes: number },
+  options: {
+    endpoint: Endpoint;
+    path: string;
+    maxBodyBytes: number;
+    maxMetadataBytes: number;
+    stream?: StreamOptions;
+  },
 ): Promise<IncomingWebhook> {
   const receivedAt = new Date();
-  const body = await readBodyLimited(request, options.maxBodyBytes);
   const contentType = request.headers.get("Content-Type");
   const headersJson = JSON.stringify(Object.fromEntries(request.headers));
   const queryJson = request.url.includes("?")
@@ -65,6 +84,41 @@ export async function readWebhook(
       `Cannot ingest: path, headers and query take ${bytes} bytes, over the limit of ${options.maxMetadataBytes}`,
     );
   }
+  const type = mediaType(contentType);
+  const stream = options.stream;
+  const { endpoint } = options;
+  const read = await receiveBody(request, {
+    maxBytes: options.maxBodyBytes,
+    action: "ingest",
+    streamOver: stream?.overBytes ?? Infinity,
+    open: stream &&
+      largeBodySink(stream.kv, {
+        userId: endpoint.userId,
+        expireIn: stream.retentionMs,
+        json: declaredKind(type) === "json",
+        admit: async () => {
+          const refusal = await stream.ingest.admit(endpoint);
+          // Refused before the body is read: the connection cannot be reused.
+          if (refusal) throw refusalError(refusal, endpoint.slug, { Connection: "close" });
+        },
+      }),
+  });
+  if (read.streamed) {
+    return {
+      endpoint,
+      receivedAt,
+      method: request.method,
+      path: options.path,
+      queryJson,
+      headersJson,
+      contentType,
+      kind: declaredKind(type),
+      body: new Uint8Array(),
+      text: null,
+      staged: read.streamed,
+    };
+  }
+  const body = read.body;
   const text = decodeText(body);
   return {
     endpoint: options.endpoint,
@@ -116,15 +170,19 @@ async function checkProvider(
   if (!check) return null;
   const { request, webhook } = options;
   const url = senderUrl(services.config, request);
+  const staged = webhook.staged;
   const verdict = await verifyWebhook({
     provider: check.provider,
     secrets: check.secrets,
     headers: request.headers,
-    body: webhook.body,
+    body: staged
+      ? stagedBodyReader(services.kv, { userId: options.endpoint.userId, staged })
+      : webhook.body,
     url,
     now,
   });
-  const handshake = await answerHandshake({
+  // A large body is never a handshake (providers send a few hundred bytes).
+  const handshake = staged ? null : await answerHandshake({
     provider: check.provider,
     method: request.method,
     url: new URL(url),
@@ -160,13 +218,22 @@ export async function receiveWebhook(
   if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
   let result;
   let handshake: Response | null = null;
+  let staged: IncomingWebhook["staged"] = undefined;
   try {
     const webhook = await readWebhook(options.request, {
       endpoint,
       path: options.path,
       maxBodyBytes: services.config.maxBodyBytes,
       maxMetadataBytes: services.config.maxMetadataBytes,
+      stream: {
+        overBytes: services.config.streamBodyBytes,
+        kv: services.kv,
+        ingest: services.ingest,
+        retentionMs: services.config.retentionMs,
+      },
     });
+    // Until submit takes it over, a refusal here must delete the staged chunks.
+    staged = webhook.staged;
     const checked = await checkProvider(services, { endpoint, request: options.request, webhook });
     if (checked) {
       webhook.verified = checked.verified;
@@ -188,13 +255,14 @@ export async function receiveWebhook(
         throw new HttpError(401, `Cannot ingest: ${checked.verified.reason}`);
       }
     }
-    result = await services.ingest.submit(webhook);
+    const submitted = services.ingest.submit(webhook);
+    staged = undefined; // submit discards the chunks of a webhook it refuses
+    result = await submitted;
     if (!result.accepted && result.reason === "rate_limited") {
-      throw new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
-        "Retry-After": String(result.retryAfterSeconds),
-      });
+      throw refusalError(result, options.slug);
     }
   } catch (error) {
+    if (staged) discardStaged(services.kv, { userId: endpoint.userId, staged });
     // Nothing was stored: the sender may retry once the store takes writes again.
     if (isStorageUnavailable(error)) throw storageUnavailableError(error, "ingest");
     if (!(error instanceof HttpError)) throw error;
@@ -213,15 +281,30 @@ export async function receiveWebhook(
       handshake: null,
     };
   }
+  throw refusalError(result, options.slug);
+}
+
+/** The answer to a refused webhook (the flood limit, the quota, or an account that is gone). */
+function refusalError(
+  result: Refusal,
+  slug: string,
+  headers: Record<string, string> = {},
+): HttpError {
+  if (result.reason === "rate_limited") {
+    return new HttpError(429, "Cannot ingest: too many requests to this endpoint, slow down", {
+      "Retry-After": String(result.retryAfterSeconds),
+      ...headers,
+    });
+  }
   if (result.reason !== "quota") {
-    throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+    return new HttpError(404, `Cannot ingest: no endpoint with slug "${slug}"`, headers);
   }
   const { limit, used, resetAt } = result.quota;
-  throw new HttpError(
+  return new HttpError(
     402,
     `Monthly quota exceeded: ${used} of ${limit} webhooks used; resets ${resetAt.toISOString()}. ` +
       "Raise your monthly limit or upgrade to Pro in the dashboard.",
-    quotaHeaders(result.quota),
+    { ...quotaHeaders(result.quota), ...headers },
     { used, limit, resetsAt: resetAt.toISOString() },
   );
 }

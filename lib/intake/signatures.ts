@@ -1,8 +1,10 @@
 /**
  * Webhook signatures, checked the way each provider signs them: on the raw bytes, with an HMAC
  * from crypto.subtle and a constant-time compare of the decoded MACs. Pure: no KV, no clock of
- * its own (the caller passes `now`), so ingest and tests share one rule per provider.
+ * its own (the caller passes `now`), so ingest and tests share one rule per provider. A body too
+ * large to hold (streamed into KV at ingest) is read back in pieces and hashed incrementally.
  */
+import { createHash, createHmac } from "node:crypto";
 import { decodeText, mediaType } from "./body_types.ts";
 
 /** The providers an endpoint may name. */
@@ -21,6 +23,15 @@ export const PROVIDERS = [
 /** One provider's name. */
 export type Provider = typeof PROVIDERS[number];
 
+/** A body not held in memory: its size, and its bytes in order each time `read()` is called. */
+export interface StreamedBody {
+  size: number;
+  read(): AsyncIterable<Uint8Array>;
+}
+
+/** A webhook's raw body: in memory, or read in pieces (see StreamedBody). */
+export type WebhookBody = Uint8Array | StreamedBody;
+
 /** The outcome of a check: ok, or why not in a short sentence fit to show a user. */
 export type Verdict = { ok: true } | { ok: false; reason: string };
 
@@ -38,7 +49,7 @@ export async function verifyWebhook(input: {
   provider: Provider;
   secrets: string[];
   headers: Headers;
-  body: Uint8Array;
+  body: WebhookBody;
   /** The full public URL the sender used (Twilio signs it), query included. */
   url: string;
   /** Milliseconds since the epoch (Date.now()); a value in seconds is accepted too. */
@@ -56,7 +67,7 @@ export async function verifyWebhook(input: {
 interface CheckInput {
   secrets: string[];
   headers: Headers;
-  body: Uint8Array;
+  body: WebhookBody;
   url: string;
   nowSeconds: number;
 }
@@ -65,30 +76,77 @@ interface CheckInput {
 type Prepared = Verdict | {
   ok: true;
   hash: "SHA-256" | "SHA-1";
-  /** The signed bytes, given the secret (Twilio signs several URL spellings: one per entry). */
-  messages: Uint8Array[];
+  /**
+   * The signed bytes: a head, then the body when it is signed (Twilio signs several URL
+   * spellings: one message per entry).
+   */
+  messages: Message[];
   /** The sender's MACs, decoded; any one matching is enough (Stripe, Standard Webhooks). */
   candidates: Uint8Array[];
   /** The key bytes of one secret (Standard Webhooks decode a base64 whsec_ key). */
   key?: (secret: string) => Uint8Array | null;
 };
 
+/** Signed bytes: `head` followed by `body` (null when the body is not part of the message). */
+interface Message {
+  head: Uint8Array;
+  body: WebhookBody | null;
+}
+
+const isStreamed = (body: WebhookBody | null): body is StreamedBody =>
+  body !== null && !(body instanceof Uint8Array);
+
 /** Runs a prepared check: every secret, every message, every candidate MAC. */
 async function run(prepared: Prepared, secrets: string[]): Promise<Verdict> {
   if (!("hash" in prepared)) return prepared;
-  for (const secret of secrets) {
-    const key = prepared.key ? prepared.key(secret) : encoder.encode(secret);
+  const keys = secrets.map((secret) => prepared.key ? prepared.key(secret) : encoder.encode(secret))
     // An empty key cannot be imported, and a key that is not base64 cannot be a whsec_ key.
-    if (key === null || key.byteLength === 0) continue;
-    for (const message of prepared.messages) {
-      const mac = await hmac(prepared.hash, key, message);
-      // No early exit among candidates: the time taken does not say which one matched.
-      let matched = false;
-      for (const candidate of prepared.candidates) matched = equalBytes(mac, candidate) || matched;
-      if (matched) return OK;
-    }
+    .filter((key): key is Uint8Array => key !== null && key.byteLength > 0);
+  const macs = prepared.messages.some((message) => isStreamed(message.body))
+    ? await streamedMacs(prepared.hash, keys, prepared.messages)
+    : await inMemoryMacs(prepared.hash, keys, prepared.messages);
+  for (const mac of macs) {
+    // No early exit among candidates: the time taken does not say which one matched.
+    let matched = false;
+    for (const candidate of prepared.candidates) matched = equalBytes(mac, candidate) || matched;
+    if (matched) return OK;
   }
   return NO_MATCH;
+}
+
+/** Each key's MAC of each message, in that order, over bodies held in memory. */
+async function inMemoryMacs(
+  hash: "SHA-256" | "SHA-1",
+  keys: Uint8Array[],
+  messages: Message[],
+): Promise<Uint8Array[]> {
+  const macs: Uint8Array[] = [];
+  for (const key of keys) {
+    for (const { head, body } of messages) {
+      macs.push(await hmac(hash, key, body === null ? head : concat(head, body as Uint8Array)));
+    }
+  }
+  return macs;
+}
+
+/**
+ * The same over a streamed body, read once: every key's MAC of every message is fed each piece
+ * as it comes (the messages of one check share their body).
+ */
+async function streamedMacs(
+  hash: "SHA-256" | "SHA-1",
+  keys: Uint8Array[],
+  messages: Message[],
+): Promise<Uint8Array[]> {
+  const algorithm = hash === "SHA-256" ? "sha256" : "sha1";
+  const macs = keys.flatMap((key) =>
+    messages.map(({ head }) => createHmac(algorithm, key).update(head))
+  );
+  const body = messages.find((message) => isStreamed(message.body))!.body as StreamedBody;
+  if (macs.length > 0) {
+    for await (const piece of body.read()) for (const mac of macs) mac.update(piece);
+  }
+  return macs.map((mac) => new Uint8Array(mac.digest()));
 }
 
 const CHECKS: Record<Provider, (input: CheckInput) => Promise<Verdict>> = {
@@ -111,7 +169,12 @@ function hubSignature({ headers, body }: CheckInput): Prepared {
   if (header === null) return fail("missing X-Hub-Signature-256 header");
   const match = /^sha256=([0-9a-fA-F]{64})$/.exec(header.trim());
   if (!match) return MALFORMED;
-  return { ok: true, hash: "SHA-256", messages: [body], candidates: [fromHex(match[1])] };
+  return {
+    ok: true,
+    hash: "SHA-256",
+    messages: [{ head: new Uint8Array(), body }],
+    candidates: [fromHex(match[1])],
+  };
 }
 
 /** Stripe: `Stripe-Signature: t=<s>,v1=<hex>[,v1=…]` over `"{t}.{body}"`. */
@@ -137,7 +200,7 @@ function stripe({ headers, body, nowSeconds }: CheckInput): Prepared {
   return {
     ok: true,
     hash: "SHA-256",
-    messages: [concat(encoder.encode(`${timestamp}.`), body)],
+    messages: [{ head: encoder.encode(`${timestamp}.`), body }],
     candidates,
   };
 }
@@ -160,7 +223,7 @@ function versionZero(
   return {
     ok: true,
     hash: "SHA-256",
-    messages: [concat(encoder.encode(`v0:${timestamp}:`), body)],
+    messages: [{ head: encoder.encode(`v0:${timestamp}:`), body }],
     candidates: [fromHex(match[1])],
   };
 }
@@ -171,7 +234,12 @@ function shopify({ headers, body }: CheckInput): Prepared {
   if (header === null) return fail("missing X-Shopify-Hmac-Sha256 header");
   const mac = fromBase64(header.trim());
   if (mac === null || mac.byteLength !== 32) return MALFORMED;
-  return { ok: true, hash: "SHA-256", messages: [body], candidates: [mac] };
+  return {
+    ok: true,
+    hash: "SHA-256",
+    messages: [{ head: new Uint8Array(), body }],
+    candidates: [mac],
+  };
 }
 
 /**
@@ -200,7 +268,7 @@ function standardWebhooks({ headers, body, nowSeconds }: CheckInput, prefix: str
   return {
     ok: true,
     hash: "SHA-256",
-    messages: [concat(encoder.encode(`${id}.${timestamp}.`), body)],
+    messages: [{ head: encoder.encode(`${id}.${timestamp}.`), body }],
     candidates,
     key: (secret) => fromBase64(secret.startsWith("whsec_") ? secret.slice(6) : secret),
   };
@@ -231,18 +299,25 @@ async function twilio({ headers, body, url, secrets }: CheckInput): Promise<Verd
   let signedFields = "";
   const bodyHash = parsed.searchParams.get("bodySHA256");
   if (bodyHash !== null) {
-    const digest = new Uint8Array(
-      await crypto.subtle.digest("SHA-256", body as Uint8Array<ArrayBuffer>),
-    );
+    const digest = await sha256(body);
     const claimed = /^[0-9a-fA-F]{64}$/.test(bodyHash) ? fromHex(bodyHash) : null;
     if (claimed === null || !equalBytes(digest, claimed)) {
       return fail("body does not match bodySHA256");
     }
   } else if (mediaType(headers.get("Content-Type")) === "application/x-www-form-urlencoded") {
+    if (isStreamed(body)) {
+      return fail(
+        `form body of ${body.size} bytes is too large to check: Twilio signs its fields, ` +
+          "which the relay does not hold for bodies streamed to storage",
+      );
+    }
     const text = decodeText(body) ?? new TextDecoder().decode(body);
     signedFields = twilioFields(new URLSearchParams(text));
   }
-  const messages = twilioUrls(url).map((candidate) => encoder.encode(candidate + signedFields));
+  const messages = twilioUrls(url).map((candidate) => ({
+    head: encoder.encode(candidate + signedFields),
+    body: null,
+  }));
   return await run({ ok: true, hash, messages, candidates: [mac] }, secrets);
 }
 
@@ -286,6 +361,16 @@ function checkTimestamp(timestamp: number, nowSeconds: number): Verdict | null {
     return fail(`timestamp is ${-age} s in the future ${tolerance}`);
   }
   return null;
+}
+
+/** SHA-256 of a body, read in pieces when it is streamed. */
+async function sha256(body: WebhookBody): Promise<Uint8Array> {
+  if (!isStreamed(body)) {
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", body as Uint8Array<ArrayBuffer>));
+  }
+  const hash = createHash("sha256");
+  for await (const piece of body.read()) hash.update(piece);
+  return new Uint8Array(hash.digest());
 }
 
 /** HMAC of `message` under `key`. */

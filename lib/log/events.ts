@@ -73,6 +73,100 @@ export async function discardBody(
   }
 }
 
+/** Chunks one streamed body commits at a time: what a sender holds of memory while streaming. */
+const STREAM_CHUNKS_PER_COMMIT = 4;
+
+/** A body being written into KV chunks as it arrives (createBodyStager). */
+export interface BodyStager {
+  /** Bytes the stager may hold in memory at most (its staging buffer). */
+  readonly capacity: number;
+  /** Bytes taken so far. */
+  readonly size: number;
+  /**
+   * Takes the next piece of the body (copied: the caller may reuse it once this settles). The
+   * promise settles once any chunks it completed are committed, so awaiting it slows a fast
+   * sender to the store's pace.
+   */
+  write(piece: Uint8Array): Promise<void>;
+  /** Commits what is left; the body's chunks, to be named by its event. */
+  finish(): Promise<{ blobId: string; chunks: number; size: number }>;
+  /** Deletes every chunk written so far (after any commit in flight): the body was abandoned. */
+  discard(): Promise<void>;
+}
+
+/**
+ * Stages a body of unknown length into chunks as it arrives (see BodyStager); they expire with
+ * the retention window, and the event naming them is committed after the last one.
+ */
+export function createBodyStager(
+  kv: Deno.Kv,
+  options: { userId: string; expireIn: number },
+): BodyStager {
+  const blobId = crypto.randomUUID();
+  const capacity = CHUNK_BYTES * STREAM_CHUNKS_PER_COMMIT;
+  const buffer = new Uint8Array(capacity);
+  let filled = 0;
+  let size = 0;
+  /** Chunks committed (or being committed) so far. */
+  let chunks = 0;
+  let pending: Promise<void> = Promise.resolve();
+  let discarded = false;
+  const flush = async () => {
+    if (filled === 0) return;
+    const op = kv.atomic();
+    const count = Math.ceil(filled / CHUNK_BYTES);
+    for (let n = 0; n < count; n++) {
+      const part = buffer.subarray(n * CHUNK_BYTES, Math.min(filled, (n + 1) * CHUNK_BYTES));
+      op.set(eventBodyChunkKey(options.userId, blobId, chunks + n), part, {
+        expireIn: options.expireIn,
+      });
+    }
+    // Counted before the commit: a discard racing it deletes these keys too, written or not.
+    chunks += count;
+    pending = op.commit().then(() => {});
+    await pending;
+    filled = 0;
+  };
+  return {
+    capacity,
+    get size() {
+      return size;
+    },
+    async write(piece) {
+      if (discarded) throw new Error("Cannot stage: the body was discarded");
+      let offset = 0;
+      while (offset < piece.byteLength) {
+        const take = Math.min(capacity - filled, piece.byteLength - offset);
+        buffer.set(piece.subarray(offset, offset + take), filled);
+        filled += take;
+        offset += take;
+        size += take;
+        if (filled === capacity) await flush();
+      }
+    },
+    async finish() {
+      await flush();
+      return { blobId, chunks, size };
+    },
+    async discard() {
+      discarded = true;
+      await pending.catch(() => {});
+      await discardBody(kv, { userId: options.userId, blobId, chunks });
+    },
+  };
+}
+
+/** Streams a staged body's chunks back from KV, in order, one batch of chunks at a time. */
+export async function* readStagedBody(
+  kv: Deno.Kv,
+  options: { userId: string; blobId: string },
+): AsyncGenerator<Uint8Array> {
+  const prefix = eventBodyPrefix(options.userId, options.blobId);
+  for await (const entry of kv.list<Uint8Array>({ prefix }, { batchSize: 8 })) {
+    yield entry.value;
+  }
+}
+
 /** The full body of a stored event, joining its chunks when it was split. */
 export async function loadBody(kv: Deno.Kv, event: StoredEvent): Promise<Uint8Array> {
   if (event.body) return event.body;

@@ -9,7 +9,8 @@
  */
 import { broadcastTransport, toWire, type Transport, type WireMessage } from "../fanout/broker.ts";
 import type { Config } from "./config.ts";
-import type { IncomingWebhook, IngestResult } from "../intake/group_commit.ts";
+import type { IncomingWebhook, IngestResult, Refusal } from "../intake/group_commit.ts";
+import type { Endpoint } from "../endpoints/endpoints.ts";
 import { type IslandModules, writeBundles } from "../web/bundles.ts";
 import { HttpError } from "../http/http_error.ts";
 import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
@@ -25,6 +26,8 @@ export type ToWorker =
     index: number;
   }
   | { type: "submitted"; outcomes: SubmitOutcome[] }
+  /** The answer to one `admit` (a large body asking in before it is staged). */
+  | { type: "admitted"; outcome: AdmitOutcome }
   /** A message the main isolate published (committed events, quota notices). */
   | { type: "broker"; message: WireMessage }
   | { type: "shutdown" };
@@ -35,12 +38,19 @@ export type SubmitOutcome =
   /** `status` and `headers` when the error was an HttpError, so it stays one across isolates. */
   | { seq: number; error: string; status?: number; headers?: Record<string, string> };
 
+/** What the main isolate said to one large body asking in. */
+export type AdmitOutcome =
+  | { seq: number; refusal: Refusal | null }
+  | { seq: number; error: string; status?: number; headers?: Record<string, string> };
+
 /** Messages from a Worker to the main isolate. */
 export type FromWorker =
   | { type: "ready" }
   | { type: "listening" }
   | { type: "failed"; message: string }
   | { type: "submit"; webhooks: { seq: number; webhook: IncomingWebhook }[] }
+  /** A large body asks in before it is staged (the flood limit and quota live here). */
+  | { type: "admit"; seq: number; endpoint: Endpoint }
   | { type: "stopped" }
   /** The Worker holds connections of `userId` (or no longer): send it that user's events. */
   | { type: "follow" | "unfollow"; userId: string };
@@ -154,6 +164,17 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
       const message = event.data;
       if (message.type === "follow" || message.type === "unfollow") {
         return follow(worker, message);
+      }
+      if (message.type === "admit") {
+        const { seq } = message;
+        services.ingest.admit(message.endpoint).then(
+          (refusal): AdmitOutcome => ({ seq, refusal }),
+          (error): AdmitOutcome =>
+            error instanceof HttpError
+              ? { seq, error: error.message, status: error.status, headers: error.headers }
+              : { seq, error: (error as Error).message },
+        ).then((outcome) => worker.postMessage({ type: "admitted", outcome } as ToWorker));
+        return;
       }
       if (message.type !== "submit") return;
       // One answer per batch: a message wakes the other thread, and wake-ups, not copying,

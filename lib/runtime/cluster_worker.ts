@@ -13,7 +13,7 @@ import {
 } from "../fanout/broker.ts";
 import type { FromWorker, ToWorker } from "./cluster.ts";
 import { HttpError } from "../http/http_error.ts";
-import type { IncomingWebhook, Ingest, IngestResult } from "../intake/group_commit.ts";
+import type { IncomingWebhook, Ingest, IngestResult, Refusal } from "../intake/group_commit.ts";
 import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
 
 const post = (message: FromWorker) => self.postMessage(message);
@@ -28,6 +28,11 @@ const MAX_BATCHES_IN_FLIGHT = 2;
  */
 function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
   const waiting = new Map<number, { resolve(r: IngestResult): void; reject(e: Error): void }>();
+  const admitting = new Map<
+    number,
+    { resolve(r: Refusal | null): void; reject(e: Error): void }
+  >();
+  let admitSeq = 0;
   let queued: { seq: number; webhook: IncomingWebhook }[] = [];
   let inFlight = 0;
   let seq = 0;
@@ -46,7 +51,28 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         flush();
       });
     },
+    admit(endpoint) {
+      return new Promise((resolve, reject) => {
+        const id = ++admitSeq;
+        admitting.set(id, { resolve, reject });
+        post({ type: "admit", seq: id, endpoint });
+      });
+    },
     settle(message) {
+      if (message.type === "admitted") {
+        const { outcome } = message;
+        const waiter = admitting.get(outcome.seq);
+        admitting.delete(outcome.seq);
+        if ("refusal" in outcome) waiter?.resolve(outcome.refusal);
+        else {
+          waiter?.reject(
+            outcome.status
+              ? new HttpError(outcome.status, outcome.error, outcome.headers)
+              : new Error(outcome.error),
+          );
+        }
+        return;
+      }
       if (message.type !== "submitted") return;
       inFlight--;
       for (const outcome of message.outcomes) {

@@ -23,7 +23,8 @@ const schema = z.object({
   SECRETS_KEY: z.string().refine((v) => decodeSecretsKey(v) !== null, {
     message: "must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)",
   }).optional(),
-  MAX_BODY_BYTES: positiveInt.default(1024 * 1024),
+  MAX_BODY_BYTES: positiveInt.default(25 * 1024 * 1024),
+  STREAM_BODY_BYTES: positiveInt.default(1024 * 1024),
   // Twice this (a two-byte string) plus the rest of an event must fit one 64 KiB KV value.
   MAX_METADATA_BYTES: positiveInt.max(28 * 1024).default(16 * 1024),
   STORAGE_RESERVE_BYTES: nonNegativeInt.default(32 * 1024 * 1024),
@@ -111,7 +112,14 @@ export interface Config {
    * the data folder on first start (refused when PUBLIC_URL is https, see secret_box.ts).
    */
   secretsKey: string | null;
+  /** Largest webhook body (413 above), whether read into memory or streamed into KV chunks. */
   maxBodyBytes: number;
+  /**
+   * Webhook bodies up to this size are read into memory whole; a larger one is streamed into KV
+   * chunks as it arrives (from the first byte when its Content-Length says so, else once this
+   * much has arrived), so memory per sender stays bounded whatever MAX_BODY_BYTES allows.
+   */
+  streamBodyBytes: number;
   /**
    * Bytes a webhook's path, headers and query may take together as stored (one byte per
    * character, two when the text needs more than Latin-1): they live inside the event's KV value.
@@ -245,6 +253,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     ingestUrl: e.INGEST_URL ? withoutSlash(e.INGEST_URL) : null,
     secretsKey: e.SECRETS_KEY ?? null,
     maxBodyBytes: e.MAX_BODY_BYTES,
+    streamBodyBytes: e.STREAM_BODY_BYTES,
     maxMetadataBytes: e.MAX_METADATA_BYTES,
     storageReserveBytes: e.STORAGE_RESERVE_BYTES,
     retentionMs: e.RETENTION_HOURS * 3600_000,

@@ -13,6 +13,8 @@
  * | ["events", userId, firstEventId]          | StoredEvent[]: consecutive events, | ingest.ts       |
  * |                                           | ≤ 60 KB (bodies inline or split)   |                 |
  * | ["event_bodies", userId, blobId, n]       | Uint8Array, part n of a large body | events.ts       |
+ * |                                           | (written as it arrives when        |                 |
+ * |                                           | streamed; deleted if abandoned)    |                 |
  * | ["event_head", userId]                    | id of the user's newest event      | ingest.ts       |
  * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | ingest.ts       |
  * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | ingest.ts       |
