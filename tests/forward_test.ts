@@ -191,6 +191,41 @@ Deno.test("[forward] JSON, form and binary bodies arrive byte-exact with method,
   assert.match(forwarder.lines.at(-1)!, /^summary: 3 forwarded, 0 rejected \(4xx\), 0 failed$/);
 });
 
+Deno.test("[forward] a 25 MiB binary body reaches the target byte-exact", async () => {
+  await using server = await startTestServer({ MAX_BODY_BYTES: String(25 * 2 ** 20) });
+  const user = await signUp(server);
+  const target = startTarget();
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    target.url,
+    "--state",
+    state,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    const body = new Uint8Array(25 * 2 ** 20);
+    for (let at = 0; at < body.byteLength; at += 65_536) {
+      crypto.getRandomValues(body.subarray(at, at + 65_536));
+    }
+    await signedPost(user.webhookUrl, body, "application/octet-stream");
+    await until(() => target.received.length === 1, 60_000, () => forwarder.lines.join("\n"));
+    const [received] = target.received;
+    assert.equal(received.body.byteLength, body.byteLength);
+    assert.equal(received.body.findIndex((byte, i) => byte !== body[i]), -1);
+    assert.ok(received.signatureOk, "the sender's signature still verifies at the target");
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+});
+
 Deno.test("[forward] killed mid-stream and restarted: every webhook arrives exactly once", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);

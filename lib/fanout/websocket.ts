@@ -150,7 +150,7 @@ class WebSocketSink implements Sink {
       });
     } else {
       this.warned = true;
-      sendJson(this.socket, {
+      this.reply({
         type: "error",
         message: `Too many messages: ${limit}; this one was dropped, and the next one over the ` +
           "limit closes the connection",
@@ -244,6 +244,13 @@ class WebSocketSink implements Sink {
     }
   }
 
+  /** A reply to the client's message, in order after what was queued before it ("replayed"). */
+  reply(value: unknown): void {
+    const text = JSON.stringify(value);
+    if (this.waiting !== null) this.wait(text);
+    else if (this.socket.readyState === WebSocket.OPEN) this.socket.send(text);
+  }
+
   backlog(): number {
     // A large message being written is the budget's to bound, not the client's backlog: a
     // healthy client takes a moment to read 30 MiB.
@@ -292,12 +299,12 @@ class WebSocketSink implements Sink {
         (command?.type === "response" && answer !== null && !("problem" in answer) &&
           replyDue(connection, command.id, "answer"));
       if (!free && !this.takeToken()) return;
-      if ("error" in read) return sendJson(this.socket, { type: "error", message: read.error });
+      if ("error" in read) return this.reply({ type: "error", message: read.error });
       handleClientMessage(this.connections, {
         connection,
-        socket: this.socket,
         command: read.command,
         answer,
+        reply: (value) => this.reply(value),
         replies: this.replies,
         limits: this.limits,
       });
@@ -392,16 +399,17 @@ function handleClientMessage(
   connections: Connections,
   context: {
     connection: Connection;
-    socket: WebSocket;
     command: ClientMessage;
     /** The answer of a response command, when already read. */
     answer: Answer | null;
+    /** Sends a reply after whatever was queued for the client before it. */
+    reply(value: unknown): void;
     replies: ClientReplies;
     limits: ClientLimits;
   },
 ): void {
-  const { connection, socket, command } = context;
-  const reply = (value: unknown) => sendJson(socket, value);
+  const { connection, command } = context;
+  const reply = context.reply;
   connection.lastSeenAt = new Date().toISOString();
   if (command.type === "ping") return reply({ type: "pong" });
   if (command.type === "ack") {
@@ -473,8 +481,4 @@ function handleClientMessage(
     (count) => reply({ type: "replayed", after, count }),
     () => reply({ type: "error", message: "Cannot catch up: reading the event log failed" }),
   );
-}
-
-function sendJson(socket: WebSocket, value: unknown): void {
-  if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(value));
 }

@@ -4,35 +4,13 @@
  * the chunks again (twice for JSON: once for the payload, once for the body); KV reads are cheap
  * next to holding tens of MiB per client.
  */
-import { eventBodyPrefix } from "../store/kv_keys.ts";
+import { readStagedBody } from "./events.ts";
 import { foldLines, type LargeEvent, type LiveEvent } from "./envelope_json.ts";
-
-/** KV entries a chunk read fetches at a time: a few 60 kB chunks in memory, never the body. */
-const CHUNKS_PER_READ = 4;
-
-/** The body's chunks in order, checked to add up to its size (a missing chunk is an error). */
-export async function* bodyChunks(
-  kv: Deno.Kv,
-  body: { id: string; userId: string; blobId: string; size: number },
-): AsyncGenerator<Uint8Array> {
-  let seen = 0;
-  const entries = kv.list<Uint8Array>(
-    { prefix: eventBodyPrefix(body.userId, body.blobId) },
-    { batchSize: CHUNKS_PER_READ },
-  );
-  for await (const entry of entries) {
-    seen += entry.value.byteLength;
-    yield entry.value;
-  }
-  if (seen !== body.size) {
-    throw new Error(`Cannot read event ${body.id}: its body has ${seen} of ${body.size} bytes`);
-  }
-}
 
 /** The body as text pieces: a character split between chunks is decoded whole. */
 async function* textPieces(kv: Deno.Kv, event: LargeEvent): AsyncGenerator<string> {
   const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
-  for await (const chunk of bodyChunks(kv, bodyOf(event))) {
+  for await (const chunk of readStagedBody(kv, bodyOf(event))) {
     const piece = decoder.decode(chunk, { stream: true });
     if (piece) yield piece;
   }
@@ -43,7 +21,7 @@ async function* textPieces(kv: Deno.Kv, event: LargeEvent): AsyncGenerator<strin
 /** The body as base64 pieces: bytes are carried over so each piece encodes whole triples. */
 async function* base64Pieces(kv: Deno.Kv, event: LargeEvent): AsyncGenerator<string> {
   let carry = new Uint8Array(0);
-  for await (const chunk of bodyChunks(kv, bodyOf(event))) {
+  for await (const chunk of readStagedBody(kv, bodyOf(event))) {
     const bytes = carry.byteLength === 0 ? chunk : concat(carry, chunk);
     const whole = bytes.byteLength - (bytes.byteLength % 3);
     if (whole > 0) yield bytes.subarray(0, whole).toBase64();

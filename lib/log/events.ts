@@ -13,7 +13,6 @@ import {
 } from "../store/kv_keys.ts";
 import type { EventSummary } from "../shared/wire.ts";
 import { type EnvelopeSource, type LiveEvent, toLargeEvent, toLiveEvent } from "./envelope_json.ts";
-import { bodyChunks } from "./envelope_stream.ts";
 
 /**
  * An event as stored in KV: what the envelope is built from, plus where its body lives. `body`
@@ -156,14 +155,26 @@ export function createBodyStager(
   };
 }
 
-/** Streams a staged body's chunks back from KV, in order, one batch of chunks at a time. */
+/**
+ * A staged body's chunks in order, a few in memory at a time. Given the body's `size`, they are
+ * checked to add up to it: a chunk gone (expired, deleted) fails the read, naming the event.
+ */
 export async function* readStagedBody(
   kv: Deno.Kv,
-  options: { userId: string; blobId: string },
+  options: { userId: string; blobId: string; size?: number; id?: string },
 ): AsyncGenerator<Uint8Array> {
   const prefix = eventBodyPrefix(options.userId, options.blobId);
-  for await (const entry of kv.list<Uint8Array>({ prefix }, { batchSize: 8 })) {
+  let seen = 0;
+  for await (const entry of kv.list<Uint8Array>({ prefix }, { batchSize: 4 })) {
+    seen += entry.value.byteLength;
     yield entry.value;
+  }
+  if (options.size !== undefined && seen !== options.size) {
+    throw new Error(
+      `Cannot read event ${
+        options.id ?? options.blobId
+      }: its body has ${seen} of ${options.size} bytes`,
+    );
   }
 }
 
@@ -299,7 +310,7 @@ export async function getEventBody(
   if (!event || event.expiresAt <= Date.now()) return null;
   const { size, contentType } = event;
   if (event.large && event.blobId) {
-    const chunks = bodyChunks(kv, {
+    const chunks = readStagedBody(kv, {
       id: event.id,
       userId: event.userId,
       blobId: event.blobId,
