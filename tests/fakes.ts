@@ -70,7 +70,7 @@ export function makeEvent(
   const json = `{"type":"webhook","id":"${id}","body":"${pad}"${
     options.respond ? ',"respond":true' : ""
   }}`;
-  return liveEvent({ id, userId, json });
+  return liveEvent({ id, userId, json, endpoint: "e", method: "POST", path: "/", eventType: null });
 }
 
 /** Writes `count` events into `userId`'s log, `perPack` to a pack; returns their ids in order. */

@@ -71,6 +71,8 @@ export interface IncomingWebhook {
   verified?: Verified;
   /** A provider's URL handshake the relay answered: stored and shown, never counted. */
   handshake?: boolean;
+  /** The provider's name for the event (event_type.ts), or null. */
+  eventType?: string | null;
 }
 
 /** The outcome of one submitted webhook. */
@@ -460,6 +462,7 @@ export function createIngest(
       body: pending.staged ? null : w.body,
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
+      eventType: w.eventType ?? null,
       ...(w.verified ? { verified: w.verified } : {}),
       // The relay answered a handshake itself: no client's answer is awaited.
       ...(w.handshake ? { handshake: true } : w.endpoint.respond ? { respond: true } : {}),

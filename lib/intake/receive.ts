@@ -6,6 +6,7 @@
 import { type Endpoint, endpointCheck, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
 import { verifyWebhook } from "./signatures.ts";
 import { answerHandshake } from "./handshakes.ts";
+import { eventTypeOf } from "./event_type.ts";
 import type { Verified } from "../shared/envelope.ts";
 import type { ClientResponse } from "../fanout/respond_waiters.ts";
 import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./body_types.ts";
@@ -25,21 +26,25 @@ export function readBodyLimited(request: Request, maxBytes: number): Promise<Uin
   return readBody(request, { maxBytes, action: "ingest" });
 }
 
-function bodyKind(type: string | null, body: Uint8Array, text: string | null): BodyKind {
-  if (type === "application/x-www-form-urlencoded") return "form";
-  if (type !== null && !isJsonType(type)) return "other";
+/** How the body is understood, and its JSON value when it was parsed (for its event type). */
+function bodyKind(
+  type: string | null,
+  body: Uint8Array,
+  text: string | null,
+): { kind: BodyKind; json?: unknown } {
+  if (type === "application/x-www-form-urlencoded") return { kind: "form" };
+  if (type !== null && !isJsonType(type)) return { kind: "other" };
   // JSON declared, or no type at all: the docs promise 400 for a body that is not JSON.
-  if (body.byteLength === 0) return "json";
+  if (body.byteLength === 0) return { kind: "json" };
   if (text === null) {
     throw new HttpError(400, "Cannot ingest: body is not valid JSON (not UTF-8 text)");
   }
   try {
-    JSON.parse(text);
+    return { kind: "json", json: JSON.parse(text) };
   } catch (error) {
     const detail = error instanceof SyntaxError ? ` (${error.message})` : "";
     throw new HttpError(400, `Cannot ingest: body is not valid JSON${detail}`);
   }
-  return "json";
 }
 
 /** Builds the webhook for an endpoint from the request; `path` is what follows the slug. */
@@ -66,6 +71,7 @@ export async function readWebhook(
     );
   }
   const text = decodeText(body);
+  const { kind, json } = bodyKind(mediaType(contentType), body, text);
   return {
     endpoint: options.endpoint,
     receivedAt,
@@ -74,9 +80,10 @@ export async function readWebhook(
     queryJson,
     headersJson,
     contentType,
-    kind: bodyKind(mediaType(contentType), body, text),
+    kind,
     body,
     text,
+    eventType: eventTypeOf(request.headers, json),
   };
 }
 
