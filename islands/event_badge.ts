@@ -1,5 +1,5 @@
 /**
- * The badges of an event: whether its signature was checked against the endpoint's provider, and
+ * The badges of an event: the provider's name for it (its `eventType`), whether its signature was checked against the endpoint's provider, and
  * whether it is a provider handshake the relay answered. The fields are optional in the envelope
  * (absent when no provider is set, and in events stored before they existed), so they are read
  * from an unknown value and anything malformed shows no badge rather than a wrong one.
@@ -7,7 +7,7 @@
 
 /** One badge: its kind (for styling and tests) and the words shown. */
 export interface Badge {
-  kind: "verified" | "failed" | "handshake";
+  kind: "event" | "verified" | "failed" | "handshake";
   text: string;
 }
 
@@ -25,11 +25,17 @@ function isVerified(value: unknown): value is Verified {
     (v.reason === undefined || typeof v.reason === "string");
 }
 
-/** The badges of an envelope or event summary, handshake first; none when it carries neither. */
+/**
+ * The badges of an envelope or event summary: its event type, then handshake, then the
+ * signature's verdict; none when it carries none of them.
+ */
 export function eventBadges(event: unknown): Badge[] {
   if (typeof event !== "object" || event === null) return [];
   const fields = event as Record<string, unknown>;
   const badges: Badge[] = [];
+  if (typeof fields.eventType === "string" && fields.eventType !== "") {
+    badges.push({ kind: "event", text: fields.eventType });
+  }
   if (isHandshake(event)) badges.push({ kind: "handshake", text: "handshake" });
   if (isVerified(fields.verified)) {
     const { provider, ok, reason } = fields.verified;

@@ -70,6 +70,7 @@ function rowOf(envelope: WebhookEnvelope): EventRow {
     method: envelope.method,
     path: envelope.path,
     contentType: envelope.contentType,
+    eventType: envelope.eventType ?? null,
     size: envelopeBytes(envelope).byteLength,
     envelope,
     resent: 0,

@@ -6,6 +6,13 @@ import { parseWith } from "../lib/http/parse.ts";
 import { isId } from "../lib/store/ids.ts";
 import { readBody } from "../lib/http/load_guard.ts";
 import type { AppEnv } from "./_env.ts";
+import {
+  compileFilter,
+  type Filter,
+  filterProblem,
+  filterQuery,
+  filterQuerySchema,
+} from "../lib/fanout/filters.ts";
 
 /**
  * The body of an API or form request: at most API_MAX_BODY_BYTES (413), read with the body
@@ -43,6 +50,18 @@ export function resumePoint(c: Context<AppEnv>): string | null {
     throw new HttpError(400, `Cannot resume: "${value.slice(0, 40)}" is not an event id`);
   }
   return value;
+}
+
+/**
+ * A stream's filters from its query (`endpoint`, `event`, `method`, `path`, each repeatable);
+ * null when it has none; 400 naming the parameter when one is malformed.
+ */
+export function streamFilter(c: Context<AppEnv>): Filter | null {
+  const parsed = filterQuerySchema.safeParse(filterQuery((name) => c.req.queries(name)));
+  if (!parsed.success) {
+    throw new HttpError(400, `Cannot subscribe: ${filterProblem(parsed.error)}`);
+  }
+  return compileFilter(parsed.data);
 }
 
 /** The form that creates something named (a token, an endpoint). */

@@ -9,7 +9,7 @@ import { isId } from "../lib/store/ids.ts";
 import { openSseStream } from "../lib/fanout/sse.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream, requireAuth } from "./_auth.ts";
-import { resumePoint } from "./_parse.ts";
+import { resumePoint, streamFilter } from "./_parse.ts";
 import { parseWith } from "../lib/http/parse.ts";
 
 const historyQuery = z.object({
@@ -27,6 +27,7 @@ export function eventRoutes(): Hono<AppEnv> {
   app.get("/api/events/stream", async (c) => {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);
+    const filter = streamFilter(c);
     const { connections } = c.get("services");
     connections.admit(auth.user.id, auth.credential);
     return openSseStream(connections, {
@@ -34,6 +35,7 @@ export function eventRoutes(): Hono<AppEnv> {
       credential: auth.credential,
       after,
       retryMs: RETRY_MS,
+      filter,
     });
   });
 

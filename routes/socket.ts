@@ -4,7 +4,7 @@ import type { Context, Next } from "hono";
 import { openWebSocket } from "../lib/fanout/websocket.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream } from "./_auth.ts";
-import { resumePoint } from "./_parse.ts";
+import { resumePoint, streamFilter } from "./_parse.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
@@ -16,6 +16,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   }
   const auth = await authenticateStream(c);
   const after = resumePoint(c);
+  const filter = streamFilter(c);
   const { connections, config } = c.get("services");
   connections.admit(auth.user.id, auth.credential);
   return openWebSocket(c.req.raw, connections, {
@@ -26,6 +27,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     wantsNotices: c.req.query("notices") === "1",
     replies: c.get("services").clientReplies,
     limits: c.get("services").clientLimits,
+    filter,
   });
 }
 

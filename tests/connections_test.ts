@@ -13,6 +13,7 @@ import {
   wasSent,
 } from "../lib/fanout/connections.ts";
 import { HttpError } from "../lib/http/http_error.ts";
+import { compileFilter } from "../lib/fanout/filters.ts";
 import { fakeSink, makeEvent, storeEvents } from "./fakes.ts";
 import { waitFor } from "./helpers.ts";
 
@@ -303,4 +304,31 @@ Deno.test("[connections] sent ids are bounded, forgetting the oldest; SSE keeps 
   assert.equal(ws.sent!.size, 3);
   assert.equal(sse.sent, null);
   assert.equal(takeReply(sse, events[4].id, "ack"), false);
+});
+
+Deno.test("[connections] a filter applies to catch-up, the held-back buffer and resends alike", async () => {
+  using t = await setup();
+  const logged = await storeEvents(t.kv, USER, {
+    count: 6,
+    perPack: 2,
+    endpointOf: (n) => n % 2 ? "b" : "a",
+  });
+  const { connection, sink } = t.open();
+  connection.filter = compileFilter({ endpoint: ["b"], event: [], method: [], path: [] });
+  const running = t.connections.catchUp(connection, null);
+  const live = [makeEvent(USER, { endpoint: "a" }), makeEvent(USER, { endpoint: "b" })];
+  t.publish(...live);
+  // Only what would be sent is held back.
+  assert.deepEqual(connection.buffer.map((event) => event.id), [live[1].id]);
+  assert.equal(await running, 3);
+  assert.deepEqual(sink.sent, [logged[1], logged[3], logged[5], live[1].id]);
+  // Resends skip the duplicate filter, not the subscription's.
+  t.broker.publish({ kind: "resend", userId: USER, event: live[0] });
+  t.broker.publish({ kind: "resend", userId: USER, event: live[1] });
+  assert.deepEqual(sink.sent.slice(4), [live[1].id]);
+  // A filter removed lets everything through from then on.
+  connection.filter = null;
+  const later = makeEvent(USER, { endpoint: "a" });
+  t.publish(later);
+  assert.deepEqual(sink.sent.slice(-1), [later.id]);
 });

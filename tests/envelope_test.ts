@@ -51,6 +51,7 @@ async function envelopeFor(
       headersJson: webhook.headersJson,
       contentType: webhook.contentType,
       kind: webhook.kind,
+      eventType: webhook.eventType ?? null,
       ...(options.verified ? { verified: options.verified } : {}),
       ...(options.handshake ? { handshake: true } : {}),
       ...(options.respond ? { respond: true } : {}),
@@ -91,6 +92,7 @@ Deno.test("[envelope] a JSON body: payload parsed, body verbatim, big integers e
     query: { x: ["1", "2"], y: "z" },
     headers: { "content-type": "application/json", "x-github-event": "push" },
     contentType: "application/json",
+    eventType: "push",
     payload: { order: { id: 12345678901234567890 }, ok: true },
     body: text,
   });
@@ -118,6 +120,7 @@ Deno.test("[envelope] a form body: fields as payload, repeated names as arrays",
     query: {},
     headers: { "content-type": "application/x-www-form-urlencoded; charset=utf-8" },
     contentType: "application/x-www-form-urlencoded; charset=utf-8",
+    eventType: null,
     payload: { a: ["1", "2"], b: "x y", c: "✓" },
     body: text,
   });
@@ -143,6 +146,7 @@ Deno.test("[envelope] a binary body: bodyBase64 and no payload", async () => {
     query: {},
     headers: { "content-type": "application/octet-stream" },
     contentType: "application/octet-stream",
+    eventType: null,
     payload: null,
     bodyBase64: bytes.toBase64(),
   });
@@ -163,6 +167,7 @@ Deno.test("[envelope] an empty body: body is empty text, payload and content typ
     query: { probe: "" },
     headers: {},
     contentType: null,
+    eventType: null,
     payload: null,
     body: "",
   });
@@ -187,6 +192,7 @@ Deno.test("[envelope] respond mode: respond is true and ends the envelope", asyn
     query: {},
     headers: { "content-type": "application/json" },
     contentType: "application/json",
+    eventType: null,
     payload: { question: "?" },
     body: '{"question":"?"}',
     respond: true,
@@ -216,6 +222,7 @@ Deno.test("[envelope] a provider's verdict and a handshake mark; respond still e
         query: { "hub.challenge": "7" },
         headers: {},
         contentType: null,
+        eventType: null,
         payload: null,
         body: "",
         verified,
@@ -255,6 +262,7 @@ Deno.test("[envelope] the schema wants exactly one of body and bodyBase64", () =
     query: {},
     headers: {},
     contentType: null,
+    eventType: null,
     payload: null,
   };
   assert.ok(webhookEnvelopeSchema.safeParse({ ...base, body: "" }).success);

@@ -63,28 +63,29 @@ export function fakeSink(): FakeSink {
 /** A live event with a fresh id, as ingest would publish it; `respond` marks respond mode. */
 export function makeEvent(
   userId: string,
-  options: { pad?: number; respond?: boolean } = {},
+  options: { pad?: number; respond?: boolean; endpoint?: string } = {},
 ): InlineEvent {
   const id = nextId();
   const pad = "x".repeat(options.pad ?? 0);
   const json = `{"type":"webhook","id":"${id}","body":"${pad}"${
     options.respond ? ',"respond":true' : ""
   }}`;
-  return liveEvent({ id, userId, json });
+  const endpoint = options.endpoint ?? "e";
+  return liveEvent({ id, userId, json, endpoint, method: "POST", path: "/", eventType: null });
 }
 
 /** Writes `count` events into `userId`'s log, `perPack` to a pack; returns their ids in order. */
 export async function storeEvents(
   kv: Deno.Kv,
   userId: string,
-  options: { count: number; perPack?: number },
+  options: { count: number; perPack?: number; endpointOf?: (n: number) => string },
 ): Promise<string[]> {
   const perPack = options.perPack ?? 1;
   const events: StoredEvent[] = Array.from({ length: options.count }, (_, n) => ({
     id: nextId(),
     userId,
     endpointId: "endpoint",
-    endpoint: "slug",
+    endpoint: options.endpointOf?.(n) ?? "slug",
     receivedAt: new Date().toISOString(),
     expiresAt: Date.now() + 3_600_000,
     method: "POST",

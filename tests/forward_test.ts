@@ -50,12 +50,12 @@ function startTarget(answer: (received: Received, index: number) => number = () 
 }
 
 /** `forward.ts` as a subprocess with its output collected line by line. */
-function startForwarder(args: string[]) {
+function startForwarder(args: string[], env: Record<string, string> = {}) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", FORWARD, ...args],
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
   const lines: string[] = [];
   const errors: string[] = [];
@@ -132,12 +132,43 @@ Deno.test("[forward] target URL joins the path and rebuilds the query; backoff i
   }
   const bad = parseOptions(["--url", "http://h", "--token", "t", "--target", "nope"], {});
   assert.equal(bad.ok, false);
-  const env = parseOptions([], {
-    WEBSOCKS_URL: "http://h",
-    WEBSOCKS_TOKEN: "t",
-    WEBSOCKS_TARGET: "http://t/",
+  const vars = { WEBSOCKS_URL: "http://h", WEBSOCKS_TOKEN: "t", WEBSOCKS_TARGET: "http://t/" };
+  const env = parseOptions([], { ...vars, XDG_STATE_HOME: "/state" });
+  assert.ok(env.ok);
+  assert.match(env.options.stateFile, /^\/state\/websocks\/h-[0-9a-f]{12}\.json$/);
+  // Without XDG_STATE_HOME, under the home folder; one file per server and filter set.
+  const home = parseOptions(["--endpoint", "abc"], { ...vars, HOME: "/home/me" });
+  assert.ok(home.ok);
+  assert.match(
+    home.options.stateFile,
+    /^\/home\/me\/.local\/state\/websocks\/h-abc-[0-9a-f]{12}\.json$/,
+  );
+  const other = parseOptions(["--endpoint", "abc", "--event", "a.*"], {
+    ...vars,
+    HOME: "/home/me",
   });
-  assert.ok(env.ok && env.options.stateFile === ".websocks-forward.json");
+  assert.ok(other.ok && other.options.stateFile !== home.options.stateFile);
+  // --state still wins; routes need a pattern and an http URL; a target or a route is needed.
+  const given = parseOptions(["--state", "s.json"], vars);
+  assert.ok(given.ok && given.options.stateFile === "s.json");
+  const noPlace = parseOptions([], vars);
+  assert.ok(!noPlace.ok && /XDG_STATE_HOME or HOME/.test(noPlace.message));
+  const bare = { WEBSOCKS_URL: "http://h", WEBSOCKS_TOKEN: "t", HOME: "/home/me" };
+  const none = parseOptions([], bare);
+  assert.ok(!none.ok && /--route is required/.test(none.message));
+  const routed = parseOptions(
+    ["--route", "invoice.*=http://a/x?y=1", "--route", "*=http://b"],
+    bare,
+  );
+  assert.ok(routed.ok);
+  assert.deepEqual(routed.options.routes, [
+    { pattern: "invoice.*", target: "http://a/x?y=1" },
+    { pattern: "*", target: "http://b" },
+  ]);
+  for (const route of ["nopattern", "=http://a", "a=ftp://b"]) {
+    const bad = parseOptions(["--route", route], bare);
+    assert.ok(!bad.ok && /route/.test(bad.message), route);
+  }
 });
 
 Deno.test("[forward] JSON, form and binary bodies arrive byte-exact with method, path and query", async () => {
@@ -464,4 +495,122 @@ Deno.test("[forward] a handshake event is acked, not forwarded; the verdict show
     await Deno.remove(state).catch(() => {});
   }
   assert.match(forwarder.lines.at(-1)!, /^summary: 1 forwarded, 0 rejected \(4xx\), 0 failed$/);
+});
+
+Deno.test("[forward] --endpoint, --event and two --routes: each type to its route, the rest skipped and acked; state per server and filters", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const created = await fetch(`${server.url}/api/endpoints`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "other" }),
+  });
+  assert.equal(created.status, 201);
+  const other = (await created.json()).endpoint;
+  const invoices = startTarget();
+  const issues = startTarget();
+  const xdg = await Deno.makeTempDir();
+  const args = [
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--endpoint",
+    user.slug,
+    "--event",
+    "invoice.*",
+    "--event",
+    "issues.*",
+    "--event",
+    "ping",
+    "--route",
+    `invoice.*=${invoices.url}/stripe`,
+    "--route",
+    `issues.*=${issues.url}`,
+  ];
+  const post = async (url: string, body: unknown, headers: Record<string, string> = {}) => {
+    const response = await postWebhook(url, JSON.stringify(body), {
+      "Content-Type": "application/json",
+      ...headers,
+    });
+    assert.equal(response.status, 200);
+    return (await response.json()).id as string;
+  };
+  const forwarder = startForwarder(args, { XDG_STATE_HOME: xdg });
+  let second: ReturnType<typeof startForwarder> | null = null;
+  try {
+    await forwarder.waitFor(/connected to/);
+    const ids = [
+      await post(user.webhookUrl, { type: "invoice.paid" }),
+      await post(user.webhookUrl, { type: "customer.created" }), // no --event matches
+      await post(user.webhookUrl, { action: "opened" }, { "X-GitHub-Event": "issues" }),
+      await post(user.webhookUrl, { zen: "hi" }, { "X-GitHub-Event": "ping" }), // no route
+      await post(other.url, { type: "invoice.paid" }), // another endpoint
+      await post(user.webhookUrl, { type: "invoice.voided" }),
+    ];
+    await until(
+      () => invoices.received.length === 2 && issues.received.length === 1,
+      20_000,
+      () => forwarder.lines.join("\n"),
+    );
+    assert.deepEqual(invoices.received.map((r) => r.path), [
+      "/webhooks/stripe",
+      "/webhooks/stripe",
+    ]);
+    assert.deepEqual(
+      invoices.received.map((r) => JSON.parse(new TextDecoder().decode(r.body)).type),
+      ["invoice.paid", "invoice.voided"],
+    );
+    assert.equal(issues.received[0].path, "/webhooks");
+    await forwarder.waitFor(/-> 200 \d+ms \(invoice\.paid via invoice\.\*\)$/);
+    await forwarder.waitFor(/-> 200 \d+ms \(issues\.opened via issues\.\*\)$/);
+    await forwarder.waitFor(/-> skipped: no --route matches "ping" and there is no --target$/);
+    // The skipped event was acked, so the dashboard shows it handled.
+    await waitFor(async () => {
+      const response = await fetch(`${server.url}/api/events/${ids[3]}/deliveries`, {
+        headers: { Authorization: `Bearer ${user.token}` },
+      });
+      return (await response.json()).deliveries.length === 1;
+    }, { what: "the skipped event's ack" });
+    await forwarder.waitFor(/invoice\.voided via/);
+
+    // The state is in XDG_STATE_HOME, one file named for the server and endpoint, recording
+    // the server; nothing lands in the working directory.
+    const files = [...Deno.readDirSync(`${xdg}/websocks`)].map((f) => f.name);
+    assert.equal(files.length, 1);
+    assert.match(files[0], new RegExp(`^127\\.0\\.0\\.1_\\d+-${user.slug}-[0-9a-f]{12}\\.json$`));
+    const file = `${xdg}/websocks/${files[0]}`;
+    await waitFor(
+      async () => JSON.parse(await Deno.readTextFile(file)).lastEventId === ids[5],
+      { what: "the state file's last id" },
+    );
+    assert.equal(JSON.parse(await Deno.readTextFile(file)).server, server.url);
+    assert.equal(await Deno.stat(".websocks-forward.json").catch(() => null), null);
+    assert.equal(await forwarder.stop(), 0);
+    assert.match(
+      forwarder.lines.at(-1)!,
+      /^summary: 3 forwarded, 0 rejected \(4xx\), 0 failed, 1 skipped \(no route\)$/,
+    );
+
+    // The same flags find the same file and resume from it.
+    second = startForwarder(args, { XDG_STATE_HOME: xdg });
+    await second.waitFor(new RegExp(`connected to .* \\(resuming after ${ids[5]}\\)`));
+    assert.equal(await second.stop(), 0);
+
+    // That file given to a forwarder of another server is refused, never used.
+    const elsewhere = startForwarder(
+      ["--url", "http://127.0.0.1:9", "--token", "t", "--target", invoices.url, "--state", file],
+    );
+    assert.equal(await elsewhere.status(), 2);
+    assert.match(
+      elsewhere.errors.join("\n"),
+      /belongs to http:\/\/127\.0\.0\.1:\d+, not http:\/\/127\.0\.0\.1:9/,
+    );
+  } finally {
+    await forwarder.stop();
+    await second?.stop();
+    await invoices.shutdown();
+    await issues.shutdown();
+    await Deno.remove(xdg, { recursive: true });
+  }
 });

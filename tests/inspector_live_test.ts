@@ -120,6 +120,12 @@ Deno.test("[inspector] badges: verified, signature failed with its reason, hands
     eventBadges({ handshake: true, verified: { provider: "slack", ok: true } }),
     [{ kind: "handshake", text: "handshake" }, { kind: "verified", text: "verified slack" }],
   );
+  // The event type comes first, as a label; null (no type) shows none.
+  assert.deepEqual(
+    eventBadges({ eventType: "invoice.paid", verified: { provider: "stripe", ok: true } }),
+    [{ kind: "event", text: "invoice.paid" }, { kind: "verified", text: "verified stripe" }],
+  );
+  assert.deepEqual(eventBadges({ eventType: null }), []);
   // Envelopes without the fields, or with malformed ones, show no badge.
   for (
     const odd of [
@@ -131,6 +137,8 @@ Deno.test("[inspector] badges: verified, signature failed with its reason, hands
       { verified: { provider: "github", ok: "yes" } },
       { verified: { provider: "github", ok: false, reason: 5 } },
       { handshake: "true" },
+      { eventType: 7 },
+      { eventType: "" },
     ]
   ) {
     assert.deepEqual(eventBadges(odd), [], JSON.stringify(odd));

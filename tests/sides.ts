@@ -319,6 +319,41 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
     }
   });
 
+  test("filters hold across sides: typed events accepted on either side reach only matching clients", async (sides) => {
+    const user = await signUpOn(sides);
+    const query = `token=${user.token}&event=invoice.*&path=/stripe`;
+    const sse = [
+      await sides.openSse(0, `/api/events/stream?${query}`),
+      await sides.openSse(1, `/api/events/stream?${query}`),
+    ];
+    const ws = [await sides.openWs(0, `/ws?${query}`), await sides.openWs(1, `/?${query}`)];
+    const sent: { type: string; path: string }[] = [
+      { type: "invoice.paid", path: "/stripe" },
+      { type: "customer.created", path: "/stripe" },
+      { type: "invoice.paid", path: "/other" },
+      { type: "invoice.voided", path: "/stripe/x" },
+    ];
+    const ids: (string | null)[] = [];
+    for (const [n, { type, path }] of sent.entries()) {
+      const body = JSON.stringify({ type });
+      const posted = await postOn(sides, { side: (n % 2) as Side, slug: user.slug, body, path });
+      assert.equal(posted.status, 200);
+      ids.push(posted.id);
+    }
+    for (const stream of sse) {
+      const got = [(await stream.next()).id, (await stream.next()).id];
+      assert.deepEqual(got, [ids[0], ids[3]]);
+      stream.close();
+    }
+    for (const client of ws) {
+      const got = [(await client.next()).id, (await client.next()).id];
+      assert.deepEqual(got, [ids[0], ids[3]]);
+      client.send({ type: "ping" });
+      assert.equal((await client.next()).type, "pong", "nothing else");
+      await client.close();
+    }
+  });
+
   test("a client resuming on the other side gets what it missed, once", async (sides) => {
     const user = await signUpOn(sides);
     const first = await postOn(sides, { side: 0, slug: user.slug, body: '{"n":1}' });

@@ -14,6 +14,7 @@ const ENVELOPE_EXAMPLE = `{
   "query": {},
   "headers": { "content-type": "application/json", "x-github-event": "push" },
   "contentType": "application/json",
+  "eventType": "push",
   "payload": { "event": "user.signup" },
   "body": "{\\"event\\": \\"user.signup\\"}"
 }`;
@@ -191,7 +192,14 @@ export function DocsPage(props: {
           and a{" "}
           <code>reason</code>; a provider's URL handshake that the relay answered itself is marked
           {" "}
-          <code>"handshake": true</code> and is not counted against the quota.
+          <code>"handshake": true</code> and is not counted against the quota.{" "}
+          <code>eventType</code> is the event's type as its provider names it, or null: GitHub's
+          {" "}
+          <code>X-GitHub-Event</code> plus <code>.action</code>{" "}
+          (<code>issues.opened</code>), Shopify's <code>X-Shopify-Topic</code>, Slack's{" "}
+          <code>event.type</code>, else the JSON <code>type</code> (Stripe, Standard Webhooks) or
+          {" "}
+          <code>event</code> field.
         </p>
         <CodeBlock title="Envelope" code={ENVELOPE_EXAMPLE} />
       </Section>
@@ -205,6 +213,17 @@ export function DocsPage(props: {
           first catches up: every retained event after that id, then live ones. When the server
           closes a stream it sends a named <code>close</code> event with a reason.
         </p>
+        <p>
+          Filters narrow a stream (SSE and WebSocket alike), each repeatable:{" "}
+          <code>endpoint=&lt;slug&gt;</code>, <code>event=&lt;pattern&gt;</code> matched against
+          {" "}
+          <code>eventType</code> with <code>*</code>{" "}
+          for any run of characters (<code>invoice.*</code>), <code>method=POST</code> and{" "}
+          <code>path=/github</code>{" "}
+          (a prefix of the path after the slug). They apply to catch-up too: a stream resuming after
+          an id gets exactly the matching events it missed, in order. At most 20 values of 200
+          characters each; a bad one gets 400 naming it.
+        </p>
         {example("curl-listen")}
       </Section>
 
@@ -215,10 +234,13 @@ export function DocsPage(props: {
           <code>{`{"type": "ping"}`}</code> (answered with <code>pong</code>) and{" "}
           <code>{`{"type": "replay", "after": "<id>"}`}</code>{" "}
           to catch up from the log after that id, answered with <code>replayed</code>{" "}
-          once done (<code>lastEventId</code> works as well as{" "}
-          <code>after</code>); acks and respond-mode answers are accepted only for events sent to
-          that connection. An unknown key is an error naming it. A client may send{" "}
-          {limits.wsMessagesPerSecond} messages a second (bursts of{" "}
+          once done (<code>lastEventId</code> works as well as <code>after</code>);{" "}
+          <code>{`{"type": "subscribe", "event": ["invoice.*"]}`}</code>{" "}
+          replaces the connection's filters (answered with{" "}
+          <code>subscribed</code>; what is already queued still arrives); acks and respond-mode
+          answers are accepted only for events sent to that connection. An unknown key is an error
+          naming it. A client may send {limits.wsMessagesPerSecond} messages a second (bursts of
+          {" "}
           {limits.wsMessagesBurst}; the first ack and answer of each event do not count): past that
           it gets one warning, then the socket is closed. Close codes: <code>1001</code>{" "}
           shutting down, <code>1008</code> too many messages, <code>1009</code> message too large,

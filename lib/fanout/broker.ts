@@ -117,8 +117,11 @@ export function createBroker(options: { transports?: Transport[] } = {}): Broker
 export type WireMessage = Record<string, unknown> & { kind: BrokerMessage["kind"] };
 
 /** A live event as plain data: a large one is plain already (it refers to its chunks). */
-const wireEvent = (event: LiveEvent) =>
-  event.large ? event : { id: event.id, userId: event.userId, json: event.json };
+const wireEvent = (event: LiveEvent) => {
+  if (event.large) return event;
+  const { id, userId, json, endpoint, method, path, eventType } = event;
+  return { id, userId, json, endpoint, method, path, eventType };
+};
 const fromWireEvent = (event: LiveEvent) => event.large ? event : liveEvent(event);
 
 /** Turns a message into plain data for postMessage or KV. */

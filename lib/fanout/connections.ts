@@ -6,6 +6,11 @@
  * below the last one sent. Ids sort by arrival, so that one comparison rules out both gaps and
  * duplicates, including repeats from the queue's at-least-once fallback.
  *
+ * A connection's filter (filters.ts) is asked wherever an event would go to it: live sends,
+ * the held-back buffer, resends and catch-up, where it is asked of the stored record before any
+ * body is read. It is asked when the event is handed to the transport: changing it (the
+ * WebSocket `subscribe` message) applies to what is sent from then on, not to what is queued.
+ *
  * A catch-up reads the log a few packs at a time and only while its client keeps up, so what it
  * holds in memory is bounded by `catchUpBytes` plus one event, whatever the log's size.
  */
@@ -14,6 +19,7 @@ import { eventsAfter } from "../log/events.ts";
 import { heldChars, type LargeEvent, type LiveEvent, wantsAnswer } from "../log/envelope_json.ts";
 import { envelopePieces } from "../log/envelope_stream.ts";
 import { HttpError } from "../http/http_error.ts";
+import { type Filter, matches } from "./filters.ts";
 
 /** The transport side of a connection: SSE stream or WebSocket. */
 export interface Sink {
@@ -39,6 +45,8 @@ export interface Connection {
   /** The last time the client sent anything (WebSocket messages); liveness for the dashboard. */
   lastSeenAt: string;
   lastSentId: string | null;
+  /** Which events it receives; null: all of them. */
+  filter: Filter | null;
   closed: boolean;
   sink: Sink;
   /** Reading the log after `lastSentId`: live events wait in `buffer` meanwhile. */
@@ -105,6 +113,7 @@ export interface Connections {
     transport: "sse" | "ws";
     sink: Sink;
     after?: string | null;
+    filter?: Filter | null;
   }): Connection;
   /** Catches up: sends the retained events after `after` (all when null), then live ones. */
   catchUp(connection: Connection, after: string | null): Promise<number>;
@@ -159,6 +168,7 @@ export function createConnections(
   function send(connection: Connection, event: LiveEvent): void {
     if (connection.closed) return;
     if (connection.lastSentId !== null && event.id <= connection.lastSentId) return;
+    if (connection.filter !== null && !matches(connection.filter, event)) return;
     // Judge before queueing, so one event larger than the limit still reaches a healthy client.
     if (connection.sink.backlog() > options.slowConsumerBytes) return close(connection, CLOSE.slow);
     connection.lastSentId = event.id;
@@ -202,6 +212,8 @@ export function createConnections(
         userId: connection.userId,
         after,
         batchSize: CATCH_UP_BATCH_PACKS,
+        // Asked per event, so a filter changed mid-way applies to the rest of the read.
+        match: (event) => matches(connection.filter, event),
       });
       for await (const event of events) {
         // Read no further while the client has a budget's worth unread: a client that stops
@@ -232,6 +244,8 @@ export function createConnections(
       for (const connection of set) {
         if (connection.catchingUp) {
           for (const event of message.events) {
+            // Held back only if it would be sent: a narrow filter holds little.
+            if (connection.filter !== null && !matches(connection.filter, event)) continue;
             connection.buffer.push(event);
             connection.bufferBytes += heldChars(event);
           }
@@ -252,6 +266,7 @@ export function createConnections(
       }
     } else if (message.kind === "resend") {
       for (const connection of byUser.get(message.userId) ?? []) {
+        if (!matches(connection.filter, message.event)) continue;
         if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
         else {
           connection.sink.send(message.event);
@@ -305,6 +320,7 @@ export function createConnections(
         connectedAt: new Date().toISOString(),
         lastSeenAt: new Date().toISOString(),
         lastSentId: null,
+        filter: openOptions.filter ?? null,
         closed: false,
         sink: openOptions.sink,
         catchingUp: false,

@@ -8,11 +8,15 @@
  */
 import type { Connections, Sink } from "./connections.ts";
 import type { LargeEvent } from "../log/envelope_json.ts";
+import type { Filter } from "./filters.ts";
 
 const encoder = new TextEncoder();
 const HEARTBEAT = encoder.encode(": heartbeat\n\n");
 
-/** Opens an SSE stream for an authenticated user, catching up after `after` when given. */
+/**
+ * Opens an SSE stream for an authenticated user, catching up after `after` when given, with
+ * only the events `filter` lets through (all when null).
+ */
 export function openSseStream(
   connections: Connections,
   options: {
@@ -20,6 +24,7 @@ export function openSseStream(
     credential: string;
     after: string | null;
     retryMs: number;
+    filter?: Filter | null;
   },
 ): Response {
   let close: (() => void) | null = null;
@@ -122,6 +127,7 @@ export function openSseStream(
         transport: "sse",
         sink,
         after: options.after ?? undefined,
+        filter: options.filter,
       });
       close = () => {
         ended = true;

@@ -1,7 +1,9 @@
 /**
  * The WebSocket transport. The server sends webhook envelopes; the client may send
  * `{type:"ping"}`, `{type:"replay", after}` (catch up from the log; the wire keeps its first
- * name), and acks and respond-mode answers of events it was sent. A malformed message gets an error reply and the socket stays open. Dead peers are found by
+ * name), `{type:"subscribe", endpoint, event, method, path}` (replace the connection's filters,
+ * see filters.ts), and acks and respond-mode answers of events it was sent. A malformed message
+ * gets an error reply and the socket stays open. Dead peers are found by
  * protocol pings (`idleTimeout`), which never reach the client's `onmessage`, so the docs'
  * examples see webhooks only.
  *
@@ -25,6 +27,7 @@ import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
 import { isId } from "../store/ids.ts";
+import { compileFilter, describeFilter, type Filter, filterFields } from "./filters.ts";
 
 const eventId = z.string().refine(isId, "must be an event id");
 // Strict: a misspelt key (`lastEventID`) is an error naming it, not silently ignored.
@@ -49,6 +52,8 @@ const clientMessage = z.discriminatedUnion("type", [
     // The name of the query parameter and the SSE header, accepted here too.
     lastEventId: z.string().refine(isId, "must be an event id").nullable().optional(),
   }),
+  // Replaces every filter: a parameter left out is "any".
+  z.strictObject({ type: z.literal("subscribe"), ...filterFields }),
 ]);
 type ClientMessage = z.infer<typeof clientMessage>;
 
@@ -327,6 +332,7 @@ export function openWebSocket(
     wantsNotices: boolean;
     replies: ClientReplies;
     limits: ClientLimits;
+    filter?: Filter | null;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
@@ -345,6 +351,7 @@ export function openWebSocket(
     transport: "ws",
     sink,
     after: options.after ?? undefined,
+    filter: options.filter,
   });
   for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
   return response;
@@ -390,8 +397,8 @@ function readClientMessage(data: unknown): { command: ClientMessage } | { error:
     : issue.message;
   return {
     error: `Cannot read message${where}: ${problem}; expected {"type":"ping"}, ` +
-      `{"type":"replay","after":"<event id>"}, {"type":"ack","id":…} or ` +
-      `{"type":"response","id":…,"status":…}`,
+      `{"type":"replay","after":"<event id>"}, {"type":"subscribe","event":[…],…}, ` +
+      `{"type":"ack","id":…} or {"type":"response","id":…,"status":…}`,
   };
 }
 
@@ -462,6 +469,12 @@ function handleClientMessage(
       });
     }
     return;
+  }
+  if (command.type === "subscribe") {
+    // From the next event handed to this socket on: what is already queued still goes.
+    const { endpoint, event, method, path } = command;
+    connection.filter = compileFilter({ endpoint, event, method, path });
+    return reply({ type: "subscribed", ...describeFilter(connection.filter) });
   }
   if (command.after && command.lastEventId && command.after !== command.lastEventId) {
     return reply({

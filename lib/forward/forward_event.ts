@@ -26,10 +26,12 @@ export interface DeliveryResult {
  */
 export async function deliver(
   envelope: WebhookEnvelope,
-  options: Pick<
-    ForwardOptions,
-    "target" | "attempts" | "retryBaseMs" | "retryMaxMs" | "requestTimeoutMs"
-  >,
+  options:
+    & { target: string }
+    & Pick<
+      ForwardOptions,
+      "attempts" | "retryBaseMs" | "retryMaxMs" | "requestTimeoutMs"
+    >,
   signal?: AbortSignal,
 ): Promise<DeliveryResult> {
   const started = performance.now();
@@ -83,16 +85,35 @@ function elapsed(started: number): number {
   return Math.round(performance.now() - started);
 }
 
-/** One readable line for a finished event. */
+/**
+ * One readable line for a finished event; its type and, when routes are used, the route's
+ * pattern that chose its target (`default` for `--target`).
+ */
 export function eventLine(
   envelope: WebhookEnvelope,
   result: DeliveryResult,
   now = new Date(),
+  route?: string | null,
 ): string {
   const outcome = result.status === null ? `failed (${result.error})` : String(result.status);
   const tries = result.attempts > 1 ? ` after ${result.attempts} attempts` : "";
   return `${now.toISOString()} ${envelope.method} ${envelope.endpoint} ${envelope.path} -> ` +
-    `${outcome} ${result.latencyMs}ms${tries}${verifiedNote(envelope)}`;
+    `${outcome} ${result.latencyMs}ms${tries}${verifiedNote(envelope)}${typeNote(envelope, route)}`;
+}
+
+/** The event's type and the route taken, for a line; "" when there is neither. */
+function typeNote(envelope: WebhookEnvelope, route: string | null | undefined): string {
+  const type = envelope.eventType ?? null;
+  if (route === undefined) return type === null ? "" : ` (${type})`;
+  return ` (${type ?? "no type"} via ${route ?? "default"})`;
+}
+
+/** The line for an event no route takes and no `--target` catches: acked, not forwarded. */
+export function skippedLine(envelope: WebhookEnvelope, now = new Date()): string {
+  return `${now.toISOString()} ${envelope.method} ${envelope.endpoint} ${envelope.path} -> ` +
+    `skipped: no --route matches ${
+      envelope.eventType ? `"${envelope.eventType}"` : "an event with no type"
+    } and there is no --target`;
 }
 
 /** The provider check's verdict for a log line, or "" when the endpoint names no provider. */

@@ -5,12 +5,12 @@
  *
  * This folder's parts: options.ts (settings, exit codes, output), target_request.ts (the request
  * to the target), forward_event.ts (one event, with retries), backoff.ts, state.ts (the state
- * file), session.ts (one connection); this file runs them: check the token, connect, reconnect.
+ * file), routes.ts (which target an event goes to), session.ts (one connection); this file runs them: check the token, connect, reconnect.
  */
 import { backoffDelay, sleep } from "./backoff.ts";
 import { consoleOutput, EXIT, type ForwardOptions, type Output, type Totals } from "./options.ts";
 import { runSession } from "./session.ts";
-import { readState } from "./state.ts";
+import { prepareStateDir, readState } from "./state.ts";
 
 /** Asks `/api/me` whether the token is good: "ok", "unauthorized" or "unreachable". */
 export async function checkToken(
@@ -32,8 +32,9 @@ export async function checkToken(
 
 /** The summary line printed on exit. */
 export function summaryLine(totals: Totals): string {
+  const skipped = totals.skipped > 0 ? `, ${totals.skipped} skipped (no route)` : "";
   return `summary: ${totals.forwarded} forwarded, ${totals.rejected} rejected (4xx), ` +
-    `${totals.failed} failed`;
+    `${totals.failed} failed${skipped}`;
 }
 
 /**
@@ -45,11 +46,21 @@ export async function runForwarder(
   signal: AbortSignal,
   out: Output = consoleOutput,
 ): Promise<number> {
-  const totals: Totals = { forwarded: 0, rejected: 0, failed: 0 };
+  const totals: Totals = { forwarded: 0, rejected: 0, failed: 0, skipped: 0 };
   const finish = (code: number) => {
     out.line(summaryLine(totals));
     return code;
   };
+
+  // First, before any network: a state file of another server must stop us at once.
+  let lastEventId: string | null;
+  try {
+    await prepareStateDir(options.stateFile);
+    lastEventId = await readState(options.stateFile, options.url);
+  } catch (error) {
+    out.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+    return EXIT.badArguments;
+  }
 
   // A bad token fails the WebSocket handshake without saying why, so ask /api/me first.
   const startAttempts = 4;
@@ -71,7 +82,6 @@ export async function runForwarder(
     }
   }
 
-  let lastEventId = await readState(options.stateFile);
   let failures = 0;
   while (!signal.aborted) {
     const end = await runSession(

@@ -5,10 +5,18 @@ export interface ForwardOptions {
   /** WebSocks server base URL (http or https). */
   url: string;
   token: string;
-  /** Where webhooks go; the envelope's path is appended. */
-  target: string;
-  /** Only forward this endpoint's webhooks (others are skipped, but still count as done). */
-  endpoint?: string;
+  /**
+   * Where webhooks go when no route matches; the envelope's path is appended. Without it, an
+   * event no route takes is skipped (acked, with a line saying so).
+   */
+  target?: string;
+  /** Only these endpoints' webhooks (`endpoint=` filters on the server); empty: all. */
+  endpoints: string[];
+  /** Only events whose type matches one of these patterns (`event=` filters); empty: all. */
+  events: string[];
+  /** `--route pattern=url`, in order: an event goes to the first whose pattern matches its type. */
+  routes: { pattern: string; target: string }[];
+  /** Resume state: by default one file per server and filter set in the user's state folder. */
   stateFile: string;
   /** Attempts per event before it is reported as failed. */
   attempts: number;
@@ -50,4 +58,6 @@ export interface Totals {
   forwarded: number;
   rejected: number;
   failed: number;
+  /** Events no route took, with no `--target` to fall back on. */
+  skipped: number;
 }

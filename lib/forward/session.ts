@@ -3,7 +3,15 @@
  * one at a time, in order; each is acked (and answered in respond mode) and recorded as done.
  */
 import { type WebhookEnvelope, webhookEnvelopeSchema } from "../shared/envelope.ts";
-import { deliver, type DeliveryResult, eventLine, handshakeLine } from "./forward_event.ts";
+import {
+  deliver,
+  type DeliveryResult,
+  eventLine,
+  handshakeLine,
+  skippedLine,
+} from "./forward_event.ts";
+import { createRouter } from "./routes.ts";
+import { patternMatcher } from "../shared/event_pattern.ts";
 import type { ForwardOptions, Output, Totals } from "./options.ts";
 import { writeState } from "./state.ts";
 
@@ -18,13 +26,23 @@ export interface SessionContext {
   totals: Totals;
 }
 
-/** The WebSocket URL for a server base URL, resuming after `lastEventId` when given. */
-export function socketUrl(server: string, token: string, lastEventId: string | null): string {
+/**
+ * The WebSocket URL for a server base URL, with the filters, resuming after `lastEventId` when
+ * given: the server then replays exactly the matching events missed.
+ */
+export function socketUrl(
+  server: string,
+  token: string,
+  lastEventId: string | null,
+  filters: { endpoints: string[]; events: string[] } = { endpoints: [], events: [] },
+): string {
   const url = new URL(server);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.pathname = url.pathname.replace(/\/+$/, "") + "/";
   url.search = "";
   url.searchParams.set("token", token);
+  for (const endpoint of filters.endpoints) url.searchParams.append("endpoint", endpoint);
+  for (const event of filters.events) url.searchParams.append("event", event);
   if (lastEventId) url.searchParams.set("lastEventId", lastEventId);
   return url.toString();
 }
@@ -61,7 +79,10 @@ export function runSession(
 ): Promise<SessionEnd> {
   const { options, signal, out, totals } = context;
   return new Promise<SessionEnd>((resolve) => {
-    const socket = new WebSocket(socketUrl(options.url, options.token, after));
+    const socket = new WebSocket(socketUrl(options.url, options.token, after, options));
+    const route = createRouter(options);
+    // The server filters; checked here too, so a server that predates filters cannot widen them.
+    const wanted = options.events.length ? patternMatcher(options.events) : null;
     const queue: WebhookEnvelope[] = [];
     let opened = false;
     let ended: SessionEnd | null = null;
@@ -104,15 +125,32 @@ export function runSession(
             if (socket.readyState === WebSocket.OPEN) {
               socket.send(JSON.stringify({ type: "ack", id: envelope.id, status: null }));
             }
-          } else if (!options.endpoint || envelope.endpoint === options.endpoint) {
-            const result = await deliver(envelope, options, signal);
-            if (result.status === null) totals.failed++;
-            else if (result.status >= 400) totals.rejected++;
-            else totals.forwarded++;
-            out.line(eventLine(envelope, result));
-            reportBack(socket, envelope, result);
+          } else if (
+            (!options.endpoints.length || options.endpoints.includes(envelope.endpoint)) &&
+            (!wanted || wanted(envelope.eventType ?? null))
+          ) {
+            const destination = route(envelope.eventType ?? null);
+            if (destination === null) {
+              totals.skipped++;
+              out.line(skippedLine(envelope));
+              if (socket.readyState === WebSocket.OPEN) {
+                socket.send(JSON.stringify({ type: "ack", id: envelope.id, status: null }));
+              }
+            } else {
+              const result = await deliver(
+                envelope,
+                { ...options, target: destination.target },
+                signal,
+              );
+              if (result.status === null) totals.failed++;
+              else if (result.status >= 400) totals.rejected++;
+              else totals.forwarded++;
+              const via = options.routes.length ? destination.pattern : undefined;
+              out.line(eventLine(envelope, result, new Date(), via));
+              reportBack(socket, envelope, result);
+            }
           }
-          await writeState(options.stateFile, envelope.id);
+          await writeState(options.stateFile, options.url, envelope.id);
           lastDone = envelope.id;
           done(envelope.id);
         } catch (error) {

@@ -78,6 +78,8 @@ export interface IncomingWebhook {
   verified?: Verified;
   /** A provider's URL handshake the relay answered: stored and shown, never counted. */
   handshake?: boolean;
+  /** The provider's name for the event (event_type.ts), or null. */
+  eventType?: string | null;
 }
 
 /** Where a streamed body's chunks are, and what was learnt of it on the way in. */
@@ -485,6 +487,7 @@ export function createIngest(
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
       ...(w.staged ? { large: { utf8: w.staged.utf8 } } : {}),
+      eventType: w.eventType ?? null,
       ...(w.verified ? { verified: w.verified } : {}),
       // The relay answered a handshake itself: no client's answer is awaited.
       ...(w.handshake ? { handshake: true } : w.endpoint.respond ? { respond: true } : {}),

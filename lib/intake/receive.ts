@@ -9,6 +9,7 @@
 import { type Endpoint, endpointCheck, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
 import { verifyWebhook } from "./signatures.ts";
 import { answerHandshake } from "./handshakes.ts";
+import { eventTypeOf } from "./event_type.ts";
 import type { Verified } from "../shared/envelope.ts";
 import type { ClientResponse } from "../fanout/respond_waiters.ts";
 import { type BodyKind, decodeText, isJsonType, mediaType, parseForm } from "./body_types.ts";
@@ -28,21 +29,25 @@ function declaredKind(type: string | null): BodyKind {
   return "json";
 }
 
-function bodyKind(type: string | null, body: Uint8Array, text: string | null): BodyKind {
+/** How the body is understood, and its JSON value when it was parsed (for its event type). */
+function bodyKind(
+  type: string | null,
+  body: Uint8Array,
+  text: string | null,
+): { kind: BodyKind; json?: unknown } {
   const kind = declaredKind(type);
-  if (kind !== "json") return kind;
+  if (kind !== "json") return { kind };
   // JSON declared, or no type at all: the docs promise 400 for a body that is not JSON.
-  if (body.byteLength === 0) return "json";
+  if (body.byteLength === 0) return { kind: "json" };
   if (text === null) {
     throw new HttpError(400, "Cannot ingest: body is not valid JSON (not UTF-8 text)");
   }
   try {
-    JSON.parse(text);
+    return { kind: "json", json: JSON.parse(text) };
   } catch (error) {
     const detail = error instanceof SyntaxError ? ` (${error.message})` : "";
     throw new HttpError(400, `Cannot ingest: body is not valid JSON${detail}`);
   }
-  return "json";
 }
 
 /** How bodies over `overBytes` are streamed into KV instead of read into memory. */
@@ -116,10 +121,13 @@ export async function readWebhook(
       body: new Uint8Array(),
       text: null,
       staged: read.streamed,
+      // Never parsed again: the sender's headers alone name its type (GitHub, Shopify).
+      eventType: eventTypeOf(request.headers, undefined),
     };
   }
   const body = read.body;
   const text = decodeText(body);
+  const { kind, json } = bodyKind(mediaType(contentType), body, text);
   return {
     endpoint: options.endpoint,
     receivedAt,
@@ -128,9 +136,10 @@ export async function readWebhook(
     queryJson,
     headersJson,
     contentType,
-    kind: bodyKind(mediaType(contentType), body, text),
+    kind,
     body,
     text,
+    eventType: eventTypeOf(request.headers, json),
   };
 }
 

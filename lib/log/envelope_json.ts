@@ -13,8 +13,20 @@ import type { Verified } from "../shared/envelope.ts";
  */
 export type LiveEvent = InlineEvent | LargeEvent;
 
+/**
+ * What subscription filters (lib/fanout/filters.ts) match an event by, carried on every live
+ * event so that matching never parses an envelope.
+ */
+export interface EventFacts {
+  endpoint: string;
+  method: string;
+  path: string;
+  /** The provider's name for the event (lib/intake/event_type.ts), or null. */
+  eventType: string | null;
+}
+
 /** An event whose envelope is built once and shared by every client. */
-export interface InlineEvent {
+export interface InlineEvent extends EventFacts {
   id: string;
   userId: string;
   /** The JSON envelope as sent over WebSocket and in SSE `data:`. */
@@ -25,7 +37,7 @@ export interface InlineEvent {
 }
 
 /** An event whose body is never held whole: each send streams it from KV. */
-export interface LargeEvent {
+export interface LargeEvent extends EventFacts {
   id: string;
   userId: string;
   large: LargeEnvelope;
@@ -66,6 +78,18 @@ export interface EnvelopeSource {
   verified?: Verified;
   /** A provider's URL handshake, answered by the relay itself. */
   handshake?: boolean;
+  /** The provider's name for the event; absent (null) in events stored before it existed. */
+  eventType?: string | null;
+}
+
+/** The facts filters match by, from what an envelope is built from. */
+export function eventFacts(event: EnvelopeSource): EventFacts {
+  return {
+    endpoint: event.endpoint,
+    method: event.method,
+    path: event.path,
+    eventType: event.eventType ?? null,
+  };
 }
 
 /** The `verified` field's JSON, with its leading comma, or "". */
@@ -106,7 +130,7 @@ function envelopeHead(event: EnvelopeSource): string {
     JSON.stringify(event.path)
   },"query":${event.queryJson},"headers":${event.headersJson},"contentType":${
     JSON.stringify(event.contentType)
-  },"payload":`;
+  },"eventType":${JSON.stringify(event.eventType ?? null)},"payload":`;
 }
 
 /** The envelope after its body field. Respond mode's mark stays last: see `wantsAnswer`. */
@@ -140,7 +164,7 @@ export function toLiveEvent(
     : `,"bodyBase64":${JSON.stringify(body.toBase64())}`;
   const json = envelopeHead(event) + payloadJson(event.kind, text) + bodyField +
     envelopeTail(event);
-  return liveEvent({ id: event.id, userId: event.userId, json });
+  return liveEvent({ id: event.id, userId: event.userId, json, ...eventFacts(event) });
 }
 
 /** A large event, from its stored record: only its metadata is held, never its body. */
@@ -151,6 +175,7 @@ export function toLargeEvent(
   return {
     id: event.id,
     userId: event.userId,
+    ...eventFacts(event),
     large: {
       head: envelopeHead(event),
       tail: envelopeTail(event),
@@ -164,8 +189,19 @@ export function toLargeEvent(
 }
 
 /** A LiveEvent from its envelope, e.g. after it crossed an isolate or instance boundary. */
-export function liveEvent(fields: { id: string; userId: string; json: string }): InlineEvent {
+export function liveEvent(
+  fields: { id: string; userId: string; json: string } & EventFacts,
+): InlineEvent {
   let sse: Uint8Array | null = null;
-  const { id, userId, json } = fields;
-  return { id, userId, json, sse: () => sse ??= encoder.encode(`id: ${id}\ndata: ${json}\n\n`) };
+  const { id, userId, json, endpoint, method, path, eventType } = fields;
+  return {
+    id,
+    userId,
+    json,
+    endpoint,
+    method,
+    path,
+    eventType,
+    sse: () => sse ??= encoder.encode(`id: ${id}\ndata: ${json}\n\n`),
+  };
 }

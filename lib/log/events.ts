@@ -12,7 +12,14 @@ import {
   eventsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import type { EventSummary } from "../shared/wire.ts";
-import { type EnvelopeSource, type LiveEvent, toLargeEvent, toLiveEvent } from "./envelope_json.ts";
+import {
+  type EnvelopeSource,
+  type EventFacts,
+  eventFacts,
+  type LiveEvent,
+  toLargeEvent,
+  toLiveEvent,
+} from "./envelope_json.ts";
 
 /**
  * An event as stored in KV: what the envelope is built from, plus where its body lives. `body`
@@ -233,10 +240,11 @@ export function packedSize(
     path: string;
     method: string;
     contentType: string | null;
+    eventType?: string | null;
   },
 ): number {
   const units = event.headersJson.length + event.queryJson.length + event.path.length +
-    event.method.length + (event.contentType?.length ?? 0);
+    event.method.length + (event.contentType?.length ?? 0) + (event.eventType?.length ?? 0);
   return EVENT_OVERHEAD_BYTES + (event.body?.byteLength ?? 0) + 2 * units;
 }
 
@@ -326,7 +334,8 @@ export async function getEventBody(
 /**
  * Retained events oldest first, as envelopes: after the id `after` (exclusive) or from the id
  * `from` (inclusive), all retained ones when neither is given, up to `until` (inclusive).
- * `batchSize` packs are read at a time; a body is loaded only when its event is reached.
+ * `batchSize` packs are read at a time; a body is loaded only when its event is reached, and
+ * only when `match` (a subscription's filter, asked anew for each event) takes it.
  */
 export async function* eventsAfter(
   kv: Deno.Kv,
@@ -336,6 +345,7 @@ export async function* eventsAfter(
     from?: string;
     until?: string;
     batchSize?: number;
+    match?: (event: EventFacts) => boolean;
   },
 ): AsyncGenerator<LiveEvent> {
   const prefix = eventsOfUserPrefix(options.userId);
@@ -352,6 +362,7 @@ export async function* eventsAfter(
       if (options.from && event.id < options.from) continue;
       if (options.until && event.id > options.until) return;
       if (event.expiresAt <= now) continue;
+      if (options.match && !options.match(eventFacts(event))) continue;
       yield await toDelivery(kv, event);
     }
   }
@@ -383,6 +394,7 @@ export async function listEventSummaries(
         path: e.path,
         contentType: e.contentType,
         size: e.size,
+        eventType: e.eventType ?? null,
         ...(e.verified ? { verified: e.verified } : {}),
         ...(e.handshake ? { handshake: true } : {}),
       });

@@ -10,7 +10,8 @@ import { z } from "zod";
 /**
  * One webhook as clients receive it. Exactly one of `body` (UTF-8 text) and `bodyBase64` is
  * present; `payload` is the parsed body (JSON, or a form's fields), else null; `respond` is
- * present (true) only when the sender waits for a client's answer (respond mode); `verified` is
+ * present (true) only when the sender waits for a client's answer (respond mode); `eventType` is
+ * the provider's name for the event (see lib/intake/event_type.ts); `verified` is
  * the signature check's verdict when the endpoint names a provider; `handshake` is present
  * (true) when the relay answered a provider's URL handshake itself.
  */
@@ -30,6 +31,11 @@ function envelopeSchema() {
     query: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
     headers: z.record(z.string(), z.string()),
     contentType: z.string().nullable(),
+    /**
+     * The event's type as its provider names it (`issues.opened`, `invoice.paid`), what
+     * `event=` filters match; null when it names none. Absent from servers before it existed.
+     */
+    eventType: z.string().nullable().optional(),
     payload: z.unknown(),
     body: z.string().optional(),
     bodyBase64: z.string().optional(),

@@ -31,6 +31,8 @@ export interface EventSummary {
   path: string;
   contentType: string | null;
   size: number;
+  /** The provider's name for the event (e.g. `invoice.paid`, `issues.opened`), or null. */
+  eventType: string | null;
   /** The provider check's verdict, when the endpoint names a provider. */
   verified?: Verified;
   /** A provider's URL handshake, answered by the relay itself. */
