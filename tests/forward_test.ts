@@ -7,7 +7,16 @@ import { fileURLToPath } from "node:url";
 import { parseOptions } from "../forward.ts";
 import { backoffDelay } from "../lib/forward/backoff.ts";
 import { targetUrl } from "../lib/forward/target_request.ts";
-import { githubSignature, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
+import {
+  githubSignature,
+  postWebhook,
+  randomBytes,
+  signUp,
+  startTestServer,
+  type TestServer,
+  type TestUser,
+  waitFor,
+} from "./helpers.ts";
 
 const SECRET = "It's a Secret to Everybody";
 const FORWARD = fileURLToPath(new URL("../forward.ts", import.meta.url));
@@ -99,6 +108,24 @@ function startForwarder(args: string[], env: Record<string, string> = {}) {
   };
 }
 
+/** A target and `forward.ts` forwarding `user`'s events to it, resuming from a fresh state file. */
+async function forwardTo(server: TestServer, user: TestUser) {
+  const target = startTarget();
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    target.url,
+    "--state",
+    state,
+  ]);
+  return { target, state, forwarder };
+}
+
 async function until(check: () => boolean, timeoutMs: number, message: () => string) {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
@@ -174,19 +201,7 @@ Deno.test("[forward] target URL joins the path and rebuilds the query; backoff i
 Deno.test("[forward] JSON, form and binary bodies arrive byte-exact with method, path and query", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
-  const target = startTarget();
-  const state = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.remove(state);
-  const forwarder = startForwarder([
-    "--url",
-    server.url,
-    "--token",
-    user.token,
-    "--target",
-    target.url,
-    "--state",
-    state,
-  ]);
+  const { target, state, forwarder } = await forwardTo(server, user);
   try {
     await forwarder.waitFor(/connected to/);
     const json = text('{"event": "push",  "ref": "refs/heads/main", "emoji": "🚀"}');
@@ -225,25 +240,10 @@ Deno.test("[forward] JSON, form and binary bodies arrive byte-exact with method,
 Deno.test("[forward] a 25 MiB binary body reaches the target byte-exact", async () => {
   await using server = await startTestServer({ MAX_BODY_BYTES: String(25 * 2 ** 20) });
   const user = await signUp(server);
-  const target = startTarget();
-  const state = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.remove(state);
-  const forwarder = startForwarder([
-    "--url",
-    server.url,
-    "--token",
-    user.token,
-    "--target",
-    target.url,
-    "--state",
-    state,
-  ]);
+  const { target, state, forwarder } = await forwardTo(server, user);
   try {
     await forwarder.waitFor(/connected to/);
-    const body = new Uint8Array(25 * 2 ** 20);
-    for (let at = 0; at < body.byteLength; at += 65_536) {
-      crypto.getRandomValues(body.subarray(at, at + 65_536));
-    }
+    const body = randomBytes(25 * 2 ** 20);
     await signedPost(user.webhookUrl, body, "application/octet-stream");
     await until(() => target.received.length === 1, 60_000, () => forwarder.lines.join("\n"));
     const [received] = target.received;

@@ -263,3 +263,12 @@ export async function waitFor(
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 10));
   }
 }
+
+/** Random bytes of any length (getRandomValues fills at most 64 KiB at a time). */
+export function randomBytes(length: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(length);
+  for (let at = 0; at < length; at += 65_536) {
+    crypto.getRandomValues(bytes.subarray(at, Math.min(length, at + 65_536)));
+  }
+  return bytes;
+}

@@ -7,7 +7,14 @@
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
-import { postWebhook, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
+import {
+  postWebhook,
+  randomBytes,
+  signUp,
+  startTestServer,
+  type TestServer,
+  type TestUser,
+} from "./helpers.ts";
 import { eventBadges } from "../islands/event_badge.ts";
 import {
   applyQuotaNotice,
@@ -24,12 +31,6 @@ async function post(url: string, body: BodyInit, contentType = "application/json
   assert.equal(response.status, 200);
   assert.match(response.headers.get("content-type") ?? "", /^application\/json/);
   return (await response.json()).id as string;
-}
-
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65_536) crypto.getRandomValues(bytes.subarray(i, i + 65_536));
-  return bytes;
 }
 
 function assertDownloadHeaders(response: Response, filename: string) {

@@ -5,18 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
-import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
+import { openSse, openWs, postWebhook, randomBytes, signUp, startTestServer } from "./helpers.ts";
 
 const MIB = 2 ** 20;
-
-/** Random bytes of any length (getRandomValues fills at most 64 KiB at a time). */
-function randomBytes(length: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(length);
-  for (let at = 0; at < length; at += 65_536) {
-    crypto.getRandomValues(bytes.subarray(at, Math.min(length, at + 65_536)));
-  }
-  return bytes;
-}
 
 /** The body an envelope carries, as bytes. */
 function bodyOf(envelope: unknown): Uint8Array {

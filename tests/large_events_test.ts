@@ -20,7 +20,7 @@ import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
 import { nextId } from "../lib/store/ids.ts";
 import { makeEvent } from "./fakes.ts";
-import { waitFor } from "./helpers.ts";
+import { randomBytes, waitFor } from "./helpers.ts";
 
 const USER = "user-1";
 const encoder = new TextEncoder();
@@ -54,15 +54,6 @@ async function largeEvent(
     ...(options.respond ? { respond: true } : {}),
   };
   return { record, event: toLargeEvent(record, utf8) };
-}
-
-/** Random bytes of any length (getRandomValues fills at most 64 KiB at a time). */
-function randomBytes(length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  for (let at = 0; at < length; at += 65_536) {
-    crypto.getRandomValues(bytes.subarray(at, Math.min(length, at + 65_536)));
-  }
-  return bytes;
 }
 
 /** JSON text of about `bytes` bytes with line breaks, quotes, escapes and multi-byte characters. */

@@ -108,15 +108,18 @@ export async function readWebhook(
         },
       }),
   });
+  const metadata = {
+    endpoint,
+    receivedAt,
+    method: request.method,
+    path: options.path,
+    queryJson,
+    headersJson,
+    contentType,
+  };
   if (read.streamed) {
     return {
-      endpoint,
-      receivedAt,
-      method: request.method,
-      path: options.path,
-      queryJson,
-      headersJson,
-      contentType,
+      ...metadata,
       kind: declaredKind(type),
       body: new Uint8Array(),
       text: null,
@@ -127,20 +130,8 @@ export async function readWebhook(
   }
   const body = read.body;
   const text = decodeText(body);
-  const { kind, json } = bodyKind(mediaType(contentType), body, text);
-  return {
-    endpoint: options.endpoint,
-    receivedAt,
-    method: request.method,
-    path: options.path,
-    queryJson,
-    headersJson,
-    contentType,
-    kind,
-    body,
-    text,
-    eventType: eventTypeOf(request.headers, json),
-  };
+  const { kind, json } = bodyKind(type, body, text);
+  return { ...metadata, kind, body, text, eventType: eventTypeOf(request.headers, json) };
 }
 
 /**
