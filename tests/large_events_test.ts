@@ -32,7 +32,15 @@ async function largeEvent(
   options: { contentType?: string; kind?: StoredEvent["kind"]; respond?: boolean } = {},
 ): Promise<{ record: StoredEvent; event: LargeEvent }> {
   const staged = await stageBody(kv, { userId: USER, body, expireIn: 3_600_000 });
-  const utf8 = decodeText(body) !== null;
+  const text = decodeText(body);
+  const utf8 = text !== null;
+  // As ingest measures a large text body on its way in (lib/intake/large_body.ts).
+  const facts = text === null ? { utf8 } : {
+    utf8,
+    chars: text.length,
+    escapedChars: JSON.stringify(text).length - 2,
+    wide: /[\u0100-\uffff]/.test(text),
+  };
   const record: StoredEvent = {
     id: nextId(),
     userId: USER,
@@ -50,10 +58,10 @@ async function largeEvent(
     body: null,
     blobId: staged.blobId,
     chunks: staged.chunks,
-    large: { utf8 },
+    large: facts,
     ...(options.respond ? { respond: true } : {}),
   };
-  return { record, event: toLargeEvent(record, utf8) };
+  return { record, event: toLargeEvent(record, facts) };
 }
 
 /** JSON text of about `bytes` bytes with line breaks, quotes, escapes and multi-byte characters. */
@@ -99,8 +107,10 @@ Deno.test("[envelope-stream] a large event's pieces make exactly the envelope bu
       ? Uint8Array.fromBase64(parsed.bodyBase64)
       : encoder.encode(parsed.body!);
     assert.deepEqual(bytes, body, name);
-    // The estimate a WebSocket send reserves covers these (text full of escapes goes over).
-    if (name !== "text") assert.ok(envelopeChars(event) >= streamed.length, `${name}: estimate`);
+    // What a WebSocket send reserves is never below what it builds.
+    assert.ok(envelopeChars(event) >= streamed.length, `${name}: estimate`);
+    const unmeasured = toLargeEvent(record, { utf8: record.large!.utf8 });
+    assert.ok(envelopeChars(unmeasured) >= streamed.length, `${name}: worst case`);
   }
 });
 
@@ -151,12 +161,14 @@ Deno.test("[events] catch-up and the body download take a large event by referen
   assert.deepEqual(new Uint8Array(await new Response(download.body).arrayBuffer()), body);
 });
 
-async function fanout(options: { slowConsumerBytes?: number; budget?: number } = {}) {
+async function fanout(
+  options: { slowConsumerBytes?: number; budget?: number; heartbeatMs?: number } = {},
+) {
   const kv = await Deno.openKv(":memory:");
   const broker = createBroker();
   const connections = createConnections(kv, {
     broker,
-    heartbeatMs: 60_000,
+    heartbeatMs: options.heartbeatMs ?? 60_000,
     slowConsumerBytes: options.slowConsumerBytes ?? 1_000_000,
   });
   const budget = createSendBudget(options.budget ?? 64 * 2 ** 20);
@@ -263,6 +275,29 @@ Deno.test("[sse] a client that stops reading behind a large frame is closed as s
   await reader.cancel();
 });
 
+Deno.test("[sse] a client that stops reading inside a large frame is closed on a heartbeat", async () => {
+  await using t = await fanout({ heartbeatMs: 200 });
+  const { event } = await largeEvent(t.kv, randomBytes(2_000_000), {
+    contentType: "application/octet-stream",
+    kind: "other",
+  });
+  const response = openSseStream(t.connections, {
+    userId: USER,
+    credential: "token-1",
+    after: null,
+    retryMs: 2000,
+  });
+  const reader = response.body!.getReader();
+  await reader.read();
+  t.publish(event);
+  await reader.read(); // the frame has begun; nothing more is read
+  const connection = t.connections.listFor(USER)[0];
+  // Heartbeats cannot go inside a frame and the backlog holds one piece: only time tells.
+  await waitFor(() => connection.closed, { what: "the close", timeoutMs: 30_000 });
+  assert.equal(t.connections.countFor(USER), 0);
+  await reader.cancel();
+});
+
 /** A WebSocket client that collects text messages. */
 async function openClient(url: string) {
   const socket = new WebSocket(url);
@@ -364,15 +399,93 @@ Deno.test("[websocket] an unreadable large event closes only that client with 10
 Deno.test("[send-budget] takes wait in order; one take over the whole budget goes alone", async () => {
   const budget = createSendBudget(100);
   const order: string[] = [];
-  const first = await budget.take(60);
-  const second = budget.take(60).then((release) => (order.push("second"), release));
-  const huge = budget.take(500).then((release) => (order.push("huge"), release));
+  const first = await budget.take(60, "a");
+  const second = budget.take(60, "b").then((release) => (order.push("second"), release));
+  const huge = budget.take(500, "c").then((release) => (order.push("huge"), release));
   assert.equal(budget.held(), 60);
   first();
   (await second)();
   (await huge)();
   assert.deepEqual(order, ["second", "huge"]);
   assert.equal(budget.held(), 0);
+});
+
+Deno.test("[send-budget] one account holds one take at a time: others are not queued behind it", async () => {
+  const budget = createSendBudget(1000);
+  const order: string[] = [];
+  const a1 = await budget.take(10, "attacker");
+  // The attacker's many sockets ask first; another account's send still goes next.
+  const more = [1, 2, 3].map((n) =>
+    budget.take(10, "attacker").then((release) => (order.push(`attacker ${n}`), release))
+  );
+  const victim = await budget.take(10, "victim");
+  order.push("victim");
+  assert.deepEqual(order, ["victim"]);
+  victim();
+  a1();
+  for (const next of more) (await next)();
+  assert.deepEqual(order, ["victim", "attacker 1", "attacker 2", "attacker 3"]);
+  assert.equal(budget.held(), 0);
+});
+
+Deno.test("[websocket] large events waiting count in the backlog: a client far behind is closed 4008", async () => {
+  await using t = await fanout({ slowConsumerBytes: 200_000 });
+  const client = await openClient(t.wsUrl);
+  await waitFor(() => t.connections.countFor(USER) === 1, { what: "the connection" });
+  const events: LargeEvent[] = [];
+  for (let n = 0; n < 10; n++) {
+    events.push(
+      (await largeEvent(t.kv, randomBytes(70_000), {
+        contentType: "application/octet-stream",
+        kind: "other",
+      })).event,
+    );
+  }
+  t.publish(...events);
+  await waitFor(() => client.closed() !== null, { what: "the close" });
+  assert.equal(client.closed()!.code, 4008);
+});
+
+Deno.test("[sse] a catch-up over large events stops while they wait unread", async () => {
+  await using t = await fanout({ slowConsumerBytes: 1_000_000 });
+  const ids: string[] = [];
+  for (let n = 0; n < 40; n++) {
+    const { record } = await largeEvent(t.kv, randomBytes(100), {
+      contentType: "application/octet-stream",
+      kind: "other",
+    });
+    await t.kv.set(eventKey(USER, record.id), [record]);
+    ids.push(record.id);
+  }
+  const response = openSseStream(t.connections, {
+    userId: USER,
+    credential: "token-1",
+    after: "0".repeat(26),
+    retryMs: 2000,
+  });
+  const connection = t.connections.listFor(USER)[0];
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  // Unread, the catch-up fills its budget (half the slow limit) and waits, well short of 40.
+  await waitFor(() => connection.sink.backlog() >= 500_000 || !connection.catchingUp, {
+    what: "the catch-up to fill its budget",
+  });
+  assert.equal(connection.catchingUp, true, "the catch-up queued every large event at once");
+  // Then it goes on as the client reads, never far past its budget.
+  let text = "";
+  let most = 0;
+  while (ids.some((id) => !text.includes(`id: ${id}\n`))) {
+    await waitFor(
+      () =>
+        connection.sink.backlog() >= 500_000 || ids.every((id) => text.includes(id)) ||
+        !connection.catchingUp,
+      { what: "the catch-up to fill its budget" },
+    );
+    most = Math.max(most, connection.sink.backlog());
+    text += (await reader.read()).value;
+  }
+  assert.ok(most < 700_000, `the backlog reached ${most}: the catch-up did not stop`);
+  assert.equal(connection.closed, false);
+  await reader.cancel();
 });
 
 Deno.test("[envelope-stream] pieces are produced as they are read, not all at once", async () => {

@@ -92,6 +92,13 @@ export function takeReply(connection: Connection, id: string, kind: "ack" | "ans
   return true;
 }
 
+/**
+ * What a large event waiting to be sent counts for in a client's backlog, besides its head and
+ * tail: its body is not in memory yet, but a client with dozens of them waiting is not keeping up,
+ * and without a weight a catch-up would queue every large event in the log behind the first.
+ */
+export const QUEUED_LARGE_BYTES = 64 * 1024;
+
 /** Close codes (WebSocket's; SSE streams just end). */
 export const CLOSE = {
   shutdown: { code: 1001, reason: "Server is shutting down; reconnect to resume" },

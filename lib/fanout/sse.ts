@@ -6,12 +6,23 @@
  * interleave. The backlog counts only bytes held in memory, so a client reading a 25 MiB frame
  * at a healthy pace is not taken for a slow one, while one that stops reading still is.
  */
-import type { Connections, Sink } from "./connections.ts";
-import type { LargeEvent } from "../log/envelope_json.ts";
+import { CLOSE, type Connections, QUEUED_LARGE_BYTES, type Sink } from "./connections.ts";
+import { heldChars, type LargeEvent } from "../log/envelope_json.ts";
 import type { Filter } from "./filters.ts";
 
 const encoder = new TextEncoder();
 const HEARTBEAT = encoder.encode(": heartbeat\n\n");
+/**
+ * A large frame the client has not read any of for this long closes the stream as too slow
+ * (looked at on each heartbeat): while a frame is in progress nothing else reaches the client,
+ * so the backlog cannot tell.
+ */
+const FRAME_STALL_MS = 10_000;
+
+/** What a waiting item counts for in the backlog: its bytes, or a large event's weight. */
+function weight(item: Uint8Array | LargeEvent): number {
+  return item instanceof Uint8Array ? item.byteLength : heldChars(item) + QUEUED_LARGE_BYTES;
+}
 
 /**
  * Opens an SSE stream for an authenticated user, catching up after `after` when given, with
@@ -35,8 +46,9 @@ export function openSseStream(
       /** Frames waiting behind a large one, in order; null when none is being streamed. */
       let waiting: (Uint8Array | LargeEvent)[] | null = null;
       let waitingBytes = 0;
-      /** The large frame being streamed: its remaining pieces. */
+      /** The large frame being streamed: its remaining pieces, and when the last one went. */
       let pieces: AsyncGenerator<string> | null = null;
+      let pieceAt = 0;
       let producing: Promise<void> | null = null;
 
       const enqueue = (bytes: Uint8Array) => {
@@ -46,7 +58,7 @@ export function openSseStream(
         if (ended) return;
         if (waiting === null && item instanceof Uint8Array) return enqueue(item);
         (waiting ??= []).push(item);
-        if (item instanceof Uint8Array) waitingBytes += item.byteLength;
+        waitingBytes += weight(item);
         // Nothing queued for the client: start now rather than on its next read.
         if ((controller.desiredSize ?? 0) >= 0) produce();
       };
@@ -56,6 +68,7 @@ export function openSseStream(
           if (pieces) {
             const next = await pieces.next();
             if (ended) return;
+            pieceAt = Date.now();
             if (!next.done) return enqueue(encoder.encode(next.value));
             pieces = null;
             return enqueue(encoder.encode("\n\n"));
@@ -65,11 +78,10 @@ export function openSseStream(
             waiting = null;
             return;
           }
-          if (item instanceof Uint8Array) {
-            waitingBytes -= item.byteLength;
-            return enqueue(item);
-          }
+          waitingBytes -= weight(item);
+          if (item instanceof Uint8Array) return enqueue(item);
           pieces = connections.envelopePieces(item);
+          pieceAt = Date.now();
           return enqueue(encoder.encode(`id: ${item.id}\ndata: `));
         }
       };
@@ -101,7 +113,10 @@ export function openSseStream(
         },
         heartbeat() {
           // Behind a large frame, data is flowing anyway; never inside one.
-          if (waiting === null) enqueue(HEARTBEAT);
+          if (waiting === null) return enqueue(HEARTBEAT);
+          if (pieces !== null && Date.now() - pieceAt > FRAME_STALL_MS) {
+            connections.close(connection, CLOSE.slow);
+          }
         },
         notice(name, json) {
           // Named, so the docs' `onmessage` handlers see only webhooks.

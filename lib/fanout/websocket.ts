@@ -17,12 +17,13 @@ import {
   CLOSE,
   type Connection,
   type Connections,
+  QUEUED_LARGE_BYTES,
   replyDue,
   type Sink,
   takeReply,
 } from "./connections.ts";
-import type { LargeEvent, LiveEvent } from "../log/envelope_json.ts";
-import { envelopeChars } from "../log/envelope_stream.ts";
+import { heldChars, type LargeEvent, type LiveEvent } from "../log/envelope_json.ts";
+import { envelopeMemory } from "../log/envelope_stream.ts";
 import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
@@ -76,17 +77,22 @@ export interface ClientLimits {
 }
 
 /**
- * A large message must be written at this many bytes a second or better (10 s at least), or
- * its client is closed as too slow: it holds part of the isolate's large-send budget meanwhile.
+ * A large message must be written at this many bytes a second or better (10 s at least), and
+ * make some progress every 5 s, or its client is closed as too slow: it holds part of the
+ * isolate's large-send budget meanwhile.
  */
 const LARGE_SEND_MIN_BYTES_PER_SECOND = 1024 * 1024;
 const LARGE_SEND_MIN_MS = 10_000;
+const LARGE_SEND_STALL_MS = 5_000;
 /** How often a large message's progress out of the socket is looked at. */
 const LARGE_SEND_POLL_MS = 10;
-/** Characters of a large envelope held at once while it is built: its pieces, then the text. */
-const LARGE_SEND_COPIES = 3;
 
 const encoder = new TextEncoder();
+
+/** What a waiting item counts for in the backlog: a text's length, a large event's weight. */
+function weight(item: string | LargeEvent): number {
+  return typeof item === "string" ? item.length : heldChars(item) + QUEUED_LARGE_BYTES;
+}
 
 /** Whether a message is over `max` bytes (UTF-8), encoding only when its length cannot tell. */
 function exceeds(data: unknown, max: number): boolean {
@@ -109,7 +115,7 @@ class WebSocketSink implements Sink {
    * while its message is built and written. Null when nothing waits.
    */
   waiting: (string | LargeEvent)[] | null = [];
-  /** Characters of the texts in `waiting`. */
+  /** Characters of the texts in `waiting`, and what its large events count for (backlog). */
   waitingChars = 0;
   /** A large event's message is being built or written; `largeBytes` of it are in the socket. */
   sendingLarge = false;
@@ -175,7 +181,7 @@ class WebSocketSink implements Sink {
   /** Queues behind what already waits, and sends what can go. */
   wait(item: string | LargeEvent): void {
     (this.waiting ??= []).push(item);
-    if (typeof item === "string") this.waitingChars += item.length;
+    this.waitingChars += weight(item);
     this.flush();
   }
 
@@ -191,8 +197,8 @@ class WebSocketSink implements Sink {
     }
     while (waiting.length > 0) {
       const item = waiting.shift()!;
+      this.waitingChars -= weight(item);
       if (typeof item === "string") {
-        this.waitingChars -= item.length;
         this.socket.send(item);
         continue;
       }
@@ -212,7 +218,7 @@ class WebSocketSink implements Sink {
    */
   async sendLarge(event: LargeEvent): Promise<void> {
     const connection = this.connection!;
-    const release = await this.limits.largeSends.take(envelopeChars(event) * LARGE_SEND_COPIES);
+    const release = await this.limits.largeSends.take(envelopeMemory(event), connection.userId);
     try {
       if (connection.closed) return;
       const pieces: string[] = [];
@@ -229,9 +235,16 @@ class WebSocketSink implements Sink {
       this.largeBytes = bytes;
       const deadline = Date.now() +
         Math.max(LARGE_SEND_MIN_MS, (bytes / LARGE_SEND_MIN_BYTES_PER_SECOND) * 1000);
+      let left = this.socket.bufferedAmount;
+      let movedAt = Date.now();
       // Messages leave in order: while this one is unwritten, at least its bytes are buffered.
       while (this.socket.readyState === WebSocket.OPEN && this.socket.bufferedAmount >= bytes) {
-        if (Date.now() > deadline) {
+        const now = Date.now();
+        if (this.socket.bufferedAmount < left) {
+          left = this.socket.bufferedAmount;
+          movedAt = now;
+        }
+        if (now > deadline || now - movedAt > LARGE_SEND_STALL_MS) {
           return this.connections.close(connection, CLOSE.slow);
         }
         await new Promise((resolve) => setTimeout(resolve, LARGE_SEND_POLL_MS));

@@ -26,6 +26,7 @@ import type { Verified } from "../shared/envelope.ts";
 import {
   discardBody,
   INLINE_BODY_BYTES,
+  type LargeBodyFacts,
   PACK_BYTES,
   packedSize,
   stageBody,
@@ -90,6 +91,10 @@ export interface StagedWebhookBody {
   size: number;
   /** Whether the body is valid UTF-8. */
   utf8: boolean;
+  /** For UTF-8 text: characters, characters as a JSON string, any beyond Latin-1. */
+  chars?: number;
+  escapedChars?: number;
+  wide?: boolean;
 }
 
 /** The outcome of one submitted webhook. */
@@ -419,7 +424,7 @@ export function createIngest(
       after: gate.head.value,
       events: records.map((record, i) =>
         record.large
-          ? toLargeEvent(record, record.large.utf8)
+          ? toLargeEvent(record, record.large)
           : toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
       ),
     });
@@ -486,7 +491,7 @@ export function createIngest(
       body: pending.staged ? null : w.body,
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
-      ...(w.staged ? { large: { utf8: w.staged.utf8 } } : {}),
+      ...(w.staged ? { large: largeFacts(w.staged) } : {}),
       eventType: w.eventType ?? null,
       ...(w.verified ? { verified: w.verified } : {}),
       // The relay answered a handshake itself: no client's answer is awaited.
@@ -599,4 +604,10 @@ export function createIngest(
       });
     },
   };
+}
+
+/** What a stored record keeps of a staged body's measurements. */
+function largeFacts(staged: StagedWebhookBody): LargeBodyFacts {
+  const { utf8, chars, escapedChars, wide } = staged;
+  return chars === undefined ? { utf8 } : { utf8, chars, escapedChars, wide };
 }

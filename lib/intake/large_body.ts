@@ -11,6 +11,9 @@ import { createJsonCheck } from "./json_check.ts";
 import type { StagedWebhookBody } from "./group_commit.ts";
 import type { StreamedBody } from "./signatures.ts";
 
+/** Any character beyond Latin-1. */
+const BEYOND_LATIN1 = /[\u0100-\uffff]/;
+
 /** Opens the sink of one large body once `admit` lets it in (admit throws to refuse it). */
 export function largeBodySink(
   kv: Deno.Kv,
@@ -28,6 +31,16 @@ export function largeBodySink(
     const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
     const json = options.json ? createJsonCheck() : null;
     let utf8 = true;
+    /** What building its envelope will take (see LargeBodyFacts in events.ts). */
+    let chars = 0;
+    let escapedChars = 0;
+    let wide = false;
+    const measure = (text: string) => {
+      if (text === "") return;
+      chars += text.length;
+      escapedChars += JSON.stringify(text).length - 2;
+      wide ||= BEYOND_LATIN1.test(text);
+    };
     /** Bytes taken when the decoder refused: the first invalid byte is among them. */
     let invalidWithin = 0;
     const notJson = (detail: string) =>
@@ -40,7 +53,7 @@ export function largeBodySink(
       async write(piece) {
         if (utf8) {
           try {
-            decoder.decode(piece, { stream: true });
+            measure(decoder.decode(piece, { stream: true }));
           } catch {
             utf8 = false;
             invalidWithin = stager.size + piece.byteLength;
@@ -57,7 +70,7 @@ export function largeBodySink(
       async close() {
         if (utf8) {
           try {
-            decoder.decode();
+            measure(decoder.decode());
           } catch {
             utf8 = false;
             invalidWithin = stager.size;
@@ -69,7 +82,7 @@ export function largeBodySink(
           if (error !== null) throw notJson(error);
         }
         const staged = await stager.finish();
-        return { ...staged, utf8 };
+        return utf8 ? { ...staged, utf8, chars, escapedChars, wide } : { ...staged, utf8 };
       },
       abort: () => stager.discard(),
     };

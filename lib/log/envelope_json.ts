@@ -52,6 +52,11 @@ export interface LargeEnvelope {
   kind: BodyKind;
   /** The body is UTF-8 text (sent as `body`), else bytes (sent as `bodyBase64`). */
   utf8: boolean;
+  /**
+   * For text measured at ingest: its characters, as a JSON string, and whether any is beyond
+   * Latin-1. Absent: not measured (the envelope's size is then assumed at its worst).
+   */
+  text?: { chars: number; escapedChars: number; wide: boolean };
   /** The body's bytes and chunks in KV (see events.ts). */
   size: number;
   blobId: string;
@@ -170,7 +175,7 @@ export function toLiveEvent(
 /** A large event, from its stored record: only its metadata is held, never its body. */
 export function toLargeEvent(
   event: EnvelopeSource & { size: number; blobId: string | null; chunks: number },
-  utf8: boolean,
+  facts: { utf8: boolean; chars?: number; escapedChars?: number; wide?: boolean },
 ): LargeEvent {
   return {
     id: event.id,
@@ -180,7 +185,10 @@ export function toLargeEvent(
       head: envelopeHead(event),
       tail: envelopeTail(event),
       kind: event.kind,
-      utf8,
+      utf8: facts.utf8,
+      ...(facts.chars !== undefined && facts.escapedChars !== undefined
+        ? { text: { chars: facts.chars, escapedChars: facts.escapedChars, wide: !!facts.wide } }
+        : {}),
       size: event.size,
       blobId: event.blobId ?? "",
       chunks: event.chunks,

@@ -70,16 +70,27 @@ export function envelopeBody(kv: Deno.Kv, event: LiveEvent): string | ReadableSt
 }
 
 /**
- * About how many characters a large envelope will take, before it is built, for memory budgets:
- * exact but for escapes, counted as a quarter more text (a body of control characters, six
- * characters each once escaped, goes over).
+ * At most how many characters a large envelope takes, before it is built: exact but for the
+ * payload's folded line breaks when ingest measured the text; else assumed at its worst (every
+ * byte a six-character escape).
  */
 export function envelopeChars(event: LargeEvent): number {
-  const { head, tail, kind, utf8, size } = event.large;
-  const body = utf8 ? size : Math.ceil(size / 3) * 4;
-  // Escapes grow text (a quote doubles); six characters a byte is the worst (\u0000).
-  const escaped = utf8 ? Math.ceil(body * 1.25) : body;
-  return head.length + tail.length + (kind === "json" && utf8 ? size : 4) + escaped + 16;
+  const { head, tail, kind, utf8, size, text } = event.large;
+  const payload = kind === "json" && utf8 ? (text?.chars ?? size) : 4;
+  const body = utf8 ? (text?.escapedChars ?? 6 * size) : Math.ceil(size / 3) * 4;
+  return head.length + tail.length + payload + body + 32;
+}
+
+/**
+ * Bytes of memory one WebSocket send of a large event takes at its peak: its pieces and the
+ * joined text (two bytes a character when any is beyond Latin-1, or when not measured), and the
+ * UTF-8 copy the socket sends (up to three bytes a character).
+ */
+export function envelopeMemory(event: LargeEvent): number {
+  const chars = envelopeChars(event);
+  const { utf8, text } = event.large;
+  const wide = utf8 && (text?.wide ?? true);
+  return chars * (wide ? 2 : 1) * 2 + chars * (wide ? 3 : 1);
 }
 
 function bodyOf(event: LargeEvent) {

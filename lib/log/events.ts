@@ -37,7 +37,19 @@ export interface StoredEvent extends EnvelopeSource {
    * never held whole, and clients get its envelope in pieces read from the chunks. `utf8` says
    * whether the envelope carries it as `body` (text) or `bodyBase64`.
    */
-  large?: { utf8: boolean };
+  large?: LargeBodyFacts;
+}
+
+/**
+ * What ingest learnt of a large body on its way in. For UTF-8 text, its length in characters,
+ * as a JSON string (escaped), and whether any character is beyond Latin-1 (V8 then keeps the
+ * text at two bytes a character): what building its envelope will take, known before it is built.
+ */
+export interface LargeBodyFacts {
+  utf8: boolean;
+  chars?: number;
+  escapedChars?: number;
+  wide?: boolean;
 }
 
 /** Bytes of one body chunk: below KV's 64 KiB value limit with room for the key. */
@@ -294,7 +306,7 @@ export async function getEvent(
 
 /** A stored event as it is delivered: whole, or a large one by reference to its chunks. */
 async function toDelivery(kv: Deno.Kv, event: StoredEvent): Promise<LiveEvent> {
-  if (event.large) return toLargeEvent(event, event.large.utf8);
+  if (event.large) return toLargeEvent(event, event.large);
   return toLiveEvent(event, await loadBody(kv, event));
 }
 
