@@ -11,7 +11,7 @@ import { parseRoute } from "./lib/forward/routes.ts";
 import { defaultStateFile } from "./lib/forward/state.ts";
 
 const USAGE = `usage: deno task forward --url http://localhost:8000 --token wsk_… \\
-         --target http://localhost:3000/webhooks [--endpoint <slug>]… [--event <pattern>]… \\
+         --target http://localhost:3000/webhooks [--endpoint=<slug>]… [--event <pattern>]… \\
          [--route '<pattern>=http://…']… [--state <file>]
   --endpoint, --event: only those endpoints / event types (e.g. 'invoice.*'), filtered by the server
   --route: an event goes to the first route whose pattern matches its type, else to --target,

@@ -515,8 +515,8 @@ Deno.test("[forward] --endpoint, --event and two --routes: each type to its rout
     server.url,
     "--token",
     user.token,
-    "--endpoint",
-    user.slug,
+    // With "=": a slug may start with "-", which would otherwise read as an option.
+    `--endpoint=${user.slug}`,
     "--event",
     "invoice.*",
     "--event",

@@ -303,6 +303,87 @@ Deno.test("[ingest] a free user at its quota posting 25 MiB gets 402 and no chun
   }, { what: "1 used and 1 refused", timeoutMs: 5000 });
 });
 
+Deno.test("[ingest] an enforced endpoint refuses a large body without a signature before staging any of it", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const settings = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ provider: "github", secret: "s3cret", enforce: true }),
+  });
+  assert.equal(settings.status, 200, await settings.text());
+  const attempts: Record<string, string>[] = [{}, { "X-Hub-Signature-256": "sha256=nothex" }];
+  for (const headers of attempts) {
+    let seen = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        seen = Math.max(seen, await chunkCount(server));
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    })();
+    const response = await fetch(user.webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream", ...headers },
+      body: randomBytes(10 * 2 ** 20),
+    }).catch((error) => error as Error);
+    sampling = false;
+    await sampler;
+    // Refused before the body is read: the client may still be writing when the answer comes.
+    if (response instanceof Response) {
+      assert.equal(response.status, 401);
+      assert.match(response.headers.get("content-type") ?? "", /application\/json/);
+      assert.match(
+        (await response.json()).error,
+        /^Cannot ingest: (missing X-Hub-Signature-256 header|malformed signature header)$/,
+      );
+    }
+    assert.equal(seen, 0, `chunks were staged for ${JSON.stringify(headers)}`);
+  }
+  assert.equal(await historyCount(server, user), 0);
+});
+
+Deno.test("[ingest] large bodies being stored are limited per address: the next one gets 429 before staging", async () => {
+  await using server = await startTestServer({ MAX_STAGING_MB_PER_ADDRESS: "3" });
+  const user = await signUp(server);
+  // The first sender streams 2 MiB without a length, then holds.
+  let finish!: () => void;
+  const held = new Promise<void>((resolve) => finish = resolve);
+  const first = fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/octet-stream" },
+    body: new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(randomBytes(2 * 2 ** 20));
+        await held;
+        controller.enqueue(randomBytes(1000));
+        controller.close();
+      },
+    }),
+  });
+  await waitFor(async () => await chunkCount(server) > 0, { what: "the first body staged" });
+  const second = await fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/octet-stream" },
+    body: randomBytes(2 * 2 ** 20),
+  });
+  assert.equal(second.status, 429);
+  assert.match(second.headers.get("content-type") ?? "", /application\/json/);
+  assert.match((await second.json()).error, /is sending too many large bodies at once \(3 MiB/);
+  finish();
+  const response = await first;
+  assert.equal(response.status, 200, await response.clone().text());
+  await response.body?.cancel();
+  // The first one's reservation is given back: the next is accepted.
+  const third = await fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/octet-stream" },
+    body: randomBytes(2 * 2 ** 20),
+  });
+  assert.equal(third.status, 200, await third.clone().text());
+  await third.body?.cancel();
+});
+
 Deno.test("[ingest] two large bodies racing for a user's last webhook: the commit decides, the loser's chunks go", async () => {
   await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1" });
   const user = await signUp(server);

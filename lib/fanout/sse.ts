@@ -132,7 +132,11 @@ export function openSseStream(
           pieces?.return(undefined).catch(() => {});
           pieces = null;
           waiting = null;
-          controller.close();
+          try {
+            controller.close();
+          } catch {
+            // The client had already gone: the stream was cancelled first.
+          }
         },
       };
       enqueue(encoder.encode(`retry: ${options.retryMs}\n: connected\n\n`));

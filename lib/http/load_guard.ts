@@ -69,6 +69,8 @@ type GuardConfig = Pick<
   | "bodyTimeoutMs"
   | "maxBufferedBodyBytes"
   | "maxBufferedBodyBytesPerAddress"
+  | "maxStagingBytes"
+  | "maxStagingBytesPerAddress"
   | "maxRssBytes"
   | "minFreeFilesPercent"
 >;
@@ -82,6 +84,9 @@ interface GuardState {
   bodyBytes: number;
   /** Body bytes reserved per client address (only addresses with some). */
   bodyBytesByAddress: Map<string, number>;
+  /** Bytes of bodies being streamed into storage, in all and per client address. */
+  stagingBytes: number;
+  stagingBytesByAddress: Map<string, number>;
 }
 
 /** The soft limit of open files (Linux), or null where it cannot be read. */
@@ -122,6 +127,8 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
     bodies: new Set(),
     bodyBytes: 0,
     bodyBytesByAddress: new Map(),
+    stagingBytes: 0,
+    stagingBytesByAddress: new Map(),
   };
   const perAddress = new Map<string, number>();
   let requests = 0;
@@ -381,6 +388,36 @@ export async function receiveBody<T>(
     else state.bodyBytesByAddress.delete(address);
     reserved = bytes;
   };
+  // Disk, not memory: what bodies being streamed into storage may take before any is accepted.
+  // The declared length is reserved before a byte is staged; a body without one, as it grows.
+  let staging = 0;
+  const reserveStaging = (bytes: number) => {
+    if (!state || bytes === staging) return;
+    const more = bytes - staging;
+    if (more > 0 && state.stagingBytes + more > state.config.maxStagingBytes) {
+      throw new HttpError(
+        503,
+        `Cannot ${action}: the server is storing too many large bodies at once (${
+          Math.round(state.config.maxStagingBytes / 2 ** 20)
+        } MiB in flight); retry shortly`,
+        { "Retry-After": "5", Connection: "close" },
+      );
+    }
+    const mine = state.stagingBytesByAddress.get(address) ?? 0;
+    if (more > 0 && mine + more > state.config.maxStagingBytesPerAddress) {
+      throw new HttpError(
+        429,
+        `Cannot ${action}: ${address} is sending too many large bodies at once (${
+          Math.round(state.config.maxStagingBytesPerAddress / 2 ** 20)
+        } MiB in flight); wait for some to finish`,
+        { "Retry-After": "5", Connection: "close" },
+      );
+    }
+    state.stagingBytes += more;
+    if (mine + more > 0) state.stagingBytesByAddress.set(address, mine + more);
+    else state.stagingBytesByAddress.delete(address);
+    staging = bytes;
+  };
   const stream = request.body;
   let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | ReadableStreamBYOBReader =
     stream.getReader();
@@ -445,6 +482,7 @@ export async function receiveBody<T>(
   const streamTo = async (piece: Uint8Array) => {
     // Held: the sink's buffer, and this piece until the sink has copied it.
     reserve(sink!.capacity + piece.byteLength);
+    reserveStaging(Math.max(declared ?? 0, total));
     await withDeadline(sink!.write(piece));
     reserve(sink!.capacity);
   };
@@ -452,6 +490,7 @@ export async function receiveBody<T>(
     state?.bodies.add(read);
     const streams = declared !== null && declared > options.streamOver && options.open;
     if (streams) {
+      reserveStaging(declared);
       sink = await withDeadline(options.open!(declared));
       readIntoScratch();
     } else if (declared !== null) reserve(declared);
@@ -468,6 +507,7 @@ export async function receiveBody<T>(
         parts.push(value);
         if (total > options.streamOver && options.open) {
           // No length was declared, and the body has outgrown memory: stream from here on.
+          reserveStaging(total);
           sink = await withDeadline(options.open(null));
           readIntoScratch();
           const held = parts;
@@ -495,6 +535,7 @@ export async function receiveBody<T>(
   } finally {
     state?.bodies.delete(read);
     reserve(0);
+    reserveStaging(0);
   }
   // A lone part may be a view into a larger buffer; KV would serialise the whole buffer.
   if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) {

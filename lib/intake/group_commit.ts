@@ -418,16 +418,22 @@ export function createIngest(
       },
       head: { key: gate.head.key, value: head, versionstamp: context.versionstamp },
     });
-    options.broker.publish({
-      kind: "events",
-      userId: group.userId,
-      after: gate.head.value,
-      events: records.map((record, i) =>
-        record.large
-          ? toLargeEvent(record, record.large)
-          : toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
-      ),
-    });
+    try {
+      options.broker.publish({
+        kind: "events",
+        userId: group.userId,
+        after: gate.head.value,
+        events: records.map((record, i) =>
+          record.large
+            ? toLargeEvent(record, record.large)
+            : toLiveEvent(record, admitted[i].webhook.body, admitted[i].webhook.text)
+        ),
+      });
+    } catch (error) {
+      // Committed is stored: a failure to publish must not fail (and discard) what is in the
+      // log. Clients that missed it catch up by their last id.
+      console.error("publishing committed events failed", error);
+    }
     let n = 0;
     admitted.forEach((pending, i) => {
       if (!pending.webhook.handshake) n++;

@@ -7,7 +7,7 @@
  * learn where they stand.
  */
 import { type Endpoint, endpointCheck, RESPOND_TIMEOUT } from "../endpoints/endpoints.ts";
-import { verifyWebhook } from "./signatures.ts";
+import { checkHeaders, verifyWebhook } from "./signatures.ts";
 import { answerHandshake } from "./handshakes.ts";
 import { eventTypeOf } from "./event_type.ts";
 import type { Verified } from "../shared/envelope.ts";
@@ -56,6 +56,11 @@ export interface StreamOptions {
   kv: Deno.Kv;
   ingest: Pick<Ingest, "admit">;
   retentionMs: number;
+  /**
+   * Refuses (throws) before admission what the request's headers alone condemn: an enforced
+   * provider check whose signature header is missing, malformed or stale.
+   */
+  precheck?: () => Promise<void>;
 }
 
 /**
@@ -102,6 +107,7 @@ export async function readWebhook(
         expireIn: stream.retentionMs,
         json: declaredKind(type) === "json",
         admit: async () => {
+          await stream.precheck?.();
           const refusal = await stream.ingest.admit(endpoint);
           // Refused before the body is read: the connection cannot be reused.
           if (refusal) throw refusalError(refusal, endpoint.slug, { Connection: "close" });
@@ -161,6 +167,31 @@ async function reasonOf(answer: Response): Promise<string> {
  * An endpoint's provider check of a webhook: its verdict for the envelope, and the relay's own
  * answer when the request is the provider's URL handshake. Null when it names no provider.
  */
+/**
+ * For a large body on an endpoint that enforces its provider's check: 401 before a byte is staged
+ * when the headers alone fail it (no signature, a malformed one, a stale timestamp), so a forger
+ * cannot make the relay store 25 MiB to refuse it.
+ */
+async function refuseByHeaders(
+  services: Services,
+  options: { endpoint: Endpoint; request: Request },
+): Promise<void> {
+  const now = Date.now();
+  const check = await endpointCheck(options.endpoint, { key: services.secretsKey, now });
+  if (!check?.enforce) return;
+  const verdict = await checkHeaders({
+    provider: check.provider,
+    secrets: check.secrets,
+    headers: options.request.headers,
+    url: senderUrl(services.config, options.request),
+    now,
+  });
+  if (verdict && !verdict.ok) {
+    services.rejections.count({ userId: options.endpoint.userId, count: 1, now: new Date() });
+    throw new HttpError(401, `Cannot ingest: ${verdict.reason}`, { Connection: "close" });
+  }
+}
+
 async function checkProvider(
   services: Services,
   options: { endpoint: Endpoint; request: Request; webhook: IncomingWebhook },
@@ -230,6 +261,7 @@ export async function receiveWebhook(
         kv: services.kv,
         ingest: services.ingest,
         retentionMs: services.config.retentionMs,
+        precheck: () => refuseByHeaders(services, { endpoint, request: options.request }),
       },
     });
     // Until submit takes it over, a refusal here must delete the staged chunks.

@@ -64,6 +64,30 @@ export async function verifyWebhook(input: {
   return await check({ ...input, secrets, nowSeconds });
 }
 
+/** Thrown by checkHeaders' stand-in body: the headers passed, only the body can tell now. */
+const BODY_NEEDED = Symbol("body needed");
+
+/**
+ * What a webhook's headers alone say of its check: a failing verdict (signature header missing
+ * or malformed, timestamp stale), or null when only its body can tell. Reads no body.
+ */
+export async function checkHeaders(
+  input: Omit<Parameters<typeof verifyWebhook>[0], "body">,
+): Promise<Verdict | null> {
+  const body: StreamedBody = {
+    size: 0,
+    read() {
+      throw BODY_NEEDED;
+    },
+  };
+  try {
+    return await verifyWebhook({ ...input, body });
+  } catch (error) {
+    if (error === BODY_NEEDED) return null;
+    throw error;
+  }
+}
+
 interface CheckInput {
   secrets: string[];
   headers: Headers;

@@ -131,6 +131,8 @@ export function createBodyStager(
   let discarded = false;
   const flush = async () => {
     if (filled === 0) return;
+    // A discard may have come while a write waited on the previous commit: write no more.
+    if (discarded) throw new Error("Cannot stage: the body was discarded");
     const op = kv.atomic();
     const count = Math.ceil(filled / CHUNK_BYTES);
     for (let n = 0; n < count; n++) {

@@ -76,6 +76,8 @@ const schema = z.object({
   API_MAX_BODY_BYTES: positiveInt.default(64 * 1024),
   MAX_BUFFERED_BODY_MB: z.coerce.number().positive().default(256),
   MAX_BUFFERED_BODY_MB_PER_ADDRESS: z.coerce.number().positive().default(16),
+  MAX_STAGING_MB: z.coerce.number().positive().default(2048),
+  MAX_STAGING_MB_PER_ADDRESS: z.coerce.number().positive().default(512),
   MAX_REQUESTS_PER_ADDRESS: positiveInt.default(4096),
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_RSS_MB: nonNegativeInt.default(2048),
@@ -217,6 +219,12 @@ export interface Config {
    * open from one address cannot refuse every tenant's webhooks.
    */
   maxBufferedBodyBytesPerAddress: number;
+  /**
+   * Bytes of large bodies being streamed into storage at once, per isolate, and the share of
+   * one client address: disk an outsider fills before anything is accepted (503, 429).
+   */
+  maxStagingBytes: number;
+  maxStagingBytesPerAddress: number;
   /** Requests in progress from one client address, per isolate (429 above). */
   maxRequestsPerAddress: number;
   /** Requests in progress in total, per isolate (503 above). */
@@ -304,6 +312,8 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     apiMaxBodyBytes: e.API_MAX_BODY_BYTES,
     maxBufferedBodyBytes: Math.round(e.MAX_BUFFERED_BODY_MB * 2 ** 20),
     maxBufferedBodyBytesPerAddress: Math.round(e.MAX_BUFFERED_BODY_MB_PER_ADDRESS * 2 ** 20),
+    maxStagingBytes: Math.round(e.MAX_STAGING_MB * 2 ** 20),
+    maxStagingBytesPerAddress: Math.round(e.MAX_STAGING_MB_PER_ADDRESS * 2 ** 20),
     maxRequestsPerAddress: e.MAX_REQUESTS_PER_ADDRESS,
     maxRequests: e.MAX_REQUESTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
