@@ -15,6 +15,8 @@ import {
   type TestUser,
   waitFor,
 } from "./helpers.ts";
+import type { Browser, Page } from "playwright-core";
+import { launchChromium, saveScreenshot } from "./chromium.ts";
 import { clusterSides, instanceSides, postOn, signUpOn } from "./sides.ts";
 import { tokenKey } from "../lib/store/kv_keys.ts";
 import type { Token } from "../lib/accounts/tokens.ts";
@@ -789,3 +791,68 @@ for (const [kind, start] of [["cluster", clusterSides], ["instances", instanceSi
     }
   });
 }
+
+Deno.test("[scopes] in Chromium, the token form makes a stream-only token for one endpoint, and refuses full access with endpoints", async () => {
+  await using server = await startTestServer();
+  const { user, a, b } = await twoEndpoints(server);
+  let browser: Browser | null = null;
+  let page: Page | null = null;
+  const problems: string[] = [];
+  try {
+    browser = await launchChromium();
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    context.setDefaultTimeout(15_000);
+    const [name, value] = user.cookie.split("=");
+    await context.addCookies([{ name, value, url: server.url }]);
+    page = await context.newPage();
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    page.on("console", (message) => {
+      // A refused form answers 400, which Chromium logs; anything else (a CSP refusal) counts.
+      if (message.type() === "error" && !/status of 4\d\d/.test(message.text())) {
+        problems.push(`console error: ${message.text()}`);
+      }
+    });
+    await page.goto(`${server.url}/dashboard/tokens`);
+    assert.equal(await page.getByRole("radio", { name: /^Stream only/ }).isChecked(), true);
+    assert.equal(await page.getByRole("radio", { name: /^Full access/ }).isChecked(), false);
+
+    await page.getByLabel("Name").fill("browser");
+    await page.getByRole("checkbox", { name: /^second/ }).check();
+    await page.getByRole("button", { name: "Create token" }).click();
+    await page.getByText("Copy its value now").waitFor();
+    const token = await page.locator("input[value^=wsk_]").inputValue();
+    const row = page.locator("tr", { has: page.getByRole("rowheader", { name: "browser" }) });
+    assert.equal(
+      await row.locator("td.token-access").textContent(),
+      "Stream only, endpoint second",
+    );
+
+    // What the browser made: a stream-only token that sees b alone.
+    const refused = await api(server, { token, path: "/api/tokens" });
+    assert.equal(refused.status, 403);
+    await refused.body?.cancel();
+    const stream = await openSse(`${server.url}/api/events/stream?token=${token}`);
+    assert.equal(stream.response.status, 200);
+    await send(a.url, { n: "a" });
+    const sent = await send(b.url, { n: "b" });
+    assert.equal((await nextWebhook(stream)).id, sent);
+    stream.close();
+
+    await page.getByLabel("Name").fill("wrong");
+    await page.getByRole("radio", { name: /^Full access/ }).check();
+    await page.getByRole("checkbox", { name: /^default/ }).check();
+    await page.getByRole("button", { name: "Create token" }).click();
+    await page.getByRole("alert").filter({ hasText: "full access covers every endpoint" })
+      .waitFor();
+    assert.equal(await page.getByRole("radio", { name: /^Full access/ }).isChecked(), true);
+    assert.equal(await page.getByRole("checkbox", { name: /^default/ }).isChecked(), true);
+    assert.equal(await page.getByLabel("Name").inputValue(), "wrong");
+    assert.deepEqual(problems, [], "the page reported errors");
+  } catch (error) {
+    if (page) await saveScreenshot(page, "token form");
+    if (problems.length) console.error(problems.join("\n"));
+    throw error;
+  } finally {
+    await browser?.close();
+  }
+});
