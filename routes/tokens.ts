@@ -26,7 +26,9 @@ const createBody = z.object({
         `the scopes are ${SCOPE_LIST}`,
     }),
   ).min(1, "name at least one scope").max(10, "at most 10 scopes").optional(),
+  // An empty list would make a token that sees nothing: leave the field out for every endpoint.
   endpoints: z.array(z.string().min(1, "a slug must not be empty").max(100))
+    .min(1, "name at least one endpoint, or leave endpoints out for all of them")
     .max(100, "at most 100 endpoints").optional(),
 }).strict();
 

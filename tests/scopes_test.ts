@@ -315,6 +315,10 @@ Deno.test("[scopes] POST /api/tokens: defaults, and 400 naming an unknown scope,
     ],
     [{ name: "x", scopes: [] }, "Cannot create token: scopes: name at least one scope"],
     [
+      { name: "x", endpoints: [] },
+      "Cannot create token: endpoints: name at least one endpoint, or leave endpoints out for all of them",
+    ],
+    [
       { name: "x", endpoints: [other.slug] },
       `Cannot create token: endpoints: no endpoint ${other.slug} in this account`,
     ],
