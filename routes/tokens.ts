@@ -69,7 +69,7 @@ export function tokenRoutes(): Hono<AppEnv> {
     const { kv, broker } = c.get("services");
     const userId = c.get("auth").user.id;
     const token = await revokeToken(kv, { userId, tokenId: c.req.param("id"), broker });
-    return c.json({ ok: true, revoked: publicToken(token) });
+    return c.json({ ok: true, revoked: publicToken(token, await listEndpoints(kv, userId)) });
   });
 
   return app;

@@ -347,6 +347,20 @@ Deno.test("[scopes] POST /api/tokens: defaults, and 400 naming an unknown scope,
       `${JSON.stringify(body)}: ${answer.error}`,
     );
   }
+  const revoked = await expectJson(
+    await api(server, { token: user.token, method: "DELETE", path: `/api/tokens/${limited.id}` }),
+    200,
+    "revoke the limited token",
+  );
+  assert.deepEqual(
+    [
+      (revoked.revoked as { endpoints: string[] }).endpoints,
+      (revoked.revoked as { scopes: string[] }).scopes,
+    ],
+    [[a.slug, b.slug], ["events:read"]],
+  );
+  const again = await createToken(server, user, { endpoints: [a.slug, b.slug] });
+  assert.deepEqual(again.endpoints, [a.slug, b.slug]);
   const listed = await expectJson(
     await api(server, { token: user.token, path: "/api/tokens" }),
     200,
@@ -357,8 +371,8 @@ Deno.test("[scopes] POST /api/tokens: defaults, and 400 naming an unknown scope,
   assert.deepEqual(byName, [
     { name: "default", scopes: ["events:read", "manage"], endpoints: null },
     { name: "full", scopes: ["events:read", "manage"], endpoints: null },
-    { name: "scoped", scopes: ["events:read"], endpoints: [a.slug, b.slug] },
     { name: "scoped", scopes: ["events:read", "manage"], endpoints: null },
+    { name: "scoped", scopes: ["events:read"], endpoints: [a.slug, b.slug] },
   ]);
 });
 
