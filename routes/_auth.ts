@@ -59,9 +59,9 @@ function checkSameOrigin(c: Context<AppEnv>, publicUrl: string): void {
 }
 
 /**
- * Authenticates a live stream: `?token=`, `Authorization: Bearer`, or the dashboard's session
- * cookie, which must allow `events:read`. Runs before any upgrade or stream starts, so failures
- * are plain 401 or 403 JSON.
+ * Authenticates a live stream: `?token=`, `Authorization: Bearer` (a token with the
+ * `events:read` scope), or the dashboard's session cookie. Runs before any upgrade or stream
+ * starts, so failures are plain 401 or 403 JSON.
  */
 export async function authenticateStream(c: Context<AppEnv>): Promise<Auth> {
   const { kv, config } = c.get("services");
