@@ -1,4 +1,7 @@
-/** Who is calling: bearer tokens, session cookies, and the same-origin rule for cookie changes. */
+/**
+ * Who is calling (bearer tokens, session cookies, and the same-origin rule for cookie changes),
+ * and whether their token's scope allows the route group.
+ */
 import type { Context, MiddlewareHandler } from "hono";
 import { getCookie } from "hono/cookie";
 import {
@@ -6,7 +9,9 @@ import {
   authenticateSession,
   authenticateToken,
   bearerToken,
+  checkScope,
 } from "../lib/accounts/auth.ts";
+import type { Scope } from "../lib/accounts/tokens.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { sessionCookieName } from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
@@ -32,6 +37,17 @@ export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   await next();
 };
 
+/**
+ * After `requireAuth`: 403 naming the scope when the caller's token lacks it. Each route group
+ * names its scope once: `manage` (tokens, endpoints, billing) or `events:read` (events, clients).
+ */
+export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    checkScope(c.get("auth"), scope);
+    await next();
+  };
+}
+
 /** Refuses a browser request from another site; requests without browser headers pass. */
 function checkSameOrigin(c: Context<AppEnv>, publicUrl: string): void {
   const origin = c.req.header("Origin");
@@ -43,8 +59,9 @@ function checkSameOrigin(c: Context<AppEnv>, publicUrl: string): void {
 }
 
 /**
- * Authenticates a live stream: `?token=`, `Authorization: Bearer`, or the dashboard's session
- * cookie. Runs before any upgrade or stream starts, so failures are plain 401 JSON.
+ * Authenticates a live stream: `?token=`, `Authorization: Bearer` (a token with the
+ * `events:read` scope), or the dashboard's session cookie. Runs before any upgrade or stream
+ * starts, so failures are plain 401 or 403 JSON.
  */
 export async function authenticateStream(c: Context<AppEnv>): Promise<Auth> {
   const { kv, config } = c.get("services");
@@ -56,7 +73,9 @@ export async function authenticateStream(c: Context<AppEnv>): Promise<Auth> {
     checkSameOrigin(c, c.get("services").config.publicUrl);
     return await authenticateSession(kv, sessionId);
   }
-  return await authenticateToken(kv, token ?? null);
+  const auth = await authenticateToken(kv, token ?? null);
+  checkScope(auth, "events:read");
+  return auth;
 }
 
 /** Form posts must come from our own pages: browsers send any site's forms with our cookies. */

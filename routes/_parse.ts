@@ -8,10 +8,12 @@ import { readBody } from "../lib/http/load_guard.ts";
 import type { AppEnv } from "./_env.ts";
 import {
   compileFilter,
+  type EndpointLimit,
   type Filter,
   filterProblem,
   filterQuery,
   filterQuerySchema,
+  outsideLimit,
 } from "../lib/fanout/filters.ts";
 
 /**
@@ -53,15 +55,23 @@ export function resumePoint(c: Context<AppEnv>): string | null {
 }
 
 /**
- * A stream's filters from its query (`endpoint`, `event`, `method`, `path`, each repeatable);
- * null when it has none; 400 naming the parameter when one is malformed.
+ * A stream's filters from its query (`endpoint`, `event`, `method`, `path`, each repeatable),
+ * within the token's endpoint `limit`; null when there are none; 400 naming the parameter when
+ * one is malformed, 403 for an `endpoint=` outside the limit.
  */
-export function streamFilter(c: Context<AppEnv>): Filter | null {
+export function streamFilter(c: Context<AppEnv>, limit: EndpointLimit | null): Filter | null {
   const parsed = filterQuerySchema.safeParse(filterQuery((name) => c.req.queries(name)));
   if (!parsed.success) {
     throw new HttpError(400, `Cannot subscribe: ${filterProblem(parsed.error)}`);
   }
-  return compileFilter(parsed.data);
+  const outside = outsideLimit(parsed.data, limit);
+  if (outside !== null) {
+    throw new HttpError(
+      403,
+      `Forbidden: endpoint ${outside.slice(0, 40)} is not one of this token's endpoints`,
+    );
+  }
+  return compileFilter(parsed.data, limit);
 }
 
 /** The form that creates something named (a token, an endpoint). */
@@ -74,17 +84,29 @@ export const nameForm = z.object({
 
 /** A form's fields as strings, and either the parsed data or per-field problems. */
 export type FormResult<T> =
-  | { ok: true; data: T; values: Record<string, string> }
-  | { ok: false; errors: Record<string, string>; values: Record<string, string> };
+  | { ok: true; data: T; values: Record<string, string>; lists: Record<string, string[]> }
+  | {
+    ok: false;
+    errors: Record<string, string>;
+    values: Record<string, string>;
+    lists: Record<string, string[]>;
+  };
 
-/** Reads an urlencoded or multipart form and validates it; problems are keyed by field. */
+/**
+ * Reads an urlencoded or multipart form and validates it; problems are keyed by field. Fields
+ * named in `lists` (checkboxes) reach the schema as every value given, in order; `values`
+ * keeps the last one of each field.
+ */
 export async function readForm<T extends z.ZodType>(
   c: Context<AppEnv>,
   schema: T,
+  options: { lists?: readonly string[] } = {},
 ): Promise<FormResult<z.infer<T>>> {
   const bytes = await readSmallBody(c, "read form");
   const type = c.req.header("Content-Type") ?? "";
   const values: Record<string, string> = {};
+  const lists: Record<string, string[]> = {};
+  for (const name of options.lists ?? []) lists[name] = [];
   if (/^(application\/x-www-form-urlencoded|multipart\/form-data)/i.test(type)) {
     let form: FormData;
     try {
@@ -93,15 +115,17 @@ export async function readForm<T extends z.ZodType>(
       throw new HttpError(400, "Cannot read form: the body is not a form");
     }
     for (const [name, value] of form) {
-      if (typeof value === "string") values[name] = value;
+      if (typeof value !== "string") continue;
+      values[name] = value;
+      lists[name]?.push(value);
     }
   }
-  const parsed = schema.safeParse(values);
-  if (parsed.success) return { ok: true, data: parsed.data, values };
+  const parsed = schema.safeParse({ ...values, ...lists });
+  if (parsed.success) return { ok: true, data: parsed.data, values, lists };
   const errors: Record<string, string> = {};
   for (const issue of parsed.error.issues) {
     const field = String(issue.path[0] ?? "form");
     errors[field] ??= issue.message;
   }
-  return { ok: false, errors, values };
+  return { ok: false, errors, values, lists };
 }

@@ -5,7 +5,7 @@ import { billingView, MAX_MONTHLY_CAP, setMonthlyCap } from "../lib/billing/plan
 import { listInvoices, publicInvoice } from "../lib/billing/invoices.ts";
 import { usageReport } from "../lib/billing/usage.ts";
 import type { AppEnv } from "./_env.ts";
-import { requireAuth } from "./_auth.ts";
+import { requireAuth, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
 
 const capBody = z.object({
@@ -16,9 +16,11 @@ const capBody = z.object({
 /** /api/billing and /api/usage */
 export function billingRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.use("/api/billing", requireAuth);
-  app.use("/api/billing/*", requireAuth);
-  app.use("/api/usage", requireAuth);
+  const manage = [requireAuth, requireScope("manage")] as const;
+  app.use("/api/billing", ...manage);
+  app.use("/api/billing/*", ...manage);
+  app.use("/api/usage", ...manage);
+  app.use("/api/invoices", ...manage);
 
   app.get("/api/billing", async (c) => {
     const { kv, config } = c.get("services");
@@ -40,7 +42,7 @@ export function billingRoutes(): Hono<AppEnv> {
     return c.json(await billingView(kv, { user, freeAllowance: config.freeMonthlyLimit }));
   });
 
-  app.get("/api/invoices", requireAuth, async (c) => {
+  app.get("/api/invoices", async (c) => {
     const invoices = await listInvoices(c.get("services").kv, c.get("auth").user.id);
     return c.json({ invoices: invoices.map(publicInvoice) });
   });

@@ -12,7 +12,7 @@ import {
 } from "../lib/endpoints/endpoints.ts";
 import { PROVIDERS } from "../lib/intake/signatures.ts";
 import type { AppEnv } from "./_env.ts";
-import { requireAuth } from "./_auth.ts";
+import { requireAuth, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
 
 const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
@@ -33,8 +33,8 @@ const settingsBody = z.object({
 /** /api/endpoints */
 export function endpointRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.use("/api/endpoints", requireAuth);
-  app.use("/api/endpoints/*", requireAuth);
+  app.use("/api/endpoints", requireAuth, requireScope("manage"));
+  app.use("/api/endpoints/*", requireAuth, requireScope("manage"));
 
   app.get("/api/endpoints", async (c) => {
     const { kv, config } = c.get("services");

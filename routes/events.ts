@@ -1,14 +1,18 @@
-/** Event history and the SSE stream. */
+/**
+ * Event history and the SSE stream, for callers with the `events:read` scope; a token limited
+ * to endpoints sees only their events (others answer 404, as if absent).
+ */
 import { Hono } from "hono";
 import { z } from "zod";
-import { getEvent, getEventBody, listEventSummaries } from "../lib/log/events.ts";
+import { getEvent, getEventBody, hasEvent, listEventSummaries } from "../lib/log/events.ts";
 import { listDeliveries } from "../lib/log/acks.ts";
 import { envelopeBody } from "../lib/log/envelope_stream.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { isId } from "../lib/store/ids.ts";
 import { openSseStream } from "../lib/fanout/sse.ts";
 import type { AppEnv } from "./_env.ts";
-import { authenticateStream, requireAuth } from "./_auth.ts";
+import { authenticateStream, requireAuth, requireScope } from "./_auth.ts";
+import { endpointLimit, seesEvent } from "../lib/accounts/auth.ts";
 import { resumePoint, streamFilter } from "./_parse.ts";
 import { parseWith } from "../lib/http/parse.ts";
 
@@ -23,12 +27,13 @@ const RETRY_MS = 2000;
 /** /api/events, /api/events/stream, /api/events/:id */
 export function eventRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
+  const read = [requireAuth, requireScope("events:read")] as const;
 
   app.get("/api/events/stream", async (c) => {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);
-    const filter = streamFilter(c);
-    const { connections } = c.get("services");
+    const { connections, kv } = c.get("services");
+    const filter = streamFilter(c, await endpointLimit(kv, auth));
     connections.admit(auth.user.id, auth.credential);
     return openSseStream(connections, {
       userId: auth.user.id,
@@ -39,20 +44,26 @@ export function eventRoutes(): Hono<AppEnv> {
     });
   });
 
-  app.get("/api/events", requireAuth, async (c) => {
+  app.get("/api/events", ...read, async (c) => {
     const query = parseWith(c.req.query(), { schema: historyQuery, action: "list events" });
     const page = await listEventSummaries(c.get("services").kv, {
       userId: c.get("auth").user.id,
       cursor: query.cursor ?? null,
       limit: query.limit,
+      match: seesEvent(c.get("auth")),
     });
     return c.json(page);
   });
 
-  app.get("/api/events/:id", requireAuth, async (c) => {
+  app.get("/api/events/:id", ...read, async (c) => {
     const id = c.req.param("id");
     if (!isId(id)) throw new HttpError(400, `Cannot read event: "${id}" is not an event id`);
-    const event = await getEvent(c.get("services").kv, { userId: c.get("auth").user.id, id });
+    const auth = c.get("auth");
+    const event = await getEvent(c.get("services").kv, {
+      userId: auth.user.id,
+      id,
+      match: seesEvent(auth),
+    });
     if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
     const body = envelopeBody(c.get("services").kv, event);
     return c.body(body, 200, { "Content-Type": "application/json" });
@@ -60,10 +71,15 @@ export function eventRoutes(): Hono<AppEnv> {
 
   // The sender chose these bytes and they are served from the dashboard's origin: always a
   // download, never a page (no sniffing, sandboxed, nothing cached), whatever the content type.
-  app.get("/api/events/:id/body", requireAuth, async (c) => {
+  app.get("/api/events/:id/body", ...read, async (c) => {
     const id = c.req.param("id");
     if (!isId(id)) throw new HttpError(400, `Cannot read event body: "${id}" is not an event id`);
-    const event = await getEventBody(c.get("services").kv, { userId: c.get("auth").user.id, id });
+    const auth = c.get("auth");
+    const event = await getEventBody(c.get("services").kv, {
+      userId: auth.user.id,
+      id,
+      match: seesEvent(auth),
+    });
     if (!event) throw new HttpError(404, `Cannot read event body: no retained event ${id}`);
     return c.body(event.body, 200, {
       ...downloadHeaders(id, event.contentType),
@@ -71,9 +87,15 @@ export function eventRoutes(): Hono<AppEnv> {
     });
   });
 
-  app.get("/api/events/:id/deliveries", requireAuth, async (c) => {
+  app.get("/api/events/:id/deliveries", ...read, async (c) => {
     const id = c.req.param("id");
     if (!isId(id)) throw new HttpError(400, `Cannot list deliveries: "${id}" is not an event id`);
+    const auth = c.get("auth");
+    const match = seesEvent(auth);
+    // Only a limited token asks: everyone else keeps seeing deliveries of expired events too.
+    if (match && !(await hasEvent(c.get("services").kv, { userId: auth.user.id, id, match }))) {
+      throw new HttpError(404, `Cannot list deliveries: no retained event ${id}`);
+    }
     const deliveries = await listDeliveries(c.get("services").kv, {
       userId: c.get("auth").user.id,
       eventId: id,
@@ -81,20 +103,24 @@ export function eventRoutes(): Hono<AppEnv> {
     return c.json({ id, deliveries });
   });
 
-  app.get("/api/clients", requireAuth, async (c) => {
-    const clients = await c.get("services").presence.list(c.get("auth").user.id);
+  app.get("/api/clients", ...read, async (c) => {
+    const auth = c.get("auth");
+    const clients = await c.get("services").presence.list(auth.user.id, auth.endpointIds);
     return c.json({ clients });
   });
 
   // Resend: the stored event goes again to every connected client. /redeliver is its first
   // name, kept as an alias for clients written against it; both share the account's rate.
   for (const path of ["/api/events/:id/resend", "/api/events/:id/redeliver"] as const) {
-    app.post(path, requireAuth, async (c) => {
+    app.post(path, ...read, async (c) => {
       const id = c.req.param("id");
       if (!isId(id)) throw new HttpError(400, `Cannot resend event: "${id}" is not an event id`);
+      const auth = c.get("auth");
       const { clients } = await c.get("services").resender.resend({
-        userId: c.get("auth").user.id,
+        userId: auth.user.id,
         id,
+        match: seesEvent(auth),
+        within: auth.endpointIds,
       });
       return c.json({ ok: true, id, clients });
     });

@@ -1,4 +1,9 @@
-/** GET /api/me: the caller, their endpoints, live clients and this month's usage. */
+/**
+ * GET /api/me: the caller, their endpoints, live clients and this month's usage, and what the
+ * token may do. Any token may ask (a client checks its token here), and sees only what it may:
+ * a token limited to endpoints gets those endpoints and their clients, one without `manage` no
+ * usage (billing is managing).
+ */
 import { Hono } from "hono";
 import { listEndpoints, publicEndpoint } from "../lib/endpoints/endpoints.ts";
 import { monthUsage, quotaResetAt } from "../lib/billing/usage.ts";
@@ -11,20 +16,28 @@ export function meRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get("/api/me", requireAuth, async (c) => {
     const { kv, config, presence } = c.get("services");
-    const { user } = c.get("auth");
+    const { user, scopes, endpointIds } = c.get("auth");
+    const manages = scopes.includes("manage");
     const [endpoints, used, clients] = await Promise.all([
       listEndpoints(kv, user.id),
-      monthUsage(kv, { userId: user.id }),
-      presence.list(user.id),
+      manages ? monthUsage(kv, { userId: user.id }) : null,
+      presence.list(user.id, endpointIds),
     ]);
+    const visible = endpointIds === null
+      ? endpoints
+      : endpoints.filter((endpoint) => endpointIds.includes(endpoint.id));
     return c.json({
       user: publicUser(user),
-      endpoints: endpoints.map((e) => publicEndpoint(config, e)),
+      endpoints: visible.map((e) => publicEndpoint(config, e)),
       connectedClients: clients.length,
-      usage: {
+      usage: used === null ? null : {
         used,
         limit: user.monthlyLimit,
         resetsAt: quotaResetAt(new Date()).toISOString(),
+      },
+      access: {
+        scopes,
+        endpoints: endpointIds === null ? null : visible.map((endpoint) => endpoint.slug),
       },
     });
   });

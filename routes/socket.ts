@@ -4,6 +4,7 @@ import type { Context, Next } from "hono";
 import { openWebSocket } from "../lib/fanout/websocket.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream } from "./_auth.ts";
+import { endpointLimit } from "../lib/accounts/auth.ts";
 import { resumePoint, streamFilter } from "./_parse.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {
@@ -16,8 +17,8 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   }
   const auth = await authenticateStream(c);
   const after = resumePoint(c);
-  const filter = streamFilter(c);
-  const { connections, config } = c.get("services");
+  const { connections, config, kv } = c.get("services");
+  const filter = streamFilter(c, await endpointLimit(kv, auth));
   connections.admit(auth.user.id, auth.credential);
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,

@@ -10,13 +10,14 @@ import {
 import { HttpError } from "../lib/http/http_error.ts";
 import { readBody } from "../lib/http/load_guard.ts";
 import type { AppEnv } from "./_env.ts";
-import { requireAuth } from "./_auth.ts";
+import { requireAuth, requireScope } from "./_auth.ts";
 
 /** /api/billing/{checkout,portal,downgrade} and /api/stripe/webhook */
 export function stripeRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
+  const manage = [requireAuth, requireScope("manage")] as const;
 
-  app.post("/api/billing/checkout", requireAuth, async (c) => {
+  app.post("/api/billing/checkout", ...manage, async (c) => {
     const { stripe, config } = c.get("services");
     const url = await startCheckout(stripe, {
       user: c.get("auth").user,
@@ -26,13 +27,13 @@ export function stripeRoutes(): Hono<AppEnv> {
     return c.json({ url });
   });
 
-  app.post("/api/billing/portal", requireAuth, async (c) => {
+  app.post("/api/billing/portal", ...manage, async (c) => {
     const { stripe, config } = c.get("services");
     const url = await openPortal(stripe, { user: c.get("auth").user, publicUrl: config.publicUrl });
     return c.json({ url });
   });
 
-  app.post("/api/billing/downgrade", requireAuth, async (c) => {
+  app.post("/api/billing/downgrade", ...manage, async (c) => {
     const { kv, stripe, config } = c.get("services");
     const user = await downgrade(kv, {
       stripe,

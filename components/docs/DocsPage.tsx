@@ -37,9 +37,17 @@ const MANAGEMENT: [string, string][] = [
   ["POST /api/auth/signup {email, password}", "201 with user, endpoint and token, and a cookie"],
   ["POST /api/auth/login {email, password}", "200 with the user, and a cookie"],
   ["POST /api/auth/logout", "ends the session on the server"],
-  ["GET /api/me", "user, endpoints, connected clients, this month's usage"],
-  ["GET /api/tokens", "tokens (never their values)"],
-  ["POST /api/tokens {name}", "201 with the value, shown this once"],
+  [
+    "GET /api/me",
+    "user, endpoints, connected clients, this month's usage (null without manage), the token's access",
+  ],
+  ["GET /api/tokens", "tokens (never their values), each with its scopes and endpoints"],
+  [
+    "POST /api/tokens {name, scopes, endpoints}",
+    '201 with the value, shown this once; scopes "events:read" (streams, history, resend, ' +
+    'clients) and "manage" (tokens, endpoints, billing), both by default; endpoints: only ' +
+    "those endpoints' events (stream only), all by default; a missing scope is 403",
+  ],
   ["DELETE /api/tokens/:id", "revokes; its open streams close within a second"],
   ["GET /api/endpoints", "endpoints with their URLs"],
   ["POST /api/endpoints {name}", "201 new endpoint"],

@@ -1,8 +1,14 @@
-/** Who is calling: a session cookie (dashboard) or an API token (clients and scripts). */
+/**
+ * Who is calling: a session cookie (dashboard) or an API token (clients and scripts), and what
+ * they may do and see: a token's scopes and endpoints (a session has every scope, every endpoint).
+ */
 import { findSession, sessionCredential } from "./sessions.ts";
-import { findTokenByValue } from "./tokens.ts";
+import { findTokenByValue, type Scope, SCOPES, tokenAccess } from "./tokens.ts";
 import { getUser, type User } from "./users.ts";
 import { HttpError } from "../http/http_error.ts";
+import { listEndpoints } from "../endpoints/endpoints.ts";
+import type { EndpointLimit } from "../fanout/filters.ts";
+import type { EventFacts } from "../log/envelope_json.ts";
 
 /** An authenticated caller. `tokenId` is set when a token was used. */
 export interface Auth {
@@ -12,6 +18,36 @@ export interface Auth {
   /** What live connections remember, so revoking the token or ending the session closes them. */
   credential: string;
   sessionId: string | null;
+  /** What the caller may do. */
+  scopes: readonly Scope[];
+  /** The endpoints (by id) whose events the caller sees; null: all of them. */
+  endpointIds: readonly string[] | null;
+}
+
+/** 403 naming the scope when the caller lacks it. */
+export function checkScope(auth: Auth, scope: Scope): void {
+  if (!auth.scopes.includes(scope)) {
+    throw new HttpError(403, `Forbidden: this token lacks the "${scope}" scope`);
+  }
+}
+
+/**
+ * The caller's endpoint limit, with the current slugs of its endpoints (one read of the user's
+ * endpoints), or null for a caller who sees every endpoint.
+ */
+export async function endpointLimit(kv: Deno.Kv, auth: Auth): Promise<EndpointLimit | null> {
+  if (auth.endpointIds === null) return null;
+  const ids = new Set(auth.endpointIds);
+  const endpoints = await listEndpoints(kv, auth.user.id);
+  const slugs = new Set(endpoints.filter((e) => ids.has(e.id)).map((e) => e.slug));
+  return { ids, slugs };
+}
+
+/** Whether the caller may see an event; always, for a caller who sees every endpoint. */
+export function seesEvent(auth: Auth): ((event: EventFacts) => boolean) | undefined {
+  if (auth.endpointIds === null) return undefined;
+  const ids = new Set(auth.endpointIds);
+  return (event) => ids.has(event.endpointId ?? "");
 }
 
 /** The token in `Authorization: Bearer …`, or null. */
@@ -33,7 +69,16 @@ export async function authenticateToken(kv: Deno.Kv, value: string | null): Prom
   if (!token || !user) {
     throw new HttpError(401, "Unauthorized: the API token is unknown or revoked");
   }
-  return { user, via: "token", tokenId: token.id, sessionId: null, credential: token.id };
+  const access = tokenAccess(token);
+  return {
+    user,
+    via: "token",
+    tokenId: token.id,
+    sessionId: null,
+    credential: token.id,
+    scopes: access.scopes,
+    endpointIds: access.endpointIds,
+  };
 }
 
 /** Resolves a session cookie value to its user; 401 when missing or expired. */
@@ -49,5 +94,7 @@ export async function authenticateSession(kv: Deno.Kv, sessionId: string): Promi
     tokenId: null,
     sessionId,
     credential: await sessionCredential(sessionId),
+    scopes: SCOPES,
+    endpointIds: null,
   };
 }

@@ -1,9 +1,22 @@
-/** API tokens: the value is returned once at creation; KV keeps only its SHA-256. */
+/**
+ * API tokens: the value is returned once at creation; KV keeps only its SHA-256. A token has
+ * scopes (SCOPES) and may be limited to some endpoints, kept by id so that rotating a slug
+ * keeps the token working; tokens stored before scopes existed have neither and are full.
+ */
 import { randomSecret, sha256Hex } from "./secrets.ts";
 import { isStorageUnavailable, listAll } from "../store/kv.ts";
 import { tokenByHashKey, tokenKey, tokensOfUserPrefix } from "../store/kv_keys.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
+import type { Endpoint } from "../endpoints/endpoints.ts";
+
+/**
+ * What a token may do: `events:read` (streams, history, acks, answers, resend, deliveries,
+ * clients) and `manage` (tokens, endpoints, billing, the account).
+ */
+export const SCOPES = ["events:read", "manage"] as const;
+/** One of SCOPES. */
+export type Scope = typeof SCOPES[number];
 
 /** A stored token; `hash` is the SHA-256 of the secret value. */
 export interface Token {
@@ -14,10 +27,23 @@ export interface Token {
   prefix: string;
   createdAt: string;
   lastUsedAt: string | null;
+  /** Absent in tokens made before scopes existed: those have every scope. */
+  scopes?: Scope[];
+  /** The endpoints (by id) whose events it sees; absent or null: all of the user's. */
+  endpointIds?: string[] | null;
 }
 
-/** A token as the API shows it (never the hash). */
-export type PublicToken = Omit<Token, "hash" | "userId">;
+/** A token as the API shows it (never the hash): its scopes, and its endpoints' current slugs. */
+export interface PublicToken {
+  id: string;
+  name: string;
+  prefix: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+  scopes: Scope[];
+  /** The slugs of the endpoints it is limited to that still exist; null: every endpoint. */
+  endpoints: string[] | null;
+}
 
 const TOKEN_PREFIX = "wsk_";
 const LAST_USED_RESOLUTION_MS = 60_000;
@@ -26,6 +52,7 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 export async function newToken(
   userId: string,
   name: string,
+  access: TokenAccess = FULL_ACCESS,
 ): Promise<{ token: Token; value: string }> {
   const value = TOKEN_PREFIX + randomSecret(32);
   const token: Token = {
@@ -36,8 +63,67 @@ export async function newToken(
     prefix: value.slice(0, TOKEN_PREFIX.length + 4),
     createdAt: new Date().toISOString(),
     lastUsedAt: null,
+    scopes: [...access.scopes],
+    endpointIds: access.endpointIds,
   };
   return { token, value };
+}
+
+/** What a token may do and see. */
+export interface TokenAccess {
+  scopes: readonly Scope[];
+  /** Endpoint ids; null: every endpoint of the user. */
+  endpointIds: string[] | null;
+}
+
+/** Every scope, every endpoint: the sign-up token and tokens from before scopes. */
+export const FULL_ACCESS: TokenAccess = { scopes: SCOPES, endpointIds: null };
+
+/** A token's access; a token stored without scopes has all of them. */
+export function tokenAccess(token: Token): TokenAccess {
+  return { scopes: token.scopes ?? SCOPES, endpointIds: token.endpointIds ?? null };
+}
+
+/**
+ * The access a new token asks for, checked against the user's endpoints (`slugs` name them):
+ * 400 for a slug that is not one of them, or for `manage` on a token limited to endpoints
+ * (managing, it could make itself an unlimited token). Scopes left out are every scope, or
+ * `events:read` alone when endpoints are given.
+ */
+export function requestedAccess(
+  endpoints: readonly Endpoint[],
+  options: { scopes?: readonly Scope[]; slugs?: readonly string[]; action: string },
+): TokenAccess {
+  if (options.slugs === undefined) {
+    return { scopes: uniqueScopes(options.scopes ?? SCOPES), endpointIds: null };
+  }
+  const bySlug = new Map(endpoints.map((endpoint) => [endpoint.slug, endpoint.id]));
+  const endpointIds: string[] = [];
+  for (const slug of options.slugs) {
+    const id = bySlug.get(slug);
+    // The slug is the caller's input: echo only a bounded piece of it.
+    if (!id) {
+      throw new HttpError(
+        400,
+        `Cannot ${options.action}: endpoints: no endpoint ${slug.slice(0, 40)} in this account`,
+      );
+    }
+    if (!endpointIds.includes(id)) endpointIds.push(id);
+  }
+  const scopes = uniqueScopes(options.scopes ?? ["events:read"]);
+  if (scopes.includes("manage")) {
+    throw new HttpError(
+      400,
+      `Cannot ${options.action}: a token limited to endpoints cannot have the "manage" scope ` +
+        '(it could create an unlimited token); give "scopes": ["events:read"]',
+    );
+  }
+  return { scopes, endpointIds };
+}
+
+/** Scopes without repeats, in SCOPES order. */
+function uniqueScopes(scopes: readonly Scope[]): Scope[] {
+  return SCOPES.filter((scope) => scopes.includes(scope));
 }
 
 /** Adds the token and its hash index to an atomic operation. */
@@ -51,9 +137,9 @@ export function writeToken(op: Deno.AtomicOperation, token: Token): Deno.AtomicO
 /** Creates a token for a user and returns it with its value. */
 export async function createToken(
   kv: Deno.Kv,
-  options: { userId: string; name: string },
+  options: { userId: string; name: string; access?: TokenAccess },
 ): Promise<{ token: Token; value: string }> {
-  const created = await newToken(options.userId, options.name);
+  const created = await newToken(options.userId, options.name, options.access);
   const result = await writeToken(kv.atomic(), created.token).commit();
   if (!result.ok) throw new Error("Cannot create token: commit conflicted");
   return created;
@@ -118,8 +204,22 @@ export async function revokeToken(
   return entry.value;
 }
 
-/** The API view of a token. */
-export function publicToken(token: Token): PublicToken {
-  const { hash: _hash, userId: _userId, ...rest } = token;
-  return rest;
+/**
+ * The API view of a token; `endpoints` (the user's) turn a limited token's ids into today's
+ * slugs, leaving out deleted ones.
+ */
+export function publicToken(token: Token, endpoints: readonly Endpoint[] = []): PublicToken {
+  const access = tokenAccess(token);
+  const limit = access.endpointIds === null ? null : new Set(access.endpointIds);
+  return {
+    id: token.id,
+    name: token.name,
+    prefix: token.prefix,
+    createdAt: token.createdAt,
+    lastUsedAt: token.lastUsedAt,
+    scopes: [...access.scopes],
+    endpoints: limit === null
+      ? null
+      : endpoints.filter((endpoint) => limit.has(endpoint.id)).map((endpoint) => endpoint.slug),
+  };
 }

@@ -37,7 +37,14 @@ export type BrokerMessage =
    */
   | { kind: "response"; id: string; userId: string; response: ClientResponse }
   /** Who is connected for `userId`? Every isolate holding connections answers `origin`. */
-  | { kind: "clients_query"; queryId: string; userId: string; origin: string }
+  | {
+    kind: "clients_query";
+    queryId: string;
+    userId: string;
+    origin: string;
+    /** Only clients limited to these endpoint ids (presence.ts); absent: all. */
+    within?: string[];
+  }
   | { kind: "clients_answer"; queryId: string; origin: string; clients: ClientInfo[] };
 
 /** A publish/subscribe hub. */
@@ -119,8 +126,8 @@ export type WireMessage = Record<string, unknown> & { kind: BrokerMessage["kind"
 /** A live event as plain data: a large one is plain already (it refers to its chunks). */
 const wireEvent = (event: LiveEvent) => {
   if (event.large) return event;
-  const { id, userId, json, endpoint, method, path, eventType } = event;
-  return { id, userId, json, endpoint, method, path, eventType };
+  const { id, userId, json, endpoint, endpointId, method, path, eventType } = event;
+  return { id, userId, json, endpoint, endpointId, method, path, eventType };
 };
 const fromWireEvent = (event: LiveEvent) => event.large ? event : liveEvent(event);
 

@@ -7,9 +7,10 @@
  *
  * Matching reads only the facts carried on live events and stored records (EventFacts), never
  * an envelope. An unfiltered connection holds a null filter and pays one null check per event.
- * A limit from elsewhere (say, a token scoped to some endpoints) composes as one more endpoint
- * set to intersect with `endpoints`, and anything that hands out events (say, to one member of
- * a group) asks `matches` first.
+ * A token limited to some endpoints adds its EndpointLimit: matched by endpoint id (so a rotated
+ * slug keeps matching), intersected with whatever `endpoint=` the client asks for, and kept when
+ * a WebSocket `subscribe` replaces the rest. Anything that hands out events (say, to one member
+ * of a group) asks `matches` first.
  */
 import { z } from "zod";
 import type { EventFacts } from "../log/envelope_json.ts";
@@ -28,9 +29,20 @@ export interface FilterSpec {
   path: string[];
 }
 
+/**
+ * The endpoints a token may see: `ids` decide, `slugs` are those endpoints' slugs when the
+ * connection opened, what a client may name in `endpoint=`.
+ */
+export interface EndpointLimit {
+  ids: ReadonlySet<string>;
+  slugs: ReadonlySet<string>;
+}
+
 /** A compiled filter; null stands for "everything", so unfiltered connections cost nothing. */
 export interface Filter {
   spec: FilterSpec;
+  /** The token's endpoints, whatever the spec says; null: no limit. */
+  limit: EndpointLimit | null;
   endpoints: Set<string> | null;
   event: ((type: string | null) => boolean) | null;
   /** Uppercase. */
@@ -94,12 +106,24 @@ export function filterProblem(error: z.ZodError): string {
   return issue.message.startsWith(`${name}:`) ? issue.message : `${name}: ${issue.message}`;
 }
 
-/** Compiles a spec; null when it filters nothing. */
-export function compileFilter(spec: FilterSpec): Filter | null {
+/**
+ * The first `endpoint=` value outside a token's limit, or null when every one is inside (or
+ * there is no limit): the caller refuses it (403) rather than silently sending nothing.
+ */
+export function outsideLimit(spec: FilterSpec, limit: EndpointLimit | null): string | null {
+  if (limit === null) return null;
+  return spec.endpoint.find((slug) => !limit.slugs.has(slug)) ?? null;
+}
+
+/** Compiles a spec within a token's endpoint limit; null when together they filter nothing. */
+export function compileFilter(spec: FilterSpec, limit: EndpointLimit | null = null): Filter | null {
   const { endpoint, event, method, path } = spec;
-  if (endpoint.length + event.length + method.length + path.length === 0) return null;
+  if (limit === null && endpoint.length + event.length + method.length + path.length === 0) {
+    return null;
+  }
   return {
     spec,
+    limit,
     endpoints: endpoint.length ? new Set(endpoint) : null,
     event: event.length ? patternMatcher(event) : null,
     methods: method.length ? new Set(method.map((one) => one.toUpperCase())) : null,
@@ -110,6 +134,8 @@ export function compileFilter(spec: FilterSpec): Filter | null {
 /** Whether an event passes a filter (always, for null). */
 export function matches(filter: Filter | null, event: EventFacts): boolean {
   if (filter === null) return true;
+  // An event without an endpoint id (never, since ids were added) passes no limit.
+  if (filter.limit && !filter.limit.ids.has(event.endpointId ?? "")) return false;
   if (filter.endpoints && !filter.endpoints.has(event.endpoint)) return false;
   if (filter.methods && !filter.methods.has(event.method.toUpperCase())) return false;
   if (filter.paths && !filter.paths.some((prefix) => event.path.startsWith(prefix))) return false;

@@ -9,7 +9,12 @@ import type { Connection, Connections } from "./connections.ts";
 
 /** The cluster-wide view of a user's connected clients. */
 export interface Presence {
-  list(userId: string): Promise<ClientInfo[]>;
+  /**
+   * The user's clients; given `within` (a token's endpoint ids), only the connections limited
+   * to some of those endpoints, so a limited token never sees a client that could receive
+   * other endpoints' events.
+   */
+  list(userId: string, within?: readonly string[] | null): Promise<ClientInfo[]>;
   /** Whether the user has a client anywhere; answers without asking when one is here. */
   anyConnected(userId: string): Promise<boolean>;
   stop(): void;
@@ -19,6 +24,24 @@ export interface Presence {
 const KNOWN_PEERS_WAIT_MS = 500;
 /** How long to collect answers when peers are unknown (instances sharing KV). */
 const UNKNOWN_PEERS_WAIT_MS = 250;
+
+/** Whether a connection receives only events of the endpoints `within` (always, when null). */
+function isWithin(connection: Connection, within: readonly string[] | null): boolean {
+  if (within === null) return true;
+  const limit = connection.filter?.limit;
+  if (!limit) return false;
+  for (const id of limit.ids) if (!within.includes(id)) return false;
+  return true;
+}
+
+/** This isolate's clients of a user, within endpoint ids when given. */
+function localClients(
+  connections: Connections,
+  userId: string,
+  within: readonly string[] | null,
+): ClientInfo[] {
+  return connections.listFor(userId).filter((c) => isWithin(c, within)).map(info);
+}
 
 const info = (connection: Connection): ClientInfo => ({
   id: connection.id,
@@ -41,7 +64,7 @@ export function createPresence(
         kind: "clients_answer",
         queryId: message.queryId,
         origin: broker.origin,
-        clients: connections.listFor(message.userId).map(info),
+        clients: localClients(connections, message.userId, message.within ?? null),
       });
     } else if (message.kind === "clients_answer") {
       waiting.get(message.queryId)?.(message.clients);
@@ -52,6 +75,7 @@ export function createPresence(
   async function ask(
     userId: string,
     enough: (found: ClientInfo[]) => boolean = () => false,
+    within: readonly string[] | null = null,
   ): Promise<ClientInfo[]> {
     const peers = broker.peers();
     if (peers === 0) return [];
@@ -72,15 +96,21 @@ export function createPresence(
         found.push(...clients);
         if ((peers !== null && ++answered >= peers) || enough(found)) finish();
       });
-      broker.publish({ kind: "clients_query", queryId, userId, origin: broker.origin });
+      broker.publish({
+        kind: "clients_query",
+        queryId,
+        userId,
+        origin: broker.origin,
+        ...(within === null ? {} : { within: [...within] }),
+      });
     });
     return found;
   }
 
   return {
-    async list(userId) {
-      const local = connections.listFor(userId).map(info);
-      const remote = await ask(userId);
+    async list(userId, within = null) {
+      const local = localClients(connections, userId, within);
+      const remote = await ask(userId, undefined, within);
       return [...local, ...remote].sort((a, b) => a.connectedAt.localeCompare(b.connectedAt));
     },
     async anyConnected(userId) {

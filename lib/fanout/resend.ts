@@ -5,14 +5,20 @@
  */
 import type { Broker } from "./broker.ts";
 import type { Presence } from "./presence.ts";
-import { getEvent } from "../log/events.ts";
+import { type EventMatch, getEvent } from "../log/events.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 
 /** Resends events on request. */
 export interface Resender {
-  /** Sends event `id` again to the user's clients; 429 past the rate, 404 when not retained. */
-  resend(options: { userId: string; id: string }): Promise<{ clients: number }>;
+  /**
+   * Sends event `id` again to the user's clients; 429 past the rate, 404 when not retained or
+   * when `match` (the caller's endpoint limit) refuses it. `clients` counts the connected
+   * clients, only those limited to `within` endpoint ids when given (see Presence.list).
+   */
+  resend(
+    options: { userId: string; id: string; match?: EventMatch; within?: readonly string[] | null },
+  ): Promise<{ clients: number }>;
 }
 
 /** Creates the resender; `limiter` allows `perSecond` resends per account (named in the 429). */
@@ -25,7 +31,7 @@ export function createResender(options: {
 }): Resender {
   const { kv, broker, presence, limiter, perSecond } = options;
   return {
-    async resend({ userId, id }) {
+    async resend({ userId, id, match, within }) {
       // Before the read, so refused resends cost no KV read either.
       const wait = limiter.take(userId);
       if (wait > 0) {
@@ -36,10 +42,10 @@ export function createResender(options: {
           { "Retry-After": String(wait) },
         );
       }
-      const event = await getEvent(kv, { userId, id });
+      const event = await getEvent(kv, { userId, id, match });
       if (!event) throw new HttpError(404, `Cannot resend event: no retained event ${id}`);
       broker.publish({ kind: "resend", userId, event });
-      return { clients: (await presence.list(userId)).length };
+      return { clients: (await presence.list(userId, within)).length };
     },
   };
 }

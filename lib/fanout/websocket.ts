@@ -28,7 +28,13 @@ import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
 import { isId } from "../store/ids.ts";
-import { compileFilter, describeFilter, type Filter, filterFields } from "./filters.ts";
+import {
+  compileFilter,
+  describeFilter,
+  type Filter,
+  filterFields,
+  outsideLimit,
+} from "./filters.ts";
 
 const eventId = z.string().refine(isId, "must be an event id");
 // Strict: a misspelt key (`lastEventID`) is an error naming it, not silently ignored.
@@ -486,7 +492,18 @@ function handleClientMessage(
   if (command.type === "subscribe") {
     // From the next event handed to this socket on: what is already queued still goes.
     const { endpoint, event, method, path } = command;
-    connection.filter = compileFilter({ endpoint, event, method, path });
+    const spec = { endpoint, event, method, path };
+    // The token's endpoint limit stays whatever the client asks.
+    const limit = connection.filter?.limit ?? null;
+    const outside = outsideLimit(spec, limit);
+    if (outside !== null) {
+      return reply({
+        type: "error",
+        message: `Cannot subscribe: endpoint ${outside} is not one of this token's endpoints; ` +
+          "the filters are unchanged",
+      });
+    }
+    connection.filter = compileFilter(spec, limit);
     return reply({ type: "subscribed", ...describeFilter(connection.filter) });
   }
   if (command.after && command.lastEventId && command.after !== command.lastEventId) {

@@ -19,6 +19,8 @@ export type LiveEvent = InlineEvent | LargeEvent;
  */
 export interface EventFacts {
   endpoint: string;
+  /** The endpoint's id, which outlives slug rotation: what token endpoint limits match. */
+  endpointId?: string;
   method: string;
   path: string;
   /** The provider's name for the event (lib/intake/event_type.ts), or null. */
@@ -68,6 +70,8 @@ export interface EnvelopeSource {
   id: string;
   userId: string;
   endpoint: string;
+  /** Set on every stored event; optional for envelopes built without one (tests). */
+  endpointId?: string;
   receivedAt: string;
   method: string;
   path: string;
@@ -91,6 +95,7 @@ export interface EnvelopeSource {
 export function eventFacts(event: EnvelopeSource): EventFacts {
   return {
     endpoint: event.endpoint,
+    endpointId: event.endpointId,
     method: event.method,
     path: event.path,
     eventType: event.eventType ?? null,
@@ -201,12 +206,13 @@ export function liveEvent(
   fields: { id: string; userId: string; json: string } & EventFacts,
 ): InlineEvent {
   let sse: Uint8Array | null = null;
-  const { id, userId, json, endpoint, method, path, eventType } = fields;
+  const { id, userId, json, endpoint, endpointId, method, path, eventType } = fields;
   return {
     id,
     userId,
     json,
     endpoint,
+    endpointId,
     method,
     path,
     eventType,

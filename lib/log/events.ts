@@ -294,16 +294,37 @@ async function packKeyAtOrBefore(
   return null;
 }
 
-/** Reads one retained event with its delivery envelope, or null. */
-export async function getEvent(
+/** Who may see an event (a token's endpoint limit); absent: anyone of its account. */
+export type EventMatch = (event: EventFacts) => boolean;
+
+/** One retained event's stored record, or null (also when `match` refuses it, as if absent). */
+async function findStored(
   kv: Deno.Kv,
-  options: { userId: string; id: string },
-): Promise<LiveEvent | null> {
+  options: { userId: string; id: string; match?: EventMatch },
+): Promise<StoredEvent | null> {
   const key = await packKeyAtOrBefore(kv, options);
   const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
   const event = pack?.find((e) => e.id === options.id);
   if (!event || event.expiresAt <= Date.now()) return null;
-  return await toDelivery(kv, event);
+  if (options.match && !options.match(eventFacts(event))) return null;
+  return event;
+}
+
+/** Whether an event is retained (and, given `match`, one it lets through). */
+export async function hasEvent(
+  kv: Deno.Kv,
+  options: { userId: string; id: string; match?: EventMatch },
+): Promise<boolean> {
+  return (await findStored(kv, options)) !== null;
+}
+
+/** Reads one retained event with its delivery envelope, or null. */
+export async function getEvent(
+  kv: Deno.Kv,
+  options: { userId: string; id: string; match?: EventMatch },
+): Promise<LiveEvent | null> {
+  const event = await findStored(kv, options);
+  return event ? await toDelivery(kv, event) : null;
 }
 
 /** A stored event as it is delivered: whole, or a large one by reference to its chunks. */
@@ -318,7 +339,7 @@ async function toDelivery(kv: Deno.Kv, event: StoredEvent): Promise<LiveEvent> {
  */
 export async function getEventBody(
   kv: Deno.Kv,
-  options: { userId: string; id: string },
+  options: { userId: string; id: string; match?: EventMatch },
 ): Promise<
   {
     body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array>;
@@ -326,10 +347,8 @@ export async function getEventBody(
     contentType: string | null;
   } | null
 > {
-  const key = await packKeyAtOrBefore(kv, options);
-  const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
-  const event = pack?.find((e) => e.id === options.id);
-  if (!event || event.expiresAt <= Date.now()) return null;
+  const event = await findStored(kv, options);
+  if (!event) return null;
   const { size, contentType } = event;
   if (event.large && event.blobId) {
     const chunks = readStagedBody(kv, {
@@ -359,7 +378,7 @@ export async function* eventsAfter(
     from?: string;
     until?: string;
     batchSize?: number;
-    match?: (event: EventFacts) => boolean;
+    match?: EventMatch;
   },
 ): AsyncGenerator<LiveEvent> {
   const prefix = eventsOfUserPrefix(options.userId);
@@ -382,10 +401,13 @@ export async function* eventsAfter(
   }
 }
 
-/** A page of retained events, newest first, before the `cursor` id when given. */
+/**
+ * A page of retained events, newest first, before the `cursor` id when given; only those
+ * `match` lets through, when given.
+ */
 export async function listEventSummaries(
   kv: Deno.Kv,
-  options: { userId: string; cursor: string | null; limit: number },
+  options: { userId: string; cursor: string | null; limit: number; match?: EventMatch },
 ): Promise<{ events: EventSummary[]; nextCursor: string | null }> {
   const prefix = eventsOfUserPrefix(options.userId);
   const selector: Deno.KvListSelector = options.cursor
@@ -400,6 +422,7 @@ export async function listEventSummaries(
       const e = entry.value[i];
       if (options.cursor && e.id >= options.cursor) continue;
       if (e.expiresAt <= now) break packs; // older ones expired too: ids sort by arrival
+      if (options.match && !options.match(eventFacts(e))) continue;
       events.push({
         id: e.id,
         endpoint: e.endpoint,
