@@ -15,7 +15,15 @@ export async function startTestServer(
   env: Record<string, string> = {},
   options: { now?: () => Date } = {},
 ): Promise<TestServer> {
-  const config = loadConfig({ PORT: "0", HOST: "127.0.0.1", KV_PATH: ":memory:", ...env });
+  const config = loadConfig({
+    PORT: "0",
+    HOST: "127.0.0.1",
+    KV_PATH: ":memory:",
+    // Test files run side by side in one process, so its RSS is every file's: one file moving
+    // 25 MiB bodies must not make another's server refuse work. Tests of the guard set it.
+    MAX_RSS_MB: "0",
+    ...env,
+  });
   const server = await startServer(config, createHandler, options);
   // The public URL must be the real address so signup returns usable URLs.
   config.publicUrl = server.url;
