@@ -1,0 +1,464 @@
+/**
+ * The client library (client/websocks.js) against a real server: over WebSocket and SSE, through
+ * a server killed and restarted on the same KV file, and unchanged in Node and in Chromium.
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import {
+  fileStorage,
+  memoryStorage,
+  type State,
+  subscribe,
+  type SubscribeOptions,
+  type WebhookEnvelope,
+  WebSocksError,
+} from "../client/websocks.js";
+import { launchChromium, saveScreenshot } from "./chromium.ts";
+import { postWebhook, signUp, startTestServer, type TestServer, waitFor } from "./helpers.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+/** Quick reconnects, so the tests wait for conditions rather than for backoff. */
+const FAST = { minDelayMs: 50, maxDelayMs: 400 };
+
+/** Posts `{seq}` webhooks `from`..`to` (exclusive) one after another; returns their ids. */
+async function postSeq(url: string, from: number, to: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let seq = from; seq < to; seq++) {
+    const response = await postWebhook(url, JSON.stringify({ type: `seq.${seq}`, seq }));
+    assert.equal(response.status, 200);
+    ids.push((await response.json()).id);
+  }
+  return ids;
+}
+
+/** A subscription recording what it handled and every state it went through. */
+function recorder(
+  options: Omit<SubscribeOptions, "onWebhook" | "onState"> & {
+    onWebhook?: SubscribeOptions["onWebhook"];
+  },
+) {
+  const handled: WebhookEnvelope[] = [];
+  const states: State[] = [];
+  const errors: Error[] = [];
+  const subscription = subscribe({
+    ...FAST,
+    ...options,
+    onState: (state) => states.push(state),
+    onError: (error) => errors.push(error),
+    onWebhook: async (envelope) => {
+      const result = await options.onWebhook?.(envelope);
+      handled.push(envelope);
+      return result;
+    },
+  });
+  return { subscription, handled, states, errors, ids: () => handled.map((e) => e.id) };
+}
+
+for (const transport of ["websocket", "sse"] as const) {
+  Deno.test(`[client] ${transport}: catch-up then live, in order, one at a time; filters, state and storage`, async () => {
+    await using server = await startTestServer();
+    const user = await signUp(server);
+    const auth = { Authorization: `Bearer ${user.token}` };
+    const before = await postSeq(user.webhookUrl, 0, 3);
+    const storage = memoryStorage(before[0]);
+    let running = 0;
+    let overlapped = false;
+    const client = recorder({
+      url: server.url,
+      token: user.token,
+      transport,
+      storage,
+      // Filters go to the server: only `seq.*` types of this endpoint.
+      endpoint: user.slug,
+      event: ["seq.*"],
+      onWebhook: async () => {
+        overlapped ||= ++running > 1;
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        running--;
+        return { status: 202 };
+      },
+    });
+    try {
+      // Caught up after the stored id: the two later ones, and nothing before.
+      await waitFor(() => client.handled.length === 2, { what: "the catch-up" });
+      assert.deepEqual(client.ids(), before.slice(1));
+      assert.equal(client.subscription.state, "live");
+      const other = await postWebhook(user.webhookUrl, JSON.stringify({ type: "other" }));
+      assert.equal(other.status, 200);
+      await other.body?.cancel();
+      const live = await postSeq(user.webhookUrl, 3, 23);
+      await waitFor(() => client.ids().includes(live.at(-1)!), { what: "the live events" });
+      assert.deepEqual(client.ids(), [...before.slice(1), ...live]);
+      assert.equal(overlapped, false, "onWebhook never runs twice at once");
+      assert.equal(await storage.get(), live.at(-1));
+      assert.equal(client.subscription.lastEventId, live.at(-1));
+      if (transport === "websocket") {
+        // Acked after onWebhook resolved, with the status it returned.
+        await waitFor(async () => {
+          const response = await fetch(`${server.url}/api/events/${live[0]}/deliveries`, {
+            headers: auth,
+          });
+          assert.equal(response.status, 200);
+          return (await response.json()).deliveries.length === 1;
+        }, { what: "the ack" });
+        const response = await fetch(`${server.url}/api/events/${live[0]}/deliveries`, {
+          headers: auth,
+        });
+        assert.equal((await response.json()).deliveries[0].status, 202);
+      }
+    } finally {
+      await client.subscription.close();
+    }
+    assert.equal(client.subscription.state, "closed");
+    assert.deepEqual(client.states, ["connecting", "live", "closed"]);
+    assert.deepEqual(client.errors, []);
+  });
+
+  Deno.test(`[client] ${transport}: a bad token or a bad filter at connect is final, not retried`, async () => {
+    await using server = await startTestServer();
+    const user = await signUp(server);
+    let attempts = 0;
+    const counting: typeof fetch = (input, init) => {
+      if (String(input).includes("/api/events/stream")) attempts++;
+      return fetch(input, init);
+    };
+    for (
+      const [options, status, pattern] of [
+        [{ token: "wsk_wrong" }, 401, /HTTP 401/],
+        [{ token: user.token, path: "no-slash" }, 400, /path: must start with "\/"/],
+      ] as const
+    ) {
+      attempts = 0;
+      const client = recorder({
+        url: server.url,
+        transport,
+        fetch: counting,
+        onWebhook: () => {},
+        ...options,
+      });
+      await client.subscription.closed;
+      assert.equal(client.subscription.state, "closed");
+      const error = client.subscription.error;
+      assert.ok(error instanceof WebSocksError);
+      assert.equal(error.status, status);
+      assert.equal(error.fatal, true);
+      assert.match(error.message, pattern);
+      assert.deepEqual(client.states, ["connecting", "closed"]);
+      assert.equal(attempts, 1, "one look at the stream, no retry loop");
+    }
+  });
+
+  Deno.test(`[client] ${transport}: a handler that throws gets the same event again, nothing skipped`, async () => {
+    await using server = await startTestServer();
+    const user = await signUp(server);
+    let failures = 0;
+    const client = recorder({
+      url: server.url,
+      token: user.token,
+      transport,
+      onWebhook: (envelope) => {
+        if ((envelope.payload as { seq: number }).seq === 1 && failures < 2) {
+          failures++;
+          throw new Error("not yet");
+        }
+      },
+    });
+    try {
+      await waitFor(() => client.subscription.state === "live", { what: "live" });
+      const ids = await postSeq(user.webhookUrl, 0, 4);
+      await waitFor(() => client.ids().includes(ids[3]), { what: "every event" });
+      assert.deepEqual(client.ids(), ids);
+      assert.equal(failures, 2);
+      assert.equal(client.errors.length, 2);
+      assert.match(client.errors[0].message, /onWebhook failed for \S+: not yet/);
+      assert.ok(client.states.includes("backing-off"));
+    } finally {
+      await client.subscription.close();
+    }
+  });
+}
+
+Deno.test("[client] websocket: respond mode answers the waiting sender with onWebhook's result", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const patch = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: '{"respond": true}',
+  });
+  assert.equal(patch.status, 200);
+  await patch.body?.cancel();
+  const client = recorder({
+    url: server.url,
+    token: user.token,
+    onWebhook: (envelope) => {
+      const { n } = envelope.payload as { n: number };
+      if (n === 1) return { status: 201, headers: { "x-answer": "yes" }, body: { doubled: 2 } };
+      if (n === 2) return { status: 200, body: new Uint8Array([0, 255, 1]) };
+      return undefined;
+    },
+  });
+  try {
+    await waitFor(() => client.subscription.state === "live", { what: "live" });
+    const first = await postWebhook(user.webhookUrl, '{"n": 1}');
+    assert.equal(first.status, 201);
+    assert.equal(first.headers.get("content-type"), "application/json");
+    assert.equal(first.headers.get("x-answer"), "yes");
+    assert.deepEqual(await first.json(), { doubled: 2 });
+    const second = await postWebhook(user.webhookUrl, '{"n": 2}');
+    assert.equal(second.status, 200);
+    assert.deepEqual(new Uint8Array(await second.arrayBuffer()), new Uint8Array([0, 255, 1]));
+    const third = await postWebhook(user.webhookUrl, '{"n": 3}');
+    assert.equal(third.status, 200);
+    assert.equal(await third.text(), "");
+  } finally {
+    await client.subscription.close();
+  }
+  assert.deepEqual(client.errors, []);
+});
+
+/** main.ts as its own process on a fixed port and a KV file, as an operator runs it. */
+async function spawnServer(env: Record<string, string>) {
+  const child = new Deno.Command(`${ROOT}/node_modules/.bin/deno`, {
+    args: ["run", "-A", "main.ts"],
+    cwd: ROOT,
+    env,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let exited = false;
+  const status = child.status.then(() => (exited = true));
+  const errors = new Response(child.stderr).text();
+  await waitFor(async () => {
+    if (exited) throw new Error(`the server exited: ${await errors}`);
+    try {
+      const response = await fetch(`${env.PUBLIC_URL}/`);
+      await response.body?.cancel();
+      return response.status === 200;
+    } catch {
+      return false;
+    }
+  }, { what: "the server to answer /", timeoutMs: 30_000, intervalMs: 50 });
+  return {
+    async kill() {
+      if (!exited) child.kill("SIGKILL");
+      await status;
+      await errors;
+    },
+  };
+}
+
+Deno.test("[client] a server killed and restarted on its KV file: both transports end with every id once, in order", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-client-" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const url = `http://127.0.0.1:${port}`;
+  const env = {
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    PUBLIC_URL: url,
+    KV_PATH: `${dir}/relay.kv`,
+    WORKERS: "1",
+    LOG_REQUESTS: "0",
+  };
+  let server = await spawnServer(env);
+  const clients: ReturnType<typeof recorder>[] = [];
+  try {
+    const user = await signUp({ url } as TestServer);
+    for (const transport of ["websocket", "sse"] as const) {
+      clients.push(recorder({
+        url,
+        token: user.token,
+        transport,
+        storage: fileStorage(`${dir}/${transport}.json`),
+      }));
+    }
+    await waitFor(() => clients.every((c) => c.subscription.state === "live"), { what: "live" });
+    const first = await postSeq(user.webhookUrl, 0, 10);
+    await waitFor(() => clients.every((c) => c.ids().length === 10), { what: "the first ten" });
+
+    await server.kill();
+    await waitFor(
+      () => clients.every((c) => c.states.at(-1) === "backing-off"),
+      { what: "both clients to notice" },
+    );
+    server = await spawnServer(env);
+    const second = await postSeq(user.webhookUrl, 10, 20);
+    await waitFor(
+      () => clients.every((c) => c.ids().includes(second.at(-1)!)),
+      { what: "the events after the restart" },
+    );
+    for (const client of clients) {
+      assert.deepEqual(client.ids(), [...first, ...second]);
+      assert.ok(client.states.includes("backing-off"));
+    }
+    // The last handled id is on disk for the next run of the program.
+    const saved = JSON.parse(await Deno.readTextFile(`${dir}/sse.json`));
+    assert.equal(saved.lastEventId, second.at(-1));
+  } finally {
+    await Promise.all(clients.map((c) => c.subscription.close()));
+    await server.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("[client] the same module runs in Node: both transports, acks and respond mode", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const respondMode = async (on: boolean) => {
+    const patch = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+      method: "PATCH",
+      headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ respond: on }),
+    });
+    assert.equal(patch.status, 200);
+    await patch.body?.cancel();
+  };
+  const dir = await Deno.makeTempDir();
+  // Node 22 has WebSocket on by default; Node 20 behind this flag.
+  const version = new TextDecoder().decode(
+    (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
+  );
+  const flags = Number(version.match(/^v(\d+)/)?.[1]) < 22 ? ["--experimental-websocket"] : [];
+  try {
+    for (const transport of ["websocket", "sse"] as const) {
+      // Respond mode needs a WebSocket client's answer: SSE has no way back.
+      await respondMode(transport === "websocket");
+      const child = new Deno.Command("node", {
+        args: [
+          ...flags,
+          `${ROOT}/tests/client_node.mjs`,
+          server.url,
+          user.token,
+          transport,
+          "2",
+          `${dir}/${transport}.json`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const lines: Record<string, unknown>[] = [];
+      const reading = (async () => {
+        let buffer = "";
+        for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+          buffer += text;
+          const parts = buffer.split("\n");
+          buffer = parts.pop()!;
+          lines.push(...parts.map((line) => JSON.parse(line)));
+        }
+      })();
+      const errors = new Response(child.stderr).text();
+      try {
+        await waitFor(() => lines.some((l) => l.state === "live"), {
+          what: `node (${transport}) to go live`,
+          timeoutMs: 20_000,
+        });
+        const answered = await postWebhook(user.webhookUrl, '{"n": 1}');
+        if (transport === "websocket") {
+          assert.equal(answered.status, 201);
+          assert.match(answered.headers.get("content-type")!, /^application\/json/);
+          assert.match((await answered.json()).node, /^v\d+/);
+        } else {
+          assert.equal(answered.status, 200);
+          await answered.body?.cancel();
+        }
+        const again = await postWebhook(user.webhookUrl, '{"n": 2}');
+        await again.body?.cancel();
+        assert.equal((await child.status).code, 0, await errors);
+      } finally {
+        try {
+          child.kill();
+        } catch {
+          // exited
+        }
+        await reading;
+      }
+      const handled = lines.filter((l) => "handled" in l);
+      assert.deepEqual(handled.map((l) => l.payload), [{ n: 1 }, { n: 2 }]);
+      assert.deepEqual(lines.filter((l) => "error" in l && l.error), []);
+      assert.equal(lines.at(-1)!.done, handled[1].handled);
+      const saved = JSON.parse(await Deno.readTextFile(`${dir}/${transport}.json`));
+      assert.equal(saved.lastEventId, handled[1].handled);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("[client] the same module runs in Chromium from another origin: both transports, localStorage, a refused token", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const source = await Deno.readTextFile(`${ROOT}/client/websocks.js`);
+  // A site of its own, as a page using the library would be: another origin than the server.
+  const site = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { pathname } = new URL(request.url);
+    if (pathname === "/websocks.js") {
+      return new Response(source, { headers: { "content-type": "text/javascript" } });
+    }
+    return new Response("<!doctype html><title>site</title>", {
+      headers: { "content-type": "text/html" },
+    });
+  });
+  const browser = await launchChromium();
+  const page = await browser.newPage();
+  try {
+    await page.goto(`http://127.0.0.1:${site.addr.port}/`);
+    for (const transport of ["websocket", "sse"]) {
+      await page.evaluate(async ({ url, token, transport }) => {
+        const websocks = await import("/websocks.js" as string);
+        const record = { handled: [] as string[], states: [] as string[] };
+        (globalThis as Record<string, unknown>).record = record;
+        (globalThis as Record<string, unknown>).subscription = websocks.subscribe({
+          url,
+          token,
+          transport,
+          storage: websocks.localStorageStorage(`websocks:${transport}`),
+          onState: (state: string) => record.states.push(state),
+          onWebhook: (envelope: { id: string }) => {
+            record.handled.push(envelope.id);
+          },
+        });
+      }, { url: server.url, token: user.token, transport });
+      await page.waitForFunction(() =>
+        (globalThis as unknown as { record: { states: string[] } }).record.states.includes("live")
+      );
+      const ids = await postSeq(user.webhookUrl, 0, 3);
+      await page.waitForFunction(
+        (n) =>
+          (globalThis as unknown as { record: { handled: string[] } }).record.handled.length === n,
+        3,
+      );
+      const result = await page.evaluate(async (transport) => {
+        const scope = globalThis as unknown as {
+          record: { handled: string[]; states: string[] };
+          subscription: { close(): Promise<void> };
+        };
+        await scope.subscription.close();
+        return { ...scope.record, stored: localStorage.getItem(`websocks:${transport}`) };
+      }, transport);
+      assert.deepEqual(result.handled, ids, transport);
+      assert.equal(result.stored, ids[2]);
+      assert.deepEqual(result.states, ["connecting", "live", "closed"]);
+    }
+    // Cross-origin too, a refused token is told apart from a network failure: final.
+    const refused = await page.evaluate(async (url) => {
+      const websocks = await import("/websocks.js" as string);
+      const subscription = websocks.subscribe({
+        url,
+        token: "wsk_wrong",
+        onWebhook: () => {},
+        onError: () => {},
+      });
+      await subscription.closed;
+      return { state: subscription.state, status: subscription.error?.status };
+    }, server.url);
+    assert.deepEqual(refused, { state: "closed", status: 401 });
+  } catch (error) {
+    await saveScreenshot(page, "client-chromium");
+    throw error;
+  } finally {
+    await browser.close();
+    await site.shutdown();
+  }
+});
