@@ -122,6 +122,12 @@ for (const transport of ["websocket", "sse"] as const) {
       if (String(input).includes("/api/events/stream")) attempts++;
       return fetch(input, init);
     };
+    // Pages of other sites can read the stream's answers, refusals included.
+    const refused = await fetch(`${server.url}/api/events/stream?token=wsk_wrong`);
+    assert.equal(refused.status, 401);
+    assert.match(refused.headers.get("content-type")!, /^application\/json/);
+    assert.equal(refused.headers.get("access-control-allow-origin"), "*");
+    assert.match((await refused.json()).error, /^Unauthorized/);
     for (
       const [options, status, pattern] of [
         [{ token: "wsk_wrong" }, 401, /HTTP 401/],
@@ -146,6 +152,23 @@ for (const transport of ["websocket", "sse"] as const) {
       assert.deepEqual(client.states, ["connecting", "closed"]);
       assert.equal(attempts, 1, "one look at the stream, no retry loop");
     }
+  });
+
+  Deno.test(`[client] ${transport}: a token revoked while connected closes it for good`, async () => {
+    await using server = await startTestServer();
+    const user = await signUp(server);
+    const client = recorder({ url: server.url, token: user.token, transport });
+    await waitFor(() => client.subscription.state === "live", { what: "live" });
+    const revoked = await fetch(`${server.url}/api/tokens/${user.tokenId}`, {
+      method: "DELETE",
+      headers: { Cookie: user.cookie, Origin: server.url },
+    });
+    assert.equal(revoked.status, 200);
+    await revoked.body?.cancel();
+    await client.subscription.closed;
+    assert.equal(client.subscription.error?.status, 401);
+    assert.equal(client.subscription.error?.fatal, true);
+    assert.equal(client.subscription.state, "closed");
   });
 
   Deno.test(`[client] ${transport}: a handler that throws gets the same event again, nothing skipped`, async () => {
