@@ -240,6 +240,31 @@ Deno.test("[client] websocket: respond mode answers the waiting sender with onWe
   assert.deepEqual(client.errors, []);
 });
 
+Deno.test("[client] the relay serves the module and its types, importable from any site", async () => {
+  await using server = await startTestServer();
+  for (const name of ["websocks.js", "websocks.d.ts"]) {
+    const response = await fetch(`${server.url}/client/${name}`);
+    assert.equal(response.status, 200);
+    assert.match(
+      response.headers.get("content-type")!,
+      name.endsWith(".js") ? /^text\/javascript/ : /^text\/plain/,
+    );
+    assert.equal(response.headers.get("access-control-allow-origin"), "*");
+    assert.equal(await response.text(), await Deno.readTextFile(`${ROOT}/client/${name}`));
+  }
+  // The docs page shows the import from the reader's own server.
+  const docs = await fetch(`${server.url}/docs`);
+  assert.equal(docs.status, 200);
+  assert.match(docs.headers.get("content-type")!, /^text\/html/);
+  const html = await docs.text();
+  assert.ok(html.includes(`from &quot;${server.url}/client/websocks.js&quot;`), "the docs example");
+  assert.ok(html.includes('id="client-library"'));
+  const missing = await fetch(`${server.url}/client/nope.js`);
+  assert.equal(missing.status, 404);
+  assert.match(missing.headers.get("content-type")!, /^application\/json/);
+  assert.match((await missing.json()).error, /no client file nope\.js/);
+});
+
 /** main.ts as its own process on a fixed port and a KV file, as an operator runs it. */
 async function spawnServer(env: Record<string, string>) {
   const child = new Deno.Command(`${ROOT}/node_modules/.bin/deno`, {
@@ -412,24 +437,21 @@ Deno.test("[client] the same module runs in Node: both transports, acks and resp
 Deno.test("[client] the same module runs in Chromium from another origin: both transports, localStorage, a refused token", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
-  const source = await Deno.readTextFile(`${ROOT}/client/websocks.js`);
-  // A site of its own, as a page using the library would be: another origin than the server.
-  const site = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const { pathname } = new URL(request.url);
-    if (pathname === "/websocks.js") {
-      return new Response(source, { headers: { "content-type": "text/javascript" } });
-    }
+  // A site of its own, as a page using the library would be: another origin than the server,
+  // importing the module from the relay, which serves it.
+  const site = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
     return new Response("<!doctype html><title>site</title>", {
       headers: { "content-type": "text/html" },
     });
   });
+  const module = `${server.url}/client/websocks.js`;
   const browser = await launchChromium();
   const page = await browser.newPage();
   try {
     await page.goto(`http://127.0.0.1:${site.addr.port}/`);
     for (const transport of ["websocket", "sse"]) {
-      await page.evaluate(async ({ url, token, transport }) => {
-        const websocks = await import("/websocks.js" as string);
+      await page.evaluate(async ({ url, token, transport, module }) => {
+        const websocks = await import(module);
         const record = { handled: [] as string[], states: [] as string[] };
         (globalThis as Record<string, unknown>).record = record;
         (globalThis as Record<string, unknown>).subscription = websocks.subscribe({
@@ -442,7 +464,7 @@ Deno.test("[client] the same module runs in Chromium from another origin: both t
             record.handled.push(envelope.id);
           },
         });
-      }, { url: server.url, token: user.token, transport });
+      }, { url: server.url, token: user.token, transport, module });
       await page.waitForFunction(() =>
         (globalThis as unknown as { record: { states: string[] } }).record.states.includes("live")
       );
@@ -465,8 +487,8 @@ Deno.test("[client] the same module runs in Chromium from another origin: both t
       assert.deepEqual(result.states, ["connecting", "live", "closed"]);
     }
     // Cross-origin too, a refused token is told apart from a network failure: final.
-    const refused = await page.evaluate(async (url) => {
-      const websocks = await import("/websocks.js" as string);
+    const refused = await page.evaluate(async ({ url, module }) => {
+      const websocks = await import(module);
       const subscription = websocks.subscribe({
         url,
         token: "wsk_wrong",
@@ -475,7 +497,7 @@ Deno.test("[client] the same module runs in Chromium from another origin: both t
       });
       await subscription.closed;
       return { state: subscription.state, status: subscription.error?.status };
-    }, server.url);
+    }, { url: server.url, module });
     assert.deepEqual(refused, { state: "closed", status: 401 });
   } catch (error) {
     await saveScreenshot(page, "client-chromium");
