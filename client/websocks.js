@@ -173,7 +173,9 @@ export function subscribe(options) {
   const run = async () => {
     const stored = await storage.get();
     lastHandled = laterId(stored ?? null, settings.lastEventId);
-    if (lastHandled === null) lastHandled = await newestId(settings);
+    if (lastHandled === null && !stopper.signal.aborted) {
+      lastHandled = await newestId(settings, stopper.signal);
+    }
     let failures = 0;
     while (!stopper.signal.aborted) {
       setState("connecting");
@@ -313,14 +315,14 @@ function laterId(a, b) {
  * from now on, even if its first connection drops before it is sent one. Null when history
  * cannot be read (say, a page of another origin): the first connection then starts live.
  */
-async function newestId(settings) {
+async function newestId(settings, stop) {
   if (settings.token === null) return null;
   try {
     const url = new URL(prefix(settings.base) + "/api/events", httpBase(settings.base));
     url.searchParams.set("limit", "1");
     const response = await settings.fetch(url, {
       headers: { Authorization: `Bearer ${settings.token}` },
-      signal: AbortSignal.timeout(10_000),
+      signal: AbortSignal.any([stop, AbortSignal.timeout(10_000)]),
     });
     if (!response.ok) {
       await response.body?.cancel();
@@ -424,12 +426,12 @@ function isEventStream(response) {
  * A WebSocket handshake that fails says nothing of why, so ask the same question over HTTP:
  * the SSE stream takes the same token, filters and resume point, and answers 401/403/400 plainly.
  */
-async function probe(settings, after) {
+async function probe(settings, after, stop) {
   let response;
   try {
     response = await settings.fetch(streamUrl(settings, "sse", after), {
       headers: { Accept: "text/event-stream" },
-      signal: AbortSignal.timeout(10_000),
+      signal: AbortSignal.any([stop, AbortSignal.timeout(10_000)]),
     });
   } catch (error) {
     return {
@@ -613,7 +615,7 @@ function webSocketSession(context) {
       if (ended !== null) return settle();
       if (!opened) {
         if (stopper.signal.aborted) return finish({});
-        return finish(await probe(settings, after));
+        return finish(await probe(settings, after, stopper.signal));
       }
       const why = `The connection closed (${event.code}${event.reason ? ` ${event.reason}` : ""})`;
       if (event.code === 4001) {

@@ -265,6 +265,167 @@ Deno.test("[client] the relay serves the module and its types, importable from a
   assert.match((await missing.json()).error, /no client file nope\.js/);
 });
 
+/** A stand-in server: what the client sends it is recorded; its answers are the test's. */
+function fakeServer(handlers: {
+  sse?: (request: Request) => Response;
+  ws?: (socket: WebSocket) => void;
+}) {
+  const requests: URL[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const url = new URL(request.url);
+    requests.push(url);
+    if (url.pathname === "/api/events/stream" && handlers.sse) return handlers.sse(request);
+    if (url.pathname === "/ws" && handlers.ws) {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      handlers.ws(socket);
+      return response;
+    }
+    return Response.json({ error: "Not found" }, { status: 404 });
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}`, requests, server };
+}
+
+Deno.test("[client] sse: the event-stream format to the letter, and a silent stream replaced, resuming after the last handled id", async () => {
+  const encoder = new TextEncoder();
+  const accent = encoder.encode("é");
+  // Frames cut at awkward places: a BOM, CRLF and lone CR line ends split across chunks, a
+  // multi-byte character split in two, comments, a named event, data on two lines.
+  const chunks: Uint8Array[] = [
+    encoder.encode("\uFEFF: hello\r\n\r\nretry: 2000\r"),
+    encoder.encode('\nid: 01A\r\ndata: {"type":"webhook","id":"01A","n":1,"s":"'),
+    accent.subarray(0, 1),
+    accent.subarray(1),
+    encoder.encode('"}\r'),
+    encoder.encode('\n\r\nevent: quota\ndata: {"type":"quota"}\n\n: heartbeat\n\n'),
+    encoder.encode('data: {"type":"webhook","id":"01B",\r\ndata: "n":2}\r\r'),
+    encoder.encode('data: {"type":"webhook","id":"01C","n":3}\n\n'),
+  ];
+  let streams = 0;
+  const fake = fakeServer({
+    sse: () => {
+      // The first stream says its piece and falls silent; later ones stay silent.
+      const first = streams++ === 0;
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          if (first) { for (const chunk of chunks) controller.enqueue(chunk); }
+        },
+      });
+      return new Response(body, { headers: { "content-type": "text/event-stream" } });
+    },
+  });
+  const client = recorder({
+    url: fake.url,
+    token: "wsk_test",
+    transport: "sse",
+    idleTimeoutMs: 300,
+  });
+  try {
+    await waitFor(() => streams >= 2, { what: "the silent stream to be replaced" });
+    assert.deepEqual(
+      client.handled.map((e) => [e.id, (e as unknown as { n: number }).n]),
+      [["01A", 1], ["01B", 2], ["01C", 3]],
+    );
+    assert.equal((client.handled[0] as unknown as { s: string }).s, "é");
+    const opened = fake.requests.filter((url) => url.pathname === "/api/events/stream");
+    assert.equal(opened[0].searchParams.get("lastEventId"), null);
+    assert.equal(opened[1].searchParams.get("lastEventId"), "01C");
+    assert.equal(opened[1].searchParams.get("token"), "wsk_test");
+    assert.match(client.errors.map((e) => e.message).join("\n"), /^$/);
+    assert.ok(client.states.includes("backing-off"));
+  } finally {
+    await client.subscription.close();
+    await fake.server.shutdown();
+  }
+});
+
+Deno.test("[client] websocket: a server that stops answering is pinged, then left and reconnected to", async () => {
+  const received: string[] = [];
+  let sockets = 0;
+  const fake = fakeServer({
+    ws: (socket) => {
+      sockets++;
+      // Says nothing back, ever: as a half-open connection would.
+      socket.onmessage = (event) => received.push(event.data);
+    },
+  });
+  const client = recorder({ url: fake.url, token: "wsk_test", idleTimeoutMs: 300 });
+  try {
+    await waitFor(() => sockets >= 2, { what: "a second connection" });
+    assert.ok(received.includes('{"type":"ping"}'), received.join("\n"));
+    assert.ok(client.states.includes("backing-off"));
+  } finally {
+    await client.subscription.close();
+    await fake.server.shutdown();
+  }
+});
+
+Deno.test("[client] websocket: a handler far behind drops the connection, resumes, and still hands each event over once", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  // The socket class is the caller's to give: this one tells when the client hangs up.
+  let hungUp = 0;
+  class Watched extends WebSocket {
+    override close(code?: number, reason?: string) {
+      hungUp++;
+      super.close(code, reason);
+    }
+  }
+  const client = recorder({
+    url: server.url,
+    token: user.token,
+    maxQueued: 3,
+    WebSocket: Watched,
+    onWebhook: async () => {
+      await gate;
+    },
+  });
+  try {
+    await waitFor(() => client.subscription.state === "live", { what: "live" });
+    const ids = await postSeq(user.webhookUrl, 0, 10);
+    // The first event is still in hand while more than 3 wait: the client lets go of the socket.
+    await waitFor(() => hungUp === 1, { what: "the client to drop the connection" });
+    assert.equal(client.handled.length, 0);
+    release();
+    await waitFor(() => client.states.includes("backing-off"), { what: "the backoff" });
+    await waitFor(() => client.ids().includes(ids[9]), { what: "every event" });
+    assert.deepEqual(client.ids(), ids);
+    assert.deepEqual(client.errors, []);
+  } finally {
+    release();
+    await client.subscription.close();
+  }
+});
+
+Deno.test("[client] sse: a 25 MiB binary body arrives whole, byte-exact", async () => {
+  await using server = await startTestServer({ MAX_BODY_BYTES: String(25 * 2 ** 20) });
+  const user = await signUp(server);
+  const client = recorder({ url: server.url, token: user.token, transport: "sse" });
+  try {
+    await waitFor(() => client.subscription.state === "live", { what: "live" });
+    const body = new Uint8Array(25 * 2 ** 20);
+    for (let at = 0; at < body.byteLength; at += 65_536) {
+      crypto.getRandomValues(body.subarray(at, at + 65_536));
+    }
+    const response = await postWebhook(user.webhookUrl, body, {
+      "Content-Type": "application/octet-stream",
+    });
+    assert.equal(response.status, 200);
+    const { id } = await response.json();
+    await waitFor(() => client.handled.length === 1, {
+      what: "the large event",
+      timeoutMs: 60_000,
+    });
+    assert.equal(client.handled[0].id, id);
+    const received = Uint8Array.fromBase64(client.handled[0].bodyBase64!);
+    assert.equal(received.byteLength, body.byteLength);
+    assert.equal(received.findIndex((byte, i) => byte !== body[i]), -1);
+  } finally {
+    await client.subscription.close();
+  }
+});
+
 /** main.ts as its own process on a fixed port and a KV file, as an operator runs it. */
 async function spawnServer(env: Record<string, string>) {
   const child = new Deno.Command(`${ROOT}/node_modules/.bin/deno`, {
