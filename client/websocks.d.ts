@@ -66,6 +66,16 @@ export interface StateInfo {
   attempt?: number;
 }
 
+/**
+ * A WebSocket class of the standard API (the global one, or `ws`'s): the client sets its
+ * `onopen`, `onmessage`, `onerror` and `onclose` and uses these members.
+ */
+export type WebSocketClass = new (url: string) => {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+};
+
 /** Options of subscribe(). */
 export interface SubscribeOptions {
   /** The server's base URL: `https://websocks.example` (ws:// and wss:// work too). */
@@ -110,8 +120,8 @@ export interface SubscribeOptions {
   maxQueuedChars?: number;
   /** A connection live this long (10 s), or that handled an event, resets the backoff. */
   healthyMs?: number;
-  /** A WebSocket class, where there is no global one (Node before 22: `ws`). */
-  WebSocket?: unknown;
+  /** A WebSocket class, where there is no global one (Node before 22: `ws`'s). */
+  WebSocket?: WebSocketClass;
   /** A fetch function, instead of the global one. */
   fetch?: typeof fetch;
 }

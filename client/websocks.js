@@ -143,8 +143,12 @@ export function subscribe(options) {
     if (lastHandled !== null && envelope.id <= lastHandled) return false;
     const result = await onWebhook(envelope);
     if (send) {
-      if (envelope.respond === true) send(responseMessage(envelope.id, result));
-      const status = Number.isInteger(result?.status) ? result.status : null;
+      let status = Number.isInteger(result?.status) ? result.status : null;
+      if (envelope.respond === true) {
+        const answer = responseMessage(envelope.id, result);
+        send(answer);
+        status = answer.status;
+      }
       send({ type: "ack", id: envelope.id, status });
     }
     lastHandled = envelope.id;
