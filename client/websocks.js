@@ -187,6 +187,8 @@ export function subscribe(options) {
       if (stopper.signal.aborted) break;
       if (outcome.fatal) {
         fatal = outcome.fatal;
+        // Told twice: a caller listening only for errors still learns why it stopped.
+        report(fatal);
         setState("closed", { error: fatal });
         return;
       }
