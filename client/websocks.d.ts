@@ -106,7 +106,10 @@ export interface SubscribeOptions {
   storage?: Storage;
   /** Hears every state change. */
   onState?(state: State, info: StateInfo): void;
-  /** Hears problems that do not stop the subscription; console.error by default. */
+  /**
+   * Hears problems (a handler that threw, a failing storage, the server's error messages) and
+   * the refusal that closed the subscription, if one did; console.error by default.
+   */
   onError?(error: Error): void;
   /** Aborting it closes the subscription, as close() does. */
   signal?: AbortSignal;
