@@ -328,7 +328,7 @@ async function newestId(settings, stop) {
     url.searchParams.set("limit", "1");
     const response = await settings.fetch(url, {
       headers: { Authorization: `Bearer ${settings.token}` },
-      signal: AbortSignal.any([stop, AbortSignal.timeout(10_000)]),
+      signal: withTimeout(stop, 10_000),
     });
     if (!response.ok) {
       await response.body?.cancel();
@@ -376,6 +376,22 @@ function backoffDelay(attempt, { minDelayMs, maxDelayMs }) {
   const ceiling = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(attempt - 1, 30));
   // Many clients dropped together (a server restart) come back spread out.
   return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+/** A signal that aborts with `signal` or after `ms`; by hand where AbortSignal.any is missing. */
+function withTimeout(signal, ms) {
+  if (typeof AbortSignal.any === "function") {
+    return AbortSignal.any([signal, AbortSignal.timeout(ms)]);
+  }
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  const timer = setTimeout(abort, ms);
+  signal.addEventListener("abort", abort, { once: true });
+  controller.signal.addEventListener("abort", () => {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", abort);
+  }, { once: true });
+  return controller.signal;
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
@@ -437,7 +453,7 @@ async function probe(settings, after, stop) {
   try {
     response = await settings.fetch(streamUrl(settings, "sse", after), {
       headers: { Accept: "text/event-stream" },
-      signal: AbortSignal.any([stop, AbortSignal.timeout(10_000)]),
+      signal: withTimeout(stop, 10_000),
     });
   } catch (error) {
     return {
@@ -742,7 +758,12 @@ async function* sseFrames(chunks, onChunk) {
   let data = [];
   let event = "";
   let id = null;
-  for await (let chunk of chunks) {
+  // A reader, not `for await`: some browsers' streams are not async iterable.
+  const reader = chunks.getReader();
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    let chunk = value;
     onChunk();
     if (first && chunk.length > 0) {
       if (chunk.charCodeAt(0) === 0xfeff) chunk = chunk.slice(1);
