@@ -203,6 +203,46 @@ for (const transport of ["websocket", "sse"] as const) {
   });
 }
 
+Deno.test("[client] where it starts: after the later of the stored id and lastEventId; with neither, after the newest event", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const ids = await postSeq(user.webhookUrl, 0, 3);
+  const streams: URL[] = [];
+  const watching: typeof fetch = (input, init) => {
+    const url = new URL(String(input));
+    if (url.pathname === "/api/events/stream") streams.push(url);
+    return fetch(input, init);
+  };
+  const cases = [
+    { storage: memoryStorage(ids[1]), lastEventId: ids[0], after: ids[1] },
+    { storage: memoryStorage(ids[0]), lastEventId: ids[1], after: ids[1] },
+    { storage: memoryStorage(), lastEventId: ids[0], after: ids[0] },
+    // Nothing known: from the newest event on, so a first connection dropping loses nothing.
+    { storage: memoryStorage(), lastEventId: null, after: ids[2] },
+  ];
+  for (const { storage, lastEventId, after } of cases) {
+    streams.length = 0;
+    const client = recorder({
+      url: server.url,
+      token: user.token,
+      transport: "sse",
+      fetch: watching,
+      storage,
+      lastEventId,
+    });
+    try {
+      await waitFor(() => client.subscription.state === "live", { what: "live" });
+      assert.equal(streams[0].searchParams.get("lastEventId"), after);
+      await waitFor(() => client.ids().includes(ids[2]) || after === ids[2], {
+        what: "the catch-up",
+      });
+      assert.deepEqual(client.ids(), ids.slice(ids.indexOf(after) + 1));
+    } finally {
+      await client.subscription.close();
+    }
+  }
+});
+
 Deno.test("[client] websocket: respond mode answers the waiting sender with onWebhook's result", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
