@@ -129,7 +129,6 @@ export function parseOptions(
     options: {
       ...data,
       stateFile: file,
-      pingIntervalMs: DEFAULTS.pingIntervalMs,
       heartbeatTimeoutMs: DEFAULTS.heartbeatTimeoutMs,
       requestTimeoutMs: DEFAULTS.requestTimeoutMs,
     },

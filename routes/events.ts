@@ -29,6 +29,15 @@ export function eventRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const read = [requireAuth, requireScope("events:read")] as const;
 
+  // Pages of other sites may read a stream with a token (`?token=`): the token is the
+  // credential, and `*` never lets a browser read an answer sent with the user's cookies. Errors
+  // carry it too, so a client can tell a refused token (final) from a network failure.
+  app.use("/api/events/stream", async (c, next) => {
+    await next();
+    c.res.headers.set("Access-Control-Allow-Origin", "*");
+    c.res.headers.set("Access-Control-Expose-Headers", "Retry-After");
+  });
+
   app.get("/api/events/stream", async (c) => {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);

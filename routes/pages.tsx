@@ -20,6 +20,19 @@ const STATIC_FILES = new Map(
   ),
 );
 
+/** The client library (client/), served so pages and scripts can import it from the relay. */
+const CLIENT_TYPES: Record<string, string> = {
+  "websocks.js": "text/javascript; charset=utf-8",
+  "websocks.d.ts": "text/plain; charset=utf-8",
+};
+const CLIENT_FILES = new Map(
+  await Promise.all(
+    Object.keys(CLIENT_TYPES).map(async (name) =>
+      [name, await Deno.readFile(new URL(`../client/${name}`, import.meta.url))] as const
+    ),
+  ),
+);
+
 /** Pages and files that need no account; the bundles are built here, at server start. */
 export function pageRoutes(config: Config): Hono<AppEnv> {
   const bundles = islandBundles(config, ISLAND_MODULES);
@@ -37,6 +50,18 @@ export function pageRoutes(config: Config): Hono<AppEnv> {
     });
   });
   app.get("/favicon.ico", (c) => c.redirect("/static/favicon.svg", 301));
+  app.get("/client/:name", (c) => {
+    const name = c.req.param("name");
+    const file = CLIENT_FILES.get(name);
+    if (!file) return c.json({ error: `Not found: no client file ${name}` }, 404);
+    return c.body(file, 200, {
+      "Content-Type": CLIENT_TYPES[name],
+      // A module script of another site's page is fetched with CORS.
+      "Access-Control-Allow-Origin": "*",
+      "Cache-Control": "public, max-age=300",
+      "X-Content-Type-Options": "nosniff",
+    });
+  });
 
   app.get(`${BUNDLE_PREFIX}:file`, (c) => {
     const name = c.req.param("file");

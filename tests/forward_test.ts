@@ -614,3 +614,33 @@ Deno.test("[forward] --endpoint, --event and two --routes: each type to its rout
     await Deno.remove(xdg, { recursive: true });
   }
 });
+
+Deno.test("[forward] a token revoked while connected stops the command with exit 3", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const state = await Deno.makeTempDir();
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    "http://127.0.0.1:1/",
+    "--state",
+    `${state}/s.json`,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    const revoked = await fetch(`${server.url}/api/tokens/${user.tokenId}`, {
+      method: "DELETE",
+      headers: { Cookie: user.cookie, Origin: server.url },
+    });
+    assert.equal(revoked.status, 200);
+    await revoked.body?.cancel();
+    assert.equal(await forwarder.status(), 3);
+    assert.match(forwarder.errors.join("\n"), /token revoked/);
+  } finally {
+    await forwarder.stop();
+    await Deno.remove(state, { recursive: true });
+  }
+});

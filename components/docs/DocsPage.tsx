@@ -166,6 +166,7 @@ export function DocsPage(props: {
         <a href="#envelope">The envelope</a>
         <a href="#sse">SSE</a>
         <a href="#websocket">WebSocket</a>
+        <a href="#client-library">Client library</a>
         <a href="#management">Management</a>
         <a href="#examples">Client examples</a>
       </nav>
@@ -258,6 +259,22 @@ export function DocsPage(props: {
             ? "A token may hold any number of open streams."
             : `One token may hold ${limits.maxConnectionsPerToken} open streams (429 beyond).`}
         </p>
+      </Section>
+
+      <Section id="client-library" title="Client library">
+        <p>
+          <code>{base}/client/websocks.js</code>{" "}
+          is a module with no dependencies, typed (<code>websocks.d.ts</code>{" "}
+          beside it), for browsers, Node 22 and Deno. Over WebSocket or SSE, it reconnects with
+          jittered backoff, resumes after the last event your handler finished (kept in memory,{" "}
+          <code>localStorage</code>{" "}
+          or a file), hands events over one at a time and in order, never twice, acks each once your
+          handler resolves, answers respond-mode senders with its return value, and reports its
+          state: <code>connecting</code>, <code>live</code>, <code>backing-off</code>,{" "}
+          <code>closed</code>. A refused token or a bad filter closes it rather than retrying. A
+          handler that throws gets the same event again after a backoff.
+        </p>
+        {example("client")}
       </Section>
 
       <Section id="management" title="Accounts and management">

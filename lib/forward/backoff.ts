@@ -1,4 +1,4 @@
-/** Waiting between tries: retries of the target, reconnects to the server, the start check. */
+/** Waiting between tries: retries of the target and the start check (reconnects are the client library's). */
 
 /** Delay before retry `attempt` (1-based): exponential, capped, with "equal jitter". */
 export function backoffDelay(

@@ -5,26 +5,34 @@
  *
  * This folder's parts: options.ts (settings, exit codes, output), target_request.ts (the request
  * to the target), forward_event.ts (one event, with retries), backoff.ts, state.ts (the state
- * file), routes.ts (which target an event goes to), session.ts (one connection); this file runs them: check the token, connect, reconnect.
+ * file), routes.ts (which target an event goes to), session.ts (what each event gets); this file
+ * runs them: check the token, then subscribe with the client library (client/websocks.js), which
+ * owns the connection, its order, resume point and reconnects.
  */
 import { backoffDelay, sleep } from "./backoff.ts";
 import { consoleOutput, EXIT, type ForwardOptions, type Output, type Totals } from "./options.ts";
-import { runSession } from "./session.ts";
-import { prepareStateDir, readState } from "./state.ts";
+import { forwardHandler } from "./session.ts";
+import { prepareStateDir, readState, writeState } from "./state.ts";
+import { subscribe } from "../../client/websocks.js";
 
-/** Asks `/api/me` whether the token is good: "ok", "unauthorized" or "unreachable". */
+/**
+ * Asks the server whether it is there and takes the token: "ok", "unauthorized" or
+ * "unreachable". It asks the event stream, which a stream-only token may read (`/api/me` is a
+ * management call), and hangs up at once.
+ */
 export async function checkToken(
   server: string,
   token: string,
 ): Promise<"ok" | "unauthorized" | "unreachable"> {
   try {
-    const response = await fetch(new URL("/api/me", server), {
-      headers: { Authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(10_000),
-    });
+    const url = new URL("/api/events/stream", server);
+    url.searchParams.set("token", token);
+    const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
     await response.body?.cancel();
     if (response.status === 401) return "unauthorized";
-    return response.ok ? "ok" : "unreachable";
+    // 403 (a token without the scope) and 400 (a bad filter) are the subscription's to report,
+    // in the server's words; a 5xx or 429 is a server not ready yet.
+    return response.status < 500 && response.status !== 429 ? "ok" : "unreachable";
   } catch {
     return "unreachable";
   }
@@ -38,7 +46,8 @@ export function summaryLine(totals: Totals): string {
 }
 
 /**
- * Runs until `signal` aborts or the token is revoked: connect, forward, reconnect with backoff.
+ * Runs until `signal` aborts or the token is refused or revoked: check the token, then forward
+ * what the subscription hands over.
  * Returns the exit code; prints one line per event and the summary.
  */
 export async function runForwarder(
@@ -82,35 +91,53 @@ export async function runForwarder(
     }
   }
 
-  let failures = 0;
-  while (!signal.aborted) {
-    const end = await runSession(
-      { options, signal, out, totals },
-      lastEventId,
-      (id) => (lastEventId = id),
-    );
-    if (end === "stopped") break;
-    if (end === "revoked") {
-      out.error("error: the server closed the connection: token revoked");
+  // The connection, its resume point, order and reconnects are the client library's.
+  const subscription = subscribe({
+    url: options.url,
+    token: options.token,
+    transport: "websocket",
+    endpoint: options.endpoints,
+    event: options.events,
+    lastEventId,
+    storage: {
+      get: () => lastEventId,
+      set: (id) => writeState(options.stateFile, options.url, id),
+    },
+    minDelayMs: 500,
+    maxDelayMs: 15_000,
+    idleTimeoutMs: options.heartbeatTimeoutMs,
+    signal,
+    onWebhook: forwardHandler({ options, signal, out, totals }),
+    onState: (state, info) => {
+      if (state === "live") {
+        const after = subscription.lastEventId;
+        const resume = after ? ` (resuming after ${after})` : "";
+        out.line(`${new Date().toISOString()} connected to ${options.url}${resume}`);
+      } else if (state === "backing-off") {
+        const why = info.error ? ` (${info.error.message})` : "";
+        out.line(
+          `${new Date().toISOString()} disconnected${why}, reconnecting in ${info.delayMs}ms`,
+        );
+      }
+    },
+    onError: (error) => {
+      // Stopped mid-retry is said by the handler's own line.
+      if (!signal.aborted) out.error(`error: ${error.message}`);
+    },
+  });
+  await subscription.closed;
+  const fatal = subscription.error;
+  if (fatal) {
+    if (fatal.status === 401 || fatal.status === 403) {
+      out.error(
+        fatal.message.startsWith("The connection closed")
+          ? `error: the server closed the connection: token revoked (${fatal.message})`
+          : `error: the server at ${options.url} refused the token (${fatal.message})`,
+      );
       return finish(EXIT.unauthorized);
     }
-    if (end === "refused") {
-      failures++;
-      // A refused handshake may be a token revoked while we were away: a 401 is final.
-      if ((await checkToken(options.url, options.token)) === "unauthorized") {
-        out.error(`error: the server at ${options.url} refused the token (401 unauthorized)`);
-        return finish(EXIT.unauthorized);
-      }
-    } else {
-      failures = 0;
-    }
-    const delay = backoffDelay(failures + 1, { baseMs: 500, maxMs: 15_000 });
-    out.line(`${new Date().toISOString()} disconnected, reconnecting in ${delay}ms`);
-    try {
-      await sleep(delay, signal);
-    } catch {
-      break;
-    }
+    out.error(`error: ${fatal.message}`);
+    return finish(EXIT.badArguments);
   }
   return finish(EXIT.ok);
 }

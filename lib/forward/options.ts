@@ -22,7 +22,7 @@ export interface ForwardOptions {
   attempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  pingIntervalMs: number;
+  /** A connection silent this long is replaced; the client library pings at a third of it. */
   heartbeatTimeoutMs: number;
   /** Per-attempt timeout for the target, so a hung target cannot stall the stream forever. */
   requestTimeoutMs: number;
@@ -33,7 +33,6 @@ export const DEFAULTS = {
   attempts: 6,
   retryBaseMs: 500,
   retryMaxMs: 30_000,
-  pingIntervalMs: 15_000,
   heartbeatTimeoutMs: 30_000,
   requestTimeoutMs: 30_000,
 } as const;

@@ -19,6 +19,28 @@ export const README_ORIGIN = "http://localhost:8000";
 /** The language examples exactly as README.md has them. */
 export const README_SNIPPETS: Snippet[] = [
   {
+    id: "client",
+    title: "The client library in a browser page",
+    language: "js",
+    install: "Nothing: the relay serves it at /client/websocks.js (no dependencies, typed)",
+    code:
+      `import { localStorageStorage, subscribe } from "http://localhost:8000/client/websocks.js";
+
+const subscription = subscribe({
+  url: "http://localhost:8000",
+  token: "YOUR_TOKEN",
+  event: ["invoice.*"], // optional filters: endpoint, event, method, path
+  storage: localStorageStorage("websocks-last-id"),
+  onState: (state, info) => console.log("connection:", state, info.error?.message ?? ""),
+  onWebhook: async (webhook) => {
+    console.log("Webhook received:", webhook.id, webhook.payload);
+    // For an endpoint in respond mode, the sender gets what this returns.
+    if (webhook.respond) return { status: 200, body: { ok: true } };
+  },
+});
+// subscription.state; await subscription.close();`,
+  },
+  {
     id: "eventsource",
     title: "JavaScript (browser EventSource)",
     language: "js",
