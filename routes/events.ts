@@ -9,7 +9,7 @@ import { isId } from "../lib/store/ids.ts";
 import { openSseStream } from "../lib/fanout/sse.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream, requireAuth } from "./_auth.ts";
-import { resumePoint, streamFilter } from "./_parse.ts";
+import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 import { parseWith } from "../lib/http/parse.ts";
 
 const historyQuery = z.object({
@@ -28,7 +28,9 @@ export function eventRoutes(): Hono<AppEnv> {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);
     const filter = streamFilter(c);
-    const { connections } = c.get("services");
+    const group = streamGroup(c);
+    const { connections, groups } = c.get("services");
+    if (group) await groups.prepare(auth.user.id, group.name);
     connections.admit(auth.user.id, auth.credential);
     return openSseStream(connections, {
       userId: auth.user.id,
@@ -36,6 +38,7 @@ export function eventRoutes(): Hono<AppEnv> {
       after,
       retryMs: RETRY_MS,
       filter,
+      group,
     });
   });
 

@@ -4,7 +4,7 @@ import type { Context, Next } from "hono";
 import { openWebSocket } from "../lib/fanout/websocket.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream } from "./_auth.ts";
-import { resumePoint, streamFilter } from "./_parse.ts";
+import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
@@ -17,7 +17,9 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   const auth = await authenticateStream(c);
   const after = resumePoint(c);
   const filter = streamFilter(c);
-  const { connections, config } = c.get("services");
+  const group = streamGroup(c);
+  const { connections, config, groups } = c.get("services");
+  if (group) await groups.prepare(auth.user.id, group.name);
   connections.admit(auth.user.id, auth.credential);
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,
@@ -28,6 +30,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     replies: c.get("services").clientReplies,
     limits: c.get("services").clientLimits,
     filter,
+    group,
   });
 }
 

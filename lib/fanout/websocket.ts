@@ -27,6 +27,7 @@ import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
 import { isId } from "../store/ids.ts";
+import { HttpError } from "../http/http_error.ts";
 import { compileFilter, describeFilter, type Filter, filterFields } from "./filters.ts";
 
 const eventId = z.string().refine(isId, "must be an event id");
@@ -333,6 +334,8 @@ export function openWebSocket(
     replies: ClientReplies;
     limits: ClientLimits;
     filter?: Filter | null;
+    /** Joins a consumer group (groups.ts); `after` is then ignored. */
+    group?: { name: string; ackTimeoutMs: number } | null;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
@@ -352,6 +355,7 @@ export function openWebSocket(
     sink,
     after: options.after ?? undefined,
     filter: options.filter,
+    group: options.group,
   });
   for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
   return response;
@@ -437,7 +441,15 @@ function handleClientMessage(
       });
     }
     context.replies.ack({ connection, eventId: command.id, status: command.status ?? null })
-      .catch(() => reply({ type: "error", message: "Cannot record ack: storing it failed" }));
+      .catch((error) =>
+        reply({
+          type: "error",
+          // A consumer group's refusal says why (held by another member, acked already).
+          message: error instanceof HttpError
+            ? error.message
+            : "Cannot record ack: storing it failed",
+        })
+      );
     return;
   }
   if (command.type === "response") {
@@ -480,6 +492,14 @@ function handleClientMessage(
     return reply({
       type: "error",
       message: "Cannot catch up: give after or lastEventId, not both",
+    });
+  }
+  if (connection.group !== null) {
+    return reply({
+      type: "error",
+      message:
+        `Cannot catch up: this connection is a member of group "${connection.group.name}", ` +
+        "which keeps its progress on the server and sends what is due",
     });
   }
   if (connection.catchingUp) {
