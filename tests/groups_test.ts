@@ -16,27 +16,43 @@ import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 /** No account-wide ack limit: these tests ack as fast as events come. */
 const ENV = { ACKS_PER_SECOND: "0", FREE_MONTHLY_LIMIT: "100000" };
 
-type Ws = Awaited<ReturnType<typeof openWs>>;
-
-/** A WebSocket member that records what it gets and acks it (unless told not to). */
+/**
+ * A WebSocket member that records what it gets and acks it (unless told not to). Its handler
+ * is set before the socket opens: a member is sent what waits for the group at once.
+ */
 async function member(
   server: TestServer,
   user: TestUser,
-  options: { group?: string; ackTimeoutSeconds?: number; ack?: boolean; query?: string } = {},
+  options: { group?: string; ackTimeoutSeconds?: number; ack?: boolean } = {},
 ) {
   const query = `token=${user.token}&group=${options.group ?? "workers"}` +
-    (options.ackTimeoutSeconds ? `&ackTimeoutSeconds=${options.ackTimeoutSeconds}` : "") +
-    (options.query ?? "");
-  const ws: Ws = await openWs(`${server.wsUrl}/?${query}`);
+    (options.ackTimeoutSeconds ? `&ackTimeoutSeconds=${options.ackTimeoutSeconds}` : "");
+  const socket = new WebSocket(`${server.wsUrl}/?${query}`);
   const got: { id: string; attempt: number; body: string }[] = [];
   const errors: unknown[] = [];
   const state = { ack: options.ack ?? true };
-  ws.socket.onmessage = (event) => {
+  const send = (value: unknown) => socket.send(JSON.stringify(value));
+  socket.onmessage = (event) => {
     const message = JSON.parse(event.data);
     if (message.type === "error") return errors.push(message);
     if (message.type !== "webhook") return;
     got.push({ id: message.id, attempt: message.attempt, body: message.body });
-    if (state.ack) ws.send({ type: "ack", id: message.id });
+    if (state.ack) send({ type: "ack", id: message.id });
+  };
+  const closed = new Promise((resolve) => socket.addEventListener("close", resolve));
+  await new Promise<void>((resolve, reject) => {
+    socket.onopen = () => resolve();
+    socket.onerror = () => reject(new Error("WebSocket failed"));
+  });
+  const ws = {
+    socket,
+    send,
+    async close() {
+      if (socket.readyState !== WebSocket.CLOSED) {
+        socket.close();
+        await closed;
+      }
+    },
   };
   return { ws, got, errors, state };
 }
@@ -344,4 +360,43 @@ Deno.test("[groups] bounds: names, ackTimeoutSeconds, groups per account, replay
   assert.equal(g0.unacked, 1);
   assert.equal(g0.lag, 1);
   await held.ws.close();
+});
+
+Deno.test("[groups] a large event (streamed from its chunks) reaches a member whole, with its attempt", async () => {
+  await using server = await startTestServer({ ...ENV, STREAM_BODY_BYTES: "1024" });
+  const user = await signUp(server);
+  const m = await member(server, user);
+  const raw: string[] = [];
+  m.ws.socket.addEventListener("message", (event) => raw.push(event.data));
+  const body = JSON.stringify({ data: "é".repeat(100_000) });
+  const id = await post(user, body);
+  await waitFor(() => m.got.length === 1, { what: "the large event" });
+  assert.equal(m.got[0].id, id);
+  assert.equal(m.got[0].attempt, 1);
+  assert.equal(m.got[0].body, body);
+  const envelope = JSON.parse(raw[0]);
+  assert.ok(webhookEnvelopeSchema.safeParse(envelope).success);
+  assert.ok(raw[0].startsWith('{"type":"webhook","attempt":1,"id":'));
+  await m.ws.close();
+});
+
+Deno.test("[groups] a group member's ack refused by ACKS_PER_SECOND stays due and can be sent again", async () => {
+  await using server = await startTestServer({ ...ENV, ACKS_PER_SECOND: "1", ACKS_BURST: "1" });
+  const user = await signUp(server);
+  const m = await member(server, user, { ack: false });
+  const ids = await postMany(user, 3, 1);
+  await waitFor(() => m.got.length === 1, { what: "the first event" });
+  m.ws.send({ type: "ack", id: ids[0] });
+  await waitFor(() => m.got.length === 2, { what: "the second event" });
+  m.ws.send({ type: "ack", id: ids[1] });
+  await waitFor(() => m.errors.length === 1, { what: "the second ack refused" });
+  assert.match((m.errors[0] as { message: string }).message, /send it again/);
+  // Sent again at each look until the limit lets it through.
+  await waitFor(() => {
+    if (m.got.length === 3) return true;
+    m.ws.send({ type: "ack", id: ids[1] });
+    return false;
+  }, { what: "the ack taken once the limit allows", timeoutMs: 5000, intervalMs: 300 });
+  assert.deepEqual(m.got.map((one) => one.id), ids);
+  await m.ws.close();
 });

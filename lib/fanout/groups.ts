@@ -25,7 +25,7 @@ import type { Broker } from "./broker.ts";
 import type { Connection, Connections } from "./connections.ts";
 import { matches } from "./filters.ts";
 import { eventsAfter } from "../log/events.ts";
-import { type EventFacts, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
+import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 import {
   eventHeadKey,
@@ -102,8 +102,14 @@ export interface Groups {
 
 /** How often a dispatcher scans the log and its claims. */
 const TICK_MS = 1000;
-/** Candidate events (with their envelopes) a dispatcher holds; the log keeps the rest. */
+/**
+ * Candidate events a dispatcher holds, and characters of their envelopes (one event is held
+ * whatever its size); the log keeps the rest for later scans.
+ */
 const MAX_PENDING = 200;
+const MAX_PENDING_CHARS = 2 * 1024 * 1024;
+/** Events GET /api/groups walks to count lag, over all of the user's groups. */
+const LAG_BUDGET = 2 * LAG_CAP;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
 /** Claims one commit deletes as the cursor passes their events, and absent claims it checks. */
@@ -124,7 +130,9 @@ interface Dispatcher {
   next: number;
   /** The group record as last read or written. */
   group: Deno.KvEntryMaybe<GroupRecord> | null;
+  /** Change only with `hold` and `drop`, which keep `pendingChars`. */
   pending: Map<string, Candidate>;
+  pendingChars: number;
   /** Null: `pending` holds every candidate up to the log's end; else up to this id only. */
   horizon: string | null;
   /** The last scan found candidates: when they are sent, the next one runs at once. */
@@ -157,6 +165,24 @@ export function createGroups(
   const report = (what: string) => (error: unknown) => {
     if (!stopped) console.error(`consumer groups: ${what} failed`, error);
   };
+
+  /** Holds a candidate (replacing one with the same id). */
+  function hold(d: Dispatcher, id: string, candidate: Candidate): void {
+    drop(d, id);
+    d.pending.set(id, candidate);
+    d.pendingChars += heldChars(candidate.event);
+  }
+
+  function drop(d: Dispatcher, id: string): void {
+    const candidate = d.pending.get(id);
+    if (!candidate) return;
+    d.pending.delete(id);
+    d.pendingChars -= heldChars(candidate.event);
+  }
+
+  /** Whether another candidate may be held. */
+  const room = (d: Dispatcher) =>
+    d.pending.size < MAX_PENDING && d.pendingChars < MAX_PENDING_CHARS;
 
   const anyMatch = (d: Dispatcher, facts: EventFacts) =>
     d.members.some((member) => !member.closed && matches(member.filter, facts));
@@ -257,7 +283,7 @@ export function createGroups(
         .set(key, { ...claim, until: 0 }, { expireIn })
         .commit();
       if (result.ok && held && !d.stopped && (d.horizon === null || flight.id <= d.horizon)) {
-        d.pending.set(flight.id, { event: held.event, avoid: member.id });
+        hold(d, flight.id, { event: held.event, avoid: member.id });
       }
     }
     if (!d.stopped) pump(d);
@@ -298,14 +324,14 @@ export function createGroups(
           if (!candidate) continue;
           const cursor = d.group?.value?.cursor ?? null;
           if (cursor !== null && id <= cursor) {
-            d.pending.delete(id);
+            drop(d, id);
             continue;
           }
           const member = pick(d, candidate);
           if (!member) continue; // only busy members take it: it waits for one
           // Reserved while the claim is decided, so no other event goes to it meanwhile.
           member.group!.inFlight = { id, attempt: 0 };
-          d.pending.delete(id);
+          drop(d, id);
           const attempt = await claim(d, member, id).catch((error) => {
             report("claiming an event")(error);
             return null;
@@ -393,6 +419,8 @@ export function createGroups(
     let last: string | null = record.cursor;
     let full = false;
     const found: LiveEvent[] = [];
+    let foundChars = 0;
+    const roomChars = MAX_PENDING_CHARS - d.pendingChars;
     const inFlight = new Set([...d.members].map((m) => m.group!.inFlight?.id));
     const events = eventsAfter(kv, {
       userId: d.userId,
@@ -418,7 +446,7 @@ export function createGroups(
           candidate = true;
         }
         if (candidate && !d.pending.has(id) && !inFlight.has(id)) {
-          if (found.length + d.pending.size >= MAX_PENDING) {
+          if (found.length + d.pending.size >= MAX_PENDING || foundChars >= roomChars) {
             full = true;
             return true;
           }
@@ -432,15 +460,16 @@ export function createGroups(
     for await (const event of events) {
       if (full || d.stopped) break;
       found.push(event);
+      foundChars += heldChars(event);
     }
     if (d.stopped) return;
     for (const event of found) {
-      if (!d.pending.has(event.id)) d.pending.set(event.id, { event, avoid: null });
+      if (!d.pending.has(event.id)) hold(d, event.id, { event, avoid: null });
     }
     d.horizon = full ? last : null;
     d.found = found.length > 0;
     if (full) {
-      for (const id of d.pending.keys()) if (last === null || id > last) d.pending.delete(id);
+      for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
     }
 
     const touch = now - (record.updatedAt ?? 0) > expireIn / 4;
@@ -456,7 +485,7 @@ export function createGroups(
     if (result.ok) {
       d.group = { key: group.key, value: next, versionstamp: result.versionstamp };
       for (const id of d.pending.keys()) {
-        if (advanceTo !== null && id <= advanceTo) d.pending.delete(id);
+        if (advanceTo !== null && id <= advanceTo) drop(d, id);
       }
     } else d.rescan = true;
   }
@@ -473,6 +502,7 @@ export function createGroups(
       next: 0,
       group: null,
       pending: new Map(),
+      pendingChars: 0,
       horizon: null,
       found: false,
       ready: false,
@@ -524,11 +554,11 @@ export function createGroups(
       for (const d of byName.values()) {
         for (const event of message.events) {
           // Past what is held, the log keeps it for the next scan, in order.
-          if (d.horizon !== null || d.pending.size >= MAX_PENDING) {
+          if (d.horizon !== null || !room(d)) {
             if (d.horizon === null) d.horizon = [...d.pending.keys()].sort().at(-1) ?? "";
             continue;
           }
-          if (anyMatch(d, event)) d.pending.set(event.id, { event, avoid: null });
+          if (anyMatch(d, event)) hold(d, event.id, { event, avoid: null });
         }
         pump(d);
       }
@@ -556,6 +586,9 @@ export function createGroups(
       await ensureRecord(userId, name, { limit: true });
     },
     async ack({ userId, name, connectionId, eventId }) {
+      if (!GROUP_NAME.test(name)) {
+        throw new HttpError(400, `Cannot ack: "${name.slice(0, 70)}" is not a group name`);
+      }
       const key = groupClaimKey(userId, name, eventId);
       const entry = await kv.get<GroupClaim>(key);
       const claim = entry.value;
@@ -580,6 +613,7 @@ export function createGroups(
     },
     async describe(userId, clients) {
       const out: GroupSummary[] = [];
+      let budget = LAG_BUDGET;
       for await (
         const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
           limit: MAX_GROUPS_PER_USER * 2,
@@ -590,19 +624,24 @@ export function createGroups(
         for await (
           const claim of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(userId, record.name) })
         ) if (!claim.value.acked) unacked++;
+        // Counted without reading bodies, within a budget for the whole answer.
+        const cap = Math.min(LAG_CAP, budget);
         let lag = 0;
-        const counting = eventsAfter(kv, {
-          userId,
-          after: record.cursor,
-          match: () => ++lag >= LAG_CAP,
-        });
-        for await (const _ of counting) break;
+        if (cap > 0) {
+          const counting = eventsAfter(kv, {
+            userId,
+            after: record.cursor,
+            match: () => ++lag >= cap,
+          });
+          for await (const _ of counting) break;
+        }
+        budget -= lag;
         out.push({
           name: record.name,
           createdAt: record.createdAt,
           cursor: record.cursor,
-          lag: Math.min(lag, LAG_CAP),
-          lagCapped: lag >= LAG_CAP,
+          lag: Math.min(lag, cap),
+          lagCapped: lag >= cap,
           unacked,
           members: clients.filter((client) => client.group === record.name).map((client) => ({
             id: client.id,

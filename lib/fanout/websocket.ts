@@ -424,6 +424,17 @@ function handleClientMessage(
   connection.lastSeenAt = new Date().toISOString();
   if (command.type === "ping") return reply({ type: "pong" });
   if (command.type === "ack") {
+    const { acks, acksPerSecond } = context.limits;
+    // A group member's ack frees it for its next event: one refused by the account's limit
+    // stays due, so the client may send it again rather than wait for the redelivery.
+    const member = connection.group !== null && replyDue(connection, command.id, "ack");
+    if (member && acks.take(connection.userId) > 0) {
+      return reply({
+        type: "error",
+        message: `Cannot ack ${command.id}: more than ${acksPerSecond} acks a second for this ` +
+          "account (ACKS_PER_SECOND); send it again",
+      });
+    }
     // Only the first ack of an event sent here is written: no one else's, none made up.
     if (!takeReply(connection, command.id, "ack")) {
       return reply({
@@ -432,8 +443,7 @@ function handleClientMessage(
           "(or acked it already)",
       });
     }
-    const { acks, acksPerSecond } = context.limits;
-    if (acks.take(connection.userId) > 0) {
+    if (!member && acks.take(connection.userId) > 0) {
       return reply({
         type: "error",
         message: `Cannot ack ${command.id}: more than ${acksPerSecond} acks a second for this ` +
