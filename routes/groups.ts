@@ -19,8 +19,7 @@ export function groupRoutes(): Hono<AppEnv> {
   app.get("/api/groups", requireAuth, async (c) => {
     const { presence, groups } = c.get("services");
     const userId = c.get("auth").user.id;
-    const clients = await presence.list(userId);
-    return c.json({ groups: await groups.describe(userId, clients) });
+    return c.json({ groups: await groups.describe(userId, () => presence.list(userId)) });
   });
 
   app.post("/api/groups/:name/ack", requireAuth, async (c) => {

@@ -400,3 +400,22 @@ Deno.test("[groups] a group member's ack refused by ACKS_PER_SECOND stays due an
   assert.deepEqual(m.got.map((one) => one.id), ids);
   await m.ws.close();
 });
+
+Deno.test("[groups] the dashboard lists the account's groups with their members; none, no section", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const page = async () => {
+    const response = await fetch(`${server.url}/dashboard`, { headers: { Cookie: user.cookie } });
+    assert.equal(response.status, 200);
+    return await response.text();
+  };
+  assert.ok(!(await page()).includes('data-testid="groups"'));
+  const m = await member(server, user, { group: "mailers", ack: false });
+  const id = await post(user, "{}");
+  await waitFor(() => m.got.length === 1, { what: "the event" });
+  const html = await page();
+  assert.match(html, /Consumer groups/);
+  assert.match(html, /data-group="mailers"/);
+  assert.ok(html.includes(id.slice(-8)), "the member's event in flight");
+  await m.ws.close();
+});

@@ -94,8 +94,11 @@ export interface Groups {
   ack(options: { userId: string; name: string; connectionId: string; eventId: string }): Promise<
     void
   >;
-  /** The user's groups, with members taken from `clients` (presence, every isolate). */
-  describe(userId: string, clients: ClientInfo[]): Promise<GroupSummary[]>;
+  /**
+   * The user's groups, with members taken from `clients` (presence, every isolate), which is
+   * asked only when there is a group.
+   */
+  describe(userId: string, clients: () => Promise<ClientInfo[]>): Promise<GroupSummary[]>;
   /** Stops the dispatchers, once the releases of members that left are written. */
   stop(): Promise<void>;
 }
@@ -614,6 +617,7 @@ export function createGroups(
     async describe(userId, clients) {
       const out: GroupSummary[] = [];
       let budget = LAG_BUDGET;
+      let connected: ClientInfo[] | null = null;
       for await (
         const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
           limit: MAX_GROUPS_PER_USER * 2,
@@ -636,6 +640,7 @@ export function createGroups(
           for await (const _ of counting) break;
         }
         budget -= lag;
+        connected ??= await clients();
         out.push({
           name: record.name,
           createdAt: record.createdAt,
@@ -643,7 +648,7 @@ export function createGroups(
           lag: Math.min(lag, cap),
           lagCapped: lag >= cap,
           unacked,
-          members: clients.filter((client) => client.group === record.name).map((client) => ({
+          members: connected.filter((client) => client.group === record.name).map((client) => ({
             id: client.id,
             transport: client.transport,
             connectedAt: client.connectedAt,
