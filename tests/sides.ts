@@ -564,6 +564,36 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
     sse.close();
   });
 
+  test("consumer groups: members with different filters on each side get their own events", async (sides) => {
+    const user = await signUpOn(sides);
+    const path = (event: string) => `/?token=${user.token}&group=typed&event=${event}`;
+    const members = [await sides.openWs(0, path("a.*")), await sides.openWs(1, path("b.*"))];
+    const sent: Record<string, string[]> = { a: [], b: [] };
+    for (let n = 0; n < 10; n++) {
+      const kind = n % 2 ? "a" : "b";
+      const body = JSON.stringify({ type: `${kind}.${n}` });
+      const posted = await postOn(sides, { side: (n % 3 ? 0 : 1) as Side, slug: user.slug, body });
+      assert.equal(posted.status, 200);
+      sent[kind].push(posted.id!);
+    }
+    for (const [n, kind] of (["a", "b"] as const).entries()) {
+      const got = [];
+      while (got.length < 5) {
+        const message = await members[n].next(5000);
+        assert.equal(message.type, "webhook");
+        assert.match(message.eventType as string, new RegExp(`^${kind}\\.`));
+        got.push(message.id);
+        members[n].send({ type: "ack", id: message.id });
+      }
+      assert.deepEqual(got, sent[kind], `side ${n} gets its events, in order, once`);
+    }
+    for (const member of members) {
+      member.send({ type: "ping" });
+      assert.equal((await member.next()).type, "pong", "nothing else");
+      await member.close();
+    }
+  });
+
   test("the quota stays exact with 50 concurrent senders over both sides", async (sides) => {
     const user = await signUpOn(sides);
     const cap = await sides.fetch(0, "/api/billing/cap", {

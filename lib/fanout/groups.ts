@@ -18,12 +18,15 @@
  * leaves, is released and goes to another member with `attempt` + 1: at least once, in order
  * for each member.
  *
- * Known limit: an event no local member's filter matches counts as done when this isolate's
- * scan reaches it unclaimed, so members of one group on different isolates should share filters.
+ * Members' filters may differ. An event no member matches is done when a scan reaches it
+ * unclaimed; "no member" includes other isolates' members, whose filters each dispatcher
+ * publishes in `["group_member", user, name, origin]` (rewritten when they change and every
+ * `MEMBERS_REFRESH_MS`, trusted for `MEMBERS_VALID_MS`), so an event only a member elsewhere
+ * takes waits for it rather than being passed over.
  */
 import type { Broker } from "./broker.ts";
 import type { Connection, Connections } from "./connections.ts";
-import { matches } from "./filters.ts";
+import { compileFilter, describeFilter, type Filter, type FilterSpec, matches } from "./filters.ts";
 import { eventsAfter } from "../log/events.ts";
 import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
@@ -32,6 +35,8 @@ import {
   groupClaimKey,
   groupClaimsPrefix,
   groupKey,
+  groupMembersKey,
+  groupMembersPrefix,
   groupsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import type { ClientInfo } from "../shared/wire.ts";
@@ -53,6 +58,14 @@ export interface GroupRecord {
   createdAt: string;
   /** Epoch ms of the last write: the record is rewritten before its `expireIn` runs out. */
   updatedAt: number;
+}
+
+/** ["group_member", userId, name, origin]: what one isolate's members of a group take. */
+export interface GroupMembers {
+  /** Each member's filter (`[]` everywhere: everything). */
+  filters: FilterSpec[];
+  /** Epoch ms until which the record holds; the isolate rewrites it before. */
+  until: number;
 }
 
 /** ["group_claim", userId, name, eventId]: one delivery attempt of one event. */
@@ -113,6 +126,9 @@ const MAX_PENDING = 200;
 const MAX_PENDING_CHARS = 2 * 1024 * 1024;
 /** Events GET /api/groups walks to count lag, over all of the user's groups. */
 const LAG_BUDGET = 2 * LAG_CAP;
+/** How often an isolate rewrites its members' record at least, and how long one holds. */
+const MEMBERS_REFRESH_MS = 10_000;
+const MEMBERS_VALID_MS = 30_000;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
 /** Claims one commit deletes as the cursor passes their events, and absent claims it checks. */
@@ -148,6 +164,10 @@ interface Dispatcher {
   repump: boolean;
   stopped: boolean;
   tick: ReturnType<typeof setInterval>;
+  /** Other isolates' members' filters, as last read (null: everything). */
+  remote: (Filter | null)[];
+  /** Our members' filters as last written, when, and the record's versionstamp. */
+  written: { filters: string; at: number; versionstamp: string } | null;
   /** Per member: the event in flight (to hand on when released) and its ack timer. */
   held: Map<Connection, { event: LiveEvent; timer: ReturnType<typeof setTimeout> }>;
 }
@@ -187,8 +207,41 @@ export function createGroups(
   const room = (d: Dispatcher) =>
     d.pending.size < MAX_PENDING && d.pendingChars < MAX_PENDING_CHARS;
 
-  const anyMatch = (d: Dispatcher, facts: EventFacts) =>
+  /** Whether a member here takes the event. */
+  const localMatch = (d: Dispatcher, facts: EventFacts) =>
     d.members.some((member) => !member.closed && matches(member.filter, facts));
+  /** Whether any member, here or on another isolate, takes the event. */
+  const anyMatch = (d: Dispatcher, facts: EventFacts) =>
+    localMatch(d, facts) || d.remote.some((filter) => matches(filter, facts));
+
+  /**
+   * Publishes this isolate's members' filters when they changed or are due, and reads the other
+   * isolates' ones.
+   */
+  async function syncMembers(d: Dispatcher): Promise<void> {
+    const specs = d.members.filter((member) => !member.closed).map((member) =>
+      describeFilter(member.filter)
+    );
+    const filters = JSON.stringify(specs);
+    const now = Date.now();
+    if (d.written?.filters !== filters || now - d.written.at > MEMBERS_REFRESH_MS) {
+      const record: GroupMembers = { filters: specs, until: now + MEMBERS_VALID_MS };
+      const { versionstamp } = await kv.set(
+        groupMembersKey(d.userId, d.name, broker.origin),
+        record,
+        { expireIn: 2 * MEMBERS_VALID_MS },
+      );
+      d.written = { filters, at: now, versionstamp };
+    }
+    const remote: (Filter | null)[] = [];
+    for await (
+      const entry of kv.list<GroupMembers>({ prefix: groupMembersPrefix(d.userId, d.name) })
+    ) {
+      if (entry.key[3] === broker.origin || entry.value.until <= now) continue;
+      for (const spec of entry.value.filters) remote.push(compileFilter(spec));
+    }
+    d.remote = remote;
+  }
 
   /** Creates the group record when absent; `cursor` is where a new group starts. */
   async function ensureRecord(
@@ -401,6 +454,7 @@ export function createGroups(
     }
     d.group = group;
     const record = group.value;
+    await syncMembers(d);
     const claims = new Map<string, GroupClaim>();
     for await (
       const entry of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(d.userId, d.name) })
@@ -442,8 +496,9 @@ export function createGroups(
         else if (claim) {
           advancing = false;
           // Released or expired: take it over when a member here can.
-          candidate = claim.until <= now && anyMatch(d, facts);
+          candidate = claim.until <= now && localMatch(d, facts);
         } else if (!anyMatch(d, facts)) step(id, skipped, MAX_ADVANCE_CHECKS);
+        else if (!localMatch(d, facts)) advancing = false; // only a member elsewhere takes it
         else {
           advancing = false;
           candidate = true;
@@ -515,6 +570,8 @@ export function createGroups(
       repump: false,
       stopped: false,
       tick: setInterval(() => scan(created), TICK_MS),
+      remote: [],
+      written: null,
       held: new Map(),
     };
     byName.set(name, d = created);
@@ -526,6 +583,15 @@ export function createGroups(
     d.stopped = true;
     clearInterval(d.tick);
     for (const { timer } of d.held.values()) clearTimeout(timer);
+    // Other isolates stop counting on these members at once, not after MEMBERS_VALID_MS.
+    // Only our own write: a dispatcher started since for the same group may have replaced it.
+    if (d.written) {
+      const key = groupMembersKey(d.userId, d.name, broker.origin);
+      const done = kv.atomic().check({ key, versionstamp: d.written.versionstamp }).delete(key)
+        .commit().then(() => {}, report("forgetting the members' record"));
+      releasing.add(done);
+      done.finally(() => releasing.delete(done));
+    }
     const byName = dispatchers.get(d.userId);
     byName?.delete(d.name);
     if (byName?.size === 0) dispatchers.delete(d.userId);
@@ -561,7 +627,7 @@ export function createGroups(
             if (d.horizon === null) d.horizon = [...d.pending.keys()].sort().at(-1) ?? "";
             continue;
           }
-          if (anyMatch(d, event)) hold(d, event.id, { event, avoid: null });
+          if (localMatch(d, event)) hold(d, event.id, { event, avoid: null });
         }
         pump(d);
       }
@@ -660,11 +726,12 @@ export function createGroups(
     },
     async stop() {
       await Promise.all(releasing);
-      stopped = true;
       unsubscribe();
       for (const byName of [...dispatchers.values()]) {
         for (const d of [...byName.values()]) stopDispatcher(d);
       }
+      await Promise.all(releasing);
+      stopped = true;
     },
   };
 }

@@ -40,6 +40,8 @@
  * |                                           | ≤ cursor are done for the group    |                 |
  * | ["group_claim", userId, name, eventId]    | { member, origin, attempt, until,  | groups.ts       |
  * |                                           | acked }: who holds one delivery    |                 |
+ * | ["group_member", userId, name, origin]    | { filters, until } (60 s): what    | groups.ts       |
+ * |                                           | an isolate's members take          |                 |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
  * Events, chunks, day counters, flashes, login failures, sign-ups, groups and claims carry `expireIn`; readers still check
@@ -174,3 +176,12 @@ export const groupClaimKey = (userId: string, name: string, eventId: string) => 
 ];
 /** Prefix of one group's claims. */
 export const groupClaimsPrefix = (userId: string, name: string) => ["group_claim", userId, name];
+/** ["group_member", userId, name, origin]: the filters of one isolate's members of a group. */
+export const groupMembersKey = (userId: string, name: string, origin: string) => [
+  "group_member",
+  userId,
+  name,
+  origin,
+];
+/** Prefix of one group's member records, one per isolate. */
+export const groupMembersPrefix = (userId: string, name: string) => ["group_member", userId, name];
