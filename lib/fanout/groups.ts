@@ -131,8 +131,12 @@ const MEMBERS_REFRESH_MS = 10_000;
 const MEMBERS_VALID_MS = 30_000;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
-/** Claims one commit deletes as the cursor passes their events, and absent claims it checks. */
-const MAX_ADVANCE_DELETES = 500;
+/**
+ * Claims one commit deletes as the cursor passes their events, and absent claims it checks:
+ * under KV's 1,000 mutations, 100 checks and 80 KiB of keys per commit (a claim's key with a
+ * 64-character name is some 150 bytes).
+ */
+const MAX_ADVANCE_DELETES = 250;
 const MAX_ADVANCE_CHECKS = 90;
 
 interface Candidate {
@@ -525,7 +529,8 @@ export function createGroups(
       if (!d.pending.has(event.id)) hold(d, event.id, { event, avoid: null });
     }
     d.horizon = full ? last : null;
-    d.found = found.length > 0;
+    // Stopped for room rather than at the walk's end: read on as soon as the held ones are sent.
+    d.found = found.length > 0 || (full && walked < MAX_WALK);
     if (full) {
       for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
     }
