@@ -12,6 +12,7 @@ import {
   waitFor,
 } from "./helpers.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
+import { groupClaimKey } from "../lib/store/kv_keys.ts";
 
 /** No account-wide ack limit: these tests ack as fast as events come. */
 const ENV = { ACKS_PER_SECOND: "0", FREE_MONTHLY_LIMIT: "100000" };
@@ -417,5 +418,26 @@ Deno.test("[groups] the dashboard lists the account's groups with their members;
   assert.match(html, /Consumer groups/);
   assert.match(html, /data-group="mailers"/);
   assert.ok(html.includes(id.slice(-8)), "the member's event in flight");
+  await m.ws.close();
+});
+
+Deno.test("[groups] a claim left by an isolate that died expires by its until, and the event goes on with the next attempt", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv, groups } = server.services;
+  await groups.prepare(user.id, "orphans");
+  const id = await post(user, '{"orphan":true}');
+  // What a member of a vanished isolate leaves behind: a claim nobody will release.
+  await kv.set(groupClaimKey(user.id, "orphans", id), {
+    member: "gone",
+    origin: "dead-isolate",
+    attempt: 1,
+    until: Date.now() + 1000,
+    acked: false,
+  });
+  const m = await member(server, user, { group: "orphans" });
+  await waitFor(() => m.got.length === 1, { what: "the orphaned event" });
+  assert.equal(m.got[0].id, id);
+  assert.equal(m.got[0].attempt, 2);
   await m.ws.close();
 });
