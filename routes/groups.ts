@@ -12,7 +12,7 @@ const ackBody = z.strictObject({
   id: z.string().refine(isId, "must be an event id"),
 });
 
-/** GET /api/groups, POST /api/groups/:name/ack */
+/** GET /api/groups, POST /api/groups/:name/ack, DELETE /api/groups/:name */
 export function groupRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
@@ -20,6 +20,14 @@ export function groupRoutes(): Hono<AppEnv> {
     const { presence, groups } = c.get("services");
     const userId = c.get("auth").user.id;
     return c.json({ groups: await groups.describe(userId, () => presence.list(userId)) });
+  });
+
+  app.delete("/api/groups/:name", requireAuth, async (c) => {
+    const { presence, groups } = c.get("services");
+    const userId = c.get("auth").user.id;
+    const name = c.req.param("name");
+    await groups.remove(userId, name, () => presence.list(userId));
+    return c.json({ ok: true, group: name });
   });
 
   app.post("/api/groups/:name/ack", requireAuth, async (c) => {

@@ -343,6 +343,26 @@ Deno.test("[groups] bounds: names, ackTimeoutSeconds, groups per account, replay
   const over = await stream("group=g20");
   assert.equal(over.status, 409);
   assert.match((await over.json()).error, /20 consumer groups/);
+  const remove = (name: string) =>
+    fetch(`${server.url}/api/groups/${name}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${user.token}` },
+    });
+  const busy = await remove("g0");
+  assert.equal(busy.status, 409);
+  assert.match((await busy.json()).error, /1 member is connected/);
+  const missing = await remove("nope");
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  // g5's stream was cancelled: deleted once the server has seen it go.
+  await waitFor(async () => {
+    const response = await remove("g5");
+    await response.body?.cancel();
+    return response.status === 200;
+  }, { what: "g5 deleted" });
+  const room = await stream("group=g20");
+  assert.equal(room.status, 200, "a slot is free again");
+  await room.body?.cancel();
 
   held.ws.send({ type: "replay", after: null });
   await waitFor(() => held.errors.length === 1, { what: "replay refused" });

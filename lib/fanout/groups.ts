@@ -56,7 +56,7 @@ export interface GroupRecord {
   /** Every event id at or below it is done for the group; null: none yet. */
   cursor: string | null;
   createdAt: string;
-  /** Epoch ms of the last write: the record is rewritten before its `expireIn` runs out. */
+  /** Epoch ms of the last write. */
   updatedAt: number;
 }
 
@@ -107,6 +107,11 @@ export interface Groups {
   ack(options: { userId: string; name: string; connectionId: string; eventId: string }): Promise<
     void
   >;
+  /**
+   * Deletes a group with its claims and progress: 404 when there is none, 409 while `clients`
+   * (presence, every isolate) has members of it.
+   */
+  remove(userId: string, name: string, clients: () => Promise<ClientInfo[]>): Promise<void>;
   /**
    * The user's groups, with members taken from `clients` (presence, every isolate), which is
    * asked only when there is a group.
@@ -182,6 +187,11 @@ export function createGroups(
   options: { broker: Broker; connections: Connections; retentionMs: number },
 ): Groups {
   const { broker, connections } = options;
+  /**
+   * Claims expire with the events they are about. Group records do not: one that vanished
+   * after a quiet spell would restart at the log's head and skip events still retained, so an
+   * unused group is deleted on request instead (`remove`).
+   */
   const expireIn = options.retentionMs;
   /** userId → group name → dispatcher. */
   const dispatchers = new Map<string, Map<string, Dispatcher>>();
@@ -267,8 +277,8 @@ export function createGroups(
         throw new HttpError(
           409,
           `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
-            "consumer groups (the most it may have); join one of them, or let an unused one " +
-            "expire after the retention window",
+            "consumer groups (the most it may have); join one of them, or delete an unused " +
+            "one (DELETE /api/groups/<name>)",
         );
       }
     }
@@ -283,7 +293,7 @@ export function createGroups(
       updatedAt: Date.now(),
     };
     // Lost to a concurrent creation: that one stands.
-    await kv.atomic().check(entry).set(key, record, { expireIn }).commit();
+    await kv.atomic().check(entry).set(key, record).commit();
   }
 
   /**
@@ -535,10 +545,9 @@ export function createGroups(
       for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
     }
 
-    const touch = now - (record.updatedAt ?? 0) > expireIn / 4;
-    if (advanceTo === record.cursor && !touch) return;
+    if (advanceTo === record.cursor) return;
     const next: GroupRecord = { ...record, cursor: advanceTo, updatedAt: now };
-    const op = kv.atomic().check(group).set(group.key, next, { expireIn });
+    const op = kv.atomic().check(group).set(group.key, next);
     for (const id of acked) op.delete(groupClaimKey(d.userId, d.name, id));
     // Claimed meanwhile by a member elsewhere: then it is not done; try again.
     for (const id of skipped) {
@@ -684,6 +693,37 @@ export function createGroups(
         throw new HttpError(409, `${cannot}: it was handed to another member meanwhile`);
       }
       broker.publish({ kind: "group_ack", userId, name, connectionId, id: eventId });
+    },
+    async remove(userId, name, clients) {
+      if (!GROUP_NAME.test(name)) {
+        throw new HttpError(400, `Cannot delete group: "${name.slice(0, 70)}" is not a group name`);
+      }
+      const key = groupKey(userId, name);
+      if (!(await kv.get(key)).value) {
+        throw new HttpError(404, `Cannot delete group "${name}": there is no such group`);
+      }
+      const members = (await clients()).filter((client) => client.group === name).length;
+      if (members > 0) {
+        throw new HttpError(
+          409,
+          `Cannot delete group "${name}": ${members} member${members === 1 ? " is" : "s are"} ` +
+            "connected; close them first",
+        );
+      }
+      await kv.delete(key);
+      // Then what hangs off it, in commits under KV's limits; claims would expire anyway.
+      for (const prefix of [groupClaimsPrefix(userId, name), groupMembersPrefix(userId, name)]) {
+        let op = kv.atomic();
+        let count = 0;
+        for await (const entry of kv.list({ prefix })) {
+          op.delete(entry.key);
+          if (++count % MAX_ADVANCE_DELETES === 0) {
+            await op.commit();
+            op = kv.atomic();
+          }
+        }
+        await op.commit();
+      }
     },
     async describe(userId, clients) {
       const out: GroupSummary[] = [];

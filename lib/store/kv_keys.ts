@@ -44,7 +44,7 @@
  * |                                           | an isolate's members take          |                 |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
- * Events, chunks, day counters, flashes, login failures, sign-ups, groups and claims carry `expireIn`; readers still check
+ * Events, chunks, day counters, flashes, login failures, sign-ups, group claims and members carry `expireIn`; readers still check
  * times themselves because KV deletes expired keys lazily.
  */
 
