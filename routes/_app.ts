@@ -8,6 +8,7 @@ import { stripeRoutes } from "./stripe.ts";
 import { billingActionRoutes } from "./billing_actions.ts";
 import { endpointRoutes } from "./endpoints.ts";
 import { eventRoutes } from "./events.ts";
+import { groupRoutes } from "./groups.ts";
 import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
 import { errorResponse } from "../lib/http/error_response.ts";
 import { HttpError } from "../lib/http/http_error.ts";
@@ -53,6 +54,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", billingActionRoutes());
   app.route("/", endpointRoutes());
   app.route("/", eventRoutes());
+  app.route("/", groupRoutes());
   app.route("/", pageRoutes(services.config));
   app.route("/", accountPageRoutes());
   app.route("/", dashboardPageRoutes());

@@ -15,6 +15,7 @@ import {
   filterQuerySchema,
   outsideLimit,
 } from "../lib/fanout/filters.ts";
+import { ACK_TIMEOUT_SECONDS } from "../lib/fanout/groups.ts";
 
 /**
  * The body of an API or form request: at most API_MAX_BODY_BYTES (413), read with the body
@@ -72,6 +73,26 @@ export function streamFilter(c: Context<AppEnv>, limit: EndpointLimit | null): F
     );
   }
   return compileFilter(parsed.data, limit);
+}
+
+/**
+ * A stream's consumer group from its query (`group`, `ackTimeoutSeconds`); null without
+ * `group`; 400 naming the parameter when one is malformed (the name itself is checked when the
+ * group is prepared).
+ */
+export function streamGroup(c: Context<AppEnv>): { name: string; ackTimeoutMs: number } | null {
+  const name = c.req.query("group");
+  if (name === undefined) return null;
+  const given = c.req.query("ackTimeoutSeconds");
+  const { min, max } = ACK_TIMEOUT_SECONDS;
+  const seconds = given === undefined ? ACK_TIMEOUT_SECONDS.default : Number(given);
+  if (!Number.isInteger(seconds) || seconds < min || seconds > max) {
+    throw new HttpError(
+      400,
+      `Cannot join group: ackTimeoutSeconds must be a whole number of seconds from ${min} to ${max}`,
+    );
+  }
+  return { name, ackTimeoutMs: seconds * 1000 };
 }
 
 /** The form that creates something named (a token, an endpoint). */

@@ -31,12 +31,13 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
   app.onError(pageError);
 
   app.get("/dashboard", loadViewer, requireViewer, async (c) => {
-    const { kv, config } = c.get("services");
+    const { kv, config, groups, presence } = c.get("services");
     const { user } = viewerOf(c);
-    const [endpoints, usage, flash] = await Promise.all([
+    const [endpoints, usage, flash, groupList] = await Promise.all([
       listEndpoints(kv, user.id),
       monthUsageSnapshot(kv, { userId: user.id }),
       pageFlash(c),
+      groups.describe(user.id, () => presence.list(user.id)),
     ]);
     const urls = Object.fromEntries(endpoints.map((e) => [e.slug, endpointUrl(config, e.slug)]));
     return sendPage(
@@ -52,6 +53,7 @@ export function dashboardPageRoutes(): Hono<AppEnv> {
         ingestBase={ingestBase(config)}
         pollMs={CLIENT_POLL_MS}
         testBody={TEST_WEBHOOK_BODY}
+        groups={groupList}
       />,
     );
   });

@@ -13,7 +13,7 @@ import { openSseStream } from "../lib/fanout/sse.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream, requireAuth, requireScope } from "./_auth.ts";
 import { endpointLimit, seesEvent } from "../lib/accounts/auth.ts";
-import { resumePoint, streamFilter } from "./_parse.ts";
+import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 import { parseWith } from "../lib/http/parse.ts";
 
 const historyQuery = z.object({
@@ -41,8 +41,10 @@ export function eventRoutes(): Hono<AppEnv> {
   app.get("/api/events/stream", async (c) => {
     const auth = await authenticateStream(c);
     const after = resumePoint(c);
-    const { connections, kv } = c.get("services");
+    const { connections, kv, groups } = c.get("services");
     const filter = streamFilter(c, await endpointLimit(kv, auth));
+    const group = streamGroup(c);
+    if (group) await groups.prepare(auth.user.id, group.name);
     connections.admit(auth.user.id, auth.credential);
     return openSseStream(connections, {
       userId: auth.user.id,
@@ -50,6 +52,7 @@ export function eventRoutes(): Hono<AppEnv> {
       after,
       retryMs: RETRY_MS,
       filter,
+      group,
     });
   });
 

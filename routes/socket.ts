@@ -5,7 +5,7 @@ import { openWebSocket } from "../lib/fanout/websocket.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream } from "./_auth.ts";
 import { endpointLimit } from "../lib/accounts/auth.ts";
-import { resumePoint, streamFilter } from "./_parse.ts";
+import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
@@ -17,8 +17,10 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   }
   const auth = await authenticateStream(c);
   const after = resumePoint(c);
-  const { connections, config, kv } = c.get("services");
+  const { connections, config, kv, groups } = c.get("services");
   const filter = streamFilter(c, await endpointLimit(kv, auth));
+  const group = streamGroup(c);
+  if (group) await groups.prepare(auth.user.id, group.name);
   connections.admit(auth.user.id, auth.credential);
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,
@@ -29,6 +31,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     replies: c.get("services").clientReplies,
     limits: c.get("services").clientLimits,
     filter,
+    group,
   });
 }
 

@@ -492,6 +492,108 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
     await client.close();
   });
 
+  test("consumer groups: members on both sides handle every webhook once", async (sides) => {
+    const user = await signUpOn(sides);
+    const path = `/?token=${user.token}&group=both`;
+    const ws = [
+      await sides.openWs(0, path),
+      await sides.openWs(0, path),
+      await sides.openWs(1, path),
+      await sides.openWs(1, path),
+    ];
+    const sse = await sides.openSse(1, `/api/events/stream?token=${user.token}&group=both`);
+    const hello = await sse.next();
+    assert.equal(hello.event, "group");
+    const sseId = JSON.parse(hello.data).connectionId;
+    const got: { side: Side; id: string; attempt: number }[] = [];
+    let done = false;
+    const readers = [
+      ...ws.map(async (client, n) => {
+        const side = (n < 2 ? 0 : 1) as Side;
+        while (!done) {
+          const message = await client.next(100).catch(() => null);
+          if (message?.type !== "webhook") continue;
+          got.push({ side, id: message.id as string, attempt: message.attempt as number });
+          client.send({ type: "ack", id: message.id });
+        }
+      }),
+      (async () => {
+        while (!done) {
+          const message = await sse.next(100).catch(() => null);
+          if (!message || message.event !== null) continue;
+          const event = JSON.parse(message.data);
+          got.push({ side: 1, id: event.id, attempt: event.attempt });
+          // Acked through side 0 for instances; in a cluster wherever the kernel puts it (a
+          // pinned client would open a second connection while posts use the first): either
+          // way the ack crosses to the isolate holding the stream when it lands elsewhere.
+          const acked = await fetch(`${sides.base(0)}/api/groups/both/ack`, {
+            method: "POST",
+            headers: { ...user.auth, "Content-Type": "application/json" },
+            body: JSON.stringify({ connection: sseId, id: event.id }),
+          });
+          assert.equal(acked.status, 200, await acked.text());
+        }
+      })(),
+    ];
+    // Under ACKS_BURST, the account's ack limit.
+    const ids: string[] = [];
+    await Promise.all([0, 1].map(async (side) => {
+      for (let n = 0; n < 30; n++) {
+        const posted = await postOn(sides, {
+          side: side as Side,
+          slug: user.slug,
+          body: `{"n":${n}}`,
+        });
+        assert.equal(posted.status, 200);
+        ids.push(posted.id!);
+      }
+    }));
+    await waitFor(() => got.length >= ids.length, {
+      what: "every webhook handled",
+      timeoutMs: 20_000,
+    });
+    done = true;
+    await Promise.all(readers);
+    assert.deepEqual(got.map((one) => one.id).sort(), ids.sort(), "each webhook exactly once");
+    assert.ok(got.every((one) => one.attempt === 1));
+    // Claims race between the sides: each side wins a share (neither is a leader).
+    for (const side of [0, 1] as const) {
+      assert.ok(got.some((one) => one.side === side), `members on side ${side} got none`);
+    }
+    for (const client of ws) await client.close();
+    sse.close();
+  });
+
+  test("consumer groups: members with different filters on each side get their own events", async (sides) => {
+    const user = await signUpOn(sides);
+    const path = (event: string) => `/?token=${user.token}&group=typed&event=${event}`;
+    const members = [await sides.openWs(0, path("a.*")), await sides.openWs(1, path("b.*"))];
+    const sent: Record<string, string[]> = { a: [], b: [] };
+    for (let n = 0; n < 10; n++) {
+      const kind = n % 2 ? "a" : "b";
+      const body = JSON.stringify({ type: `${kind}.${n}` });
+      const posted = await postOn(sides, { side: (n % 3 ? 0 : 1) as Side, slug: user.slug, body });
+      assert.equal(posted.status, 200);
+      sent[kind].push(posted.id!);
+    }
+    for (const [n, kind] of (["a", "b"] as const).entries()) {
+      const got = [];
+      while (got.length < 5) {
+        const message = await members[n].next(5000);
+        assert.equal(message.type, "webhook");
+        assert.match(message.eventType as string, new RegExp(`^${kind}\\.`));
+        got.push(message.id);
+        members[n].send({ type: "ack", id: message.id });
+      }
+      assert.deepEqual(got, sent[kind], `side ${n} gets its events, in order, once`);
+    }
+    for (const member of members) {
+      member.send({ type: "ping" });
+      assert.equal((await member.next()).type, "pong", "nothing else");
+      await member.close();
+    }
+  });
+
   test("the quota stays exact with 50 concurrent senders over both sides", async (sides) => {
     const user = await signUpOn(sides);
     const cap = await sides.fetch(0, "/api/billing/cap", {

@@ -7,6 +7,8 @@ import type { Endpoint } from "../../lib/endpoints/endpoints.ts";
 import type { Flash } from "../../lib/accounts/flash.ts";
 import type { User } from "../../lib/accounts/users.ts";
 import { Island } from "../Island.tsx";
+import { GroupsTable } from "./GroupsTable.tsx";
+import type { GroupSummary } from "../../lib/fanout/groups.ts";
 
 /** What the dashboard shows; URLs and settings come from the server's configuration. */
 export interface DashboardPageProps {
@@ -27,6 +29,8 @@ export interface DashboardPageProps {
   pollMs: number;
   /** The body the test button posts. */
   testBody: string;
+  /** The account's consumer groups; the section is left out when there are none. */
+  groups?: GroupSummary[];
 }
 
 /** /dashboard */
@@ -101,6 +105,7 @@ export function DashboardPage(props: DashboardPageProps) {
           pollMs: props.pollMs,
         }}
       />
+      <GroupsTable groups={props.groups ?? []} />
     </Layout>
   );
 }

@@ -36,6 +36,8 @@ export type BrokerMessage =
    * is the user whose connection answered, which must be the event's owner.
    */
   | { kind: "response"; id: string; userId: string; response: ClientResponse }
+  /** A consumer group's member acked `id` (groups.ts): its isolate sends it the next event. */
+  | { kind: "group_ack"; userId: string; name: string; connectionId: string; id: string }
   /** Who is connected for `userId`? Every isolate holding connections answers `origin`. */
   | {
     kind: "clients_query";

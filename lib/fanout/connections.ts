@@ -11,6 +11,10 @@
  * body is read. It is asked when the event is handed to the transport: changing it (the
  * WebSocket `subscribe` message) applies to what is sent from then on, not to what is queued.
  *
+ * A connection that joined a consumer group (`group`) takes no part in any of this: the group's
+ * dispatcher (groups.ts) hands it events one at a time through `deliver`, and the broadcast,
+ * catch-up and resends skip it.
+ *
  * A catch-up reads the log a few packs at a time and only while its client keeps up, so what it
  * holds in memory is bounded by `catchUpBytes` plus one event, whatever the log's size.
  */
@@ -61,6 +65,23 @@ export interface Connection {
    * most `maxUnacked` ids, forgetting the oldest.
    */
   sent: Map<string, number> | null;
+  /** The consumer group it is a member of (groups.ts), or null: it gets the broadcast. */
+  group: GroupMembership | null;
+}
+
+/** A connection's part in a consumer group. */
+export interface GroupMembership {
+  name: string;
+  /** An event not acked this long after it was sent goes to another member. */
+  ackTimeoutMs: number;
+  /** The one event sent to it and not yet acked, and which delivery attempt it was. */
+  inFlight: { id: string; attempt: number } | null;
+}
+
+/** What the consumer groups (groups.ts) hear of the registry: members coming and going. */
+export interface GroupHooks {
+  join(connection: Connection): void;
+  leave(connection: Connection): void;
 }
 
 const SENT_FLAGS = { acked: 1, answered: 2, wantsAnswer: 4 } as const;
@@ -121,7 +142,16 @@ export interface Connections {
     sink: Sink;
     after?: string | null;
     filter?: Filter | null;
+    /** Joins a consumer group: `after` is then ignored (the group keeps the progress). */
+    group?: { name: string; ackTimeoutMs: number } | null;
   }): Connection;
+  /**
+   * Sends one event to a group member, past the broadcast's ordering check: false when the
+   * connection is closed, or was just closed as too slow.
+   */
+  deliver(connection: Connection, event: LiveEvent): boolean;
+  /** Where group members are announced as they open and close (set once, by groups.ts). */
+  attachGroups(hooks: GroupHooks): void;
   /** Catches up: sends the retained events after `after` (all when null), then live ones. */
   catchUp(connection: Connection, after: string | null): Promise<number>;
   close(connection: Connection, close: { code: number; reason: string }): void;
@@ -171,9 +201,11 @@ export function createConnections(
   /** Releases of the broker's per-user follow, held while the user has connections here. */
   const follows = new Map<string, () => void>();
 
+  let groups: GroupHooks | null = null;
+
   /** Sends `event` to one connection: once, in id order, unless the client has fallen behind. */
   function send(connection: Connection, event: LiveEvent): void {
-    if (connection.closed) return;
+    if (connection.closed || connection.group !== null) return;
     if (connection.lastSentId !== null && event.id <= connection.lastSentId) return;
     if (connection.filter !== null && !matches(connection.filter, event)) return;
     // Judge before queueing, so one event larger than the limit still reaches a healthy client.
@@ -201,8 +233,9 @@ export function createConnections(
   function remove(connection: Connection): void {
     connection.closed = true;
     const set = byUser.get(connection.userId);
-    if (!set) return;
+    if (!set?.has(connection)) return;
     set.delete(connection);
+    if (connection.group !== null) groups?.leave(connection);
     if (set.size === 0) {
       byUser.delete(connection.userId);
       follows.get(connection.userId)?.();
@@ -249,6 +282,7 @@ export function createConnections(
       const set = byUser.get(message.userId);
       if (!set) return;
       for (const connection of set) {
+        if (connection.group !== null) continue;
         if (connection.catchingUp) {
           for (const event of message.events) {
             // Held back only if it would be sent: a narrow filter holds little.
@@ -273,7 +307,7 @@ export function createConnections(
       }
     } else if (message.kind === "resend") {
       for (const connection of byUser.get(message.userId) ?? []) {
-        if (!matches(connection.filter, message.event)) continue;
+        if (connection.group !== null || !matches(connection.filter, message.event)) continue;
         if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
         else {
           connection.sink.send(message.event);
@@ -335,6 +369,7 @@ export function createConnections(
         bufferBytes: 0,
         chain: Promise.resolve(),
         sent: null,
+        group: openOptions.group ? { ...openOptions.group, inFlight: null } : null,
       };
       let set = byUser.get(connection.userId);
       if (!set) {
@@ -342,7 +377,8 @@ export function createConnections(
         follows.set(connection.userId, options.broker.follow(connection.userId));
       }
       set.add(connection);
-      if (openOptions.after !== undefined) {
+      if (connection.group !== null) groups?.join(connection);
+      else if (openOptions.after !== undefined) {
         registry.catchUp(connection, openOptions.after).catch((error) => {
           console.error("catching up failed", error);
           close(connection, { code: 1011, reason: "Catching up failed; reconnect to retry" });
@@ -359,6 +395,22 @@ export function createConnections(
     },
     close,
     remove,
+    deliver(connection, event) {
+      if (connection.closed) return false;
+      if (connection.sink.backlog() > options.slowConsumerBytes) {
+        close(connection, CLOSE.slow);
+        return false;
+      }
+      if (connection.lastSentId === null || event.id > connection.lastSentId) {
+        connection.lastSentId = event.id;
+      }
+      connection.sink.send(event);
+      remember(connection, event);
+      return true;
+    },
+    attachGroups(hooks) {
+      groups = hooks;
+    },
     countFor(userId) {
       return byUser.get(userId)?.size ?? 0;
     },

@@ -49,6 +49,9 @@ const info = (connection: Connection): ClientInfo => ({
   connectedAt: connection.connectedAt,
   lastSeenAt: connection.lastSeenAt,
   lastEventId: connection.lastSentId,
+  ...(connection.group
+    ? { group: connection.group.name, inFlight: connection.group.inFlight?.id ?? null }
+    : {}),
 });
 
 /** Creates the view; it answers other isolates' questions until stopped. */

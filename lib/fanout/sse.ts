@@ -36,6 +36,8 @@ export function openSseStream(
     after: string | null;
     retryMs: number;
     filter?: Filter | null;
+    /** Joins a consumer group (groups.ts); `after` is then ignored. */
+    group?: { name: string; ackTimeoutMs: number } | null;
   },
 ): Response {
   let close: (() => void) | null = null;
@@ -147,7 +149,16 @@ export function openSseStream(
         sink,
         after: options.after ?? undefined,
         filter: options.filter,
+        group: options.group,
       });
+      if (options.group) {
+        // SSE has no back channel: the member acks over HTTP, naming this connection. Sent
+        // before any event (those are claimed in KV first), and only to group members.
+        sink.notice(
+          "group",
+          JSON.stringify({ type: "group", group: options.group.name, connectionId: connection.id }),
+        );
+      }
       close = () => {
         ended = true;
         pieces?.return(undefined).catch(() => {});

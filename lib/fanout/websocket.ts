@@ -28,6 +28,7 @@ import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
 import { answerHeaders, type Responses } from "./respond_waiters.ts";
 import { isId } from "../store/ids.ts";
+import { HttpError } from "../http/http_error.ts";
 import {
   compileFilter,
   describeFilter,
@@ -352,6 +353,8 @@ export function openWebSocket(
     replies: ClientReplies;
     limits: ClientLimits;
     filter?: Filter | null;
+    /** Joins a consumer group (groups.ts); `after` is then ignored. */
+    group?: { name: string; ackTimeoutMs: number } | null;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
@@ -371,6 +374,7 @@ export function openWebSocket(
     sink,
     after: options.after ?? undefined,
     filter: options.filter,
+    group: options.group,
   });
   for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
   return response;
@@ -439,6 +443,17 @@ function handleClientMessage(
   connection.lastSeenAt = new Date().toISOString();
   if (command.type === "ping") return reply({ type: "pong" });
   if (command.type === "ack") {
+    const { acks, acksPerSecond } = context.limits;
+    // A group member's ack frees it for its next event: one refused by the account's limit
+    // stays due, so the client may send it again rather than wait for the redelivery.
+    const member = connection.group !== null && replyDue(connection, command.id, "ack");
+    if (member && acks.take(connection.userId) > 0) {
+      return reply({
+        type: "error",
+        message: `Cannot ack ${command.id}: more than ${acksPerSecond} acks a second for this ` +
+          "account (ACKS_PER_SECOND); send it again",
+      });
+    }
     // Only the first ack of an event sent here is written: no one else's, none made up.
     if (!takeReply(connection, command.id, "ack")) {
       return reply({
@@ -447,8 +462,7 @@ function handleClientMessage(
           "(or acked it already)",
       });
     }
-    const { acks, acksPerSecond } = context.limits;
-    if (acks.take(connection.userId) > 0) {
+    if (!member && acks.take(connection.userId) > 0) {
       return reply({
         type: "error",
         message: `Cannot ack ${command.id}: more than ${acksPerSecond} acks a second for this ` +
@@ -456,7 +470,15 @@ function handleClientMessage(
       });
     }
     context.replies.ack({ connection, eventId: command.id, status: command.status ?? null })
-      .catch(() => reply({ type: "error", message: "Cannot record ack: storing it failed" }));
+      .catch((error) =>
+        reply({
+          type: "error",
+          // A consumer group's refusal says why (held by another member, acked already).
+          message: error instanceof HttpError
+            ? error.message
+            : "Cannot record ack: storing it failed",
+        })
+      );
     return;
   }
   if (command.type === "response") {
@@ -510,6 +532,14 @@ function handleClientMessage(
     return reply({
       type: "error",
       message: "Cannot catch up: give after or lastEventId, not both",
+    });
+  }
+  if (connection.group !== null) {
+    return reply({
+      type: "error",
+      message:
+        `Cannot catch up: this connection is a member of group "${connection.group.name}", ` +
+        "which keeps its progress on the server and sends what is due",
     });
   }
   if (connection.catchingUp) {

@@ -201,6 +201,23 @@ export function toLargeEvent(
   };
 }
 
+const ENVELOPE_START = '{"type":"webhook",';
+
+/**
+ * The event as a consumer group delivers it: `"attempt":n` right after the envelope's type,
+ * so every other byte is the broadcast envelope's. Built per delivery; the shared one is kept.
+ */
+export function withAttempt(event: LiveEvent, attempt: number): LiveEvent {
+  const mark = `${ENVELOPE_START}"attempt":${attempt},`;
+  if (event.large) {
+    const head = mark + event.large.head.slice(ENVELOPE_START.length);
+    return { ...event, large: { ...event.large, head } };
+  }
+  const { id, userId, endpoint, method, path, eventType } = event;
+  const json = mark + event.json.slice(ENVELOPE_START.length);
+  return liveEvent({ id, userId, json, endpoint, method, path, eventType });
+}
+
 /** A LiveEvent from its envelope, e.g. after it crossed an isolate or instance boundary. */
 export function liveEvent(
   fields: { id: string; userId: string; json: string } & EventFacts,

@@ -378,7 +378,8 @@ export async function* eventsAfter(
     from?: string;
     until?: string;
     batchSize?: number;
-    match?: EventMatch;
+    /** Also given the id, for readers that decide per event (consumer groups). */
+    match?: (event: EventFacts, id: string) => boolean;
   },
 ): AsyncGenerator<LiveEvent> {
   const prefix = eventsOfUserPrefix(options.userId);
@@ -395,7 +396,7 @@ export async function* eventsAfter(
       if (options.from && event.id < options.from) continue;
       if (options.until && event.id > options.until) return;
       if (event.expiresAt <= now) continue;
-      if (options.match && !options.match(eventFacts(event))) continue;
+      if (options.match && !options.match(eventFacts(event), event.id)) continue;
       yield await toDelivery(kv, event);
     }
   }

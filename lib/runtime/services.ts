@@ -3,6 +3,7 @@ import { createSendBudget } from "../fanout/send_budget.ts";
 import { type Broker, createBroker, type Transport } from "../fanout/broker.ts";
 import { kvTransport } from "../fanout/broker_kv.ts";
 import { createPresence, type Presence } from "../fanout/presence.ts";
+import { createGroups, type Groups } from "../fanout/groups.ts";
 import { createResender, type Resender } from "../fanout/resend.ts";
 import type { Config } from "./config.ts";
 import { type Connections, createConnections } from "../fanout/connections.ts";
@@ -39,6 +40,8 @@ export interface Services {
   clientLimits: ClientLimits;
   /** The user's connected clients in every isolate and instance. */
   presence: Presence;
+  /** Consumer groups: their dispatchers here, acks, and their state for the API. */
+  groups: Groups;
   /** Resends stored events on request, at RESENDS_PER_SECOND per account. */
   resender: Resender;
   /** The key endpoints' signing secrets are sealed with (see secret_box.ts). */
@@ -110,6 +113,7 @@ export async function createServices(
   const endpoints = createEndpointCache(kv);
   const responses = createResponses({ broker });
   const presence = createPresence({ broker, connections });
+  const groups = createGroups(kv, { broker, connections, retentionMs: config.retentionMs });
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
@@ -124,6 +128,7 @@ export async function createServices(
     responses,
     rejections,
     presence,
+    groups,
     secretsKey,
     resender: createResender({
       kv,
@@ -145,8 +150,17 @@ export async function createServices(
     },
     clientReplies: {
       responses,
-      ack: ({ connection, eventId, status }) =>
-        recordAck(kv, {
+      ack: async ({ connection, eventId, status }) => {
+        // A group member's ack settles the group's claim first: refused, it records nothing.
+        if (connection.group) {
+          await groups.ack({
+            userId: connection.userId,
+            name: connection.group.name,
+            connectionId: connection.id,
+            eventId,
+          });
+        }
+        await recordAck(kv, {
           userId: connection.userId,
           eventId,
           retentionMs: config.retentionMs,
@@ -156,10 +170,12 @@ export async function createServices(
             status,
             at: new Date().toISOString(),
           },
-        }),
+        });
+      },
     },
     async close() {
       connections.stop();
+      await groups.stop();
       presence.stop();
       responses.stop();
       unsubscribe();

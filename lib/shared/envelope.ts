@@ -22,6 +22,11 @@ export const webhookEnvelopeSchema = /* @__PURE__ */ envelopeSchema();
 function envelopeSchema() {
   return z.object({
     type: z.literal("webhook"),
+    /**
+     * Consumer-group deliveries only: 1 for the first delivery of the event to the group, then
+     * one more each time it went to another member (not acked in time, member gone).
+     */
+    attempt: z.number().int().min(1).optional(),
     id: z.string().min(1),
     endpoint: z.string(),
     receivedAt: z.string(),

@@ -11,6 +11,10 @@ export interface ClientInfo {
   connectedAt: string;
   lastSeenAt: string;
   lastEventId: string | null;
+  /** The consumer group it is a member of; absent for broadcast clients. */
+  group?: string;
+  /** A group member's event sent and not yet acked, or null. */
+  inFlight?: string | null;
 }
 
 /** One client's acknowledgement of one event, as GET /api/events/:id/deliveries lists it. */

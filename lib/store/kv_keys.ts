@@ -36,9 +36,15 @@
  * | ["broker_message_parts", id, n]           | Uint8Array, part n of a large      | broker_kv.ts    |
  * |                                           | serialized message (60 s)          |                 |
  * | ["broker_head", "all"]                    | id of the newest broker message    | broker_kv.ts    |
+ * | ["group", userId, name]                   | { name, cursor, createdAt }: ids   | groups.ts       |
+ * |                                           | ≤ cursor are done for the group    |                 |
+ * | ["group_claim", userId, name, eventId]    | { member, origin, attempt, until,  | groups.ts       |
+ * |                                           | acked }: who holds one delivery    |                 |
+ * | ["group_member", userId, name, origin]    | { filters, until } (60 s): what    | groups.ts       |
+ * |                                           | an isolate's members take          |                 |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
- * Events, chunks, day counters, flashes, login failures and sign-ups carry `expireIn`; readers still check
+ * Events, chunks, day counters, flashes, login failures, sign-ups, group claims and members carry `expireIn`; readers still check
  * times themselves because KV deletes expired keys lazily.
  */
 
@@ -157,3 +163,25 @@ export const brokerMessagePartKey = (id: string, n: number) => ["broker_message_
 export const brokerMessagePartsPrefix = (id: string) => ["broker_message_parts", id];
 /** ["broker_head", "all"]: moved with every broker message so instances can watch one key. */
 export const brokerHeadKey = () => ["broker_head", "all"];
+/** ["group", userId, name]: a consumer group's durable progress. */
+export const groupKey = (userId: string, name: string) => ["group", userId, name];
+/** Prefix of one user's consumer groups. */
+export const groupsOfUserPrefix = (userId: string) => ["group", userId];
+/** ["group_claim", userId, name, eventId]: the member holding an event's delivery attempt. */
+export const groupClaimKey = (userId: string, name: string, eventId: string) => [
+  "group_claim",
+  userId,
+  name,
+  eventId,
+];
+/** Prefix of one group's claims. */
+export const groupClaimsPrefix = (userId: string, name: string) => ["group_claim", userId, name];
+/** ["group_member", userId, name, origin]: the filters of one isolate's members of a group. */
+export const groupMembersKey = (userId: string, name: string, origin: string) => [
+  "group_member",
+  userId,
+  name,
+  origin,
+];
+/** Prefix of one group's member records, one per isolate. */
+export const groupMembersPrefix = (userId: string, name: string) => ["group_member", userId, name];

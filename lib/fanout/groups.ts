@@ -1,0 +1,782 @@
+/**
+ * Consumer groups: `group=<name>` on a stream makes the connection a member, and every event
+ * (after its filter) goes to exactly one member, each holding at most one unacked event.
+ *
+ * Exclusivity comes from atomic KV claims, never from a leader: `["group_claim", user, name, id]`
+ * is written only where it is absent, or released (`until` 0) or expired and not acked, so of
+ * all the isolates and instances sharing the store exactly one member holds each attempt. The
+ * group's record holds `cursor`: every id at or below it is done (acked, or matched by no member
+ * when it was seen), so progress survives restarts and the absence of every member.
+ *
+ * Each isolate runs a dispatcher per (user, group) while it has members of that group. It keeps
+ * candidate events in id order (bounded: `MAX_PENDING`), from two sources: a scan of the log
+ * after the cursor when it starts and every `TICK_MS` (which also finds claims released or
+ * expired elsewhere, and advances the cursor over done events, deleting their claims in the same
+ * commit), and live `events` messages from the broker. Candidates go, oldest first, to the next
+ * idle local member round-robin whose filter matches, once the claim is won; a lost claim means
+ * another isolate holds it. An event not acked within the member's `ackTimeoutMs`, or whose member
+ * leaves, is released and goes to another member with `attempt` + 1: at least once, in order
+ * for each member.
+ *
+ * Members' filters may differ. An event no member matches is done when a scan reaches it
+ * unclaimed; "no member" includes other isolates' members, whose filters each dispatcher
+ * publishes in `["group_member", user, name, origin]` (rewritten when they change and every
+ * `MEMBERS_REFRESH_MS`, trusted for `MEMBERS_VALID_MS`), so an event only a member elsewhere
+ * takes waits for it rather than being passed over.
+ */
+import type { Broker } from "./broker.ts";
+import type { Connection, Connections } from "./connections.ts";
+import { compileFilter, describeFilter, type Filter, type FilterSpec, matches } from "./filters.ts";
+import { eventsAfter } from "../log/events.ts";
+import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
+import { HttpError } from "../http/http_error.ts";
+import {
+  eventHeadKey,
+  groupClaimKey,
+  groupClaimsPrefix,
+  groupKey,
+  groupMembersKey,
+  groupMembersPrefix,
+  groupsOfUserPrefix,
+} from "../store/kv_keys.ts";
+import type { ClientInfo } from "../shared/wire.ts";
+
+/** What a group's name may be. */
+export const GROUP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Groups one account may have. */
+export const MAX_GROUPS_PER_USER = 20;
+/** Seconds a member has to ack an event, unless it asks otherwise, and the bounds it may ask. */
+export const ACK_TIMEOUT_SECONDS = { default: 30, min: 1, max: 3600 } as const;
+/** `lag` in GET /api/groups is counted up to this many events. */
+export const LAG_CAP = 10_000;
+
+/** ["group", userId, name] */
+export interface GroupRecord {
+  name: string;
+  /** Every event id at or below it is done for the group; null: none yet. */
+  cursor: string | null;
+  createdAt: string;
+  /** Epoch ms of the last write. */
+  updatedAt: number;
+}
+
+/** ["group_member", userId, name, origin]: what one isolate's members of a group take. */
+export interface GroupMembers {
+  /** Each member's filter (`[]` everywhere: everything). */
+  filters: FilterSpec[];
+  /** Epoch ms until which the record holds; the isolate rewrites it before. */
+  until: number;
+}
+
+/** ["group_claim", userId, name, eventId]: one delivery attempt of one event. */
+export interface GroupClaim {
+  /** The member's connection id. */
+  member: string;
+  /** The isolate that holds the member (the broker's origin). */
+  origin: string;
+  attempt: number;
+  /** Epoch ms after which another member may take the event; 0 once released. */
+  until: number;
+  acked: boolean;
+}
+
+/** One group as GET /api/groups describes it. */
+export interface GroupSummary {
+  name: string;
+  createdAt: string;
+  cursor: string | null;
+  /** Retained events after the cursor, counted up to LAG_CAP. */
+  lag: number;
+  lagCapped: boolean;
+  /** Events handed to a member and not acked. */
+  unacked: number;
+  members: { id: string; transport: "sse" | "ws"; connectedAt: string; inFlight: string | null }[];
+}
+
+/** The consumer groups of one isolate. */
+export interface Groups {
+  /**
+   * Makes sure the group exists before a member joins: 400 for a bad name, 409 when the account
+   * already has MAX_GROUPS_PER_USER others. Joining itself happens when the connection opens.
+   */
+  prepare(userId: string, name: string): Promise<void>;
+  /**
+   * Acks `eventId` for member `connectionId` of the group: 409 when that member does not hold
+   * it (another member's, never sent, acked already, another account's).
+   */
+  ack(options: { userId: string; name: string; connectionId: string; eventId: string }): Promise<
+    void
+  >;
+  /**
+   * Deletes a group with its claims and progress: 404 when there is none, 409 while `clients`
+   * (presence, every isolate) has members of it.
+   */
+  remove(userId: string, name: string, clients: () => Promise<ClientInfo[]>): Promise<void>;
+  /**
+   * The user's groups, with members taken from `clients` (presence, every isolate), which is
+   * asked only when there is a group.
+   */
+  describe(userId: string, clients: () => Promise<ClientInfo[]>): Promise<GroupSummary[]>;
+  /** Stops the dispatchers, once the releases of members that left are written. */
+  stop(): Promise<void>;
+}
+
+/** How often a dispatcher scans the log and its claims. */
+const TICK_MS = 1000;
+/**
+ * Candidate events a dispatcher holds, and characters of their envelopes (one event is held
+ * whatever its size); the log keeps the rest for later scans.
+ */
+const MAX_PENDING = 200;
+const MAX_PENDING_CHARS = 2 * 1024 * 1024;
+/** Events GET /api/groups walks to count lag, over all of the user's groups. */
+const LAG_BUDGET = 2 * LAG_CAP;
+/** How often an isolate rewrites its members' record at least, and how long one holds. */
+const MEMBERS_REFRESH_MS = 10_000;
+const MEMBERS_VALID_MS = 30_000;
+/** Events one scan walks past the cursor. */
+const MAX_WALK = 5000;
+/**
+ * Claims one commit deletes as the cursor passes their events, and absent claims it checks:
+ * under KV's 1,000 mutations, 100 checks and 80 KiB of keys per commit (a claim's key with a
+ * 64-character name is some 150 bytes).
+ */
+const MAX_ADVANCE_DELETES = 250;
+const MAX_ADVANCE_CHECKS = 90;
+
+interface Candidate {
+  event: LiveEvent;
+  /** The member it was released from: another one is preferred. */
+  avoid: string | null;
+}
+
+interface Dispatcher {
+  userId: string;
+  name: string;
+  members: Connection[];
+  /** Round-robin position in `members`. */
+  next: number;
+  /** The group record as last read or written. */
+  group: Deno.KvEntryMaybe<GroupRecord> | null;
+  /** Change only with `hold` and `drop`, which keep `pendingChars`. */
+  pending: Map<string, Candidate>;
+  pendingChars: number;
+  /** Null: `pending` holds every candidate up to the log's end; else up to this id only. */
+  horizon: string | null;
+  /** The last scan found candidates: when they are sent, the next one runs at once. */
+  found: boolean;
+  /** The first scan is done: nothing is sent before it, so older events go first. */
+  ready: boolean;
+  scanning: boolean;
+  rescan: boolean;
+  pumping: boolean;
+  repump: boolean;
+  stopped: boolean;
+  tick: ReturnType<typeof setInterval>;
+  /** Other isolates' members' filters, as last read (null: everything). */
+  remote: (Filter | null)[];
+  /** Our members' filters as last written, when, and the record's versionstamp. */
+  written: { filters: string; at: number; versionstamp: string } | null;
+  /** Per member: the event in flight (to hand on when released) and its ack timer. */
+  held: Map<Connection, { event: LiveEvent; timer: ReturnType<typeof setTimeout> }>;
+}
+
+/** Creates the groups of an isolate and attaches them to its connections. */
+export function createGroups(
+  kv: Deno.Kv,
+  options: { broker: Broker; connections: Connections; retentionMs: number },
+): Groups {
+  const { broker, connections } = options;
+  /**
+   * Claims expire with the events they are about. Group records do not: one that vanished
+   * after a quiet spell would restart at the log's head and skip events still retained, so an
+   * unused group is deleted on request instead (`remove`).
+   */
+  const expireIn = options.retentionMs;
+  /** userId → group name → dispatcher. */
+  const dispatchers = new Map<string, Map<string, Dispatcher>>();
+  let stopped = false;
+  /** Releases being written: shutting down waits for them, so the next start sends in order. */
+  const releasing = new Set<Promise<void>>();
+
+  const report = (what: string) => (error: unknown) => {
+    if (!stopped) console.error(`consumer groups: ${what} failed`, error);
+  };
+
+  /** Holds a candidate (replacing one with the same id). */
+  function hold(d: Dispatcher, id: string, candidate: Candidate): void {
+    drop(d, id);
+    d.pending.set(id, candidate);
+    d.pendingChars += heldChars(candidate.event);
+  }
+
+  function drop(d: Dispatcher, id: string): void {
+    const candidate = d.pending.get(id);
+    if (!candidate) return;
+    d.pending.delete(id);
+    d.pendingChars -= heldChars(candidate.event);
+  }
+
+  /** Whether another candidate may be held. */
+  const room = (d: Dispatcher) =>
+    d.pending.size < MAX_PENDING && d.pendingChars < MAX_PENDING_CHARS;
+
+  /** Whether a member here takes the event. */
+  const localMatch = (d: Dispatcher, facts: EventFacts) =>
+    d.members.some((member) => !member.closed && matches(member.filter, facts));
+  /** Whether any member, here or on another isolate, takes the event. */
+  const anyMatch = (d: Dispatcher, facts: EventFacts) =>
+    localMatch(d, facts) || d.remote.some((filter) => matches(filter, facts));
+
+  /**
+   * Publishes this isolate's members' filters when they changed or are due, and reads the other
+   * isolates' ones.
+   */
+  async function syncMembers(d: Dispatcher): Promise<void> {
+    const specs = d.members.filter((member) => !member.closed).map((member) =>
+      describeFilter(member.filter)
+    );
+    const filters = JSON.stringify(specs);
+    const now = Date.now();
+    if (d.written?.filters !== filters || now - d.written.at > MEMBERS_REFRESH_MS) {
+      const record: GroupMembers = { filters: specs, until: now + MEMBERS_VALID_MS };
+      const { versionstamp } = await kv.set(
+        groupMembersKey(d.userId, d.name, broker.origin),
+        record,
+        { expireIn: 2 * MEMBERS_VALID_MS },
+      );
+      d.written = { filters, at: now, versionstamp };
+    }
+    const remote: (Filter | null)[] = [];
+    for await (
+      const entry of kv.list<GroupMembers>({ prefix: groupMembersPrefix(d.userId, d.name) })
+    ) {
+      if (entry.key[3] === broker.origin || entry.value.until <= now) continue;
+      for (const spec of entry.value.filters) remote.push(compileFilter(spec));
+    }
+    d.remote = remote;
+  }
+
+  /** Creates the group record when absent; `cursor` is where a new group starts. */
+  async function ensureRecord(
+    userId: string,
+    name: string,
+    options: { limit: boolean; cursor?: string | null },
+  ): Promise<void> {
+    const key = groupKey(userId, name);
+    const entry = await kv.get<GroupRecord>(key);
+    if (entry.value) return;
+    if (options.limit) {
+      let count = 0;
+      for await (
+        const _ of kv.list({ prefix: groupsOfUserPrefix(userId) }, {
+          limit: MAX_GROUPS_PER_USER,
+        })
+      ) count++;
+      if (count >= MAX_GROUPS_PER_USER) {
+        throw new HttpError(
+          409,
+          `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
+            "consumer groups (the most it may have); join one of them, or delete an unused " +
+            "one (DELETE /api/groups/<name>)",
+        );
+      }
+    }
+    // A new group starts with what arrives from now on, not with the whole retained log.
+    const cursor = options.cursor !== undefined
+      ? options.cursor
+      : (await kv.get<string>(eventHeadKey(userId))).value ?? null;
+    const record: GroupRecord = {
+      name,
+      cursor,
+      createdAt: new Date().toISOString(),
+      updatedAt: Date.now(),
+    };
+    // Lost to a concurrent creation: that one stands.
+    await kv.atomic().check(entry).set(key, record).commit();
+  }
+
+  /**
+   * Claims `id` for `member`: its attempt number, or null when the event is done or another
+   * member holds it. Checks the group record too, so an event the cursor has passed (its claim
+   * deleted) is never claimed anew.
+   */
+  async function claim(d: Dispatcher, member: Connection, id: string): Promise<number | null> {
+    const key = groupClaimKey(d.userId, d.name, id);
+    let group = d.group;
+    let current: Deno.KvEntryMaybe<GroupClaim> | null = null;
+    for (let tries = 0; tries < 3; tries++) {
+      if (tries > 0 || group === null) {
+        const [fresh, claimed] = await kv.getMany<[GroupRecord, GroupClaim]>([
+          groupKey(d.userId, d.name),
+          key,
+        ]);
+        group = d.group = fresh;
+        current = claimed;
+      }
+      if (!group.value) return null;
+      if (group.value.cursor !== null && id <= group.value.cursor) return null;
+      const held = current?.value ?? null;
+      if (held && (held.acked || held.until > Date.now())) return null;
+      const attempt = (held?.attempt ?? 0) + 1;
+      const value: GroupClaim = {
+        member: member.id,
+        origin: broker.origin,
+        attempt,
+        until: Date.now() + member.group!.ackTimeoutMs,
+        acked: false,
+      };
+      const result = await kv.atomic()
+        .check({ key: group.key, versionstamp: group.versionstamp })
+        .check({ key, versionstamp: current?.versionstamp ?? null })
+        .set(key, value, { expireIn })
+        .commit();
+      if (result.ok) return attempt;
+      // The group moved on, or the claim changed: look at both again.
+    }
+    return null;
+  }
+
+  /** Hands a member's event back (not acked in time, or the member left), unless acked. */
+  async function release(d: Dispatcher, member: Connection): Promise<void> {
+    const flight = member.group!.inFlight;
+    const held = d.held.get(member);
+    member.group!.inFlight = null;
+    d.held.delete(member);
+    if (held) clearTimeout(held.timer);
+    if (!flight) return;
+    const key = groupClaimKey(d.userId, d.name, flight.id);
+    const entry = await kv.get<GroupClaim>(key);
+    const claim = entry.value;
+    if (claim && claim.member === member.id && claim.attempt === flight.attempt && !claim.acked) {
+      const result = await kv.atomic().check(entry)
+        .set(key, { ...claim, until: 0 }, { expireIn })
+        .commit();
+      if (result.ok && held && !d.stopped && (d.horizon === null || flight.id <= d.horizon)) {
+        hold(d, flight.id, { event: held.event, avoid: member.id });
+      }
+    }
+    if (!d.stopped) pump(d);
+  }
+
+  /** The next idle member round-robin whose filter takes the event, preferring not `avoid`. */
+  function pick(d: Dispatcher, candidate: Candidate): Connection | null {
+    let fallback: Connection | null = null;
+    for (let n = 0; n < d.members.length; n++) {
+      const member = d.members[(d.next + n) % d.members.length];
+      if (member.closed || member.group!.inFlight !== null) continue;
+      if (!matches(member.filter, candidate.event)) continue;
+      if (member.id === candidate.avoid) {
+        fallback ??= member;
+        continue;
+      }
+      d.next = (d.next + n + 1) % d.members.length;
+      return member;
+    }
+    return fallback;
+  }
+
+  /** Sends candidates, oldest first, to idle members; one pass at a time per dispatcher. */
+  async function pump(d: Dispatcher): Promise<void> {
+    if (d.pumping) {
+      d.repump = true;
+      return;
+    }
+    d.pumping = true;
+    try {
+      do {
+        d.repump = false;
+        if (!d.ready || d.stopped) return;
+        for (const id of [...d.pending.keys()].sort()) {
+          if (d.stopped) return;
+          if (!d.members.some((m) => !m.closed && m.group!.inFlight === null)) break;
+          const candidate = d.pending.get(id);
+          if (!candidate) continue;
+          const cursor = d.group?.value?.cursor ?? null;
+          if (cursor !== null && id <= cursor) {
+            drop(d, id);
+            continue;
+          }
+          const member = pick(d, candidate);
+          if (!member) continue; // only busy members take it: it waits for one
+          // Reserved while the claim is decided, so no other event goes to it meanwhile.
+          member.group!.inFlight = { id, attempt: 0 };
+          drop(d, id);
+          const attempt = await claim(d, member, id).catch((error) => {
+            report("claiming an event")(error);
+            return null;
+          });
+          if (attempt === null) {
+            member.group!.inFlight = null;
+            continue;
+          }
+          member.group!.inFlight = { id, attempt };
+          const timer = setTimeout(() => {
+            if (member.group!.inFlight?.id === id) {
+              release(d, member).catch(report("releasing an unacked event"));
+            }
+          }, member.group!.ackTimeoutMs);
+          d.held.set(member, { event: candidate.event, timer });
+          if (!connections.deliver(member, withAttempt(candidate.event, attempt))) {
+            // Closed under us: its leave may have run before the claim; release here too.
+            await release(d, member);
+          }
+        }
+        // Everything held is sent and the log has more: read on now rather than at the tick.
+        if (d.pending.size === 0 && d.horizon !== null && d.found) scan(d);
+      } while (d.repump);
+    } finally {
+      d.pumping = false;
+    }
+  }
+
+  /** Scans now, or once more after the scan running now. */
+  function scan(d: Dispatcher): void {
+    if (d.scanning) {
+      d.rescan = true;
+      return;
+    }
+    d.scanning = true;
+    (async () => {
+      do {
+        d.rescan = false;
+        await scanOnce(d);
+      } while (d.rescan && !d.stopped);
+    })().catch(report("scanning the log")).finally(() => {
+      d.scanning = false;
+      if (!d.stopped) {
+        d.ready = true;
+        pump(d);
+      }
+    });
+  }
+
+  /**
+   * Reads the group, its claims and the log after its cursor: finds candidates, and advances
+   * the cursor over the leading run of done events (acked, or matched by no member here).
+   */
+  async function scanOnce(d: Dispatcher): Promise<void> {
+    let group = await kv.get<GroupRecord>(groupKey(d.userId, d.name));
+    if (!group.value) {
+      // Expired while idle, or never written: recreate it where this isolate knew it to be.
+      await ensureRecord(d.userId, d.name, {
+        limit: false,
+        cursor: d.group?.value?.cursor ?? undefined,
+      });
+      group = await kv.get<GroupRecord>(groupKey(d.userId, d.name));
+      if (!group.value) return;
+    }
+    d.group = group;
+    const record = group.value;
+    await syncMembers(d);
+    const claims = new Map<string, GroupClaim>();
+    for await (
+      const entry of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(d.userId, d.name) })
+    ) claims.set(entry.key[3] as string, entry.value);
+
+    const now = Date.now();
+    const acked: string[] = [];
+    const skipped: string[] = [];
+    let advancing = true;
+    let advanceTo = record.cursor;
+    const step = (id: string, list: string[], max: number) => {
+      if (advancing && list.length < max) {
+        advanceTo = id;
+        list.push(id);
+      } else advancing = false;
+    };
+    let walked = 0;
+    /** The last id fully seen; the read stops after it when full. */
+    let last: string | null = record.cursor;
+    let full = false;
+    const found: LiveEvent[] = [];
+    let foundChars = 0;
+    const roomChars = MAX_PENDING_CHARS - d.pendingChars;
+    const inFlight = new Set([...d.members].map((m) => m.group!.inFlight?.id));
+    const events = eventsAfter(kv, {
+      userId: d.userId,
+      after: record.cursor,
+      batchSize: 2,
+      match: (facts, id) => {
+        if (full) return false;
+        if (walked >= MAX_WALK) {
+          full = true;
+          return true; // yields so the read can stop
+        }
+        walked++;
+        const claim = claims.get(id);
+        let candidate = false;
+        if (claim?.acked) step(id, acked, MAX_ADVANCE_DELETES);
+        else if (claim) {
+          advancing = false;
+          // Released or expired: take it over when a member here can.
+          candidate = claim.until <= now && localMatch(d, facts);
+        } else if (!anyMatch(d, facts)) step(id, skipped, MAX_ADVANCE_CHECKS);
+        else if (!localMatch(d, facts)) advancing = false; // only a member elsewhere takes it
+        else {
+          advancing = false;
+          candidate = true;
+        }
+        if (candidate && !d.pending.has(id) && !inFlight.has(id)) {
+          if (found.length + d.pending.size >= MAX_PENDING || foundChars >= roomChars) {
+            full = true;
+            return true;
+          }
+          last = id;
+          return true;
+        }
+        last = id;
+        return false;
+      },
+    });
+    for await (const event of events) {
+      if (full || d.stopped) break;
+      found.push(event);
+      foundChars += heldChars(event);
+    }
+    if (d.stopped) return;
+    for (const event of found) {
+      if (!d.pending.has(event.id)) hold(d, event.id, { event, avoid: null });
+    }
+    d.horizon = full ? last : null;
+    // Stopped for room rather than at the walk's end: read on as soon as the held ones are sent.
+    d.found = found.length > 0 || (full && walked < MAX_WALK);
+    if (full) {
+      for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
+    }
+
+    if (advanceTo === record.cursor) return;
+    const next: GroupRecord = { ...record, cursor: advanceTo, updatedAt: now };
+    const op = kv.atomic().check(group).set(group.key, next);
+    for (const id of acked) op.delete(groupClaimKey(d.userId, d.name, id));
+    // Claimed meanwhile by a member elsewhere: then it is not done; try again.
+    for (const id of skipped) {
+      op.check({ key: groupClaimKey(d.userId, d.name, id), versionstamp: null });
+    }
+    const result = await op.commit();
+    if (result.ok) {
+      d.group = { key: group.key, value: next, versionstamp: result.versionstamp };
+      for (const id of d.pending.keys()) {
+        if (advanceTo !== null && id <= advanceTo) drop(d, id);
+      }
+    } else d.rescan = true;
+  }
+
+  function dispatcherFor(userId: string, name: string): Dispatcher {
+    let byName = dispatchers.get(userId);
+    if (!byName) dispatchers.set(userId, byName = new Map());
+    let d = byName.get(name);
+    if (d) return d;
+    const created: Dispatcher = {
+      userId,
+      name,
+      members: [],
+      next: 0,
+      group: null,
+      pending: new Map(),
+      pendingChars: 0,
+      horizon: null,
+      found: false,
+      ready: false,
+      scanning: false,
+      rescan: false,
+      pumping: false,
+      repump: false,
+      stopped: false,
+      tick: setInterval(() => scan(created), TICK_MS),
+      remote: [],
+      written: null,
+      held: new Map(),
+    };
+    byName.set(name, d = created);
+    scan(created);
+    return created;
+  }
+
+  function stopDispatcher(d: Dispatcher): void {
+    d.stopped = true;
+    clearInterval(d.tick);
+    for (const { timer } of d.held.values()) clearTimeout(timer);
+    // Other isolates stop counting on these members at once, not after MEMBERS_VALID_MS.
+    // Only our own write: a dispatcher started since for the same group may have replaced it.
+    if (d.written) {
+      const key = groupMembersKey(d.userId, d.name, broker.origin);
+      const done = kv.atomic().check({ key, versionstamp: d.written.versionstamp }).delete(key)
+        .commit().then(() => {}, report("forgetting the members' record"));
+      releasing.add(done);
+      done.finally(() => releasing.delete(done));
+    }
+    const byName = dispatchers.get(d.userId);
+    byName?.delete(d.name);
+    if (byName?.size === 0) dispatchers.delete(d.userId);
+  }
+
+  connections.attachGroups({
+    join(connection) {
+      const d = dispatcherFor(connection.userId, connection.group!.name);
+      d.members.push(connection);
+      pump(d);
+    },
+    leave(connection) {
+      const d = dispatchers.get(connection.userId)?.get(connection.group!.name);
+      if (!d) return;
+      d.members = d.members.filter((member) => member !== connection);
+      if (d.members.length === 0) stopDispatcher(d);
+      else d.next %= d.members.length;
+      // The KV release runs even once the dispatcher stopped: others take the event over.
+      const done = release(d, connection).catch(report("releasing a leaving member's event"));
+      releasing.add(done);
+      done.finally(() => releasing.delete(done));
+    },
+  });
+
+  const unsubscribe = broker.subscribe((message) => {
+    if (message.kind === "events") {
+      const byName = dispatchers.get(message.userId);
+      if (!byName) return;
+      for (const d of byName.values()) {
+        for (const event of message.events) {
+          // Past what is held, the log keeps it for the next scan, in order.
+          if (d.horizon !== null || !room(d)) {
+            if (d.horizon === null) d.horizon = [...d.pending.keys()].sort().at(-1) ?? "";
+            continue;
+          }
+          if (localMatch(d, event)) hold(d, event.id, { event, avoid: null });
+        }
+        pump(d);
+      }
+    } else if (message.kind === "group_ack") {
+      const d = dispatchers.get(message.userId)?.get(message.name);
+      const member = d?.members.find((one) => one.id === message.connectionId);
+      if (!d || !member || member.group!.inFlight?.id !== message.id) return;
+      member.group!.inFlight = null;
+      const held = d.held.get(member);
+      if (held) clearTimeout(held.timer);
+      d.held.delete(member);
+      pump(d);
+    }
+  });
+
+  return {
+    async prepare(userId, name) {
+      if (!GROUP_NAME.test(name)) {
+        throw new HttpError(
+          400,
+          `Cannot join group: "${name.slice(0, 70)}" is not a group name (1–64 letters, ` +
+            'digits, "_", "." or "-")',
+        );
+      }
+      await ensureRecord(userId, name, { limit: true });
+    },
+    async ack({ userId, name, connectionId, eventId }) {
+      if (!GROUP_NAME.test(name)) {
+        throw new HttpError(400, `Cannot ack: "${name.slice(0, 70)}" is not a group name`);
+      }
+      const key = groupClaimKey(userId, name, eventId);
+      const entry = await kv.get<GroupClaim>(key);
+      const claim = entry.value;
+      const cannot = `Cannot ack ${eventId} in group "${name}"`;
+      if (!claim) {
+        throw new HttpError(
+          409,
+          `${cannot}: no member holds it (never sent to this group, or acked already)`,
+        );
+      }
+      if (claim.member !== connectionId) {
+        throw new HttpError(409, `${cannot}: it is held by another member, not this connection`);
+      }
+      if (claim.acked) throw new HttpError(409, `${cannot}: it was acked already`);
+      const result = await kv.atomic().check(entry)
+        .set(key, { ...claim, acked: true }, { expireIn })
+        .commit();
+      if (!result.ok) {
+        throw new HttpError(409, `${cannot}: it was handed to another member meanwhile`);
+      }
+      broker.publish({ kind: "group_ack", userId, name, connectionId, id: eventId });
+    },
+    async remove(userId, name, clients) {
+      if (!GROUP_NAME.test(name)) {
+        throw new HttpError(400, `Cannot delete group: "${name.slice(0, 70)}" is not a group name`);
+      }
+      const key = groupKey(userId, name);
+      if (!(await kv.get(key)).value) {
+        throw new HttpError(404, `Cannot delete group "${name}": there is no such group`);
+      }
+      const members = (await clients()).filter((client) => client.group === name).length;
+      if (members > 0) {
+        throw new HttpError(
+          409,
+          `Cannot delete group "${name}": ${members} member${members === 1 ? " is" : "s are"} ` +
+            "connected; close them first",
+        );
+      }
+      await kv.delete(key);
+      // Then what hangs off it, in commits under KV's limits; claims would expire anyway.
+      for (const prefix of [groupClaimsPrefix(userId, name), groupMembersPrefix(userId, name)]) {
+        let op = kv.atomic();
+        let count = 0;
+        for await (const entry of kv.list({ prefix })) {
+          op.delete(entry.key);
+          if (++count % MAX_ADVANCE_DELETES === 0) {
+            await op.commit();
+            op = kv.atomic();
+          }
+        }
+        await op.commit();
+      }
+    },
+    async describe(userId, clients) {
+      const out: GroupSummary[] = [];
+      let budget = LAG_BUDGET;
+      let connected: ClientInfo[] | null = null;
+      for await (
+        const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
+          limit: MAX_GROUPS_PER_USER * 2,
+        })
+      ) {
+        const record = entry.value;
+        let unacked = 0;
+        for await (
+          const claim of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(userId, record.name) })
+        ) if (!claim.value.acked) unacked++;
+        // Counted without reading bodies, within a budget for the whole answer.
+        const cap = Math.min(LAG_CAP, budget);
+        let lag = 0;
+        if (cap > 0) {
+          const counting = eventsAfter(kv, {
+            userId,
+            after: record.cursor,
+            match: () => ++lag >= cap,
+          });
+          for await (const _ of counting) break;
+        }
+        budget -= lag;
+        connected ??= await clients();
+        out.push({
+          name: record.name,
+          createdAt: record.createdAt,
+          cursor: record.cursor,
+          lag: Math.min(lag, cap),
+          lagCapped: lag >= cap,
+          unacked,
+          members: connected.filter((client) => client.group === record.name).map((client) => ({
+            id: client.id,
+            transport: client.transport,
+            connectedAt: client.connectedAt,
+            inFlight: client.inFlight ?? null,
+          })),
+        });
+      }
+      return out;
+    },
+    async stop() {
+      await Promise.all(releasing);
+      unsubscribe();
+      for (const byName of [...dispatchers.values()]) {
+        for (const d of [...byName.values()]) stopDispatcher(d);
+      }
+      await Promise.all(releasing);
+      stopped = true;
+    },
+  };
+}

@@ -1,0 +1,51 @@
+/** Consumer groups: their state, and acks from members that have no back channel (SSE). */
+import { Hono } from "hono";
+import { z } from "zod";
+import { HttpError } from "../lib/http/http_error.ts";
+import { isId } from "../lib/store/ids.ts";
+import type { AppEnv } from "./_env.ts";
+import { requireAuth, requireScope } from "./_auth.ts";
+import { parseBody } from "./_parse.ts";
+
+const ackBody = z.strictObject({
+  connection: z.string().min(1).max(100),
+  id: z.string().refine(isId, "must be an event id"),
+});
+
+/** GET /api/groups, POST /api/groups/:name/ack, DELETE /api/groups/:name */
+export function groupRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const read = [requireAuth, requireScope("events:read")] as const;
+
+  app.get("/api/groups", ...read, async (c) => {
+    const { presence, groups } = c.get("services");
+    const userId = c.get("auth").user.id;
+    return c.json({ groups: await groups.describe(userId, () => presence.list(userId)) });
+  });
+
+  app.delete("/api/groups/:name", requireAuth, requireScope("manage"), async (c) => {
+    const { presence, groups } = c.get("services");
+    const userId = c.get("auth").user.id;
+    const name = c.req.param("name");
+    await groups.remove(userId, name, () => presence.list(userId));
+    return c.json({ ok: true, group: name });
+  });
+
+  app.post("/api/groups/:name/ack", ...read, async (c) => {
+    const name = c.req.param("name");
+    const body = await parseBody(c, { schema: ackBody, action: "ack" });
+    const { clientLimits, groups } = c.get("services");
+    const userId = c.get("auth").user.id;
+    if (clientLimits.acks.take(userId) > 0) {
+      throw new HttpError(
+        429,
+        `Cannot ack ${body.id}: more than ${clientLimits.acksPerSecond} acks a second for this ` +
+          "account (ACKS_PER_SECOND); send it again",
+      );
+    }
+    await groups.ack({ userId, name, connectionId: body.connection, eventId: body.id });
+    return c.json({ ok: true, group: name, connection: body.connection, id: body.id });
+  });
+
+  return app;
+}

@@ -1,0 +1,463 @@
+/** Consumer groups (lib/fanout/groups.ts): one member per event, acks, redelivery, progress. */
+import assert from "node:assert/strict";
+import {
+  openSse,
+  openWs,
+  postWebhook,
+  signUp,
+  type SseStream,
+  startTestServer,
+  type TestServer,
+  type TestUser,
+  waitFor,
+} from "./helpers.ts";
+import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
+import { groupClaimKey } from "../lib/store/kv_keys.ts";
+
+/** No account-wide ack limit: these tests ack as fast as events come. */
+const ENV = { ACKS_PER_SECOND: "0", FREE_MONTHLY_LIMIT: "100000" };
+
+/**
+ * A WebSocket member that records what it gets and acks it (unless told not to). Its handler
+ * is set before the socket opens: a member is sent what waits for the group at once.
+ */
+async function member(
+  server: TestServer,
+  user: TestUser,
+  options: { group?: string; ackTimeoutSeconds?: number; ack?: boolean } = {},
+) {
+  const query = `token=${user.token}&group=${options.group ?? "workers"}` +
+    (options.ackTimeoutSeconds ? `&ackTimeoutSeconds=${options.ackTimeoutSeconds}` : "");
+  const socket = new WebSocket(`${server.wsUrl}/?${query}`);
+  const got: { id: string; attempt: number; body: string }[] = [];
+  const errors: unknown[] = [];
+  const state = { ack: options.ack ?? true };
+  const send = (value: unknown) => socket.send(JSON.stringify(value));
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "error") return errors.push(message);
+    if (message.type !== "webhook") return;
+    got.push({ id: message.id, attempt: message.attempt, body: message.body });
+    if (state.ack) send({ type: "ack", id: message.id });
+  };
+  const closed = new Promise((resolve) => socket.addEventListener("close", resolve));
+  await new Promise<void>((resolve, reject) => {
+    socket.onopen = () => resolve();
+    socket.onerror = () => reject(new Error("WebSocket failed"));
+  });
+  const ws = {
+    socket,
+    send,
+    async close() {
+      if (socket.readyState !== WebSocket.CLOSED) {
+        socket.close();
+        await closed;
+      }
+    },
+  };
+  return { ws, got, errors, state };
+}
+
+async function post(user: TestUser, body: string): Promise<string> {
+  const response = await postWebhook(user.webhookUrl, body);
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()).id;
+}
+
+/** Posts `count` webhooks, `parallel` at a time; their ids in order of acceptance. */
+async function postMany(user: TestUser, count: number, parallel = 8): Promise<string[]> {
+  const ids: string[] = [];
+  let n = 0;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (n < count) ids.push(await post(user, `{"n":${n++}}`));
+  }));
+  return ids.sort();
+}
+
+/** Reads SSE messages until one that is not a named event (a webhook). */
+async function nextWebhook(stream: SseStream, timeoutMs = 5000) {
+  for (;;) {
+    const message = await stream.next(timeoutMs);
+    if (message.event === null) return JSON.parse(message.data);
+  }
+}
+
+async function listGroups(server: TestServer, user: TestUser) {
+  const response = await fetch(`${server.url}/api/groups`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(response.status, 200);
+  return await response.json();
+}
+
+/** Waits until the group has nothing unacked: every ack sent has been recorded. */
+function settled(server: TestServer, user: TestUser, name: string) {
+  return waitFor(async () => {
+    const { groups } = await listGroups(server, user);
+    return groups.find((g: { name: string }) => g.name === name)?.unacked === 0;
+  }, { what: `group ${name} with nothing unacked` });
+}
+
+function ackOver(server: TestServer, user: TestUser, group: string, body: unknown) {
+  return fetch(`${server.url}/api/groups/${group}/ack`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+Deno.test("[groups] three WebSocket members share 1,000 webhooks: each handled exactly once, by all three", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const members = [
+    await member(server, user),
+    await member(server, user),
+    await member(server, user),
+  ];
+  const ids = await postMany(user, 1000);
+  const all = () => members.flatMap((m) => m.got);
+  await waitFor(() => all().length >= 1000, { what: "1,000 deliveries", timeoutMs: 60_000 });
+  const handled = all().map((one) => one.id).sort();
+  assert.deepEqual(handled, ids, "each webhook exactly once");
+  for (const m of members) {
+    assert.ok(m.got.length > 0, "every member gets a share");
+    assert.deepEqual(m.errors, []);
+    assert.ok(m.got.every((one) => one.attempt === 1));
+    // One member's events come in order.
+    const own = m.got.map((one) => one.id);
+    assert.deepEqual(own, [...own].sort());
+  }
+  await waitFor(async () => {
+    const groups = await (await fetch(`${server.url}/api/groups`, {
+      headers: { Authorization: `Bearer ${user.token}` },
+    })).json();
+    const group = groups.groups[0];
+    return group.cursor === ids.at(-1) && group.lag === 0 && group.unacked === 0;
+  }, { what: "the cursor at the last event" });
+  for (const m of members) await m.ws.close();
+});
+
+Deno.test("[groups] a member closed with an unacked event: another member handles it with attempt 2", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const keeper = await member(server, user, { ack: false });
+  const quitter = await member(server, user, { ack: false });
+  await postMany(user, 4, 1);
+  await waitFor(() => keeper.got.length === 1 && quitter.got.length === 1, {
+    what: "one event each, held unacked",
+  });
+  const dropped = quitter.got[0].id;
+  keeper.state.ack = true;
+  keeper.ws.send({ type: "ack", id: keeper.got[0].id });
+  await quitter.ws.close();
+  await waitFor(() => keeper.got.length >= 4, { what: "the rest at the keeper" });
+  const again = keeper.got.find((one) => one.id === dropped);
+  assert.ok(again, "the dropped event reached the other member");
+  assert.equal(again.attempt, 2);
+  assert.deepEqual(keeper.got.map((one) => one.id).filter((id) => id === dropped), [dropped]);
+  assert.equal(new Set(keeper.got.map((one) => one.id)).size, 4);
+  await keeper.ws.close();
+});
+
+Deno.test("[groups] an event not acked within ackTimeoutSeconds goes to another member; a late ack is refused", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const slow = await member(server, user, { ack: false, ackTimeoutSeconds: 1 });
+  const id = await post(user, '{"slow":true}');
+  await waitFor(() => slow.got.length === 1, { what: "the slow member's event" });
+  const fast = await member(server, user, { ackTimeoutSeconds: 1 });
+  await waitFor(() => fast.got.some((one) => one.id === id), { what: "redelivery" });
+  assert.equal(fast.got.find((one) => one.id === id)!.attempt, 2);
+  slow.ws.send({ type: "ack", id });
+  await waitFor(() => slow.errors.length === 1, { what: "the late ack refused" });
+  assert.match(
+    (slow.errors[0] as { message: string }).message,
+    /held by another member|acked already|no member holds it/,
+  );
+  await slow.ws.close();
+  await fast.ws.close();
+});
+
+Deno.test("[groups] with no member connected webhooks wait; the next member gets them first, in order, then live ones", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const first = await member(server, user, { group: "billing" });
+  const early = await post(user, '{"n":0}');
+  await waitFor(() => first.got.length === 1, { what: "the first event" });
+  await settled(server, user, "billing");
+  await first.ws.close();
+  const waiting = await postMany(user, 5, 1);
+  const next = await member(server, user, { group: "billing" });
+  await waitFor(() => next.got.length >= 5, { what: "the waiting events" });
+  assert.deepEqual(next.got.map((one) => one.id), waiting);
+  const live = await post(user, '{"live":true}');
+  await waitFor(() => next.got.length >= 6, { what: "the live event" });
+  assert.equal(next.got[5].id, live);
+  assert.ok(!next.got.some((one) => one.id === early), "acked before: not again");
+  await next.ws.close();
+});
+
+Deno.test("[groups] progress survives a restart: acked events are not delivered again, unacked ones are", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-groups-" });
+  const env = { ...ENV, KV_PATH: `${dir}/groups.kv` };
+  try {
+    let ids: string[];
+    let user: TestUser;
+    {
+      await using server = await startTestServer(env);
+      user = await signUp(server);
+      // The first three are acked, the fourth stays unacked.
+      const m = await member(server, user, { ackTimeoutSeconds: 2, ack: false });
+      let acked = 0;
+      m.ws.socket.addEventListener("message", (event) => {
+        const message = JSON.parse(event.data);
+        if (message.type === "webhook" && acked < 3) {
+          acked++;
+          m.ws.send({ type: "ack", id: message.id });
+        }
+      });
+      ids = await postMany(user, 6, 1);
+      await waitFor(() => m.got.length >= 4, { what: "the fourth, unacked" });
+      await waitFor(async () => (await listGroups(server, user)).groups[0].unacked === 1, {
+        what: "three acks recorded",
+      });
+      assert.deepEqual(m.got.map((one) => one.id), ids.slice(0, 4));
+    }
+    {
+      await using server = await startTestServer(env);
+      const m = await member(server, user, { ackTimeoutSeconds: 2 });
+      await waitFor(() => m.got.length >= 3, {
+        what: "the unacked and the unsent",
+        timeoutMs: 15_000,
+      });
+      assert.deepEqual(m.got.map((one) => one.id), ids.slice(3));
+      assert.equal(m.got[0].attempt, 2);
+      assert.deepEqual(m.got.slice(1).map((one) => one.attempt), [1, 1]);
+      await m.ws.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("[groups] SSE members ack over POST /api/groups/:name/ack; another member's or another user's ack is refused", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const other = await signUp(server);
+  const url = `${server.url}/api/events/stream?token=${user.token}&group=sse`;
+  const streams = [await openSse(url), await openSse(url)];
+  const ids: string[] = [];
+  for (const stream of streams) {
+    const hello = await stream.next();
+    assert.equal(hello.event, "group");
+    const data = JSON.parse(hello.data);
+    assert.equal(data.group, "sse");
+    ids.push(data.connectionId);
+  }
+  const posted = await post(user, '{"sse":1}');
+  // Whichever member holds it, as the API tells.
+  let holder = -1;
+  await waitFor(async () => {
+    const { groups } = await listGroups(server, user);
+    const held = groups[0].members.find((m: { inFlight: string }) => m.inFlight === posted);
+    holder = held ? ids.indexOf(held.id) : -1;
+    return holder !== -1;
+  }, { what: "a member holding the event" });
+  const idle = 1 - holder;
+  const event = await nextWebhook(streams[holder]);
+  assert.equal(event.id, posted);
+  assert.equal(event.attempt, 1);
+  assert.ok(webhookEnvelopeSchema.safeParse(event).success);
+
+  const wrongMember = await ackOver(server, user, "sse", { connection: ids[idle], id: posted });
+  assert.equal(wrongMember.status, 409);
+  assert.match((await wrongMember.json()).error, /another member/);
+  const wrongUser = await ackOver(server, other, "sse", { connection: ids[holder], id: posted });
+  assert.equal(wrongUser.status, 409);
+  await wrongUser.body?.cancel();
+  const bad = await ackOver(server, user, "sse", { connection: ids[holder], id: "nope" });
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+
+  const ok = await ackOver(server, user, "sse", { connection: ids[holder], id: posted });
+  assert.equal(ok.status, 200, await ok.clone().text());
+  await ok.body?.cancel();
+  const twice = await ackOver(server, user, "sse", { connection: ids[holder], id: posted });
+  assert.equal(twice.status, 409);
+  await twice.body?.cancel();
+
+  // Both members are idle again: two events go one to each.
+  const more = [await post(user, '{"sse":2}'), await post(user, '{"sse":3}')];
+  const got = [(await nextWebhook(streams[0])).id, (await nextWebhook(streams[1])).id];
+  assert.deepEqual(got.sort(), more);
+  for (const stream of streams) stream.close();
+});
+
+Deno.test("[groups] a connection without group still gets every event, beside a group that shares them", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const plain = await openWs(`${server.wsUrl}/?token=${user.token}`);
+  const sse = await openSse(`${server.url}/api/events/stream?token=${user.token}`);
+  const members = [await member(server, user), await member(server, user)];
+  const ids = await postMany(user, 20, 1);
+  const broadcast = [];
+  for (let n = 0; n < 20; n++) {
+    const event = await plain.next();
+    assert.equal(event.attempt, undefined, "broadcast envelopes carry no attempt");
+    broadcast.push(event.id);
+  }
+  assert.deepEqual(broadcast, ids);
+  const first = await sse.next();
+  assert.equal(first.event, null, "no group event on a plain stream");
+  assert.equal(first.id, ids[0]);
+  await waitFor(() => members.flatMap((m) => m.got).length >= 20, { what: "the group's share" });
+  assert.deepEqual(members.flatMap((m) => m.got.map((one) => one.id)).sort(), ids);
+  plain.send({ type: "ping" });
+  assert.equal((await plain.next()).type, "pong", "nothing twice");
+  await plain.close();
+  sse.close();
+  for (const m of members) await m.ws.close();
+});
+
+Deno.test("[groups] bounds: names, ackTimeoutSeconds, groups per account, replay; GET /api/groups shows members", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const stream = (query: string) =>
+    fetch(`${server.url}/api/events/stream?token=${user.token}&${query}`);
+  for (const query of ["group=a%20b", "group=", `group=${"x".repeat(65)}`]) {
+    const response = await stream(query);
+    assert.equal(response.status, 400, query);
+    assert.match((await response.json()).error, /not a group name/);
+  }
+  for (const query of ["group=ok&ackTimeoutSeconds=0", "group=ok&ackTimeoutSeconds=3601"]) {
+    const response = await stream(query);
+    assert.equal(response.status, 400, query);
+    assert.match((await response.json()).error, /ackTimeoutSeconds/);
+  }
+  const held = await member(server, user, { group: "g0", ack: false });
+  for (let n = 1; n < 20; n++) {
+    const response = await stream(`group=g${n}`);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  const over = await stream("group=g20");
+  assert.equal(over.status, 409);
+  assert.match((await over.json()).error, /20 consumer groups/);
+  const remove = (name: string) =>
+    fetch(`${server.url}/api/groups/${name}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${user.token}` },
+    });
+  const busy = await remove("g0");
+  assert.equal(busy.status, 409);
+  assert.match((await busy.json()).error, /1 member is connected/);
+  const missing = await remove("nope");
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  // g5's stream was cancelled: deleted once the server has seen it go.
+  await waitFor(async () => {
+    const response = await remove("g5");
+    await response.body?.cancel();
+    return response.status === 200;
+  }, { what: "g5 deleted" });
+  const room = await stream("group=g20");
+  assert.equal(room.status, 200, "a slot is free again");
+  await room.body?.cancel();
+
+  held.ws.send({ type: "replay", after: null });
+  await waitFor(() => held.errors.length === 1, { what: "replay refused" });
+  assert.match((held.errors[0] as { message: string }).message, /member of group "g0"/);
+
+  const id = await post(user, "{}");
+  await waitFor(() => held.got.length === 1, { what: "the held event" });
+  const list = await (await fetch(`${server.url}/api/groups`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  })).json();
+  assert.equal(list.groups.length, 20);
+  const g0 = list.groups.find((group: { name: string }) => group.name === "g0");
+  assert.equal(g0.members.length, 1);
+  assert.equal(g0.members[0].transport, "ws");
+  assert.equal(g0.members[0].inFlight, id);
+  assert.equal(g0.unacked, 1);
+  assert.equal(g0.lag, 1);
+  await held.ws.close();
+});
+
+Deno.test("[groups] a large event (streamed from its chunks) reaches a member whole, with its attempt", async () => {
+  await using server = await startTestServer({ ...ENV, STREAM_BODY_BYTES: "1024" });
+  const user = await signUp(server);
+  const m = await member(server, user);
+  const raw: string[] = [];
+  m.ws.socket.addEventListener("message", (event) => raw.push(event.data));
+  const body = JSON.stringify({ data: "é".repeat(100_000) });
+  const id = await post(user, body);
+  await waitFor(() => m.got.length === 1, { what: "the large event" });
+  assert.equal(m.got[0].id, id);
+  assert.equal(m.got[0].attempt, 1);
+  assert.equal(m.got[0].body, body);
+  const envelope = JSON.parse(raw[0]);
+  assert.ok(webhookEnvelopeSchema.safeParse(envelope).success);
+  assert.ok(raw[0].startsWith('{"type":"webhook","attempt":1,"id":'));
+  await m.ws.close();
+});
+
+Deno.test("[groups] a group member's ack refused by ACKS_PER_SECOND stays due and can be sent again", async () => {
+  await using server = await startTestServer({ ...ENV, ACKS_PER_SECOND: "1", ACKS_BURST: "1" });
+  const user = await signUp(server);
+  const m = await member(server, user, { ack: false });
+  const ids = await postMany(user, 3, 1);
+  await waitFor(() => m.got.length === 1, { what: "the first event" });
+  m.ws.send({ type: "ack", id: ids[0] });
+  await waitFor(() => m.got.length === 2, { what: "the second event" });
+  m.ws.send({ type: "ack", id: ids[1] });
+  await waitFor(() => m.errors.length === 1, { what: "the second ack refused" });
+  assert.match((m.errors[0] as { message: string }).message, /send it again/);
+  // Sent again at each look until the limit lets it through.
+  await waitFor(() => {
+    if (m.got.length === 3) return true;
+    m.ws.send({ type: "ack", id: ids[1] });
+    return false;
+  }, { what: "the ack taken once the limit allows", timeoutMs: 5000, intervalMs: 300 });
+  assert.deepEqual(m.got.map((one) => one.id), ids);
+  await m.ws.close();
+});
+
+Deno.test("[groups] the dashboard lists the account's groups with their members; none, no section", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const page = async () => {
+    const response = await fetch(`${server.url}/dashboard`, { headers: { Cookie: user.cookie } });
+    assert.equal(response.status, 200);
+    return await response.text();
+  };
+  assert.ok(!(await page()).includes('data-testid="groups"'));
+  const m = await member(server, user, { group: "mailers", ack: false });
+  const id = await post(user, "{}");
+  await waitFor(() => m.got.length === 1, { what: "the event" });
+  const html = await page();
+  assert.match(html, /Consumer groups/);
+  assert.match(html, /data-group="mailers"/);
+  assert.ok(html.includes(id.slice(-8)), "the member's event in flight");
+  await m.ws.close();
+});
+
+Deno.test("[groups] a claim left by an isolate that died expires by its until, and the event goes on with the next attempt", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv, groups } = server.services;
+  await groups.prepare(user.id, "orphans");
+  const id = await post(user, '{"orphan":true}');
+  // What a member of a vanished isolate leaves behind: a claim nobody will release.
+  await kv.set(groupClaimKey(user.id, "orphans", id), {
+    member: "gone",
+    origin: "dead-isolate",
+    attempt: 1,
+    until: Date.now() + 1000,
+    acked: false,
+  });
+  const m = await member(server, user, { group: "orphans" });
+  await waitFor(() => m.got.length === 1, { what: "the orphaned event" });
+  assert.equal(m.got[0].id, id);
+  assert.equal(m.got[0].attempt, 2);
+  await m.ws.close();
+});
