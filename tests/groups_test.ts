@@ -401,24 +401,15 @@ Deno.test("[groups] a large event (streamed from its chunks) reaches a member wh
   await m.ws.close();
 });
 
-Deno.test("[groups] a group member's ack refused by ACKS_PER_SECOND stays due and can be sent again", async () => {
+Deno.test("[groups] members' acks are not held to ACKS_PER_SECOND: each settles an event it was given", async () => {
+  // One ack a second for the account: 30 events acked at once still all go through, in order.
   await using server = await startTestServer({ ...ENV, ACKS_PER_SECOND: "1", ACKS_BURST: "1" });
   const user = await signUp(server);
-  const m = await member(server, user, { ack: false });
-  const ids = await postMany(user, 3, 1);
-  await waitFor(() => m.got.length === 1, { what: "the first event" });
-  m.ws.send({ type: "ack", id: ids[0] });
-  await waitFor(() => m.got.length === 2, { what: "the second event" });
-  m.ws.send({ type: "ack", id: ids[1] });
-  await waitFor(() => m.errors.length === 1, { what: "the second ack refused" });
-  assert.match((m.errors[0] as { message: string }).message, /send it again/);
-  // Sent again at each look until the limit lets it through.
-  await waitFor(() => {
-    if (m.got.length === 3) return true;
-    m.ws.send({ type: "ack", id: ids[1] });
-    return false;
-  }, { what: "the ack taken once the limit allows", timeoutMs: 5000, intervalMs: 300 });
+  const m = await member(server, user);
+  const ids = await postMany(user, 30, 5);
+  await waitFor(() => m.got.length === 30, { what: "all 30 handled", timeoutMs: 20_000 });
   assert.deepEqual(m.got.map((one) => one.id), ids);
+  assert.deepEqual(m.errors, []);
   await m.ws.close();
 });
 

@@ -444,16 +444,10 @@ function handleClientMessage(
   if (command.type === "ping") return reply({ type: "pong" });
   if (command.type === "ack") {
     const { acks, acksPerSecond } = context.limits;
-    // A group member's ack frees it for its next event: one refused by the account's limit
-    // stays due, so the client may send it again rather than wait for the redelivery.
-    const member = connection.group !== null && replyDue(connection, command.id, "ack");
-    if (member && acks.take(connection.userId) > 0) {
-      return reply({
-        type: "error",
-        message: `Cannot ack ${command.id}: more than ${acksPerSecond} acks a second for this ` +
-          "account (ACKS_PER_SECOND); send it again",
-      });
-    }
+    // A group member's ack settles an event it was given, one at a time: its writes are bounded
+    // by the deliveries, so the account's ack limit (which would cap a group's throughput at
+    // ACKS_PER_SECOND events a second) does not apply.
+    const member = connection.group !== null;
     // Only the first ack of an event sent here is written: no one else's, none made up.
     if (!takeReply(connection, command.id, "ack")) {
       return reply({
