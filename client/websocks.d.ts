@@ -118,6 +118,8 @@ export interface SubscribeOptions {
   maxDelayMs?: number;
   /** A connection silent this long (45 s) is taken for dead and replaced. */
   idleTimeoutMs?: number;
+  /** A WebSocket that has not opened after this long (15 s) is given up and tried again. */
+  connectTimeoutMs?: number;
   /** WebSocket: events waiting for onWebhook (500) or their characters (64 Mi) before the connection is dropped and resumed. */
   maxQueued?: number;
   maxQueuedChars?: number;

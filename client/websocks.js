@@ -94,6 +94,7 @@ const DEFAULTS = {
   maxDelayMs: 30_000,
   // Heartbeats come every 15 s (HEARTBEAT_SECONDS, at most 25); three missed means dead.
   idleTimeoutMs: 45_000,
+  connectTimeoutMs: 15_000,
   // Below the server's WS_MAX_UNACKED (1000), so every queued event can still be acked.
   maxQueued: 500,
   maxQueuedChars: 64 * 1024 * 1024,
@@ -292,6 +293,7 @@ function readOptions(options) {
     minDelayMs: number("minDelayMs"),
     maxDelayMs: number("maxDelayMs"),
     idleTimeoutMs: number("idleTimeoutMs"),
+    connectTimeoutMs: number("connectTimeoutMs"),
     maxQueued: number("maxQueued"),
     maxQueuedChars: number("maxQueuedChars"),
     healthyMs: number("healthyMs"),
@@ -542,6 +544,17 @@ function webSocketSession(context) {
     let ended = null;
     let lastHeard = Date.now();
     let pinger;
+    // A WebSocket that neither opens nor fails (Node 20's, to a server that is restarting) would
+    // otherwise wait for ever, and hold nothing that keeps Node's event loop alive.
+    const connecting = setTimeout(() => {
+      if (!opened) {
+        finish({
+          error: new WebSocksError(
+            `The connection did not open within ${settings.connectTimeoutMs} ms`,
+          ),
+        });
+      }
+    }, settings.connectTimeoutMs);
 
     const send = (value) => {
       if (socket.readyState === 1) socket.send(JSON.stringify(value));
@@ -557,6 +570,7 @@ function webSocketSession(context) {
       // The event in hand must be recorded before a reconnect asks to resume after it.
       if (ended === null || working) return;
       clearInterval(pinger);
+      clearTimeout(connecting);
       stopper.signal.removeEventListener("abort", onAbort);
       const healthy = !failed &&
         (handled > 0 || behind || (opened && Date.now() - openedAt >= settings.healthyMs));
@@ -589,6 +603,7 @@ function webSocketSession(context) {
     };
 
     socket.onopen = () => {
+      clearTimeout(connecting);
       opened = true;
       openedAt = Date.now();
       lastHeard = openedAt;

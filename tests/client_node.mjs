@@ -15,6 +15,7 @@ const subscription = subscribe({
   storage: fileStorage(file),
   minDelayMs: 50,
   maxDelayMs: 500,
+  connectTimeoutMs: 2000,
   onState: (state, info) => print({ state, error: info.error?.message }),
   onError: (error) => print({ error: error.message }),
   onWebhook: async (envelope) => {

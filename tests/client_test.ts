@@ -654,6 +654,89 @@ Deno.test("[client] the same module runs in Node: both transports, acks and resp
   }
 });
 
+/** `node` with the flags this version needs for a global WebSocket (Node 22: none). */
+async function nodeFlags(): Promise<string[]> {
+  const version = new TextDecoder().decode(
+    (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
+  );
+  return Number(version.match(/^v(\d+)/)?.[1]) < 22 ? ["--experimental-websocket"] : [];
+}
+
+Deno.test("[client] in Node, through a server killed and restarted: every id once, in order, both transports", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "websocks-client-node-" });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const url = `http://127.0.0.1:${port}`;
+  const env = {
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    PUBLIC_URL: url,
+    KV_PATH: `${dir}/relay.kv`,
+    WORKERS: "1",
+    LOG_REQUESTS: "0",
+  };
+  let server = await spawnServer(env);
+  const flags = await nodeFlags();
+  const children: { lines: Record<string, unknown>[]; done: Promise<number> }[] = [];
+  try {
+    const user = await signUp({ url } as TestServer);
+    for (const transport of ["websocket", "sse"] as const) {
+      const child = new Deno.Command("node", {
+        args: [
+          ...flags,
+          `${ROOT}/tests/client_node.mjs`,
+          url,
+          user.token,
+          transport,
+          "20",
+          `${dir}/${transport}.json`,
+        ],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const lines: Record<string, unknown>[] = [];
+      const reading = (async () => {
+        let buffer = "";
+        for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+          buffer += text;
+          const parts = buffer.split("\n");
+          buffer = parts.pop()!;
+          lines.push(...parts.map((line) => JSON.parse(line)));
+        }
+      })();
+      children.push({ lines, done: child.status.then(async (s) => (await reading, s.code)) });
+    }
+    const live = (c: { lines: Record<string, unknown>[] }) =>
+      c.lines.some((l) => l.state === "live");
+    await waitFor(() => children.every(live), { what: "node to go live", timeoutMs: 20_000 });
+    const handled = (c: { lines: Record<string, unknown>[] }) =>
+      c.lines.filter((l) => "handled" in l).map((l) => l.handled as string);
+    const first = await postSeq(user.webhookUrl, 0, 10);
+    await waitFor(() => children.every((c) => handled(c).length === 10), {
+      what: "the first ten in node",
+      timeoutMs: 20_000,
+    });
+    await server.kill();
+    await waitFor(
+      () => children.every((c) => c.lines.at(-1)?.state === "backing-off"),
+      { what: "node to notice", timeoutMs: 20_000 },
+    );
+    server = await spawnServer(env);
+    const second = await postSeq(user.webhookUrl, 10, 20);
+    for (const child of children) {
+      assert.equal(await child.done, 0, JSON.stringify(child.lines.slice(-4)));
+    }
+    for (const child of children) {
+      assert.deepEqual(handled(child), [...first, ...second]);
+      assert.equal(child.lines.at(-1)!.done, second.at(-1));
+    }
+  } finally {
+    await server.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("[client] the same module runs in Chromium from another origin: both transports, localStorage, a refused token", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
