@@ -8,6 +8,10 @@
  *              Deno.serve server (bench/hello.ts): the generator's own ceiling
  * - load       accepted webhooks/s at concurrency 50 with ~1 KiB JSON bodies, every one
  *              delivered to a WebSocket subscriber; POST→client latency under that load
+ * - consumers  "load" again with each way to consume (issue #13), a fresh server for each: one
+ *              unfiltered subscriber, one with `event=invoice.*&endpoint=<slug>` taking all or
+ *              1 in 10 of the webhooks (only this part's bodies carry a JSON `type`), and a
+ *              consumer group of 3 acking members (with ACKS_PER_SECOND=0); every delivery checked
  * - steady     POST→client latency at a steady, open-loop 500 webhooks/s
  * - fanout     one endpoint, 1,000 WebSocket + 1,000 SSE clients: POST → last client
  * - rss        server RSS per idle SSE and per idle WebSocket connection, and the same for a
@@ -38,6 +42,7 @@ import { machine } from "./machine.ts";
 import type { PartContext, PartRun } from "./part.ts";
 import { run as breakdown } from "./parts/breakdown.ts";
 import { run as ceiling } from "./parts/ceiling.ts";
+import { run as consumers } from "./parts/consumers.ts";
 import { run as fanout } from "./parts/fanout.ts";
 import { run as isolates } from "./parts/isolates.ts";
 import { run as kv } from "./parts/kv.ts";
@@ -65,6 +70,7 @@ const RUNS: Readonly<Record<PartName, PartRun>> = {
   ceiling,
   wrk,
   load,
+  consumers,
   steady,
   fanout,
   rss,
