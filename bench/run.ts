@@ -11,7 +11,8 @@
  * - consumers  "load" again with each way to consume (issue #13), a fresh server for each: one
  *              unfiltered subscriber, one with `event=invoice.*&endpoint=<slug>` taking all or
  *              1 in 10 of the webhooks (only this part's bodies carry a JSON `type`), and a
- *              consumer group of 3 acking members (with ACKS_PER_SECOND=0); every delivery checked
+ *              consumer group of 3 acking members (with ACKS_PER_SECOND=0), also at 500/s open
+ *              loop; every delivery checked
  * - steady     POST→client latency at a steady, open-loop 500 webhooks/s
  * - fanout     one endpoint, 1,000 WebSocket + 1,000 SSE clients: POST → last client
  * - rss        server RSS per idle SSE and per idle WebSocket connection, and the same for a

@@ -5,7 +5,10 @@
  * - `unfiltered`  one WebSocket subscriber without filters (the baseline, = part "load");
  * - `filterAll`   one subscriber with `?event=invoice.*&endpoint=<slug>`, every body matching;
  * - `filter1in10` the same filter, one body in ten matching (the others are `customer.created`);
- * - `group`       a consumer group of three WebSocket members (`group=bench`) acking each event.
+ * - `group`       a consumer group of three WebSocket members (`group=bench`) acking each event;
+ * - `groupSteady` the same group under part "steady"'s open loop (500/s): the latency of a group
+ *                 that keeps up, where under the closed loop it falls behind and the latency is
+ *                 the backlog's.
  *
  * Only here do the bodies carry a JSON `"type"` (`invoice.paid`), which the relay takes as the
  * event's type. Each run checks that every webhook meant for the consumers arrived once (for the
@@ -22,7 +25,7 @@ import type { EventTypes } from "../loadgen.ts";
 import type { PartContext } from "../part.ts";
 import { rssKiB, signUpUser, sleep, startRelay } from "../procs.ts";
 import { fmt, ms, printCpu, printGen } from "../report.ts";
-import { BODY_BYTES, CONCURRENCY, WARMUP_MS } from "../settings.ts";
+import { BODY_BYTES, CONCURRENCY, STEADY_RATE, WARMUP_MS } from "../settings.ts";
 import { summarize } from "../stats.ts";
 
 /** One way to consume the same load. */
@@ -35,6 +38,8 @@ interface Variant {
   ack: boolean;
   every: number;
   env?: Record<string, string>;
+  /** The open loop at STEADY_RATE rather than the closed loop. */
+  steady?: boolean;
 }
 
 const FILTER = "&event=invoice.*&endpoint=<slug>";
@@ -73,6 +78,16 @@ const VARIANTS: readonly Variant[] = [
     every: 1,
     env: { ACKS_PER_SECOND: "0" },
   },
+  {
+    key: "groupSteady",
+    title: `the same group under an open loop at ${STEADY_RATE}/s`,
+    query: "&group=bench",
+    members: 3,
+    ack: true,
+    every: 1,
+    env: { ACKS_PER_SECOND: "0" },
+    steady: true,
+  },
 ];
 
 /** How long delivery may stand still after the load before a run counts as incomplete. */
@@ -95,7 +110,9 @@ export async function run(context: PartContext): Promise<void> {
 async function measureVariant(context: PartContext, variant: Variant): Promise<unknown> {
   const seconds = context.settings.seconds;
   console.log(
-    `\n## consumers/${variant.key}: ${variant.title}; WORKERS=1, concurrency ${CONCURRENCY}, ` +
+    `\n## consumers/${variant.key}: ${variant.title}; WORKERS=1, ${
+      variant.steady ? `open loop at ${STEADY_RATE}/s` : `concurrency ${CONCURRENCY}`
+    }, ` +
       `${BODY_BYTES} B JSON, ${seconds} s after ${WARMUP_MS / 1000} s warm-up`,
   );
   const server = await startRelay({ env: variant.env ?? {} });
