@@ -136,8 +136,10 @@ async function measureVariant(context: PartContext, variant: Variant): Promise<u
     const { result, cpu } = await runGenerator(
       {
         url: user.webhookUrl,
-        mode: "closed",
+        mode: variant.steady ? "open" : "closed",
         concurrency: CONCURRENCY,
+        rate: STEADY_RATE,
+        maxInFlight: 1000,
         warmupMs: WARMUP_MS,
         durationMs: seconds * 1000,
         bodyBytes: BODY_BYTES,
