@@ -29,7 +29,7 @@
  * - large      20 senders posting 25 MiB at once (server RSS sampled throughout), then one
  *              25 MiB body to an SSE and a WebSocket client: time until each has it whole
  *
- * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load and steady;
+ * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load, steady and consumers;
  * default 10), --idle=N / BENCH_IDLE (idle connections per kind; default 5000), --fanout=N /
  * BENCH_FANOUT (fan-out clients per transport; default 1000), --isolatesIdle=N /
  * BENCH_ISOLATES_IDLE (idle connections of part isolates; default 18000). Figures also go to
