@@ -82,6 +82,54 @@ export class Subscriber {
   }
 }
 
+/**
+ * One WebSocket of part "consumers" that records which webhooks (`seq`) it got, counting
+ * repeats, and with `ack` acks each one as it arrives (what a group member must do before it is
+ * sent the next). Several consumers may share `seen` to check a group delivers each event once.
+ */
+export class Consumer {
+  delivered = 0;
+  /** Webhooks whose `seq` had already arrived, at this consumer or one sharing `seen`. */
+  repeats = 0;
+  /** Deliveries with `"attempt"` above 1 (a group's redeliveries). */
+  retries = 0;
+  /** Deliveries between `windowOpen` and `windowClose` (delivered/s in the measured window). */
+  inWindow = 0;
+  counting = false;
+  /** POST→client latency of measured webhooks, ms. */
+  readonly latencies = new NumberList();
+  #socket: WebSocket;
+
+  private constructor(socket: WebSocket, seen: Set<number>, ack: boolean) {
+    this.#socket = socket;
+    socket.onmessage = (event) => {
+      const now = wallClock();
+      const json = event.data as string;
+      const stamp = readStamp(json);
+      if (!stamp) return;
+      if (ack) {
+        // The envelope's own id comes before its payload: the first "id" is the event's.
+        const at = json.indexOf('"id":"') + 6;
+        socket.send(`{"type":"ack","id":"${json.slice(at, json.indexOf('"', at))}"}`);
+        if (!json.startsWith('{"type":"webhook","attempt":1,')) this.retries++;
+      }
+      this.delivered++;
+      if (this.counting) this.inWindow++;
+      if (seen.has(stamp.seq)) this.repeats++;
+      else seen.add(stamp.seq);
+      if (stamp.w === 1) this.latencies.push(now - stamp.t);
+    };
+  }
+
+  static async open(url: string, seen: Set<number>, ack = false): Promise<Consumer> {
+    return new Consumer(await openSocket(url), seen, ack);
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+}
+
 /** A client that can be closed. */
 export interface FanoutClient {
   close(): void;

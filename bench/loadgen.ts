@@ -29,6 +29,15 @@ export interface GenOptions {
   warmupMs: number;
   durationMs: number;
   bodyBytes: number;
+  /** Part "consumers" only: bodies carry `"type"`, `match` on every `every`-th seq, else `other`. */
+  eventType?: EventTypes;
+}
+
+/** The JSON `type` the bodies of part "consumers" carry, which `event=` filters match. */
+export interface EventTypes {
+  match: string;
+  other: string;
+  every: number;
 }
 
 /** What one generator run reports. */
@@ -53,10 +62,19 @@ export interface GenResult {
   /** Open loop: requests skipped because `maxInFlight` were outstanding. */
   skipped?: number;
   firstError?: string;
+  /** With `eventType`: 200 answers, warm-up included, whose body carried the `match` type. */
+  okMatching?: number;
 }
 
-/** A realistic-looking ~1 KiB webhook (a push event), padded or trimmed to `bytes`. */
-export function bodyTemplate(bytes: number): (t: number, w: number, seq: number) => string {
+/**
+ * A realistic-looking ~1 KiB webhook (a push event), padded or trimmed to `bytes`. With `types`,
+ * the body also carries a JSON `"type"` after the padding (padded so both types keep the size),
+ * which the relay takes as the event's type over the `event` field.
+ */
+export function bodyTemplate(
+  bytes: number,
+  types?: EventTypes,
+): (t: number, w: number, seq: number) => string {
   const rest = JSON.stringify({
     event: "push",
     ref: "refs/heads/main",
@@ -83,9 +101,20 @@ export function bodyTemplate(bytes: number): (t: number, w: number, seq: number)
       modified: ["bench/run.ts", "lib/ingest.ts"],
     },
   }).slice(1);
-  const sample = `{"t":${wallClock().toFixed(3)},"w":0,"seq":1000000,"pad":"",` + rest;
-  const pad = "x".repeat(Math.max(0, bytes - sample.length));
-  return (t, w, seq) => `{"t":${t.toFixed(3)},"w":${w},"seq":${seq},"pad":"${pad}",${rest}`;
+  const tail = (type: string | null) =>
+    (type === null ? "" : `"type":${JSON.stringify(type)},`) + rest;
+  const padFor = (type: string | null) => {
+    const sample = `{"t":${wallClock().toFixed(3)},"w":0,"seq":1000000,"pad":"",` + tail(type);
+    return "x".repeat(Math.max(0, bytes - sample.length));
+  };
+  if (!types) {
+    const pad = padFor(null);
+    return (t, w, seq) => `{"t":${t.toFixed(3)},"w":${w},"seq":${seq},"pad":"${pad}",${rest}`;
+  }
+  const match = `"pad":"${padFor(types.match)}",${tail(types.match)}`;
+  const other = `"pad":"${padFor(types.other)}",${tail(types.other)}`;
+  return (t, w, seq) =>
+    `{"t":${t.toFixed(3)},"w":${w},"seq":${seq},${seq % types.every === 0 ? match : other}`;
 }
 
 const encoder = new TextEncoder();
@@ -154,7 +183,8 @@ async function openRawClient(url: URL): Promise<RawClient> {
 }
 
 async function run(options: GenOptions): Promise<GenResult> {
-  const makeBody = bodyTemplate(options.bodyBytes);
+  const makeBody = bodyTemplate(options.bodyBytes, options.eventType);
+  const every = options.eventType?.every ?? 0;
   const target = new URL(options.url);
   const idle: RawClient[] = [];
   const start = wallClock();
@@ -167,6 +197,7 @@ async function run(options: GenOptions): Promise<GenResult> {
   let ok = 0;
   let okInWindow = 0;
   let okTotal = 0;
+  let okMatching = 0;
   let errors = 0;
   let firstError: string | undefined;
   // Tell the driver when the measured window opens and closes (it samples CPU then).
@@ -179,12 +210,14 @@ async function run(options: GenOptions): Promise<GenResult> {
     let client: RawClient | undefined;
     try {
       client = idle.pop() ?? await openRawClient(target);
-      const status = await client.post(makeBody(sentAt, measured ? 1 : 0, seq++));
+      const mySeq = seq++;
+      const status = await client.post(makeBody(sentAt, measured ? 1 : 0, mySeq));
       idle.push(client);
       const now = wallClock();
       statuses[status] = (statuses[status] ?? 0) + 1;
       if (status === 200) {
         okTotal++;
+        if (every > 0 && mySeq % every === 0) okMatching++;
         if (now >= measureFrom && now < end) okInWindow++;
         if (measured) {
           ok++;
@@ -249,6 +282,7 @@ async function run(options: GenOptions): Promise<GenResult> {
     http: summarize(http.values()),
     ...(lag ? { lag: summarize(lag.values()), skipped } : {}),
     firstError,
+    ...(every > 0 ? { okMatching } : {}),
   };
 }
 

@@ -8,6 +8,11 @@
  *              Deno.serve server (bench/hello.ts): the generator's own ceiling
  * - load       accepted webhooks/s at concurrency 50 with ~1 KiB JSON bodies, every one
  *              delivered to a WebSocket subscriber; POST→client latency under that load
+ * - consumers  "load" again with each way to consume (issue #13), a fresh server for each: one
+ *              unfiltered subscriber, one with `event=invoice.*&endpoint=<slug>` taking all or
+ *              1 in 10 of the webhooks (only this part's bodies carry a JSON `type`), and a
+ *              consumer group of 3 acking members (with ACKS_PER_SECOND=0), also at 500/s open
+ *              loop; every delivery checked
  * - steady     POST→client latency at a steady, open-loop 500 webhooks/s
  * - fanout     one endpoint, 1,000 WebSocket + 1,000 SSE clients: POST → last client
  * - rss        server RSS per idle SSE and per idle WebSocket connection, and the same for a
@@ -24,7 +29,7 @@
  * - large      20 senders posting 25 MiB at once (server RSS sampled throughout), then one
  *              25 MiB body to an SSE and a WebSocket client: time until each has it whole
  *
- * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load and steady;
+ * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load, steady and consumers;
  * default 10), --idle=N / BENCH_IDLE (idle connections per kind; default 5000), --fanout=N /
  * BENCH_FANOUT (fan-out clients per transport; default 1000), --isolatesIdle=N /
  * BENCH_ISOLATES_IDLE (idle connections of part isolates; default 18000). Figures also go to
@@ -38,6 +43,7 @@ import { machine } from "./machine.ts";
 import type { PartContext, PartRun } from "./part.ts";
 import { run as breakdown } from "./parts/breakdown.ts";
 import { run as ceiling } from "./parts/ceiling.ts";
+import { run as consumers } from "./parts/consumers.ts";
 import { run as fanout } from "./parts/fanout.ts";
 import { run as isolates } from "./parts/isolates.ts";
 import { run as kv } from "./parts/kv.ts";
@@ -65,6 +71,7 @@ const RUNS: Readonly<Record<PartName, PartRun>> = {
   ceiling,
   wrk,
   load,
+  consumers,
   steady,
   fanout,
   rss,

@@ -10,6 +10,7 @@ export const PARTS = [
   "ceiling",
   "wrk",
   "load",
+  "consumers",
   "steady",
   "fanout",
   "rss",

@@ -38,6 +38,18 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
       `p99 < ${TARGETS.p99Load}`,
     ]);
   }
+  const consumers = results.consumers as
+    | Record<string, { rps: number; latency: Summary; distinct: number; expected: number }>
+    | undefined;
+  for (const [key, figures] of Object.entries(consumers ?? {})) {
+    rows.push([
+      `consumers/${key}: accepted/s; POST→client p50 / p99, ms`,
+      `${fmt(figures.rps, 0)} (${figures.distinct}/${figures.expected} delivered); ${
+        fmt(figures.latency.p50)
+      } / ${fmt(figures.latency.p99)}`,
+      "—",
+    ]);
+  }
   if (steady) {
     rows.push([
       `POST→client p50 / p99 at ${STEADY_RATE}/s, ms`,
