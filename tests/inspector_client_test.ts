@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import { launchChromium, saveScreenshot } from "./chromium.ts";
 import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+import { buildBundles } from "../lib/web/bundles.ts";
+import { ISLAND_MODULES } from "../islands/_registry.ts";
 
 const WAIT_MS = 20_000;
 
@@ -92,4 +94,22 @@ Deno.test("[inspector] a server restart: the page reconnects and shows every web
     await server?.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("[inspector] its bundle takes only the library's browser part, within a size budget", () => {
+  const bundles = buildBundles(ISLAND_MODULES);
+  const { src, preload } = bundles.scripts("EventInspector");
+  const own = bundles.file(src.slice("/islands/".length))!;
+  const text = new TextDecoder().decode(own);
+  // The library itself is in (its error text), its file storage is not: it would need Node's fs.
+  assert.match(text, /Not a WebSocks server/);
+  assert.doesNotMatch(text, /node:fs/);
+  // Measured 31 KiB minified with the library (19 KiB before it); the budget leaves room to grow
+  // but catches a bundling mistake that drags in a second copy of something large.
+  assert.ok(own.byteLength < 40 * 1024, `EventInspector bundle is ${own.byteLength} bytes`);
+  const shared = preload.reduce(
+    (sum, chunk) => sum + bundles.file(chunk.slice("/islands/".length))!.byteLength,
+    0,
+  );
+  assert.ok(shared < 40 * 1024, `its shared chunks are ${shared} bytes`);
 });
