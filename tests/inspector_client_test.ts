@@ -1,8 +1,9 @@
 /**
  * Issue 13, the inspector's part: the dashboard's inspector streams through the client library
  * (client/websocks.js) and, across a server restart on the same KV file, shows every webhook
- * exactly once: those posted while it was away come by catch-up, later ones live. Driven in
- * headless Chromium against a real server.
+ * exactly once: those posted while it was away come by catch-up, later ones live; a session
+ * ended elsewhere leaves it offline rather than retrying. Driven in headless Chromium against a
+ * real server.
  */
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
@@ -112,4 +113,44 @@ Deno.test("[inspector] its bundle takes only the library's browser part, within 
     0,
   );
   assert.ok(shared < 40 * 1024, `its shared chunks are ${shared} bytes`);
+});
+
+Deno.test("[inspector] logging out elsewhere ends the page's stream for good: offline, no retry loop", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const browser = await launchChromium();
+  let page: Page | null = null;
+  try {
+    const context = await browser.newContext();
+    context.setDefaultTimeout(WAIT_MS);
+    await context.addCookies(
+      user.cookie.split("; ").map((pair) => {
+        const at = pair.indexOf("=");
+        return { name: pair.slice(0, at), value: pair.slice(at + 1), url: server.url };
+      }),
+    );
+    page = await context.newPage();
+    await page.goto(`${server.url}/dashboard`);
+    await page.locator(".status[data-status=live]").waitFor();
+    let streams = 0;
+    page.on("request", (request) => {
+      if (request.url().includes("/api/events/stream")) streams++;
+    });
+    // The session's streams are closed; the next connect is refused (401), which is final.
+    const out = await fetch(`${server.url}/api/auth/logout`, {
+      method: "POST",
+      headers: { Cookie: user.cookie },
+    });
+    assert.equal(out.status, 200);
+    await out.body?.cancel();
+    await page.locator(".status[data-status=offline]").waitFor();
+    assert.match(await page.locator(".status").innerText(), /your session has ended/);
+    await page.getByRole("link", { name: "Log in" }).waitFor();
+    assert.ok(streams <= 1, `${streams} stream requests after the logout`);
+  } catch (error) {
+    if (page) await saveScreenshot(page, "inspector logout");
+    throw error;
+  } finally {
+    await browser.close();
+  }
 });
