@@ -152,11 +152,10 @@ export function createInspector(options: {
     const old = rows.value.find((row) => row.id === envelope.id);
     const row = rowOf(envelope);
     if (old) row.resent = old.resent + (resent ? 1 : 0);
+    const what = resent ? "Resent" : "New";
     batch(() => {
       merge([row]);
-      announcement.value = `${
-        resent ? "Resent" : "New"
-      } webhook: ${envelope.method} ${envelope.path}`;
+      announcement.value = `${what} webhook: ${envelope.method} ${envelope.path}`;
     });
     // Until the user picks an event, the newest arrival opens (resends are not arrivals), as
     // long as the filter shows it.
