@@ -57,6 +57,16 @@ export interface Storage {
   set(id: string): void | Promise<void>;
 }
 
+/**
+ * A notice from the server, never a webhook: `{"type": "quota", "level", "used", "limit",
+ * "resetsAt"}` at 80% and 100% of the month's limit, `{"type": "group", …}` for a group member
+ * over SSE, and over SSE `{"type": "close", "reason"}` just before the server ends the stream.
+ */
+export interface Notice {
+  type: string;
+  [field: string]: unknown;
+}
+
 /** What onState hears with a state. */
 export interface StateInfo {
   /** Why: the drop that led to "backing-off", the fatal error that led to "closed". */
@@ -106,6 +116,16 @@ export interface SubscribeOptions {
   storage?: Storage;
   /** Hears every state change. */
   onState?(state: State, info: StateInfo): void;
+  /**
+   * Hears the server's notices: SSE's named events; over WebSocket, given this option, the
+   * client connects with `notices=1` to receive them.
+   */
+  onNotice?(notice: Notice): void | Promise<void>;
+  /**
+   * Hears an event at or below the last handled id that came again: a resend someone asked for
+   * (`POST /api/events/:id/resend`). It is not handed to onWebhook, acked or stored again.
+   */
+  onRepeat?(envelope: WebhookEnvelope): void | Promise<void>;
   /**
    * Hears problems (a handler that threw, a failing storage, the server's error messages) and
    * the refusal that closed the subscription, if one did; console.error by default.

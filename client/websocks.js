@@ -135,13 +135,25 @@ export function subscribe(options) {
       // The caller's error handler failed: nothing sensible is left to tell.
     }
   };
+  /** Calls an optional hook of the caller; what it throws or rejects goes to onError. */
+  const tell = (hook, value) => {
+    if (!hook) return;
+    try {
+      Promise.resolve(hook(value)).catch(report);
+    } catch (error) {
+      report(error);
+    }
+  };
 
   /**
    * Hands one envelope to the caller, then answers, acks and stores it. Throws what onWebhook
    * throws: the event is then not handled, and the session ends so it is tried again.
    */
   const handleOne = async (envelope, send) => {
-    if (lastHandled !== null && envelope.id <= lastHandled) return false;
+    if (lastHandled !== null && envelope.id <= lastHandled) {
+      tell(settings.onRepeat, envelope);
+      return false;
+    }
     const result = await onWebhook(envelope);
     if (send) {
       let status = Number.isInteger(result?.status) ? result.status : null;
@@ -172,6 +184,8 @@ export function subscribe(options) {
     setState,
     report,
     handleOne,
+    notice: (value) => tell(settings.onNotice, value),
+    repeat: (envelope) => tell(settings.onRepeat, envelope),
     resumeAfter: () => lastHandled,
   };
 
@@ -284,6 +298,8 @@ function readOptions(options) {
     lastEventId: options.lastEventId ?? null,
     onWebhook,
     onState: options.onState ?? null,
+    onNotice: hook(options.onNotice, "onNotice"),
+    onRepeat: hook(options.onRepeat, "onRepeat"),
     // Never silent: a failing handler that nobody hears of looks like a stuck stream.
     onError: options.onError ?? ((error) => console.error("websocks:", error)),
     storage,
@@ -299,6 +315,13 @@ function readOptions(options) {
     healthyMs: number("healthyMs"),
   };
   return settings;
+}
+
+/** An optional callback: a function or nothing. */
+function hook(value, name) {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== "function") throw new TypeError(`subscribe: ${name} must be a function`);
+  return value;
 }
 
 /** A filter option as a list: a string, a list of strings, or nothing. */
@@ -369,6 +392,8 @@ function streamUrl(settings, kind, after) {
     for (const value of values) url.searchParams.append(name, value);
   }
   if (settings.group !== null) url.searchParams.set("group", settings.group);
+  // WebSocket clients get notices only when they ask; SSE always has them, as named events.
+  if (kind === "ws" && settings.onNotice !== null) url.searchParams.set("notices", "1");
   if (after !== null) url.searchParams.set("lastEventId", after);
   return url.toString();
 }
@@ -516,13 +541,16 @@ function parseJson(text) {
   }
 }
 
+/** WebSocket messages that are the protocol's own, not notices for the caller. */
+const QUIET = ["pong", "subscribed", "replayed", "webhook"];
+
 /**
  * One WebSocket connection, until it ends and the event in hand is done. Messages are queued as
  * they come (a WebSocket cannot be paused), up to `maxQueued` events or `maxQueuedChars`; past
  * that the connection is dropped and resumed later from the last handled id.
  */
 function webSocketSession(context) {
-  const { settings, stopper, setState, report, handleOne } = context;
+  const { settings, stopper, setState, report, handleOne, notice, repeat } = context;
   const after = context.resumeAfter();
   return new Promise((resolve) => {
     let socket;
@@ -628,8 +656,16 @@ function webSocketSession(context) {
         report(new WebSocksError(`The server says: ${value.message}`));
         return;
       }
-      if (value?.type !== "webhook" || typeof value.id !== "string") return; // pong, replayed
-      if (lastQueued !== null && value.id <= lastQueued) return;
+      if (value?.type !== "webhook" || typeof value.id !== "string") {
+        if (typeof value?.type === "string" && !QUIET.includes(value.type)) notice(value);
+        return;
+      }
+      if (lastQueued !== null && value.id <= lastQueued) {
+        // Only a handled one is a repeat: one still queued is handed over from the queue.
+        const handledUpTo = context.resumeAfter();
+        if (handledUpTo !== null && value.id <= handledUpTo) repeat(value);
+        return;
+      }
       lastQueued = value.id;
       queue.push({ envelope: value, chars: event.data.length });
       queuedChars += event.data.length;
@@ -669,7 +705,7 @@ function webSocketSession(context) {
  * decides when it is too far behind.
  */
 async function sseSession(context) {
-  const { settings, stopper, setState, report, handleOne } = context;
+  const { settings, stopper, setState, report, handleOne, notice } = context;
   const abort = new AbortController();
   const onAbort = () => abort.abort();
   stopper.signal.addEventListener("abort", onAbort, { once: true });
@@ -716,11 +752,16 @@ async function sseSession(context) {
     try {
       const chunks = response.body.pipeThrough(new TextDecoderStream());
       for await (const frame of sseFrames(chunks, () => (lastHeard = Date.now()))) {
-        if (frame.event === "close") {
-          closeReason = parseJson(frame.data)?.reason ?? null;
+        if (frame.event !== "message") {
+          // Named events are notices (`quota`, `group`, and `close` with the server's reason).
+          const data = parseJson(frame.data);
+          const value = data !== null && typeof data === "object" && !Array.isArray(data)
+            ? { ...data, type: frame.event }
+            : { type: frame.event, data: frame.data };
+          if (frame.event === "close") closeReason = value.reason ?? null;
+          notice(value);
           continue;
         }
-        if (frame.event !== "message") continue; // quota notices and the like
         const envelope = parseJson(frame.data);
         if (envelope?.type !== "webhook" || typeof envelope.id !== "string") continue;
         working = true;

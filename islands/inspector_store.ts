@@ -2,11 +2,15 @@
 /**
  * The live inspector's state and its connection to the server, as signals.
  *
- * History comes first from GET /api/events; the stream then opens with `lastEventId` set to the
- * newest event seen, so the server catches up with whatever arrived in between: no gap, and duplicates
- * are merged by id. The session cookie authenticates every request, the stream included.
+ * History comes first from GET /api/events; the stream then opens, through the client library
+ * (client/websocks.js, over SSE), with `lastEventId` set to the newest event seen, so the server
+ * catches up with whatever arrived in between: no gap, and duplicates are merged by id. The
+ * library reconnects with backoff and resumes after the last event it handed over, so a server
+ * restart loses nothing and repeats nothing. The session cookie authenticates every request, the
+ * stream included.
  */
 import { batch, computed, signal } from "@preact/signals";
+import { type Notice, subscribe, type Subscription } from "../client/websocks.js";
 import { curlCommand } from "../lib/shared/curl.ts";
 import { envelopeBytes, type WebhookEnvelope } from "../lib/shared/envelope.ts";
 import type { ClientInfo, Delivery, EventSummary } from "../lib/shared/wire.ts";
@@ -39,7 +43,6 @@ export type DeliveriesState =
 /** The largest list kept in the page; older rows drop off and can be loaded again. */
 const MAX_ROWS = 500;
 const HISTORY_PAGE = 50;
-const RECONNECT_MS = 3000;
 const PARALLEL_LOADS = 4;
 /** Arrivals within this many milliseconds open only the newest of them. */
 const FOLLOW_MS = 100;
@@ -141,13 +144,18 @@ export function createInspector(options: {
     rows.value = sorted.slice(0, MAX_ROWS);
   }
 
-  function receive(envelope: WebhookEnvelope): void {
+  /**
+   * Shows one event from the stream. `resent`: the library had handed it over already, so the
+   * server sent it again on request; an event only listed from history is new to the stream.
+   */
+  function receive(envelope: WebhookEnvelope, resent: boolean): void {
     const old = rows.value.find((row) => row.id === envelope.id);
     const row = rowOf(envelope);
-    if (old) row.resent = old.resent + 1;
+    if (old) row.resent = old.resent + (resent ? 1 : 0);
+    const what = resent ? "Resent" : "New";
     batch(() => {
       merge([row]);
-      announcement.value = `${old ? "Resent" : "New"} webhook: ${envelope.method} ${envelope.path}`;
+      announcement.value = `${what} webhook: ${envelope.method} ${envelope.path}`;
     });
     // Until the user picks an event, the newest arrival opens (resends are not arrivals), as
     // long as the filter shows it.
@@ -197,66 +205,52 @@ export function createInspector(options: {
     statusNote.value = "your session has ended; log in again";
   }
 
-  let source: EventSource | null = null;
-  let retry: ReturnType<typeof setTimeout> | undefined;
+  let subscription: Subscription | null = null;
   let poll: ReturnType<typeof setInterval> | undefined;
   let stopped = false;
 
+  function onNotice(notice: Notice): void {
+    if (notice.type === "quota") applyQuotaNotice(notice);
+    else if (notice.type === "close") {
+      statusNote.value = typeof notice.reason === "string" ? notice.reason : "";
+    }
+  }
+
   function connect(): void {
-    const newest = rows.value[0]?.id;
-    const resumed = newest !== undefined;
-    const es = new EventSource(
-      `/api/events/stream${resumed ? `?lastEventId=${encodeURIComponent(newest)}` : ""}`,
-    );
-    source = es;
-    let opened = false;
-    es.onopen = () => {
-      status.value = "live";
-      statusNote.value = "";
-      refreshClients();
-      // Without a resume point, something may have arrived between the history read and now.
-      if (!resumed && !opened) loadHistory(null).catch(() => {});
-      opened = true;
-    };
-    es.onmessage = (message) => {
-      try {
-        const envelope = JSON.parse(message.data) as WebhookEnvelope;
-        if (envelope.type === "webhook") receive(envelope);
-      } catch {
-        // not an envelope: nothing to show
-      }
-    };
-    es.addEventListener("quota", (message) => {
-      try {
-        applyQuotaNotice(JSON.parse((message as MessageEvent).data));
-      } catch {
-        // not a notice we can read: the count waits for the next arrival
-      }
+    let everLive = false;
+    const current = subscribe({
+      // Same origin and no token: the session cookie authenticates the stream.
+      url: location.origin,
+      transport: "sse",
+      lastEventId: rows.value[0]?.id ?? null,
+      onWebhook: (envelope) => receive(envelope as WebhookEnvelope, false),
+      onRepeat: (envelope) => receive(envelope as WebhookEnvelope, true),
+      onNotice,
+      onError: () => {
+        // What matters reaches the page through onState: its status line says it.
+      },
+      onState: (state, info) => {
+        if (stopped || subscription !== current) return;
+        if (state === "live") {
+          status.value = "live";
+          statusNote.value = "";
+          refreshClients();
+          // Without a resume point, something may have arrived between the history read and now.
+          if (current.lastEventId === null) loadHistory(null).catch(() => {});
+          everLive = true;
+        } else if (state === "connecting") {
+          status.value = everLive ? "reconnecting" : "connecting";
+        } else if (state === "backing-off") {
+          status.value = "reconnecting";
+        } else if (info.error && "status" in info.error && info.error.status === 401) {
+          endSession();
+        } else {
+          status.value = "offline";
+          statusNote.value = info.error?.message ?? "";
+        }
+      },
     });
-    es.addEventListener("close", (message) => {
-      try {
-        statusNote.value = JSON.parse((message as MessageEvent).data).reason ?? "";
-      } catch {
-        statusNote.value = "";
-      }
-    });
-    es.onerror = () => {
-      if (stopped) return;
-      if (es.readyState === EventSource.CONNECTING) {
-        status.value = "reconnecting";
-        return;
-      }
-      // The browser gave up (the server refused the stream): find out why, then retry ourselves.
-      es.close();
-      status.value = "reconnecting";
-      requestJson("/api/me").then(
-        () => retry = setTimeout(connect, RECONNECT_MS),
-        (error) => {
-          if (error instanceof RequestError && error.status === 401) endSession();
-          else retry = setTimeout(connect, RECONNECT_MS);
-        },
-      );
-    };
+    subscription = current;
   }
 
   /** Loads history, opens the stream and starts polling the client count; returns `stop`. */
@@ -283,8 +277,7 @@ export function createInspector(options: {
 
   function stop(): void {
     stopped = true;
-    source?.close();
-    clearTimeout(retry);
+    subscription?.close();
     clearInterval(poll);
     clearTimeout(followTimer);
     followTimer = undefined;

@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import {
   fileStorage,
   memoryStorage,
+  type Notice,
   type State,
   subscribe,
   type SubscribeOptions,
@@ -197,6 +198,48 @@ for (const transport of ["websocket", "sse"] as const) {
       assert.equal(client.errors.length, 2);
       assert.match(client.errors[0].message, /onWebhook failed for \S+: not yet/);
       assert.ok(client.states.includes("backing-off"));
+    } finally {
+      await client.subscription.close();
+    }
+  });
+
+  Deno.test(`[client] ${transport}: quota notices reach onNotice, a resend reaches onRepeat, neither onWebhook`, async () => {
+    // A limit of 5: the fourth webhook crosses 80%, so a `quota` notice comes with it.
+    await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "5" });
+    const user = await signUp(server);
+    const notices: Notice[] = [];
+    const repeats: string[] = [];
+    const client = recorder({
+      url: server.url,
+      token: user.token,
+      transport,
+      onNotice: (notice) => {
+        notices.push(notice);
+      },
+      onRepeat: (envelope) => {
+        repeats.push(envelope.id);
+      },
+    });
+    try {
+      await waitFor(() => client.subscription.state === "live", { what: "live" });
+      const ids = await postSeq(user.webhookUrl, 0, 4);
+      await waitFor(() => client.ids().length === 4, { what: "every event" });
+      await waitFor(() => notices.some((n) => n.type === "quota"), { what: "the quota notice" });
+      const quota = notices.find((n) => n.type === "quota")!;
+      assert.equal(quota.level, 80);
+      assert.equal(quota.used, 4);
+      // A resend of a handled event: heard as a repeat, not handled (or acked) again.
+      await waitFor(() => client.subscription.lastEventId === ids[3], { what: "all handled" });
+      const resent = await fetch(`${server.url}/api/events/${ids[1]}/resend`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${user.token}` },
+      });
+      assert.equal(resent.status, 200);
+      await resent.body?.cancel();
+      await waitFor(() => repeats.length === 1, { what: "the repeat" });
+      assert.deepEqual(repeats, [ids[1]]);
+      assert.deepEqual(client.ids(), ids);
+      assert.deepEqual(client.errors, []);
     } finally {
       await client.subscription.close();
     }

@@ -167,7 +167,8 @@ Deno.test("[groups] an event not acked within ackTimeoutSeconds goes to another 
   await waitFor(() => slow.got.length === 1, { what: "the slow member's event" });
   const fast = await member(server, user, { ackTimeoutSeconds: 1 });
   await waitFor(() => fast.got.some((one) => one.id === id), { what: "redelivery" });
-  assert.equal(fast.got.find((one) => one.id === id)!.attempt, 2);
+  // 2, or more when the slow member took it again before the fast one joined (a loaded machine).
+  assert.ok(fast.got.find((one) => one.id === id)!.attempt! >= 2);
   slow.ws.send({ type: "ack", id });
   await waitFor(() => slow.errors.length === 1, { what: "the late ack refused" });
   assert.match(
