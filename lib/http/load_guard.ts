@@ -81,12 +81,66 @@ const guardOf = new WeakMap<Request, { state: GuardState; address: string }>();
 interface GuardState {
   config: GuardConfig;
   bodies: Set<BodyRead>;
-  bodyBytes: number;
-  /** Body bytes reserved per client address (only addresses with some). */
-  bodyBytesByAddress: Map<string, number>;
-  /** Bytes of bodies being streamed into storage, in all and per client address. */
-  stagingBytes: number;
-  stagingBytesByAddress: Map<string, number>;
+  /** Bytes of bodies held in memory. */
+  memory: Budget;
+  /** Bytes of bodies being streamed into storage. */
+  disk: Budget;
+}
+
+/** Bytes reserved against one of the guard's budgets, in all and per client address. */
+interface Budget {
+  total: number;
+  /** Only addresses holding some. */
+  byAddress: Map<string, number>;
+}
+
+/** What a budget allows, and how its refusals read (`{mib}` is its limit in MiB). */
+interface BudgetRule {
+  max: number;
+  maxPerAddress: number;
+  retryAfter: string;
+  /** 503 over the total, 429 over the address's share: "Cannot <action>: " + this. */
+  full: string;
+  share: string;
+}
+
+/**
+ * One request's reservation against `budget`: moving it to `bytes` takes or gives back the
+ * difference, or throws the refusal (503 over the total, 429 over the address's share). No budget
+ * (a request that came through no guarded server): a no-op.
+ */
+function reservation(
+  budget: Budget | null,
+  rule: BudgetRule,
+  context: { address: string; action: string },
+): (bytes: number) => void {
+  let held = 0;
+  const mib = (bytes: number) => String(Math.round(bytes / 2 ** 20));
+  return (bytes) => {
+    if (!budget || bytes === held) return;
+    const more = bytes - held;
+    const { address, action } = context;
+    const headers = { "Retry-After": rule.retryAfter, Connection: "close" };
+    if (more > 0 && budget.total + more > rule.max) {
+      throw new HttpError(
+        503,
+        `Cannot ${action}: ${rule.full.replace("{mib}", mib(rule.max))}`,
+        headers,
+      );
+    }
+    const mine = budget.byAddress.get(address) ?? 0;
+    if (more > 0 && mine + more > rule.maxPerAddress) {
+      const share = rule.share.replace("{address}", address).replace(
+        "{mib}",
+        mib(rule.maxPerAddress),
+      );
+      throw new HttpError(429, `Cannot ${action}: ${share}`, headers);
+    }
+    budget.total += more;
+    if (mine + more > 0) budget.byAddress.set(address, mine + more);
+    else budget.byAddress.delete(address);
+    held = bytes;
+  };
 }
 
 /** The soft limit of open files (Linux), or null where it cannot be read. */
@@ -125,10 +179,8 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
   const state: GuardState = {
     config,
     bodies: new Set(),
-    bodyBytes: 0,
-    bodyBytesByAddress: new Map(),
-    stagingBytes: 0,
-    stagingBytesByAddress: new Map(),
+    memory: { total: 0, byAddress: new Map() },
+    disk: { total: 0, byAddress: new Map() },
   };
   const perAddress = new Map<string, number>();
   let requests = 0;
@@ -223,7 +275,7 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
       requests,
       addresses: perAddress.size,
       bodies: state.bodies.size,
-      bodyBytes: state.bodyBytes,
+      bodyBytes: state.memory.total,
       rssBytes: rss,
       openFiles: files,
       fileLimit: limit,
@@ -359,65 +411,25 @@ export async function receiveBody<T>(
   const address = guard?.address ?? "";
   // Reserve what the sender announced, so a body held open short of its length is refused
   // before it is buffered; chunked bodies reserve what arrives, streamed ones what is held.
-  let reserved = 0;
-  const reserve = (bytes: number) => {
-    if (!state || bytes === reserved) return;
-    const more = bytes - reserved;
-    if (more > 0 && state.bodyBytes + more > state.config.maxBufferedBodyBytes) {
-      throw new HttpError(
-        503,
-        `Cannot ${action}: the server is receiving too many bodies at once ` +
-          `(${
-            Math.round(state.config.maxBufferedBodyBytes / 2 ** 20)
-          } MiB in flight); retry shortly`,
-        { "Retry-After": "1", Connection: "close" },
-      );
-    }
-    const mine = state.bodyBytesByAddress.get(address) ?? 0;
-    if (more > 0 && mine + more > state.config.maxBufferedBodyBytesPerAddress) {
-      throw new HttpError(
-        429,
-        `Cannot ${action}: ${address} is sending too many bodies at once (${
-          Math.round(state.config.maxBufferedBodyBytesPerAddress / 2 ** 20)
-        } MiB in flight); wait for some to finish`,
-        { "Retry-After": "1", Connection: "close" },
-      );
-    }
-    state.bodyBytes += more;
-    if (mine + more > 0) state.bodyBytesByAddress.set(address, mine + more);
-    else state.bodyBytesByAddress.delete(address);
-    reserved = bytes;
-  };
+  const reserve = reservation(state?.memory ?? null, {
+    max: state?.config.maxBufferedBodyBytes ?? 0,
+    maxPerAddress: state?.config.maxBufferedBodyBytesPerAddress ?? 0,
+    retryAfter: "1",
+    full: "the server is receiving too many bodies at once ({mib} MiB in flight); retry shortly",
+    share: "{address} is sending too many bodies at once ({mib} MiB in flight); wait for some " +
+      "to finish",
+  }, { address, action });
   // Disk, not memory: what bodies being streamed into storage may take before any is accepted.
   // The declared length is reserved before a byte is staged; a body without one, as it grows.
-  let staging = 0;
-  const reserveStaging = (bytes: number) => {
-    if (!state || bytes === staging) return;
-    const more = bytes - staging;
-    if (more > 0 && state.stagingBytes + more > state.config.maxStagingBytes) {
-      throw new HttpError(
-        503,
-        `Cannot ${action}: the server is storing too many large bodies at once (${
-          Math.round(state.config.maxStagingBytes / 2 ** 20)
-        } MiB in flight); retry shortly`,
-        { "Retry-After": "5", Connection: "close" },
-      );
-    }
-    const mine = state.stagingBytesByAddress.get(address) ?? 0;
-    if (more > 0 && mine + more > state.config.maxStagingBytesPerAddress) {
-      throw new HttpError(
-        429,
-        `Cannot ${action}: ${address} is sending too many large bodies at once (${
-          Math.round(state.config.maxStagingBytesPerAddress / 2 ** 20)
-        } MiB in flight); wait for some to finish`,
-        { "Retry-After": "5", Connection: "close" },
-      );
-    }
-    state.stagingBytes += more;
-    if (mine + more > 0) state.stagingBytesByAddress.set(address, mine + more);
-    else state.stagingBytesByAddress.delete(address);
-    staging = bytes;
-  };
+  const reserveStaging = reservation(state?.disk ?? null, {
+    max: state?.config.maxStagingBytes ?? 0,
+    maxPerAddress: state?.config.maxStagingBytesPerAddress ?? 0,
+    retryAfter: "5",
+    full: "the server is storing too many large bodies at once ({mib} MiB in flight); retry " +
+      "shortly",
+    share: "{address} is sending too many large bodies at once ({mib} MiB in flight); wait " +
+      "for some to finish",
+  }, { address, action });
   const stream = request.body;
   let reader: ReadableStreamDefaultReader<Uint8Array<ArrayBuffer>> | ReadableStreamBYOBReader =
     stream.getReader();
