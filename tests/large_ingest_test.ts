@@ -46,6 +46,28 @@ async function chunkCount(server: TestServer): Promise<number> {
   return n;
 }
 
+/**
+ * Samples the number of staged chunks in KV until stopped; resolves to the most seen. A chunk
+ * written and deleted again during a request is likely seen.
+ */
+function sampleChunks(server: TestServer): { stop(): Promise<number> } {
+  let seen = 0;
+  let sampling = true;
+  const running = (async () => {
+    while (sampling) {
+      seen = Math.max(seen, await chunkCount(server));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await running;
+      return seen;
+    },
+  };
+}
+
 /** A stored event as KV holds it. */
 async function storedEvent(server: TestServer, user: TestUser, id: string): Promise<StoredEvent> {
   for await (
@@ -267,21 +289,13 @@ Deno.test("[ingest] a free user at its quota posting 25 MiB gets 402 and no chun
   assert.equal(first.status, 200);
   await first.body?.cancel();
   // Sampled throughout the request: a chunk written and deleted again would likely be seen.
-  let seen = 0;
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      seen = Math.max(seen, await chunkCount(server));
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-  })();
+  const sampler = sampleChunks(server);
   const response = await fetch(user.webhookUrl, {
     method: "POST",
     headers: { "Content-Type": "application/octet-stream" },
     body: randomBytes(LIMIT),
   }).catch((error) => error as Error);
-  sampling = false;
-  await sampler;
+  const seen = await sampler.stop();
   // Refused before the body is read: the client may still be writing when the answer comes.
   if (!(response instanceof Response)) console.log(`402 not seen: ${response}`);
   if (response instanceof Response) {
@@ -314,21 +328,13 @@ Deno.test("[ingest] an enforced endpoint refuses a large body without a signatur
   assert.equal(settings.status, 200, await settings.text());
   const attempts: Record<string, string>[] = [{}, { "X-Hub-Signature-256": "sha256=nothex" }];
   for (const headers of attempts) {
-    let seen = 0;
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        seen = Math.max(seen, await chunkCount(server));
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
-    })();
+    const sampler = sampleChunks(server);
     const response = await fetch(user.webhookUrl, {
       method: "POST",
       headers: { "Content-Type": "application/octet-stream", ...headers },
       body: randomBytes(10 * 2 ** 20),
     }).catch((error) => error as Error);
-    sampling = false;
-    await sampler;
+    const seen = await sampler.stop();
     // Refused before the body is read: the client may still be writing when the answer comes.
     if (response instanceof Response) {
       assert.equal(response.status, 401);
