@@ -118,7 +118,12 @@ export function takeReply(connection: Connection, id: string, kind: "ack" | "ans
  * tail: its body is not in memory yet, but a client with dozens of them waiting is not keeping up,
  * and without a weight a catch-up would queue every large event in the log behind the first.
  */
-export const QUEUED_LARGE_BYTES = 64 * 1024;
+const QUEUED_LARGE_BYTES = 64 * 1024;
+
+/** What a large event waiting behind others counts for in its client's backlog (see above). */
+export function queuedLargeBytes(event: LargeEvent): number {
+  return heldChars(event) + QUEUED_LARGE_BYTES;
+}
 
 /** Close codes (WebSocket's; SSE streams just end). */
 export const CLOSE = {

@@ -6,8 +6,8 @@
  * interleave. The backlog counts only bytes held in memory, so a client reading a 25 MiB frame
  * at a healthy pace is not taken for a slow one, while one that stops reading still is.
  */
-import { CLOSE, type Connections, QUEUED_LARGE_BYTES, type Sink } from "./connections.ts";
-import { heldChars, type LargeEvent } from "../log/envelope_json.ts";
+import { CLOSE, type Connections, queuedLargeBytes, type Sink } from "./connections.ts";
+import type { LargeEvent } from "../log/envelope_json.ts";
 import type { Filter } from "./filters.ts";
 
 const encoder = new TextEncoder();
@@ -21,7 +21,7 @@ const FRAME_STALL_MS = 10_000;
 
 /** What a waiting item counts for in the backlog: its bytes, or a large event's weight. */
 function weight(item: Uint8Array | LargeEvent): number {
-  return item instanceof Uint8Array ? item.byteLength : heldChars(item) + QUEUED_LARGE_BYTES;
+  return item instanceof Uint8Array ? item.byteLength : queuedLargeBytes(item);
 }
 
 /**

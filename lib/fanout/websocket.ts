@@ -17,12 +17,12 @@ import {
   CLOSE,
   type Connection,
   type Connections,
-  QUEUED_LARGE_BYTES,
+  queuedLargeBytes,
   replyDue,
   type Sink,
   takeReply,
 } from "./connections.ts";
-import { heldChars, type LargeEvent, type LiveEvent } from "../log/envelope_json.ts";
+import type { LargeEvent, LiveEvent } from "../log/envelope_json.ts";
 import { envelopeMemory } from "../log/envelope_stream.ts";
 import type { SendBudget } from "./send_budget.ts";
 import type { RateLimiter } from "../intake/rate_limit.ts";
@@ -98,7 +98,7 @@ const encoder = new TextEncoder();
 
 /** What a waiting item counts for in the backlog: a text's length, a large event's weight. */
 function weight(item: string | LargeEvent): number {
-  return typeof item === "string" ? item.length : heldChars(item) + QUEUED_LARGE_BYTES;
+  return typeof item === "string" ? item.length : queuedLargeBytes(item);
 }
 
 /** Whether a message is over `max` bytes (UTF-8), encoding only when its length cannot tell. */
