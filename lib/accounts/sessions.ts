@@ -1,6 +1,7 @@
 /** Login sessions: a random id in an HttpOnly cookie; KV keeps only its hash and expiry. */
 import { randomSecret, sha256Hex } from "./secrets.ts";
-import { sessionKey } from "../store/kv_keys.ts";
+import { sessionKey, sessionOfUserKey, sessionsOfUserPrefix } from "../store/kv_keys.ts";
+import type { Broker } from "../fanout/broker.ts";
 
 /** A stored session. */
 export interface Session {
@@ -37,7 +38,11 @@ export async function createSession(
     createdAt: new Date().toISOString(),
     expiresAt: Date.now() + options.ttlMs,
   };
-  await kv.set(sessionKey(await sha256Hex(id)), session, { expireIn: options.ttlMs });
+  const hash = await sha256Hex(id);
+  await kv.atomic()
+    .set(sessionKey(hash), session, { expireIn: options.ttlMs })
+    .set(sessionOfUserKey(options.userId, hash), session.expiresAt, { expireIn: options.ttlMs })
+    .commit();
   return id;
 }
 
@@ -49,12 +54,53 @@ export async function findSession(kv: Deno.Kv, id: string): Promise<Session | nu
 
 /** The credential live connections opened with this session carry (its hash, not the secret). */
 export async function sessionCredential(id: string): Promise<string> {
-  return `session:${await sha256Hex(id)}`;
+  return credentialOf(await sha256Hex(id));
 }
+
+const credentialOf = (hash: string) => `session:${hash}`;
 
 /** Ends a session on the server. */
 export async function deleteSession(kv: Deno.Kv, id: string): Promise<void> {
-  await kv.delete(sessionKey(await sha256Hex(id)));
+  const hash = await sha256Hex(id);
+  const session = (await kv.get<Session>(sessionKey(hash))).value;
+  const op = kv.atomic().delete(sessionKey(hash));
+  if (session) op.delete(sessionOfUserKey(session.userId, hash));
+  await op.commit();
+}
+
+/**
+ * Ends every session of a user but `exceptId` (the caller's own, when it stays), and closes the
+ * live streams those sessions opened. Returns how many ended. Used by a password reset or
+ * change and by account deletion, so a stolen cookie stops working with the old password.
+ */
+export async function endUserSessions(
+  kv: Deno.Kv,
+  broker: Broker,
+  options: { userId: string; exceptId?: string | null },
+): Promise<number> {
+  const keep = options.exceptId ? await sha256Hex(options.exceptId) : null;
+  let ended = 0;
+  let op = kv.atomic();
+  let pending = 0;
+  for await (const entry of kv.list({ prefix: sessionsOfUserPrefix(options.userId) })) {
+    const hash = entry.key[2] as string;
+    if (hash === keep) continue;
+    op.delete(sessionKey(hash)).delete(entry.key);
+    broker.publish({
+      kind: "credential_revoked",
+      userId: options.userId,
+      credential: credentialOf(hash),
+    });
+    ended++;
+    // Two mutations per session; stay well under KV's 1,000 per commit.
+    if (++pending === 400) {
+      await op.commit();
+      op = kv.atomic();
+      pending = 0;
+    }
+  }
+  if (pending > 0) await op.commit();
+  return ended;
 }
 
 /** Ends the caller's previous session, if any, and starts a new one: ids change at every login. */

@@ -6,6 +6,8 @@
  * | ["users", userId]                         | User                               | users.ts        |
  * | ["users_by_email", email]                 | userId                             | users.ts        |
  * | ["sessions", sha256(sessionId)]           | Session                            | sessions.ts     |
+ * | ["sessions_of_user", userId, sha256(id)]  | expiresAt: index of a user's       | sessions.ts     |
+ * |                                           | sessions (same commit, same TTL)   |                 |
  * | ["tokens", userId, tokenId]               | Token (hash of the value only)     | tokens.ts       |
  * | ["tokens_by_hash", sha256(value)]         | { userId, tokenId }                | tokens.ts       |
  * | ["endpoints", userId, endpointId]         | Endpoint                           | endpoints.ts    |
@@ -54,6 +56,13 @@ export const userKey = (userId: string) => ["users", userId];
 export const userByEmailKey = (email: string) => ["users_by_email", email];
 /** ["sessions", hash] */
 export const sessionKey = (hash: string) => ["sessions", hash];
+/** ["sessions_of_user", userId, hash]: the index that ends every session of a user. */
+export const sessionOfUserKey = (
+  userId: string,
+  hash: string,
+) => ["sessions_of_user", userId, hash];
+/** Prefix of one user's session index. */
+export const sessionsOfUserPrefix = (userId: string) => ["sessions_of_user", userId];
 /** ["tokens", userId, tokenId] */
 export const tokenKey = (userId: string, tokenId: string) => ["tokens", userId, tokenId];
 /** Prefix of one user's tokens. */
