@@ -11,6 +11,8 @@ import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
 import { createHandler } from "./routes/_app.ts";
 import { ISLAND_MODULES } from "./islands/_registry.ts";
+import { configureLog, log } from "./lib/observe/log.ts";
+import { noteCron } from "./lib/observe/health.ts";
 
 if ("WorkerGlobalScope" in globalThis) serveInWorker(createHandler);
 else await main();
@@ -25,7 +27,8 @@ async function main(): Promise<void> {
     Deno.addSignalListener(signal, async () => {
       if (stopping) return;
       stopping = true;
-      console.log(`${signal}: closing streams and shutting down`);
+      // /readyz answers 503 from now; streams close after SHUTDOWN_DRAIN_SECONDS.
+      log.info(`${signal}: closing streams and shutting down after the drain`);
       const running = await starting?.catch(() => null);
       await running?.shutdown();
       Deno.exit(0);
@@ -36,11 +39,12 @@ async function main(): Promise<void> {
   try {
     config = loadConfig();
   } catch (error) {
-    console.error("%s", (error as Error).message);
+    log.error((error as Error).message);
     Deno.exit(1);
   }
+  configureLog({ format: config.logFormat });
 
-  console.log(`WebSocks starting ${config.workers} isolate${config.workers > 1 ? "s" : ""}`);
+  log.info(`WebSocks starting ${config.workers} isolate${config.workers > 1 ? "s" : ""}`);
   // One isolate per core: Workers serve HTTP on a shared port, this isolate commits webhooks.
   starting = config.workers > 1
     ? startCluster(config, {
@@ -54,7 +58,7 @@ async function main(): Promise<void> {
     server = await starting;
   } catch (error) {
     // A refusal to start (e.g. SECRETS_KEY missing for an https PUBLIC_URL): one clear line.
-    console.error("%s", (error as Error).message);
+    log.error((error as Error).message);
     Deno.exit(1);
   }
   // Stopping already: the signal handler shuts the server down; schedule nothing more.
@@ -63,7 +67,7 @@ async function main(): Promise<void> {
 
 /** The start-up line, and the jobs that run on a schedule. */
 function afterStart(server: RunningServer, config: Config): void {
-  console.log(
+  log.info(
     `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath}, ` +
       `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
   );
@@ -73,10 +77,14 @@ function afterStart(server: RunningServer, config: Config): void {
    * serves and says what will not run on its own.
    */
   function cron(name: string, schedule: string, job: () => Promise<void>): void {
+    // No Deno.cron on this platform (or runtime): /readyz reports it as unavailable.
+    if (typeof Deno.cron !== "function") return;
     try {
       Deno.cron(name, schedule, job);
+      noteCron(name, null);
     } catch (error) {
-      console.warn(`cron "${name}" not scheduled: ${(error as Error).message}`);
+      log.warn(`cron "${name}" not scheduled: ${(error as Error).message}`);
+      noteCron(name, (error as Error).message);
     }
   }
 
@@ -88,10 +96,10 @@ function afterStart(server: RunningServer, config: Config): void {
       period,
       freeAllowance: config.freeMonthlyLimit,
     });
-    if (created > 0) console.log(`invoices for ${period}: ${created} written`);
+    if (created > 0) log.info(`invoices for ${period}: ${created} written`);
   };
   cron("monthly invoices", "0 1 1 * *", closeMonth);
-  closeMonth().catch((error) => console.error("writing invoices failed", error));
+  closeMonth().catch((error) => log.error("writing invoices failed", error));
 
   // Stripe: usage to the Billing Meter every five minutes; grace periods ended after failed
   // payments fall back to Free limits hourly.

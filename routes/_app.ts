@@ -23,6 +23,7 @@ import { docsPageRoutes } from "./docs_page.tsx";
 import { endpointPageRoutes } from "./endpoint_pages.tsx";
 import { tokenPageRoutes } from "./token_pages.tsx";
 import { usagePageRoutes } from "./usage_pages.tsx";
+import { observeRoutes } from "./observe.ts";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -31,20 +32,8 @@ export function createApp(services: Services): Hono<AppEnv> {
     c.set("services", services);
     await next();
   });
-  if (services.config.logRequests) {
-    app.use(async (c, next) => {
-      const started = performance.now();
-      await next();
-      // The path is the client's input: never part of the format string.
-      console.log(
-        "%s %s %d %sms",
-        c.req.method,
-        c.req.path,
-        c.res.status,
-        (performance.now() - started).toFixed(1),
-      );
-    });
-  }
+  // LOG_REQUESTS: lib/observe/requests.ts logs every request, ingest included, with its id.
+  app.route("/", observeRoutes());
   app.route("/", socketRoutes());
   app.route("/", authRoutes());
   app.route("/", meRoutes());
@@ -63,7 +52,9 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", usagePageRoutes());
   app.route("/", docsPageRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
-  app.onError((error, c) => errorResponse(error, { method: c.req.method, path: c.req.path }));
+  app.onError((error, c) =>
+    errorResponse(error, { method: c.req.method, path: c.req.path, request: c.req.raw })
+  );
   return app;
 }
 

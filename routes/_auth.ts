@@ -15,6 +15,7 @@ import type { Scope } from "../lib/accounts/tokens.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { sessionCookieName } from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
+import { noteRequestUser } from "../lib/observe/requests.ts";
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -34,6 +35,7 @@ export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   } else {
     throw new HttpError(401, "Unauthorized: log in, or send Authorization: Bearer <API token>");
   }
+  noteRequestUser(c.req.raw, c.get("auth").user.id);
   await next();
 };
 

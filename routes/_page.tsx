@@ -18,6 +18,8 @@ import { renderPage } from "../lib/web/islands.ts";
 import { pageSecurityHeaders } from "../lib/web/security_headers.ts";
 import { isHttps, sessionCookieName } from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
+import { log } from "../lib/observe/log.ts";
+import { noteRequestUser, requestIdOf } from "../lib/observe/requests.ts";
 
 /** Renders a page with its islands' scripts; signed-in pages are never cached. */
 export function sendPage(
@@ -43,7 +45,9 @@ export const loadViewer: MiddlewareHandler<AppEnv> = async (c, next) => {
   c.set("viewer", null);
   if (sessionId) {
     try {
-      c.set("viewer", await authenticateSession(c.get("services").kv, sessionId));
+      const viewer = await authenticateSession(c.get("services").kv, sessionId);
+      c.set("viewer", viewer);
+      noteRequestUser(c.req.raw, viewer.user.id);
     } catch (error) {
       if (!(error instanceof HttpError)) throw error;
       deleteCookie(c, name, { path: "/", secure: isHttps(publicUrl) });
@@ -103,8 +107,9 @@ export const pageError: ErrorHandler<AppEnv> = (error, c) => {
     message = CLIENT_CLOSED_MESSAGE;
   } else {
     const reference = crypto.randomUUID();
-    // The path is the client's input: never part of the format string.
-    console.error("[%s] %s %s failed:", reference, c.req.method, c.req.path, error);
+    log.error(`[${reference}] ${c.req.method} ${c.req.path} failed:`, error, {
+      requestId: requestIdOf(c.req.raw),
+    });
     message = `Internal error; reference ${reference}`;
   }
   const viewer = c.get("viewer") ?? null;

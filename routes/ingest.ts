@@ -11,6 +11,7 @@ import { ANSWER_SECURITY_HEADERS, senderHeaders } from "../lib/fanout/respond_wa
 import type { Services } from "../lib/runtime/services.ts";
 import { quotaHeaders } from "../lib/billing/usage.ts";
 import { errorResponse } from "../lib/http/error_response.ts";
+import { counters, countRefusedWebhook, ingestLatency } from "../lib/observe/metrics.ts";
 
 /** The path prefix this handler owns. */
 export const INGEST_PREFIX = "/api/in/";
@@ -34,8 +35,9 @@ export async function handleIngest(
   request: Request,
   path: string,
 ): Promise<Response> {
+  if (request.method === "OPTIONS") return new Response(null, { status: 204, headers: CORS });
+  const started = performance.now();
   try {
-    if (request.method === "OPTIONS") return new Response(null, { status: 204, headers: CORS });
     if (!(INGEST_METHODS as readonly string[]).includes(request.method)) {
       throw new HttpError(
         405,
@@ -52,6 +54,9 @@ export async function handleIngest(
       slug: slash === -1 ? rest : rest.slice(0, slash),
       path: slash === -1 ? "/" : rest.slice(slash),
     });
+    // Stored: counted whatever the answer (a handshake, a client's in respond mode, the id).
+    counters.webhooksAccepted++;
+    ingestLatency.observe((performance.now() - started) / 1000);
     // A provider's URL handshake: the relay's own answer, whoever is connected.
     if (handshake) {
       const headers = new Headers(handshake.headers);
@@ -72,6 +77,13 @@ export async function handleIngest(
       headers: { ...quotaHeaders(quota), ...ANSWER_SECURITY_HEADERS },
     });
   } catch (error) {
-    return errorResponse(error, { method: request.method, path }, ANSWER_SECURITY_HEADERS);
+    const refused = errorResponse(
+      error,
+      { method: request.method, path, request },
+      ANSWER_SECURITY_HEADERS,
+    );
+    countRefusedWebhook(refused.status);
+    ingestLatency.observe((performance.now() - started) / 1000);
+    return refused;
   }
 }

@@ -528,7 +528,7 @@ async function spawnServer(env: Record<string, string>) {
   const child = new Deno.Command(`${ROOT}/node_modules/.bin/deno`, {
     args: ["run", "-A", "main.ts"],
     cwd: ROOT,
-    env,
+    env: { SHUTDOWN_DRAIN_SECONDS: "0", ...env },
     stdout: "null",
     stderr: "piped",
   }).spawn();

@@ -22,6 +22,8 @@ export async function startTestServer(
     // Test files run side by side in one process, so its RSS is every file's: one file moving
     // 25 MiB bodies must not make another's server refuse work. Tests of the guard set it.
     MAX_RSS_MB: "0",
+    // Tests stop servers at once; the shutdown drain's own tests set it.
+    SHUTDOWN_DRAIN_SECONDS: "0",
     ...env,
   });
   const server = await startServer(config, createHandler, options);

@@ -360,7 +360,7 @@ async function spawnServer(env: Record<string, string>): Promise<ServerProcess> 
     {
       args: ["run", "-A", "main.ts"],
       cwd: fromFileUrl(new URL("..", import.meta.url)),
-      env,
+      env: { SHUTDOWN_DRAIN_SECONDS: "0", ...env },
       stdout: "piped",
       stderr: "piped",
     },

@@ -36,6 +36,7 @@ async function startProcess(
       HOST: "127.0.0.1",
       KV_PATH: `${dir}/websocks.kv`,
       WORKERS: "1",
+      SHUTDOWN_DRAIN_SECONDS: "0",
       ...env,
     },
     stdout: "piped",
@@ -462,7 +463,13 @@ Deno.test("[limits] SIGTERM during start-up with two isolates exits 0", async ()
   const dir = await Deno.makeTempDir({ prefix: "websocks-limits-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "main.ts"],
-    env: { PORT: "0", HOST: "127.0.0.1", KV_PATH: `${dir}/websocks.kv`, WORKERS: "2" },
+    env: {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      KV_PATH: `${dir}/websocks.kv`,
+      WORKERS: "2",
+      SHUTDOWN_DRAIN_SECONDS: "0",
+    },
     stdout: "piped",
     stderr: "piped",
   }).spawn();

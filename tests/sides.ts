@@ -103,6 +103,7 @@ export async function startClusterProcess(env: Record<string, string> = {}): Pro
       HOST: "127.0.0.1",
       KV_PATH: `${dir}/websocks.kv`,
       WORKERS: "2",
+      SHUTDOWN_DRAIN_SECONDS: "0",
       ...env,
     },
     stdout: "piped",

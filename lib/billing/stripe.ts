@@ -19,6 +19,7 @@ import {
 import { type Invoice, previousMonth } from "./invoices.ts";
 import { monthOf, quotaResetAt } from "./usage.ts";
 import type { User } from "../accounts/users.ts";
+import { log } from "../observe/log.ts";
 
 /** How long an applied event id is remembered: Stripe retries for up to three days. */
 const EVENT_MEMORY_MS = 30 * 86400_000;
@@ -379,7 +380,7 @@ async function reportMonth(
       },
     });
   } catch (error) {
-    console.error("reporting usage of %s to Stripe failed; will resend", user.id, error);
+    log.error("reporting usage to Stripe failed; will resend", error, { userId: user.id });
     return "failed";
   }
   await kv.atomic()

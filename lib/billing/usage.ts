@@ -8,6 +8,7 @@ import {
   usageRejectedMonthKey,
   userKey,
 } from "../store/kv_keys.ts";
+import { log } from "../observe/log.ts";
 
 /** "YYYY-MM" of a date in UTC: the key of its quota window. */
 export function monthOf(date: Date): string {
@@ -176,7 +177,7 @@ export function countRejected(
   options: { userId: string; count: number; now: Date },
 ): void {
   writeRejected(kv, [options]).catch((error) =>
-    console.error("%s", "counting refused webhooks failed", error)
+    log.error("counting refused webhooks failed", error)
   );
 }
 
@@ -207,7 +208,7 @@ export function createRejectionCounter(
     pending.clear();
     for (let i = 0; i < counts.length; i += REJECTIONS_PER_COMMIT) {
       await writeRejected(kv, counts.slice(i, i + REJECTIONS_PER_COMMIT)).catch((error) =>
-        console.error("%s", "counting refused webhooks failed", error)
+        log.error("counting refused webhooks failed", error)
       );
     }
   };

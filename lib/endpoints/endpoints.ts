@@ -11,6 +11,7 @@ import type { PublicEndpoint } from "../shared/wire.ts";
 import { endpointUrl, type UrlConfig } from "./urls.ts";
 import { openSecret, sealSecret } from "../accounts/secret_box.ts";
 import type { Provider } from "../intake/signatures.ts";
+import { log } from "../observe/log.ts";
 
 /** A stored endpoint. */
 export interface Endpoint {
@@ -128,7 +129,7 @@ async function openSealed(key: CryptoKey, sealed: string | null | undefined) {
   try {
     return await openSecret(key, sealed);
   } catch {
-    console.warn("an endpoint's secret cannot be opened: was SECRETS_KEY changed?");
+    log.warn("an endpoint's secret cannot be opened: was SECRETS_KEY changed?");
     return null;
   }
 }

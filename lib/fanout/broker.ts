@@ -9,6 +9,7 @@
  */
 import { type LiveEvent, liveEvent } from "../log/envelope_json.ts";
 import type { ClientInfo } from "../shared/wire.ts";
+import { log } from "../observe/log.ts";
 
 /**
  * What a client answers for the sender in respond mode (respond_waiters.ts). Defined here
@@ -87,7 +88,7 @@ export function createBroker(options: { transports?: Transport[] } = {}): Broker
       try {
         listener(message);
       } catch (error) {
-        console.error("broker listener failed", error);
+        log.error("broker listener failed", error);
       }
     }
   };

@@ -27,6 +27,7 @@ import {
   brokerMessagesPrefix,
   eventHeadKey,
 } from "../store/kv_keys.ts";
+import { log } from "../observe/log.ts";
 
 /** A resent event by reference: its body may exceed a KV value, and the log has it. */
 interface ResendRef {
@@ -81,7 +82,7 @@ function serialized(task: () => Promise<void>, stopped: () => boolean): () => vo
     if (stopped()) return;
     running = true;
     task().catch((error) => {
-      if (!stopped()) console.error("shared-KV broker read failed", error);
+      if (!stopped()) log.error("shared-KV broker read failed", error);
     }).finally(() => {
       running = false;
       if (again) {
@@ -104,7 +105,7 @@ function watchKey<T>(kv: Deno.Kv, key: Deno.KvKey, onValue: (value: T | null) =>
       onValue(value[0].value);
     }
   })().catch((error) => {
-    if (!stopped) console.error("shared-KV broker watch ended", error);
+    if (!stopped) log.error("shared-KV broker watch ended", error);
   });
   return () => {
     stopped = true;
@@ -193,7 +194,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
 
   function write(message: WireMessage | ResendRef): void {
     commit(message).catch((error) => {
-      if (!closed) console.error("shared-KV broker: writing %s failed", message.kind, error);
+      if (!closed) log.error(`shared-KV broker: writing ${message.kind} failed`, error);
     });
   }
 

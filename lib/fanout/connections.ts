@@ -24,6 +24,8 @@ import { heldChars, type LargeEvent, type LiveEvent, wantsAnswer } from "../log/
 import { envelopePieces } from "../log/envelope_stream.ts";
 import { HttpError } from "../http/http_error.ts";
 import { type Filter, matches } from "./filters.ts";
+import { countConnected, counters } from "../observe/metrics.ts";
+import { log } from "../observe/log.ts";
 
 /** The transport side of a connection: SSE stream or WebSocket. */
 export interface Sink {
@@ -217,6 +219,7 @@ export function createConnections(
     if (connection.sink.backlog() > options.slowConsumerBytes) return close(connection, CLOSE.slow);
     connection.lastSentId = event.id;
     connection.sink.send(event);
+    counters.deliveries++;
     remember(connection, event);
   }
 
@@ -230,6 +233,7 @@ export function createConnections(
 
   function close(connection: Connection, reason: { code: number; reason: string }): void {
     if (connection.closed) return;
+    if (reason === CLOSE.slow) counters.slowConsumerCloses++;
     connection.closed = true;
     remove(connection);
     connection.sink.close(reason.code, reason.reason);
@@ -240,6 +244,7 @@ export function createConnections(
     const set = byUser.get(connection.userId);
     if (!set?.has(connection)) return;
     set.delete(connection);
+    countConnected(connection.transport, -1);
     if (connection.group !== null) groups?.leave(connection);
     if (set.size === 0) {
       byUser.delete(connection.userId);
@@ -251,6 +256,7 @@ export function createConnections(
   async function runCatchUp(connection: Connection, after: string | null): Promise<number> {
     connection.catchingUp = true;
     connection.lastSentId = after;
+    counters.catchUpReads++;
     let count = 0;
     try {
       const events = eventsAfter(kv, {
@@ -316,6 +322,7 @@ export function createConnections(
         if (connection.sink.backlog() > options.slowConsumerBytes) close(connection, CLOSE.slow);
         else {
           connection.sink.send(message.event);
+          counters.deliveries++;
           remember(connection, message.event);
         }
       }
@@ -382,10 +389,11 @@ export function createConnections(
         follows.set(connection.userId, options.broker.follow(connection.userId));
       }
       set.add(connection);
+      countConnected(connection.transport, 1);
       if (connection.group !== null) groups?.join(connection);
       else if (openOptions.after !== undefined) {
         registry.catchUp(connection, openOptions.after).catch((error) => {
-          console.error("catching up failed", error);
+          log.error("catching up failed", error, { userId: connection.userId });
           close(connection, { code: 1011, reason: "Catching up failed; reconnect to retry" });
         });
       }
@@ -410,6 +418,7 @@ export function createConnections(
         connection.lastSentId = event.id;
       }
       connection.sink.send(event);
+      counters.deliveries++;
       remember(connection, event);
       return true;
     },

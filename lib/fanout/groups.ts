@@ -40,6 +40,7 @@ import {
   groupsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import type { ClientInfo } from "../shared/wire.ts";
+import { log } from "../observe/log.ts";
 
 /** What a group's name may be. */
 export const GROUP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -200,7 +201,7 @@ export function createGroups(
   const releasing = new Set<Promise<void>>();
 
   const report = (what: string) => (error: unknown) => {
-    if (!stopped) console.error(`consumer groups: ${what} failed`, error);
+    if (!stopped) log.error(`consumer groups: ${what} failed`, error);
   };
 
   /** Holds a candidate (replacing one with the same id). */

@@ -9,6 +9,7 @@
 import { CLOSE, type Connections, queuedLargeBytes, type Sink } from "./connections.ts";
 import type { LargeEvent } from "../log/envelope_json.ts";
 import type { Filter } from "./filters.ts";
+import { log } from "../observe/log.ts";
 
 const encoder = new TextEncoder();
 const HEARTBEAT = encoder.encode(": heartbeat\n\n");
@@ -91,7 +92,7 @@ export function openSseStream(
         producing ??= produceOne().catch((error) => {
           // The event's body could not be read (its chunks expired or the store failed): end
           // the stream mid-frame, which EventSource drops; the client resumes by its last id.
-          console.error("streaming a large event failed", error);
+          log.error("streaming a large event failed", error);
           connections.close(connection, {
             code: 1011,
             reason: "Could not read an event; reconnect to resume",

@@ -36,6 +36,7 @@ import {
   filterFields,
   outsideLimit,
 } from "./filters.ts";
+import { log } from "../observe/log.ts";
 
 const eventId = z.string().refine(isId, "must be an event id");
 // Strict: a misspelt key (`lastEventID`) is an error naming it, not silently ignored.
@@ -258,7 +259,7 @@ class WebSocketSink implements Sink {
       }
     } catch (error) {
       // Its body could not be read (chunks expired, the store failing): the client resumes.
-      console.error("sending a large event failed", error);
+      log.error("sending a large event failed", error);
       this.connections.close(connection, {
         code: 1011,
         reason: "Could not read an event; reconnect to resume",

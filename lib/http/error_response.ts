@@ -2,11 +2,14 @@
 import { CLIENT_CLOSED_MESSAGE, CLIENT_CLOSED_STATUS, isClientDisconnect } from "./disconnect.ts";
 import { HttpError } from "./http_error.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
+import { log } from "../observe/log.ts";
+import { requestIdOf } from "../observe/requests.ts";
 
 /** Maps any thrown value to a JSON response; real faults are logged once with a reference. */
 export function errorResponse(
   error: unknown,
-  request: { method: string; path: string },
+  /** `request`, when given, names the request id in the fault's log line. */
+  request: { method: string; path: string; request?: Request },
   extraHeaders: Record<string, string> = {},
 ): Response {
   // A full or failing store is a condition to report, not a fault of this request.
@@ -24,8 +27,9 @@ export function errorResponse(
     });
   }
   const reference = crypto.randomUUID();
-  // The path is the client's input: never part of the format string.
-  console.error("[%s] %s %s failed:", reference, request.method, request.path, error);
+  log.error(`[${reference}] ${request.method} ${request.path} failed:`, error, {
+    requestId: request.request ? requestIdOf(request.request) : undefined,
+  });
   return Response.json({ error: `Internal error; reference ${reference}` }, {
     status: 500,
     headers: extraHeaders,

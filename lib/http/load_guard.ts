@@ -20,6 +20,7 @@
  */
 import type { Config } from "../runtime/config.ts";
 import { HttpError } from "./http_error.ts";
+import { log } from "../observe/log.ts";
 
 /** The buffer a streamed body is read into, piece by piece (a sink copies each piece). */
 const SCRATCH_BYTES = 64 * 1024;
@@ -536,7 +537,7 @@ export async function receiveBody<T>(
     }
   } catch (error) {
     reader.cancel().catch(() => {});
-    if (sink) await sink.abort().catch((cause) => console.error("aborting a body failed", cause));
+    if (sink) await sink.abort().catch((cause) => log.error("aborting a body failed", cause));
     if (error !== connectionClosed) throw error;
     // The connection went away mid-body (the client left, or the listener was aborted).
     throw new HttpError(

@@ -5,13 +5,21 @@ import { limitPasswordHashing } from "../accounts/passwords.ts";
 import { createLoadGuard, type LoadGuard, requestAddress } from "./load_guard.ts";
 import { createServices, type ServiceOptions, type Services } from "../runtime/services.ts";
 import { errorResponse } from "./error_response.ts";
+import { configureLog, log } from "../observe/log.ts";
+import { withRequestIds } from "../observe/requests.ts";
+import { startEventLoopMonitor } from "../observe/metrics.ts";
 
 /** A running server. */
 export interface RunningServer {
   /** Base URL it listens on, e.g. http://127.0.0.1:8000 */
   url: string;
   services: Services;
-  /** Stops accepting, closes live streams so clients reconnect elsewhere, then closes KV. */
+  /**
+   * Turns /readyz 503 and waits SHUTDOWN_DRAIN_SECONDS while still serving, so a load balancer
+   * stops sending first; once per server (shutdown runs it if nobody did).
+   */
+  drain(): Promise<void>;
+  /** Drains, stops accepting, closes live streams so clients reconnect elsewhere, closes KV. */
   shutdown(): Promise<void>;
 }
 
@@ -84,7 +92,7 @@ function serveSupervised(
       if (stopping || current !== server) return;
       // The port actually bound: with port 0 a new listener would pick another one.
       const bound = server.addr.port;
-      console.warn(
+      log.warn(
         `Accepting connections on port ${bound} failed (${
           error instanceof Error ? error.message : "the listener closed"
         }); closing idle connections and listening again`,
@@ -101,12 +109,12 @@ function serveSupervised(
       if (stopping) return;
       try {
         listen(port);
-        console.warn(`Listening on port ${port} again`);
+        log.warn(`Listening on port ${port} again`);
         return;
       } catch {
         // Still out of descriptors: what is in progress holds them. After a few tries end it.
         if (attempt === RELISTEN_ABORT_AFTER) {
-          console.warn(`Still out of descriptors: closing every connection of port ${port}`);
+          log.warn(`Still out of descriptors: closing every connection of port ${port}`);
           for (const abort of draining.values()) abort.abort();
         }
         delay = Math.min(delay * 2, RELISTEN_MAX_DELAY_MS);
@@ -133,6 +141,7 @@ export async function startServer(
   createHandler: HandlerFactory,
   options: ServiceOptions & { reusePort?: boolean; isolate?: string } = {},
 ): Promise<RunningServer> {
+  configureLog({ format: config.logFormat, isolate: options.isolate });
   limitPasswordHashing({
     concurrency: config.passwordHashConcurrency,
     queue: config.passwordHashQueue,
@@ -141,27 +150,45 @@ export async function startServer(
   const handler = createHandler(services);
   const guard = createLoadGuard(config);
   const { isolate } = options;
+  const stopMonitor = startEventLoopMonitor();
   const server = serveSupervised(
     { port: config.port, hostname: config.host, reusePort: options.reusePort ?? false },
-    guarded(
-      isolate === undefined ? handler : async (request, info) => {
-        // Which isolate answered: operators read it in logs, tests use it to cross isolates.
-        const response = await handler(request, info);
-        response.headers.set("X-WebSocks-Isolate", isolate);
-        return response;
-      },
-      guard,
-      config.trustProxy,
+    // Outermost, so the load guard's refusals carry a request id too.
+    withRequestIds(
+      guarded(
+        isolate === undefined ? handler : async (request, info) => {
+          // Which isolate answered: operators read it in logs, tests use it to cross isolates.
+          const response = await handler(request, info);
+          response.headers.set("X-WebSocks-Isolate", isolate);
+          return response;
+        },
+        guard,
+        config.trustProxy,
+      ),
+      { trustProxy: config.trustProxy, logRequests: config.logRequests },
     ),
   );
   const addr = server.addr;
   const host = addr.hostname === "0.0.0.0" ? "localhost" : addr.hostname;
   let stopping: Promise<void> | null = null;
+  let draining: Promise<void> | null = null;
+  const drain = () => {
+    draining ??= (async () => {
+      services.readiness.shuttingDown = true;
+      if (config.shutdownDrainMs > 0) {
+        await new Promise((resolve) => setTimeout(resolve, config.shutdownDrainMs));
+      }
+    })();
+    return draining;
+  };
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`,
     services,
+    drain,
     shutdown() {
       stopping ??= (async () => {
+        await drain();
+        stopMonitor();
         const drained = server.shutdown();
         services.connections.closeAll(CLOSE.shutdown);
         await drained;

@@ -52,6 +52,8 @@ import {
 } from "../billing/usage.ts";
 import type { RateLimiter } from "./rate_limit.ts";
 import type { User } from "../accounts/users.ts";
+import { counters, groupCommitBatch, groupCommitLatency } from "../observe/metrics.ts";
+import { log } from "../observe/log.ts";
 
 /** A webhook as received, before it has an id. */
 export interface IncomingWebhook {
@@ -212,7 +214,13 @@ export function createIngest(
     draining = true;
     try {
       while (waiting.size > 0) {
-        await commitOrFail(takeGroups());
+        const groups = takeGroups();
+        const started = performance.now();
+        await commitOrFail(groups);
+        groupCommitLatency.observe((performance.now() - started) / 1000);
+        let size = 0;
+        for (const group of groups) size += group.batch.length;
+        groupCommitBatch.observe(size);
       }
     } finally {
       draining = false;
@@ -235,7 +243,7 @@ export function createIngest(
    */
   async function commitApart(groups: Group[], error: unknown): Promise<void> {
     if (groups.length > 1) {
-      console.warn(
+      log.warn(
         `a commit of ${groups.length} users failed (${(error as Error).message}); ` +
           "committing them apart",
       );
@@ -384,6 +392,7 @@ export function createIngest(
           return;
         }
         if (!result.ok) {
+          counters.kvConflictRetries++;
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
           continue;
@@ -432,7 +441,7 @@ export function createIngest(
     } catch (error) {
       // Committed is stored: a failure to publish must not fail (and discard) what is in the
       // log. Clients that missed it catch up by their last id.
-      console.error("publishing committed events failed", error);
+      log.error("publishing committed events failed", error);
     }
     let n = 0;
     admitted.forEach((pending, i) => {
@@ -461,7 +470,7 @@ export function createIngest(
     if (pending.staged) {
       discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch((
         error,
-      ) => console.error("discarding staged body failed", error));
+      ) => log.error("discarding staged body failed", error));
     }
   }
 
@@ -472,8 +481,7 @@ export function createIngest(
     if (pending.staged) {
       discardBody(kv, { userId: pending.webhook.endpoint.userId, ...pending.staged }).catch(
         // Chunks expire with the retention window anyway; a failing store is already reported.
-        (cause) =>
-          isStorageUnavailable(cause) || console.error("discarding staged body failed", cause),
+        (cause) => isStorageUnavailable(cause) || log.error("discarding staged body failed", cause),
       );
     }
   }
@@ -517,7 +525,7 @@ export function createIngest(
   function discardStaged(webhook: IncomingWebhook): void {
     if (!webhook.staged) return;
     discardBody(kv, { userId: webhook.endpoint.userId, ...webhook.staged }).catch((cause) =>
-      isStorageUnavailable(cause) || console.error("discarding staged body failed", cause)
+      isStorageUnavailable(cause) || log.error("discarding staged body failed", cause)
     );
   }
 

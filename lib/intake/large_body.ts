@@ -10,6 +10,7 @@ import { createBodyStager, discardBody, readStagedBody } from "../log/events.ts"
 import { createJsonCheck } from "./json_check.ts";
 import type { StagedWebhookBody } from "./group_commit.ts";
 import type { StreamedBody } from "./signatures.ts";
+import { log } from "../observe/log.ts";
 
 /** Any character beyond Latin-1. */
 const BEYOND_LATIN1 = /[\u0100-\uffff]/;
@@ -106,6 +107,6 @@ export function discardStaged(
   options: { userId: string; staged: StagedWebhookBody },
 ): void {
   discardBody(kv, { userId: options.userId, ...options.staged }).catch((cause) =>
-    console.error("discarding a staged body failed", cause)
+    log.error("discarding a staged body failed", cause)
   );
 }

@@ -21,6 +21,7 @@ import { receiveBody } from "../http/load_guard.ts";
 import { discardStaged, largeBodySink, stagedBodyReader } from "./large_body.ts";
 import type { Services } from "../runtime/services.ts";
 import { currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
+import { counters } from "../observe/metrics.ts";
 
 /** What a body's media type makes it; JSON declared, or no type at all, must be JSON. */
 function declaredKind(type: string | null): BodyKind {
@@ -358,6 +359,8 @@ async function awaitAnswer(
   }
   const timeoutMs = endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs;
   const answer = await services.responses.wait(id, endpoint.userId, timeoutMs);
+  if (answer) counters.respondAnswers++;
+  else counters.respondTimeouts++;
   if (!answer) {
     throw new HttpError(
       504,

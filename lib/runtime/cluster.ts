@@ -14,6 +14,7 @@ import type { Endpoint } from "../endpoints/endpoints.ts";
 import { type IslandModules, writeBundles } from "../web/bundles.ts";
 import { HttpError } from "../http/http_error.ts";
 import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
+import { type IsolateMetrics, isolateMetrics, setMetricsGatherer } from "../observe/metrics.ts";
 
 /** Messages from the main isolate to a Worker. */
 export type ToWorker =
@@ -30,6 +31,12 @@ export type ToWorker =
   | { type: "admitted"; outcome: AdmitOutcome }
   /** A message the main isolate published (committed events, quota notices). */
   | { type: "broker"; message: WireMessage }
+  /** Shutdown begins: /readyz turns 503 while the Worker still serves (SHUTDOWN_DRAIN_SECONDS). */
+  | { type: "drain" }
+  /** The main isolate gathers a scrape: send this isolate's metrics. */
+  | { type: "metrics"; seq: number }
+  /** The whole process's metrics, for a scrape the Worker is answering. */
+  | { type: "gathered"; seq: number; metrics: IsolateMetrics[] }
   | { type: "shutdown" };
 
 /** What became of one forwarded webhook. */
@@ -52,10 +59,16 @@ export type FromWorker =
   /** A large body asks in before it is staged (the flood limit and quota live here). */
   | { type: "admit"; seq: number; endpoint: Endpoint }
   | { type: "stopped" }
+  /** This Worker's metrics, answering `metrics` with the same seq. */
+  | { type: "metrics"; seq: number; metrics: IsolateMetrics }
+  /** A scrape reached this Worker: gather every isolate's metrics for it. */
+  | { type: "gather"; seq: number }
   /** The Worker holds connections of `userId` (or no longer): send it that user's events. */
   | { type: "follow" | "unfollow"; userId: string };
 
 const STOP_TIMEOUT_MS = 10_000;
+/** A Worker that does not send its metrics within this long is left out of the scrape. */
+const METRICS_TIMEOUT_MS = 2_000;
 
 /** Picks a free port for all Workers to share when the configuration asks for port 0. */
 function freePort(hostname: string): number {
@@ -159,11 +172,41 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
   // Listen for "ready" from the start: a Worker may load before we get to wait for it.
   const ready = workers.map((worker) => nextMessage(worker, ["ready"]));
   ready.forEach((promise) => promise.catch(() => {})); // surfaces when start awaits it
+  // One scrape shows the process: this isolate asks each Worker for its metrics and adds up.
+  let metricsSeq = 0;
+  const metricsWaiters = new Map<number, (metrics: IsolateMetrics) => void>();
+  const askMetrics = (worker: Worker) =>
+    new Promise<IsolateMetrics | null>((resolve) => {
+      const seq = ++metricsSeq;
+      const timer = setTimeout(() => {
+        metricsWaiters.delete(seq);
+        resolve(null);
+      }, METRICS_TIMEOUT_MS);
+      metricsWaiters.set(seq, (metrics) => {
+        clearTimeout(timer);
+        metricsWaiters.delete(seq);
+        resolve(metrics);
+      });
+      worker.postMessage({ type: "metrics", seq } as ToWorker);
+    });
+  const gatherAll = async (): Promise<IsolateMetrics[]> => {
+    const all = await Promise.all([isolateMetrics(), ...workers.map(askMetrics)]);
+    return all.filter((metrics) => metrics !== null);
+  };
+  setMetricsGatherer(gatherAll);
   for (const worker of workers) {
     worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
       const message = event.data;
       if (message.type === "follow" || message.type === "unfollow") {
         return follow(worker, message);
+      }
+      if (message.type === "metrics") return metricsWaiters.get(message.seq)?.(message.metrics);
+      if (message.type === "gather") {
+        const { seq } = message;
+        gatherAll().then((metrics) =>
+          worker.postMessage({ type: "gathered", seq, metrics } as ToWorker)
+        );
+        return;
       }
       if (message.type === "admit") {
         const { seq } = message;
@@ -225,11 +268,19 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
   }
 
   let stopping: Promise<void> | null = null;
+  const drain = async () => {
+    // Every isolate turns not-ready at once, then all wait the same drain together.
+    for (const worker of workers) worker.postMessage({ type: "drain" } as ToWorker);
+    await server.drain();
+  };
   return {
     url,
     services,
+    drain,
     shutdown() {
       stopping ??= (async () => {
+        await drain();
+        setMetricsGatherer(null);
         await Promise.all(workers.map(async (worker) => {
           const stopped = nextMessage(worker, ["stopped"]).catch(() => {});
           worker.postMessage({ type: "shutdown" });

@@ -15,6 +15,7 @@ import type { FromWorker, ToWorker } from "./cluster.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { IncomingWebhook, Ingest, IngestResult, Refusal } from "../intake/group_commit.ts";
 import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
+import { type IsolateMetrics, isolateMetrics, setMetricsGatherer } from "../observe/metrics.ts";
 
 const post = (message: FromWorker) => self.postMessage(message);
 
@@ -119,6 +120,16 @@ export function serveInWorker(createHandler: HandlerFactory): void {
   const ingest = forwardingIngest();
   const mainIsolate = fromMainIsolate();
   let server: RunningServer | null = null;
+  // A scrape answered here asks the main isolate, which gathers every isolate's metrics.
+  let gatherSeq = 0;
+  const gathering = new Map<number, (metrics: IsolateMetrics[]) => void>();
+  setMetricsGatherer(() =>
+    new Promise((resolve) => {
+      const seq = ++gatherSeq;
+      gathering.set(seq, resolve);
+      post({ type: "gather", seq });
+    })
+  );
 
   self.onmessage = async (event: MessageEvent<ToWorker>) => {
     const message = event.data;
@@ -144,6 +155,13 @@ export function serveInWorker(createHandler: HandlerFactory): void {
       self.close();
     } else if (message.type === "broker") {
       mainIsolate.receive(message);
+    } else if (message.type === "drain") {
+      server?.drain();
+    } else if (message.type === "metrics") {
+      post({ type: "metrics", seq: message.seq, metrics: await isolateMetrics() });
+    } else if (message.type === "gathered") {
+      gathering.get(message.seq)?.(message.metrics);
+      gathering.delete(message.seq);
     } else {
       ingest.settle(message);
     }

@@ -82,6 +82,10 @@ const schema = z.object({
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
+  // Operations (lib/observe): logs, metrics, health and the drain before shutdown.
+  LOG_FORMAT: z.enum(["text", "json"], "must be text or json").default("text"),
+  METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  SHUTDOWN_DRAIN_SECONDS: z.coerce.number().min(0).max(300).default(5),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -233,6 +237,16 @@ export interface Config {
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
   minFreeFilesPercent: number;
+  // Operations (lib/observe).
+  /** "text" (readable lines) or "json" (one object per line: time, level, message, …). */
+  logFormat: "text" | "json";
+  /** Bearer token GET /metrics requires; null serves metrics to anyone who can reach it. */
+  metricsToken: string | null;
+  /**
+   * On SIGTERM/SIGINT, how long /readyz answers 503 while the server still serves, so a load
+   * balancer stops sending before live streams close.
+   */
+  shutdownDrainMs: number;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -318,5 +332,9 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxRequests: e.MAX_REQUESTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
+    // Operations (lib/observe).
+    logFormat: e.LOG_FORMAT,
+    metricsToken: e.METRICS_TOKEN ?? null,
+    shutdownDrainMs: e.SHUTDOWN_DRAIN_SECONDS * 1000,
   };
 }

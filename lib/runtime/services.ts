@@ -19,6 +19,7 @@ import { recordAck } from "../log/acks.ts";
 import { createRejectionCounter, type RejectionCounter } from "../billing/usage.ts";
 import { startStorageGuard } from "../store/storage_guard.ts";
 import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
+import { createReadiness, type Readiness } from "../observe/health.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -46,6 +47,8 @@ export interface Services {
   resender: Resender;
   /** The key endpoints' signing secrets are sealed with (see secret_box.ts). */
   secretsKey: CryptoKey;
+  /** What /readyz reports; shutdown marks it first (lib/observe/health.ts). */
+  readiness: Readiness;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -130,6 +133,7 @@ export async function createServices(
     presence,
     groups,
     secretsKey,
+    readiness: createReadiness(),
     resender: createResender({
       kv,
       broker,

@@ -1,6 +1,7 @@
 /** Opening the Deno KV store named by the configuration, and what its errors mean. */
 import { dirname } from "node:path";
 import { HttpError } from "../http/http_error.ts";
+import { counters } from "../observe/metrics.ts";
 
 /**
  * Opens KV at `path`: a file (its folder is created first), `:memory:`, a KV server URL, or
@@ -26,7 +27,11 @@ export async function retryBusy<T>(write: () => Promise<T>): Promise<T> {
     try {
       return await write();
     } catch (error) {
-      if (attempt >= MAX_BUSY_ATTEMPTS || !/database is locked/.test(String(error))) throw error;
+      if (attempt >= MAX_BUSY_ATTEMPTS || !/database is locked/.test(String(error))) {
+        counters.kvCommitErrors++;
+        throw error;
+      }
+      counters.kvBusyRetries++;
       await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(10, attempt)));
     }
   }

@@ -44,6 +44,8 @@
  * |                                           | acked }: who holds one delivery    |                 |
  * | ["group_member", userId, name, origin]    | { filters, until } (60 s): what    | groups.ts       |
  * |                                           | an isolate's members take          |                 |
+ * | ["readiness_probe", isolateId]            | time of /readyz's last KV check    | observe/health  |
+ * |                                           | (60 s; at most one write a second) |                 |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
  * Events, chunks, day counters, flashes, login failures, sign-ups, group claims and members carry `expireIn`; readers still check
@@ -194,3 +196,5 @@ export const groupMembersKey = (userId: string, name: string, origin: string) =>
 ];
 /** Prefix of one group's member records, one per isolate. */
 export const groupMembersPrefix = (userId: string, name: string) => ["group_member", userId, name];
+/** ["readiness_probe", isolateId]: /readyz's write and read-back of KV, one key per isolate. */
+export const readinessProbeKey = (isolateId: string) => ["readiness_probe", isolateId];

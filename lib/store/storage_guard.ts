@@ -13,6 +13,7 @@
 import { statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { storageUnavailableReason } from "./kv.ts";
+import { log } from "../observe/log.ts";
 
 /** Below this much free space the disk counts as full. */
 const MIN_FREE_BYTES = 1024 * 1024;
@@ -94,11 +95,11 @@ export async function startStorageGuard(
   function goDown(reason: string): void {
     if (down) return;
     down = reason;
-    console.warn(
+    log.warn(
       `storage unavailable (${reason}): ingest answers 503 until space returns; ` +
         "the reserve next to the KV file is released for the store's own upkeep",
     );
-    releaseReserve().catch((error) => console.warn("releasing the storage reserve failed", error));
+    releaseReserve().catch((error) => log.warn("releasing the storage reserve failed", error));
   }
 
   async function check(): Promise<void> {
@@ -110,14 +111,14 @@ export async function startStorageGuard(
     }
     if (free >= reserve + MIN_FREE_BYTES && await takeReserve(reserve)) {
       down = null;
-      console.log("storage available again: ingest resumes");
+      log.info("storage available again: ingest resumes");
     }
   }
 
   function schedule(delayMs: number): void {
     if (stopped) return;
     const id = setTimeout(() => {
-      checking = check().catch((error) => console.warn("checking free disk space failed", error))
+      checking = check().catch((error) => log.warn("checking free disk space failed", error))
         .finally(() => schedule(CHECK_MS));
     }, delayMs);
     Deno.unrefTimer(id);

@@ -1,0 +1,277 @@
+/**
+ * Prometheus metrics of one isolate, and the text one scrape returns for the whole process.
+ *
+ * The hot path (ingest, group commit, fan-out) only adds to the plain numbers in `counters`
+ * (no label strings, no awaits, no allocation); the registry reads them when scraped. Histograms
+ * are observed directly: once per request or per commit, without labels.
+ *
+ * There is no KV queue (see lib/intake/group_commit.ts: publishing needs no durable job), so
+ * there are no queue re-publishes to count, and nothing in the broker publishes a message twice.
+ */
+import client from "prom-client";
+
+/** Plain counters the hot path increments; the registry reads them at scrape time. */
+export const counters = {
+  /** Webhooks stored (ingest answered with the event id, or respond mode went on to wait). */
+  webhooksAccepted: 0,
+  /** Events handed to a client's transport: live, catch-up, resend or a group's dispatch. */
+  deliveries: 0,
+  /** Connections closed because their client fell behind (SLOW_CONSUMER_BYTES). */
+  slowConsumerCloses: 0,
+  /** Catch-ups run (a reconnecting client's read of the log after its last event id). */
+  catchUpReads: 0,
+  /** Respond mode: senders answered with a client's response, and senders given 504. */
+  respondAnswers: 0,
+  respondTimeouts: 0,
+  /** Mails handed to the SMTP server, and attempts that failed (each is retried). */
+  mailsSent: 0,
+  mailsFailed: 0,
+  /** KV writes tried again: the file was busy (another isolate or instance writing) … */
+  kvBusyRetries: 0,
+  /** … or a group commit's check failed (another writer changed a user's quota or head). */
+  kvConflictRetries: 0,
+  /** KV writes that failed for good (full disk, a refused value, busy for too long). */
+  kvCommitErrors: 0,
+  /** Live connections open on this isolate, by transport. */
+  connectedSse: 0,
+  connectedWs: 0,
+};
+
+/** Refused webhooks by HTTP status (a handful of statuses: 402, 404, 413, 429, 503, …). */
+const refusedByStatus = new Map<number, number>();
+
+/** Counts a webhook the ingest route refused with `status`. */
+export function countRefusedWebhook(status: number): void {
+  refusedByStatus.set(status, (refusedByStatus.get(status) ?? 0) + 1);
+}
+
+/** Counts a mail's outcome; the mail sender's `onResult` callback is wired to it. */
+export function countMail(outcome: "sent" | "failed"): void {
+  if (outcome === "sent") counters.mailsSent++;
+  else counters.mailsFailed++;
+}
+
+/** Counts a live connection opening (+1) or ending (−1) on this isolate. */
+export function countConnected(transport: "sse" | "ws", change: 1 | -1): void {
+  if (transport === "sse") counters.connectedSse += change;
+  else counters.connectedWs += change;
+}
+
+const registry = new client.Registry();
+
+/** A counter whose value is one of the plain `counters`, read when scraped. */
+function plainCounter(name: string, help: string, read: () => number): void {
+  new client.Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+new client.Counter({
+  name: "websocks_webhooks_accepted_total",
+  help: "Webhooks stored by the ingest route",
+  registers: [registry],
+  collect() {
+    this.reset();
+    this.inc(counters.webhooksAccepted);
+  },
+});
+new client.Counter({
+  name: "websocks_webhooks_refused_total",
+  help: "Webhooks the ingest route refused, by HTTP status",
+  labelNames: ["status"],
+  registers: [registry],
+  collect() {
+    this.reset();
+    for (const [status, count] of refusedByStatus) this.inc({ status: String(status) }, count);
+  },
+});
+plainCounter(
+  "websocks_deliveries_total",
+  "Events handed to a client's transport (live, catch-up, resend, group dispatch)",
+  () => counters.deliveries,
+);
+plainCounter(
+  "websocks_slow_consumer_closes_total",
+  "Connections closed because the client fell behind (SLOW_CONSUMER_BYTES)",
+  () => counters.slowConsumerCloses,
+);
+plainCounter(
+  "websocks_catch_up_reads_total",
+  "Catch-ups run: reads of the log after a reconnecting client's last event id",
+  () => counters.catchUpReads,
+);
+plainCounter(
+  "websocks_respond_answers_total",
+  "Respond mode: senders answered with a client's response",
+  () => counters.respondAnswers,
+);
+plainCounter(
+  "websocks_respond_timeouts_total",
+  "Respond mode: senders answered 504 because no client answered in time",
+  () => counters.respondTimeouts,
+);
+plainCounter(
+  "websocks_mails_sent_total",
+  "Mails accepted by the SMTP server",
+  () => counters.mailsSent,
+);
+plainCounter(
+  "websocks_mails_failed_total",
+  "Mail sending attempts that failed (the outbox retries them)",
+  () => counters.mailsFailed,
+);
+new client.Counter({
+  name: "websocks_kv_commit_retries_total",
+  help: "KV writes tried again: busy (file locked by another writer) or conflict (check failed)",
+  labelNames: ["reason"],
+  registers: [registry],
+  collect() {
+    this.reset();
+    this.inc({ reason: "busy" }, counters.kvBusyRetries);
+    this.inc({ reason: "conflict" }, counters.kvConflictRetries);
+  },
+});
+plainCounter(
+  "websocks_kv_commit_errors_total",
+  "KV writes that failed for good (full disk, refused value, busy too long)",
+  () => counters.kvCommitErrors,
+);
+new client.Gauge({
+  name: "websocks_connected_clients",
+  help: "Live client connections, by transport",
+  labelNames: ["transport"],
+  registers: [registry],
+  collect() {
+    this.set({ transport: "sse" }, counters.connectedSse);
+    this.set({ transport: "ws" }, counters.connectedWs);
+  },
+});
+
+/** Seconds from a webhook's arrival to its answer (respond mode: to the client's answer). */
+export const ingestLatency = new client.Histogram({
+  name: "websocks_ingest_duration_seconds",
+  help: "Time from a webhook's arrival to its answer",
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});
+
+/** Seconds one group commit takes (reading the gates, the atomic commit, its retries). */
+export const groupCommitLatency = new client.Histogram({
+  name: "websocks_group_commit_duration_seconds",
+  help: "Time one group commit of webhooks takes, retries included",
+  buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  registers: [registry],
+});
+
+/** Webhooks committed together in one group commit. */
+export const groupCommitBatch = new client.Histogram({
+  name: "websocks_group_commit_batch_size",
+  help: "Webhooks committed together in one group commit",
+  buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+  registers: [registry],
+});
+
+new client.Gauge({
+  name: "websocks_process_resident_memory_bytes",
+  help: "Resident memory of the process (every isolate reports the same value)",
+  registers: [registry],
+  // One process: the isolates' readings are the same figure, not parts of a sum.
+  aggregator: "max",
+  collect() {
+    this.set(Deno.memoryUsage().rss);
+  },
+});
+new client.Gauge({
+  name: "websocks_heap_used_bytes",
+  help: "JavaScript heap in use, summed over the isolates",
+  registers: [registry],
+  collect() {
+    this.set(Deno.memoryUsage().heapUsed);
+  },
+});
+
+/**
+ * Event-loop delay, measured as timer drift: prom-client's default collector relies on Node's
+ * perf_hooks.monitorEventLoopDelay, which Deno does not implement faithfully (it reports a few
+ * microseconds whatever the load), so a timer every EVENT_LOOP_TICK_MS records how late it ran.
+ */
+const eventLoopDelay = new client.Histogram({
+  name: "websocks_event_loop_delay_seconds",
+  help: "How late a periodic timer ran: time the event loop was busy elsewhere",
+  buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+const EVENT_LOOP_TICK_MS = 200;
+let monitorUsers = 0;
+let monitorTimer: ReturnType<typeof setInterval> | undefined;
+
+/** Starts the event-loop timer (shared by servers of one isolate); returns its stop. */
+export function startEventLoopMonitor(): () => void {
+  if (monitorUsers++ === 0) {
+    let expected = performance.now() + EVENT_LOOP_TICK_MS;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      eventLoopDelay.observe(Math.max(0, now - expected) / 1000);
+      expected = now + EVENT_LOOP_TICK_MS;
+    }, EVENT_LOOP_TICK_MS);
+    // A measurement must never keep the process alive.
+    Deno.unrefTimer(timer);
+    monitorTimer = timer;
+  }
+  let stopped = false;
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    if (--monitorUsers === 0) clearInterval(monitorTimer);
+  };
+}
+
+/** This isolate's metrics as prom-client's JSON, what the cluster's isolates exchange. */
+export type IsolateMetrics = Awaited<ReturnType<client.Registry["getMetricsAsJSON"]>>;
+
+/** This isolate's metrics, for the isolate gathering a cluster-wide scrape. */
+export function isolateMetrics(): Promise<IsolateMetrics> {
+  return registry.getMetricsAsJSON();
+}
+
+/**
+ * Gathers every isolate's metrics (cluster.ts sets it; with one isolate it is unset): one
+ * scrape, whichever isolate answers it, shows the whole process.
+ */
+let gatherIsolates: (() => Promise<IsolateMetrics[]>) | null = null;
+
+/** Sets how this isolate gathers the other isolates' metrics; null for this isolate only. */
+export function setMetricsGatherer(gather: (() => Promise<IsolateMetrics[]>) | null): void {
+  gatherIsolates = gather;
+}
+
+/** The content type of `metricsText`. */
+export const METRICS_CONTENT_TYPE = registry.contentType;
+
+/** The Prometheus text of the process: this isolate's, or every isolate's added up. */
+export async function metricsText(): Promise<string> {
+  if (!gatherIsolates) return await registry.metrics();
+  const all = await gatherIsolates();
+  return await client.AggregatorRegistry.aggregate(all).metrics();
+}
+
+/** Compares a presented bearer token with METRICS_TOKEN in constant time. */
+export async function metricsTokenMatches(presented: string, expected: string): Promise<boolean> {
+  // Hashing first gives equal lengths, so the comparison's time says nothing about either.
+  const encoder = new TextEncoder();
+  const [a, b] = await Promise.all([
+    crypto.subtle.digest("SHA-256", encoder.encode(presented)),
+    crypto.subtle.digest("SHA-256", encoder.encode(expected)),
+  ]);
+  const left = new Uint8Array(a);
+  const right = new Uint8Array(b);
+  let difference = 0;
+  for (let i = 0; i < left.length; i++) difference |= left[i] ^ right[i];
+  return difference === 0;
+}

@@ -1,0 +1,103 @@
+/**
+ * What every request gets on its way through the server: an `X-Request-Id` (the proxy's when
+ * TRUST_PROXY=1 and it is sane, else a fresh one) on its response, whatever answered it (the
+ * ingest hot path, Hono, the load guard's refusals, SSE, WebSocket upgrades), and, with
+ * LOG_REQUESTS=1, one log line with the path's secrets redacted.
+ */
+import type { Handler } from "../http/server.ts";
+import { errorResponse } from "../http/error_response.ts";
+import { log, redactQuery } from "./log.ts";
+
+/** The header carrying a request's id, both ways. */
+export const REQUEST_ID_HEADER = "X-Request-Id";
+
+/** A proxy's id is kept when it is 1 to 200 printable ASCII characters, nothing else. */
+const SANE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+/** Request ids by request, so error logs deep in a handler can name theirs. */
+const ids = new WeakMap<Request, string>();
+/** The account a request acted for, once authentication knows it. */
+const users = new WeakMap<Request, string>();
+
+/** The id given to `request`, if it came through `withRequestIds`. */
+export function requestIdOf(request: Request): string | undefined {
+  return ids.get(request);
+}
+
+/** Notes the account `request` acts for, so its log line names it. */
+export function noteRequestUser(request: Request, userId: string): void {
+  users.set(request, userId);
+}
+
+/** Sets the id on `response`, copying it first when its headers are immutable. */
+function withId(response: Response, id: string): Response {
+  try {
+    response.headers.set(REQUEST_ID_HEADER, id);
+    return response;
+  } catch {
+    // Response.redirect() and fetch() responses have immutable headers.
+    const copy = new Response(response.body, response);
+    copy.headers.set(REQUEST_ID_HEADER, id);
+    return copy;
+  }
+}
+
+/**
+ * Wraps the server's handler: ids in and out, a fault's 500 carries the id too, and with
+ * `logRequests` one line per request (method, path with secrets redacted, status, duration,
+ * request id, user id).
+ */
+export function withRequestIds(
+  handler: Handler,
+  options: { trustProxy: boolean; logRequests: boolean },
+): Handler {
+  const { trustProxy, logRequests } = options;
+  return (request, info) => {
+    const started = logRequests ? performance.now() : 0;
+    const proxied = trustProxy ? request.headers.get(REQUEST_ID_HEADER) : null;
+    const id = proxied !== null && SANE_REQUEST_ID.test(proxied) ? proxied : crypto.randomUUID();
+    ids.set(request, id);
+    const finish = (response: Response): Response => {
+      const answered = withId(response, id);
+      if (logRequests) logRequest(request, answered.status, started, id);
+      return answered;
+    };
+    const failed = (error: unknown): Response =>
+      finish(
+        errorResponse(error, { method: request.method, path: pathOnly(request.url), request }),
+      );
+    let answer: Response | Promise<Response>;
+    try {
+      answer = handler(request, info);
+    } catch (error) {
+      return failed(error);
+    }
+    return answer instanceof Promise ? answer.then(finish, failed) : finish(answer);
+  };
+}
+
+/** The path and query of a URL, without scheme and host. */
+function pathOf(url: string): string {
+  return url.slice(url.indexOf("/", url.indexOf("//") + 2));
+}
+
+/** The path of a URL without its query (where secrets may be). */
+function pathOnly(url: string): string {
+  const path = pathOf(url);
+  const query = path.indexOf("?");
+  return query === -1 ? path : path.slice(0, query);
+}
+
+function logRequest(request: Request, status: number, started: number, requestId: string): void {
+  // Tokens travel in query strings (SSE and WebSocket clients): never in the log.
+  const path = redactQuery(pathOf(request.url));
+  const durationMs = Math.round((performance.now() - started) * 10) / 10;
+  log.info(`${request.method} ${path} ${status} ${durationMs}ms`, {
+    requestId,
+    userId: users.get(request),
+    method: request.method,
+    path,
+    status,
+    durationMs,
+  });
+}
