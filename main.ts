@@ -78,7 +78,10 @@ function afterStart(server: RunningServer, config: Config): void {
    */
   function cron(name: string, schedule: string, job: () => Promise<void>): void {
     // No Deno.cron on this platform (or runtime): /readyz reports it as unavailable.
-    if (typeof Deno.cron !== "function") return;
+    if (typeof Deno.cron !== "function") {
+      log.warn(`cron "${name}" not scheduled: Deno.cron is not available on this platform`);
+      return;
+    }
     try {
       Deno.cron(name, schedule, job);
       noteCron(name, null);

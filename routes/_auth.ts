@@ -15,7 +15,7 @@ import type { Scope } from "../lib/accounts/tokens.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { sessionCookieName } from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
-import { noteRequestUser } from "../lib/observe/requests.ts";
+import { noteRequestUser } from "../lib/observe/request_context.ts";
 
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 

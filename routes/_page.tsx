@@ -19,7 +19,7 @@ import { pageSecurityHeaders } from "../lib/web/security_headers.ts";
 import { isHttps, sessionCookieName } from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
 import { log } from "../lib/observe/log.ts";
-import { noteRequestUser, requestIdOf } from "../lib/observe/requests.ts";
+import { noteRequestUser, requestIdOf } from "../lib/observe/request_context.ts";
 
 /** Renders a page with its islands' scripts; signed-in pages are never cached. */
 export function sendPage(

@@ -3,7 +3,7 @@ import { CLIENT_CLOSED_MESSAGE, CLIENT_CLOSED_STATUS, isClientDisconnect } from 
 import { HttpError } from "./http_error.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
 import { log } from "../observe/log.ts";
-import { requestIdOf } from "../observe/requests.ts";
+import { requestIdOf } from "../observe/request_context.ts";
 
 /** Maps any thrown value to a JSON response; real faults are logged once with a reference. */
 export function errorResponse(

@@ -4,30 +4,21 @@
  * ingest hot path, Hono, the load guard's refusals, SSE, WebSocket upgrades), and, with
  * LOG_REQUESTS=1, one log line with the path's secrets redacted.
  */
-import type { Handler } from "../http/server.ts";
 import { errorResponse } from "../http/error_response.ts";
 import { log, redactQuery } from "./log.ts";
+import { requestUserOf, setRequestId } from "./request_context.ts";
+
+/** A request handler, as Deno.serve takes it (the same shape as server.ts's `Handler`). */
+type Handler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo,
+) => Response | Promise<Response>;
 
 /** The header carrying a request's id, both ways. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
 
 /** A proxy's id is kept when it is 1 to 200 printable ASCII characters, nothing else. */
 const SANE_REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
-
-/** Request ids by request, so error logs deep in a handler can name theirs. */
-const ids = new WeakMap<Request, string>();
-/** The account a request acted for, once authentication knows it. */
-const users = new WeakMap<Request, string>();
-
-/** The id given to `request`, if it came through `withRequestIds`. */
-export function requestIdOf(request: Request): string | undefined {
-  return ids.get(request);
-}
-
-/** Notes the account `request` acts for, so its log line names it. */
-export function noteRequestUser(request: Request, userId: string): void {
-  users.set(request, userId);
-}
 
 /** Sets the id on `response`, copying it first when its headers are immutable. */
 function withId(response: Response, id: string): Response {
@@ -56,7 +47,7 @@ export function withRequestIds(
     const started = logRequests ? performance.now() : 0;
     const proxied = trustProxy ? request.headers.get(REQUEST_ID_HEADER) : null;
     const id = proxied !== null && SANE_REQUEST_ID.test(proxied) ? proxied : crypto.randomUUID();
-    ids.set(request, id);
+    setRequestId(request, id);
     const finish = (response: Response): Response => {
       const answered = withId(response, id);
       if (logRequests) logRequest(request, answered.status, started, id);
@@ -94,7 +85,7 @@ function logRequest(request: Request, status: number, started: number, requestId
   const durationMs = Math.round((performance.now() - started) * 10) / 10;
   log.info(`${request.method} ${path} ${status} ${durationMs}ms`, {
     requestId,
-    userId: users.get(request),
+    userId: requestUserOf(request),
     method: request.method,
     path,
     status,
