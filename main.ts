@@ -71,6 +71,9 @@ function afterStart(server: RunningServer, config: Config): void {
     `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath}, ` +
       `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
   );
+  if (config.metricsToken === null && config.publicUrl.startsWith("https:")) {
+    log.warn("GET /metrics is open to anyone who reaches the port: set METRICS_TOKEN");
+  }
 
   /**
    * Registers a cron job where the platform has Deno.cron; where it does not, the server still
