@@ -35,6 +35,8 @@ async function main(): Promise<void> {
     });
   }
 
+  // Before the configuration is validated, so even its error line is JSON when asked for.
+  if (Deno.env.get("LOG_FORMAT") === "json") configureLog({ format: "json" });
   let config;
   try {
     config = loadConfig();

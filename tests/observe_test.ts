@@ -425,3 +425,19 @@ Deno.test("[logs] LOG_FORMAT=json: one JSON object per line with request fields,
     await (stopped ?? server.stop("SIGKILL"));
   }
 });
+
+Deno.test("[logs] LOG_FORMAT=json: even a refused configuration's line is one JSON object", async () => {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts"],
+    env: { LOG_FORMAT: "json", PORT: "not-a-port", KV_PATH: ":memory:" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 1);
+  const lines = (new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr))
+    .split("\n").filter((line) => line !== "");
+  assert.equal(lines.length, 1, lines.join("\n"));
+  const entry = JSON.parse(lines[0]);
+  assert.equal(entry.level, "error");
+  assert.match(entry.message, /PORT/);
+});
