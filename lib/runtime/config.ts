@@ -82,6 +82,8 @@ const schema = z.object({
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
+  // Account lifecycle (issue 14: change password, delete account).
+  DELETION_SETTLE_SECONDS: z.coerce.number().min(0).max(3600).default(60),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -233,6 +235,12 @@ export interface Config {
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
   minFreeFilesPercent: number;
+  // Account lifecycle (issue 14).
+  /**
+   * How long after an account's deletion its keys are swept a second time, for writes already
+   * in flight when it went (lib/accounts/deletion.ts).
+   */
+  accountDeletionSettleMs: number;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -318,5 +326,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxRequests: e.MAX_REQUESTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
+    // Account lifecycle (issue 14).
+    accountDeletionSettleMs: e.DELETION_SETTLE_SECONDS * 1000,
   };
 }

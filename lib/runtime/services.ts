@@ -19,6 +19,7 @@ import { recordAck } from "../log/acks.ts";
 import { createRejectionCounter, type RejectionCounter } from "../billing/usage.ts";
 import { startStorageGuard } from "../store/storage_guard.ts";
 import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
+import { createDeletions, type Deletions } from "../accounts/deletion.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -46,6 +47,8 @@ export interface Services {
   resender: Resender;
   /** The key endpoints' signing secrets are sealed with (see secret_box.ts). */
   secretsKey: CryptoKey;
+  /** Account deletions: the first commit, then the sweep of the rest (resumed at start-up). */
+  deletions: Deletions;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -114,6 +117,16 @@ export async function createServices(
   const responses = createResponses({ broker });
   const presence = createPresence({ broker, connections });
   const groups = createGroups(kv, { broker, connections, retentionMs: config.retentionMs });
+  const deletions = createDeletions(kv, {
+    broker,
+    settleMs: config.accountDeletionSettleMs,
+    // Keys of a user outside kv_keys.ts `userKeyPrefixes` (the mail helper's, by id or email).
+    extraPrefixes: undefined,
+  });
+  // The isolate that commits resumes deletions a previous process left unfinished.
+  if (!options.ingest) {
+    deletions.resume().catch((error) => console.error("resuming account deletions failed", error));
+  }
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
@@ -130,6 +143,7 @@ export async function createServices(
     presence,
     groups,
     secretsKey,
+    deletions,
     resender: createResender({
       kv,
       broker,
@@ -174,6 +188,7 @@ export async function createServices(
       },
     },
     async close() {
+      await deletions.stop();
       connections.stop();
       await groups.stop();
       presence.stop();
