@@ -15,6 +15,7 @@ import {
   type TestUser,
   waitFor,
 } from "./helpers.ts";
+import { clusterSides, instanceSides, postOn, type Sides, signUpOn } from "./sides.ts";
 import { beginDeletion } from "../lib/accounts/deletion.ts";
 import type { Invoice } from "../lib/billing/invoices.ts";
 import type { User } from "../lib/accounts/users.ts";
@@ -547,4 +548,51 @@ Deno.test("[delete] the page asks for the password, then signs the visitor out",
   assert.match(dashboard.headers.get("location")!, /^\/login/);
   await dashboard.body?.cancel();
   assert.equal((await logIn(server, user.email, PASSWORD)).status, 401);
+});
+
+/** Deletes on side 1 while clients of the account are connected to both sides. */
+async function deleteAcrossSides(sides: Sides): Promise<void> {
+  const user = await signUpOn(sides);
+  const clients = [
+    await sides.openWs(0, `/?token=${user.token}`),
+    await sides.openWs(1, `/?token=${user.token}`),
+  ];
+  // Both sides have the endpoint in their caches.
+  for (const side of [0, 1] as const) {
+    assert.equal((await postOn(sides, { side, slug: user.slug, body: "{}" })).status, 200);
+  }
+  const deleted = await sides.fetch(1, "/api/account", {
+    method: "DELETE",
+    headers: { ...user.auth, "Content-Type": "application/json" },
+    body: JSON.stringify({ password: PASSWORD }),
+  });
+  assert.equal(deleted.status, 200);
+  await deleted.body?.cancel();
+  for (const side of [0, 1] as const) {
+    const posted = await postOn(sides, { side, slug: user.slug, body: "{}" });
+    assert.equal(posted.status, 404, `side ${side} still accepts`);
+  }
+  for (const client of clients) {
+    const closed = await within(client.closed, "a client of the deleted account closed");
+    assert.equal(closed.code, 4001);
+    assert.equal(closed.reason, "Account deleted");
+  }
+}
+
+Deno.test("[delete] with WORKERS=2 the URLs 404 and the clients close in every isolate", async () => {
+  const sides = await clusterSides();
+  try {
+    await deleteAcrossSides(sides);
+  } finally {
+    await sides.close();
+  }
+});
+
+Deno.test("[delete] with BROKER=kv the URLs 404 and the clients close on every instance", async () => {
+  const sides = await instanceSides();
+  try {
+    await deleteAcrossSides(sides);
+  } finally {
+    await sides.close();
+  }
 });
