@@ -9,6 +9,7 @@ export type Section =
   | "endpoints"
   | "usage"
   | "docs"
+  | "account"
   | "login"
   | "signup";
 
@@ -53,6 +54,7 @@ export function Layout(props: {
                   <a href="/dashboard/endpoints" aria-current={current("endpoints")}>Endpoints</a>
                   <a href="/dashboard/usage" aria-current={current("usage")}>Usage</a>
                   <a href="/docs" aria-current={current("docs")}>Docs</a>
+                  <a href="/dashboard/account" aria-current={current("account")}>Account</a>
                 </>
               )
               : (

@@ -24,6 +24,7 @@ import { endpointPageRoutes } from "./endpoint_pages.tsx";
 import { tokenPageRoutes } from "./token_pages.tsx";
 import { usagePageRoutes } from "./usage_pages.tsx";
 import { observeRoutes } from "./observe.ts";
+import { accountSettingsRoutes } from "./account_settings.tsx";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -51,6 +52,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", endpointPageRoutes());
   app.route("/", usagePageRoutes());
   app.route("/", docsPageRoutes());
+  app.route("/", accountSettingsRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) =>
     errorResponse(error, { method: c.req.method, path: c.req.path, request: c.req.raw })

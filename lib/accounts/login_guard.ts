@@ -22,6 +22,7 @@ import { HttpError } from "../http/http_error.ts";
 import { loginDeviceKey, loginFailuresKey, signupsKey } from "../store/kv_keys.ts";
 import { randomSecret, sha256Hex } from "./secrets.ts";
 import { logIn, normalizeEmail, signUp, type User } from "./users.ts";
+import { verifyPassword } from "./passwords.ts";
 
 /** How many failures are allowed, in which window, and how an account's delay grows. */
 export interface LoginLimits {
@@ -331,4 +332,48 @@ export async function guardedSignUp(
     }
     throw error;
   }
+}
+
+/**
+ * Checks a signed-in user's password before a change that needs it (a new password, deleting the
+ * account), through the same guard as log-in: a stolen session cannot guess the password faster
+ * than a stranger at the log-in form. 403 (counted) when it is wrong, 429 past the limits, with
+ * `action` in the message. With `remember` a right password refreshes the browser's device
+ * cookie (the value to set is returned); without it the attempt is simply released.
+ */
+export async function confirmPassword(
+  kv: Deno.Kv,
+  options: {
+    user: User;
+    password: string;
+    address: string;
+    device?: string | null;
+    limits: LoginLimits;
+    action: string;
+    remember: boolean;
+  },
+): Promise<string | null> {
+  let reservation: Reservation;
+  try {
+    reservation = await reserveLogin(kv, { ...options, email: options.user.email });
+  } catch (error) {
+    if (error instanceof HttpError && error.status === 429) {
+      throw new HttpError(
+        429,
+        error.message.replace(/^Cannot log in/, `Cannot ${options.action}`),
+        error.headers,
+      );
+    }
+    throw error;
+  }
+  if (!(await verifyPassword(options.password, options.user.passwordHash))) {
+    await settleLogin(kv, reservation, "failed", options.limits);
+    throw new HttpError(403, `Cannot ${options.action}: the current password is wrong`);
+  }
+  return await settleLogin(
+    kv,
+    reservation,
+    options.remember ? "succeeded" : "void",
+    options.limits,
+  );
 }

@@ -95,3 +95,22 @@ export function publicUser(user: User): PublicUser {
     createdAt: user.createdAt,
   };
 }
+
+/**
+ * Sets a new password (the caller checked the current one). The caller then ends the user's
+ * other sessions (sessions.ts `endUserSessions`), so a stolen cookie stops with the old password.
+ */
+export async function changePassword(
+  kv: Deno.Kv,
+  options: { userId: string; password: string },
+): Promise<User> {
+  const passwordHash = await hashPassword(options.password);
+  for (;;) {
+    const entry = await kv.get<User>(userKey(options.userId));
+    if (!entry.value) {
+      throw new HttpError(404, "Cannot change password: the account no longer exists");
+    }
+    const updated = { ...entry.value, passwordHash };
+    if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) return updated;
+  }
+}

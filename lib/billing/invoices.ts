@@ -20,6 +20,8 @@ export interface Invoice {
   amountUsd: number;
   status: "paid" | "due";
   createdAt: string;
+  /** The Stripe invoice that billed this month, once Stripe says it was paid (stripe.ts). */
+  stripeInvoiceId?: string | null;
 }
 
 /** The month before the one containing `now`, as "YYYY-MM". */

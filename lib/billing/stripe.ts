@@ -95,6 +95,30 @@ export async function openPortal(
   return session.url;
 }
 
+/**
+ * Cancels a subscription at Stripe before its account is deleted; one Stripe no longer knows
+ * (cancelled already) counts as cancelled. 503 when Stripe is not configured: the account is
+ * then kept, so nobody is billed for an account that no longer exists.
+ */
+export async function cancelSubscription(
+  stripe: Stripe | null,
+  subscriptionId: string,
+): Promise<void> {
+  const client = requireStripe(stripe, "cancel the subscription");
+  try {
+    await client.subscriptions.cancel(subscriptionId);
+  } catch (error) {
+    if (error instanceof Stripe.errors.StripeInvalidRequestError && error.statusCode === 404) {
+      return;
+    }
+    throw new HttpError(
+      502,
+      "Cannot delete account: cancelling the Stripe subscription failed " +
+        `(${(error as Error).message}); nothing was deleted, try again`,
+    );
+  }
+}
+
 /** Ends the Pro subscription (when there is one) and moves the user to Free at once. */
 export async function downgrade(
   kv: Deno.Kv,
@@ -291,7 +315,8 @@ async function markInvoicePaid(
   for (;;) {
     const entry = await kv.get<Invoice>(key);
     if (!entry.value || entry.value.status === "paid") return;
-    const paid = { ...entry.value, status: "paid" as const };
+    // Stripe's id marks the invoice as billed by Stripe: kept, anonymised, if the account goes.
+    const paid = { ...entry.value, status: "paid" as const, stripeInvoiceId: options.invoice.id };
     if ((await kv.atomic().check(entry).set(key, paid).commit()).ok) return;
   }
 }

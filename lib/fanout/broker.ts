@@ -29,6 +29,8 @@ export type BrokerMessage =
   | { kind: "resend"; userId: string; event: LiveEvent }
   /** A token was revoked or a session ended: close the connections it authenticated. */
   | { kind: "credential_revoked"; userId: string; credential: string }
+  /** The account was deleted: close every connection it holds, whatever opened it. */
+  | { kind: "user_deleted"; userId: string }
   | { kind: "endpoint_changed"; slug: string }
   /** A notice for the user's clients: SSE gets a named event, WebSocket clients that asked. */
   | { kind: "notice"; userId: string; name: string; json: string }

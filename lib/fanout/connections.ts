@@ -131,6 +131,8 @@ export function queuedLargeBytes(event: LargeEvent): number {
 export const CLOSE = {
   shutdown: { code: 1001, reason: "Server is shutting down; reconnect to resume" },
   revoked: { code: 4001, reason: "Token revoked or session ended" },
+  /** The same code as a revoked credential: a client must not reconnect with it either. */
+  deleted: { code: 4001, reason: "Account deleted" },
   slow: { code: 4008, reason: "Client too slow; reconnect with your last event id to resume" },
 } as const;
 
@@ -329,6 +331,10 @@ export function createConnections(
     } else if (message.kind === "credential_revoked") {
       for (const connection of byUser.get(message.userId) ?? []) {
         if (connection.credential === message.credential) close(connection, CLOSE.revoked);
+      }
+    } else if (message.kind === "user_deleted") {
+      for (const connection of [...(byUser.get(message.userId) ?? [])]) {
+        close(connection, CLOSE.deleted);
       }
     }
   });

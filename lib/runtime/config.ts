@@ -86,6 +86,8 @@ const schema = z.object({
   LOG_FORMAT: z.enum(["text", "json"], "must be text or json").default("text"),
   METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   SHUTDOWN_DRAIN_SECONDS: z.coerce.number().min(0).max(300).default(5),
+  // Account lifecycle (issue 14: change password, delete account).
+  DELETION_SETTLE_SECONDS: z.coerce.number().min(0).max(3600).default(60),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -247,6 +249,12 @@ export interface Config {
    * balancer stops sending before live streams close.
    */
   shutdownDrainMs: number;
+  // Account lifecycle (issue 14).
+  /**
+   * How long after an account's deletion its keys are swept a second time, for writes already
+   * in flight when it went (lib/accounts/deletion.ts).
+   */
+  accountDeletionSettleMs: number;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -336,5 +344,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     logFormat: e.LOG_FORMAT,
     metricsToken: e.METRICS_TOKEN ?? null,
     shutdownDrainMs: e.SHUTDOWN_DRAIN_SECONDS * 1000,
+    // Account lifecycle (issue 14).
+    accountDeletionSettleMs: e.DELETION_SETTLE_SECONDS * 1000,
   };
 }

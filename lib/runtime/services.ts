@@ -20,6 +20,8 @@ import { createRejectionCounter, type RejectionCounter } from "../billing/usage.
 import { startStorageGuard } from "../store/storage_guard.ts";
 import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
 import { createReadiness, type Readiness } from "../observe/health.ts";
+import { log } from "../observe/log.ts";
+import { createDeletions, type Deletions } from "../accounts/deletion.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -49,6 +51,8 @@ export interface Services {
   secretsKey: CryptoKey;
   /** What /readyz reports; shutdown marks it first (lib/observe/health.ts). */
   readiness: Readiness;
+  /** Account deletions: the first commit, then the sweep of the rest (resumed at start-up). */
+  deletions: Deletions;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -117,6 +121,16 @@ export async function createServices(
   const responses = createResponses({ broker });
   const presence = createPresence({ broker, connections });
   const groups = createGroups(kv, { broker, connections, retentionMs: config.retentionMs });
+  const deletions = createDeletions(kv, {
+    broker,
+    settleMs: config.accountDeletionSettleMs,
+    // Keys of a user outside kv_keys.ts `userKeyPrefixes` (the mail helper's, by id or email).
+    extraPrefixes: undefined,
+  });
+  // The isolate that commits resumes deletions a previous process left unfinished.
+  if (!options.ingest) {
+    deletions.resume().catch((error) => log.error("resuming account deletions failed", error));
+  }
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "endpoint_changed") endpoints.invalidate(message.slug);
   });
@@ -134,6 +148,7 @@ export async function createServices(
     groups,
     secretsKey,
     readiness: createReadiness(),
+    deletions,
     resender: createResender({
       kv,
       broker,
@@ -178,6 +193,7 @@ export async function createServices(
       },
     },
     async close() {
+      await deletions.stop();
       connections.stop();
       await groups.stop();
       presence.stop();

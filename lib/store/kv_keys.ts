@@ -46,6 +46,9 @@
  * |                                           | an isolate's members take          |                 |
  * | ["readiness_probe", isolateId]            | time of /readyz's last KV check    | observe/health  |
  * |                                           | (60 s; at most one write a second) |                 |
+ * | ["account_deletions", userId]             | DeletionMarker: an account being   | deletion.ts     |
+ * |                                           | deleted (email, stripe ids, phase) |                 |
+ * |                                           | until every key of it is gone      |                 |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
  * Events, chunks, day counters, flashes, login failures, sign-ups, group claims and members carry `expireIn`; readers still check
@@ -198,3 +201,34 @@ export const groupMembersKey = (userId: string, name: string, origin: string) =>
 export const groupMembersPrefix = (userId: string, name: string) => ["group_member", userId, name];
 /** ["readiness_probe", isolateId]: /readyz's write and read-back of KV, one key per isolate. */
 export const readinessProbeKey = (isolateId: string) => ["readiness_probe", isolateId];
+/** ["account_deletions", userId]: an account whose keys are still being deleted (deletion.ts). */
+export const accountDeletionKey = (userId: string) => ["account_deletions", userId];
+/** Prefix of every pending account deletion, read at start-up to resume them. */
+export const accountDeletionsPrefix = () => ["account_deletions"];
+/** Prefix of every login device record (login_guard.ts), swept for a deleted account's email. */
+export const loginDevicesPrefix = () => ["login_devices"];
+
+/**
+ * Every prefix under which keys of one user live, keyed by that user's id: deleting an account
+ * (accounts/deletion.ts) empties each one. A new per-user key family belongs here too (and a key
+ * holding the user's email or id elsewhere in deletion.ts's `sweepAccount`), or its keys would
+ * outlive the account; other modules' families can also be passed to the deletion as extras.
+ * Invoices are not here: deletion.ts keeps the ones Stripe billed.
+ */
+export const userKeyPrefixes = (userId: string): Deno.KvKey[] => [
+  sessionsOfUserPrefix(userId),
+  tokensOfUserPrefix(userId),
+  endpointsOfUserPrefix(userId),
+  eventsOfUserPrefix(userId),
+  ["event_bodies", userId],
+  ["usage_month", userId],
+  usageDaysOfUserPrefix(userId),
+  ["usage_rejected_month", userId],
+  usageRejectedDaysOfUserPrefix(userId),
+  ["deliveries", userId],
+  groupsOfUserPrefix(userId),
+  ["group_claim", userId],
+  ["group_member", userId],
+  ["stripe_usage_reported", userId],
+  ["stripe_usage_pending", userId],
+];
