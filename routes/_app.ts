@@ -23,6 +23,8 @@ import { docsPageRoutes } from "./docs_page.tsx";
 import { endpointPageRoutes } from "./endpoint_pages.tsx";
 import { tokenPageRoutes } from "./token_pages.tsx";
 import { usagePageRoutes } from "./usage_pages.tsx";
+import { apiDocsRoutes } from "./api_docs.tsx";
+import { withResponseCheck } from "./_api.ts";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -62,6 +64,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", endpointPageRoutes());
   app.route("/", usagePageRoutes());
   app.route("/", docsPageRoutes());
+  app.route("/", apiDocsRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => errorResponse(error, { method: c.req.method, path: c.req.path }));
   return app;
@@ -100,6 +103,8 @@ function wrongHost(
 /** The server's request handler: the ingest hot path first, everything else through Hono. */
 export function createHandler(services: Services): Handler {
   const app = createApp(services);
+  const routed: Handler = (request, info) => app.fetch(request, info);
+  const serve = services.config.apiResponseCheck ? withResponseCheck(routed) : routed;
   return (request, info) => {
     const url = request.url;
     const hostStart = url.indexOf("//") + 2;
@@ -120,6 +125,6 @@ export function createHandler(services: Services): Handler {
         url.slice(pathStart, queryStart === -1 ? undefined : queryStart),
       );
     }
-    return app.fetch(request, info);
+    return serve(request, info);
   };
 }

@@ -22,6 +22,8 @@ export async function startTestServer(
     // Test files run side by side in one process, so its RSS is every file's: one file moving
     // 25 MiB bodies must not make another's server refuse work. Tests of the guard set it.
     MAX_RSS_MB: "0",
+    // Every answer is checked against its declaration in routes/_api.ts: a drift fails the test.
+    API_RESPONSE_CHECK: "1",
     ...env,
   });
   const server = await startServer(config, createHandler, options);

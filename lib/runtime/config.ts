@@ -82,6 +82,8 @@ const schema = z.object({
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
+  // API description (issue 14): the tests check every answer against its declaration.
+  API_RESPONSE_CHECK: z.enum(["0", "1"]).default("0"),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -233,6 +235,8 @@ export interface Config {
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
   minFreeFilesPercent: number;
+  /** API description: answers are checked against routes/_api.ts (tests only; costs a copy). */
+  apiResponseCheck: boolean;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -318,5 +322,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxRequests: e.MAX_REQUESTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
+    // API description (issue 14)
+    apiResponseCheck: e.API_RESPONSE_CHECK === "1",
   };
 }
