@@ -187,9 +187,7 @@ function Fields(props: { schema: Node }) {
               {required.has(name) ? "" : " (optional)"}
             </td>
             <td>
-              {field.type === "object" && field.properties
-                ? <Fields schema={field} />
-                : typeLabel(field)}
+              <FieldType schema={field} />
             </td>
             <td>{field.description ?? ""}</td>
           </tr>
@@ -197,6 +195,22 @@ function Fields(props: { schema: Node }) {
       </tbody>
     </table>
   );
+}
+
+/** A field's type: an object's own fields as a nested table (also when it may be null). */
+function FieldType(props: { schema: Node }) {
+  const { schema } = props;
+  if (schema.type === "object" && schema.properties) return <Fields schema={schema} />;
+  const options = (schema.anyOf ?? schema.oneOf) as Node[] | undefined;
+  const object = options?.find((one) => one.type === "object" && one.properties);
+  if (object && isNullable(schema)) {
+    return (
+      <>
+        null, or <Fields schema={object} />
+      </>
+    );
+  }
+  return <>{typeLabel(schema)}</>;
 }
 
 /** A short type: `string`, `integer or null`, `array of PublicToken`, `"webhook"`. */
