@@ -49,7 +49,14 @@ const streamQuery = z.object({
   lastEventId: z.string().optional().describe(
     "Resume after this event id (SSE clients may send the `Last-Event-ID` header instead)",
   ),
-  ...filterFields,
+  endpoint: filterFields.endpoint.describe("Only these endpoints' events (slugs; repeatable)"),
+  event: filterFields.event.describe(
+    "Only events whose `eventType` matches one of these patterns (`*` any run: `invoice.*`)",
+  ),
+  method: filterFields.method.describe("Only webhooks sent with these methods (repeatable)"),
+  path: filterFields.path.describe(
+    "Only webhooks whose path after the slug starts with one of these (`/github`)",
+  ),
   group: z.string().optional().describe(
     "Join this consumer group: each event goes to one member, which acks it",
   ),

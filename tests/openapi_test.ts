@@ -181,7 +181,20 @@ Deno.test("[openapi] a tour of every declared route answers as declared", async 
   seen.add("get /ws");
   const posted = await postWebhook(user.webhookUrl, JSON.stringify({ hello: "world" }));
   assert.equal(posted.status, 200);
-  const { id } = await posted.json();
+  // Ingest is served before the router, so its answers are checked here rather than on the way.
+  const ingest = findApiRoute("POST", new URL(user.webhookUrl).pathname)!;
+  const answer = await posted.text();
+  const ingestProblem = (response: Response, body: string) =>
+    responseProblem(ingest, {
+      status: response.status,
+      contentType: response.headers.get("Content-Type"),
+      body,
+    }, wire.error);
+  assert.equal(ingestProblem(posted, answer), null);
+  const { id } = JSON.parse(answer);
+  const unknown = await postWebhook(`${server.url}/api/in/no-such-slug`, "{}");
+  assert.equal(unknown.status, 404);
+  assert.equal(ingestProblem(unknown, await unknown.text()), null);
   seen.add("post /api/in/:slug");
   const envelope = JSON.parse((await sse.next()).data);
   webhookEnvelopeSchema.parse(envelope);
