@@ -63,7 +63,11 @@ export function ApiReferencePage(props: { user?: LayoutUser | null; document: No
             <h3>
               <code>{name}</code>
             </h3>
-            {schema.description && <p>{schema.description}</p>}
+            {schema.description && (
+              <p>
+                <Prose text={schema.description} />
+              </p>
+            )}
             <SchemaView schema={schema} />
           </div>
         ))}
@@ -82,7 +86,11 @@ function Operation(props: { path: string; method: string; operation: Node }) {
       <h3>
         <code>{props.method.toUpperCase()} {props.path}</code> {operation.summary}
       </h3>
-      {operation.description && <p>{operation.description}</p>}
+      {operation.description && (
+        <p>
+          <Prose text={operation.description} />
+        </p>
+      )}
       <p>
         <strong>Auth:</strong> {auth.length === 0 ? "none" : auth.map(authLabel).join(", or ")}
       </p>
@@ -107,7 +115,9 @@ function Operation(props: { path: string; method: string; operation: Node }) {
                   </td>
                   <td>{parameter.in}</td>
                   <td>{typeLabel(parameter.schema)}</td>
-                  <td>{parameter.description ?? parameter.schema?.description ?? ""}</td>
+                  <td>
+                    <Prose text={parameter.description ?? parameter.schema?.description ?? ""} />
+                  </td>
                 </tr>
               ))}
             </tbody>
@@ -143,7 +153,7 @@ function Answer(props: { status: string; description: string; children: Componen
         <code>{props.status}</code>
       </dt>
       <dd>
-        {props.description}
+        <Prose text={props.description} />
         {props.children}
       </dd>
     </>
@@ -189,7 +199,9 @@ function Fields(props: { schema: Node }) {
             <td>
               <FieldType schema={field} />
             </td>
-            <td>{field.description ?? ""}</td>
+            <td>
+              <Prose text={field.description ?? ""} />
+            </td>
           </tr>
         ))}
       </tbody>
@@ -240,6 +252,15 @@ function typeLabel(schema: Node | undefined): ComponentChildren {
       : "object";
   }
   return Array.isArray(schema.type) ? schema.type.join(" or ") : String(schema.type ?? "any");
+}
+
+/** Text with `code` spans, as the descriptions write them. */
+function Prose(props: { text: string }) {
+  return (
+    <>
+      {props.text.split("`").map((part, i) => i % 2 === 1 ? <code key={i}>{part}</code> : part)}
+    </>
+  );
 }
 
 function isNullable(schema: Node): boolean {
