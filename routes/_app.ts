@@ -25,6 +25,8 @@ import { tokenPageRoutes } from "./token_pages.tsx";
 import { usagePageRoutes } from "./usage_pages.tsx";
 import { observeRoutes } from "./observe.ts";
 import { accountSettingsRoutes } from "./account_settings.tsx";
+import { apiDocsRoutes } from "./api_docs.tsx";
+import { withResponseCheck } from "./_api.ts";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -53,6 +55,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", usagePageRoutes());
   app.route("/", docsPageRoutes());
   app.route("/", accountSettingsRoutes());
+  app.route("/", apiDocsRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) =>
     errorResponse(error, { method: c.req.method, path: c.req.path, request: c.req.raw })
@@ -93,6 +96,8 @@ function wrongHost(
 /** The server's request handler: the ingest hot path first, everything else through Hono. */
 export function createHandler(services: Services): Handler {
   const app = createApp(services);
+  const routed: Handler = (request, info) => app.fetch(request, info);
+  const serve = services.config.apiResponseCheck ? withResponseCheck(routed) : routed;
   return (request, info) => {
     const url = request.url;
     const hostStart = url.indexOf("//") + 2;
@@ -113,6 +118,6 @@ export function createHandler(services: Services): Handler {
         url.slice(pathStart, queryStart === -1 ? undefined : queryStart),
       );
     }
-    return app.fetch(request, info);
+    return serve(request, info);
   };
 }

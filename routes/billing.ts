@@ -8,7 +8,7 @@ import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
 
-const capBody = z.object({
+export const capBody = z.object({
   monthlyCap: z.number().int("must be a whole number of webhooks").min(0, "must be 0 or more")
     .max(MAX_MONTHLY_CAP).nullable(),
 });

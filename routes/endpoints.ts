@@ -15,8 +15,10 @@ import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
 
-const createBody = z.object({ name: z.string().trim().min(1, "is required").max(100) });
-const settingsBody = z.object({
+export const createEndpointBody = z.object({
+  name: z.string().trim().min(1, "is required").max(100),
+});
+export const endpointSettingsBody = z.object({
   respond: z.boolean().optional(),
   respondTimeoutSeconds: z.number().int("must be whole seconds").min(1, "must be at least 1")
     .max(RESPOND_TIMEOUT.maxMs / 1000, `must be at most ${RESPOND_TIMEOUT.maxMs / 1000}`)
@@ -43,14 +45,14 @@ export function endpointRoutes(): Hono<AppEnv> {
   });
 
   app.post("/api/endpoints", async (c) => {
-    const { name } = await parseBody(c, { schema: createBody, action: "create endpoint" });
+    const { name } = await parseBody(c, { schema: createEndpointBody, action: "create endpoint" });
     const { kv, config } = c.get("services");
     const endpoint = await createEndpoint(kv, { userId: c.get("auth").user.id, name });
     return c.json({ endpoint: publicEndpoint(config, endpoint) }, 201);
   });
 
   app.patch("/api/endpoints/:slug", async (c) => {
-    const body = await parseBody(c, { schema: settingsBody, action: "update endpoint" });
+    const body = await parseBody(c, { schema: endpointSettingsBody, action: "update endpoint" });
     const { kv, config, broker, secretsKey } = c.get("services");
     const endpoint = await updateEndpointSettings(kv, {
       userId: c.get("auth").user.id,

@@ -16,7 +16,7 @@ import { endpointLimit, seesEvent } from "../lib/accounts/auth.ts";
 import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 import { parseWith } from "../lib/http/parse.ts";
 
-const historyQuery = z.object({
+export const historyQuery = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),
   cursor: z.string().refine(isId, "must be an event id").optional(),
 });

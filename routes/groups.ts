@@ -6,7 +6,7 @@ import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
 
-const ackBody = z.strictObject({
+export const ackBody = z.strictObject({
   connection: z.string().min(1).max(100),
   id: z.string().refine(isId, "must be an event id"),
 });

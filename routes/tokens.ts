@@ -16,7 +16,7 @@ import { parseBody } from "./_parse.ts";
 
 const SCOPE_LIST = SCOPES.map((one) => `"${one}"`).join(", ");
 
-const createBody = z.object({
+export const createTokenBody = z.object({
   name: z.string().trim().min(1, "is required").max(100),
   scopes: z.array(
     z.enum(SCOPES, {
@@ -49,7 +49,7 @@ export function tokenRoutes(): Hono<AppEnv> {
   });
 
   app.post("/api/tokens", async (c) => {
-    const body = await parseBody(c, { schema: createBody, action: "create token" });
+    const body = await parseBody(c, { schema: createTokenBody, action: "create token" });
     const { kv } = c.get("services");
     const userId = c.get("auth").user.id;
     const endpoints = await listEndpoints(kv, userId);

@@ -24,6 +24,8 @@ export async function startTestServer(
     MAX_RSS_MB: "0",
     // Tests stop servers at once; the shutdown drain's own tests set it.
     SHUTDOWN_DRAIN_SECONDS: "0",
+    // Every answer is checked against its declaration in routes/_api.ts: a drift fails the test.
+    API_RESPONSE_CHECK: "1",
     ...env,
   });
   const server = await startServer(config, createHandler, options);

@@ -169,6 +169,7 @@ export function DocsPage(props: {
         <a href="#client-library">Client library</a>
         <a href="#management">Management</a>
         <a href="#examples">Client examples</a>
+        <a href="/docs/api">Full API reference (OpenAPI)</a>
       </nav>
 
       <Section id="sending" title="Sending webhooks">

@@ -9,12 +9,13 @@ import { tokenByHashKey, tokenKey, tokensOfUserPrefix } from "../store/kv_keys.t
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
+import { type PublicToken, SCOPES } from "../shared/wire.ts";
 
 /**
  * What a token may do: `events:read` (streams, history, acks, answers, resend, deliveries,
  * clients) and `manage` (tokens, endpoints, billing, the account).
  */
-export const SCOPES = ["events:read", "manage"] as const;
+export { SCOPES };
 /** One of SCOPES. */
 export type Scope = typeof SCOPES[number];
 
@@ -33,17 +34,8 @@ export interface Token {
   endpointIds?: string[] | null;
 }
 
-/** A token as the API shows it (never the hash): its scopes, and its endpoints' current slugs. */
-export interface PublicToken {
-  id: string;
-  name: string;
-  prefix: string;
-  createdAt: string;
-  lastUsedAt: string | null;
-  scopes: Scope[];
-  /** The slugs of the endpoints it is limited to that still exist; null: every endpoint. */
-  endpoints: string[] | null;
-}
+/** A token as the API shows it (its one definition is lib/shared/wire.ts). */
+export type { PublicToken };
 
 const TOKEN_PREFIX = "wsk_";
 const LAST_USED_RESOLUTION_MS = 60_000;

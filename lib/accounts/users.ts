@@ -4,9 +4,10 @@ import { type Endpoint, newEndpoint, writeEndpoint } from "../endpoints/endpoint
 import { newToken, type Token, writeToken } from "./tokens.ts";
 import { userByEmailKey, userKey } from "../store/kv_keys.ts";
 import { HttpError } from "../http/http_error.ts";
+import type { PLANS, PublicUser } from "../shared/wire.ts";
 
 /** Plans a user can be on. */
-export type Plan = "free" | "pro";
+export type Plan = typeof PLANS[number];
 
 /** A stored user. `monthlyLimit` is the quota the ingest gate enforces (null: unlimited). */
 export interface User {
@@ -25,14 +26,8 @@ export interface User {
   createdAt: string;
 }
 
-/** A user as the API shows it. */
-export interface PublicUser {
-  id: string;
-  email: string;
-  plan: Plan;
-  monthlyLimit: number | null;
-  createdAt: string;
-}
+/** A user as the API shows it (its one definition is lib/shared/wire.ts). */
+export type { PublicUser };
 
 /** Lowercases and trims an email so lookups ignore case. */
 export function normalizeEmail(email: string): string {

@@ -6,6 +6,7 @@ import { costUsd, PRO_PRICE_PER_WEBHOOK_USD } from "./plans.ts";
 import { listAll } from "../store/kv.ts";
 import { invoiceKey, invoicesOfUserPrefix, usageMonthKey } from "../store/kv_keys.ts";
 import type { Plan, User } from "../accounts/users.ts";
+import type { PublicInvoice } from "../shared/wire.ts";
 
 /** One user's invoice for one calendar month (UTC). */
 export interface Invoice {
@@ -61,8 +62,8 @@ export async function generateInvoices(
   return created;
 }
 
-/** An invoice as the API shows it to its owner: without the owner's id. */
-export type PublicInvoice = Omit<Invoice, "userId">;
+/** An invoice as the API shows it to its owner (its one definition is lib/shared/wire.ts). */
+export type { PublicInvoice };
 
 /** The invoice without the owner's id, which the caller already is. */
 export function publicInvoice(invoice: Invoice): PublicInvoice {

@@ -8,6 +8,7 @@ import { HttpError } from "../http/http_error.ts";
 import { userByEmailKey, userKey } from "../store/kv_keys.ts";
 import { monthUsage, quotaResetAt } from "./usage.ts";
 import { normalizeEmail, type Plan, type User } from "../accounts/users.ts";
+import type { BillingView } from "../shared/wire.ts";
 
 /** Price of one accepted webhook on Pro, in US dollars. */
 export const PRO_PRICE_PER_WEBHOOK_USD = 0.0001;
@@ -15,24 +16,8 @@ export const PRO_PRICE_PER_WEBHOOK_USD = 0.0001;
 /** The largest monthly cap a user may set, from the API or the usage page. */
 export const MAX_MONTHLY_CAP = 1_000_000_000_000;
 
-/** What a user sees of their plan and month. */
-export interface BillingView {
-  plan: Plan;
-  /** The cap the user set; null when they set none. */
-  monthlyCap: number | null;
-  /** The limit enforced this month (null: unlimited). */
-  monthlyLimit: number | null;
-  /** What the plan itself allows (Free's allowance; null on Pro). */
-  planAllowance: number | null;
-  used: number;
-  resetsAt: string;
-  pricePerWebhookUsd: number;
-  /** Cost of this month so far, and at this month's pace, in US dollars. */
-  costSoFarUsd: number;
-  projectedCostUsd: number;
-  /** The cap in dollars, when there is a cap on Pro. */
-  capUsd: number | null;
-}
+/** What a user sees of their plan and month (its one definition is lib/shared/wire.ts). */
+export type { BillingView };
 
 /** The limit a plan and cap enforce. */
 export function enforcedLimit(

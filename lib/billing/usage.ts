@@ -9,6 +9,7 @@ import {
   userKey,
 } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
+import type { DailyUsage, UsageReport } from "../shared/wire.ts";
 
 /** "YYYY-MM" of a date in UTC: the key of its quota window. */
 export function monthOf(date: Date): string {
@@ -92,20 +93,8 @@ export async function currentQuota(kv: Deno.Kv, userId: string): Promise<QuotaSt
   return quotaState(user.value.monthlyLimit, Number(used.value?.value ?? 0n), now);
 }
 
-/** One day's counts. */
-export interface DailyUsage {
-  day: string;
-  accepted: number;
-  rejected: number;
-}
-
-/** A user's month as the usage page and /api/usage show it. */
-export interface UsageReport {
-  month: string;
-  used: number;
-  rejected: number;
-  daily: DailyUsage[];
-}
+/** A day's and a month's usage as the API shows them (one definition: lib/shared/wire.ts). */
+export type { DailyUsage, UsageReport };
 
 /** A user's month: accepted and refused webhooks, in total and per day (every day so far). */
 export async function usageReport(

@@ -39,8 +39,8 @@ import {
   groupMembersPrefix,
   groupsOfUserPrefix,
 } from "../store/kv_keys.ts";
-import type { ClientInfo } from "../shared/wire.ts";
 import { log } from "../observe/log.ts";
+import type { ClientInfo, GroupSummary } from "../shared/wire.ts";
 
 /** What a group's name may be. */
 export const GROUP_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -81,18 +81,8 @@ export interface GroupClaim {
   acked: boolean;
 }
 
-/** One group as GET /api/groups describes it. */
-export interface GroupSummary {
-  name: string;
-  createdAt: string;
-  cursor: string | null;
-  /** Retained events after the cursor, counted up to LAG_CAP. */
-  lag: number;
-  lagCapped: boolean;
-  /** Events handed to a member and not acked. */
-  unacked: number;
-  members: { id: string; transport: "sse" | "ws"; connectedAt: string; inFlight: string | null }[];
-}
+/** One group as GET /api/groups describes it (its one definition is lib/shared/wire.ts). */
+export type { GroupSummary };
 
 /** The consumer groups of one isolate. */
 export interface Groups {

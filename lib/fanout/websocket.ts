@@ -39,8 +39,11 @@ import {
 import { log } from "../observe/log.ts";
 
 const eventId = z.string().refine(isId, "must be an event id");
-// Strict: a misspelt key (`lastEventID`) is an error naming it, not silently ignored.
-const clientMessage = z.discriminatedUnion("type", [
+/**
+ * What a WebSocket client may send (the OpenAPI document shows it). Strict: a misspelt key
+ * (`lastEventID`) is an error naming it, not silently ignored.
+ */
+export const wsClientMessageSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("ping") }),
   z.strictObject({
     type: z.literal("ack"),
@@ -64,7 +67,7 @@ const clientMessage = z.discriminatedUnion("type", [
   // Replaces every filter: a parameter left out is "any".
   z.strictObject({ type: z.literal("subscribe"), ...filterFields }),
 ]);
-type ClientMessage = z.infer<typeof clientMessage>;
+type ClientMessage = z.infer<typeof wsClientMessageSchema>;
 
 /** Where a socket hands what clients send back: acknowledgements and respond-mode answers. */
 export interface ClientReplies {
@@ -412,7 +415,7 @@ function readClientMessage(data: unknown): { command: ClientMessage } | { error:
   } catch {
     return { error: "Cannot read message: it is not valid JSON" };
   }
-  const parsed = clientMessage.safeParse(json);
+  const parsed = wsClientMessageSchema.safeParse(json);
   if (parsed.success) return { command: parsed.data };
   const issue = parsed.error.issues[0];
   const where = issue.path.length ? ` (${issue.path.join(".")})` : "";

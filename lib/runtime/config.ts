@@ -88,6 +88,8 @@ const schema = z.object({
   SHUTDOWN_DRAIN_SECONDS: z.coerce.number().min(0).max(300).default(5),
   // Account lifecycle (issue 14: change password, delete account).
   DELETION_SETTLE_SECONDS: z.coerce.number().min(0).max(3600).default(60),
+  // API description (issue 14): the tests check every answer against its declaration.
+  API_RESPONSE_CHECK: z.enum(["0", "1"]).default("0"),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -255,6 +257,8 @@ export interface Config {
    * in flight when it went (lib/accounts/deletion.ts).
    */
   accountDeletionSettleMs: number;
+  /** API description: answers are checked against routes/_api.ts (tests only; costs a copy). */
+  apiResponseCheck: boolean;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -346,5 +350,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     shutdownDrainMs: e.SHUTDOWN_DRAIN_SECONDS * 1000,
     // Account lifecycle (issue 14).
     accountDeletionSettleMs: e.DELETION_SETTLE_SECONDS * 1000,
+    // API description (issue 14)
+    apiResponseCheck: e.API_RESPONSE_CHECK === "1",
   };
 }

@@ -21,40 +21,52 @@ export const webhookEnvelopeSchema = /* @__PURE__ */ envelopeSchema();
 // helpers below drops the schema, and zod with it (some 450 KB; tests/envelope_test.ts checks).
 function envelopeSchema() {
   return z.object({
-    type: z.literal("webhook"),
+    type: z.literal("webhook").describe("Every envelope; other messages have another type"),
     /**
      * Consumer-group deliveries only: 1 for the first delivery of the event to the group, then
      * one more each time it went to another member (not acked in time, member gone).
      */
-    attempt: z.number().int().min(1).optional(),
-    id: z.string().min(1),
-    endpoint: z.string(),
-    receivedAt: z.string(),
+    attempt: z.number().int().min(1).optional().describe(
+      "Consumer groups: 1 for the first delivery to the group, one more for each redelivery",
+    ),
+    id: z.string().min(1).describe("The event's id (sortable by time; SSE's `id:`)"),
+    endpoint: z.string().describe("The slug it was posted to"),
+    receivedAt: z.string().describe("ISO 8601 time"),
     method: z.string().min(1),
-    path: z.string(),
+    path: z.string().describe("The path after the slug, `/` when none"),
     /** Repeated names become arrays, in order. */
-    query: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
-    headers: z.record(z.string(), z.string()),
+    query: z.record(z.string(), z.union([z.string(), z.array(z.string())])).describe(
+      "Repeated names become arrays, in order",
+    ),
+    headers: z.record(z.string(), z.string()).describe("Header names in lower case"),
     contentType: z.string().nullable(),
     /**
      * The event's type as its provider names it (`issues.opened`, `invoice.paid`), what
      * `event=` filters match; null when it names none. Absent from servers before it existed.
      */
-    eventType: z.string().nullable().optional(),
-    payload: z.unknown(),
-    body: z.string().optional(),
-    bodyBase64: z.string().optional(),
+    eventType: z.string().nullable().optional().describe(
+      "The provider's name for the event (`issues.opened`, `invoice.paid`), or null",
+    ),
+    payload: z.unknown().describe("The parsed body (JSON, or a form's fields), else null"),
+    body: z.string().optional().describe("The body as UTF-8 text (exactly one of the two)"),
+    bodyBase64: z.string().optional().describe("The body's bytes when they are not UTF-8"),
     /** The endpoint's provider check of the raw body: absent when it names no provider. */
     verified: z.union([
       z.object({ provider: z.string().min(1), ok: z.literal(true) }).strict(),
       z.object({ provider: z.string().min(1), ok: z.literal(false), reason: z.string() }).strict(),
-    ]).optional(),
+    ]).optional().describe("The provider's signature check, when the endpoint names one"),
     /** A provider's URL handshake the relay answered itself: not a webhook to act on. */
-    handshake: z.literal(true).optional(),
-    respond: z.boolean().optional(),
+    handshake: z.literal(true).optional().describe(
+      "A provider's URL handshake the relay answered itself: not a webhook to act on",
+    ),
+    respond: z.boolean().optional().describe(
+      "The sender waits for a client's answer (respond mode)",
+    ),
   }).refine(
     (envelope) => (envelope.body === undefined) !== (envelope.bodyBase64 === undefined),
     "an envelope carries exactly one of body and bodyBase64",
+  ).describe(
+    "One webhook as clients receive it: an SSE `data:`, a WebSocket message, GET /api/events/{id}",
   );
 }
 
