@@ -10,6 +10,7 @@ import { serveInWorker } from "./lib/runtime/cluster_worker.ts";
 import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
 import { createHandler } from "./routes/_app.ts";
+import { notifyInvoice } from "./lib/mail/account_mail.ts";
 import { ISLAND_MODULES } from "./islands/_registry.ts";
 
 if ("WorkerGlobalScope" in globalThis) serveInWorker(createHandler);
@@ -87,6 +88,13 @@ function afterStart(server: RunningServer, config: Config): void {
     const created = await generateInvoices(server.services.kv, {
       period,
       freeAllowance: config.freeMonthlyLimit,
+      onInvoice: (invoice, user) =>
+        notifyInvoice(server.services, {
+          user,
+          period,
+          amountUsd: invoice.amountUsd,
+          accepted: invoice.acceptedRequests,
+        }),
     });
     if (created > 0) console.log(`invoices for ${period}: ${created} written`);
   };

@@ -23,6 +23,8 @@ import { docsPageRoutes } from "./docs_page.tsx";
 import { endpointPageRoutes } from "./endpoint_pages.tsx";
 import { tokenPageRoutes } from "./token_pages.tsx";
 import { usagePageRoutes } from "./usage_pages.tsx";
+import { mailRoutes } from "./mail.ts";
+import { mailPageRoutes } from "./mail_pages.tsx";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -62,6 +64,8 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", endpointPageRoutes());
   app.route("/", usagePageRoutes());
   app.route("/", docsPageRoutes());
+  app.route("/", mailRoutes());
+  app.route("/", mailPageRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => errorResponse(error, { method: c.req.method, path: c.req.path }));
   return app;

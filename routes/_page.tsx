@@ -23,7 +23,7 @@ import type { AppEnv } from "./_env.ts";
 export function sendPage(
   c: Context<AppEnv>,
   page: VNode,
-  options: { status?: ContentfulStatusCode } = {},
+  options: { status?: ContentfulStatusCode; headers?: Record<string, string> } = {},
 ) {
   const { config } = c.get("services");
   const bundles = islandBundles(config, ISLAND_MODULES);
@@ -32,6 +32,7 @@ export function sendPage(
     ...pageSecurityHeaders(config),
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": c.get("viewer") ? "no-store" : "no-cache",
+    ...options.headers,
   });
 }
 

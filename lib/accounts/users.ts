@@ -22,6 +22,8 @@ export interface User {
   stripeSubscriptionId?: string | null;
   /** After a failed payment: when Pro falls back to Free limits unless a payment succeeds. */
   graceEndsAt?: string | null;
+  /** When a mailed link proved the address (lib/mail/); absent or null: not verified. */
+  emailVerifiedAt?: string | null;
   createdAt: string;
 }
 
@@ -31,6 +33,8 @@ export interface PublicUser {
   email: string;
   plan: Plan;
   monthlyLimit: number | null;
+  /** Whether a mailed link proved the address (Pro needs it). */
+  emailVerified: boolean;
   createdAt: string;
 }
 
@@ -51,6 +55,7 @@ export async function signUp(
     passwordHash: await hashPassword(options.password),
     plan: "free",
     monthlyLimit: options.monthlyLimit,
+    emailVerifiedAt: null,
     createdAt: new Date().toISOString(),
   };
   const endpoint = newEndpoint(user.id, "default");
@@ -92,6 +97,7 @@ export function publicUser(user: User): PublicUser {
     email: user.email,
     plan: user.plan,
     monthlyLimit: user.monthlyLimit,
+    emailVerified: !!user.emailVerifiedAt,
     createdAt: user.createdAt,
   };
 }

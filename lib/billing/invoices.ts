@@ -33,7 +33,13 @@ export function previousMonth(now: Date): string {
 /** Writes every user's invoice for a closed month; returns how many were new. */
 export async function generateInvoices(
   kv: Deno.Kv,
-  options: { period: string; freeAllowance: number; now?: Date },
+  options: {
+    period: string;
+    freeAllowance: number;
+    now?: Date;
+    /** A new invoice was written (the invoice mail); errors are logged, not thrown. */
+    onInvoice?: (invoice: Invoice, user: User) => Promise<void>;
+  },
 ): Promise<number> {
   let created = 0;
   for await (const entry of kv.list<User>({ prefix: ["users"] })) {
@@ -54,7 +60,11 @@ export async function generateInvoices(
     };
     const key = invoiceKey(user.id, options.period);
     const result = await kv.atomic().check({ key, versionstamp: null }).set(key, invoice).commit();
-    if (result.ok) created++;
+    if (!result.ok) continue;
+    created++;
+    await options.onInvoice?.(invoice, user).catch((error) =>
+      console.error("mailing the invoice %s of %s failed", options.period, user.id, error)
+    );
   }
   return created;
 }

@@ -82,6 +82,16 @@ const schema = z.object({
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
+  // Mail (issue 14, lib/mail/): SMTP, sender, and how many mails anyone can make us send.
+  SMTP_URL: z.url().refine((v) => /^smtps?:$/.test(new URL(v).protocol), {
+    message: "must be smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…:465",
+  }).optional(),
+  MAIL_FROM: z.string().min(3).max(200).optional(),
+  MAILS_PER_ADDRESS_PER_HOUR: positiveInt.default(5),
+  MAILS_PER_ACCOUNT_PER_HOUR: positiveInt.default(10),
+  MAILS_PER_HOUR: positiveInt.default(1000),
+  MAIL_RETRY_BASE_SECONDS: z.coerce.number().positive().default(30),
+  MAIL_GIVE_UP_HOURS: z.coerce.number().positive().default(48),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -233,6 +243,23 @@ export interface Config {
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
   minFreeFilesPercent: number;
+  // Mail (issue 14, lib/mail/)
+  /** nodemailer's SMTP URL; null prints each mail to the log instead (a local run). */
+  smtpUrl: string | null;
+  /** The From of every mail; defaults to `WebSocks <no-reply@host of PUBLIC_URL>`. */
+  mailFrom: string;
+  /**
+   * Mails a visitor can cause (verification, reset, change of address) per recipient address,
+   * per account, and in total, each per hour; beyond them none is queued (and the reset form
+   * still answers the same, so it reveals nothing).
+   */
+  mailsPerAddressPerHour: number;
+  mailsPerAccountPerHour: number;
+  mailsPerHour: number;
+  /** The first retry of a failed send; each further one waits twice as long (at most 1 hour). */
+  mailRetryBaseMs: number;
+  /** A mail not sent within this long is dropped (and logged). */
+  mailGiveUpMs: number;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -318,5 +345,13 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxRequests: e.MAX_REQUESTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
+    // Mail (issue 14, lib/mail/)
+    smtpUrl: e.SMTP_URL ?? null,
+    mailFrom: e.MAIL_FROM ?? `WebSocks <no-reply@${new URL(publicUrl).hostname}>`,
+    mailsPerAddressPerHour: e.MAILS_PER_ADDRESS_PER_HOUR,
+    mailsPerAccountPerHour: e.MAILS_PER_ACCOUNT_PER_HOUR,
+    mailsPerHour: e.MAILS_PER_HOUR,
+    mailRetryBaseMs: e.MAIL_RETRY_BASE_SECONDS * 1000,
+    mailGiveUpMs: e.MAIL_GIVE_UP_HOURS * 3600_000,
   };
 }

@@ -19,6 +19,9 @@ import { recordAck } from "../log/acks.ts";
 import { createRejectionCounter, type RejectionCounter } from "../billing/usage.ts";
 import { startStorageGuard } from "../store/storage_guard.ts";
 import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
+import { createMailer, type Mailer } from "../mail/mailer.ts";
+import type { MailOutcome } from "../mail/outbox.ts";
+import { notifyQuota } from "../mail/account_mail.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -46,6 +49,8 @@ export interface Services {
   resender: Resender;
   /** The key endpoints' signing secrets are sealed with (see secret_box.ts). */
   secretsKey: CryptoKey;
+  /** Mail: queued in KV's outbox, sent by the isolate that commits (lib/mail/). */
+  mail: Mailer;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -60,6 +65,8 @@ export interface ServiceOptions {
   transports?: Transport[];
   /** Commits happen elsewhere (the process's KV writer); this isolate forwards to it. */
   ingest?: Ingest;
+  /** Each attempt to send a mail (the metrics counters: ops wires `countMail`). */
+  onMailResult?: (outcome: MailOutcome) => void;
 }
 
 /**
@@ -98,6 +105,14 @@ export async function createServices(
     maxUnacked: config.wsMaxUnacked,
   });
   const rejections = createRejectionCounter(kv);
+  // The isolate that commits webhooks also sends mail; Workers only queue it.
+  const mail = createMailer(kv, {
+    config,
+    secretsKey,
+    send: !options.ingest,
+    now: options.now,
+    onResult: options.onMailResult,
+  });
   const ingest = options.ingest ??
     createIngest(kv, {
       broker,
@@ -109,6 +124,11 @@ export async function createServices(
         perSecond: config.ingestRatePerSecond,
         burst: config.ingestRateBurst,
       }),
+      onQuotaLevel: (crossing) => {
+        notifyQuota({ kv, broker, mail, config }, crossing).catch((error) =>
+          console.error("queueing the quota mail failed", error)
+        );
+      },
     });
   const endpoints = createEndpointCache(kv);
   const responses = createResponses({ broker });
@@ -130,6 +150,7 @@ export async function createServices(
     presence,
     groups,
     secretsKey,
+    mail,
     resender: createResender({
       kv,
       broker,
@@ -181,6 +202,7 @@ export async function createServices(
       unsubscribe();
       broker.close();
       await rejections.close();
+      await mail.close();
       await storage?.stop();
       kv.close();
     },
