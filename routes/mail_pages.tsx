@@ -4,7 +4,7 @@
  * settings. Plain forms, same-origin checked like every form route.
  */
 import { Hono } from "hono";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { z } from "zod";
 import {
   ConfirmLinkPage,
@@ -42,6 +42,18 @@ import { emailChangeBody, forgotBody, linkToken, newPassword, startPasswordReset
 
 /** Pages whose address holds a link's secret: it must not leave in a Referer. */
 const NO_REFERRER = { "Referrer-Policy": "no-referrer" };
+
+/**
+ * The same-origin check of the forms on link pages. Those pages send no Referer, so Chromium
+ * posts their forms with `Origin: null`; it is accepted only when the browser itself says the
+ * request is same-origin (Sec-Fetch-Site, which no page can set). Else the usual check.
+ */
+const linkFormOrigin: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (c.req.header("Origin") === "null" && c.req.header("Sec-Fetch-Site") === "same-origin") {
+    return await next();
+  }
+  return await requireSameOrigin(c, next);
+};
 
 /** The secret of the link that opened a page; 400 when absent. */
 function linkSecret(c: Context<AppEnv>): string {
@@ -88,7 +100,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
     return sendPage(c, <ResetPasswordPage token={token} email={email} />, { headers: NO_REFERRER });
   });
 
-  app.post(MAIL_PATHS.reset, requireSameOrigin, loadViewer, async (c) => {
+  app.post(MAIL_PATHS.reset, linkFormOrigin, loadViewer, async (c) => {
     const form = await readForm(c, z.object({ token: linkToken, password: newPassword }));
     const token = form.values.token ?? "";
     if (!form.ok) {
@@ -130,7 +142,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
     );
   });
 
-  app.post(MAIL_PATHS.verify, requireSameOrigin, loadViewer, async (c) => {
+  app.post(MAIL_PATHS.verify, linkFormOrigin, loadViewer, async (c) => {
     const form = await readForm(c, z.object({ token: linkToken }));
     if (!form.ok) {
       throw new HttpError(400, "Cannot verify your email address: the form has no token");
@@ -160,7 +172,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
     );
   });
 
-  app.post(MAIL_PATHS.change, requireSameOrigin, loadViewer, async (c) => {
+  app.post(MAIL_PATHS.change, linkFormOrigin, loadViewer, async (c) => {
     const form = await readForm(c, z.object({ token: linkToken }));
     if (!form.ok) {
       throw new HttpError(400, "Cannot change your email address: the form has no token");

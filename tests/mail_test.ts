@@ -550,3 +550,93 @@ Deno.test("[mail] a new invoice with an amount is mailed once", async () => {
   await outboxEmpty(server);
   assert.equal(smtp.mails.filter((m) => m.to === user.email).length, 2);
 });
+
+Deno.test("[reset] the link pages' forms refuse other sites, Origin: null included", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const user = await signUp(server);
+  await smtp.next(user.email);
+  await fetch(`${server.url}/api/auth/forgot`, json({ email: user.email }));
+  const mail = await smtp.next(user.email);
+  const form = new URLSearchParams({ token: tokenOf(mail.link), password: "attacker's password" });
+  for (
+    const headers of <Record<string, string>[]> [
+      { Origin: "https://evil.example" },
+      { Origin: "null", "Sec-Fetch-Site": "cross-site" },
+      { Origin: "null" },
+    ]
+  ) {
+    const forged = await fetch(`${server.url}/reset-password`, {
+      method: "POST",
+      headers: { ...headers, "Content-Type": "application/x-www-form-urlencoded" },
+      body: form,
+      redirect: "manual",
+    });
+    assert.equal(forged.status, 403, JSON.stringify(headers));
+    await forged.body?.cancel();
+  }
+  // The link still works for its owner.
+  const page = await fetch(mail.link!);
+  assert.equal(page.status, 200);
+  await page.body?.cancel();
+});
+
+Deno.test("[mail] the email settings page: resend verification, change of address by form", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const user = await signUp(server);
+  await smtp.next(user.email);
+  const page = await fetch(`${server.url}/dashboard/account/email`, {
+    headers: { Cookie: user.cookie },
+  });
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type")!, /^text\/html/);
+  const html = await page.text();
+  assert.match(html, /not verified yet/);
+  assert.match(html, /action="\/dashboard\/account\/email"/);
+
+  const post = (path: string, body: Record<string, string>) =>
+    fetch(`${server.url}${path}`, {
+      method: "POST",
+      headers: {
+        Cookie: user.cookie,
+        Origin: server.url,
+        "Content-Type": "application/x-www-form-urlencoded",
+      },
+      body: new URLSearchParams(body),
+      redirect: "manual",
+    });
+  const resend = await post("/dashboard/account/verify", {});
+  assert.equal(resend.status, 303);
+  assert.equal(resend.headers.get("location"), "/dashboard/account/email");
+  await resend.body?.cancel();
+  assert.match((await smtp.next(user.email)).subject, /verify your email address/);
+
+  const wrong = await post("/dashboard/account/email", {
+    email: "elsewhere@example.com",
+    password: "not my password",
+  });
+  assert.equal(wrong.status, 401);
+  assert.match(await wrong.text(), /Cannot change email: the current password is wrong/);
+  const bad = await post("/dashboard/account/email", { email: "nope", password: PASSWORD });
+  assert.equal(bad.status, 400);
+  assert.match(await bad.text(), /Email must be an email address/);
+  const moved = `form-${crypto.randomUUID().slice(0, 8)}@example.com`;
+  const asked = await post("/dashboard/account/email", { email: moved, password: PASSWORD });
+  assert.equal(asked.status, 303);
+  await asked.body?.cancel();
+  const mail = await smtp.next(moved);
+  const confirmPage = await fetch(mail.link!, { headers: { Cookie: user.cookie } });
+  assert.equal(confirmPage.status, 200);
+  assert.match(await confirmPage.text(), /Use this address/);
+  const confirmed = await post("/confirm-email", { token: tokenOf(mail.link) });
+  assert.equal(confirmed.status, 303);
+  assert.equal(confirmed.headers.get("location"), "/dashboard/account/email");
+  await confirmed.body?.cancel();
+  const after = await fetch(`${server.url}/dashboard/account/email`, {
+    headers: { Cookie: user.cookie },
+  });
+  const text = await after.text();
+  assert.match(text, new RegExp(`Your account now uses ${moved.replaceAll(".", "\\.")}`));
+  assert.match(text, /\(verified\)/);
+});
