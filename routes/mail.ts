@@ -16,10 +16,10 @@ import {
   sendVerification,
   verifyEmail,
 } from "../lib/mail/account_mail.ts";
-import type { AppEnv } from "./_env.ts";
+import { type AppEnv, clientAddress } from "./_env.ts";
 import { requireAuth, requireSameOrigin, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
-import { startSession } from "./_session.ts";
+import { loginLimits, startSession } from "./_session.ts";
 
 /** A mailed link's secret, as forms and the API send it back. */
 export const linkToken = z.string().min(1, "is required").max(200, "is not a link's token");
@@ -94,6 +94,8 @@ export function mailRoutes(): Hono<AppEnv> {
       user: c.get("auth").user,
       newEmail: body.email,
       password: body.password,
+      address: clientAddress(c),
+      limits: loginLimits(c.get("services").config),
     });
     return c.json({
       message: `We sent a link to ${body.email.trim().toLowerCase()}; the change happens when ` +

@@ -25,7 +25,7 @@ import {
   sendVerification,
   verifyEmail,
 } from "../lib/mail/account_mail.ts";
-import type { AppEnv } from "./_env.ts";
+import { type AppEnv, clientAddress } from "./_env.ts";
 import { requireSameOrigin } from "./_auth.ts";
 import { readForm } from "./_parse.ts";
 import {
@@ -37,7 +37,7 @@ import {
   sendPage,
   viewerOf,
 } from "./_page.tsx";
-import { startSession } from "./_session.ts";
+import { loginLimits, startSession } from "./_session.ts";
 import { emailChangeBody, forgotBody, linkToken, newPassword, startPasswordReset } from "./mail.ts";
 
 /** Pages whose address holds a link's secret: it must not leave in a Referer. */
@@ -244,6 +244,8 @@ export function mailPageRoutes(): Hono<AppEnv> {
         user,
         newEmail: form.data.email,
         password: form.data.password,
+        address: clientAddress(c),
+        limits: loginLimits(c.get("services").config),
       });
     } catch (error) {
       if (!(error instanceof HttpError)) throw error;

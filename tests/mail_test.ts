@@ -640,3 +640,30 @@ Deno.test("[mail] the email settings page: resend verification, change of addres
   assert.match(text, new RegExp(`Your account now uses ${moved.replaceAll(".", "\\.")}`));
   assert.match(text, /\(verified\)/);
 });
+
+Deno.test("[mail] a session cannot guess the password through the change of address", async () => {
+  await using server = await startTestServer({
+    LOGIN_FAILURES_PER_ACCOUNT: "2",
+    LOGIN_DELAY_BASE_SECONDS: "60",
+  });
+  const user = await signUp(server);
+  const change = (password: string) =>
+    fetch(`${server.url}/api/account/email`, {
+      method: "POST",
+      headers: { Cookie: user.cookie, Origin: server.url, "Content-Type": "application/json" },
+      body: JSON.stringify({ email: "elsewhere@example.com", password }),
+    });
+  for (let i = 0; i < 2; i++) {
+    const wrong = await change(`guess number ${i}`);
+    assert.equal(wrong.status, 401);
+    await wrong.body?.cancel();
+  }
+  const limited = await change(PASSWORD);
+  assert.equal(limited.status, 429);
+  assert.match(limited.headers.get("content-type")!, /^application\/json/);
+  assert.ok(Number(limited.headers.get("retry-after")) > 0);
+  assert.match(
+    (await limited.json()).error,
+    /^Cannot change email: too many wrong passwords for this account or network address; try again in/,
+  );
+});

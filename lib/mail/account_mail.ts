@@ -8,6 +8,7 @@ import type { Broker } from "../fanout/broker.ts";
 import { HttpError } from "../http/http_error.ts";
 import { hashPassword, verifyPassword } from "../accounts/passwords.ts";
 import { endUserSessions } from "../accounts/sessions.ts";
+import { type LoginLimits, reserveLogin, settleLogin } from "../accounts/login_guard.ts";
 import { normalizeEmail, type User } from "../accounts/users.ts";
 import {
   mailNoticeKey,
@@ -197,18 +198,57 @@ export async function resetPassword(
 }
 
 /**
+ * Checks the current password through the log-in guard, so a stolen session cannot guess it
+ * faster than the log-in form allows: 401 (counted as a failed log-in), 429 past the limits.
+ */
+async function checkPassword(
+  kv: Deno.Kv,
+  options: { user: User; password: string; address: string; limits: LoginLimits; action: string },
+): Promise<void> {
+  let reservation;
+  try {
+    reservation = await reserveLogin(kv, {
+      email: options.user.email,
+      address: options.address,
+      limits: options.limits,
+    });
+  } catch (error) {
+    if (!(error instanceof HttpError) || error.status !== 429) throw error;
+    const wait = error.message.replace(/^.*; try again/, "try again");
+    throw new HttpError(
+      429,
+      `Cannot ${options.action}: too many wrong passwords for this account or network address; ${wait}`,
+      error.headers,
+    );
+  }
+  let ok = false;
+  try {
+    ok = await verifyPassword(options.password, options.user.passwordHash);
+  } finally {
+    // A success releases the attempt without remembering a device: nobody logged in.
+    await settleLogin(kv, reservation, ok ? "void" : "failed", options.limits);
+  }
+  if (!ok) throw new HttpError(401, `Cannot ${options.action}: the current password is wrong`);
+}
+
+/**
  * Asks to move the account to `newEmail` (the current password required): mails a link to the
  * new address; nothing changes until it is followed. 429 when a mail limit holds it back.
  */
 export async function requestEmailChange(
   deps: MailDeps,
-  options: { user: User; newEmail: string; password: string },
+  options: {
+    user: User;
+    newEmail: string;
+    password: string;
+    /** The caller's address and the log-in limits: wrong passwords count as failed log-ins. */
+    address: string;
+    limits: LoginLimits;
+  },
 ): Promise<void> {
   const { user } = options;
   const newEmail = normalizeEmail(options.newEmail);
-  if (!(await verifyPassword(options.password, user.passwordHash))) {
-    throw new HttpError(401, "Cannot change email: the current password is wrong");
-  }
+  await checkPassword(deps.kv, { ...options, action: "change email" });
   if (newEmail === user.email) {
     throw new HttpError(400, "Cannot change email: that is the address the account uses now");
   }
