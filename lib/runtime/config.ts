@@ -87,9 +87,10 @@ const schema = z.object({
     message: "must be smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…:465",
   }).optional(),
   MAIL_FROM: z.string().min(3).max(200).optional(),
-  MAILS_PER_ADDRESS_PER_HOUR: positiveInt.default(5),
-  MAILS_PER_ACCOUNT_PER_HOUR: positiveInt.default(10),
-  MAILS_PER_HOUR: positiveInt.default(1000),
+  // Each is a list of times in one KV value (64 KiB): 5,000 fit with room to spare.
+  MAILS_PER_ADDRESS_PER_HOUR: positiveInt.max(5000).default(5),
+  MAILS_PER_ACCOUNT_PER_HOUR: positiveInt.max(5000).default(10),
+  MAILS_PER_HOUR: positiveInt.max(5000).default(1000),
   MAIL_RETRY_BASE_SECONDS: z.coerce.number().positive().default(30),
   MAIL_GIVE_UP_HOURS: z.coerce.number().positive().default(48),
 }).refine(
