@@ -11,7 +11,8 @@ export function VerifyBanner(props: { email: string }) {
       </p>
       <form method="post" action="/dashboard/account/verify" class="inline-form">
         <button type="submit" class="link-button">Send the mail again</button>
-      </form>
+      </form>{" "}
+      <a href="/dashboard/account/email">Wrong address? Change it</a>
     </div>
   );
 }

@@ -667,3 +667,20 @@ Deno.test("[mail] a session cannot guess the password through the change of addr
     /^Cannot change email: too many wrong passwords for this account or network address; try again in/,
   );
 });
+
+Deno.test("[mail] the sign-up form mails a verification link too", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const email = `form-${crypto.randomUUID().slice(0, 8)}@example.com`;
+  const response = await fetch(`${server.url}/signup`, {
+    method: "POST",
+    headers: { Origin: server.url, "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ email, password: PASSWORD }),
+    redirect: "manual",
+  });
+  assert.equal(response.status, 303);
+  await response.body?.cancel();
+  const mail = await smtp.next(email);
+  assert.match(mail.subject, /verify your email address/);
+  assert.ok(mail.link?.startsWith(`${server.url}/verify-email?token=`));
+});
