@@ -18,7 +18,7 @@ import { queueMail, startMailSender } from "../lib/mail/outbox.ts";
 import { createTransport } from "../lib/mail/transport.ts";
 import { mailOutboxPrefix, userKey } from "../lib/store/kv_keys.ts";
 import { generateInvoices, previousMonth } from "../lib/billing/invoices.ts";
-import { notifyInvoice } from "../lib/mail/account_mail.ts";
+import { deleteMailDataOf, notifyInvoice } from "../lib/mail/account_mail.ts";
 import type { User } from "../lib/accounts/users.ts";
 import { usageMonthKey } from "../lib/store/kv_keys.ts";
 
@@ -683,4 +683,48 @@ Deno.test("[mail] the sign-up form mails a verification link too", async () => {
   const mail = await smtp.next(email);
   assert.match(mail.subject, /verify your email address/);
   assert.ok(mail.link?.startsWith(`${server.url}/verify-email?token=`));
+});
+
+Deno.test("[mail] deleteMailDataOf leaves no mail key naming the user or the address", async () => {
+  const port = freePort();
+  await using server = await startTestServer({
+    SMTP_URL: `smtp://127.0.0.1:${port}`,
+    MAIL_RETRY_BASE_SECONDS: "60",
+    FREE_MONTHLY_LIMIT: "5",
+  });
+  const user = await signUp(server);
+  const other = await signUp(server);
+  await fetch(`${server.url}/api/auth/forgot`, json({ email: user.email }));
+  for (let i = 0; i < 5; i++) {
+    const response = await postWebhook(user.webhookUrl, "{}");
+    await response.body?.cancel();
+  }
+  const { kv } = server.services;
+  const mailKeys = async () => {
+    const found: string[] = [];
+    for (const prefix of ["mail_outbox", "mail_rate", "mail_tokens", "mail_tokens_of_user"]) {
+      for await (const entry of kv.list({ prefix: [prefix] })) {
+        found.push(JSON.stringify([entry.key, entry.value]));
+      }
+    }
+    for await (const entry of kv.list({ prefix: ["mail_notices"] })) {
+      found.push(JSON.stringify([entry.key, entry.value]));
+    }
+    return found;
+  };
+  // Verification, reset, quota 80 and 100 queued for the user; tokens, notices, counters kept.
+  await waitFor(async () => {
+    const keys = await mailKeys();
+    return keys.filter((k) => k.includes(user.id)).length >= 6;
+  }, { what: "the user's mail keys" });
+  await deleteMailDataOf(kv, { userId: user.id, email: user.email });
+  const left = await mailKeys();
+  assert.deepEqual(left.filter((k) => k.includes(user.id) || k.includes(user.email)), []);
+  // The outbox entries are sealed, so check by owner: the other user's mail is still queued.
+  let others = 0;
+  for await (const entry of kv.list<{ userId: string }>({ prefix: mailOutboxPrefix() })) {
+    assert.notEqual(entry.value.userId, user.id);
+    if (entry.value.userId === other.id) others++;
+  }
+  assert.equal(others, 1);
 });
