@@ -10,6 +10,7 @@ import { serveInWorker } from "./lib/runtime/cluster_worker.ts";
 import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
 import { createHandler } from "./routes/_app.ts";
+import { notifyInvoice } from "./lib/mail/account_mail.ts";
 import { ISLAND_MODULES } from "./islands/_registry.ts";
 import { configureLog, log } from "./lib/observe/log.ts";
 import { noteCron } from "./lib/observe/health.ts";
@@ -103,6 +104,13 @@ function afterStart(server: RunningServer, config: Config): void {
     const created = await generateInvoices(server.services.kv, {
       period,
       freeAllowance: config.freeMonthlyLimit,
+      onInvoice: (invoice, user) =>
+        notifyInvoice(server.services, {
+          user,
+          period,
+          amountUsd: invoice.amountUsd,
+          accepted: invoice.acceptedRequests,
+        }),
     });
     if (created > 0) log.info(`invoices for ${period}: ${created} written`);
   };

@@ -1,5 +1,6 @@
 /** The HTML shell every page shares: head, header with navigation, main, footer. */
 import type { ComponentChildren } from "preact";
+import { VerifyBanner } from "./VerifyBanner.tsx";
 
 /** Which navigation entry a page belongs to. */
 export type Section =
@@ -16,6 +17,8 @@ export type Section =
 /** The signed-in user as the layout shows it, or null. */
 export interface LayoutUser {
   email: string;
+  /** Unset or null: the banner asks to verify the address (lib/mail/). */
+  emailVerifiedAt?: string | null;
 }
 
 /** Page frame with title, stylesheet, navigation for the signed-in or anonymous visitor. */
@@ -81,7 +84,12 @@ export function Layout(props: {
             )
             : null}
         </header>
-        <main id="main" class={props.wide ? "wide" : undefined}>{props.children}</main>
+        <main id="main" class={props.wide ? "wide" : undefined}>
+          {props.user && !props.user.emailVerifiedAt
+            ? <VerifyBanner email={props.user.email} />
+            : null}
+          {props.children}
+        </main>
         <footer class="site">
           <span>WebSocks: webhooks, delivered live.</span>
           {props.user ? <span class="muted">Signed in as {props.user.email}</span> : null}

@@ -23,6 +23,7 @@ import { wsClientMessageSchema } from "../lib/fanout/websocket.ts";
 import { filterFields } from "../lib/fanout/filters.ts";
 import { ACK_TIMEOUT_SECONDS } from "../lib/fanout/groups.ts";
 import { credentials, loginBody } from "./auth.ts";
+import { emailChangeBody, forgotBody, resetBody, tokenBody } from "./mail.ts";
 import { accountDeletionBody, passwordChangeBody } from "./account_settings.tsx";
 import { createTokenBody } from "./tokens.ts";
 import { capBody } from "./billing.ts";
@@ -35,6 +36,7 @@ import { INGEST_METHODS } from "./ingest.ts";
 const error = (description: string): ApiResponse => ({ description, schema: wire.error });
 
 const ok = z.literal(true);
+const message = z.object({ message: z.string() });
 const tokenWithValue = wire.publicToken.extend({
   value: z.string().describe("The token itself: shown this once, never again"),
 });
@@ -151,6 +153,103 @@ export const API_ROUTES: readonly ApiRoute[] = [
     responses: {
       200: { description: "The session ended", schema: z.object({ ok }) },
       403: error("The request came from another site"),
+    },
+  },
+  // routes/mail.ts: recovery and verification by mailed links
+  {
+    method: "post",
+    path: "/api/auth/forgot",
+    tag: "Account",
+    summary: "Ask for a password reset link",
+    description: "The answer is the same whether or not the address has an account; a link " +
+      "valid for one hour goes out when it has.",
+    auth: "none",
+    body: forgotBody,
+    responses: {
+      202: { description: "The same answer for every address", schema: message },
+      400: BAD_BODY,
+      403: error("The request came from another site"),
+      413: TOO_LARGE,
+    },
+  },
+  {
+    method: "post",
+    path: "/api/auth/reset",
+    tag: "Account",
+    summary: "Set a new password with a reset link",
+    description: "The link works once. Every session of the account ends (their live streams " +
+      "close) and a new one starts (cookie).",
+    auth: "none",
+    body: resetBody,
+    responses: {
+      200: { description: "The password is set", schema: z.object({ user: wire.publicUser }) },
+      400: error("A field is wrong, or the link expired, was used or was replaced"),
+      403: error("The request came from another site"),
+      413: TOO_LARGE,
+    },
+  },
+  {
+    method: "post",
+    path: "/api/auth/verify",
+    tag: "Account",
+    summary: "Verify the address with a mailed link",
+    auth: "none",
+    body: tokenBody,
+    responses: {
+      200: { description: "The address is verified", schema: z.object({ user: wire.publicUser }) },
+      400: error("A field is wrong, or the link expired, was used or was replaced"),
+      403: error("The request came from another site"),
+      413: TOO_LARGE,
+    },
+  },
+  {
+    method: "post",
+    path: "/api/account/verification",
+    tag: "Account",
+    summary: "Mail the verification link again",
+    auth: "account",
+    scope: "manage",
+    responses: {
+      202: { description: "The link is on its way", schema: message },
+      401: UNAUTHORIZED,
+      403: FORBIDDEN,
+      409: error("The address is verified already"),
+      429: error("Too many mails to this address or account in the last hour"),
+    },
+  },
+  {
+    method: "post",
+    path: "/api/account/email",
+    tag: "Account",
+    summary: "Change the address",
+    description: "Needs the current password. A link goes to the new address; the change " +
+      "happens when it is followed, and the old address is told.",
+    auth: "account",
+    scope: "manage",
+    body: emailChangeBody,
+    responses: {
+      202: { description: "The link is on its way", schema: message },
+      400: BAD_BODY,
+      401: UNAUTHORIZED,
+      403: FORBIDDEN,
+      409: error("The new address belongs to another account"),
+      413: TOO_LARGE,
+      429: error("Too many wrong passwords or mails; try again later"),
+    },
+  },
+  {
+    method: "post",
+    path: "/api/account/email/confirm",
+    tag: "Account",
+    summary: "Confirm a change of address with the mailed link",
+    auth: "none",
+    body: tokenBody,
+    responses: {
+      200: { description: "The account moved", schema: z.object({ user: wire.publicUser }) },
+      400: error("A field is wrong, or the link expired, was used or was replaced"),
+      403: error("The request came from another site"),
+      409: error("The new address was taken meanwhile"),
+      413: TOO_LARGE,
     },
   },
   // routes/me.ts

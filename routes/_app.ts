@@ -27,6 +27,8 @@ import { observeRoutes } from "./observe.ts";
 import { accountSettingsRoutes } from "./account_settings.tsx";
 import { apiDocsRoutes } from "./api_docs.tsx";
 import { withResponseCheck } from "./_api.ts";
+import { mailRoutes } from "./mail.ts";
+import { mailPageRoutes } from "./mail_pages.tsx";
 
 /** Builds the app for one set of services. */
 export function createApp(services: Services): Hono<AppEnv> {
@@ -56,6 +58,8 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route("/", docsPageRoutes());
   app.route("/", accountSettingsRoutes());
   app.route("/", apiDocsRoutes());
+  app.route("/", mailRoutes());
+  app.route("/", mailPageRoutes());
   app.notFound((c) => c.json({ error: `Not found: ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) =>
     errorResponse(error, { method: c.req.method, path: c.req.path, request: c.req.raw })

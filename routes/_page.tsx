@@ -25,7 +25,7 @@ import { noteRequestUser, requestIdOf } from "../lib/observe/request_context.ts"
 export function sendPage(
   c: Context<AppEnv>,
   page: VNode,
-  options: { status?: ContentfulStatusCode } = {},
+  options: { status?: ContentfulStatusCode; headers?: Record<string, string> } = {},
 ) {
   const { config } = c.get("services");
   const bundles = islandBundles(config, ISLAND_MODULES);
@@ -34,6 +34,7 @@ export function sendPage(
     ...pageSecurityHeaders(config),
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": c.get("viewer") ? "no-store" : "no-cache",
+    ...options.headers,
   });
 }
 

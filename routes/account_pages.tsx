@@ -16,6 +16,7 @@ import { guardedLogIn, guardedSignUp } from "../lib/accounts/login_guard.ts";
 import { type AppEnv, clientAddress } from "./_env.ts";
 import { requireSameOrigin } from "./_auth.ts";
 import { readForm } from "./_parse.ts";
+import { verifyAfterSignUp } from "../lib/mail/account_mail.ts";
 import { credentials, loginBody } from "./auth.ts";
 import { loadViewer, pageError, safeNext, sendPage } from "./_page.tsx";
 import {
@@ -92,6 +93,7 @@ export function accountPageRoutes(): Hono<AppEnv> {
     }
     const sessionId = await startSession(c, created.user.id);
     rememberDevice(c, created.device);
+    await verifyAfterSignUp(c.get("services"), created.user);
     await setFlash(kv, sessionId, {
       kind: "success",
       message: "Welcome to WebSocks. Your webhook URL is below. Your first API token, for your " +

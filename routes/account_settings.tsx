@@ -14,6 +14,7 @@ import {
   DeleteAccountPage,
   type PasswordFormState,
 } from "../components/account/AccountSettings.tsx";
+import { ChangeEmailSection, VerifyEmailSection } from "../components/account/EmailSections.tsx";
 import { changeUserPassword, deleteUserAccount } from "../lib/accounts/lifecycle.ts";
 import { PASSWORD_MIN_LENGTH } from "../lib/accounts/passwords.ts";
 import { isHttps, sessionCookieName } from "../lib/accounts/sessions.ts";
@@ -149,7 +150,13 @@ export function accountSettingsRoutes(): Hono<AppEnv> {
         user={viewerOf(c).user}
         flash={await pageFlash(c)}
         password={password}
-      />,
+      >
+        <VerifyEmailSection
+          email={viewerOf(c).user.email}
+          verified={!!viewerOf(c).user.emailVerifiedAt}
+        />
+        <ChangeEmailSection />
+      </AccountSettingsPage>,
       { status },
     );
 

@@ -9,6 +9,7 @@ import { PASSWORD_MIN_LENGTH } from "../lib/accounts/passwords.ts";
 import { type AppEnv, clientAddress } from "./_env.ts";
 import { requireSameOrigin } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
+import { verifyAfterSignUp } from "../lib/mail/account_mail.ts";
 import {
   deviceOf,
   endSession,
@@ -50,6 +51,7 @@ export function authRoutes(): Hono<AppEnv> {
     });
     await startSession(c, created.user.id);
     rememberDevice(c, created.device);
+    await verifyAfterSignUp(c.get("services"), created.user);
     return c.json({
       user: publicUser(created.user),
       endpoint: publicEndpoint(config, created.endpoint),

@@ -8,6 +8,7 @@ import {
   verifyStripeEvent,
 } from "../lib/billing/stripe.ts";
 import { HttpError } from "../lib/http/http_error.ts";
+import { notifyPaymentFailed } from "../lib/mail/account_mail.ts";
 import { readBody } from "../lib/http/load_guard.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
@@ -63,6 +64,8 @@ export function stripeRoutes(): Hono<AppEnv> {
       event,
       freeAllowance: config.freeMonthlyLimit,
       graceMs: config.paymentGraceMs,
+      onPaymentFailed: (user) =>
+        notifyPaymentFailed(c.get("services"), { user, eventId: event.id }),
     });
     return c.json({ received: true, outcome });
   });

@@ -78,6 +78,17 @@ export async function signUp(server: TestServer, email?: string): Promise<TestUs
   };
 }
 
+/**
+ * Marks a user's address verified, as following the mailed link would (mail_test.ts tests the
+ * link): for tests of what a verified address allows, such as upgrading to Pro.
+ */
+export async function markEmailVerified(server: TestServer, userId: string): Promise<void> {
+  const { kv } = server.services;
+  const entry = await kv.get<{ emailVerifiedAt?: string | null }>(["users", userId]);
+  if (!entry.value) throw new Error(`no user ${userId}`);
+  await kv.set(entry.key, { ...entry.value, emailVerifiedAt: new Date().toISOString() });
+}
+
 /** POSTs a webhook and returns the response. */
 export async function postWebhook(
   url: string,

@@ -254,6 +254,17 @@ Deno.test("[openapi] a tour of every declared route answers as declared", async 
   await logout.body?.cancel();
   seen.add("post /api/auth/logout");
 
+  await call("POST", "/api/auth/forgot", { email: user.email }, 202);
+  await call("POST", "/api/auth/reset", { token: "nope", password: "0123456789ab" }, 400);
+  await call("POST", "/api/auth/verify", { token: "nope" }, 400);
+  await call("POST", "/api/account/verification", undefined, 202);
+  await call(
+    "POST",
+    "/api/account/email",
+    { email: `moved-${user.email}`, password: "correct horse battery" },
+    202,
+  );
+  await call("POST", "/api/account/email/confirm", { token: "nope" }, 400);
   await call("POST", "/api/account/password", {
     currentPassword: "correct horse battery",
     newPassword: "correct horse battery staple",

@@ -6,7 +6,14 @@ import assert from "node:assert/strict";
 import Stripe from "stripe";
 import { generateInvoices } from "../lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "../lib/billing/stripe.ts";
-import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+import {
+  markEmailVerified,
+  postWebhook,
+  signUp,
+  startTestServer,
+  type TestServer,
+} from "./helpers.ts";
+import { startSmtp } from "./smtp.ts";
 
 const WEBHOOK_SECRET = "whsec_test_secret";
 
@@ -104,6 +111,16 @@ Deno.test("[stripe] checkout and portal go to Stripe; without Stripe the app say
   await using server = await startWithStripe(standIn.url);
   const user = await signUp(server);
   const auth = { Authorization: `Bearer ${user.token}` };
+  const unverified = await fetch(`${server.url}/api/billing/checkout`, {
+    method: "POST",
+    headers: auth,
+  });
+  assert.equal(unverified.status, 403);
+  assert.match(
+    (await unverified.json()).error,
+    /^Cannot upgrade to Pro: verify your email address first/,
+  );
+  await markEmailVerified(server, user.id);
   const checkout = await fetch(`${server.url}/api/billing/checkout`, {
     method: "POST",
     headers: auth,
@@ -288,6 +305,16 @@ Deno.test("[stripe] the usage page's buttons upgrade through Checkout, manage pa
   const page = await fetch(`${server.url}/dashboard/usage`, { headers: { Cookie: user.cookie } });
   assert.equal(page.status, 200);
   assert.match(await page.text(), /action="\/dashboard\/billing\/upgrade"/);
+  const unverified = await fetch(`${server.url}/dashboard/billing/upgrade`, {
+    method: "POST",
+    headers: form,
+    redirect: "manual",
+  });
+  assert.equal(unverified.status, 403);
+  assert.match(unverified.headers.get("content-type")!, /^text\/html/);
+  assert.match(await unverified.text(), /Cannot upgrade to Pro: verify your email address first/);
+  assert.equal(standIn.requests.length, 0, "nothing reached Stripe");
+  await markEmailVerified(server, user.id);
   const upgrade = await fetch(`${server.url}/dashboard/billing/upgrade`, {
     method: "POST",
     headers: form,
@@ -380,4 +407,41 @@ Deno.test("[stripe] a paid Stripe invoice marks our invoice of that month paid",
   assert.equal((await invoices())[0].status, "paid");
   const checkout = standIn.requests.find((r) => r.path === "/v1/checkout/sessions");
   assert.equal(checkout, undefined, "no checkout was needed here");
+});
+
+Deno.test("[mail] a failed payment is mailed to the owner once", async () => {
+  await using smtp = await startSmtp();
+  await using standIn = startStripeStandIn();
+  await using server = await startTestServer({
+    STRIPE_SECRET_KEY: "sk_test_123",
+    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    STRIPE_PRICE_ID: "price_metered",
+    STRIPE_API_URL: standIn.url,
+    SMTP_URL: smtp.url,
+  });
+  const user = await signUp(server);
+  await smtp.next(user.email); // the verification mail
+  await sendEvent(server, {
+    id: "evt_pc",
+    type: "checkout.session.completed",
+    data: {
+      object: { object: "checkout.session", client_reference_id: user.id, customer: "cus_pf" },
+    },
+  }).then((r) => r.body?.cancel());
+  for (let i = 0; i < 2; i++) {
+    const failed = await sendEvent(server, {
+      id: "evt_pf",
+      type: "invoice.payment_failed",
+      data: { object: { object: "invoice", customer: "cus_pf" } },
+    });
+    assert.equal(failed.status, 200);
+    assert.equal((await failed.json()).outcome, i === 0 ? "applied" : "duplicate");
+  }
+  const mail = await smtp.next(user.email);
+  assert.equal(mail.subject, "WebSocks: a payment failed");
+  assert.match(mail.text, /Your Pro limits stay until \d{4}-\d{2}-\d{2}/);
+  assert.ok(mail.link?.endsWith("/dashboard/usage"));
+  // Another event's mail would have been queued by now: the duplicate sent nothing.
+  await smtp.close();
+  assert.equal(smtp.mails.filter((m) => /payment failed/.test(m.subject)).length, 1);
 });

@@ -86,6 +86,9 @@ export function LoginPage(props: AccountFormState & { next: string }) {
           <button type="submit" class="button primary full">Log in</button>
         </form>
         <p class="muted">
+          <a href="/forgot-password">Forgot password?</a>
+        </p>
+        <p class="muted">
           New here? <a href="/signup">Create an account</a>
         </p>
       </section>

@@ -54,8 +54,8 @@ export interface DeletionMarker {
 /** A Stripe-billed invoice of a deleted account: the accounting record, without its owner. */
 export type AnonymisedInvoice = Omit<Invoice, "userId"> & { accountDeletedAt: string };
 
-/** More keys of a user, from other modules (e.g. mail): prefixes built from the marker. */
-export type ExtraPrefixes = (account: { userId: string; email: string }) => Deno.KvKey[];
+/** Deletes a user's keys that other concerns own (mail: links, notices, queued mails). */
+export type ExtraCleanup = (account: { userId: string; email: string }) => Promise<void>;
 
 /** Mutations per sweep commit: KV allows 1,000. */
 const BATCH_MUTATIONS = 900;
@@ -82,7 +82,7 @@ export interface Deletions {
 /** Creates the deletion runner of an isolate. */
 export function createDeletions(
   kv: Deno.Kv,
-  options: { broker: Broker; settleMs: number; extraPrefixes?: ExtraPrefixes },
+  options: { broker: Broker; settleMs: number; extraCleanup?: ExtraCleanup },
 ): Deletions {
   const running = new Map<string, Promise<void>>();
   const stop = new AbortController();
@@ -199,7 +199,7 @@ async function finish(
   options: {
     userId: string;
     broker: Broker;
-    extraPrefixes?: ExtraPrefixes;
+    extraCleanup?: ExtraCleanup;
     signal: AbortSignal;
   },
 ): Promise<void> {
@@ -235,16 +235,13 @@ export async function sweepAccount(
   options: {
     marker: DeletionMarker;
     broker: Broker;
-    extraPrefixes?: ExtraPrefixes;
+    extraCleanup?: ExtraCleanup;
     signal?: AbortSignal;
   },
 ): Promise<void> {
   const { userId, email } = options.marker;
   const batch = batcher(kv);
-  const prefixes = [
-    ...userKeyPrefixes(userId),
-    ...(options.extraPrefixes?.({ userId, email }) ?? []),
-  ];
+  const prefixes = userKeyPrefixes(userId);
   const slugs: Endpoint[] = [];
   for (const prefix of prefixes) {
     for await (const entry of kv.list({ prefix }, { batchSize: 500 })) {
@@ -280,6 +277,7 @@ export async function sweepAccount(
     if (entry.value?.email === email) await batch.add((op) => op.delete(entry.key), 1);
   }
   await batch.flush();
+  await options.extraCleanup?.({ userId, email });
   // Endpoints created while the account went (a request authenticated just before) and
   // connections opened meanwhile: told again once their keys are gone.
   announce(options.broker, userId, slugs);

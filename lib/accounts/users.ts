@@ -23,6 +23,8 @@ export interface User {
   stripeSubscriptionId?: string | null;
   /** After a failed payment: when Pro falls back to Free limits unless a payment succeeds. */
   graceEndsAt?: string | null;
+  /** When a mailed link proved the address (lib/mail/); absent or null: not verified. */
+  emailVerifiedAt?: string | null;
   createdAt: string;
 }
 
@@ -46,6 +48,7 @@ export async function signUp(
     passwordHash: await hashPassword(options.password),
     plan: "free",
     monthlyLimit: options.monthlyLimit,
+    emailVerifiedAt: null,
     createdAt: new Date().toISOString(),
   };
   const endpoint = newEndpoint(user.id, "default");
@@ -87,6 +90,7 @@ export function publicUser(user: User): PublicUser {
     email: user.email,
     plan: user.plan,
     monthlyLimit: user.monthlyLimit,
+    emailVerified: !!user.emailVerifiedAt,
     createdAt: user.createdAt,
   };
 }

@@ -6,6 +6,7 @@
  * copy of every JSON body: never on in production.
  */
 import type { z } from "zod";
+import { log } from "../observe/log.ts";
 import type { ApiRoute } from "./openapi.ts";
 
 /**
@@ -89,7 +90,7 @@ export async function checkedResponse(
   if (problem === null) return bytes === null ? response : new Response(bytes, response);
   const message = `Response check: ${route.method.toUpperCase()} ${route.path} answered ` +
     `${response.status}, which differs from its declaration: ${problem}`;
-  console.error("[response check] %s", message);
+  log.error(`[response check] ${message}`);
   if (bytes === null) await response.body?.cancel();
   return Response.json({ error: message }, { status: 500 });
 }

@@ -3,6 +3,7 @@
  * idempotent (created only when absent), so the job may run twice, or late, and change nothing.
  */
 import { costUsd, PRO_PRICE_PER_WEBHOOK_USD } from "./plans.ts";
+import { log } from "../observe/log.ts";
 import { listAll } from "../store/kv.ts";
 import { invoiceKey, invoicesOfUserPrefix, usageMonthKey } from "../store/kv_keys.ts";
 import type { Plan, User } from "../accounts/users.ts";
@@ -36,7 +37,13 @@ export function previousMonth(now: Date): string {
 /** Writes every user's invoice for a closed month; returns how many were new. */
 export async function generateInvoices(
   kv: Deno.Kv,
-  options: { period: string; freeAllowance: number; now?: Date },
+  options: {
+    period: string;
+    freeAllowance: number;
+    now?: Date;
+    /** A new invoice was written (the invoice mail); errors are logged, not thrown. */
+    onInvoice?: (invoice: Invoice, user: User) => Promise<void>;
+  },
 ): Promise<number> {
   let created = 0;
   for await (const entry of kv.list<User>({ prefix: ["users"] })) {
@@ -57,7 +64,11 @@ export async function generateInvoices(
     };
     const key = invoiceKey(user.id, options.period);
     const result = await kv.atomic().check({ key, versionstamp: null }).set(key, invoice).commit();
-    if (result.ok) created++;
+    if (!result.ok) continue;
+    created++;
+    await options.onInvoice?.(invoice, user).catch((error) =>
+      log.error(`mailing the invoice ${options.period} failed`, error, { userId: user.id })
+    );
   }
   return created;
 }

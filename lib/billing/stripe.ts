@@ -61,6 +61,13 @@ export async function startCheckout(
   if (user.plan === "pro") {
     throw new HttpError(409, "Cannot start checkout: you are on Pro already");
   }
+  if (!user.emailVerifiedAt) {
+    throw new HttpError(
+      403,
+      `Cannot upgrade to Pro: verify your email address first (${user.email}); follow the link ` +
+        "in the mail we sent, or send a new one from the banner on your dashboard",
+    );
+  }
   const session = await client.checkout.sessions.create({
     mode: "subscription",
     line_items: [{ price: options.config!.priceId }],
@@ -275,7 +282,14 @@ async function planChange(
  */
 export async function applyStripeEvent(
   kv: Deno.Kv,
-  options: { event: Stripe.Event; freeAllowance: number; graceMs: number; now?: Date },
+  options: {
+    event: Stripe.Event;
+    freeAllowance: number;
+    graceMs: number;
+    now?: Date;
+    /** A payment failed (the mail to the owner); errors are logged, not thrown. */
+    onPaymentFailed?: (user: User) => Promise<void>;
+  },
 ): Promise<"applied" | "duplicate" | "ignored"> {
   const now = options.now ?? new Date();
   const marker = stripeEventKey(options.event.id);
@@ -288,14 +302,21 @@ export async function applyStripeEvent(
       type: options.event.type,
       appliedAt: now.toISOString(),
     }, { expireIn: EVENT_MEMORY_MS });
+    let changed: User | null = null;
     if (plan) {
       const entry = await kv.get<User>(userKey(plan.userId));
       if (entry.value) {
-        op.check(entry).set(entry.key, plan.change(entry.value));
+        changed = plan.change(entry.value);
+        op.check(entry).set(entry.key, changed);
         if (plan.customerId) op.set(userByStripeCustomerKey(plan.customerId), plan.userId);
       }
     }
     if ((await op.commit()).ok) {
+      if (options.event.type === "invoice.payment_failed" && changed) {
+        await options.onPaymentFailed?.(changed).catch((error) =>
+          log.error("mailing the failed payment failed", error, { userId: changed.id })
+        );
+      }
       if (options.event.type === "invoice.paid" && plan) {
         await markInvoicePaid(kv, { userId: plan.userId, invoice: options.event.data.object });
       }

@@ -129,6 +129,17 @@ interface Plan {
   quota(n: number): QuotaState;
 }
 
+/** A user's month crossing an alert level in a commit. */
+export interface QuotaCrossing {
+  userId: string;
+  level: number;
+  used: number;
+  limit: number;
+  /** "YYYY-MM" */
+  month: string;
+  resetsAt: string;
+}
+
 /** Group-commit front of the event log. */
 export interface Ingest {
   submit(webhook: IncomingWebhook): Promise<IngestResult>;
@@ -181,6 +192,11 @@ export function createIngest(
     storage?: Pick<StorageGuard, "unavailable" | "report">;
     /** Where refusals are counted; without one each batch's refusals are written at once. */
     rejections?: Pick<RejectionCounter, "count">;
+    /**
+     * A commit took a user's month across an alert level (80, 100 %): the quota mail. Called
+     * only on a crossing, never per webhook; it must not throw (errors are its own to log).
+     */
+    onQuotaLevel?: (crossing: QuotaCrossing) => void;
   },
 ): Ingest {
   const clock = options.now ?? (() => new Date());
@@ -450,6 +466,7 @@ export function createIngest(
     });
     const after = used + counted;
     for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
+      const resetsAt = quotaResetAt(context.now).toISOString();
       options.broker.publish({
         kind: "notice",
         userId: group.userId,
@@ -459,8 +476,16 @@ export function createIngest(
           level,
           used: after,
           limit: user.monthlyLimit,
-          resetsAt: quotaResetAt(context.now).toISOString(),
+          resetsAt,
         }),
+      });
+      options.onQuotaLevel?.({
+        userId: group.userId,
+        level,
+        used: after,
+        limit: user.monthlyLimit!,
+        month: gate.month,
+        resetsAt,
       });
     }
   }

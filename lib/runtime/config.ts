@@ -90,6 +90,17 @@ const schema = z.object({
   DELETION_SETTLE_SECONDS: z.coerce.number().min(0).max(3600).default(60),
   // API description (issue 14): the tests check every answer against its declaration.
   API_RESPONSE_CHECK: z.enum(["0", "1"]).default("0"),
+  // Mail (issue 14, lib/mail/): SMTP, sender, and how many mails anyone can make us send.
+  SMTP_URL: z.url().refine((v) => /^smtps?:$/.test(new URL(v).protocol), {
+    message: "must be smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…:465",
+  }).optional(),
+  MAIL_FROM: z.string().min(3).max(200).optional(),
+  // Each is a list of times in one KV value (64 KiB): 5,000 fit with room to spare.
+  MAILS_PER_ADDRESS_PER_HOUR: positiveInt.max(5000).default(5),
+  MAILS_PER_ACCOUNT_PER_HOUR: positiveInt.max(5000).default(10),
+  MAILS_PER_HOUR: positiveInt.max(5000).default(1000),
+  MAIL_RETRY_BASE_SECONDS: z.coerce.number().positive().default(30),
+  MAIL_GIVE_UP_HOURS: z.coerce.number().positive().default(48),
 }).refine(
   (e) => !e.INGEST_URL || new URL(e.INGEST_URL).host !== appHost(e.PUBLIC_URL, e.PORT),
   {
@@ -259,6 +270,23 @@ export interface Config {
   accountDeletionSettleMs: number;
   /** API description: answers are checked against routes/_api.ts (tests only; costs a copy). */
   apiResponseCheck: boolean;
+  // Mail (issue 14, lib/mail/)
+  /** nodemailer's SMTP URL; null prints each mail to the log instead (a local run). */
+  smtpUrl: string | null;
+  /** The From of every mail; defaults to `WebSocks <no-reply@host of PUBLIC_URL>`. */
+  mailFrom: string;
+  /**
+   * Mails a visitor can cause (verification, reset, change of address) per recipient address,
+   * per account, and in total, each per hour; beyond them none is queued (and the reset form
+   * still answers the same, so it reveals nothing).
+   */
+  mailsPerAddressPerHour: number;
+  mailsPerAccountPerHour: number;
+  mailsPerHour: number;
+  /** The first retry of a failed send; each further one waits twice as long (at most 1 hour). */
+  mailRetryBaseMs: number;
+  /** A mail not sent within this long is dropped (and logged). */
+  mailGiveUpMs: number;
 }
 
 /** Stripe settings; `apiUrl` points the client elsewhere (a local stand-in in tests). */
@@ -352,5 +380,13 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     accountDeletionSettleMs: e.DELETION_SETTLE_SECONDS * 1000,
     // API description (issue 14)
     apiResponseCheck: e.API_RESPONSE_CHECK === "1",
+    // Mail (issue 14, lib/mail/)
+    smtpUrl: e.SMTP_URL ?? null,
+    mailFrom: e.MAIL_FROM ?? `WebSocks <no-reply@${new URL(publicUrl).hostname}>`,
+    mailsPerAddressPerHour: e.MAILS_PER_ADDRESS_PER_HOUR,
+    mailsPerAccountPerHour: e.MAILS_PER_ACCOUNT_PER_HOUR,
+    mailsPerHour: e.MAILS_PER_HOUR,
+    mailRetryBaseMs: e.MAIL_RETRY_BASE_SECONDS * 1000,
+    mailGiveUpMs: e.MAIL_GIVE_UP_HOURS * 3600_000,
   };
 }

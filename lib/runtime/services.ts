@@ -22,6 +22,9 @@ import type { ClientLimits, ClientReplies } from "../fanout/websocket.ts";
 import { createReadiness, type Readiness } from "../observe/health.ts";
 import { log } from "../observe/log.ts";
 import { createDeletions, type Deletions } from "../accounts/deletion.ts";
+import { createMailer, type Mailer } from "../mail/mailer.ts";
+import { deleteMailDataOf, notifyQuota } from "../mail/account_mail.ts";
+import { countMail } from "../observe/metrics.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -53,6 +56,8 @@ export interface Services {
   readiness: Readiness;
   /** Account deletions: the first commit, then the sweep of the rest (resumed at start-up). */
   deletions: Deletions;
+  /** Mail: queued in KV's outbox, sent by the isolate that commits (lib/mail/). */
+  mail: Mailer;
   /** Stops timers and listeners and closes KV. */
   close(): Promise<void>;
 }
@@ -105,6 +110,14 @@ export async function createServices(
     maxUnacked: config.wsMaxUnacked,
   });
   const rejections = createRejectionCounter(kv);
+  // The isolate that commits webhooks also sends mail; Workers only queue it.
+  const mail = createMailer(kv, {
+    config,
+    secretsKey,
+    send: !options.ingest,
+    now: options.now,
+    onResult: countMail,
+  });
   const ingest = options.ingest ??
     createIngest(kv, {
       broker,
@@ -116,6 +129,11 @@ export async function createServices(
         perSecond: config.ingestRatePerSecond,
         burst: config.ingestRateBurst,
       }),
+      onQuotaLevel: (crossing) => {
+        notifyQuota({ kv, broker, mail, config }, crossing).catch((error) =>
+          log.error("queueing the quota mail failed", error)
+        );
+      },
     });
   const endpoints = createEndpointCache(kv);
   const responses = createResponses({ broker });
@@ -124,8 +142,8 @@ export async function createServices(
   const deletions = createDeletions(kv, {
     broker,
     settleMs: config.accountDeletionSettleMs,
-    // Keys of a user outside kv_keys.ts `userKeyPrefixes` (the mail helper's, by id or email).
-    extraPrefixes: undefined,
+    // Mail keys of a user live outside kv_keys.ts `userKeyPrefixes` (links, outbox, counters).
+    extraCleanup: (account) => deleteMailDataOf(kv, account),
   });
   // The isolate that commits resumes deletions a previous process left unfinished.
   if (!options.ingest) {
@@ -149,6 +167,7 @@ export async function createServices(
     secretsKey,
     readiness: createReadiness(),
     deletions,
+    mail,
     resender: createResender({
       kv,
       broker,
@@ -201,6 +220,7 @@ export async function createServices(
       unsubscribe();
       broker.close();
       await rejections.close();
+      await mail.close();
       await storage?.stop();
       kv.close();
     },

@@ -100,6 +100,7 @@ function wireSchemas() {
     email: z.string(),
     plan,
     monthlyLimit: z.number().nullable().describe("The enforced monthly limit; null: unlimited"),
+    emailVerified: z.boolean().describe("Whether a mailed link proved the address (Pro needs it)"),
     createdAt: time(),
   }).describe("A user");
 

@@ -49,6 +49,16 @@
  * | ["account_deletions", userId]             | DeletionMarker: an account being   | deletion.ts     |
  * |                                           | deleted (email, stripe ids, phase) |                 |
  * |                                           | until every key of it is gone      |                 |
+ * | ["mail_outbox", mailId]                   | OutboxMail: the message sealed     | outbox.ts       |
+ * |                                           | (secret_box), attempts, due, lease |                 |
+ * | ["mail_rate", "address"|"account"|"all",  | number[]: times mails were queued  | outbox.ts       |
+ * |   email|userId|"all"]                     | (1 hour)                           |                 |
+ * | ["mail_tokens", sha256(token)]            | MailToken { kind, userId, email,   | mail_tokens.ts  |
+ * |                                           | expiresAt }: a link's secret       |                 |
+ * | ["mail_tokens_of_user", userId, kind]     | sha256(token): the one live link   | mail_tokens.ts  |
+ * |                                           | of a kind (same commit, same TTL)  |                 |
+ * | ["mail_notices", userId, name]            | sent at: a notice mailed once      | account_mail.ts |
+ * |                                           | (quota-80-YYYY-MM, …) (62 days)    |                 |
  *
  * Secondary indexes hold ids only and are written in the same atomic commit as their record.
  * Events, chunks, day counters, flashes, login failures, sign-ups, group claims and members carry `expireIn`; readers still check
@@ -232,3 +242,27 @@ export const userKeyPrefixes = (userId: string): Deno.KvKey[] => [
   ["stripe_usage_reported", userId],
   ["stripe_usage_pending", userId],
 ];
+/** ["mail_outbox", mailId]: a mail waiting to be sent (lib/mail/outbox.ts). */
+export const mailOutboxKey = (mailId: string) => ["mail_outbox", mailId];
+/** Prefix of the whole outbox. */
+export const mailOutboxPrefix = () => ["mail_outbox"];
+/** ["mail_rate", kind, value]: when mails were queued for one address, account, or at all. */
+export const mailRateKey = (kind: "address" | "account" | "all", value: string) => [
+  "mail_rate",
+  kind,
+  value,
+];
+/** ["mail_tokens", hash]: a mailed link's secret, by its hash. */
+export const mailTokenKey = (hash: string) => ["mail_tokens", hash];
+/** ["mail_tokens_of_user", userId, kind]: the hash of the user's live link of that kind. */
+export const mailTokenOfUserKey = (userId: string, kind: string) => [
+  "mail_tokens_of_user",
+  userId,
+  kind,
+];
+/** Prefix of one user's live mailed links. */
+export const mailTokensOfUserPrefix = (userId: string) => ["mail_tokens_of_user", userId];
+/** ["mail_notices", userId, name]: a notice (quota-80-2026-12, …) already mailed. */
+export const mailNoticeKey = (userId: string, name: string) => ["mail_notices", userId, name];
+/** Prefix of one user's mailed notices. */
+export const mailNoticesOfUserPrefix = (userId: string) => ["mail_notices", userId];
