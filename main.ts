@@ -3,9 +3,17 @@
  * (lib/runtime/cluster.ts starts them): there it serves with the same routes and nothing else.
  * Here, the only place that sees both, the routes and islands are plugged into lib/.
  */
+import { fileURLToPath } from "node:url";
 import { type Config, loadConfig } from "./lib/runtime/config.ts";
 import { type RunningServer, startServer } from "./lib/http/server.ts";
 import { startCluster } from "./lib/runtime/cluster.ts";
+import {
+  cronUnavailable,
+  detectPlatform,
+  isolatesFor,
+  type Platform,
+} from "./lib/runtime/platform.ts";
+import { bundlesStaleness } from "./lib/web/bundles.ts";
 import { serveInWorker } from "./lib/runtime/cluster_worker.ts";
 import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
@@ -47,6 +55,12 @@ async function main(): Promise<void> {
   }
   configureLog({ format: config.logFormat });
 
+  // Platform APIs not stable in every supported Deno (2.5 LTS on): fewer isolates, not a crash.
+  const platform = detectPlatform();
+  const isolates = isolatesFor(config.workers, platform);
+  if (isolates.warning) log.warn(isolates.warning);
+  config = { ...config, workers: isolates.workers, islandsDir: islandsDir(config) };
+
   log.info(`WebSocks starting ${config.workers} isolate${config.workers > 1 ? "s" : ""}`);
   // One isolate per core: Workers serve HTTP on a shared port, this isolate commits webhooks.
   starting = config.workers > 1
@@ -65,11 +79,32 @@ async function main(): Promise<void> {
     Deno.exit(1);
   }
   // Stopping already: the signal handler shuts the server down; schedule nothing more.
-  if (!stopping) afterStart(server, config);
+  if (!stopping) afterStart(server, config, platform);
+}
+
+/**
+ * The prebuilt island bundles to serve: ISLANDS_DIR, else dist/islands when `deno task build`
+ * (which `deno task start` runs when needed) wrote it from the sources as they are; else null,
+ * and the server runs `deno bundle` itself (`deno task dev` after an edit).
+ */
+function islandsDir(config: Config): string | null {
+  // Where `deno task build` writes them by default (build.ts).
+  const dir = config.islandsDir ?? fileURLToPath(new URL("./dist/islands", import.meta.url));
+  const stale = bundlesStaleness(dir, ISLAND_MODULES);
+  if (config.islandsDir) {
+    // Asked for: served as they are (a missing bundle still stops the start, in bundles.ts).
+    if (stale) log.warn(`island bundles may be out of date: ${stale}; run deno task build`);
+    return config.islandsDir;
+  }
+  if (!stale) return dir;
+  log.info(
+    `building island bundles with deno bundle (${stale}); deno task build prebuilds them`,
+  );
+  return null;
 }
 
 /** The start-up line, and the jobs that run on a schedule. */
-function afterStart(server: RunningServer, config: Config): void {
+function afterStart(server: RunningServer, config: Config, platform: Platform): void {
   log.info(
     `WebSocks listening on ${server.url} (public URL ${config.publicUrl}, KV ${config.kvPath}, ` +
       `${config.workers} isolate${config.workers > 1 ? "s" : ""}, broker ${config.broker})`,
@@ -84,10 +119,8 @@ function afterStart(server: RunningServer, config: Config): void {
    */
   function cron(name: string, schedule: string, job: () => Promise<void>): void {
     // No Deno.cron on this platform (or runtime): /readyz reports it as unavailable.
-    if (typeof Deno.cron !== "function") {
-      log.warn(`cron "${name}" not scheduled: Deno.cron is not available on this platform`);
-      return;
-    }
+    const unavailable = cronUnavailable(platform);
+    if (unavailable) return log.warn(`cron "${name}" not scheduled: ${unavailable}`);
     try {
       Deno.cron(name, schedule, job);
       noteCron(name, null);

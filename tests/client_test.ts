@@ -525,7 +525,8 @@ Deno.test("[client] sse: a large (8 MiB) binary body arrives whole, byte-exact",
 
 /** main.ts as its own process on a fixed port and a KV file, as an operator runs it. */
 async function spawnServer(env: Record<string, string>) {
-  const child = new Deno.Command(`${ROOT}/node_modules/.bin/deno`, {
+  // The Deno running the tests: under .ci/run's LTS pass, the server runs on the LTS too.
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "main.ts"],
     cwd: ROOT,
     env: { SHUTDOWN_DRAIN_SECONDS: "0", ...env },

@@ -8,7 +8,7 @@ import type { Browser, Page } from "playwright-core";
 import { curlCommand } from "../lib/shared/curl.ts";
 import type { WebhookEnvelope } from "../lib/shared/envelope.ts";
 import { prettyJson } from "../lib/shared/json_view.ts";
-import { launchChromium, saveScreenshot } from "./chromium.ts";
+import { fetchRouted, launchChromium, saveScreenshot } from "./chromium.ts";
 import { type MessageQueue, messageQueue, signUp, startTestServer } from "./helpers.ts";
 
 const WAIT_MS = 15_000;
@@ -302,9 +302,9 @@ Deno.test("[inspector] an event whose details cannot be shown breaks only its ow
     const goodId = await post(`${webhookUrl}/good`, '{"good":true}');
     // Loaded from history, the envelopes are fetched on selection; one comes back malformed.
     await page.route(`${serverUrl}/api/events/${badId}`, async (route) => {
-      const response = await route.fetch();
+      const response = await fetchRouted(route);
       const envelope = await response.json();
-      await route.fulfill({ response, json: { ...envelope, headers: null } });
+      await route.fulfill({ status: response.status, json: { ...envelope, headers: null } });
     });
     await page.reload();
     await page.locator(".status[data-status=live]").waitFor();

@@ -8,6 +8,14 @@ import { counters } from "../observe/metrics.ts";
  * `default` for the platform's own database (Deno Deploy), which is `Deno.openKv()` with no path.
  */
 export async function openKv(path: string): Promise<Deno.Kv> {
+  // Deno KV is unstable in every supported Deno: without the flag there is no Deno.openKv at all,
+  // and "Deno.openKv is not a function" would not say what to do.
+  if (typeof Deno.openKv !== "function") {
+    throw new Error(
+      `Cannot open the KV store: Deno ${Deno.version.deno} runs without Deno KV; start it with ` +
+        "--unstable-kv (deno.json's unstable list sets it: run from the project folder)",
+    );
+  }
   if (path === "default") return retryingBusy(await Deno.openKv());
   if (path !== ":memory:" && !/^https?:\/\//.test(path)) {
     await Deno.mkdir(dirname(path), { recursive: true });

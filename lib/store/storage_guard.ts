@@ -10,8 +10,9 @@
  * its own. A store that is not a local file (`:memory:`, a KV server, Deno Deploy) is not
  * guarded: its errors still become 503s one request at a time.
  */
-import { statfs } from "node:fs/promises";
+import { statfs as statfsCallback } from "node:fs";
 import { dirname } from "node:path";
+import { promisify } from "node:util";
 import { storageUnavailableReason } from "./kv.ts";
 import { log } from "../observe/log.ts";
 
@@ -19,6 +20,9 @@ import { log } from "../observe/log.ts";
 const MIN_FREE_BYTES = 1024 * 1024;
 const CHECK_MS = 1000;
 const WRITE_CHUNK = new Uint8Array(1024 * 1024);
+// node:fs/promises has no statfs before Deno 2.6 (the LTS, 2.5, lacks it); node:fs's callback
+// form exists in every supported version.
+const statfs = promisify(statfsCallback);
 
 /** Whether the store may be written to now, as far as free space goes. */
 export interface StorageGuard {

@@ -7,13 +7,18 @@
  * esbuild already names chunks by content hash. Every URL therefore changes when its content
  * does, and can be cached forever.
  *
- * The build runs synchronously once per process when the app is created: it takes a fraction
- * of a second, fails the start loudly on a broken island, and leaves no work in flight behind.
- * `deno task build` (build.ts) writes the same files to a folder for hosts that cannot run
- * `deno bundle` (ISLANDS_DIR then serves them). Which islands to build comes from the caller
+ * Production serves bundles prebuilt by `deno task build` (build.ts writes them and a manifest
+ * to dist/islands; ISLANDS_DIR, or main.ts finding a fresh dist/islands, serves them), so a
+ * start never runs the bundler, which downloads esbuild on first use and differs between Deno
+ * versions. The manifest names every source file the bundles were built from with a hash of
+ * them all (`sources`), so a start can tell, by hashing a few dozen files, whether they are
+ * still current (`bundlesStaleness`). Without prebuilt bundles (tests, `deno task dev`) the
+ * build runs synchronously once per process when the app is created: a fraction of a second,
+ * failing the start loudly on a broken island. Which islands to build comes from the caller
  * (islands/_registry.ts's ISLAND_MODULES): lib/ never imports islands/.
  */
 import { createHash } from "node:crypto";
+import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { IslandScripts } from "./islands.ts";
 
@@ -41,7 +46,20 @@ export interface Bundles {
 /** The manifest written next to prebuilt bundles. */
 interface Manifest {
   entries: Record<string, string>;
+  /**
+   * What they were built from: files relative to the project root (islands, what they import,
+   * deno.json and package-lock.json for the npm packages and compiler options) and one hash of
+   * them all. Absent in manifests written before it existed: such bundles count as stale.
+   */
+  sources?: { files: string[]; hash: string };
 }
+
+/** The project's root folder (where deno.json is), as a path. */
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+/** Names of files a build writes: entries `Name.<hash>.js` and esbuild's `chunk-<hash>.js`. */
+const BUILT_FILE = /^(?:\w+\.[0-9a-f]{16}|chunk-[\w-]+)\.js$/;
+/** Files every bundle depends on besides the module graph. */
+const BUILD_INPUTS = ["deno.json", "package-lock.json"];
 
 function contentHash(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex").slice(0, 16);
@@ -85,6 +103,78 @@ function fromFiles(
   };
 }
 
+/**
+ * The Deno that builds: the project's pinned one (node_modules/.bin/deno) when installed, so
+ * bundles do not depend on which Deno serves (Deno 2.5's bundler leaves zod in the inspector's
+ * bundle, four times its size), else the one running (a host without node_modules).
+ */
+function bundlerDeno(): string {
+  const pinned = `${ROOT}node_modules/.bin/deno`;
+  try {
+    if (Deno.statSync(pinned).isFile) return pinned;
+  } catch {
+    // not installed: this Deno builds
+  }
+  return Deno.execPath();
+}
+
+/** One hash over `files` (relative to ROOT) and their contents; null when one is missing. */
+function sourcesHash(files: readonly string[]): string | null {
+  const hash = createHash("sha256");
+  for (const file of files) {
+    try {
+      const bytes = Deno.readFileSync(`${ROOT}${file}`);
+      hash.update(`${file}\0${createHash("sha256").update(bytes).digest("hex")}\n`);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return null;
+      throw error;
+    }
+  }
+  return hash.digest("hex");
+}
+
+/**
+ * The project files the bundles of `islands` are built from, by `deno info` (the module graph
+ * of the same entries the bundler gets). Packages under node_modules are left out: the lockfile
+ * pins them.
+ */
+function bundleSources(entry: string): string[] {
+  const result = new Deno.Command(bundlerDeno(), {
+    args: ["info", "--json", "--config", `${ROOT}deno.json`, entry],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  if (!result.success) {
+    const stderr = new TextDecoder().decode(result.stderr).trim();
+    throw new Error(`Cannot list the islands' sources: deno info failed:\n${stderr}`);
+  }
+  const graph = JSON.parse(new TextDecoder().decode(result.stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const files = new Set(BUILD_INPUTS);
+  for (const { specifier } of graph.modules) {
+    if (!specifier.startsWith("file:")) continue;
+    const file = relative(ROOT, fileURLToPath(specifier));
+    if (!file.startsWith("..") && !file.startsWith("node_modules")) files.add(file);
+  }
+  return [...files].sort();
+}
+
+/** Writes one generated entry per island (the hydration runtime plus the island) into `dir`. */
+function writeEntries(dir: string, islands: IslandModules): string[] {
+  const runtime = new URL("_hydrate.ts", islands.folder).href;
+  return islands.names.map((name) => {
+    const island = new URL(`${name}.tsx`, islands.folder).href;
+    const path = `${dir}/${name}.ts`;
+    Deno.writeTextFileSync(
+      path,
+      `import { hydrateIslands } from "${runtime}";\nimport island from "${island}";\n` +
+        `hydrateIslands("${name}", island);\n`,
+    );
+    return path;
+  });
+}
+
 /** Runs `deno bundle` for every island; returns the files by served name and the entries. */
 function runBundler(islands: IslandModules): {
   files: Map<string, Uint8Array<ArrayBuffer>>;
@@ -92,19 +182,9 @@ function runBundler(islands: IslandModules): {
 } {
   const dir = Deno.makeTempDirSync({ prefix: "websocks-islands-" });
   try {
-    const runtime = new URL("_hydrate.ts", islands.folder).href;
-    const entryPaths = islands.names.map((name) => {
-      const island = new URL(`${name}.tsx`, islands.folder).href;
-      const path = `${dir}/${name}.ts`;
-      Deno.writeTextFileSync(
-        path,
-        `import { hydrateIslands } from "${runtime}";\nimport island from "${island}";\n` +
-          `hydrateIslands("${name}", island);\n`,
-      );
-      return path;
-    });
+    const entryPaths = writeEntries(dir, islands);
     const out = `${dir}/out`;
-    const result = new Deno.Command(Deno.execPath(), {
+    const result = new Deno.Command(bundlerDeno(), {
       args: [
         "bundle",
         "--quiet",
@@ -149,14 +229,65 @@ export function buildBundles(islands: IslandModules): Bundles {
   return fromFiles(islands, files, entries);
 }
 
+/** The project files the bundles of `islands` are built from (see `Manifest.sources`). */
+function listSources(islands: IslandModules): string[] {
+  const dir = Deno.makeTempDirSync({ prefix: "websocks-islands-" });
+  try {
+    const all = `${dir}/all.ts`;
+    Deno.writeTextFileSync(
+      all,
+      writeEntries(dir, islands).map((path) => `import "${new URL(`file://${path}`).href}";\n`)
+        .join(""),
+    );
+    return bundleSources(all);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
 /** Writes freshly built bundles and their manifest to `dir` (what `deno task build` does). */
 export function writeBundles(dir: string, islands: IslandModules): string[] {
+  // Sources first: a file edited while the bundler runs then makes the result stale, not fresh.
+  const sourceFiles = listSources(islands);
+  const hash = sourcesHash(sourceFiles);
   const { files, entries } = runBundler(islands);
+  // The previous build's files go (only names this build writes): loadBundles reads every .js
+  // of the folder into memory, so old builds must not pile up there.
   Deno.mkdirSync(dir, { recursive: true });
+  for (const item of Deno.readDirSync(dir)) {
+    if (item.isFile && (BUILT_FILE.test(item.name) || item.name === MANIFEST)) {
+      Deno.removeSync(`${dir}/${item.name}`);
+    }
+  }
   for (const [name, bytes] of files) Deno.writeFileSync(`${dir}/${name}`, bytes);
-  const manifest: Manifest = { entries };
+  const manifest: Manifest = {
+    entries,
+    ...(hash ? { sources: { files: sourceFiles, hash } } : {}),
+  };
   Deno.writeTextFileSync(`${dir}/${MANIFEST}`, JSON.stringify(manifest, null, 2) + "\n");
   return [...files.keys()].sort();
+}
+
+/**
+ * Null when `dir` holds bundles of every island built from the sources as they are now; else
+ * why not ("no manifest", "built from other sources", …), for a log line.
+ */
+export function bundlesStaleness(dir: string, islands: IslandModules): string | null {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(Deno.readTextFileSync(`${dir}/${MANIFEST}`));
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound
+      ? `${dir} has no ${MANIFEST}`
+      : `${dir}/${MANIFEST} is unreadable: ${(error as Error).message}`;
+  }
+  const missing = islands.names.filter((name) => !manifest.entries?.[name]);
+  if (missing.length > 0) return `${dir} has no bundle of ${missing.join(", ")}`;
+  if (!manifest.sources) return `${dir}/${MANIFEST} does not say what it was built from`;
+  if (sourcesHash(manifest.sources.files) !== manifest.sources.hash) {
+    return `${dir} was built from other sources (an island or what it imports has changed)`;
+  }
+  return null;
 }
 
 /** Loads bundles of `islands` written by `writeBundles`. */
