@@ -4,7 +4,6 @@
  * of response, and JSON logs with no token in them.
  */
 import assert from "node:assert/strict";
-import NodeWebSocket from "ws";
 import {
   openSse,
   openWs,
@@ -285,19 +284,44 @@ Deno.test("[metrics] one scrape adds up both Workers, whichever isolate answers 
   }
 });
 
-/** The headers of a WebSocket upgrade's 101 response, through the `ws` package. */
-function upgradeHeaders(
+/**
+ * The headers of a WebSocket upgrade's 101 response, read off a raw TCP handshake (the `ws`
+ * package's node:http upgrade path fails on Deno 2.5, where CI also runs this file).
+ */
+async function upgradeHeaders(
   url: string,
   headers: Record<string, string> = {},
-): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const socket = new NodeWebSocket(url, { headers });
-    socket.on("upgrade", (response: { headers: Record<string, unknown> }) => {
-      resolve(response.headers);
-      socket.close();
-    });
-    socket.on("error", reject);
-  });
+): Promise<Record<string, string>> {
+  const target = new URL(url);
+  const conn = await Deno.connect({ hostname: target.hostname, port: Number(target.port) });
+  try {
+    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+    const lines = [
+      `GET ${target.pathname}${target.search} HTTP/1.1`,
+      `Host: ${target.host}`,
+      "Upgrade: websocket",
+      "Connection: Upgrade",
+      `Sec-WebSocket-Key: ${key}`,
+      "Sec-WebSocket-Version: 13",
+      ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+    ];
+    await conn.write(new TextEncoder().encode(`${lines.join("\r\n")}\r\n\r\n`));
+    let text = "";
+    const buffer = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const [status, ...fields] = text.split("\r\n\r\n")[0].split("\r\n");
+    assert.match(status, /^HTTP\/1\.1 101 /);
+    return Object.fromEntries(fields.map((field) => {
+      const colon = field.indexOf(":");
+      return [field.slice(0, colon).trim().toLowerCase(), field.slice(colon + 1).trim()];
+    }));
+  } finally {
+    conn.close();
+  }
 }
 
 Deno.test("[logs] every response carries X-Request-Id: pages, API, errors, ingest, SSE, WebSocket", async () => {
