@@ -21,12 +21,14 @@ import {
   userKey,
 } from "../store/kv_keys.ts";
 import type { Mailer } from "./mailer.ts";
+import type { MailMessage } from "./outbox.ts";
 import { dropMailsOf } from "./outbox.ts";
 import {
   findMailToken,
   type FoundMailToken,
-  issueMailToken,
   type MailTokenKind,
+  newMailToken,
+  retireMailToken,
   spendMailToken,
 } from "./mail_tokens.ts";
 import {
@@ -101,22 +103,46 @@ async function tokenAndUser(
   return { found, user: user as Deno.KvEntry<User> };
 }
 
+/**
+ * Mails a link (counted against the MAILS_PER_* limits). Its secret goes live in the commit that
+ * queues the mail, retiring the user's previous link of its kind then: a mail the limits hold
+ * back retires nothing, so nobody can void a user's live link by asking past the limit.
+ * False when a limit held it back.
+ */
+async function mailLink(
+  deps: MailDeps,
+  options: {
+    kind: MailTokenKind;
+    userId: string;
+    email: string;
+    message: (url: string) => MailMessage;
+  },
+): Promise<boolean> {
+  const link = await newMailToken(deps.kv, {
+    kind: options.kind,
+    userId: options.userId,
+    email: options.email,
+    now: deps.mail.now(),
+  });
+  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS[options.kind], link.secret);
+  return await deps.mail.queue(options.message(url), {
+    kind: options.kind,
+    userId: options.userId,
+    limited: true,
+    alongside: link.write,
+  });
+}
+
 /** Mails a verification link; false when a mail limit held it back. 409 when verified already. */
 export async function sendVerification(deps: MailDeps, user: User): Promise<boolean> {
   if (user.emailVerifiedAt) {
     throw new HttpError(409, "Cannot send a verification mail: your address is verified already");
   }
-  const secret = await issueMailToken(deps.kv, {
+  return await mailLink(deps, {
     kind: "verify",
     userId: user.id,
     email: user.email,
-    now: deps.mail.now(),
-  });
-  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS.verify, secret);
-  return await deps.mail.queue(verifyMail({ to: user.email, url }), {
-    kind: "verify",
-    userId: user.id,
-    limited: true,
+    message: (url) => verifyMail({ to: user.email, url }),
   });
 }
 
@@ -157,24 +183,19 @@ export async function requestPasswordReset(deps: MailDeps, email: string): Promi
   const userId = (await deps.kv.get<string>(userByEmailKey(address))).value;
   const user = userId ? (await deps.kv.get<User>(userKey(userId))).value : null;
   if (!user) return;
-  const secret = await issueMailToken(deps.kv, {
+  await mailLink(deps, {
     kind: "reset",
     userId: user.id,
     email: user.email,
-    now: deps.mail.now(),
-  });
-  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS.reset, secret);
-  await deps.mail.queue(resetMail({ to: user.email, url }), {
-    kind: "reset",
-    userId: user.id,
-    limited: true,
+    message: (url) => resetMail({ to: user.email, url }),
   });
 }
 
 /**
- * Spends a reset link: sets the password, marks the address verified (the link proved it) and
- * ends every session of the user, closing the live streams they opened. The caller starts a
- * fresh session for whoever reset it.
+ * Spends a reset link: sets the password, marks the address verified (the link proved it),
+ * voids a pending change of address (whoever asked for it knew the old password: a thief must
+ * not move the account after its owner recovered it) and ends every session of the user,
+ * closing the live streams they opened. The caller starts a fresh session for whoever reset it.
  */
 export async function resetPassword(
   deps: MailDeps,
@@ -190,7 +211,9 @@ export async function resetPassword(
       passwordHash,
       emailVerifiedAt: user.value.emailVerifiedAt ?? deps.mail.now().toISOString(),
     };
+    const retireChange = await retireMailToken(deps.kv, { userId: updated.id, kind: "change" });
     const op = spendMailToken(deps.kv.atomic(), found).check(user).set(user.key, updated);
+    retireChange(op);
     if ((await op.commit()).ok) {
       await endUserSessions(deps.kv, deps.broker, { userId: updated.id });
       return updated;
@@ -256,17 +279,11 @@ export async function requestEmailChange(
   if ((await deps.kv.get(userByEmailKey(newEmail))).versionstamp) {
     throw new HttpError(409, "Cannot change email: another account uses that address");
   }
-  const secret = await issueMailToken(deps.kv, {
+  const queued = await mailLink(deps, {
     kind: "change",
     userId: user.id,
     email: newEmail,
-    now: deps.mail.now(),
-  });
-  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS.change, secret);
-  const queued = await deps.mail.queue(changeEmailMail({ to: newEmail, from: user.email, url }), {
-    kind: "change",
-    userId: user.id,
-    limited: true,
+    message: (url) => changeEmailMail({ to: newEmail, from: user.email, url }),
   });
   if (!queued) {
     throw new HttpError(
@@ -396,7 +413,9 @@ export async function notifyInvoice(
 
 /**
  * Removes every mail key of a user (for account deletion): live links and their index, sent
- * notices, queued mails, and the hourly counters of the account and its address.
+ * notices, queued mails, and the account's hourly counter. The address's counter stays until
+ * its hour ends (keyed by a hash, it names nobody): deleting the account must not let its
+ * owner mail the address again at once.
  */
 export async function deleteMailDataOf(
   kv: Deno.Kv,
@@ -411,6 +430,5 @@ export async function deleteMailDataOf(
   await dropMailsOf(kv, options.userId);
   await kv.atomic()
     .delete(mailRateKey("account", options.userId))
-    .delete(mailRateKey("address", options.email))
     .commit();
 }

@@ -24,6 +24,8 @@ export interface Mailer {
       userId: string | null;
       limited: boolean;
       once?: { key: Deno.KvKey; expireIn: number };
+      /** Writes committed with the mail only (outbox.ts `queueMail`): a link's secret. */
+      alongside?: () => Promise<(op: Deno.AtomicOperation) => void>;
     },
   ): Promise<boolean>;
   /** The clock of links' expiry (injected by tests). */
@@ -78,6 +80,7 @@ export function createMailer(
           }
           : undefined,
         once: queueOptions.once,
+        alongside: queueOptions.alongside,
       });
       if (queued) sender?.nudge();
       else if (queueOptions.limited) {

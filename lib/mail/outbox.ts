@@ -10,12 +10,16 @@
  * up after MAIL_GIVE_UP_HOURS.
  *
  * What a visitor can make us send is rate limited when it is queued: per recipient address,
- * per account and in total (MAILS_PER_*), counted in the commit that queues the mail.
+ * per account and in total (MAILS_PER_*), counted in the commit that queues the mail. The
+ * recipient's count is keyed by a hash of the address and outlives a deleted account (for at
+ * most its hour): deleting an account and signing up again with the address starts no fresh
+ * hour of mail to it.
  */
 import { mailOutboxKey, mailOutboxPrefix, mailRateKey } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
 import { openSecret, sealSecret } from "../accounts/secret_box.ts";
 import { nextId } from "../store/ids.ts";
+import { sha256Hex } from "../accounts/secrets.ts";
 import { type MailTransport, SMTP_TIMEOUT_MS } from "./transport.ts";
 
 /** What a mail says and to whom. */
@@ -80,6 +84,11 @@ export async function queueMail(
     rates?: MailRates;
     /** A marker that makes the mail go once (a notice): not queued when the key exists. */
     once?: { key: Deno.KvKey; expireIn: number };
+    /**
+     * Writes that go live only with the mail (a link's secret), read afresh on each attempt:
+     * a mail the limits hold back leaves them unwritten.
+     */
+    alongside?: () => Promise<(op: Deno.AtomicOperation) => void>;
   },
 ): Promise<boolean> {
   const id = nextId();
@@ -99,7 +108,7 @@ export async function queueMail(
   const limits = options.rates
     ? [
       {
-        key: mailRateKey("address", options.message.to.toLowerCase()),
+        key: mailRateKey("address", await sha256Hex(options.message.to.toLowerCase())),
         max: options.rates.perAddress,
       },
       ...(options.userId
@@ -125,6 +134,7 @@ export async function queueMail(
       if (recent.length >= limits[i].max) return false;
       op.check(entry).set(entry.key, [...recent, now], { expireIn: RATE_WINDOW_MS });
     }
+    if (options.alongside) (await options.alongside())(op);
     op.set(mailOutboxKey(id), mail);
     if ((await op.commit()).ok) return true;
   }

@@ -52,7 +52,9 @@
  * | ["mail_outbox", mailId]                   | OutboxMail: the message sealed     | outbox.ts       |
  * |                                           | (secret_box), attempts, due, lease |                 |
  * | ["mail_rate", "address"|"account"|"all",  | number[]: times mails were queued  | outbox.ts       |
- * |   email|userId|"all"]                     | (1 hour)                           |                 |
+ * |   sha256(email)|userId|"all"]             | (1 hour; an address's outlives a   |                 |
+ * |                                           | deleted account, so a new sign-up  |                 |
+ * |                                           | with it starts no fresh hour)      |                 |
  * | ["mail_tokens", sha256(token)]            | MailToken { kind, userId, email,   | mail_tokens.ts  |
  * |                                           | expiresAt }: a link's secret       |                 |
  * | ["mail_tokens_of_user", userId, kind]     | sha256(token): the one live link   | mail_tokens.ts  |
@@ -246,7 +248,10 @@ export const userKeyPrefixes = (userId: string): Deno.KvKey[] => [
 export const mailOutboxKey = (mailId: string) => ["mail_outbox", mailId];
 /** Prefix of the whole outbox. */
 export const mailOutboxPrefix = () => ["mail_outbox"];
-/** ["mail_rate", kind, value]: when mails were queued for one address, account, or at all. */
+/**
+ * ["mail_rate", kind, value]: when mails were queued for one address (by its SHA-256), one
+ * account, or at all.
+ */
 export const mailRateKey = (kind: "address" | "account" | "all", value: string) => [
   "mail_rate",
   kind,

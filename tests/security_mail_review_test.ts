@@ -1,0 +1,175 @@
+/**
+ * An attacker's review of issue 14's mail flows: what a hostile account or visitor can do with
+ * reset and change-of-address links and the hourly mail limits, against a real SMTP server.
+ */
+import assert from "node:assert/strict";
+import { signUp, startTestServer } from "./helpers.ts";
+import { startSmtp } from "./smtp.ts";
+import { requestPasswordReset } from "../lib/mail/account_mail.ts";
+
+const PASSWORD = "correct horse battery";
+
+const json = (body: unknown, headers: Record<string, string> = {}) => ({
+  method: "POST",
+  headers: { "Content-Type": "application/json", ...headers },
+  body: JSON.stringify(body),
+});
+
+/** The `token` of a mailed link. */
+const tokenOf = (link: string | null) => new URL(link!).searchParams.get("token")!;
+
+Deno.test("[review] reset requests held back by the mail limit leave the victim's live link working", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    MAILS_PER_ADDRESS_PER_HOUR: "2",
+  });
+  const victim = await signUp(server);
+  await smtp.next(victim.email); // the verification mail: 1 of the address's 2
+  const asked = await fetch(`${server.url}/api/auth/forgot`, json({ email: victim.email }));
+  assert.equal(asked.status, 202);
+  await asked.body?.cancel();
+  const mail = await smtp.next(victim.email); // the reset mail: 2 of 2
+
+  // Anyone may ask for the victim's address again; the address's limit holds each mail back.
+  // (What POST /api/auth/forgot runs in the background, awaited here.)
+  for (let i = 0; i < 3; i++) await requestPasswordReset(server.services, victim.email);
+
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf(mail.link), password: "a brand new password" }),
+  );
+  assert.equal(reset.status, 200);
+  assert.match(reset.headers.get("content-type")!, /^application\/json/);
+  assert.equal((await reset.json()).user.email, victim.email);
+});
+
+Deno.test("[review] a password reset voids a change-of-email link someone with the old password asked for", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const owner = await signUp(server);
+  await smtp.next(owner.email);
+
+  // A thief who learned the password logs in and asks to move the account to their address.
+  const login = await fetch(
+    `${server.url}/api/auth/login`,
+    json({ email: owner.email, password: PASSWORD }),
+  );
+  assert.equal(login.status, 200);
+  await login.body?.cancel();
+  const thiefCookie = login.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+  const change = await fetch(
+    `${server.url}/api/account/email`,
+    json({ email: "thief@example.net", password: PASSWORD }, { Cookie: thiefCookie }),
+  );
+  assert.equal(change.status, 202);
+  await change.body?.cancel();
+  const changeMail = await smtp.next("thief@example.net");
+
+  // The owner recovers the account: every other session ends…
+  const forgot = await fetch(`${server.url}/api/auth/forgot`, json({ email: owner.email }));
+  assert.equal(forgot.status, 202);
+  await forgot.body?.cancel();
+  const resetMail = await smtp.next(owner.email);
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf(resetMail.link), password: "the owner's new password" }),
+  );
+  assert.equal(reset.status, 200);
+  await reset.body?.cancel();
+
+  // …and the thief's pending link must not move the account to the thief's address.
+  const confirm = await fetch(
+    `${server.url}/api/account/email/confirm`,
+    json({ token: tokenOf(changeMail.link) }),
+  );
+  assert.equal(confirm.status, 400);
+  assert.match(confirm.headers.get("content-type")!, /^application\/json/);
+  assert.match(
+    (await confirm.json()).error,
+    /^Cannot change your email address: the link is not valid/,
+  );
+  const relogin = await fetch(
+    `${server.url}/api/auth/login`,
+    json({ email: owner.email, password: "the owner's new password" }),
+  );
+  assert.equal(relogin.status, 200);
+  assert.match(relogin.headers.get("content-type")!, /^application\/json/);
+  assert.equal((await relogin.json()).user.email, owner.email);
+});
+
+Deno.test("[review] changing the password voids a pending change-of-email link", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const owner = await signUp(server);
+  await smtp.next(owner.email);
+  const auth = { Authorization: `Bearer ${owner.token}` };
+  const change = await fetch(
+    `${server.url}/api/account/email`,
+    json({ email: "thief@example.net", password: PASSWORD }, auth),
+  );
+  assert.equal(change.status, 202);
+  await change.body?.cancel();
+  const changeMail = await smtp.next("thief@example.net");
+
+  const changed = await fetch(
+    `${server.url}/api/account/password`,
+    json({ currentPassword: PASSWORD, newPassword: "the owner's new password" }, auth),
+  );
+  assert.equal(changed.status, 200);
+  await changed.body?.cancel();
+
+  const confirm = await fetch(
+    `${server.url}/api/account/email/confirm`,
+    json({ token: tokenOf(changeMail.link) }),
+  );
+  assert.equal(confirm.status, 400);
+  assert.match(confirm.headers.get("content-type")!, /^application\/json/);
+  assert.match(
+    (await confirm.json()).error,
+    /^Cannot change your email address: the link is not valid/,
+  );
+});
+
+Deno.test("[review] deleting an account does not reset the hourly mail limit of its address", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    MAILS_PER_ADDRESS_PER_HOUR: "2",
+    DELETION_SETTLE_SECONDS: "0",
+  });
+  const victim = "victim-of-a-mail-bomb@example.org";
+  const resend = (token: string) =>
+    fetch(`${server.url}/api/account/verification`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}` },
+    });
+
+  // An attacker signs up with the victim's address and has the verification mail sent again
+  // until the address's limit holds it back.
+  const first = await signUp(server, victim);
+  await smtp.next(victim);
+  const sent = await resend(first.token);
+  assert.equal(sent.status, 202);
+  await sent.body?.cancel();
+  await smtp.next(victim);
+  const held = await resend(first.token);
+  assert.equal(held.status, 429);
+  await held.body?.cancel();
+
+  // Deleting the account and signing up again with the same address must not start afresh.
+  const deleted = await fetch(`${server.url}/api/account`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${first.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ password: PASSWORD }),
+  });
+  assert.equal(deleted.status, 200);
+  await deleted.body?.cancel();
+  await server.services.deletions.idle();
+  const second = await signUp(server, victim);
+  const after = await resend(second.token);
+  assert.equal(after.status, 429);
+  assert.match(after.headers.get("content-type")!, /^application\/json/);
+  assert.match((await after.json()).error, /too many mails went to this address/);
+  assert.equal(smtp.mails.filter((mail) => mail.to === victim).length, 2);
+});
