@@ -170,6 +170,10 @@ export const API_ROUTES: readonly ApiRoute[] = [
       400: BAD_BODY,
       403: error("The request came from another site"),
       413: TOO_LARGE,
+      429: error(
+        "Too many reset requests from this network address in the last hour " +
+          "(MAILS_PER_CLIENT_PER_HOUR), whatever address they named",
+      ),
     },
   },
   {

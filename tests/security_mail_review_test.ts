@@ -173,3 +173,39 @@ Deno.test("[review] deleting an account does not reset the hourly mail limit of 
   assert.match((await after.json()).error, /too many mails went to this address/);
   assert.equal(smtp.mails.filter((mail) => mail.to === victim).length, 2);
 });
+
+Deno.test("[review] one client cannot spend the whole hourly mail budget on reset requests", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    TRUST_PROXY: "1",
+    MAILS_PER_HOUR: "8",
+    MAILS_PER_CLIENT_PER_HOUR: "2",
+  });
+  const others = [await signUp(server), await signUp(server), await signUp(server)];
+  const victim = await signUp(server);
+  for (const user of [...others, victim]) await smtp.next(user.email); // 4 of the 8
+  const forgot = (email: string, client: string) =>
+    fetch(`${server.url}/api/auth/forgot`, json({ email }, { "X-Forwarded-For": client }));
+
+  // One network address asks for resets of every account it knows, and again.
+  const answers = [];
+  for (const email of [...others.map((user) => user.email), others[0].email]) {
+    const response = await forgot(email, "203.0.113.9");
+    answers.push({ status: response.status, type: response.headers.get("content-type") });
+    await response.body?.cancel();
+  }
+  assert.deepEqual(answers.map((answer) => answer.status), [202, 202, 429, 429]);
+  assert.match(answers[2].type!, /^application\/json/);
+  const refused = await forgot("nobody-here@example.com", "203.0.113.9");
+  assert.equal(refused.status, 429);
+  assert.match(refused.headers.get("content-type")!, /^application\/json/);
+  assert.match((await refused.json()).error, /^Cannot send reset link: too many requests/);
+
+  // The budget left still serves everyone else.
+  const asked = await forgot(victim.email, "198.51.100.7");
+  assert.equal(asked.status, 202);
+  await asked.body?.cancel();
+  const mail = await smtp.next(victim.email);
+  assert.match(mail.subject, /reset your password/);
+});

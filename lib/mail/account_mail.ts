@@ -22,7 +22,7 @@ import {
 } from "../store/kv_keys.ts";
 import type { Mailer } from "./mailer.ts";
 import type { MailMessage } from "./outbox.ts";
-import { dropMailsOf } from "./outbox.ts";
+import { countClientRequest, dropMailsOf } from "./outbox.ts";
 import {
   findMailToken,
   type FoundMailToken,
@@ -189,6 +189,25 @@ export async function requestPasswordReset(deps: MailDeps, email: string): Promi
     email: user.email,
     message: (url) => resetMail({ to: user.email, url }),
   });
+}
+
+/**
+ * A visitor's "Forgot password?": counted against their network address first (429 past
+ * MAILS_PER_CLIENT_PER_HOUR, whatever address they ask about), then the reset is started
+ * without waiting for it, so the answer takes as long for every address.
+ */
+export async function startPasswordReset(
+  deps: MailDeps,
+  options: { email: string; client: string; perClientPerHour: number },
+): Promise<void> {
+  await countClientRequest(deps.kv, {
+    client: options.client,
+    perHour: options.perClientPerHour,
+    action: "send reset link",
+  });
+  requestPasswordReset(deps, options.email).catch((error) =>
+    log.error("queueing a password reset mail failed", error)
+  );
 }
 
 /**

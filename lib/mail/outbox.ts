@@ -20,6 +20,7 @@ import { log } from "../observe/log.ts";
 import { openSecret, sealSecret } from "../accounts/secret_box.ts";
 import { nextId } from "../store/ids.ts";
 import { sha256Hex } from "../accounts/secrets.ts";
+import { HttpError } from "../http/http_error.ts";
 import { type MailTransport, SMTP_TIMEOUT_MS } from "./transport.ts";
 
 /** What a mail says and to whom. */
@@ -139,6 +140,40 @@ export async function queueMail(
     if ((await op.commit()).ok) return true;
   }
   throw new Error("Cannot queue mail: the rate counters kept changing");
+}
+
+/**
+ * Counts a request of one client network address (`client`) that may cause a mail, before
+ * anything it names is looked up (so the answer is the same for every address it asks about);
+ * 429 past `perHour`, with `action` in the message.
+ */
+export async function countClientRequest(
+  kv: Deno.Kv,
+  options: { client: string; perHour: number; action: string },
+): Promise<void> {
+  const key = mailRateKey("client", options.client);
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const now = Date.now();
+    const entry = await kv.get<number[]>(key);
+    const recent = (entry.value ?? []).filter((at) => at > now - RATE_WINDOW_MS);
+    if (recent.length >= options.perHour) {
+      const waitMs = recent[recent.length - options.perHour] + RATE_WINDOW_MS - now;
+      throw new HttpError(
+        429,
+        `Cannot ${options.action}: too many requests from your network address in the last ` +
+          `hour; try again in ${Math.ceil(waitMs / 60_000)} min`,
+        { "Retry-After": String(Math.max(1, Math.ceil(waitMs / 1000))) },
+      );
+    }
+    const op = kv.atomic().check(entry).set(key, [...recent, now], { expireIn: RATE_WINDOW_MS });
+    if ((await op.commit()).ok) return;
+  }
+  throw new HttpError(
+    503,
+    `Cannot ${options.action}: the request counter of your network address kept changing; ` +
+      "try again",
+    { "Retry-After": "1" },
+  );
 }
 
 /** The outcome of one attempt to send, for metrics. */

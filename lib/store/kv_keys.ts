@@ -55,6 +55,8 @@
  * |   sha256(email)|userId|"all"]             | (1 hour; an address's outlives a   |                 |
  * |                                           | deleted account, so a new sign-up  |                 |
  * |                                           | with it starts no fresh hour)      |                 |
+ * | ["mail_rate", "client", address]          | number[]: reset requests of one    | outbox.ts       |
+ * |                                           | client address (1 hour)            |                 |
  * | ["mail_tokens", sha256(token)]            | MailToken { kind, userId, email,   | mail_tokens.ts  |
  * |                                           | expiresAt }: a link's secret       |                 |
  * | ["mail_tokens_of_user", userId, kind]     | sha256(token): the one live link   | mail_tokens.ts  |
@@ -250,9 +252,12 @@ export const mailOutboxKey = (mailId: string) => ["mail_outbox", mailId];
 export const mailOutboxPrefix = () => ["mail_outbox"];
 /**
  * ["mail_rate", kind, value]: when mails were queued for one address (by its SHA-256), one
- * account, or at all.
+ * account, or at all; or when one client network address asked for a reset ("client").
  */
-export const mailRateKey = (kind: "address" | "account" | "all", value: string) => [
+export const mailRateKey = (
+  kind: "address" | "account" | "all" | "client",
+  value: string,
+) => [
   "mail_rate",
   kind,
   value,
