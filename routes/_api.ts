@@ -238,7 +238,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
       403: FORBIDDEN,
       409: error("The new address belongs to another account"),
       413: TOO_LARGE,
-      429: error("Too many wrong passwords or mails; try again later"),
+      429: error("Too many wrong passwords, change requests or mails; try again later"),
     },
   },
   {

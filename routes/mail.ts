@@ -93,6 +93,7 @@ export function mailRoutes(): Hono<AppEnv> {
       password: body.password,
       address: clientAddress(c),
       limits: loginLimits(c.get("services").config),
+      perAccountPerHour: c.get("services").config.mailsPerAccountPerHour,
     });
     return c.json({
       message: `We sent a link to ${body.email.trim().toLowerCase()}; the change happens when ` +

@@ -251,6 +251,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
         password: form.data.password,
         address: clientAddress(c),
         limits: loginLimits(c.get("services").config),
+        perAccountPerHour: c.get("services").config.mailsPerAccountPerHour,
       });
     } catch (error) {
       if (!(error instanceof HttpError)) throw error;

@@ -209,3 +209,30 @@ Deno.test("[review] one client cannot spend the whole hourly mail budget on rese
   const mail = await smtp.next(victim.email);
   assert.match(mail.subject, /reset your password/);
 });
+
+Deno.test("[review] change of email is no unlimited oracle of which addresses have accounts", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    MAILS_PER_ACCOUNT_PER_HOUR: "3",
+  });
+  const prober = await signUp(server);
+  const known = [];
+  for (let i = 0; i < 5; i++) known.push((await signUp(server)).email);
+  const statuses = [];
+  let last: Response | null = null;
+  for (const email of known) {
+    last = await fetch(
+      `${server.url}/api/account/email`,
+      json({ email, password: PASSWORD }, { Authorization: `Bearer ${prober.token}` }),
+    );
+    statuses.push(last.status);
+    if (statuses.length < known.length) await last.body?.cancel();
+  }
+  assert.deepEqual(statuses, [409, 409, 409, 429, 429]);
+  assert.match(last!.headers.get("content-type")!, /^application\/json/);
+  assert.match(
+    (await last!.json()).error,
+    /^Cannot change email: too many requests for this account/,
+  );
+});

@@ -22,7 +22,7 @@ import {
 } from "../store/kv_keys.ts";
 import type { Mailer } from "./mailer.ts";
 import type { MailMessage } from "./outbox.ts";
-import { countClientRequest, dropMailsOf } from "./outbox.ts";
+import { countMailRequest, dropMailsOf } from "./outbox.ts";
 import {
   findMailToken,
   type FoundMailToken,
@@ -200,8 +200,9 @@ export async function startPasswordReset(
   deps: MailDeps,
   options: { email: string; client: string; perClientPerHour: number },
 ): Promise<void> {
-  await countClientRequest(deps.kv, {
-    client: options.client,
+  await countMailRequest(deps.kv, {
+    by: "client",
+    id: options.client,
     perHour: options.perClientPerHour,
     action: "send reset link",
   });
@@ -276,7 +277,9 @@ async function checkPassword(
 
 /**
  * Asks to move the account to `newEmail` (the current password required): mails a link to the
- * new address; nothing changes until it is followed. 429 when a mail limit holds it back.
+ * new address; nothing changes until it is followed. 429 when a mail limit holds it back. Each
+ * request counts against MAILS_PER_ACCOUNT_PER_HOUR before the answer says whether the address
+ * is taken (409), so an account is no unlimited oracle of who has an account.
  */
 export async function requestEmailChange(
   deps: MailDeps,
@@ -287,6 +290,8 @@ export async function requestEmailChange(
     /** The caller's address and the log-in limits: wrong passwords count as failed log-ins. */
     address: string;
     limits: LoginLimits;
+    /** Change requests per account per hour (MAILS_PER_ACCOUNT_PER_HOUR). */
+    perAccountPerHour: number;
   },
 ): Promise<void> {
   const { user } = options;
@@ -295,6 +300,12 @@ export async function requestEmailChange(
   if (newEmail === user.email) {
     throw new HttpError(400, "Cannot change email: that is the address the account uses now");
   }
+  await countMailRequest(deps.kv, {
+    by: "change",
+    id: user.id,
+    perHour: options.perAccountPerHour,
+    action: "change email",
+  });
   if ((await deps.kv.get(userByEmailKey(newEmail))).versionstamp) {
     throw new HttpError(409, "Cannot change email: another account uses that address");
   }
@@ -432,7 +443,7 @@ export async function notifyInvoice(
 
 /**
  * Removes every mail key of a user (for account deletion): live links and their index, sent
- * notices, queued mails, and the account's hourly counter. The address's counter stays until
+ * notices, queued mails, and the account's hourly counters. The address's counter stays until
  * its hour ends (keyed by a hash, it names nobody): deleting the account must not let its
  * owner mail the address again at once.
  */
@@ -449,5 +460,6 @@ export async function deleteMailDataOf(
   await dropMailsOf(kv, options.userId);
   await kv.atomic()
     .delete(mailRateKey("account", options.userId))
+    .delete(mailRateKey("change", options.userId))
     .commit();
 }

@@ -143,15 +143,18 @@ export async function queueMail(
 }
 
 /**
- * Counts a request of one client network address (`client`) that may cause a mail, before
- * anything it names is looked up (so the answer is the same for every address it asks about);
- * 429 past `perHour`, with `action` in the message.
+ * Counts a request that may cause a mail, before anything it names is looked up: one client
+ * network address's reset request ("client": the answer is the same for every address it asks
+ * about), or one account's request to change its address ("change": its answer says whether
+ * the address is taken, so it must not be asked without limit). 429 past `perHour`, with
+ * `action` in the message.
  */
-export async function countClientRequest(
+export async function countMailRequest(
   kv: Deno.Kv,
-  options: { client: string; perHour: number; action: string },
+  options: { by: "client" | "change"; id: string; perHour: number; action: string },
 ): Promise<void> {
-  const key = mailRateKey("client", options.client);
+  const key = mailRateKey(options.by, options.id);
+  const whose = options.by === "client" ? "from your network address" : "for this account";
   for (let attempt = 0; attempt < 20; attempt++) {
     const now = Date.now();
     const entry = await kv.get<number[]>(key);
@@ -160,8 +163,8 @@ export async function countClientRequest(
       const waitMs = recent[recent.length - options.perHour] + RATE_WINDOW_MS - now;
       throw new HttpError(
         429,
-        `Cannot ${options.action}: too many requests from your network address in the last ` +
-          `hour; try again in ${Math.ceil(waitMs / 60_000)} min`,
+        `Cannot ${options.action}: too many requests ${whose} in the last hour; try again in ` +
+          `${Math.ceil(waitMs / 60_000)} min`,
         { "Retry-After": String(Math.max(1, Math.ceil(waitMs / 1000))) },
       );
     }
@@ -170,8 +173,7 @@ export async function countClientRequest(
   }
   throw new HttpError(
     503,
-    `Cannot ${options.action}: the request counter of your network address kept changing; ` +
-      "try again",
+    `Cannot ${options.action}: the request counter ${whose} kept changing; try again`,
     { "Retry-After": "1" },
   );
 }

@@ -57,6 +57,8 @@
  * |                                           | with it starts no fresh hour)      |                 |
  * | ["mail_rate", "client", address]          | number[]: reset requests of one    | outbox.ts       |
  * |                                           | client address (1 hour)            |                 |
+ * | ["mail_rate", "change", userId]           | number[]: change-of-address        | outbox.ts       |
+ * |                                           | requests of one account (1 hour)   |                 |
  * | ["mail_tokens", sha256(token)]            | MailToken { kind, userId, email,   | mail_tokens.ts  |
  * |                                           | expiresAt }: a link's secret       |                 |
  * | ["mail_tokens_of_user", userId, kind]     | sha256(token): the one live link   | mail_tokens.ts  |
@@ -252,10 +254,11 @@ export const mailOutboxKey = (mailId: string) => ["mail_outbox", mailId];
 export const mailOutboxPrefix = () => ["mail_outbox"];
 /**
  * ["mail_rate", kind, value]: when mails were queued for one address (by its SHA-256), one
- * account, or at all; or when one client network address asked for a reset ("client").
+ * account, or at all; or when one client network address asked for a reset ("client"), or one
+ * account for a change of address ("change").
  */
 export const mailRateKey = (
-  kind: "address" | "account" | "all" | "client",
+  kind: "address" | "account" | "all" | "client" | "change",
   value: string,
 ) => [
   "mail_rate",
