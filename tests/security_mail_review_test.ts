@@ -3,9 +3,10 @@
  * reset and change-of-address links and the hourly mail limits, against a real SMTP server.
  */
 import assert from "node:assert/strict";
-import { signUp, startTestServer } from "./helpers.ts";
+import { signUp, startTestServer, type TestServer, waitFor } from "./helpers.ts";
+import { mailOutboxPrefix } from "../lib/store/kv_keys.ts";
 import { startSmtp } from "./smtp.ts";
-import { requestPasswordReset } from "../lib/mail/account_mail.ts";
+import { notifyQuota, requestPasswordReset } from "../lib/mail/account_mail.ts";
 
 const PASSWORD = "correct horse battery";
 
@@ -14,6 +15,14 @@ const json = (body: unknown, headers: Record<string, string> = {}) => ({
   headers: { "Content-Type": "application/json", ...headers },
   body: JSON.stringify(body),
 });
+
+/** Waits until the server's outbox is empty (every queued mail sent or dropped). */
+async function outboxEmpty(server: TestServer) {
+  await waitFor(async () => {
+    for await (const _ of server.services.kv.list({ prefix: mailOutboxPrefix() })) return false;
+    return true;
+  }, { what: "an empty outbox", timeoutMs: 15_000, intervalMs: 20 });
+}
 
 /** The `token` of a mailed link. */
 const tokenOf = (link: string | null) => new URL(link!).searchParams.get("token")!;
@@ -235,4 +244,61 @@ Deno.test("[review] change of email is no unlimited oracle of which addresses ha
     (await last!.json()).error,
     /^Cannot change email: too many requests for this account/,
   );
+});
+
+Deno.test("[review] moving accounts off an address nobody verified mails it no more than its limit", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    MAILS_PER_ADDRESS_PER_HOUR: "2",
+  });
+  const victim = "victim-of-notices@example.org";
+  // Sign up with the victim's address, move the account to one's own, and again: each move
+  // told the "previous address", which never was the account's.
+  for (let i = 0; i < 3; i++) {
+    const account = await signUp(server, victim);
+    const own = `own-${i}-${crypto.randomUUID().slice(0, 8)}@example.net`;
+    const asked = await fetch(
+      `${server.url}/api/account/email`,
+      json({ email: own, password: PASSWORD }, { Authorization: `Bearer ${account.token}` }),
+    );
+    assert.equal(asked.status, 202);
+    await asked.body?.cancel();
+    const link = await smtp.next(own);
+    const moved = await fetch(
+      `${server.url}/api/account/email/confirm`,
+      json({ token: tokenOf(link.link) }),
+    );
+    assert.equal(moved.status, 200);
+    assert.match(moved.headers.get("content-type")!, /^application\/json/);
+    assert.equal((await moved.json()).user.email, own);
+  }
+  await outboxEmpty(server);
+  assert.equal(smtp.mails.filter((mail) => mail.to === victim).length, 2);
+});
+
+Deno.test("[review] quota notices to an address nobody verified count against its limit", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    MAILS_PER_ADDRESS_PER_HOUR: "2",
+    FREE_MONTHLY_LIMIT: "5",
+  });
+  const victim = "victim-of-quota-mail@example.org";
+  const account = await signUp(server, victim);
+  await smtp.next(victim); // the verification mail: 1 of 2
+  // What the group commit calls when a commit crosses 80 % and then 100 % (awaited here).
+  const month = new Date().toISOString().slice(0, 7);
+  for (const level of [80, 100]) {
+    await notifyQuota(server.services, {
+      userId: account.id,
+      level,
+      used: level / 20,
+      limit: 5,
+      resetsAt: new Date().toISOString(),
+      month,
+    });
+  }
+  await outboxEmpty(server);
+  assert.equal(smtp.mails.filter((mail) => mail.to === victim).length, 2);
 });

@@ -62,6 +62,14 @@ export const FORGOT_ANSWER = "If an account uses that address, we sent it a link
   "new password. The link works once, for 1 hour. No mail? Check your spam folder, or ask " +
   "again in a few minutes.";
 
+/**
+ * Whether a notice to `user`'s address counts against the MAILS_PER_* limits: when nobody
+ * proved the address, whoever signed up with it may not own it, and signing up with a stranger's
+ * address (then moving the account off it, or crossing its quota) must not mail them more than
+ * the limits allow. Notices to a verified address are never held back.
+ */
+const noticeLimited = (user: User) => !user.emailVerifiedAt;
+
 /** How long a sent notice is remembered: past the month it is about. */
 const NOTICE_MEMORY_MS = 62 * 86400_000;
 
@@ -352,7 +360,7 @@ export async function confirmEmailChange(deps: MailDeps, secret: string): Promis
     if (!(await op.commit()).ok) continue;
     await deps.mail.queue(
       emailChangedMail({ to: oldEmail, newEmail, url: `${deps.config.publicUrl}/login` }),
-      { kind: "email_changed", userId: updated.id, limited: false },
+      { kind: "email_changed", userId: updated.id, limited: noticeLimited(user.value) },
     );
     return updated;
   }
@@ -380,7 +388,7 @@ export async function notifyQuota(
     {
       kind: "quota",
       userId: user.id,
-      limited: false,
+      limited: noticeLimited(user),
       once: {
         key: mailNoticeKey(user.id, `quota-${options.level}-${options.month}`),
         expireIn: NOTICE_MEMORY_MS,
@@ -403,7 +411,7 @@ export async function notifyPaymentFailed(
     {
       kind: "payment_failed",
       userId: options.user.id,
-      limited: false,
+      limited: noticeLimited(options.user),
       once: {
         key: mailNoticeKey(options.user.id, `payment-failed-${options.eventId}`),
         expireIn: NOTICE_MEMORY_MS,
@@ -432,7 +440,7 @@ export async function notifyInvoice(
     {
       kind: "invoice",
       userId: options.user.id,
-      limited: false,
+      limited: noticeLimited(options.user),
       once: {
         key: mailNoticeKey(options.user.id, `invoice-${options.period}`),
         expireIn: NOTICE_MEMORY_MS,

@@ -14,8 +14,9 @@ import { createTransport, type MailTransport } from "./transport.ts";
 /** Queues mails; the isolate's sender (if it runs one) is nudged at once. */
 export interface Mailer {
   /**
-   * Queues a mail. `limited` marks a mail a visitor's action caused (counted against
-   * MAILS_PER_*); `once` makes a notice go once. False when not queued for either reason.
+   * Queues a mail. `limited` marks a mail a visitor's action caused, or a notice to an address
+   * nobody verified (counted against MAILS_PER_*); `once` makes a notice go once. False when
+   * not queued for either reason.
    */
   queue(
     message: MailMessage,

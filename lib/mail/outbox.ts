@@ -31,7 +31,10 @@ export interface MailMessage {
   html: string;
 }
 
-/** Why a mail is sent; a visitor's actions cause the first three (rate limited). */
+/**
+ * Why a mail is sent; a visitor's actions cause the first three (rate limited), and notices to
+ * an address nobody verified are limited too (account_mail.ts).
+ */
 export type MailKind =
   | "verify"
   | "reset"
