@@ -302,3 +302,52 @@ Deno.test("[review] quota notices to an address nobody verified count against it
   await outboxEmpty(server);
   assert.equal(smtp.mails.filter((mail) => mail.to === victim).length, 2);
 });
+
+Deno.test("[review] a device cookie from an account that left an address does not skip the limits of its next owner", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({
+    SMTP_URL: smtp.url,
+    LOGIN_FAILURES_PER_ADDRESS: "2",
+  });
+  const address = `wanted-${crypto.randomUUID().slice(0, 8)}@example.org`;
+  // An attacker signs up with the address first (the browser is remembered for it)…
+  const signup = await fetch(
+    `${server.url}/api/auth/signup`,
+    json({ email: address, password: PASSWORD }),
+  );
+  assert.equal(signup.status, 201);
+  const token = (await signup.json()).token.value;
+  const device = signup.headers.getSetCookie().map((c) => c.split(";")[0])
+    .find((c) => c.startsWith("websocks_device="))!;
+  assert.ok(device, "sign-up sets the device cookie");
+  // …moves that account to another address, and the address's real owner signs up with it.
+  const own = `own-${crypto.randomUUID().slice(0, 8)}@example.net`;
+  const asked = await fetch(
+    `${server.url}/api/account/email`,
+    json({ email: own, password: PASSWORD }, { Authorization: `Bearer ${token}` }),
+  );
+  assert.equal(asked.status, 202);
+  await asked.body?.cancel();
+  const moved = await fetch(
+    `${server.url}/api/account/email/confirm`,
+    json({ token: tokenOf((await smtp.next(own)).link) }),
+  );
+  assert.equal(moved.status, 200);
+  await moved.body?.cancel();
+  await signUp(server, address);
+
+  // Guessing the owner's password with the old device cookie meets the address's limit.
+  const statuses = [];
+  let last: Response | null = null;
+  for (let i = 0; i < 3; i++) {
+    last = await fetch(
+      `${server.url}/api/auth/login`,
+      json({ email: address, password: `guess number ${i}` }, { Cookie: device }),
+    );
+    statuses.push(last.status);
+    if (i < 2) await last.body?.cancel();
+  }
+  assert.deepEqual(statuses, [401, 401, 429]);
+  assert.match(last!.headers.get("content-type")!, /^application\/json/);
+  assert.match((await last!.json()).error, /too many failed attempts for your network address/);
+});

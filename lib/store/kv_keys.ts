@@ -31,7 +31,8 @@
  * | ["flash", sha256(sessionId)]              | Flash sealed with the session id   | flash.ts        |
  * | ["login_failures", "address", address]   | number[]: failed/reserved times    | login_guard.ts  |
  * | ["login_failures", "email", email]       | { failures, lastAt }: the delay    | login_guard.ts  |
- * | ["login_devices", sha256(cookie)]         | { email, failures } (180 days)     | login_guard.ts  |
+ * | ["login_devices", sha256(cookie)]         | { email, userId, failures } (180   | login_guard.ts  |
+ * |                                           | days): trusted for that account    |                 |
  * | ["signups", address]                      | number[]: sign-up attempt times    | login_guard.ts  |
  * | ["broker_messages", id]                   | { origin, at, message } (60 s), or | broker_kv.ts    |
  * |                                           | { origin, at, parts } when large   |                 |
