@@ -182,7 +182,8 @@ export const API_ROUTES: readonly ApiRoute[] = [
     tag: "Account",
     summary: "Set a new password with a reset link",
     description: "The link works once. Every session of the account ends (their live streams " +
-      "close) and a new one starts (cookie).",
+      "close) and a new one starts (cookie); a pending change of address is void. When the " +
+      "link is the first proof of the address, the account's API tokens are revoked too.",
     auth: "none",
     body: resetBody,
     responses: {

@@ -351,3 +351,51 @@ Deno.test("[review] a device cookie from an account that left an address does no
   assert.match(last!.headers.get("content-type")!, /^application\/json/);
   assert.match((await last!.json()).error, /too many failed attempts for your network address/);
 });
+
+Deno.test("[review] a reset that first proves the address revokes the API tokens of whoever signed up with it", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const address = `owner-${crypto.randomUUID().slice(0, 8)}@example.org`;
+  // A squatter signs up with the owner's address and keeps the sign-up's API token.
+  const squatter = await signUp(server, address);
+  await smtp.next(address);
+  // The owner, told the address "has an account", recovers it by mail.
+  const forgot = await fetch(`${server.url}/api/auth/forgot`, json({ email: address }));
+  assert.equal(forgot.status, 202);
+  await forgot.body?.cancel();
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf((await smtp.next(address)).link), password: "the owner's password" }),
+  );
+  assert.equal(reset.status, 200);
+  const owner = reset.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+  await reset.body?.cancel();
+
+  const me = await fetch(`${server.url}/api/me`, {
+    headers: { Authorization: `Bearer ${squatter.token}` },
+  });
+  assert.equal(me.status, 401);
+  assert.match(me.headers.get("content-type")!, /^application\/json/);
+  assert.match((await me.json()).error, /^Unauthorized/);
+  // The owner's own session works, and a token the owner makes from now on survives a reset
+  // of the (now verified) address.
+  const made = await fetch(
+    `${server.url}/api/tokens`,
+    json({ name: "ci" }, { Cookie: owner }),
+  );
+  assert.equal(made.status, 201);
+  const ownToken = (await made.json()).token.value;
+  const again = await fetch(`${server.url}/api/auth/forgot`, json({ email: address }));
+  await again.body?.cancel();
+  const second = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf((await smtp.next(address)).link), password: "another password" }),
+  );
+  assert.equal(second.status, 200);
+  await second.body?.cancel();
+  const still = await fetch(`${server.url}/api/me`, {
+    headers: { Authorization: `Bearer ${ownToken}` },
+  });
+  assert.equal(still.status, 200);
+  await still.body?.cancel();
+});

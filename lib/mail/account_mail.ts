@@ -9,6 +9,7 @@ import { log } from "../observe/log.ts";
 import { HttpError } from "../http/http_error.ts";
 import { hashPassword, verifyPassword } from "../accounts/passwords.ts";
 import { endUserSessions } from "../accounts/sessions.ts";
+import { listTokens, revokeToken } from "../accounts/tokens.ts";
 import { type LoginLimits, reserveLogin, settleLogin } from "../accounts/login_guard.ts";
 import { normalizeEmail, type User } from "../accounts/users.ts";
 import {
@@ -223,7 +224,10 @@ export async function startPasswordReset(
  * Spends a reset link: sets the password, marks the address verified (the link proved it),
  * voids a pending change of address (whoever asked for it knew the old password: a thief must
  * not move the account after its owner recovered it) and ends every session of the user,
- * closing the live streams they opened. The caller starts a fresh session for whoever reset it.
+ * closing the live streams they opened. When the link is the first proof of the address, the
+ * account's API tokens are revoked too: whoever made them never proved the address (anyone may
+ * sign up with a stranger's, keep the token, and wait for its owner to recover the account).
+ * The caller starts a fresh session for whoever reset it.
  */
 export async function resetPassword(
   deps: MailDeps,
@@ -244,7 +248,20 @@ export async function resetPassword(
     retireChange(op);
     if ((await op.commit()).ok) {
       await endUserSessions(deps.kv, deps.broker, { userId: updated.id });
+      if (!user.value.emailVerifiedAt) await revokeAllTokens(deps, updated.id);
       return updated;
+    }
+  }
+}
+
+/** Revokes every API token of a user, closing the streams they opened. */
+async function revokeAllTokens(deps: MailDeps, userId: string): Promise<void> {
+  for (const token of await listTokens(deps.kv, userId)) {
+    try {
+      await revokeToken(deps.kv, { userId, tokenId: token.id, broker: deps.broker });
+    } catch (error) {
+      // Revoked meanwhile (404): what was wanted.
+      if (!(error instanceof HttpError) || error.status !== 404) throw error;
     }
   }
 }
