@@ -170,6 +170,10 @@ export const API_ROUTES: readonly ApiRoute[] = [
       400: BAD_BODY,
       403: error("The request came from another site"),
       413: TOO_LARGE,
+      429: error(
+        "Too many reset requests from this network address in the last hour " +
+          "(MAILS_PER_CLIENT_PER_HOUR), whatever address they named",
+      ),
     },
   },
   {
@@ -178,7 +182,8 @@ export const API_ROUTES: readonly ApiRoute[] = [
     tag: "Account",
     summary: "Set a new password with a reset link",
     description: "The link works once. Every session of the account ends (their live streams " +
-      "close) and a new one starts (cookie).",
+      "close) and a new one starts (cookie); a pending change of address is void. When the " +
+      "link is the first proof of the address, the account's API tokens are revoked too.",
     auth: "none",
     body: resetBody,
     responses: {
@@ -234,7 +239,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
       403: FORBIDDEN,
       409: error("The new address belongs to another account"),
       413: TOO_LARGE,
-      429: error("Too many wrong passwords or mails; try again later"),
+      429: error("Too many wrong passwords, change requests or mails; try again later"),
     },
   },
   {

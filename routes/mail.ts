@@ -3,7 +3,6 @@
  * change it (the pages are in mail_pages.tsx).
  */
 import { Hono } from "hono";
-import { log } from "../lib/observe/log.ts";
 import { z } from "zod";
 import { publicUser } from "../lib/accounts/users.ts";
 import { PASSWORD_MIN_LENGTH } from "../lib/accounts/passwords.ts";
@@ -12,9 +11,9 @@ import {
   confirmEmailChange,
   FORGOT_ANSWER,
   requestEmailChange,
-  requestPasswordReset,
   resetPassword,
   sendVerification,
+  startPasswordReset,
   verifyEmail,
 } from "../lib/mail/account_mail.ts";
 import { type AppEnv, clientAddress } from "./_env.ts";
@@ -43,13 +42,6 @@ export const emailChangeBody = z.object({
   password: z.string().min(1, "is required").max(1024),
 });
 
-/** Asks for a reset link without waiting for it: the answer takes as long for every address. */
-export function startPasswordReset(services: AppEnv["Variables"]["services"], email: string) {
-  requestPasswordReset(services, email).catch((error) =>
-    log.error("queueing a password reset mail failed", error)
-  );
-}
-
 /** /api/auth/{forgot,reset,verify}, /api/account/{verification,email,email/confirm} */
 export function mailRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -57,7 +49,11 @@ export function mailRoutes(): Hono<AppEnv> {
 
   app.post("/api/auth/forgot", requireSameOrigin, async (c) => {
     const { email } = await parseBody(c, { schema: forgotBody, action: "send reset link" });
-    startPasswordReset(c.get("services"), email);
+    await startPasswordReset(c.get("services"), {
+      email,
+      client: clientAddress(c),
+      perClientPerHour: c.get("services").config.mailsPerClientPerHour,
+    });
     return c.json({ message: FORGOT_ANSWER }, 202);
   });
 
@@ -97,6 +93,7 @@ export function mailRoutes(): Hono<AppEnv> {
       password: body.password,
       address: clientAddress(c),
       limits: loginLimits(c.get("services").config),
+      perAccountPerHour: c.get("services").config.mailsPerAccountPerHour,
     });
     return c.json({
       message: `We sent a link to ${body.email.trim().toLowerCase()}; the change happens when ` +

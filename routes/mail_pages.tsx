@@ -23,6 +23,7 @@ import {
   requestEmailChange,
   resetPassword,
   sendVerification,
+  startPasswordReset,
   verifyEmail,
 } from "../lib/mail/account_mail.ts";
 import { type AppEnv, clientAddress } from "./_env.ts";
@@ -38,7 +39,7 @@ import {
   viewerOf,
 } from "./_page.tsx";
 import { loginLimits, startSession } from "./_session.ts";
-import { emailChangeBody, forgotBody, linkToken, newPassword, startPasswordReset } from "./mail.ts";
+import { emailChangeBody, forgotBody, linkToken, newPassword } from "./mail.ts";
 
 /** Pages whose address holds a link's secret: it must not leave in a Referer. */
 const NO_REFERRER = { "Referrer-Policy": "no-referrer" };
@@ -90,7 +91,11 @@ export function mailPageRoutes(): Hono<AppEnv> {
         status: 400,
       });
     }
-    startPasswordReset(c.get("services"), form.data.email);
+    await startPasswordReset(c.get("services"), {
+      email: form.data.email,
+      client: clientAddress(c),
+      perClientPerHour: c.get("services").config.mailsPerClientPerHour,
+    });
     return sendPage(c, <ForgotSentPage />);
   });
 
@@ -246,6 +251,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
         password: form.data.password,
         address: clientAddress(c),
         limits: loginLimits(c.get("services").config),
+        perAccountPerHour: c.get("services").config.mailsPerAccountPerHour,
       });
     } catch (error) {
       if (!(error instanceof HttpError)) throw error;

@@ -5,6 +5,7 @@ import { confirmPassword, type LoginLimits } from "./login_guard.ts";
 import { endUserSessions } from "./sessions.ts";
 import { changePassword, type User } from "./users.ts";
 import type { DeletionMarker, Deletions } from "./deletion.ts";
+import { retireMailTokens } from "../mail/mail_tokens.ts";
 
 /** Who asks, from where: what the password guard needs. */
 export interface PasswordProof {
@@ -18,7 +19,8 @@ export interface PasswordProof {
 
 /**
  * Changes the password once the current one is proved (403 when wrong, 429 past the guard's
- * limits), then ends every other session of the user and closes the streams they opened.
+ * limits), voids a pending change of address (whoever asked for it knew the old password), then
+ * ends every other session of the user and closes the streams they opened.
  * `keepSessionId` is the caller's own session (null when a token asked: all sessions end).
  * Returns the device cookie value to set and how many sessions ended.
  */
@@ -32,6 +34,7 @@ export async function changeUserPassword(
     remember: true,
   });
   await changePassword(kv, { userId: options.user.id, password: options.newPassword });
+  await retireMailTokens(kv, { userId: options.user.id, kinds: ["change"] });
   const endedSessions = await endUserSessions(kv, options.broker, {
     userId: options.user.id,
     exceptId: options.keepSessionId,

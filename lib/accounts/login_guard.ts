@@ -19,7 +19,7 @@
  * other failures; the account's are cleared).
  */
 import { HttpError } from "../http/http_error.ts";
-import { loginDeviceKey, loginFailuresKey, signupsKey } from "../store/kv_keys.ts";
+import { loginDeviceKey, loginFailuresKey, signupsKey, userByEmailKey } from "../store/kv_keys.ts";
 import { randomSecret, sha256Hex } from "./secrets.ts";
 import { logIn, normalizeEmail, signUp, type User } from "./users.ts";
 import { verifyPassword } from "./passwords.ts";
@@ -46,9 +46,16 @@ interface AccountFailures {
   lastAt: number;
 }
 
-/** A browser that logged in to `email`, and its failed attempts since its last success. */
+/**
+ * A browser that logged in to `email`, the account that used it then, and its failed attempts
+ * since its last success. An address can change hands (a change of address or a deletion frees
+ * it): a device is trusted only for the account it logged in to, so whoever held the address
+ * before cannot keep a cookie that skips the limits of its next owner. (A record without
+ * `userId`, written before, is trusted no more.)
+ */
 interface Device {
   email: string;
+  userId?: string;
   failures: number;
 }
 
@@ -104,6 +111,8 @@ function tooMany(message: string, waitMs: number): HttpError {
 /** The reserved attempt, to settle once the password was checked. */
 interface Reservation {
   email: string;
+  /** The account that used the email when the attempt was reserved (null: none). */
+  userId: string | null;
   emailKey: Deno.KvKey;
   addressKey: Deno.KvKey;
   /** The device cookie's key when it was trusted for this attempt. */
@@ -128,14 +137,17 @@ export async function reserveLogin(
   const knownKey = options.device ? loginDeviceKey(await sha256Hex(options.device)) : null;
   for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
     const now = Date.now();
-    const keys = knownKey ? [emailKey, addressKey, knownKey] : [emailKey, addressKey];
-    const [emailEntry, addressEntry, deviceEntry] = await kv.getMany(keys) as [
+    const keys = [emailKey, addressKey, userByEmailKey(email), ...(knownKey ? [knownKey] : [])];
+    const [emailEntry, addressEntry, ownerEntry, deviceEntry] = await kv.getMany(keys) as [
       Deno.KvEntryMaybe<AccountFailures | number[]>,
       Deno.KvEntryMaybe<number[]>,
+      Deno.KvEntryMaybe<string>,
       Deno.KvEntryMaybe<Device> | undefined,
     ];
+    const userId = ownerEntry.value;
     const known = deviceEntry?.value ?? null;
-    const trusted = known !== null && known.email === email && known.failures < limits.perAccount;
+    const trusted = known !== null && known.email === email && userId !== null &&
+      known.userId === userId && known.failures < limits.perAccount;
     const times = recent(addressEntry.value, now, limits.windowMs);
     const account = accountFailures(emailEntry.value, now, limits.windowMs);
     if (!trusted) {
@@ -162,13 +174,21 @@ export async function reserveLogin(
         deviceEntry!.key,
         {
           email,
+          userId,
           failures: known.failures + 1,
         } satisfies Device,
         { expireIn: DEVICE_TTL_MS },
       );
     }
     if ((await op.commit()).ok) {
-      return { email, emailKey, addressKey, deviceKey: trusted ? knownKey : null, at: now };
+      return {
+        email,
+        userId,
+        emailKey,
+        addressKey,
+        deviceKey: trusted ? knownKey : null,
+        at: now,
+      };
     }
   }
   throw tooMany("Cannot log in: too many attempts at once for this account", 1000);
@@ -197,16 +217,23 @@ function withoutAttempt(times: number[] | null, at: number, windowMs: number) {
   return list.length ? { value: list, expireIn: windowMs } : null;
 }
 
-/** Remembers a browser that proved it knows the password of `email`; returns its cookie value. */
+/**
+ * Remembers a browser that proved it knows the password of `email` (the account `userId`);
+ * returns its cookie value.
+ */
 async function rememberDevice(
   kv: Deno.Kv,
-  email: string,
+  account: { email: string; userId: string },
   replaces: Deno.KvKey | null = null,
 ): Promise<string> {
   const device = randomSecret(32);
   const op = kv.atomic().set(
     loginDeviceKey(await sha256Hex(device)),
-    { email: normalizeEmail(email), failures: 0 } satisfies Device,
+    {
+      email: normalizeEmail(account.email),
+      userId: account.userId,
+      failures: 0,
+    } satisfies Device,
     { expireIn: DEVICE_TTL_MS },
   );
   if (replaces) op.delete(replaces);
@@ -241,7 +268,11 @@ export async function settleLogin(
   if (outcome === "succeeded") {
     await kv.delete(emailKey);
     // A fresh value at every success: a cookie copied earlier stops being trusted.
-    device = await rememberDevice(kv, reservation.email, deviceKey);
+    device = reservation.userId === null ? null : await rememberDevice(
+      kv,
+      { email: reservation.email, userId: reservation.userId },
+      deviceKey,
+    );
   } else {
     await update<AccountFailures | number[]>(kv, emailKey, (value) => {
       const account = accountFailures(value, Date.now(), limits.windowMs);
@@ -325,7 +356,10 @@ export async function guardedSignUp(
   }
   try {
     const created = await signUp(kv, options);
-    return { ...created, device: await rememberDevice(kv, created.user.email) };
+    return {
+      ...created,
+      device: await rememberDevice(kv, { email: created.user.email, userId: created.user.id }),
+    };
   } catch (error) {
     if (!(error instanceof HttpError) || error.status >= 500) {
       await update<number[]>(kv, key, (times) => withoutAttempt(times, at, limits.windowMs));

@@ -9,6 +9,7 @@ import { log } from "../observe/log.ts";
 import { HttpError } from "../http/http_error.ts";
 import { hashPassword, verifyPassword } from "../accounts/passwords.ts";
 import { endUserSessions } from "../accounts/sessions.ts";
+import { listTokens, revokeToken } from "../accounts/tokens.ts";
 import { type LoginLimits, reserveLogin, settleLogin } from "../accounts/login_guard.ts";
 import { normalizeEmail, type User } from "../accounts/users.ts";
 import {
@@ -21,12 +22,14 @@ import {
   userKey,
 } from "../store/kv_keys.ts";
 import type { Mailer } from "./mailer.ts";
-import { dropMailsOf } from "./outbox.ts";
+import type { MailMessage } from "./outbox.ts";
+import { countMailRequest, dropMailsOf } from "./outbox.ts";
 import {
   findMailToken,
   type FoundMailToken,
-  issueMailToken,
   type MailTokenKind,
+  newMailToken,
+  retireMailToken,
   spendMailToken,
 } from "./mail_tokens.ts";
 import {
@@ -59,6 +62,14 @@ export const MAIL_PATHS = {
 export const FORGOT_ANSWER = "If an account uses that address, we sent it a link to choose a " +
   "new password. The link works once, for 1 hour. No mail? Check your spam folder, or ask " +
   "again in a few minutes.";
+
+/**
+ * Whether a notice to `user`'s address counts against the MAILS_PER_* limits: when nobody
+ * proved the address, whoever signed up with it may not own it, and signing up with a stranger's
+ * address (then moving the account off it, or crossing its quota) must not mail them more than
+ * the limits allow. Notices to a verified address are never held back.
+ */
+const noticeLimited = (user: User) => !user.emailVerifiedAt;
 
 /** How long a sent notice is remembered: past the month it is about. */
 const NOTICE_MEMORY_MS = 62 * 86400_000;
@@ -101,22 +112,46 @@ async function tokenAndUser(
   return { found, user: user as Deno.KvEntry<User> };
 }
 
+/**
+ * Mails a link (counted against the MAILS_PER_* limits). Its secret goes live in the commit that
+ * queues the mail, retiring the user's previous link of its kind then: a mail the limits hold
+ * back retires nothing, so nobody can void a user's live link by asking past the limit.
+ * False when a limit held it back.
+ */
+async function mailLink(
+  deps: MailDeps,
+  options: {
+    kind: MailTokenKind;
+    userId: string;
+    email: string;
+    message: (url: string) => MailMessage;
+  },
+): Promise<boolean> {
+  const link = await newMailToken(deps.kv, {
+    kind: options.kind,
+    userId: options.userId,
+    email: options.email,
+    now: deps.mail.now(),
+  });
+  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS[options.kind], link.secret);
+  return await deps.mail.queue(options.message(url), {
+    kind: options.kind,
+    userId: options.userId,
+    limited: true,
+    alongside: link.write,
+  });
+}
+
 /** Mails a verification link; false when a mail limit held it back. 409 when verified already. */
 export async function sendVerification(deps: MailDeps, user: User): Promise<boolean> {
   if (user.emailVerifiedAt) {
     throw new HttpError(409, "Cannot send a verification mail: your address is verified already");
   }
-  const secret = await issueMailToken(deps.kv, {
+  return await mailLink(deps, {
     kind: "verify",
     userId: user.id,
     email: user.email,
-    now: deps.mail.now(),
-  });
-  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS.verify, secret);
-  return await deps.mail.queue(verifyMail({ to: user.email, url }), {
-    kind: "verify",
-    userId: user.id,
-    limited: true,
+    message: (url) => verifyMail({ to: user.email, url }),
   });
 }
 
@@ -157,24 +192,42 @@ export async function requestPasswordReset(deps: MailDeps, email: string): Promi
   const userId = (await deps.kv.get<string>(userByEmailKey(address))).value;
   const user = userId ? (await deps.kv.get<User>(userKey(userId))).value : null;
   if (!user) return;
-  const secret = await issueMailToken(deps.kv, {
+  await mailLink(deps, {
     kind: "reset",
     userId: user.id,
     email: user.email,
-    now: deps.mail.now(),
-  });
-  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS.reset, secret);
-  await deps.mail.queue(resetMail({ to: user.email, url }), {
-    kind: "reset",
-    userId: user.id,
-    limited: true,
+    message: (url) => resetMail({ to: user.email, url }),
   });
 }
 
 /**
- * Spends a reset link: sets the password, marks the address verified (the link proved it) and
- * ends every session of the user, closing the live streams they opened. The caller starts a
- * fresh session for whoever reset it.
+ * A visitor's "Forgot password?": counted against their network address first (429 past
+ * MAILS_PER_CLIENT_PER_HOUR, whatever address they ask about), then the reset is started
+ * without waiting for it, so the answer takes as long for every address.
+ */
+export async function startPasswordReset(
+  deps: MailDeps,
+  options: { email: string; client: string; perClientPerHour: number },
+): Promise<void> {
+  await countMailRequest(deps.kv, {
+    by: "client",
+    id: options.client,
+    perHour: options.perClientPerHour,
+    action: "send reset link",
+  });
+  requestPasswordReset(deps, options.email).catch((error) =>
+    log.error("queueing a password reset mail failed", error)
+  );
+}
+
+/**
+ * Spends a reset link: sets the password, marks the address verified (the link proved it),
+ * voids a pending change of address (whoever asked for it knew the old password: a thief must
+ * not move the account after its owner recovered it) and ends every session of the user,
+ * closing the live streams they opened. When the link is the first proof of the address, the
+ * account's API tokens are revoked too: whoever made them never proved the address (anyone may
+ * sign up with a stranger's, keep the token, and wait for its owner to recover the account).
+ * The caller starts a fresh session for whoever reset it.
  */
 export async function resetPassword(
   deps: MailDeps,
@@ -190,10 +243,25 @@ export async function resetPassword(
       passwordHash,
       emailVerifiedAt: user.value.emailVerifiedAt ?? deps.mail.now().toISOString(),
     };
+    const retireChange = await retireMailToken(deps.kv, { userId: updated.id, kind: "change" });
     const op = spendMailToken(deps.kv.atomic(), found).check(user).set(user.key, updated);
+    retireChange(op);
     if ((await op.commit()).ok) {
       await endUserSessions(deps.kv, deps.broker, { userId: updated.id });
+      if (!user.value.emailVerifiedAt) await revokeAllTokens(deps, updated.id);
       return updated;
+    }
+  }
+}
+
+/** Revokes every API token of a user, closing the streams they opened. */
+async function revokeAllTokens(deps: MailDeps, userId: string): Promise<void> {
+  for (const token of await listTokens(deps.kv, userId)) {
+    try {
+      await revokeToken(deps.kv, { userId, tokenId: token.id, broker: deps.broker });
+    } catch (error) {
+      // Revoked meanwhile (404): what was wanted.
+      if (!(error instanceof HttpError) || error.status !== 404) throw error;
     }
   }
 }
@@ -234,7 +302,9 @@ async function checkPassword(
 
 /**
  * Asks to move the account to `newEmail` (the current password required): mails a link to the
- * new address; nothing changes until it is followed. 429 when a mail limit holds it back.
+ * new address; nothing changes until it is followed. 429 when a mail limit holds it back. Each
+ * request counts against MAILS_PER_ACCOUNT_PER_HOUR before the answer says whether the address
+ * is taken (409), so an account is no unlimited oracle of who has an account.
  */
 export async function requestEmailChange(
   deps: MailDeps,
@@ -245,6 +315,8 @@ export async function requestEmailChange(
     /** The caller's address and the log-in limits: wrong passwords count as failed log-ins. */
     address: string;
     limits: LoginLimits;
+    /** Change requests per account per hour (MAILS_PER_ACCOUNT_PER_HOUR). */
+    perAccountPerHour: number;
   },
 ): Promise<void> {
   const { user } = options;
@@ -253,20 +325,20 @@ export async function requestEmailChange(
   if (newEmail === user.email) {
     throw new HttpError(400, "Cannot change email: that is the address the account uses now");
   }
+  await countMailRequest(deps.kv, {
+    by: "change",
+    id: user.id,
+    perHour: options.perAccountPerHour,
+    action: "change email",
+  });
   if ((await deps.kv.get(userByEmailKey(newEmail))).versionstamp) {
     throw new HttpError(409, "Cannot change email: another account uses that address");
   }
-  const secret = await issueMailToken(deps.kv, {
+  const queued = await mailLink(deps, {
     kind: "change",
     userId: user.id,
     email: newEmail,
-    now: deps.mail.now(),
-  });
-  const url = tokenLink(deps.config.publicUrl, MAIL_PATHS.change, secret);
-  const queued = await deps.mail.queue(changeEmailMail({ to: newEmail, from: user.email, url }), {
-    kind: "change",
-    userId: user.id,
-    limited: true,
+    message: (url) => changeEmailMail({ to: newEmail, from: user.email, url }),
   });
   if (!queued) {
     throw new HttpError(
@@ -305,7 +377,7 @@ export async function confirmEmailChange(deps: MailDeps, secret: string): Promis
     if (!(await op.commit()).ok) continue;
     await deps.mail.queue(
       emailChangedMail({ to: oldEmail, newEmail, url: `${deps.config.publicUrl}/login` }),
-      { kind: "email_changed", userId: updated.id, limited: false },
+      { kind: "email_changed", userId: updated.id, limited: noticeLimited(user.value) },
     );
     return updated;
   }
@@ -333,7 +405,7 @@ export async function notifyQuota(
     {
       kind: "quota",
       userId: user.id,
-      limited: false,
+      limited: noticeLimited(user),
       once: {
         key: mailNoticeKey(user.id, `quota-${options.level}-${options.month}`),
         expireIn: NOTICE_MEMORY_MS,
@@ -356,7 +428,7 @@ export async function notifyPaymentFailed(
     {
       kind: "payment_failed",
       userId: options.user.id,
-      limited: false,
+      limited: noticeLimited(options.user),
       once: {
         key: mailNoticeKey(options.user.id, `payment-failed-${options.eventId}`),
         expireIn: NOTICE_MEMORY_MS,
@@ -385,7 +457,7 @@ export async function notifyInvoice(
     {
       kind: "invoice",
       userId: options.user.id,
-      limited: false,
+      limited: noticeLimited(options.user),
       once: {
         key: mailNoticeKey(options.user.id, `invoice-${options.period}`),
         expireIn: NOTICE_MEMORY_MS,
@@ -396,7 +468,9 @@ export async function notifyInvoice(
 
 /**
  * Removes every mail key of a user (for account deletion): live links and their index, sent
- * notices, queued mails, and the hourly counters of the account and its address.
+ * notices, queued mails, and the account's hourly counters. The address's counter stays until
+ * its hour ends (keyed by a hash, it names nobody): deleting the account must not let its
+ * owner mail the address again at once.
  */
 export async function deleteMailDataOf(
   kv: Deno.Kv,
@@ -411,6 +485,6 @@ export async function deleteMailDataOf(
   await dropMailsOf(kv, options.userId);
   await kv.atomic()
     .delete(mailRateKey("account", options.userId))
-    .delete(mailRateKey("address", options.email))
+    .delete(mailRateKey("change", options.userId))
     .commit();
 }

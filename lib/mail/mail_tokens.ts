@@ -25,11 +25,21 @@ export const MAIL_TOKEN_TTL_MS: Record<MailTokenKind, number> = {
   change: 24 * 3600_000,
 };
 
-/** Creates a link secret (retiring the user's previous one of its kind); returns the secret. */
-export async function issueMailToken(
+/**
+ * A new link secret, not stored yet: `write` adds it to a commit (retiring the user's previous
+ * link of its kind, checked), so it goes live in the commit that queues its mail and a mail the
+ * limits hold back retires nothing. Each call of `write` reads the index afresh (a retry).
+ */
+export interface NewMailToken {
+  secret: string;
+  write(): Promise<(op: Deno.AtomicOperation) => void>;
+}
+
+/** Creates a link secret; nothing is stored until a commit applies its `write`. */
+export async function newMailToken(
   kv: Deno.Kv,
   options: { kind: MailTokenKind; userId: string; email: string; now: Date },
-): Promise<string> {
+): Promise<NewMailToken> {
   const secret = randomSecret(32);
   const hash = await sha256Hex(secret);
   const ttl = MAIL_TOKEN_TTL_MS[options.kind];
@@ -40,13 +50,48 @@ export async function issueMailToken(
     expiresAt: options.now.getTime() + ttl,
   };
   const indexKey = mailTokenOfUserKey(options.userId, options.kind);
-  for (;;) {
-    const index = await kv.get<string>(indexKey);
-    const op = kv.atomic().check(index)
-      .set(mailTokenKey(hash), token, { expireIn: ttl })
-      .set(indexKey, hash, { expireIn: ttl });
-    if (index.value) op.delete(mailTokenKey(index.value));
-    if ((await op.commit()).ok) return secret;
+  return {
+    secret,
+    async write() {
+      const index = await kv.get<string>(indexKey);
+      return (op) => {
+        op.check(index)
+          .set(mailTokenKey(hash), token, { expireIn: ttl })
+          .set(indexKey, hash, { expireIn: ttl });
+        if (index.value) op.delete(mailTokenKey(index.value));
+      };
+    },
+  };
+}
+
+/**
+ * The retiring of the user's live link of `kind`, to add to a commit (checked, so a link
+ * issued meanwhile makes the commit retry). A new password voids a pending change of address:
+ * whoever asked for it knew the old password.
+ */
+export async function retireMailToken(
+  kv: Deno.Kv,
+  options: { userId: string; kind: MailTokenKind },
+): Promise<(op: Deno.AtomicOperation) => void> {
+  const index = await kv.get<string>(mailTokenOfUserKey(options.userId, options.kind));
+  return (op) => {
+    op.check(index);
+    if (index.value) op.delete(index.key).delete(mailTokenKey(index.value));
+  };
+}
+
+/** Retires the user's live links of `kinds`, each in a commit of its own. */
+export async function retireMailTokens(
+  kv: Deno.Kv,
+  options: { userId: string; kinds: MailTokenKind[] },
+): Promise<void> {
+  for (const kind of options.kinds) {
+    for (;;) {
+      const retire = await retireMailToken(kv, { userId: options.userId, kind });
+      const op = kv.atomic();
+      retire(op);
+      if ((await op.commit()).ok) break;
+    }
   }
 }
 

@@ -14,8 +14,9 @@ import { createTransport, type MailTransport } from "./transport.ts";
 /** Queues mails; the isolate's sender (if it runs one) is nudged at once. */
 export interface Mailer {
   /**
-   * Queues a mail. `limited` marks a mail a visitor's action caused (counted against
-   * MAILS_PER_*); `once` makes a notice go once. False when not queued for either reason.
+   * Queues a mail. `limited` marks a mail a visitor's action caused, or a notice to an address
+   * nobody verified (counted against MAILS_PER_*); `once` makes a notice go once. False when
+   * not queued for either reason.
    */
   queue(
     message: MailMessage,
@@ -24,6 +25,8 @@ export interface Mailer {
       userId: string | null;
       limited: boolean;
       once?: { key: Deno.KvKey; expireIn: number };
+      /** Writes committed with the mail only (outbox.ts `queueMail`): a link's secret. */
+      alongside?: () => Promise<(op: Deno.AtomicOperation) => void>;
     },
   ): Promise<boolean>;
   /** The clock of links' expiry (injected by tests). */
@@ -78,6 +81,7 @@ export function createMailer(
           }
           : undefined,
         once: queueOptions.once,
+        alongside: queueOptions.alongside,
       });
       if (queued) sender?.nudge();
       else if (queueOptions.limited) {

@@ -10,12 +10,17 @@
  * up after MAIL_GIVE_UP_HOURS.
  *
  * What a visitor can make us send is rate limited when it is queued: per recipient address,
- * per account and in total (MAILS_PER_*), counted in the commit that queues the mail.
+ * per account and in total (MAILS_PER_*), counted in the commit that queues the mail. The
+ * recipient's count is keyed by a hash of the address and outlives a deleted account (for at
+ * most its hour): deleting an account and signing up again with the address starts no fresh
+ * hour of mail to it.
  */
 import { mailOutboxKey, mailOutboxPrefix, mailRateKey } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
 import { openSecret, sealSecret } from "../accounts/secret_box.ts";
 import { nextId } from "../store/ids.ts";
+import { sha256Hex } from "../accounts/secrets.ts";
+import { HttpError } from "../http/http_error.ts";
 import { type MailTransport, SMTP_TIMEOUT_MS } from "./transport.ts";
 
 /** What a mail says and to whom. */
@@ -26,7 +31,10 @@ export interface MailMessage {
   html: string;
 }
 
-/** Why a mail is sent; a visitor's actions cause the first three (rate limited). */
+/**
+ * Why a mail is sent; a visitor's actions cause the first three (rate limited), and notices to
+ * an address nobody verified are limited too (account_mail.ts).
+ */
 export type MailKind =
   | "verify"
   | "reset"
@@ -80,6 +88,11 @@ export async function queueMail(
     rates?: MailRates;
     /** A marker that makes the mail go once (a notice): not queued when the key exists. */
     once?: { key: Deno.KvKey; expireIn: number };
+    /**
+     * Writes that go live only with the mail (a link's secret), read afresh on each attempt:
+     * a mail the limits hold back leaves them unwritten.
+     */
+    alongside?: () => Promise<(op: Deno.AtomicOperation) => void>;
   },
 ): Promise<boolean> {
   const id = nextId();
@@ -99,7 +112,7 @@ export async function queueMail(
   const limits = options.rates
     ? [
       {
-        key: mailRateKey("address", options.message.to.toLowerCase()),
+        key: mailRateKey("address", await sha256Hex(options.message.to.toLowerCase())),
         max: options.rates.perAddress,
       },
       ...(options.userId
@@ -125,10 +138,47 @@ export async function queueMail(
       if (recent.length >= limits[i].max) return false;
       op.check(entry).set(entry.key, [...recent, now], { expireIn: RATE_WINDOW_MS });
     }
+    if (options.alongside) (await options.alongside())(op);
     op.set(mailOutboxKey(id), mail);
     if ((await op.commit()).ok) return true;
   }
   throw new Error("Cannot queue mail: the rate counters kept changing");
+}
+
+/**
+ * Counts a request that may cause a mail, before anything it names is looked up: one client
+ * network address's reset request ("client": the answer is the same for every address it asks
+ * about), or one account's request to change its address ("change": its answer says whether
+ * the address is taken, so it must not be asked without limit). 429 past `perHour`, with
+ * `action` in the message.
+ */
+export async function countMailRequest(
+  kv: Deno.Kv,
+  options: { by: "client" | "change"; id: string; perHour: number; action: string },
+): Promise<void> {
+  const key = mailRateKey(options.by, options.id);
+  const whose = options.by === "client" ? "from your network address" : "for this account";
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const now = Date.now();
+    const entry = await kv.get<number[]>(key);
+    const recent = (entry.value ?? []).filter((at) => at > now - RATE_WINDOW_MS);
+    if (recent.length >= options.perHour) {
+      const waitMs = recent[recent.length - options.perHour] + RATE_WINDOW_MS - now;
+      throw new HttpError(
+        429,
+        `Cannot ${options.action}: too many requests ${whose} in the last hour; try again in ` +
+          `${Math.ceil(waitMs / 60_000)} min`,
+        { "Retry-After": String(Math.max(1, Math.ceil(waitMs / 1000))) },
+      );
+    }
+    const op = kv.atomic().check(entry).set(key, [...recent, now], { expireIn: RATE_WINDOW_MS });
+    if ((await op.commit()).ok) return;
+  }
+  throw new HttpError(
+    503,
+    `Cannot ${options.action}: the request counter ${whose} kept changing; try again`,
+    { "Retry-After": "1" },
+  );
 }
 
 /** The outcome of one attempt to send, for metrics. */

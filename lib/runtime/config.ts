@@ -99,6 +99,7 @@ const schema = z.object({
   MAILS_PER_ADDRESS_PER_HOUR: positiveInt.max(5000).default(5),
   MAILS_PER_ACCOUNT_PER_HOUR: positiveInt.max(5000).default(10),
   MAILS_PER_HOUR: positiveInt.max(5000).default(1000),
+  MAILS_PER_CLIENT_PER_HOUR: positiveInt.max(5000).default(20),
   MAIL_RETRY_BASE_SECONDS: z.coerce.number().positive().default(30),
   MAIL_GIVE_UP_HOURS: z.coerce.number().positive().default(48),
 }).refine(
@@ -283,6 +284,11 @@ export interface Config {
   mailsPerAddressPerHour: number;
   mailsPerAccountPerHour: number;
   mailsPerHour: number;
+  /**
+   * Reset requests per client network address per hour (429 past it, whatever the address
+   * asked for): without it one client could spend `mailsPerHour` and leave nobody a reset link.
+   */
+  mailsPerClientPerHour: number;
   /** The first retry of a failed send; each further one waits twice as long (at most 1 hour). */
   mailRetryBaseMs: number;
   /** A mail not sent within this long is dropped (and logged). */
@@ -386,6 +392,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     mailsPerAddressPerHour: e.MAILS_PER_ADDRESS_PER_HOUR,
     mailsPerAccountPerHour: e.MAILS_PER_ACCOUNT_PER_HOUR,
     mailsPerHour: e.MAILS_PER_HOUR,
+    mailsPerClientPerHour: e.MAILS_PER_CLIENT_PER_HOUR,
     mailRetryBaseMs: e.MAIL_RETRY_BASE_SECONDS * 1000,
     mailGiveUpMs: e.MAIL_GIVE_UP_HOURS * 3600_000,
   };

@@ -31,7 +31,8 @@
  * | ["flash", sha256(sessionId)]              | Flash sealed with the session id   | flash.ts        |
  * | ["login_failures", "address", address]   | number[]: failed/reserved times    | login_guard.ts  |
  * | ["login_failures", "email", email]       | { failures, lastAt }: the delay    | login_guard.ts  |
- * | ["login_devices", sha256(cookie)]         | { email, failures } (180 days)     | login_guard.ts  |
+ * | ["login_devices", sha256(cookie)]         | { email, userId, failures } (180   | login_guard.ts  |
+ * |                                           | days): trusted for that account    |                 |
  * | ["signups", address]                      | number[]: sign-up attempt times    | login_guard.ts  |
  * | ["broker_messages", id]                   | { origin, at, message } (60 s), or | broker_kv.ts    |
  * |                                           | { origin, at, parts } when large   |                 |
@@ -52,7 +53,13 @@
  * | ["mail_outbox", mailId]                   | OutboxMail: the message sealed     | outbox.ts       |
  * |                                           | (secret_box), attempts, due, lease |                 |
  * | ["mail_rate", "address"|"account"|"all",  | number[]: times mails were queued  | outbox.ts       |
- * |   email|userId|"all"]                     | (1 hour)                           |                 |
+ * |   sha256(email)|userId|"all"]             | (1 hour; an address's outlives a   |                 |
+ * |                                           | deleted account, so a new sign-up  |                 |
+ * |                                           | with it starts no fresh hour)      |                 |
+ * | ["mail_rate", "client", address]          | number[]: reset requests of one    | outbox.ts       |
+ * |                                           | client address (1 hour)            |                 |
+ * | ["mail_rate", "change", userId]           | number[]: change-of-address        | outbox.ts       |
+ * |                                           | requests of one account (1 hour)   |                 |
  * | ["mail_tokens", sha256(token)]            | MailToken { kind, userId, email,   | mail_tokens.ts  |
  * |                                           | expiresAt }: a link's secret       |                 |
  * | ["mail_tokens_of_user", userId, kind]     | sha256(token): the one live link   | mail_tokens.ts  |
@@ -246,8 +253,15 @@ export const userKeyPrefixes = (userId: string): Deno.KvKey[] => [
 export const mailOutboxKey = (mailId: string) => ["mail_outbox", mailId];
 /** Prefix of the whole outbox. */
 export const mailOutboxPrefix = () => ["mail_outbox"];
-/** ["mail_rate", kind, value]: when mails were queued for one address, account, or at all. */
-export const mailRateKey = (kind: "address" | "account" | "all", value: string) => [
+/**
+ * ["mail_rate", kind, value]: when mails were queued for one address (by its SHA-256), one
+ * account, or at all; or when one client network address asked for a reset ("client"), or one
+ * account for a change of address ("change").
+ */
+export const mailRateKey = (
+  kind: "address" | "account" | "all" | "client" | "change",
+  value: string,
+) => [
   "mail_rate",
   kind,
   value,
