@@ -49,6 +49,7 @@ import { run as isolates } from "./parts/isolates.ts";
 import { run as kv } from "./parts/kv.ts";
 import { run as large } from "./parts/large.ts";
 import { run as load } from "./parts/load.ts";
+import { run as peers } from "./parts/peers.ts";
 import { run as profile } from "./parts/profile.ts";
 import { run as rss } from "./parts/rss.ts";
 import { run as steady } from "./parts/steady.ts";
@@ -70,6 +71,7 @@ import { printSummary } from "./summary.ts";
 const RUNS: Readonly<Record<PartName, PartRun>> = {
   ceiling,
   wrk,
+  peers,
   load,
   consumers,
   steady,

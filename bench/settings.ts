@@ -9,6 +9,7 @@ import { ROOT } from "./procs.ts";
 export const PARTS = [
   "ceiling",
   "wrk",
+  "peers",
   "load",
   "consumers",
   "steady",
