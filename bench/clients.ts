@@ -269,7 +269,13 @@ export async function leanSse(
  * every text message, answers pings; payloads are never decoded.
  */
 export async function leanWs(
-  options: { port: number; path: string; onMessage: () => void },
+  options: {
+    port: number;
+    path: string;
+    /** Gets the message's bytes only with `keepPayload` (part "fanrate" reads each `seq`). */
+    onMessage: (payload?: Uint8Array) => void;
+    keepPayload?: boolean;
+  },
 ): Promise<FanoutClient> {
   const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
   const { conn, rest } = await rawGet({
@@ -285,12 +291,28 @@ export async function leanWs(
   let opcode = 0;
   let fin = false;
   let ping: number[] | null = null;
+  let parts: Uint8Array[] | null = options.keepPayload ? [] : null;
   const frameDone = () => {
     if (opcode === 9 && ping) {
       // Pong, masked with a zero key as clients must mask.
       const pong = new Uint8Array([0x8a, 0x80 | ping.length, 0, 0, 0, 0, ...ping]);
       writeAll(conn, pong).catch(() => {});
-    } else if (fin && (opcode === 1 || opcode === 0)) options.onMessage();
+    } else if (fin && (opcode === 1 || opcode === 0)) {
+      if (!parts) options.onMessage();
+      else if (parts.length === 1) {
+        options.onMessage(parts[0]);
+        parts = [];
+      } else {
+        const whole = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+        let at = 0;
+        for (const part of parts) {
+          whole.set(part, at);
+          at += part.length;
+        }
+        parts = [];
+        options.onMessage(whole);
+      }
+    }
     ping = null;
   };
   pump(conn, rest, (bytes) => {
@@ -299,6 +321,7 @@ export async function leanWs(
       if (remaining > 0) {
         const take = Math.min(remaining, bytes.length - pos);
         if (ping) ping.push(...bytes.subarray(pos, pos + take));
+        else if (parts && (opcode === 1 || opcode === 0)) parts.push(bytes.slice(pos, pos + take));
         remaining -= take;
         pos += take;
         if (remaining === 0) frameDone();

@@ -161,6 +161,26 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
+/** The environment the bench runs main.ts with: its port, its KV file and the limits it lifts. */
+export function relayEnv(port: number, kvPath: string): Record<string, string> {
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    PUBLIC_URL: url,
+    KV_PATH: kvPath,
+    FREE_MONTHLY_LIMIT: "1000000000",
+    INGEST_RATE_PER_SECOND: "0",
+    // The benchmark holds thousands of connections on one token.
+    MAX_CONNECTIONS_PER_TOKEN: "0",
+    MAX_CONNECTIONS_PER_USER: "0",
+    // Every sender of the benchmark is one loopback address.
+    MAX_BUFFERED_BODY_MB_PER_ADDRESS: "256",
+    LOG_REQUESTS: "0",
+    WORKERS: "1",
+  };
+}
+
 /** Starts main.ts (or `script`, a wrapper of it) on a free port with a fresh KV file and the benchmark's settings. */
 export async function startRelay(
   options: {
@@ -178,22 +198,7 @@ export async function startRelay(
   const { child, ready } = spawnDeno({
     script: options.script ?? "main.ts",
     denoFlags: inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
-    env: {
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      PUBLIC_URL: url,
-      KV_PATH: `${kvDir}/bench.kv`,
-      FREE_MONTHLY_LIMIT: "1000000000",
-      INGEST_RATE_PER_SECOND: "0",
-      // The benchmark holds thousands of connections on one token.
-      MAX_CONNECTIONS_PER_TOKEN: "0",
-      MAX_CONNECTIONS_PER_USER: "0",
-      // Every sender of the benchmark is one loopback address.
-      MAX_BUFFERED_BODY_MB_PER_ADDRESS: "256",
-      LOG_REQUESTS: "0",
-      WORKERS: "1",
-      ...options.env,
-    },
+    env: { ...relayEnv(port, `${kvDir}/bench.kv`), ...options.env },
     ready: "WebSocks listening on",
     cpus: options.cpus,
   });
