@@ -227,7 +227,10 @@ export async function run(context: PartContext): Promise<void> {
   const dir = await smeeDir();
   const wrk = findWrk();
   if (!dir) return;
-  const everyCpu = `0-${navigator.hardwareConcurrency - 1}`;
+  // Restored afterwards: the CPUs this process was allowed before the part pinned it.
+  const allowed =
+    Deno.readTextFileSync("/proc/self/status").match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1] ??
+      `0-${navigator.hardwareConcurrency - 1}`;
   if (!pinProcess(Deno.pid, GENERATOR_CPU)) console.log("  note: could not pin this process");
   const out: Record<string, Record<string, PeerFigures>> = {};
   try {
@@ -263,6 +266,6 @@ export async function run(context: PartContext): Promise<void> {
       context.record("peers", out);
     }
   } finally {
-    pinProcess(Deno.pid, everyCpu);
+    pinProcess(Deno.pid, allowed);
   }
 }
