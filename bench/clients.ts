@@ -12,11 +12,20 @@ import { NumberList } from "./stats.ts";
 
 const PAYLOAD = '"payload":{"t":';
 
-/** Reads `t`, `w` and `seq` from an envelope's payload; null when it is not one of ours. */
-export function readStamp(json: string): { t: number; w: number; seq: number } | null {
-  const at = json.indexOf(PAYLOAD);
+/** Where smee.io's SSE `data:` puts the webhook's body: `{…,"body":{"t":…`. */
+export const SMEE_BODY = '"body":{"t":';
+
+/**
+ * Reads `t`, `w` and `seq` from an envelope's payload (or from what follows `marker`, e.g.
+ * SMEE_BODY); null when it is not one of ours.
+ */
+export function readStamp(
+  json: string,
+  marker = PAYLOAD,
+): { t: number; w: number; seq: number } | null {
+  const at = json.indexOf(marker);
   if (at === -1) return null;
-  const tStart = at + PAYLOAD.length;
+  const tStart = at + marker.length;
   const tEnd = json.indexOf(",", tStart);
   // `,"w":1,"seq":123,`
   const w = json.charCodeAt(tEnd + 5) - 48;
@@ -260,7 +269,13 @@ export async function leanSse(
  * every text message, answers pings; payloads are never decoded.
  */
 export async function leanWs(
-  options: { port: number; path: string; onMessage: () => void },
+  options: {
+    port: number;
+    path: string;
+    /** Gets the message's bytes only with `keepPayload` (part "fanrate" reads each `seq`). */
+    onMessage: (payload?: Uint8Array) => void;
+    keepPayload?: boolean;
+  },
 ): Promise<FanoutClient> {
   const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
   const { conn, rest } = await rawGet({
@@ -276,12 +291,28 @@ export async function leanWs(
   let opcode = 0;
   let fin = false;
   let ping: number[] | null = null;
+  let parts: Uint8Array[] | null = options.keepPayload ? [] : null;
   const frameDone = () => {
     if (opcode === 9 && ping) {
       // Pong, masked with a zero key as clients must mask.
       const pong = new Uint8Array([0x8a, 0x80 | ping.length, 0, 0, 0, 0, ...ping]);
       writeAll(conn, pong).catch(() => {});
-    } else if (fin && (opcode === 1 || opcode === 0)) options.onMessage();
+    } else if (fin && (opcode === 1 || opcode === 0)) {
+      if (!parts) options.onMessage();
+      else if (parts.length === 1) {
+        options.onMessage(parts[0]);
+        parts = [];
+      } else {
+        const whole = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+        let at = 0;
+        for (const part of parts) {
+          whole.set(part, at);
+          at += part.length;
+        }
+        parts = [];
+        options.onMessage(whole);
+      }
+    }
     ping = null;
   };
   pump(conn, rest, (bytes) => {
@@ -290,6 +321,7 @@ export async function leanWs(
       if (remaining > 0) {
         const take = Math.min(remaining, bytes.length - pos);
         if (ping) ping.push(...bytes.subarray(pos, pos + take));
+        else if (parts && (opcode === 1 || opcode === 0)) parts.push(bytes.slice(pos, pos + take));
         remaining -= take;
         pos += take;
         if (remaining === 0) frameDone();
@@ -359,4 +391,79 @@ export async function openMany<T>(
   });
   await Promise.all(lanes);
   return { opened, failed, firstError };
+}
+
+/**
+ * Every delivery one subscriber got, by `seq`: how many, how many repeated, and POST→client
+ * latency of the measured ones (`w` = 1). Part "peers" shares it between WebSocks and smee.io.
+ */
+export class Tally {
+  delivered = 0;
+  repeats = 0;
+  readonly latencies = new NumberList();
+  readonly #seen = new Set<number>();
+
+  /** Counts one message; `marker` says where the stamped body starts in it. */
+  add(text: string, marker?: string): void {
+    const now = wallClock();
+    const stamp = readStamp(text, marker);
+    if (!stamp) return;
+    this.delivered++;
+    if (this.#seen.has(stamp.seq)) this.repeats++;
+    else this.#seen.add(stamp.seq);
+    if (stamp.w === 1) this.latencies.push(now - stamp.t);
+  }
+
+  /** Distinct webhooks received. */
+  get distinct(): number {
+    return this.#seen.size;
+  }
+
+  /** Waits until `count` distinct webhooks have arrived, at most `timeoutMs`; true when they did. */
+  async waitFor(count: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.distinct < count && Date.now() < deadline) await sleep(20);
+    return this.distinct >= count;
+  }
+}
+
+/** A WebSocket subscriber that counts every message into `tally`. */
+export async function tallyWs(url: string, tally: Tally): Promise<FanoutClient> {
+  const socket = await openSocket(url);
+  socket.onmessage = (event) => tally.add(event.data as string);
+  return { close: () => socket.close() };
+}
+
+/**
+ * An SSE subscriber on `fetch` (it undoes the chunked framing) that counts the `data:` of every
+ * event into `tally`, reading the stamp after `marker`. Resolves once the response head arrived.
+ */
+export async function tallySse(url: string, tally: Tally, marker?: string): Promise<FanoutClient> {
+  const abort = new AbortController();
+  const response = await fetch(url, {
+    headers: { Accept: "text/event-stream" },
+    signal: abort.signal,
+  });
+  if (response.status !== 200 || !response.body) {
+    throw new Error(`${url}: SSE answered ${response.status}`);
+  }
+  const body = response.body.pipeThrough(new TextDecoderStream());
+  (async () => {
+    let buffer = "";
+    try {
+      for await (const text of body) {
+        buffer += text;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) !== -1) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = event.indexOf("data:");
+          if (data !== -1) tally.add(event.slice(data), marker);
+        }
+      }
+    } catch {
+      // aborted
+    }
+  })();
+  return { close: () => abort.abort() };
 }

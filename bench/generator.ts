@@ -16,7 +16,12 @@ export interface CpuUse {
 export async function runGenerator(
   options: GenOptions,
   serverPid: number,
-  hooks: { onStart?: () => Promise<void>; onEnd?: () => Promise<void> } = {},
+  hooks: {
+    onStart?: () => Promise<void>;
+    onEnd?: () => Promise<void>;
+    /** CPUs to pin the generator to (`taskset -c`); unpinned when absent. */
+    cpus?: string;
+  } = {},
 ): Promise<{ result: GenResult; cpu: CpuUse }> {
   let startSample: {
     at: number;
@@ -30,6 +35,7 @@ export async function runGenerator(
   const { child } = spawnDeno({
     script: "bench/loadgen.ts",
     args: [JSON.stringify(options)],
+    cpus: hooks.cpus,
     onLine(line) {
       if (line === "MEASURE_START") {
         startSample = {

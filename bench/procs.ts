@@ -61,6 +61,8 @@ export function spawnDeno(
     ready?: string;
     readyTimeoutMs?: number;
     onLine?: (line: string) => void;
+    /** CPUs to pin the process to (`taskset -c`), e.g. "0"; unpinned when absent. */
+    cpus?: string;
   },
 ): { child: Child; ready: Promise<void> } {
   const command = new Deno.Command("bash", {
@@ -68,6 +70,7 @@ export function spawnDeno(
       "-c",
       'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"',
       "bench-child",
+      ...(options.cpus === undefined ? [] : ["taskset", "-c", options.cpus]),
       DENO,
       "run",
       "-A",
@@ -158,9 +161,35 @@ export interface ServerUnderTest {
   stop(): Promise<void>;
 }
 
+/** The environment the bench runs main.ts with: its port, its KV file and the limits it lifts. */
+export function relayEnv(port: number, kvPath: string): Record<string, string> {
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    PORT: String(port),
+    HOST: "127.0.0.1",
+    PUBLIC_URL: url,
+    KV_PATH: kvPath,
+    FREE_MONTHLY_LIMIT: "1000000000",
+    INGEST_RATE_PER_SECOND: "0",
+    // The benchmark holds thousands of connections on one token.
+    MAX_CONNECTIONS_PER_TOKEN: "0",
+    MAX_CONNECTIONS_PER_USER: "0",
+    // Every sender of the benchmark is one loopback address.
+    MAX_BUFFERED_BODY_MB_PER_ADDRESS: "256",
+    LOG_REQUESTS: "0",
+    WORKERS: "1",
+  };
+}
+
 /** Starts main.ts (or `script`, a wrapper of it) on a free port with a fresh KV file and the benchmark's settings. */
 export async function startRelay(
-  options: { env?: Record<string, string>; inspect?: boolean; script?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    inspect?: boolean;
+    script?: string;
+    /** CPUs to pin the server to (`taskset -c`); unpinned when absent. */
+    cpus?: string;
+  } = {},
 ): Promise<ServerUnderTest> {
   const port = freePort();
   const inspectPort = options.inspect ? freePort() : null;
@@ -169,23 +198,9 @@ export async function startRelay(
   const { child, ready } = spawnDeno({
     script: options.script ?? "main.ts",
     denoFlags: inspectPort ? [`--inspect=127.0.0.1:${inspectPort}`] : [],
-    env: {
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      PUBLIC_URL: url,
-      KV_PATH: `${kvDir}/bench.kv`,
-      FREE_MONTHLY_LIMIT: "1000000000",
-      INGEST_RATE_PER_SECOND: "0",
-      // The benchmark holds thousands of connections on one token.
-      MAX_CONNECTIONS_PER_TOKEN: "0",
-      MAX_CONNECTIONS_PER_USER: "0",
-      // Every sender of the benchmark is one loopback address.
-      MAX_BUFFERED_BODY_MB_PER_ADDRESS: "256",
-      LOG_REQUESTS: "0",
-      WORKERS: "1",
-      ...options.env,
-    },
+    env: { ...relayEnv(port, `${kvDir}/bench.kv`), ...options.env },
     ready: "WebSocks listening on",
+    cpus: options.cpus,
   });
   try {
     await ready;
@@ -281,6 +296,35 @@ export function threadCpuSeconds(pid: number): Map<string, number> {
     out.set(name, (out.get(name) ?? 0) + seconds);
   }
   return out;
+}
+
+/**
+ * Pins every thread of a running process to `cpus` (`taskset -a -p -c`); the bench pins its own
+ * process while it runs subscribers next to a pinned generator. False when taskset failed.
+ */
+export function pinProcess(pid: number, cpus: string): boolean {
+  try {
+    return new Deno.Command("taskset", {
+      args: ["-a", "-p", "-c", cpus, String(pid)],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** The soft and hard limits on open files of a running process, from /proc/<pid>/limits. */
+export function openFilesOf(pid: number): { soft: number; hard: number } {
+  try {
+    const line = Deno.readTextFileSync(`/proc/${pid}/limits`).split("\n")
+      .find((l) => l.startsWith("Max open files"));
+    const [soft, hard] = line?.slice("Max open files".length).trim().split(/\s+/) ?? [];
+    const value = (v: string | undefined) => v === "unlimited" ? Infinity : Number(v ?? NaN);
+    return { soft: value(soft), hard: value(hard) };
+  } catch {
+    return { soft: NaN, hard: NaN };
+  }
 }
 
 /** Resident memory of a process in KiB (VmRSS), NaN when unreadable. */

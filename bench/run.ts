@@ -6,6 +6,10 @@
  * BENCH_PARTS=load,steady):
  * - ceiling    the load generator (bench/loadgen.ts, its own process) against a trivial
  *              Deno.serve server (bench/hello.ts): the generator's own ceiling
+ * - peers      WebSocks and smee.io (a copy of ../shared/peers/smee.io, installed once into
+ *              bench/out/peers) in the same run: each server pinned to core 0, generator and
+ *              subscriber to core 1, c=50, 1 KiB JSON, wrk and our generator, every delivery
+ *              checked by seq; accepted/s, server CPU µs per accepted webhook and the ratios
  * - load       accepted webhooks/s at concurrency 50 with ~1 KiB JSON bodies, every one
  *              delivered to a WebSocket subscriber; POST→client latency under that load
  * - consumers  "load" again with each way to consume (issue #13), a fresh server for each: one
@@ -15,8 +19,10 @@
  *              loop; every delivery checked
  * - steady     POST→client latency at a steady, open-loop 500 webhooks/s
  * - fanout     one endpoint, 1,000 WebSocket + 1,000 SSE clients: POST → last client
+ * - fanrate    100 webhooks/s (open loop) to 1,000 WebSockets held by client processes:
+ *              deliveries/s achieved, POST → last client, every delivery checked
  * - rss        server RSS per idle SSE and per idle WebSocket connection, and the same for a
- *              trivial Deno.serve (Deno's own floor)
+ *              trivial Deno.serve (Deno's own floor) and for smee.io's SSE listeners
  * - profile    V8 CPU profiles of the server's main thread under "load" and during "fanout"
  * - breakdown  "load" and "steady" against bench/traced_main.ts (main.ts with timers around KV
  *              reads, commits, queue jobs and request handling): where a webhook's time goes
@@ -28,11 +34,17 @@
  *              500/s on WORKERS=2; 18,000 idle connections (half WebSocket, half SSE) on it
  * - large      20 senders posting 25 MiB at once (server RSS sampled throughout), then one
  *              25 MiB body to an SSE and a WebSocket client: time until each has it whole
+ * - cold       process start → first 200 on / with prebuilt island bundles, median of N starts
+ * - scale      50,000 idle connections (half SSE, half WebSocket) on one process, from client
+ *              processes on their own 127.0.0.x: server RSS; prints the descriptor limit it got
  *
  * Other knobs (flag or env): --seconds=N / BENCH_SECONDS (measured seconds of load, steady and consumers;
  * default 10), --idle=N / BENCH_IDLE (idle connections per kind; default 5000), --fanout=N /
  * BENCH_FANOUT (fan-out clients per transport; default 1000), --isolatesIdle=N /
- * BENCH_ISOLATES_IDLE (idle connections of part isolates; default 18000). Figures also go to
+ * BENCH_ISOLATES_IDLE (idle connections of part isolates; default 18000), --coldRuns=N /
+ * BENCH_COLD_RUNS (starts timed by cold; default 10), --scale=N / BENCH_SCALE (idle connections of
+ * scale; default 50000), --fanRate=N / BENCH_FAN_RATE and --fanRateClients=N /
+ * BENCH_FAN_RATE_CLIENTS (fanrate's webhooks/s and WebSockets; 100 and 1000). Figures also go to
  * bench/out/results.json, profiles to bench/out/*.cpuprofile (open them in Chrome DevTools).
  *
  * This file is only the runner: each part lives in bench/parts/<part>.ts and gets its settings
@@ -43,14 +55,18 @@ import { machine } from "./machine.ts";
 import type { PartContext, PartRun } from "./part.ts";
 import { run as breakdown } from "./parts/breakdown.ts";
 import { run as ceiling } from "./parts/ceiling.ts";
+import { run as cold } from "./parts/cold.ts";
 import { run as consumers } from "./parts/consumers.ts";
 import { run as fanout } from "./parts/fanout.ts";
+import { run as fanrate } from "./parts/fanrate.ts";
 import { run as isolates } from "./parts/isolates.ts";
 import { run as kv } from "./parts/kv.ts";
 import { run as large } from "./parts/large.ts";
 import { run as load } from "./parts/load.ts";
+import { run as peers } from "./parts/peers.ts";
 import { run as profile } from "./parts/profile.ts";
 import { run as rss } from "./parts/rss.ts";
+import { run as scale } from "./parts/scale.ts";
 import { run as steady } from "./parts/steady.ts";
 import { run as wrk } from "./parts/wrk.ts";
 import { DENO } from "./procs.ts";
@@ -70,6 +86,7 @@ import { printSummary } from "./summary.ts";
 const RUNS: Readonly<Record<PartName, PartRun>> = {
   ceiling,
   wrk,
+  peers,
   load,
   consumers,
   steady,
@@ -80,6 +97,9 @@ const RUNS: Readonly<Record<PartName, PartRun>> = {
   kv,
   isolates,
   large,
+  cold,
+  scale,
+  fanrate,
 };
 
 /** Runs the chosen parts in order, prints their figures and the summary, writes results.json. */

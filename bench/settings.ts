@@ -9,6 +9,7 @@ import { ROOT } from "./procs.ts";
 export const PARTS = [
   "ceiling",
   "wrk",
+  "peers",
   "load",
   "consumers",
   "steady",
@@ -19,6 +20,9 @@ export const PARTS = [
   "kv",
   "isolates",
   "large",
+  "fanrate",
+  "cold",
+  "scale",
 ] as const;
 /** The name of one part. */
 export type PartName = typeof PARTS[number];
@@ -61,6 +65,13 @@ export interface Settings {
   /** Idle connections of part "isolates" (half WebSocket, half SSE); 18,000 because this
    * machine allows 20,000 open files per process, which the server hits first. */
   readonly isolatesIdle: number;
+  /** Starts of main.ts timed by part "cold". */
+  readonly coldRuns: number;
+  /** Idle connections part "scale" asks for on one process (half SSE, half WebSocket). */
+  readonly scale: number;
+  /** Webhooks per second of part "fanrate", and its WebSocket clients. */
+  readonly fanRate: number;
+  readonly fanRateClients: number;
 }
 
 /** Reads the knobs from `--name=value` flags, else their env forms, else the defaults. */
@@ -88,6 +99,10 @@ export function readSettings(
     idle: Number(setting("idle", "BENCH_IDLE") ?? 5000),
     fanout: Number(setting("fanout", "BENCH_FANOUT") ?? 1000),
     isolatesIdle: Number(setting("isolatesIdle", "BENCH_ISOLATES_IDLE") ?? 18_000),
+    coldRuns: Number(setting("coldRuns", "BENCH_COLD_RUNS") ?? 10),
+    scale: Number(setting("scale", "BENCH_SCALE") ?? 50_000),
+    fanRate: Number(setting("fanRate", "BENCH_FAN_RATE") ?? 100),
+    fanRateClients: Number(setting("fanRateClients", "BENCH_FAN_RATE_CLIENTS") ?? 1000),
   };
 }
 

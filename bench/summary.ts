@@ -38,6 +38,24 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
       `p99 < ${TARGETS.p99Load}`,
     ]);
   }
+  const peers = results.peers as
+    | Record<string, Record<string, { rps: number; cpuUsPerWebhook: number }>>
+    | undefined;
+  for (const [generator, figures] of Object.entries(peers ?? {})) {
+    const ours = figures.websocks;
+    const theirs = figures.smee;
+    if (!ours || !theirs) continue;
+    rows.push([
+      `WebSocks vs smee.io, ${generator}: accepted/s (ratio)`,
+      `${fmt(ours.rps, 0)} vs ${fmt(theirs.rps, 0)} (${fmt(ours.rps / theirs.rps)}×)`,
+      "≥ 1.5×",
+    ]);
+    rows.push([
+      `WebSocks vs smee.io, ${generator}: server CPU µs per webhook`,
+      `${fmt(ours.cpuUsPerWebhook, 1)} vs ${fmt(theirs.cpuUsPerWebhook, 1)}`,
+      "—",
+    ]);
+  }
   const consumers = results.consumers as
     | Record<string, { rps: number; latency: Summary; distinct: number; expected: number }>
     | undefined;
@@ -72,10 +90,59 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
       rows.push([
         `RSS per idle ${kind === "ws" ? "WebSocket" : "SSE"} connection, KiB`,
         `${fmt(value.kibPerConnection, 1)} (${fmt((value.kibPerConnection * 1000) / 1024, 1)} MiB` +
-        ` per 1,000${floor ? `; bare Deno.serve: ${fmt(floor.kibPerConnection, 1)}` : ""})`,
+        ` per 1,000${floor ? `; bare Deno.serve: ${fmt(floor.kibPerConnection, 1)}` : ""}` +
+        (kind === "sse" && rss.sseSmee
+          ? `; smee.io: ${fmt(rss.sseSmee.kibPerConnection, 1)}`
+          : "") +
+        ")",
         `≤ ${TARGETS.idleKiB}`,
       ]);
     }
+  }
+  const fanrate = results.fanrate as
+    | {
+      rate: number;
+      clients: number;
+      deliveriesPerSecond: number;
+      toLast: Summary;
+      missing: number;
+      repeats: number;
+    }
+    | undefined;
+  if (fanrate) {
+    rows.push([
+      `fan-out ${fanrate.rate}/s to ${fanrate.clients} WS: deliveries/s; POST→last p99, ms`,
+      `${fmt(fanrate.deliveriesPerSecond, 0)}; ${
+        fmt(fanrate.toLast.p99)
+      } (missing ${fanrate.missing}, repeated ${fanrate.repeats})`,
+      "≥ 100,000",
+    ]);
+  }
+  const scale = results.scale as
+    | {
+      asked: number;
+      opened: number;
+      gibAtAsked: number;
+      extrapolated: boolean;
+      serverOpenFiles: { soft: number };
+    }
+    | undefined;
+  if (scale) {
+    rows.push([
+      `RSS with ${scale.asked.toLocaleString("en-US")} idle connections, GiB`,
+      `${fmt(scale.gibAtAsked)}${
+        scale.extrapolated
+          ? ` (extrapolated from ${
+            scale.opened.toLocaleString("en-US")
+          }; descriptor limit ${scale.serverOpenFiles.soft})`
+          : ""
+      }`,
+      "≤ 2",
+    ]);
+  }
+  const cold = results.cold as { toFirst200: Summary } | undefined;
+  if (cold) {
+    rows.push(["cold start to first 200 on /, median, ms", fmt(cold.toFirst200.p50, 0), "< 300"]);
   }
   const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 8));
   console.log(

@@ -11,6 +11,10 @@ Deno.test("[bench settings] defaults: every part, 10 s, 5,000 idle, 1,000 fan-ou
     idle: 5000,
     fanout: 1000,
     isolatesIdle: 18_000,
+    coldRuns: 10,
+    scale: 50_000,
+    fanRate: 100,
+    fanRateClients: 1000,
   });
 });
 
@@ -21,6 +25,10 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     BENCH_IDLE: "300",
     BENCH_FANOUT: "20",
     BENCH_ISOLATES_IDLE: "600",
+    BENCH_COLD_RUNS: "3",
+    BENCH_SCALE: "900",
+    BENCH_FAN_RATE: "10",
+    BENCH_FAN_RATE_CLIENTS: "50",
   };
   assert.deepEqual(readSettings([], (name) => env[name]), {
     parts: ["kv"],
@@ -28,14 +36,28 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     idle: 300,
     fanout: 20,
     isolatesIdle: 600,
+    coldRuns: 3,
+    scale: 900,
+    fanRate: 10,
+    fanRateClients: 50,
   });
-  const flags = ["--parts=steady, load,steady", "--seconds=3", "--idle=7", "--isolatesIdle=8"];
+  const flags = [
+    "--parts=steady, load,steady",
+    "--seconds=3",
+    "--idle=7",
+    "--isolatesIdle=8",
+    "--scale=11",
+    "--fanRateClients=12",
+  ];
   const settings = readSettings(flags, (name) => env[name]);
   assert.deepEqual(settings.parts, ["steady", "load"]);
   assert.equal(settings.seconds, 3);
   assert.equal(settings.idle, 7);
   assert.equal(settings.fanout, 20);
   assert.equal(settings.isolatesIdle, 8);
+  assert.equal(settings.scale, 11);
+  assert.equal(settings.fanRateClients, 12);
+  assert.equal(settings.fanRate, 10);
 });
 
 Deno.test("[bench settings] too few open files shrink idle and fan-out, not the rest", () => {

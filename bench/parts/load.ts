@@ -79,6 +79,9 @@ export async function measureLoad(
     );
     printGen(result);
     printCpu(cpu);
+    // Server CPU over the measured window ÷ webhooks answered in it (utime+stime, all threads).
+    const cpuUsPerWebhook = (cpu.serverCores / Math.max(1e-9, result.rps)) * 1e6;
+    console.log(`  server CPU per accepted webhook: ${fmt(cpuUsPerWebhook, 1)} µs`);
     console.log(`  server RSS after the run: ${fmt(rss / 1024, 1)} MiB`);
     context.record(options.key, {
       workers: options.workers,
@@ -93,6 +96,7 @@ export async function measureLoad(
       statuses: result.statuses,
       errors: result.errors,
       cpu,
+      cpuUsPerWebhook,
       serverRssKiB: rss,
     });
   } finally {

@@ -1,10 +1,11 @@
 /**
  * Part "rss": server RSS per idle SSE and per idle WebSocket connection, who holds their JS
- * heap, and the same RSS for a trivial Deno.serve (Deno's own floor).
+ * heap, the same RSS for a trivial Deno.serve (Deno's own floor) and for smee.io's idle SSE listener.
  */
 import { type FanoutClient, idleSse, openMany, openSocket } from "../clients.ts";
 import type { PartContext } from "../part.ts";
 import { analyzeHeap, connectInspector, type HeapNode } from "../profile.ts";
+import { smeeDir, startSmee } from "../peers.ts";
 import { freePort, rssKiB, signUpUser, sleep, spawnDeno, startRelay } from "../procs.ts";
 import { fmt, verdict } from "../report.ts";
 import { HEAP_SAMPLED, TARGETS } from "../settings.ts";
@@ -150,5 +151,42 @@ export async function run(context: PartContext): Promise<void> {
       await child.stop();
     }
   }
+  // smee.io's idle SSE listener, the same way: what the comparison of issue 15 is about.
+  const dir = await smeeDir();
+  if (dir) {
+    const peer = await startSmee(dir);
+    const clients: FanoutClient[] = [];
+    try {
+      const path = `/bench-${crypto.randomUUID().slice(0, 8)}`;
+      const open = () => idleSse({ port: peer.port, path });
+      const warm = await openMany(100, { parallel: 20, deadline: Date.now() + 20_000, open });
+      for (const client of warm.opened) client.close();
+      await sleep(1500);
+      const before = rssKiB(peer.pid);
+      const opened = await openMany(idle, { parallel: 100, deadline: Date.now() + 60_000, open });
+      clients.push(...opened.opened);
+      await sleep(2000);
+      const perConnection = (rssKiB(peer.pid) - before) / opened.opened.length;
+      console.log(
+        `  smee.io (Node ${nodeVersion()}) with ${opened.opened.length} idle SSE listeners${
+          opened.failed ? ` (${opened.failed} failed: ${opened.firstError})` : ""
+        }: ${fmt(perConnection, 1)} KiB per connection`,
+      );
+      out.sseSmee = { connections: opened.opened.length, kibPerConnection: perConnection };
+    } finally {
+      for (const client of clients) client.close();
+      await peer.stop();
+    }
+  }
   context.record("rss", out);
+}
+
+/** The version of the `node` that runs smee.io. */
+function nodeVersion(): string {
+  try {
+    const out = new Deno.Command("node", { args: ["--version"], stderr: "null" }).outputSync();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "unknown";
+  }
 }

@@ -16,7 +16,7 @@ export function run(context: PartContext): Promise<void> {
 }
 
 /** wrk, installing Debian's package when it is missing (the bench runs as root here). */
-function findWrk(): string | null {
+export function findWrk(): string | null {
   const has = () => new Deno.Command("bash", { args: ["-c", "command -v wrk"] }).outputSync();
   let found = has();
   if (!found.success) {
@@ -114,7 +114,12 @@ export async function measureWrk(
         (all ? " (all)" : " (NOT all, after waiting 15 s)") + `; non-2xx answers: ${non2xx}`,
     );
     console.log(`  HTTP round trip (wrk): p50 ${latency?.[1]}, p99 ${latency?.[2]}`);
-    console.log(`  CPU (cores busy): server ${fmt(serverCores)}`);
+    const cpuUsPerWebhook = (serverCores * seconds * 1e6) / Math.max(1, accepted);
+    console.log(
+      `  CPU (cores busy): server ${fmt(serverCores)}; ${
+        fmt(cpuUsPerWebhook, 1)
+      } µs of server CPU per accepted webhook`,
+    );
     context.record(options.key, {
       workers: options.workers,
       pinned: options.pinned,
@@ -128,6 +133,7 @@ export async function measureWrk(
       httpP50: latency?.[1],
       httpP99: latency?.[2],
       serverCores,
+      cpuUsPerWebhook,
     });
   } finally {
     await Deno.remove(script).catch(() => {});

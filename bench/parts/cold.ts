@@ -1,0 +1,103 @@
+/**
+ * Part "cold": process start to the first 200 on `/`, with island bundles prebuilt once (build.ts
+ * into bench/out/islands, served through ISLANDS_DIR as `deno task build` + main.ts would), over
+ * `coldRuns` starts, each with a fresh KV file. Deno is spawned directly (no shell) and `/` is
+ * polled every 2 ms from the spawn on; the figure includes Deno's own start and module loading.
+ */
+import type { PartContext } from "../part.ts";
+import { DENO, freePort, relayEnv, ROOT, sleep } from "../procs.ts";
+import { fmt, ms } from "../report.ts";
+import { OUT } from "../settings.ts";
+import { summarize } from "../stats.ts";
+
+/** How long one start may take before the part gives up on it. */
+const START_TIMEOUT_MS = 30_000;
+
+/** Spawns main.ts and resolves with ms from spawn to the first 200 on `/` (NaN on timeout). */
+async function oneStart(islands: string): Promise<{ toFirst200: number; status: number }> {
+  const port = freePort();
+  const kvDir = await Deno.makeTempDir({ prefix: "cold_" });
+  const url = `http://127.0.0.1:${port}/`;
+  const started = performance.now();
+  const process = new Deno.Command(DENO, {
+    args: ["run", "-A", "main.ts"],
+    cwd: ROOT,
+    env: { ...relayEnv(port, `${kvDir}/bench.kv`), ISLANDS_DIR: islands },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let toFirst200 = NaN;
+  let status = 0;
+  try {
+    while (performance.now() - started < START_TIMEOUT_MS) {
+      try {
+        const response = await fetch(url);
+        await response.arrayBuffer();
+        status = response.status;
+        if (status === 200) {
+          toFirst200 = performance.now() - started;
+          break;
+        }
+      } catch {
+        // not listening yet
+      }
+      await sleep(2);
+    }
+  } finally {
+    try {
+      process.kill("SIGTERM");
+    } catch {
+      // gone already
+    }
+    await process.status;
+    await Deno.remove(kvDir, { recursive: true }).catch(() => {});
+  }
+  return { toFirst200, status };
+}
+
+/** `coldRuns` starts of main.ts; figures under `cold`. */
+export async function run(context: PartContext): Promise<void> {
+  const runs = context.settings.coldRuns;
+  console.log(`\n## cold: process start → first 200 on /, prebuilt island bundles, ${runs} starts`);
+  const islands = `${OUT}/islands`;
+  const buildStarted = performance.now();
+  const build = await new Deno.Command(DENO, {
+    args: ["run", "-A", "build.ts", islands],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!build.success) {
+    console.log(
+      `  skipped: build.ts failed: ${new TextDecoder().decode(build.stderr).slice(-400)}`,
+    );
+    return;
+  }
+  console.log(
+    `  bundles built once into bench/out/islands in ${
+      fmt((performance.now() - buildStarted) / 1000, 1)
+    } s`,
+  );
+  // One start first, not counted: it fills Deno's module cache the way any start after a deploy would have.
+  await oneStart(islands);
+  const times: number[] = [];
+  let failed = 0;
+  let lastStatus = 0;
+  for (let i = 0; i < runs; i++) {
+    const { toFirst200, status } = await oneStart(islands);
+    lastStatus = status;
+    if (Number.isFinite(toFirst200)) times.push(toFirst200);
+    else failed++;
+  }
+  const summary = summarize(times);
+  console.log(
+    `  start → first 200: median ${fmt(summary.p50, 0)} ms (target < 300 ms); ${ms(summary)}` +
+      (failed
+        ? `; ${failed} starts gave no 200 within ${
+          START_TIMEOUT_MS / 1000
+        } s (last status ${lastStatus})`
+        : ""),
+  );
+  context.record("cold", { runs, failed, toFirst200: summary, times });
+}
