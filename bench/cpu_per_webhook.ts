@@ -2,6 +2,7 @@
  * CPU per accepted webhook (issue 15): the relay with WORKERS=1 pinned to core 0, wrk pinned to
  * core 1 (c=50, 1 KiB JSON), one WebSocket subscriber that must receive every accepted webhook.
  * Prints server CPU time (/proc/<pid>/stat utime+stime, all threads) ÷ accepted webhooks.
+ * `--v8flags=…` starts the server with those V8 flags (DENO_V8_FLAGS).
  * `--profile=FILE` also records a V8 CPU profile of the main thread and prints the top ten self
  * costs. Usage: deno run -A bench/cpu_per_webhook.ts [--seconds=10] [--runs=3] [--profile=FILE]
  */
@@ -48,7 +49,11 @@ const pin = (pid: number, core: number) =>
 pin(Deno.pid, 1);
 
 for (let run = 1; run <= runs; run++) {
-  const server = await startRelay({ inspect: profileFile !== undefined });
+  const v8Flags = args.v8flags ?? "";
+  const server = await startRelay({
+    inspect: profileFile !== undefined,
+    env: v8Flags ? { DENO_V8_FLAGS: v8Flags } : {},
+  });
   const script = await Deno.makeTempFile({ prefix: "cpu_wrk_", suffix: ".lua" });
   try {
     pin(server.child.pid, 0);
