@@ -51,7 +51,7 @@ export function withRequestIds(
   options: { trustProxy: boolean; logRequests: boolean; admit?: Admit },
 ): Handler {
   const { trustProxy, logRequests, admit } = options;
-  /** Stamps, logs and releases one answer; settled by `answered` or `failed` below. */
+  /** Releases the admission, stamps the id and logs: for answers and faults alike. */
   const finish = (
     request: Request,
     response: Response,
