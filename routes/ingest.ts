@@ -9,7 +9,7 @@ import { HttpError } from "../lib/http/http_error.ts";
 import { receiveWebhook } from "../lib/intake/receive.ts";
 import { ANSWER_SECURITY_HEADERS, senderHeaders } from "../lib/fanout/respond_waiters.ts";
 import type { Services } from "../lib/runtime/services.ts";
-import { quotaHeaders } from "../lib/billing/usage.ts";
+import { quotaHeaders, type QuotaState } from "../lib/billing/usage.ts";
 import { errorResponse } from "../lib/http/error_response.ts";
 import { counters, countRefusedWebhook, ingestLatency } from "../lib/observe/metrics.ts";
 
@@ -28,6 +28,24 @@ const CORS = {
   "Access-Control-Allow-Headers": "*",
   "Access-Control-Max-Age": "86400",
 };
+
+/**
+ * The 200 of an accepted webhook: `{"ok":true,"id":…}` with the quota and security headers.
+ * Headers are set on the built response rather than passed in its init: Deno 2.9 converts an
+ * init's header record through WebIDL at ~0.7 µs a header, `headers.set` costs ~0.2 (issue 15).
+ */
+function acceptedAnswer(id: string, quota: QuotaState): Response {
+  const response = new Response(`{"ok":true,"id":${JSON.stringify(id)}}`);
+  const headers = response.headers;
+  headers.set("Content-Type", "application/json");
+  setAll(headers, quotaHeaders(quota));
+  setAll(headers, ANSWER_SECURITY_HEADERS);
+  return response;
+}
+
+function setAll(headers: Headers, values: Readonly<Record<string, string>>): void {
+  for (const name in values) headers.set(name, values[name]);
+}
 
 /** Handles a request whose path starts with INGEST_PREFIX. */
 export async function handleIngest(
@@ -73,9 +91,7 @@ export async function handleIngest(
         headers: senderHeaders(response),
       });
     }
-    return Response.json({ ok: true, id }, {
-      headers: { ...quotaHeaders(quota), ...ANSWER_SECURITY_HEADERS },
-    });
+    return acceptedAnswer(id, quota);
   } catch (error) {
     const refused = errorResponse(
       error,

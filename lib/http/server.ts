@@ -2,9 +2,8 @@
 import type { Config } from "../runtime/config.ts";
 import { CLOSE } from "../fanout/connections.ts";
 import { limitPasswordHashing } from "../accounts/passwords.ts";
-import { createLoadGuard, type LoadGuard, requestAddress } from "./load_guard.ts";
+import { createLoadGuard, requestAddress } from "./load_guard.ts";
 import { createServices, type ServiceOptions, type Services } from "../runtime/services.ts";
-import { errorResponse } from "./error_response.ts";
 import { configureLog, log } from "../observe/log.ts";
 import { withRequestIds } from "../observe/requests.ts";
 import { startEventLoopMonitor } from "../observe/metrics.ts";
@@ -39,28 +38,6 @@ export type Handler = (
  * (routes/_app.ts): lib/ serves whatever it is given and never imports the web layers.
  */
 export type HandlerFactory = (services: Services) => Handler;
-
-/** Admits each request through the guard, and releases it once the handler has answered. */
-function guarded(handler: Handler, guard: LoadGuard, trustProxy: boolean): Handler {
-  return (request, info) => {
-    let release: () => void;
-    try {
-      release = guard.admit(request, requestAddress(request, info, trustProxy));
-    } catch (error) {
-      return errorResponse(error, { method: request.method, path: new URL(request.url).pathname });
-    }
-    let answer: Response | Promise<Response>;
-    try {
-      answer = handler(request, info);
-    } catch (error) {
-      release();
-      throw error;
-    }
-    if (answer instanceof Promise) return answer.finally(release);
-    release();
-    return answer;
-  };
-}
 
 /**
  * Deno.serve that outlives its accept loop. Measured with Deno 2.9: with descriptors exhausted
@@ -153,19 +130,20 @@ export async function startServer(
   const stopMonitor = startEventLoopMonitor();
   const server = serveSupervised(
     { port: config.port, hostname: config.host, reusePort: options.reusePort ?? false },
-    // Outermost, so the load guard's refusals carry a request id too.
+    // The guard admits inside the id wrapper, so its refusals carry a request id too.
     withRequestIds(
-      guarded(
-        isolate === undefined ? handler : async (request, info) => {
-          // Which isolate answered: operators read it in logs, tests use it to cross isolates.
-          const response = await handler(request, info);
-          response.headers.set("X-WebSocks-Isolate", isolate);
-          return response;
-        },
-        guard,
-        config.trustProxy,
-      ),
-      { trustProxy: config.trustProxy, logRequests: config.logRequests },
+      isolate === undefined ? handler : async (request, info) => {
+        // Which isolate answered: operators read it in logs, tests use it to cross isolates.
+        const response = await handler(request, info);
+        response.headers.set("X-WebSocks-Isolate", isolate);
+        return response;
+      },
+      {
+        trustProxy: config.trustProxy,
+        logRequests: config.logRequests,
+        admit: (request, info) =>
+          guard.admit(request, requestAddress(request, info, config.trustProxy)),
+      },
     ),
   );
   const addr = server.addr;

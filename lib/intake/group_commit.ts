@@ -513,7 +513,9 @@ export function createIngest(
 
   function toRecord(id: string, pending: Pending, userId: string): StoredEvent {
     const w = pending.webhook;
-    return {
+    // Optional fields assigned, not spread from temporary objects (three allocations fewer per
+    // webhook), in the order the spreads gave them: stored values stay byte for byte the same.
+    const record: StoredEvent = {
       id,
       userId,
       endpointId: w.endpoint.id,
@@ -530,12 +532,14 @@ export function createIngest(
       body: pending.staged ? null : w.body,
       blobId: pending.staged?.blobId ?? null,
       chunks: pending.staged?.chunks ?? 0,
-      ...(w.staged ? { large: largeFacts(w.staged) } : {}),
-      eventType: w.eventType ?? null,
-      ...(w.verified ? { verified: w.verified } : {}),
-      // The relay answered a handshake itself: no client's answer is awaited.
-      ...(w.handshake ? { handshake: true } : w.endpoint.respond ? { respond: true } : {}),
     };
+    if (w.staged) record.large = largeFacts(w.staged);
+    record.eventType = w.eventType ?? null;
+    if (w.verified) record.verified = w.verified;
+    // The relay answered a handshake itself: no client's answer is awaited.
+    if (w.handshake) record.handshake = true;
+    else if (w.endpoint.respond) record.respond = true;
+    return record;
   }
 
   /** A full disk: write nothing (not even a staged body) until space returns. */

@@ -33,37 +33,57 @@ function withId(response: Response, id: string): Response {
   }
 }
 
+/** Takes a request in (the load guard): returns its release, or throws the refusal. */
+type Admit = (request: Request, info: Deno.ServeHandlerInfo) => () => void;
+
+/** Nothing to release: requests served without an admission step. */
+const NOTHING = () => {};
+
 /**
  * Wraps the server's handler: ids in and out, a fault's 500 carries the id too, and with
  * `logRequests` one line per request (method, path with secrets redacted, status, duration,
- * request id, user id).
+ * request id, user id). With `admit`, each request is admitted first (a refusal is answered,
+ * with its id) and released once answered: one continuation per request does both, where a
+ * wrapper each cost the hot path a promise and closures more per webhook.
  */
 export function withRequestIds(
   handler: Handler,
-  options: { trustProxy: boolean; logRequests: boolean },
+  options: { trustProxy: boolean; logRequests: boolean; admit?: Admit },
 ): Handler {
-  const { trustProxy, logRequests } = options;
+  const { trustProxy, logRequests, admit } = options;
+  /** Releases the admission, stamps the id and logs: for answers and faults alike. */
+  const finish = (
+    request: Request,
+    response: Response,
+    id: string,
+    started: number,
+    release: () => void,
+  ): Response => {
+    release();
+    const answered = withId(response, id);
+    if (logRequests) logRequest(request, answered.status, started, id);
+    return answered;
+  };
+  const fault = (request: Request, error: unknown): Response =>
+    errorResponse(error, { method: request.method, path: pathOnly(request.url), request });
   return (request, info) => {
     const started = logRequests ? performance.now() : 0;
     const proxied = trustProxy ? request.headers.get(REQUEST_ID_HEADER) : null;
     const id = proxied !== null && SANE_REQUEST_ID.test(proxied) ? proxied : crypto.randomUUID();
     setRequestId(request, id);
-    const finish = (response: Response): Response => {
-      const answered = withId(response, id);
-      if (logRequests) logRequest(request, answered.status, started, id);
-      return answered;
-    };
-    const failed = (error: unknown): Response =>
-      finish(
-        errorResponse(error, { method: request.method, path: pathOnly(request.url), request }),
-      );
+    let release = NOTHING;
     let answer: Response | Promise<Response>;
     try {
+      if (admit) release = admit(request, info);
       answer = handler(request, info);
     } catch (error) {
-      return failed(error);
+      return finish(request, fault(request, error), id, started, release);
     }
-    return answer instanceof Promise ? answer.then(finish, failed) : finish(answer);
+    if (!(answer instanceof Promise)) return finish(request, answer, id, started, release);
+    return answer.then(
+      (response) => finish(request, response, id, started, release),
+      (error) => finish(request, fault(request, error), id, started, release),
+    );
   };
 }
 
