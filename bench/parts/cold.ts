@@ -5,7 +5,7 @@
  * polled every 2 ms from the spawn on; the figure includes Deno's own start and module loading.
  */
 import type { PartContext } from "../part.ts";
-import { DENO, freePort, relayEnv, ROOT, sleep } from "../procs.ts";
+import { DENO, freePort, relayEnv, ROOT, SERVER_V8_FLAGS, sleep } from "../procs.ts";
 import { fmt, ms } from "../report.ts";
 import { OUT } from "../settings.ts";
 import { summarize } from "../stats.ts";
@@ -20,7 +20,7 @@ async function oneStart(islands: string): Promise<{ toFirst200: number; status: 
   const url = `http://127.0.0.1:${port}/`;
   const started = performance.now();
   const process = new Deno.Command(DENO, {
-    args: ["run", "-A", "main.ts"],
+    args: ["run", "-A", SERVER_V8_FLAGS, "main.ts"],
     cwd: ROOT,
     env: { ...relayEnv(port, `${kvDir}/bench.kv`), ISLANDS_DIR: islands },
     stdin: "null",

@@ -176,6 +176,10 @@ export interface Connections {
   stop(): void;
 }
 
+/** An idle connection's chain and held-back buffer, shared until it needs its own. */
+const SETTLED: Promise<void> = Promise.resolve();
+const NO_EVENTS: LiveEvent[] = [];
+
 /** Live events a connection may hold back while it catches up (their bytes count too). */
 const MAX_BUFFERED_WHILE_CATCHING_UP = 10_000;
 /** Log packs (≤ 60 KB each) a catch-up reads from KV at a time. */
@@ -282,7 +286,7 @@ export function createConnections(
       }
     } finally {
       const buffered = connection.buffer;
-      connection.buffer = [];
+      connection.buffer = NO_EVENTS;
       connection.bufferBytes = 0;
       connection.catchingUp = false;
       for (const event of buffered) send(connection, event);
@@ -300,6 +304,7 @@ export function createConnections(
           for (const event of message.events) {
             // Held back only if it would be sent: a narrow filter holds little.
             if (connection.filter !== null && !matches(connection.filter, event)) continue;
+            if (connection.buffer === NO_EVENTS) connection.buffer = [];
             connection.buffer.push(event);
             connection.bufferBytes += heldChars(event);
           }
@@ -371,21 +376,22 @@ export function createConnections(
       }
     },
     open(openOptions) {
+      const now = new Date().toISOString();
       const connection: Connection = {
         id: crypto.randomUUID(),
         userId: openOptions.userId,
         credential: openOptions.credential,
         transport: openOptions.transport,
-        connectedAt: new Date().toISOString(),
-        lastSeenAt: new Date().toISOString(),
+        connectedAt: now,
+        lastSeenAt: now,
         lastSentId: null,
         filter: openOptions.filter ?? null,
         closed: false,
         sink: openOptions.sink,
         catchingUp: false,
-        buffer: [],
+        buffer: NO_EVENTS,
         bufferBytes: 0,
-        chain: Promise.resolve(),
+        chain: SETTLED,
         sent: null,
         group: openOptions.group ? { ...openOptions.group, inFlight: null } : null,
       };
