@@ -63,7 +63,18 @@ export async function startSmtp(options: { port?: number } = {}): Promise<TestSm
       resolve(typeof address === "object" && address ? address.port : 0);
     });
   });
-  const close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  // smtp-server's close waits for every socket; on Deno 2.5 its callback may never come once a
+  // client (nodemailer) has hung up, and nothing then keeps the loop alive, so the runner
+  // abandons the test ("Promise resolution is still pending"). The close is awaited for at most
+  // a second, on a timer that keeps the loop alive, and cleared as soon as the callback comes.
+  const close = () =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 1000);
+      server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   return {
     port,
     url: `smtp://127.0.0.1:${port}`,
