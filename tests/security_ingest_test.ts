@@ -14,6 +14,7 @@ import {
   type IngestResult,
 } from "../lib/intake/group_commit.ts";
 import { signUp as signUpUser } from "../lib/accounts/users.ts";
+import { startStorageGuard, type StorageGuard } from "../lib/store/storage_guard.ts";
 import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
 
 Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {
@@ -190,7 +191,7 @@ Deno.test({
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "websocks-full-disk-" });
     const mount = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=24m", "tmpfs", dir],
+      args: ["-t", "tmpfs", "-o", "size=48m", "tmpfs", dir],
     }).output();
     assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
     const filler = `${dir}/filler`;
@@ -220,8 +221,10 @@ Deno.test({
         WORKERS: "1",
         FREE_MONTHLY_LIMIT: "1000000",
         // A quarter of the disk, the most the guard takes: room for SQLite to delete expired keys
-        // even when a burst of commits just before the disk filled left it a large WAL.
-        STORAGE_RESERVE_BYTES: String(6 * 1024 * 1024),
+        // even when a burst of commits just before the disk filled left it a large WAL. (With 6
+        // MiB of 24, one CI run of hundreds saw the expiry fail for space; locally the expiry
+        // takes ~0.1 MiB and a 2 MiB WAL stands.)
+        STORAGE_RESERVE_BYTES: String(12 * 1024 * 1024),
       });
       const user = await signUp({ url } as TestServer);
 
@@ -335,6 +338,55 @@ Deno.test({
     } finally {
       await server?.kill();
       await Deno.remove(filler).catch(() => {});
+      await new Deno.Command("umount", { args: ["-l", dir] }).output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "[store] the storage guard starts refusing writes when its reserve is gone and cannot be taken back",
+  ignore: !MOUNTABLE,
+  async fn() {
+    // An earlier run released the reserve when the disk filled, then stopped. What is free now is
+    // that reserve: a guard that started up would let ingest spend the store's upkeep margin.
+    const dir = await Deno.makeTempDir({ prefix: "websocks-guard-start-" });
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=16m", "tmpfs", dir],
+    }).output();
+    assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+    const guards: StorageGuard[] = [];
+    try {
+      const filler = await Deno.open(`${dir}/filler`, { create: true, write: true });
+      try {
+        for (;;) await filler.write(new Uint8Array(256 * 1024));
+      } catch (error) {
+        assert.match(String(error), /No space left|os error 28/);
+      }
+      const full = (await Deno.stat(`${dir}/filler`)).size;
+      // 2.5 MiB free: more than the 1 MiB floor, less than a 3 MiB reserve plus that floor.
+      await filler.truncate(full - 2.5 * 1024 * 1024);
+      const kvPath = `${dir}/websocks.kv`;
+      const reserveBytes = 3 * 1024 * 1024;
+      const guard = await startStorageGuard({ kvPath, reserveBytes });
+      guards.push(guard);
+      assert.equal(guard.unavailable(), "disk full");
+
+      // With room for the reserve and the floor, a new guard starts up and takes its reserve.
+      await filler.truncate(full - 6 * 1024 * 1024);
+      filler.close();
+      const next = await startStorageGuard({ kvPath, reserveBytes });
+      guards.push(next);
+      assert.equal(next.unavailable(), null);
+      await waitFor(
+        "the reserve to be written",
+        async () => (await Deno.stat(`${kvPath}.reserve`).catch(() => null))?.size === reserveBytes,
+      );
+      // The first guard takes it as its own too, and comes back.
+      await waitFor("the first guard to come back", () => guard.unavailable() === null);
+    } finally {
+      for (const guard of guards) await guard.stop();
       await new Deno.Command("umount", { args: ["-l", dir] }).output();
       await Deno.remove(dir, { recursive: true });
     }

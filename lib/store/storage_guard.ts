@@ -129,8 +129,14 @@ export async function startStorageGuard(
     timer = id;
   }
 
-  // Start full if the disk is full; the reserve is written afterwards, not on the start path.
-  if ((await space()).free < MIN_FREE_BYTES) goDown("disk full");
+  // Start down when the disk is full, or when the reserve is gone (released by an earlier run
+  // that saw the disk fill) and cannot be taken back: that room is the store's upkeep margin, and
+  // ingest would eat it. Otherwise the reserve is written afterwards, not on the start path.
+  const start = await space();
+  if (
+    start.free < MIN_FREE_BYTES ||
+    (!await hasReserve(start.reserve) && start.free < start.reserve + MIN_FREE_BYTES)
+  ) goDown("disk full");
   schedule(0);
   return {
     unavailable: () => down,
