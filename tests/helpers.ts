@@ -169,46 +169,49 @@ export async function openSse(
   if (response.body) {
     (async () => {
       const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      /** Where the search for a line break resumes: a 30 MiB line comes in many reads. */
-      let scanned = 0;
+      // The unfinished line's pieces: a 30 MiB line comes in many reads, and appending each to
+      // one string that is searched again would copy it over and over.
+      let pieces: string[] = [];
+      /** The last read ended in \r: a \n opening the next one belongs to that line break. */
+      let afterCr = false;
       let id: string | null = null;
       let event: string | null = null;
       let data: string[] = [];
       const lineBreak = /\r\n|\r|\n/g;
-      const nextBreak = () => {
-        lineBreak.lastIndex = scanned;
-        const found = lineBreak.exec(buffer)?.index ?? -1;
-        // A lone \r at the end may be the first half of \r\n: look at it again next time.
-        scanned = found === -1 ? Math.max(0, buffer.length - 1) : 0;
-        return found;
+      const onLine = (line: string) => {
+        if (line === "") {
+          if (data.length > 0) {
+            messages.push({ id, event, data: data.join("\n") });
+          }
+          event = null;
+          data = [];
+          return;
+        }
+        if (line.startsWith(":")) return;
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        let value = colon === -1 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "data") data.push(value);
+        else if (field === "id") id = value;
+        else if (field === "event") event = value;
       };
       try {
         while (true) {
           const { value, done } = await reader.read();
           if (done) break;
-          buffer += value;
-          let newline;
-          while ((newline = nextBreak()) !== -1) {
-            const line = buffer.slice(0, newline);
-            buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
-            if (line === "") {
-              if (data.length > 0) {
-                messages.push({ id, event, data: data.join("\n") });
-              }
-              event = null;
-              data = [];
-              continue;
-            }
-            if (line.startsWith(":")) continue;
-            const colon = line.indexOf(":");
-            const field = colon === -1 ? line : line.slice(0, colon);
-            let value = colon === -1 ? "" : line.slice(colon + 1);
-            if (value.startsWith(" ")) value = value.slice(1);
-            if (field === "data") data.push(value);
-            else if (field === "id") id = value;
-            else if (field === "event") event = value;
+          let from: number = afterCr && value.startsWith("\n") ? 1 : 0;
+          afterCr = false;
+          lineBreak.lastIndex = from;
+          let found: RegExpExecArray | null;
+          while ((found = lineBreak.exec(value)) !== null) {
+            pieces.push(value.slice(from, found.index));
+            onLine(pieces.join(""));
+            pieces = [];
+            from = found.index + found[0].length;
+            afterCr = found[0] === "\r" && from === value.length;
           }
+          if (from < value.length) pieces.push(value.slice(from));
         }
       } catch {
         // aborted
