@@ -67,6 +67,12 @@ export interface Connection {
    * most `maxUnacked` ids, forgetting the oldest.
    */
   sent: Map<string, number> | null;
+  /**
+   * A cursor over `sent` that stays at its oldest id: evicting through one live iterator skips
+   * each forgotten entry once, where `sent.keys().next()` per eviction walked every deleted slot
+   * before the oldest live one again (~1.5 µs a send at 1000 remembered, issue 15).
+   */
+  sentOldest: Iterator<string> | null;
   /** The consumer group it is a member of (groups.ts), or null: it gets the broadcast. */
   group: GroupMembership | null;
 }
@@ -233,7 +239,12 @@ export function createConnections(
   function remember(connection: Connection, event: LiveEvent): void {
     if (connection.transport !== "ws") return;
     const sent = connection.sent ??= new Map();
-    if (sent.size >= maxUnacked && !sent.has(event.id)) sent.delete(sent.keys().next().value!);
+    if (sent.size >= maxUnacked && !sent.has(event.id)) {
+      let oldest = (connection.sentOldest ??= sent.keys()).next();
+      // An iterator that once reached the end stays there: start a fresh one.
+      if (oldest.done) oldest = (connection.sentOldest = sent.keys()).next();
+      if (!oldest.done) sent.delete(oldest.value);
+    }
     sent.set(event.id, wantsAnswer(event) ? SENT_FLAGS.wantsAnswer : 0);
   }
 
@@ -393,6 +404,7 @@ export function createConnections(
         bufferBytes: 0,
         chain: SETTLED,
         sent: null,
+        sentOldest: null,
         group: openOptions.group ? { ...openOptions.group, inFlight: null } : null,
       };
       let set = byUser.get(connection.userId);

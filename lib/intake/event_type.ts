@@ -17,7 +17,7 @@ export const MAX_EVENT_TYPE_LENGTH = 200;
  * when it was not parsed: not JSON, or a large body streamed into chunks, whose type then comes
  * from headers only).
  */
-export function eventTypeOf(headers: Headers, json: unknown): string | null {
+export function eventTypeOf(headers: Pick<Headers, "get">, json: unknown): string | null {
   const github = headers.get("x-github-event");
   if (github) {
     const action = field(json, "action");

@@ -51,6 +51,20 @@ function bodyKind(
   }
 }
 
+/**
+ * The request's headers as one record: lowercase names, each value as `Headers.get` gives it
+ * (a repeated Set-Cookie keeps its last). `forEach` into pairs, then `Object.fromEntries`: the
+ * same record, key for key, as `Object.fromEntries(headers)`, which went through Headers' WebIDL
+ * iterator (with the three lookups below: 4.8 µs median a request before, 3.7 after; issue 15).
+ */
+function headerRecord(headers: Headers): Record<string, string> {
+  const pairs: [string, string][] = [];
+  headers.forEach((value, name) => {
+    pairs.push([name, value]);
+  });
+  return Object.fromEntries(pairs);
+}
+
 /** How bodies over `overBytes` are streamed into KV instead of read into memory. */
 export interface StreamOptions {
   overBytes: number;
@@ -79,8 +93,11 @@ export async function readWebhook(
   },
 ): Promise<IncomingWebhook> {
   const receivedAt = new Date();
-  const contentType = request.headers.get("Content-Type");
-  const headersJson = JSON.stringify(Object.fromEntries(request.headers));
+  const headers = headerRecord(request.headers);
+  // Looked up in the record: each Headers.get is another WebIDL call and scan.
+  const header = { get: (name: string) => headers[name] ?? null };
+  const contentType = header.get("content-type");
+  const headersJson = JSON.stringify(headers);
   const queryJson = request.url.includes("?")
     ? JSON.stringify(parseForm(new URL(request.url).searchParams))
     : "{}";
@@ -132,13 +149,13 @@ export async function readWebhook(
       text: null,
       staged: read.streamed,
       // Never parsed again: the sender's headers alone name its type (GitHub, Shopify).
-      eventType: eventTypeOf(request.headers, undefined),
+      eventType: eventTypeOf(header, undefined),
     };
   }
   const body = read.body;
   const text = decodeText(body);
   const { kind, json } = bodyKind(type, body, text);
-  return { ...metadata, kind, body, text, eventType: eventTypeOf(request.headers, json) };
+  return { ...metadata, kind, body, text, eventType: eventTypeOf(header, json) };
 }
 
 /**
