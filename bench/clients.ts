@@ -272,7 +272,10 @@ export async function leanWs(
   options: {
     port: number;
     path: string;
-    /** Gets the message's bytes only with `keepPayload` (part "fanrate" reads each `seq`). */
+    /**
+     * Gets the message's bytes only with `keepPayload` (part "fanrate" reads each `seq`), lent
+     * for the call only: they may be a view of the read buffer.
+     */
     onMessage: (payload?: Uint8Array) => void;
     keepPayload?: boolean;
   },
@@ -292,25 +295,26 @@ export async function leanWs(
   let fin = false;
   let ping: number[] | null = null;
   let parts: Uint8Array[] | null = options.keepPayload ? [] : null;
-  const frameDone = () => {
+  const frameDone = (whole?: Uint8Array) => {
     if (opcode === 9 && ping) {
       // Pong, masked with a zero key as clients must mask.
       const pong = new Uint8Array([0x8a, 0x80 | ping.length, 0, 0, 0, 0, ...ping]);
       writeAll(conn, pong).catch(() => {});
     } else if (fin && (opcode === 1 || opcode === 0)) {
       if (!parts) options.onMessage();
+      else if (whole) options.onMessage(whole);
       else if (parts.length === 1) {
         options.onMessage(parts[0]);
         parts = [];
       } else {
-        const whole = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+        const joined = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
         let at = 0;
         for (const part of parts) {
-          whole.set(part, at);
+          joined.set(part, at);
           at += part.length;
         }
         parts = [];
-        options.onMessage(whole);
+        options.onMessage(joined);
       }
     }
     ping = null;
@@ -321,7 +325,17 @@ export async function leanWs(
       if (remaining > 0) {
         const take = Math.min(remaining, bytes.length - pos);
         if (ping) ping.push(...bytes.subarray(pos, pos + take));
-        else if (parts && (opcode === 1 || opcode === 0)) parts.push(bytes.slice(pos, pos + take));
+        else if (parts && (opcode === 1 || opcode === 0)) {
+          // A message wholly inside this read is lent as a view, without a copy: the client
+          // reads it before the next read reuses the buffer.
+          if (fin && parts.length === 0 && take === remaining) {
+            remaining = 0;
+            frameDone(bytes.subarray(pos, pos + take));
+            pos += take;
+            continue;
+          }
+          parts.push(bytes.slice(pos, pos + take));
+        }
         remaining -= take;
         pos += take;
         if (remaining === 0) frameDone();

@@ -183,7 +183,9 @@ class WebSocketSink implements Sink {
 
   send(event: LiveEvent): void {
     if (this.waiting === null && !event.large) {
-      if (this.socket.readyState === WebSocket.OPEN) this.socket.send(event.json);
+      // Nothing waits only once the socket has opened (see `flush`), and a closing or closed
+      // socket's send does nothing: no readyState check on the fan-out's hottest line.
+      this.socket.send(event.json);
       return;
     }
     this.wait(event.large ? event : event.json);
