@@ -35,7 +35,14 @@ function daysInMonth(month: string): number {
   return new Date(Date.UTC(year, monthNumber, 0)).getUTCDate();
 }
 
-const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 2 });
+/**
+ * Axis labels like "2.5K". Made on the first chart, not at import: the first Intl formatter
+ * loads ICU data, a few ms of every cold start that no page before a chart needs.
+ */
+let compact: Intl.NumberFormat | null = null;
+const compactNumber = (value: number) =>
+  (compact ??= new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 2 }))
+    .format(value);
 
 /** A percentage for an SVG attribute, without float noise. */
 function pct(value: number): string {
@@ -88,7 +95,7 @@ export function UsageChart(props: { month: string; daily: DailyUsage[] }) {
               return (
                 <g key={value}>
                   <line x1="0" x2="100%" y1={y} y2={y} class={value === 0 ? "axis" : undefined} />
-                  <text x={-8} y={y} class="y-label">{compact.format(value)}</text>
+                  <text x={-8} y={y} class="y-label">{compactNumber(value)}</text>
                 </g>
               );
             })}

@@ -34,10 +34,10 @@ const capForm = z.object({
     .transform((value) => value.replace(/[\s,_]/g, ""))
     .refine((value) => /^\d*$/.test(value), "the cap must be a whole number of webhooks, like 5000")
     .transform((value) => (value === "" ? null : Number(value)))
-    .refine(
-      (value) => value === null || value <= MAX_MONTHLY_CAP,
-      `the cap must be at most ${formatCount(MAX_MONTHLY_CAP)} webhooks`,
-    ),
+    .refine((value) => value === null || value <= MAX_MONTHLY_CAP, {
+      // Written when needed: formatting a number at import loaded ICU's data on every start.
+      error: () => `the cap must be at most ${formatCount(MAX_MONTHLY_CAP)} webhooks`,
+    }),
 });
 
 /** Reads the viewer's month, plan and invoices and renders the page. */

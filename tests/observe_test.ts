@@ -15,6 +15,8 @@ import {
 } from "./helpers.ts";
 import { clusterSides, postOn, signUpOn, within } from "./sides.ts";
 import { redactQuery } from "../lib/observe/log.ts";
+import { METRICS_CONTENT_TYPE } from "../lib/observe/metrics.ts";
+import client from "prom-client";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -234,6 +236,10 @@ Deno.test("[metrics] counters move with real traffic: ingest, SSE and WS clients
     return value(after, 'websocks_connected_clients{transport="sse"}') === 0 &&
       value(after, 'websocks_connected_clients{transport="ws"}') === 0;
   }, { what: "connected clients back to 0" });
+});
+
+Deno.test("[metrics] the content type, fixed so prom-client loads lazily, is prom-client's", () => {
+  assert.equal(METRICS_CONTENT_TYPE, client.Registry.PROMETHEUS_CONTENT_TYPE);
 });
 
 Deno.test("[metrics] METRICS_TOKEN: 401 without it or with another, 200 with it", async () => {

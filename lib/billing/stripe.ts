@@ -3,7 +3,7 @@
  * to a Billing Meter. Optional: without STRIPE_SECRET_KEY none of this runs and plans change
  * with `deno task admin`.
  */
-import Stripe from "stripe";
+import type Stripe from "stripe";
 import { withPlan } from "./plans.ts";
 import type { StripeConfig } from "../runtime/config.ts";
 import { HttpError } from "../http/http_error.ts";
@@ -24,8 +24,20 @@ import { log } from "../observe/log.ts";
 /** How long an applied event id is remembered: Stripe retries for up to three days. */
 const EVENT_MEMORY_MS = 30 * 86400_000;
 
+let stripeModule: Promise<typeof Stripe> | null = null;
+
+/**
+ * The Stripe SDK, imported on first use: its ~200 modules were a good part of a cold start's
+ * module loading on servers without Stripe, which never need them.
+ */
+function loadStripe(): Promise<typeof Stripe> {
+  stripeModule ??= import("stripe").then((module) => module.default);
+  return stripeModule;
+}
+
 /** A Stripe client for the configuration (pointed at `apiUrl` when set, as in tests). */
-export function createStripe(config: StripeConfig): Stripe {
+export async function createStripe(config: StripeConfig): Promise<Stripe> {
+  const Stripe = await loadStripe();
   const api = config.apiUrl ? new URL(config.apiUrl) : null;
   return new Stripe(config.secretKey, {
     httpClient: Stripe.createFetchHttpClient(),
@@ -115,6 +127,7 @@ export async function cancelSubscription(
   try {
     await client.subscriptions.cancel(subscriptionId);
   } catch (error) {
+    const Stripe = await loadStripe();
     if (error instanceof Stripe.errors.StripeInvalidRequestError && error.statusCode === 404) {
       return;
     }
@@ -176,6 +189,7 @@ export async function verifyStripeEvent(
   }
   const now = options.now ?? Date.now();
   let event: Stripe.Event;
+  const Stripe = await loadStripe();
   try {
     event = await client.webhooks.constructEventAsync(
       options.body,

@@ -2,7 +2,7 @@
  * Where mails leave the process: nodemailer over SMTP_URL (STARTTLS when the server offers it),
  * or, without SMTP_URL, the log (subject, recipient, links), so a local run works end to end.
  */
-import nodemailer from "nodemailer";
+import type { Transporter } from "nodemailer";
 import { log } from "../observe/log.ts";
 
 /** A mail ready to send: Message-ID fixed when it was queued, so a resend is the same mail. */
@@ -24,18 +24,27 @@ export interface MailTransport {
 /** How long one SMTP exchange may take; far below the outbox lease (outbox.ts). */
 export const SMTP_TIMEOUT_MS = 30_000;
 
-/** The transport for a configuration: SMTP when `smtpUrl` is set, else the log. */
+/**
+ * The transport for a configuration: SMTP when `smtpUrl` is set, else the log. nodemailer is
+ * imported at the first send: with prom-client it was most of a cold start's module loading.
+ */
 export function createTransport(options: { smtpUrl: string | null }): MailTransport {
-  if (!options.smtpUrl) return logTransport();
-  const smtp = nodemailer.createTransport({
-    url: options.smtpUrl,
-    connectionTimeout: SMTP_TIMEOUT_MS,
-    greetingTimeout: SMTP_TIMEOUT_MS,
-    socketTimeout: SMTP_TIMEOUT_MS,
-  });
+  const { smtpUrl } = options;
+  if (!smtpUrl) return logTransport();
+  let smtp: Promise<Transporter> | null = null;
+  const connect = () =>
+    smtp ??= import("nodemailer").then(({ default: nodemailer }) =>
+      nodemailer.createTransport({
+        url: smtpUrl,
+        connectionTimeout: SMTP_TIMEOUT_MS,
+        greetingTimeout: SMTP_TIMEOUT_MS,
+        socketTimeout: SMTP_TIMEOUT_MS,
+      })
+    );
   return {
     async send(mail) {
-      await smtp.sendMail({
+      const transport = await connect();
+      await transport.sendMail({
         messageId: mail.messageId,
         from: mail.from,
         to: mail.to,
@@ -45,7 +54,7 @@ export function createTransport(options: { smtpUrl: string | null }): MailTransp
       });
     },
     close() {
-      smtp.close();
+      smtp?.then((transport) => transport.close(), () => {});
     },
   };
 }

@@ -7,8 +7,12 @@
  *
  * There is no KV queue (see lib/intake/group_commit.ts: publishing needs no durable job), so
  * there are no queue re-publishes to count, and nothing in the broker publishes a message twice.
+ *
+ * prom-client is imported when first needed (a scrape, or enough observations waiting): loading
+ * it took about a quarter of a cold start's CPU, and nothing before the first request needs it.
+ * Until then the histograms keep their observations.
  */
-import client from "prom-client";
+import type client from "prom-client";
 
 /** Plain counters the hot path increments; the registry reads them at scrape time. */
 export const counters = {
@@ -57,143 +61,58 @@ export function countConnected(transport: "sse" | "ws", change: 1 | -1): void {
   else counters.connectedWs += change;
 }
 
-const registry = new client.Registry();
-
-/** A counter whose value is one of the plain `counters`, read when scraped. */
-function plainCounter(name: string, help: string, read: () => number): void {
-  new client.Counter({
-    name,
-    help,
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(read());
-    },
-  });
+/** A histogram's settings, as prom-client takes them. */
+interface HistogramSpec {
+  name: string;
+  help: string;
+  buckets: number[];
 }
 
-new client.Counter({
-  name: "websocks_webhooks_accepted_total",
-  help: "Webhooks stored by the ingest route",
-  registers: [registry],
-  collect() {
-    this.reset();
-    this.inc(counters.webhooksAccepted);
-  },
-});
-new client.Counter({
-  name: "websocks_webhooks_refused_total",
-  help: "Webhooks the ingest route refused, by HTTP status",
-  labelNames: ["status"],
-  registers: [registry],
-  collect() {
-    this.reset();
-    for (const [status, count] of refusedByStatus) this.inc({ status: String(status) }, count);
-  },
-});
-plainCounter(
-  "websocks_deliveries_total",
-  "Events handed to a client's transport (live, catch-up, resend, group dispatch)",
-  () => counters.deliveries,
-);
-plainCounter(
-  "websocks_slow_consumer_closes_total",
-  "Connections closed because the client fell behind (SLOW_CONSUMER_BYTES)",
-  () => counters.slowConsumerCloses,
-);
-plainCounter(
-  "websocks_catch_up_reads_total",
-  "Catch-ups run: reads of the log after a reconnecting client's last event id",
-  () => counters.catchUpReads,
-);
-plainCounter(
-  "websocks_respond_answers_total",
-  "Respond mode: senders answered with a client's response",
-  () => counters.respondAnswers,
-);
-plainCounter(
-  "websocks_respond_timeouts_total",
-  "Respond mode: senders answered 504 because no client answered in time",
-  () => counters.respondTimeouts,
-);
-plainCounter(
-  "websocks_mails_sent_total",
-  "Mails accepted by the SMTP server",
-  () => counters.mailsSent,
-);
-plainCounter(
-  "websocks_mails_failed_total",
-  "Mail sending attempts that failed (the outbox retries them)",
-  () => counters.mailsFailed,
-);
-new client.Counter({
-  name: "websocks_kv_commit_retries_total",
-  help: "KV writes tried again: busy (file locked by another writer) or conflict (check failed)",
-  labelNames: ["reason"],
-  registers: [registry],
-  collect() {
-    this.reset();
-    this.inc({ reason: "busy" }, counters.kvBusyRetries);
-    this.inc({ reason: "conflict" }, counters.kvConflictRetries);
-  },
-});
-plainCounter(
-  "websocks_kv_commit_errors_total",
-  "KV writes that failed for good (full disk, refused value, busy too long)",
-  () => counters.kvCommitErrors,
-);
-new client.Gauge({
-  name: "websocks_connected_clients",
-  help: "Live client connections, by transport",
-  labelNames: ["transport"],
-  registers: [registry],
-  collect() {
-    this.set({ transport: "sse" }, counters.connectedSse);
-    this.set({ transport: "ws" }, counters.connectedWs);
-  },
-});
+/** A histogram observed on the hot path; its values wait in a list until prom-client loads. */
+export interface LazyHistogram {
+  observe(value: number): void;
+}
+
+/** Observations waiting for prom-client at which it is loaded without waiting for a scrape. */
+const PENDING_LOAD_AT = 1000;
+/** Every histogram, so loading prom-client can create them and replay what they kept. */
+const histograms: { spec: HistogramSpec; pending: number[]; set(real: client.Histogram): void }[] =
+  [];
+
+/** A histogram that observes into prom-client's once loaded, and into a list before. */
+function lazyHistogram(spec: HistogramSpec): LazyHistogram {
+  const pending: number[] = [];
+  let real: client.Histogram | null = null;
+  histograms.push({ spec, pending, set: (histogram) => real = histogram });
+  return {
+    observe(value) {
+      if (real) return real.observe(value);
+      pending.push(value);
+      // Bounded memory on a server nobody scrapes: load, then the values are replayed.
+      if (pending.length === PENDING_LOAD_AT) loadRegistry().catch(() => {});
+    },
+  };
+}
 
 /** Seconds from a webhook's arrival to its answer (respond mode: to the client's answer). */
-export const ingestLatency = new client.Histogram({
+export const ingestLatency = lazyHistogram({
   name: "websocks_ingest_duration_seconds",
   help: "Time from a webhook's arrival to its answer",
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-  registers: [registry],
 });
 
 /** Seconds one group commit takes (reading the gates, the atomic commit, its retries). */
-export const groupCommitLatency = new client.Histogram({
+export const groupCommitLatency = lazyHistogram({
   name: "websocks_group_commit_duration_seconds",
   help: "Time one group commit of webhooks takes, retries included",
   buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-  registers: [registry],
 });
 
 /** Webhooks committed together in one group commit. */
-export const groupCommitBatch = new client.Histogram({
+export const groupCommitBatch = lazyHistogram({
   name: "websocks_group_commit_batch_size",
   help: "Webhooks committed together in one group commit",
   buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
-  registers: [registry],
-});
-
-new client.Gauge({
-  name: "websocks_process_resident_memory_bytes",
-  help: "Resident memory of the process (every isolate reports the same value)",
-  registers: [registry],
-  // One process: the isolates' readings are the same figure, not parts of a sum.
-  aggregator: "max",
-  collect() {
-    this.set(Deno.memoryUsage().rss);
-  },
-});
-new client.Gauge({
-  name: "websocks_heap_used_bytes",
-  help: "JavaScript heap in use, summed over the isolates",
-  registers: [registry],
-  collect() {
-    this.set(Deno.memoryUsage().heapUsed);
-  },
 });
 
 /**
@@ -201,12 +120,153 @@ new client.Gauge({
  * perf_hooks.monitorEventLoopDelay, which Deno does not implement faithfully (it reports a few
  * microseconds whatever the load), so a timer every EVENT_LOOP_TICK_MS records how late it ran.
  */
-const eventLoopDelay = new client.Histogram({
+const eventLoopDelay = lazyHistogram({
   name: "websocks_event_loop_delay_seconds",
   help: "How late a periodic timer ran: time the event loop was busy elsewhere",
   buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-  registers: [registry],
 });
+
+/** prom-client and this isolate's registry. */
+interface Loaded {
+  client: typeof client;
+  registry: client.Registry;
+}
+let loading: Promise<Loaded> | null = null;
+
+/** Imports prom-client and builds this isolate's registry, once. */
+function loadRegistry(): Promise<Loaded> {
+  loading ??= import("prom-client").then(({ default: client }) => {
+    const registry = new client.Registry();
+
+    /** Creates a histogram's prom-client twin and gives it the observations kept so far. */
+    function adopt(histogram: (typeof histograms)[number]): void {
+      const real = new client.Histogram({ ...histogram.spec, registers: [registry] });
+      for (const value of histogram.pending) real.observe(value);
+      histogram.pending.length = 0;
+      histogram.set(real);
+    }
+
+    /** A counter whose value is one of the plain `counters`, read when scraped. */
+    function plainCounter(name: string, help: string, read: () => number): void {
+      new client.Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    }
+
+    new client.Counter({
+      name: "websocks_webhooks_accepted_total",
+      help: "Webhooks stored by the ingest route",
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(counters.webhooksAccepted);
+      },
+    });
+    new client.Counter({
+      name: "websocks_webhooks_refused_total",
+      help: "Webhooks the ingest route refused, by HTTP status",
+      labelNames: ["status"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [status, count] of refusedByStatus) this.inc({ status: String(status) }, count);
+      },
+    });
+    plainCounter(
+      "websocks_deliveries_total",
+      "Events handed to a client's transport (live, catch-up, resend, group dispatch)",
+      () => counters.deliveries,
+    );
+    plainCounter(
+      "websocks_slow_consumer_closes_total",
+      "Connections closed because the client fell behind (SLOW_CONSUMER_BYTES)",
+      () => counters.slowConsumerCloses,
+    );
+    plainCounter(
+      "websocks_catch_up_reads_total",
+      "Catch-ups run: reads of the log after a reconnecting client's last event id",
+      () => counters.catchUpReads,
+    );
+    plainCounter(
+      "websocks_respond_answers_total",
+      "Respond mode: senders answered with a client's response",
+      () => counters.respondAnswers,
+    );
+    plainCounter(
+      "websocks_respond_timeouts_total",
+      "Respond mode: senders answered 504 because no client answered in time",
+      () => counters.respondTimeouts,
+    );
+    plainCounter(
+      "websocks_mails_sent_total",
+      "Mails accepted by the SMTP server",
+      () => counters.mailsSent,
+    );
+    plainCounter(
+      "websocks_mails_failed_total",
+      "Mail sending attempts that failed (the outbox retries them)",
+      () => counters.mailsFailed,
+    );
+    new client.Counter({
+      name: "websocks_kv_commit_retries_total",
+      help:
+        "KV writes tried again: busy (file locked by another writer) or conflict (check failed)",
+      labelNames: ["reason"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc({ reason: "busy" }, counters.kvBusyRetries);
+        this.inc({ reason: "conflict" }, counters.kvConflictRetries);
+      },
+    });
+    plainCounter(
+      "websocks_kv_commit_errors_total",
+      "KV writes that failed for good (full disk, refused value, busy too long)",
+      () => counters.kvCommitErrors,
+    );
+    new client.Gauge({
+      name: "websocks_connected_clients",
+      help: "Live client connections, by transport",
+      labelNames: ["transport"],
+      registers: [registry],
+      collect() {
+        this.set({ transport: "sse" }, counters.connectedSse);
+        this.set({ transport: "ws" }, counters.connectedWs);
+      },
+    });
+    // In the order they were always registered: a scrape lists them the same way.
+    const [ingest, commitLatency, commitBatch, loopDelay] = histograms;
+    for (const histogram of [ingest, commitLatency, commitBatch]) adopt(histogram);
+    new client.Gauge({
+      name: "websocks_process_resident_memory_bytes",
+      help: "Resident memory of the process (every isolate reports the same value)",
+      registers: [registry],
+      // One process: the isolates' readings are the same figure, not parts of a sum.
+      aggregator: "max",
+      collect() {
+        this.set(Deno.memoryUsage().rss);
+      },
+    });
+    new client.Gauge({
+      name: "websocks_heap_used_bytes",
+      help: "JavaScript heap in use, summed over the isolates",
+      registers: [registry],
+      collect() {
+        this.set(Deno.memoryUsage().heapUsed);
+      },
+    });
+    adopt(loopDelay);
+    return { client, registry };
+  });
+  return loading;
+}
+
 const EVENT_LOOP_TICK_MS = 200;
 let monitorUsers = 0;
 let monitorTimer: ReturnType<typeof setInterval> | undefined;
@@ -236,8 +296,9 @@ export function startEventLoopMonitor(): () => void {
 export type IsolateMetrics = Awaited<ReturnType<client.Registry["getMetricsAsJSON"]>>;
 
 /** This isolate's metrics, for the isolate gathering a cluster-wide scrape. */
-export function isolateMetrics(): Promise<IsolateMetrics> {
-  return registry.getMetricsAsJSON();
+export async function isolateMetrics(): Promise<IsolateMetrics> {
+  const { registry } = await loadRegistry();
+  return await registry.getMetricsAsJSON();
 }
 
 /**
@@ -251,11 +312,12 @@ export function setMetricsGatherer(gather: (() => Promise<IsolateMetrics[]>) | n
   gatherIsolates = gather;
 }
 
-/** The content type of `metricsText`. */
-export const METRICS_CONTENT_TYPE = registry.contentType;
+/** The content type of `metricsText` (prom-client's Registry.PROMETHEUS_CONTENT_TYPE). */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /** The Prometheus text of the process: this isolate's, or every isolate's added up. */
 export async function metricsText(): Promise<string> {
+  const { client, registry } = await loadRegistry();
   if (!gatherIsolates) return await registry.metrics();
   const all = await gatherIsolates();
   return await client.AggregatorRegistry.aggregate(all).metrics();

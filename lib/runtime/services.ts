@@ -84,8 +84,10 @@ export async function createServices(
 ): Promise<Services> {
   const kv = await openKv(config.kvPath);
   let secretsKey: CryptoKey;
+  let stripe: Stripe | null;
   try {
     secretsKey = await loadSecretsKey(config);
+    stripe = config.stripe ? await createStripe(config.stripe) : null;
   } catch (error) {
     kv.close();
     throw error;
@@ -159,7 +161,7 @@ export async function createServices(
     connections,
     ingest,
     endpoints,
-    stripe: config.stripe ? createStripe(config.stripe) : null,
+    stripe,
     responses,
     rejections,
     presence,
