@@ -49,7 +49,9 @@ export const TARGETS = {
   throughput: 12_000,
   p99Load: 15,
   p99Steady: 5,
-  idleKiB: 20,
+  /** Issue 15: an idle SSE stream at most 30 KiB, an idle WebSocket at most 20. */
+  idleSseKiB: 30,
+  idleWsKiB: 20,
 } as const;
 
 /** The knobs of one run; read-only once the runner has fitted them to the open-files limit. */

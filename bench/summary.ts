@@ -95,7 +95,7 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
           ? `; smee.io: ${fmt(rss.sseSmee.kibPerConnection, 1)}`
           : "") +
         ")",
-        `≤ ${TARGETS.idleKiB}`,
+        `≤ ${kind === "sse" ? TARGETS.idleSseKiB : TARGETS.idleWsKiB}`,
       ]);
     }
   }

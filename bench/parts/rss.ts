@@ -17,6 +17,7 @@ export async function run(context: PartContext): Promise<void> {
   const out: Record<string, unknown> = {};
   for (const kind of ["sse", "ws"] as const) {
     const label = kind === "sse" ? "SSE" : "WebSocket";
+    const target = kind === "sse" ? TARGETS.idleSseKiB : TARGETS.idleWsKiB;
     // The inspector only serves heap figures (GC on demand, heap size, allocation sampling).
     const server = await startRelay({ inspect: true });
     const clients: FanoutClient[] = [];
@@ -59,9 +60,7 @@ export async function run(context: PartContext): Promise<void> {
             opened.failed ? `, ${opened.failed} failed: ${opened.firstError}` : ""
           }): ${fmt(perConnection, 1)} KiB per connection, ${
             fmt((perConnection * 1000) / 1024, 1)
-          } MiB per 1,000 (target ≤ ${TARGETS.idleKiB} KiB: ${
-            verdict(perConnection <= TARGETS.idleKiB)
-          })`,
+          } MiB per 1,000 (target ≤ ${target} KiB: ${verdict(perConnection <= target)})`,
       );
       console.log(
         `    of which live JS heap (after a forced GC): ${fmt(heapPerConnection, 1)} KiB; ` +
