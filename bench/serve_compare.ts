@@ -36,6 +36,7 @@ import { Buffer } from "node:buffer";
 import { Hono } from "hono";
 import { freePort, relayEnv, signUpUser } from "./procs.ts";
 import { analyze, connectInspector, type CpuProfile } from "./profile.ts";
+import { floorBody, GREETING } from "./stream_floor.ts";
 
 const BODY_MODES: Record<string, string> = {
   pending: "Deno.serve, the handler never answers (connection and request alone)",
@@ -58,7 +59,6 @@ const APP_MODES: Record<string, string> = {
   "raw-node": "no Hono, no adapter: the POST's work in a bare node:http handler (ingest only)",
 };
 
-const GREETING = new TextEncoder().encode("retry: 2000\n: connected\n\n");
 /** Keeps each connection's controller, writer or socket reachable, as a real server would. */
 const held: unknown[] = [];
 const keep = (value: unknown) => void held.push(value);
@@ -84,40 +84,6 @@ let unixTurn: Promise<unknown> = Promise.resolve();
 /** The idle streaming body of one request for a Deno.serve body mode. */
 async function body(mode: string): Promise<BodyInit> {
   switch (mode) {
-    case "serve-start":
-      return new ReadableStream<Uint8Array>({ start: (c) => void (c.enqueue(GREETING), keep(c)) });
-    case "serve-hwm0":
-      return new ReadableStream<Uint8Array>(
-        { start: (c) => void (c.enqueue(GREETING), keep(c)) },
-        { highWaterMark: 0, size: (chunk) => chunk.byteLength },
-      );
-    case "serve-bytes":
-      return new ReadableStream({
-        type: "bytes",
-        start: (c) => void (c.enqueue(GREETING.slice()), keep(c)),
-      }, { highWaterMark: 0 });
-    case "serve-pull": {
-      let first = true;
-      return new ReadableStream<Uint8Array>({
-        pull(c) {
-          if (!first) return new Promise((resolve) => keep(resolve));
-          first = false;
-          c.enqueue(GREETING);
-        },
-      }, { highWaterMark: 0 });
-    }
-    case "serve-iter":
-      return ReadableStream.from((async function* () {
-        yield GREETING;
-        await new Promise((resolve) => keep(resolve));
-      })());
-    case "serve-transform": {
-      const pair = new TransformStream<Uint8Array, Uint8Array>();
-      const writer = pair.writable.getWriter();
-      writer.write(GREETING);
-      keep(writer);
-      return pair.readable;
-    }
     case "serve-unix": {
       // A resource-backed body: Deno.serve reads it in Rust, not through the JS stream channel.
       // (A FIFO's FsFile.readable was tried first: each idle one parks a blocking-pool thread in
@@ -138,7 +104,7 @@ async function body(mode: string): Promise<BodyInit> {
       return conn.readable;
     }
     default:
-      return "ok";
+      return floorBody(mode, keep) ?? "ok";
   }
 }
 

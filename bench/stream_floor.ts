@@ -22,13 +22,16 @@ const MODES: Record<string, string> = {
   "serve-ws": "Deno.serve, Deno.upgradeWebSocket, no listener",
 };
 
-const GREETING = new TextEncoder().encode("retry: 2000\n: connected\n\n");
+/** The first bytes of every idle stream. */
+export const GREETING = new TextEncoder().encode("retry: 2000\n: connected\n\n");
 /** Keeps each connection's controller, writer or socket reachable, as a real server would. */
 const held: unknown[] = [];
 
-/** The idle streaming body of one request for a Deno.serve mode. */
-function body(mode: string): BodyInit {
-  const keep = (value: unknown) => held.push(value);
+/**
+ * The idle streaming body of one request for a Deno.serve body mode (`serve-start` … `serve-transform`;
+ * null for any other), opened with GREETING; `keep` holds what must stay reachable.
+ */
+export function floorBody(mode: string, keep: (value: unknown) => void): BodyInit | null {
   switch (mode) {
     case "serve-start":
       return new ReadableStream<Uint8Array>({ start: (c) => void (c.enqueue(GREETING), keep(c)) });
@@ -65,8 +68,13 @@ function body(mode: string): BodyInit {
       return pair.readable;
     }
     default:
-      return "ok";
+      return null;
   }
+}
+
+/** The idle streaming body of one request for a Deno.serve mode. */
+function body(mode: string): BodyInit {
+  return floorBody(mode, (value) => held.push(value)) ?? "ok";
 }
 
 /** Memory figures of this process, after a forced GC when `gc` is exposed. */
@@ -209,7 +217,9 @@ async function measure(mode: string, n: number, v8: string): Promise<void> {
 const args: Record<string, string | undefined> = Object.fromEntries(
   Deno.args.map((arg) => /^--([^=]+)=(.*)$/.exec(arg)?.slice(1) ?? [arg, ""]),
 );
-if (args.serve) {
+if (!import.meta.main) {
+  // Imported for floorBody (bench/serve_compare.ts): nothing runs.
+} else if (args.serve) {
   await serve(args.serve);
 } else {
   const n = Number(args.n ?? 5000);
