@@ -36,7 +36,7 @@ import { Buffer } from "node:buffer";
 import { Hono } from "hono";
 import { freePort, relayEnv, signUpUser } from "./procs.ts";
 import { analyze, connectInspector, type CpuProfile } from "./profile.ts";
-import { floorBody, GREETING } from "./stream_floor.ts";
+import { floorBody, GREETING, stats } from "./stream_floor.ts";
 
 const BODY_MODES: Record<string, string> = {
   pending: "Deno.serve, the handler never answers (connection and request alone)",
@@ -62,18 +62,6 @@ const APP_MODES: Record<string, string> = {
 /** Keeps each connection's controller, writer or socket reachable, as a real server would. */
 const held: unknown[] = [];
 const keep = (value: unknown) => void held.push(value);
-
-/** Memory figures of this process, after a forced GC when `gc` is exposed. */
-function stats(): Record<string, number> {
-  (globalThis as { gc?: () => void }).gc?.();
-  const usage = Deno.memoryUsage();
-  const status = Deno.readTextFileSync("/proc/self/status");
-  return {
-    rssKiB: Number(/VmRSS:\s+(\d+)/.exec(status)![1]),
-    heapUsed: usage.heapUsed,
-    heapTotal: usage.heapTotal,
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Part (a): body sources on Deno.serve

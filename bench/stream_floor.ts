@@ -78,7 +78,7 @@ function body(mode: string): BodyInit {
 }
 
 /** Memory figures of this process, after a forced GC when `gc` is exposed. */
-function stats(): Record<string, number> {
+export function stats(): Record<string, number> {
   (globalThis as { gc?: () => void }).gc?.();
   const usage = Deno.memoryUsage();
   const status = Deno.readTextFileSync("/proc/self/status");
