@@ -13,6 +13,7 @@
  * Until then the histograms keep their observations.
  */
 import type client from "prom-client";
+import { log } from "./log.ts";
 
 /** Plain counters the hot path increments; the registry reads them at scrape time. */
 export const counters = {
@@ -75,6 +76,11 @@ export interface LazyHistogram {
 
 /** Observations waiting for prom-client at which it is loaded without waiting for a scrape. */
 const PENDING_LOAD_AT = 1000;
+/**
+ * The most a histogram keeps before prom-client is there: senders drive observations, and if
+ * the import failed the list would grow with every webhook. Past it, observations are dropped.
+ */
+const PENDING_MAX = 100_000;
 /** Every histogram, so loading prom-client can create them and replay what they kept. */
 const histograms: { spec: HistogramSpec; pending: number[]; set(real: client.Histogram): void }[] =
   [];
@@ -87,9 +93,11 @@ function lazyHistogram(spec: HistogramSpec): LazyHistogram {
   return {
     observe(value) {
       if (real) return real.observe(value);
-      pending.push(value);
+      if (pending.length < PENDING_MAX) pending.push(value);
       // Bounded memory on a server nobody scrapes: load, then the values are replayed.
-      if (pending.length === PENDING_LOAD_AT) loadRegistry().catch(() => {});
+      if (pending.length === PENDING_LOAD_AT) {
+        loadRegistry().catch((error) => log.error("loading prom-client failed", error));
+      }
     },
   };
 }
@@ -159,15 +167,11 @@ function loadRegistry(): Promise<Loaded> {
       });
     }
 
-    new client.Counter({
-      name: "websocks_webhooks_accepted_total",
-      help: "Webhooks stored by the ingest route",
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(counters.webhooksAccepted);
-      },
-    });
+    plainCounter(
+      "websocks_webhooks_accepted_total",
+      "Webhooks stored by the ingest route",
+      () => counters.webhooksAccepted,
+    );
     new client.Counter({
       name: "websocks_webhooks_refused_total",
       help: "Webhooks the ingest route refused, by HTTP status",
