@@ -3,7 +3,6 @@
  * (lib/runtime/cluster.ts starts them): there it serves with the same routes and nothing else.
  * Here, the only place that sees both, the routes and islands are plugged into lib/.
  */
-import { fileURLToPath } from "node:url";
 import { type Config, loadConfig } from "./lib/runtime/config.ts";
 import { type RunningServer, startServer } from "./lib/http/server.ts";
 import { startCluster } from "./lib/runtime/cluster.ts";
@@ -14,6 +13,7 @@ import {
   type Platform,
 } from "./lib/runtime/platform.ts";
 import { bundlesStaleness } from "./lib/web/bundles.ts";
+import { pathOf } from "./lib/runtime/paths.ts";
 import { serveInWorker } from "./lib/runtime/cluster_worker.ts";
 import { generateInvoices, previousMonth } from "./lib/billing/invoices.ts";
 import { endExpiredGrace, reportUsage } from "./lib/billing/stripe.ts";
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
  */
 function islandsDir(config: Config): string | null {
   // Where `deno task build` writes them by default (build.ts).
-  const dir = config.islandsDir ?? fileURLToPath(new URL("./dist/islands", import.meta.url));
+  const dir = config.islandsDir ?? pathOf(new URL("./dist/islands", import.meta.url));
   const stale = bundlesStaleness(dir, ISLAND_MODULES);
   if (config.islandsDir) {
     // Asked for: served as they are (a missing bundle still stops the start, in bundles.ts).

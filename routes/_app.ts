@@ -26,7 +26,6 @@ import { usagePageRoutes } from "./usage_pages.tsx";
 import { observeRoutes } from "./observe.ts";
 import { accountSettingsRoutes } from "./account_settings.tsx";
 import { apiDocsRoutes } from "./api_docs.tsx";
-import { withResponseCheck } from "./_api.ts";
 import { mailRoutes } from "./mail.ts";
 import { mailPageRoutes } from "./mail_pages.tsx";
 
@@ -97,11 +96,23 @@ function wrongHost(
   return errorResponse(new HttpError(404, message), { method: request.method, path });
 }
 
+/**
+ * `withResponseCheck` of routes/_api.ts, imported at the first request: the API's declarations
+ * cost every start ~40 ms to build, and only API_RESPONSE_CHECK (the tests) needs them.
+ */
+function withLazyResponseCheck(handler: Handler): Handler {
+  let checked: Promise<Handler> | undefined;
+  return async (request, info) => {
+    checked ??= import("./_api.ts").then((api) => api.withResponseCheck(handler));
+    return await (await checked)(request, info);
+  };
+}
+
 /** The server's request handler: the ingest hot path first, everything else through Hono. */
 export function createHandler(services: Services): Handler {
   const app = createApp(services);
   const routed: Handler = (request, info) => app.fetch(request, info);
-  const serve = services.config.apiResponseCheck ? withResponseCheck(routed) : routed;
+  const serve = services.config.apiResponseCheck ? withLazyResponseCheck(routed) : routed;
   return (request, info) => {
     const url = request.url;
     const hostStart = url.indexOf("//") + 2;

@@ -209,3 +209,26 @@ Deno.test("[layout] every lib/ folder has a README.md and no .ts file sits in li
   }
   assert.deepEqual({ loose, missing: missing.sort() }, { loose: [], missing: [] });
 });
+
+Deno.test("[layout] the server's start path imports no node: module", () => {
+  // The first `node:` module a process imports loads Deno's Node layer: 15–50 ms of every start
+  // (bench part `cold`). What needs one imports it when first used; this keeps it that way.
+  const STATIC =
+    /\b(?:import|export)\s+(?!type\b)[^;"'`]*?\bfrom\s*["']([^"']+)["']|\bimport\s*["']([^"']+)["']/g;
+  const reached = new Set<string>();
+  const nodeImports: string[] = [];
+  const visit = (file: string) => {
+    if (reached.has(file)) return;
+    reached.add(file);
+    for (const match of stripComments(Deno.readTextFileSync(`${ROOT}/${file}`)).matchAll(STATIC)) {
+      const specifier = match[1] ?? match[2];
+      if (specifier.startsWith("node:")) nodeImports.push(`${file} imports ${specifier}`);
+      else if (specifier.startsWith("./") || specifier.startsWith("../")) {
+        visit(resolve(file, specifier));
+      }
+    }
+  };
+  visit("main.ts");
+  assert.ok(reached.has("lib/http/server.ts") && reached.has("routes/_app.ts"), "the scan follows");
+  assert.deepEqual(nodeImports, []);
+});

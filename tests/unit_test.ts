@@ -1,3 +1,4 @@
+import { joinPath, parentOf, pathOf } from "../lib/runtime/paths.ts";
 import { envelopeText } from "../lib/log/envelope_stream.ts";
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/runtime/config.ts";
@@ -106,4 +107,19 @@ Deno.test("[ingest] it commits and publishes with no job in the KV queue", async
   assert.deepEqual(jobs, ["marker"]);
   kv.close();
   await listening;
+});
+
+Deno.test("[paths] file URLs become paths, and paths their folders, as node:path would", () => {
+  assert.equal(
+    pathOf(new URL("file:///srv/web%20socks/dist/islands")),
+    "/srv/web socks/dist/islands",
+  );
+  assert.equal(pathOf("file:///srv/data/websocks.kv"), "/srv/data/websocks.kv");
+  assert.throws(() => pathOf("https://example.com/x"), /Not a file URL/);
+  assert.equal(parentOf("./data/websocks.kv"), "./data");
+  assert.equal(parentOf("/srv/data/"), "/srv");
+  assert.equal(parentOf("/websocks.kv"), "/");
+  assert.equal(parentOf("websocks.kv"), ".");
+  assert.equal(joinPath("./data", "secrets.key"), "./data/secrets.key");
+  assert.equal(joinPath("/srv/", "secrets.key"), "/srv/secrets.key");
 });

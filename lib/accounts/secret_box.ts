@@ -3,7 +3,7 @@
  * AES-GCM under one key: SECRETS_KEY, or a key generated once into the data folder on a local
  * run, so a copy of the KV file alone reveals none of them.
  */
-import { dirname, join } from "node:path";
+import { joinPath, parentOf } from "../runtime/paths.ts";
 
 /** Bytes of the AES-256 key. */
 const KEY_BYTES = 32;
@@ -54,7 +54,7 @@ export async function loadSecretsKey(
         "bytes, e.g. `openssl rand -base64 32`); it seals endpoints' signing secrets",
     );
   }
-  return importKey(await keyFile(join(dirname(options.kvPath), SECRETS_KEY_FILE)));
+  return importKey(await keyFile(joinPath(parentOf(options.kvPath), SECRETS_KEY_FILE)));
 }
 
 /** Reads the key file, creating it when absent; several isolates may start at once. */

@@ -9,7 +9,6 @@
  * KV value (a respond-mode answer of up to a megabyte) is written serialized in parts under
  * its id first, with the same expiry, and its entry names how many there are.
  */
-import { deserialize, serialize } from "node:v8";
 import {
   type BrokerMessage,
   fromWire,
@@ -28,6 +27,16 @@ import {
   eventHeadKey,
 } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
+
+let nodeV8: Promise<typeof import("node:v8")> | undefined;
+
+/**
+ * node:v8, for KV's own serialization of large messages; imported on first use, because the
+ * first `node:` module costs every start 15–50 ms and most processes never send a large one.
+ */
+function v8(): Promise<typeof import("node:v8")> {
+  return nodeV8 ??= import("node:v8");
+}
 
 /** A resent event by reference: its body may exceed a KV value, and the log has it. */
 interface ResendRef {
@@ -161,7 +170,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
       joined.set(chunk, offset);
       offset += chunk.byteLength;
     }
-    return deserialize(joined) as WireMessage;
+    return (await v8()).deserialize(joined) as WireMessage;
   }
 
   /** Commits the entry (after its parts, when it has some) and moves the head. */
@@ -170,7 +179,7 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
     const head = { origin: options.processId, at: Date.now() };
     let entry: MailboxEntry = { ...head, message };
     // Measured as KV will store it (the same V8 serialization), copied out of Node's Buffer pool.
-    const serialized = new Uint8Array(serialize(message));
+    const serialized = new Uint8Array((await v8()).serialize(message));
     if (serialized.byteLength > INLINE_MESSAGE_BYTES) {
       if (serialized.byteLength > MAX_MESSAGE_BYTES) {
         throw new Error(`${serialized.byteLength} bytes is over ${MAX_MESSAGE_BYTES}`);

@@ -4,8 +4,17 @@
  * its own (the caller passes `now`), so ingest and tests share one rule per provider. A body too
  * large to hold (streamed into KV at ingest) is read back in pieces and hashed incrementally.
  */
-import { createHash, createHmac } from "node:crypto";
 import { decodeText, mediaType } from "./body_types.ts";
+
+let nodeCrypto: Promise<typeof import("node:crypto")> | undefined;
+
+/**
+ * node:crypto, for hashing a streamed body piece by piece (crypto.subtle takes one buffer);
+ * imported on first use, because the first `node:` module costs every start 15–50 ms.
+ */
+function incremental(): Promise<typeof import("node:crypto")> {
+  return nodeCrypto ??= import("node:crypto");
+}
 
 /** The providers an endpoint may name. */
 export const PROVIDERS = [
@@ -163,6 +172,7 @@ async function streamedMacs(
   messages: Message[],
 ): Promise<Uint8Array[]> {
   const algorithm = hash === "SHA-256" ? "sha256" : "sha1";
+  const { createHmac } = await incremental();
   const macs = keys.flatMap((key) =>
     messages.map(({ head }) => createHmac(algorithm, key).update(head))
   );
@@ -392,7 +402,7 @@ async function sha256(body: WebhookBody): Promise<Uint8Array> {
   if (!isStreamed(body)) {
     return new Uint8Array(await crypto.subtle.digest("SHA-256", body as Uint8Array<ArrayBuffer>));
   }
-  const hash = createHash("sha256");
+  const hash = (await incremental()).createHash("sha256");
   for await (const piece of body.read()) hash.update(piece);
   return new Uint8Array(hash.digest());
 }

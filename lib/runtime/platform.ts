@@ -41,10 +41,14 @@ export function detectPlatform(
   scope: { BroadcastChannel?: unknown; Worker?: unknown } = globalThis,
   deno: { cron?: unknown; openKv?: unknown; version: { deno: string } } = Deno,
 ): Platform {
+  let sharedPort: boolean | undefined;
   return {
     deno: deno.version.deno,
     broadcastChannel: typeof scope.BroadcastChannel === "function",
-    sharedPort: typeof scope.Worker === "function" && canSharePort(),
+    // Probed when first read: binding a socket costs a start ~7 ms, and only WORKERS > 1 asks.
+    get sharedPort() {
+      return sharedPort ??= typeof scope.Worker === "function" && canSharePort();
+    },
     cron: typeof deno.cron === "function",
     kv: typeof deno.openKv === "function",
   };

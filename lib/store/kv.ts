@@ -1,6 +1,6 @@
 /** Opening the Deno KV store named by the configuration, and what its errors mean. */
-import { dirname } from "node:path";
 import { HttpError } from "../http/http_error.ts";
+import { parentOf } from "../runtime/paths.ts";
 import { counters } from "../observe/metrics.ts";
 
 /**
@@ -18,7 +18,7 @@ export async function openKv(path: string): Promise<Deno.Kv> {
   }
   if (path === "default") return retryingBusy(await Deno.openKv());
   if (path !== ":memory:" && !/^https?:\/\//.test(path)) {
-    await Deno.mkdir(dirname(path), { recursive: true });
+    await Deno.mkdir(parentOf(path), { recursive: true });
   }
   return retryingBusy(await Deno.openKv(path));
 }

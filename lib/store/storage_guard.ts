@@ -10,19 +10,30 @@
  * its own. A store that is not a local file (`:memory:`, a KV server, Deno Deploy) is not
  * guarded: its errors still become 503s one request at a time.
  */
-import { statfs as statfsCallback } from "node:fs";
-import { dirname } from "node:path";
-import { promisify } from "node:util";
+import type { StatsFs } from "node:fs";
 import { storageUnavailableReason } from "./kv.ts";
 import { log } from "../observe/log.ts";
+import { parentOf } from "../runtime/paths.ts";
 
 /** Below this much free space the disk counts as full. */
 const MIN_FREE_BYTES = 1024 * 1024;
 const CHECK_MS = 1000;
 const WRITE_CHUNK = new Uint8Array(1024 * 1024);
-// node:fs/promises has no statfs before Deno 2.6 (the LTS, 2.5, lacks it); node:fs's callback
-// form exists in every supported version.
-const statfs = promisify(statfsCallback);
+
+let nodeFs: Promise<typeof import("node:fs")> | undefined;
+
+/**
+ * statfs(2) of `path`. Deno has no API for free space but node:fs, which is imported on first use:
+ * it loads Deno's Node layer, ~50 ms, which a start with its reserve in place need not wait for.
+ * node:fs/promises has no statfs before Deno 2.6 (the LTS, 2.5, lacks it); node:fs's callback
+ * form exists in every supported version.
+ */
+async function statfs(path: string): Promise<StatsFs> {
+  const fs = await (nodeFs ??= import("node:fs"));
+  return await new Promise((resolve, reject) =>
+    fs.statfs(path, (error, stats) => error ? reject(error) : resolve(stats))
+  );
+}
 
 /** Whether the store may be written to now, as far as free space goes. */
 export interface StorageGuard {
@@ -43,7 +54,7 @@ export async function startStorageGuard(
     return { unavailable: () => null, report() {}, stop: () => Promise.resolve() };
   }
   const reservePath = `${kvPath}.reserve`;
-  const folder = dirname(kvPath);
+  const folder = parentOf(kvPath);
   let down: string | null = null;
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -129,15 +140,21 @@ export async function startStorageGuard(
     timer = id;
   }
 
-  // Start down when the disk is full, or when the reserve is gone (released by an earlier run
-  // that saw the disk fill) and cannot be taken back: that room is the store's upkeep margin, and
-  // ingest would eat it. Otherwise the reserve is written afterwards, not on the start path.
-  const start = await space();
-  if (
-    start.free < MIN_FREE_BYTES ||
-    (!await hasReserve(start.reserve) && start.free < start.reserve + MIN_FREE_BYTES)
-  ) goDown("disk full");
-  schedule(0);
+  // With the whole reserve in place, the disk's room is what it guards: start up, and check on
+  // the usual schedule rather than while the first requests come in. Else start down when the disk is full, or when the reserve is gone
+  // (released by an earlier run that saw the disk fill, or never written) and cannot be taken
+  // back: that room is the store's upkeep margin, and ingest would eat it. The reserve is written
+  // afterwards, not on the start path.
+  if (await hasReserve(reserveBytes)) {
+    schedule(CHECK_MS);
+  } else {
+    const start = await space();
+    if (
+      start.free < MIN_FREE_BYTES ||
+      (!await hasReserve(start.reserve) && start.free < start.reserve + MIN_FREE_BYTES)
+    ) goDown("disk full");
+    schedule(0);
+  }
   return {
     unavailable: () => down,
     report(error) {

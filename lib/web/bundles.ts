@@ -17,10 +17,8 @@
  * failing the start loudly on a broken island. Which islands to build comes from the caller
  * (islands/_registry.ts's ISLAND_MODULES): lib/ never imports islands/.
  */
-import { createHash } from "node:crypto";
-import { relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { IslandScripts } from "./islands.ts";
+import { pathOf } from "../runtime/paths.ts";
 
 /**
  * The islands to build: each name is a module `<folder><name>.tsx` exporting the component by
@@ -55,14 +53,28 @@ interface Manifest {
 }
 
 /** The project's root folder (where deno.json is), as a path. */
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const ROOT = pathOf(new URL("../../", import.meta.url));
 /** Names of files a build writes: entries `Name.<hash>.js` and esbuild's `chunk-<hash>.js`. */
 const BUILT_FILE = /^(?:\w+\.[0-9a-f]{16}|chunk-[\w-]+)\.js$/;
 /** Files every bundle depends on besides the module graph. */
 const BUILD_INPUTS = ["deno.json", "package-lock.json"];
 
-function contentHash(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex").slice(0, 16);
+/**
+ * A 64-bit fingerprint of `bytes`, 16 hex digits (two 32-bit multiply-xorshift lanes, as
+ * cyrb53). It names bundle files and tells edited sources apart, neither of which an outsider
+ * chooses, so it need not be a cryptographic hash; it must be synchronous (the build runs when
+ * the app is created) and must not import node:crypto, which costs every start ~40 ms.
+ */
+function fingerprint(bytes: Uint8Array): string {
+  let h1 = 0xdeadbeef ^ bytes.length;
+  let h2 = 0x41c6ce57 ^ bytes.length;
+  for (let i = 0; i < bytes.length; i++) {
+    h1 = Math.imul(h1 ^ bytes[i], 2654435761);
+    h2 = Math.imul(h2 ^ bytes[i], 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (h2 >>> 0).toString(16).padStart(8, "0") + (h1 >>> 0).toString(16).padStart(8, "0");
 }
 
 /** The chunk files a module imports, directly or through other chunks. */
@@ -120,17 +132,16 @@ function bundlerDeno(): string {
 
 /** One hash over `files` (relative to ROOT) and their contents; null when one is missing. */
 function sourcesHash(files: readonly string[]): string | null {
-  const hash = createHash("sha256");
+  let list = "";
   for (const file of files) {
     try {
-      const bytes = Deno.readFileSync(`${ROOT}${file}`);
-      hash.update(`${file}\0${createHash("sha256").update(bytes).digest("hex")}\n`);
+      list += `${file}\0${fingerprint(Deno.readFileSync(`${ROOT}${file}`))}\n`;
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return null;
       throw error;
     }
   }
-  return hash.digest("hex");
+  return fingerprint(new TextEncoder().encode(list));
 }
 
 /**
@@ -154,8 +165,10 @@ function bundleSources(entry: string): string[] {
   const files = new Set(BUILD_INPUTS);
   for (const { specifier } of graph.modules) {
     if (!specifier.startsWith("file:")) continue;
-    const file = relative(ROOT, fileURLToPath(specifier));
-    if (!file.startsWith("..") && !file.startsWith("node_modules")) files.add(file);
+    const path = pathOf(specifier);
+    if (!path.startsWith(ROOT)) continue;
+    const file = path.slice(ROOT.length);
+    if (!file.startsWith("node_modules")) files.add(file);
   }
   return [...files].sort();
 }
@@ -189,7 +202,7 @@ function runBundler(islands: IslandModules): {
         "bundle",
         "--quiet",
         "--config",
-        fileURLToPath(new URL("../../deno.json", import.meta.url)),
+        pathOf(new URL("../../deno.json", import.meta.url)),
         "--platform",
         "browser",
         "--minify",
@@ -211,7 +224,7 @@ function runBundler(islands: IslandModules): {
       const bytes = Deno.readFileSync(`${out}/${item.name}`);
       const island = item.name.replace(/\.js$/, "");
       if (islands.names.includes(island)) {
-        entries[island] = `${island}.${contentHash(bytes)}.js`;
+        entries[island] = `${island}.${fingerprint(bytes)}.js`;
         files.set(entries[island], bytes);
       } else {
         files.set(item.name, bytes);
