@@ -18,6 +18,7 @@ import { fmt, ms, printCpu } from "../report.ts";
 import { BODY_BYTES, WARMUP_MS } from "../settings.ts";
 import { summarize } from "../stats.ts";
 import { wallClock } from "../clock.ts";
+import { floorLine, measureWsSendFloor } from "../ws_send_floor.ts";
 
 /** WebSockets per client process. */
 const PER_PROCESS = 500;
@@ -192,4 +193,9 @@ export async function run(context: PartContext): Promise<void> {
     for (const child of children) await child.stop(1000);
     await server.stop();
   }
+  // Deno's own cost of WebSocket.send, with nothing of WebSocks around it: the same clients,
+  // rate and message size from a trivial Deno.serve.
+  const floor = await measureWsSendFloor({ clients: fanRateClients, rate: fanRate, seconds });
+  console.log(floorLine(floor, fanRate));
+  context.record("fanrateFloor", floor);
 }
