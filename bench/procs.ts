@@ -184,8 +184,10 @@ export function relayEnv(port: number, kvPath: string): Record<string, string> {
 /**
  * The V8 flags `deno task start` gives the server (deno.json): a young generation of at most 8 MiB
  * per semi-space, whose default let the heap's slack grow to 3–5 KiB per idle connection.
+ * BENCH_V8_FLAGS replaces them, for an A/B run of a V8 setting.
  */
-export const SERVER_V8_FLAGS = "--v8-flags=--max-semi-space-size=8";
+export const SERVER_V8_FLAGS = Deno.env.get("BENCH_V8_FLAGS") ??
+  "--v8-flags=--max-semi-space-size=8";
 
 /** Starts main.ts (or `script`, a wrapper of it) on a free port with a fresh KV file and the benchmark's settings. */
 export async function startRelay(
