@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { addressKey } from "../lib/http/load_guard.ts";
-import type { BrokerMessage } from "../lib/fanout/broker.ts";
+import { type BrokerMessage, createBroker } from "../lib/fanout/broker.ts";
+import { createIngest } from "../lib/intake/group_commit.ts";
+import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { kvTransport } from "../lib/fanout/broker_kv.ts";
 import { messageQueue, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
 import { instanceSides, postOn, signUpOn } from "./sides.ts";
@@ -218,6 +220,68 @@ Deno.test("[respond] the KV mailbox keeps small messages in their entry and spli
   } finally {
     here.close();
     there.close();
+    kv.close();
+  }
+});
+
+Deno.test("[instances] events published here wait for another instance's earlier ones not yet read", async () => {
+  // Instance "elsewhere" commits two webhooks; this instance's own publish of the second comes
+  // before its KV watch has read the first. Sent as it came, the second would pass the first,
+  // and a connection, which never goes back to a lower id, would lose the first.
+  const kv = await Deno.openKv(":memory:");
+  const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
+  const elsewhere = createBroker();
+  const heard: string[] = [];
+  here.subscribe((message) => {
+    if (message.kind === "events") heard.push(...message.events.map((event) => event.id));
+  });
+  const { endpoint } = await signUpUser(kv, {
+    email: "instances@example.com",
+    password: "correct horse battery",
+    monthlyLimit: 100,
+  });
+  const release = here.follow(endpoint.userId);
+  const ingest = createIngest(kv, { broker: elsewhere, retentionMs: 60_000 });
+  const submit = (n: number) =>
+    ingest.submit({
+      endpoint,
+      receivedAt: new Date(),
+      method: "POST",
+      path: "/",
+      queryJson: "{}",
+      headersJson: "{}",
+      contentType: "application/json",
+      kind: "json",
+      body: new TextEncoder().encode(`{"n":${n}}`),
+      text: `{"n":${n}}`,
+    });
+  try {
+    // A first event, read through the watch: this instance now follows the log.
+    const first = await submit(1);
+    assert.ok(first.accepted);
+    await waitFor(() => heard.includes(first.id), { what: "the first event, read from KV" });
+    // Later ones committed together (a batch): the last is published here at once, the one
+    // before it not at all.
+    let pair: [string, string] | null = null;
+    elsewhere.subscribe((message) => {
+      if (message.kind !== "events" || message.events.length < 2 || pair) return;
+      const [before, last] = message.events.slice(-2);
+      here.publish({ kind: "events", userId: endpoint.userId, after: before.id, events: [last] });
+      pair = [before.id, last.id];
+    });
+    const results = await Promise.all([2, 3, 4, 5, 6].map(submit));
+    assert.ok(results.every((result) => result.accepted));
+    assert.ok(pair, "a batch of several was committed, and its last published here");
+    const [before, last] = pair as [string, string];
+    await waitFor(() => heard.includes(before) && heard.includes(last), {
+      what: "both events heard here",
+    });
+    assert.ok(
+      heard.indexOf(before) < heard.indexOf(last),
+      `the earlier event is heard first: ${JSON.stringify(heard)}`,
+    );
+  } finally {
+    release();
     kv.close();
   }
 });

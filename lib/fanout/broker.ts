@@ -73,8 +73,11 @@ export interface Transport {
   send(message: BrokerMessage): void;
   /** Starts receiving; `hear` hands a message to this isolate's subscribers only. */
   start(hear: (message: BrokerMessage) => void): void;
-  /** Sees every message this isolate's subscribers hear, whichever way it came. */
-  observe?(message: BrokerMessage): void;
+  /**
+   * Sees every message this isolate's subscribers hear, whichever way it came, before they do.
+   * True holds it back: the transport will deliver its content itself, in order.
+   */
+  observe?(message: BrokerMessage): boolean;
   follow?(userId: string): () => void;
   peers(): number | null;
   close(): void;
@@ -85,7 +88,9 @@ export function createBroker(options: { transports?: Transport[] } = {}): Broker
   const transports = options.transports ?? [];
   const listeners = new Set<(message: BrokerMessage) => void>();
   const hear = (message: BrokerMessage) => {
-    for (const transport of transports) transport.observe?.(message);
+    let held = false;
+    for (const transport of transports) held = transport.observe?.(message) === true || held;
+    if (held) return;
     for (const listener of listeners) {
       try {
         listener(message);

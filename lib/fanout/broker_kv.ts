@@ -221,13 +221,24 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
       stops.push(watchKey(kv, brokerHeadKey(), () => readMailbox()));
     },
     observe(message) {
-      if (message.kind !== "events") return;
-      // Our own process published these: when they follow what we had, skip reading them back.
+      if (message.kind !== "events") return false;
       const state = followed.get(message.userId);
-      if (state && state.last !== undefined && message.after !== undefined) {
+      if (!state || state.last === undefined || !message.after) return false;
+      // Our own process published these: when they follow what we had, skip reading them back.
+      if (message.after === state.last) {
         const last = message.events.at(-1)?.id;
-        if (last && message.after === state.last) state.last = last;
+        if (last) state.last = last;
+        return false;
       }
+      // Another instance committed events before these that this one has not read yet: its
+      // watch lags our own publish. Sent now, these would pass them, and a connection never
+      // goes back to a lower id, so they would be lost to it. Hold these; the log read hears
+      // both, in order (these are committed already).
+      if (state.last === null || message.after > state.last) {
+        state.refresh();
+        return true;
+      }
+      return false;
     },
     follow(userId) {
       let state = followed.get(userId);
