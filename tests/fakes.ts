@@ -12,6 +12,7 @@ import {
 } from "../lib/fanout/broker.ts";
 import { type InlineEvent, type LiveEvent, liveEvent } from "../lib/log/envelope_json.ts";
 import type { StoredEvent } from "../lib/log/events.ts";
+import type { IncomingWebhook } from "../lib/intake/group_commit.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
 import { nextId } from "../lib/store/ids.ts";
 
@@ -74,6 +75,27 @@ export function makeEvent(
   return liveEvent({ id, userId, json, endpoint, method: "POST", path: "/", eventType: null });
 }
 
+/** What a plain JSON POST to an endpoint's root carries, besides its body. */
+const JSON_POST = {
+  method: "POST",
+  path: "/",
+  queryJson: "{}",
+  headersJson: "{}",
+  contentType: "application/json",
+  kind: "json",
+} as const;
+
+/** A JSON webhook for `endpoint`, as the ingest route hands it to `createIngest`'s submit. */
+export function jsonWebhook(endpoint: IncomingWebhook["endpoint"], text: string): IncomingWebhook {
+  return {
+    endpoint,
+    receivedAt: new Date(),
+    ...JSON_POST,
+    body: new TextEncoder().encode(text),
+    text,
+  };
+}
+
 /** Writes `count` events into `userId`'s log, `perPack` to a pack; returns their ids in order. */
 export async function storeEvents(
   kv: Deno.Kv,
@@ -88,12 +110,7 @@ export async function storeEvents(
     endpoint: options.endpointOf?.(n) ?? "slug",
     receivedAt: new Date().toISOString(),
     expiresAt: Date.now() + 3_600_000,
-    method: "POST",
-    path: "/",
-    queryJson: "{}",
-    headersJson: "{}",
-    contentType: "application/json",
-    kind: "json",
+    ...JSON_POST,
     size: String(n).length,
     body: new TextEncoder().encode(String(n)),
     blobId: null,

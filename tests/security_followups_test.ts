@@ -10,6 +10,7 @@ import { createIngest } from "../lib/intake/group_commit.ts";
 import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { kvTransport } from "../lib/fanout/broker_kv.ts";
 import { messageQueue, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
+import { jsonWebhook } from "./fakes.ts";
 import { instanceSides, postOn, signUpOn } from "./sides.ts";
 
 Deno.test("[resend] resends are limited per account: 429 with Retry-After past the burst", async () => {
@@ -225,9 +226,9 @@ Deno.test("[respond] the KV mailbox keeps small messages in their entry and spli
 });
 
 Deno.test("[instances] events published here wait for another instance's earlier ones not yet read", async () => {
-  // Instance "elsewhere" commits two webhooks; this instance's own publish of the second comes
-  // before its KV watch has read the first. Sent as it came, the second would pass the first,
-  // and a connection, which never goes back to a lower id, would lose the first.
+  // Instance "elsewhere" commits webhooks; this instance's own publish of the last of a batch
+  // comes before its KV watch has read the one before it. Sent as it came, the last would pass
+  // that one, and a connection, which never goes back to a lower id, would lose it.
   const kv = await Deno.openKv(":memory:");
   const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
   const elsewhere = createBroker();
@@ -242,19 +243,7 @@ Deno.test("[instances] events published here wait for another instance's earlier
   });
   const release = here.follow(endpoint.userId);
   const ingest = createIngest(kv, { broker: elsewhere, retentionMs: 60_000 });
-  const submit = (n: number) =>
-    ingest.submit({
-      endpoint,
-      receivedAt: new Date(),
-      method: "POST",
-      path: "/",
-      queryJson: "{}",
-      headersJson: "{}",
-      contentType: "application/json",
-      kind: "json",
-      body: new TextEncoder().encode(`{"n":${n}}`),
-      text: `{"n":${n}}`,
-    });
+  const submit = (n: number) => ingest.submit(jsonWebhook(endpoint, `{"n":${n}}`));
   try {
     // A first event, read through the watch: this instance now follows the log.
     const first = await submit(1);

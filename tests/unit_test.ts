@@ -10,6 +10,7 @@ import { createIngest } from "../lib/intake/group_commit.ts";
 import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 import { waitFor } from "./helpers.ts";
+import { jsonWebhook } from "./fakes.ts";
 
 Deno.test("[ids] ids are unique, sortable and carry the time", () => {
   const before = Date.now();
@@ -80,19 +81,7 @@ Deno.test("[ingest] it commits and publishes with no job in the KV queue", async
     monthlyLimit: 10,
   });
   const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
-  const body = new TextEncoder().encode('{"ok":true}');
-  const result = await ingest.submit({
-    endpoint,
-    receivedAt: new Date(),
-    method: "POST",
-    path: "/",
-    queryJson: "{}",
-    headersJson: "{}",
-    contentType: "application/json",
-    kind: "json",
-    body,
-    text: '{"ok":true}',
-  });
+  const result = await ingest.submit(jsonWebhook(endpoint, '{"ok":true}'));
   assert.equal(result.accepted, true);
   assert.deepEqual(published, [result.accepted ? result.id : ""]);
   const stored = await getEvent(kv, { userId: endpoint.userId, id: published[0] });
