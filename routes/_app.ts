@@ -13,6 +13,7 @@ import { handleIngest, INGEST_PREFIX } from "./ingest.ts";
 import { errorResponse } from "../lib/http/error_response.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import type { Handler } from "../lib/http/server.ts";
+import { onFirstUse } from "../lib/runtime/first_use.ts";
 import { meRoutes } from "./me.ts";
 import { pageRoutes } from "./pages.tsx";
 import { tokenRoutes } from "./tokens.ts";
@@ -101,11 +102,10 @@ function wrongHost(
  * cost every start ~40 ms to build, and only API_RESPONSE_CHECK (the tests) needs them.
  */
 function withLazyResponseCheck(handler: Handler): Handler {
-  let checked: Promise<Handler> | undefined;
-  return async (request, info) => {
-    checked ??= import("./_api.ts").then((api) => api.withResponseCheck(handler));
-    return await (await checked)(request, info);
-  };
+  const checked = onFirstUse(() =>
+    import("./_api.ts").then((api) => api.withResponseCheck(handler))
+  );
+  return async (request, info) => await (await checked())(request, info);
 }
 
 /** The server's request handler: the ingest hot path first, everything else through Hono. */

@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import { ApiReferencePage } from "../components/docs/ApiReference.tsx";
 import type { AppEnv } from "./_env.ts";
 import { loadViewer, pageError, sendPage } from "./_page.tsx";
+import { onFirstUse } from "../lib/runtime/first_use.ts";
 
 /** /api/openapi.json and /docs/api */
 export function apiDocsRoutes(): Hono<AppEnv> {
@@ -33,7 +34,9 @@ export function apiDocsRoutes(): Hono<AppEnv> {
   return app;
 }
 
+const api = onFirstUse(() => import("./_api.ts"));
+
 /** The OpenAPI document for `publicUrl`, from routes/_api.ts imported on first use. */
 async function apiDocument(publicUrl: string): Promise<Record<string, unknown>> {
-  return (await import("./_api.ts")).apiDocument(publicUrl);
+  return (await api()).apiDocument(publicUrl);
 }

@@ -20,20 +20,16 @@ import { type Invoice, previousMonth } from "./invoices.ts";
 import { monthOf, quotaResetAt } from "./usage.ts";
 import type { User } from "../accounts/users.ts";
 import { log } from "../observe/log.ts";
+import { onFirstUse } from "../runtime/first_use.ts";
 
 /** How long an applied event id is remembered: Stripe retries for up to three days. */
 const EVENT_MEMORY_MS = 30 * 86400_000;
 
-let stripeModule: Promise<typeof Stripe> | null = null;
-
 /**
- * The Stripe SDK, imported on first use: its ~200 modules were a good part of a cold start's
- * module loading on servers without Stripe, which never need them.
+ * The Stripe SDK: its ~200 modules were a good part of a cold start's module loading on servers
+ * without Stripe, which never need them.
  */
-function loadStripe(): Promise<typeof Stripe> {
-  stripeModule ??= import("stripe").then((module) => module.default);
-  return stripeModule;
-}
+const loadStripe = onFirstUse(() => import("stripe").then((module) => module.default));
 
 /** A Stripe client for the configuration (pointed at `apiUrl` when set, as in tests). */
 export async function createStripe(config: StripeConfig): Promise<Stripe> {

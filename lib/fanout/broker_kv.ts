@@ -27,16 +27,10 @@ import {
   eventHeadKey,
 } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
+import { onFirstUse } from "../runtime/first_use.ts";
 
-let nodeV8: Promise<typeof import("node:v8")> | undefined;
-
-/**
- * node:v8, for KV's own serialization of large messages; imported on first use, because the
- * first `node:` module costs every start 15–50 ms and most processes never send a large one.
- */
-function v8(): Promise<typeof import("node:v8")> {
-  return nodeV8 ??= import("node:v8");
-}
+/** node:v8, for KV's own serialization of messages; most processes never send one. */
+const v8 = onFirstUse(() => import("node:v8"));
 
 /** A resent event by reference: its body may exceed a KV value, and the log has it. */
 interface ResendRef {

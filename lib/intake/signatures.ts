@@ -5,16 +5,10 @@
  * large to hold (streamed into KV at ingest) is read back in pieces and hashed incrementally.
  */
 import { decodeText, mediaType } from "./body_types.ts";
+import { onFirstUse } from "../runtime/first_use.ts";
 
-let nodeCrypto: Promise<typeof import("node:crypto")> | undefined;
-
-/**
- * node:crypto, for hashing a streamed body piece by piece (crypto.subtle takes one buffer);
- * imported on first use, because the first `node:` module costs every start 15–50 ms.
- */
-function incremental(): Promise<typeof import("node:crypto")> {
-  return nodeCrypto ??= import("node:crypto");
-}
+/** node:crypto, for hashing a streamed body piece by piece (crypto.subtle takes one buffer). */
+const incremental = onFirstUse(() => import("node:crypto"));
 
 /** The providers an endpoint may name. */
 export const PROVIDERS = [

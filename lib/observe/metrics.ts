@@ -167,21 +167,36 @@ function loadRegistry(): Promise<Loaded> {
       });
     }
 
+    /** A counter with one label, its values per label value read when scraped. */
+    function labeledCounter(
+      name: string,
+      help: string,
+      label: string,
+      read: () => Iterable<readonly [string, number]>,
+    ): void {
+      new client.Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const [value, count] of read()) this.inc({ [label]: value }, count);
+        },
+      });
+    }
+
     plainCounter(
       "websocks_webhooks_accepted_total",
       "Webhooks stored by the ingest route",
       () => counters.webhooksAccepted,
     );
-    new client.Counter({
-      name: "websocks_webhooks_refused_total",
-      help: "Webhooks the ingest route refused, by HTTP status",
-      labelNames: ["status"],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const [status, count] of refusedByStatus) this.inc({ status: String(status) }, count);
-      },
-    });
+    labeledCounter(
+      "websocks_webhooks_refused_total",
+      "Webhooks the ingest route refused, by HTTP status",
+      "status",
+      () => Array.from(refusedByStatus, ([status, count]) => [String(status), count] as const),
+    );
     plainCounter(
       "websocks_deliveries_total",
       "Events handed to a client's transport (live, catch-up, resend, group dispatch)",
@@ -217,18 +232,12 @@ function loadRegistry(): Promise<Loaded> {
       "Mail sending attempts that failed (the outbox retries them)",
       () => counters.mailsFailed,
     );
-    new client.Counter({
-      name: "websocks_kv_commit_retries_total",
-      help:
-        "KV writes tried again: busy (file locked by another writer) or conflict (check failed)",
-      labelNames: ["reason"],
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc({ reason: "busy" }, counters.kvBusyRetries);
-        this.inc({ reason: "conflict" }, counters.kvConflictRetries);
-      },
-    });
+    labeledCounter(
+      "websocks_kv_commit_retries_total",
+      "KV writes tried again: busy (file locked by another writer) or conflict (check failed)",
+      "reason",
+      () => [["busy", counters.kvBusyRetries], ["conflict", counters.kvConflictRetries]],
+    );
     plainCounter(
       "websocks_kv_commit_errors_total",
       "KV writes that failed for good (full disk, refused value, busy too long)",

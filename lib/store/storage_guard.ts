@@ -14,22 +14,22 @@ import type { StatsFs } from "node:fs";
 import { storageUnavailableReason } from "./kv.ts";
 import { log } from "../observe/log.ts";
 import { parentOf } from "../runtime/paths.ts";
+import { onFirstUse } from "../runtime/first_use.ts";
 
 /** Below this much free space the disk counts as full. */
 const MIN_FREE_BYTES = 1024 * 1024;
 const CHECK_MS = 1000;
 const WRITE_CHUNK = new Uint8Array(1024 * 1024);
 
-let nodeFs: Promise<typeof import("node:fs")> | undefined;
+/** node:fs, Deno's only way to free space; a start with its reserve in place needs none. */
+const nodeFs = onFirstUse(() => import("node:fs"));
 
 /**
- * statfs(2) of `path`. Deno has no API for free space but node:fs, which is imported on first use:
- * it loads Deno's Node layer, ~50 ms, which a start with its reserve in place need not wait for.
- * node:fs/promises has no statfs before Deno 2.6 (the LTS, 2.5, lacks it); node:fs's callback
- * form exists in every supported version.
+ * statfs(2) of `path`. node:fs/promises has no statfs before Deno 2.6 (the LTS, 2.5, lacks it);
+ * node:fs's callback form exists in every supported version.
  */
 async function statfs(path: string): Promise<StatsFs> {
-  const fs = await (nodeFs ??= import("node:fs"));
+  const fs = await nodeFs();
   return await new Promise((resolve, reject) =>
     fs.statfs(path, (error, stats) => error ? reject(error) : resolve(stats))
   );
@@ -141,10 +141,10 @@ export async function startStorageGuard(
   }
 
   // With the whole reserve in place, the disk's room is what it guards: start up, and check on
-  // the usual schedule rather than while the first requests come in. Else start down when the disk is full, or when the reserve is gone
-  // (released by an earlier run that saw the disk fill, or never written) and cannot be taken
-  // back: that room is the store's upkeep margin, and ingest would eat it. The reserve is written
-  // afterwards, not on the start path.
+  // the usual schedule rather than while the first requests come in. Else start down when the
+  // disk is full, or when the reserve is gone (released by an earlier run that saw the disk
+  // fill, or never written) and cannot be taken back: that room is the store's upkeep margin,
+  // and ingest would eat it. The reserve is written afterwards, not on the start path.
   if (await hasReserve(reserveBytes)) {
     schedule(CHECK_MS);
   } else {

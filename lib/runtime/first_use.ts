@@ -1,0 +1,11 @@
+/**
+ * Modules imported when first needed rather than at start: the first `node:` module loads Deno's
+ * Node layer (15–50 ms of every start, bench part `cold`), and a large SDK costs module loading
+ * that most processes never use.
+ */
+
+/** `load`, run at the first call only; every call gets the same promise. */
+export function onFirstUse<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return () => loaded ??= load();
+}
