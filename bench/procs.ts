@@ -349,3 +349,26 @@ export function rssKiB(pid: number): number {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * The port a child server prints on its stdout, read from the first line matching `pattern`
+ * (its one group is the port); the rest of its stdout is drained so the child never blocks.
+ */
+export async function portFromOutput(
+  child: Deno.ChildProcess,
+  pattern: RegExp,
+  what: string,
+): Promise<number> {
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  for (;;) {
+    const line = await lines.read();
+    if (line.done) throw new Error(`${what} did not start`);
+    const port = Number(pattern.exec(line.value)?.[1] ?? 0);
+    if (port) {
+      (async () => {
+        while (!(await lines.read()).done);
+      })();
+      return port;
+    }
+  }
+}

@@ -34,7 +34,7 @@
  */
 import { Buffer } from "node:buffer";
 import { Hono } from "hono";
-import { freePort, relayEnv, signUpUser } from "./procs.ts";
+import { freePort, portFromOutput, relayEnv, signUpUser } from "./procs.ts";
 import { analyze, connectInspector, type CpuProfile } from "./profile.ts";
 import { floorBody, GREETING, stats } from "./stream_floor.ts";
 
@@ -484,17 +484,7 @@ async function startServer(mode: string, cpus?: string, inspectPort?: number): P
     env,
     cwd: new URL("..", import.meta.url).pathname,
   }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let port = 0;
-  while (!port) {
-    const line = await lines.read();
-    if (line.done) throw new Error(`the ${mode} server did not start`);
-    port = Number(/compare listening on (\d+)/.exec(line.value)?.[1] ?? 0);
-  }
-  // Keep draining its stdout so it never blocks.
-  (async () => {
-    while (!(await lines.read()).done);
-  })();
+  const port = await portFromOutput(child, /compare listening on (\d+)/, `the ${mode} server`);
   let auth = "";
   let postPath = "/hooks/bench";
   if (relay) {

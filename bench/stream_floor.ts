@@ -8,6 +8,8 @@
  *        [--v8=--max-semi-space-size=8]
  * (the script re-runs itself as the server: `--serve=<mode>`).
  */
+import { portFromOutput } from "./procs.ts";
+
 const MODES: Record<string, string> = {
   pending: "Deno.serve, the handler never answers (the connection and request alone)",
   finished: "Deno.serve, a finished response on a kept-alive connection",
@@ -183,13 +185,7 @@ async function measure(mode: string, n: number, v8: string): Promise<void> {
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let port = 0;
-  while (!port) {
-    const line = await lines.read();
-    if (line.done) throw new Error(`the ${mode} server did not start`);
-    port = Number(/floor listening on (\d+)/.exec(line.value)?.[1] ?? 0);
-  }
+  const port = await portFromOutput(child, /floor listening on (\d+)/, `the ${mode} server`);
   const read = async () => await (await fetch(`http://127.0.0.1:${port}/stats`)).json();
   const rss = () =>
     Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${child.pid}/status`))![1]);

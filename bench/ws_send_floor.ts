@@ -9,7 +9,7 @@
  *        deno run -A bench/ws_send_floor.ts --serve <port>   (the server, spawned by the above)
  */
 import { leanWs, openMany } from "./clients.ts";
-import { cpuSplit, freePort } from "./procs.ts";
+import { cpuSplit, freePort, portFromOutput } from "./procs.ts";
 import { fmt } from "./report.ts";
 
 const MESSAGE = JSON.stringify({
@@ -40,7 +40,7 @@ if (import.meta.main && Deno.args[0] === "--serve") {
     socket.onclose = () => sockets.delete(socket);
     return response;
   });
-  console.log("LISTENING");
+  console.log(`ws floor listening on ${Deno.args[1]}`);
 }
 
 /** Server CPU per delivery of a trivial Deno.serve sending to `clients` WebSockets. */
@@ -66,9 +66,7 @@ export async function measureWsSendFloor(
     stderr: "inherit",
   }).spawn();
   try {
-    const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    while (!(await reader.read()).value?.includes("LISTENING"));
-    reader.releaseLock();
+    await portFromOutput(server, /ws floor listening on (\d+)/, "the trivial WebSocket server");
     let deliveries = 0;
     const { opened } = await openMany(clients, {
       parallel: 50,

@@ -178,6 +178,25 @@ function canMountTmpfs(): boolean {
 }
 
 const MOUNTABLE = canMountTmpfs();
+
+/** A fresh tmpfs of `size` (e.g. "48m") on a new temp folder; `unmount` also removes the folder. */
+async function mountTmpfs(
+  prefix: string,
+  size: string,
+): Promise<{ dir: string; unmount(): Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix });
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir],
+  }).output();
+  assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+  return {
+    dir,
+    async unmount() {
+      await new Deno.Command("umount", { args: ["-l", dir] }).output();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
 if (!MOUNTABLE) {
   console.warn(
     "[ingest] full-disk test skipped: mounting a tmpfs is not allowed here (needs root or " +
@@ -189,11 +208,7 @@ Deno.test({
   name: "[ingest] a full disk answers 503 with Retry-After, keeps serving, and recovers alone",
   ignore: !MOUNTABLE,
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "websocks-full-disk-" });
-    const mount = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=48m", "tmpfs", dir],
-    }).output();
-    assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+    const { dir, unmount } = await mountTmpfs("websocks-full-disk-", "48m");
     const filler = `${dir}/filler`;
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
@@ -338,8 +353,7 @@ Deno.test({
     } finally {
       await server?.kill();
       await Deno.remove(filler).catch(() => {});
-      await new Deno.Command("umount", { args: ["-l", dir] }).output();
-      await Deno.remove(dir, { recursive: true });
+      await unmount();
     }
   },
 });
@@ -351,11 +365,7 @@ Deno.test({
   async fn() {
     // An earlier run released the reserve when the disk filled, then stopped. What is free now is
     // that reserve: a guard that started up would let ingest spend the store's upkeep margin.
-    const dir = await Deno.makeTempDir({ prefix: "websocks-guard-start-" });
-    const mount = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=16m", "tmpfs", dir],
-    }).output();
-    assert.ok(mount.success, new TextDecoder().decode(mount.stderr));
+    const { dir, unmount } = await mountTmpfs("websocks-guard-start-", "16m");
     const guards: StorageGuard[] = [];
     try {
       const filler = await Deno.open(`${dir}/filler`, { create: true, write: true });
@@ -387,8 +397,7 @@ Deno.test({
       await waitFor("the first guard to come back", () => guard.unavailable() === null);
     } finally {
       for (const guard of guards) await guard.stop();
-      await new Deno.Command("umount", { args: ["-l", dir] }).output();
-      await Deno.remove(dir, { recursive: true });
+      await unmount();
     }
   },
 });
