@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { serialize } from "node:v8";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { createBroker } from "../lib/fanout/broker.ts";
-import { type StoredEvent, toPacks } from "../lib/log/events.ts";
+import { eventsAfter, type StoredEvent, toPacks } from "../lib/log/events.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import {
   createIngest,
@@ -108,6 +108,47 @@ Deno.test("[ingest] a record too large for KV is refused before it joins the sha
   assert.equal(bad.reason.status, 413);
   assert.match(bad.reason.message, /^Cannot ingest: /);
   assert.deepEqual(outcomes.filter((o) => !accepted(o)), []);
+  kv.close();
+});
+
+Deno.test("[ingest] nothing is written before the storage guard's first reading, which can refuse it", async () => {
+  // A fresh start reads free space when the first write asks (storage_guard.ts), not before
+  // listening: ingest must wait for that reading, and a full disk found then refuses the write.
+  const kv = await Deno.openKv(":memory:");
+  let asked = 0;
+  let release!: () => void;
+  const reading = new Promise<void>((resolve) => release = resolve);
+  let known = false;
+  let down: string | null = null;
+  const storage = {
+    firstCheck() {
+      if (known) return null;
+      asked++;
+      return reading;
+    },
+    unavailable: () => down,
+    report() {},
+  };
+  const ingest = createIngest(kv, { broker: createBroker(), retentionMs: 60_000, storage });
+  const endpoint = await userEndpoint(kv, "a");
+  const first = ingest.submit(webhook(endpoint, "/first"));
+  await waitFor("ingest to ask for the first reading", () => asked === 1);
+  const written: string[] = [];
+  for await (const event of eventsAfter(kv, { userId: endpoint.userId })) written.push(event.id);
+  assert.deepEqual(written, []);
+
+  down = "disk full";
+  known = true;
+  release();
+  await assert.rejects(first, /disk is full/);
+  assert.equal(asked, 1);
+
+  down = null;
+  const second = await ingest.submit(webhook(endpoint, "/second"));
+  assert.ok(second.accepted);
+  const stored: string[] = [];
+  for await (const event of eventsAfter(kv, { userId: endpoint.userId })) stored.push(event.id);
+  assert.deepEqual(stored, [second.id]);
   kv.close();
 });
 
@@ -381,6 +422,11 @@ Deno.test({
       const reserveBytes = 3 * 1024 * 1024;
       const guard = await startStorageGuard({ kvPath, reserveBytes });
       guards.push(guard);
+      // Free space is read when the first write asks, not at the start; then the guard knows.
+      const reading = guard.firstCheck();
+      assert.ok(reading, "a guard without its reserve has a first reading to wait for");
+      await reading;
+      assert.equal(guard.firstCheck(), null);
       assert.equal(guard.unavailable(), "disk full");
 
       // With room for the reserve and the floor, a new guard starts up and takes its reserve.
@@ -388,6 +434,7 @@ Deno.test({
       filler.close();
       const next = await startStorageGuard({ kvPath, reserveBytes });
       guards.push(next);
+      await next.firstCheck();
       assert.equal(next.unavailable(), null);
       await waitFor(
         "the reserve to be written",

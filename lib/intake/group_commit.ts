@@ -189,7 +189,7 @@ export function createIngest(
     now?: () => Date;
     limiter?: RateLimiter;
     /** Holds writes back while the disk is full (see storage_guard.ts). */
-    storage?: Pick<StorageGuard, "unavailable" | "report">;
+    storage?: Pick<StorageGuard, "unavailable" | "firstCheck" | "report">;
     /** Where refusals are counted; without one each batch's refusals are written at once. */
     rejections?: Pick<RejectionCounter, "count">;
     /**
@@ -543,7 +543,9 @@ export function createIngest(
   }
 
   /** A full disk: write nothing (not even a staged body) until space returns. */
-  function holdWhileFull(): void {
+  async function holdWhileFull(): Promise<void> {
+    const first = options.storage?.firstCheck();
+    if (first) await first;
     // The message is KV's own, so it is classified alike on either side of a Worker's hop.
     if (options.storage?.unavailable()) {
       throw new Error("database or disk is full (writes held back until space returns)");
@@ -562,7 +564,7 @@ export function createIngest(
     async admit(endpoint) {
       const wait = options.limiter?.take(endpoint.id) ?? 0;
       if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
-      holdWhileFull();
+      await holdWhileFull();
       const now = clock();
       const month = monthOf(now);
       const known = gates.get(endpoint.userId);
@@ -590,7 +592,7 @@ export function createIngest(
         if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
       }
       try {
-        holdWhileFull();
+        await holdWhileFull();
       } catch (error) {
         discardStaged(webhook);
         throw error;

@@ -39,6 +39,11 @@ async function statfs(path: string): Promise<StatsFs> {
 export interface StorageGuard {
   /** Null while writes may go ahead; else why not ("disk full"). */
   unavailable(): string | null;
+  /**
+   * Null once free space has been read since the start; else the first reading, begun now if
+   * it was not yet. Writers wait for it, so nothing is written before the guard knows.
+   */
+  firstCheck(): Promise<void> | null;
   /** Reports a failed write; a full disk holds writes back until space returns. */
   report(error: unknown): void;
   /** Stops watching, once a check under way has finished. */
@@ -51,7 +56,12 @@ export async function startStorageGuard(
 ): Promise<StorageGuard> {
   const { kvPath, reserveBytes } = options;
   if (kvPath === ":memory:" || kvPath === "default" || /^https?:\/\//.test(kvPath)) {
-    return { unavailable: () => null, report() {}, stop: () => Promise.resolve() };
+    return {
+      unavailable: () => null,
+      firstCheck: () => null,
+      report() {},
+      stop: () => Promise.resolve(),
+    };
   }
   const reservePath = `${kvPath}.reserve`;
   const folder = parentOf(kvPath);
@@ -140,29 +150,55 @@ export async function startStorageGuard(
     timer = id;
   }
 
+  /**
+   * The first reading when the reserve was not whole at the start: down when the disk is full,
+   * or when the reserve is gone (released by an earlier run that saw the disk fill, or never
+   * written) and cannot be taken back: that room is the store's upkeep margin, and ingest would
+   * eat it. Then the reserve is written, and the usual checks follow.
+   */
+  async function firstReading(): Promise<void> {
+    clearTimeout(timer);
+    try {
+      const start = await space();
+      if (
+        start.free < MIN_FREE_BYTES ||
+        (!await hasReserve(start.reserve) && start.free < start.reserve + MIN_FREE_BYTES)
+      ) goDown("disk full");
+    } catch (error) {
+      log.warn("reading free disk space failed; the next check tries again", error);
+    } finally {
+      reading = null;
+      schedule(0);
+    }
+  }
+
   // With the whole reserve in place, the disk's room is what it guards: start up, and check on
-  // the usual schedule rather than while the first requests come in. Else start down when the
-  // disk is full, or when the reserve is gone (released by an earlier run that saw the disk
-  // fill, or never written) and cannot be taken back: that room is the store's upkeep margin,
-  // and ingest would eat it. The reserve is written afterwards, not on the start path.
+  // the usual schedule rather than while the first requests come in. Else the first reading is
+  // taken by the first write, or after CHECK_MS: not on the start path, where loading node:fs
+  // for statfs would cost a fresh start ~30 ms before its first answer.
+  let reading: Promise<void> | null = null;
+  let begin: (() => Promise<void>) | null = null;
   if (await hasReserve(reserveBytes)) {
     schedule(CHECK_MS);
   } else {
-    const start = await space();
-    if (
-      start.free < MIN_FREE_BYTES ||
-      (!await hasReserve(start.reserve) && start.free < start.reserve + MIN_FREE_BYTES)
-    ) goDown("disk full");
-    schedule(0);
+    begin = () => {
+      begin = null;
+      return reading = firstReading();
+    };
+    timer = setTimeout(() => begin?.(), CHECK_MS);
+    Deno.unrefTimer(timer);
   }
   return {
     unavailable: () => down,
+    firstCheck: () => reading ?? begin?.() ?? null,
     report(error) {
       if (storageUnavailableReason(error) === "disk full") goDown("disk full");
     },
     async stop() {
       stopped = true;
+      begin = null;
       clearTimeout(timer);
+      await reading;
       await checking;
     },
   };
