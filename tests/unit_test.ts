@@ -9,6 +9,7 @@ import { createBroker } from "../lib/fanout/broker.ts";
 import { createIngest } from "../lib/intake/group_commit.ts";
 import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
+import { createLoadGuard } from "../lib/http/load_guard.ts";
 import { waitFor } from "./helpers.ts";
 import { jsonWebhook } from "./fakes.ts";
 
@@ -111,4 +112,26 @@ Deno.test("[paths] file URLs become paths, and paths their folders, as node:path
   assert.equal(parentOf("websocks.kv"), ".");
   assert.equal(joinPath("./data", "secrets.key"), "./data/secrets.key");
   assert.equal(joinPath("/srv/", "secrets.key"), "/srv/secrets.key");
+});
+
+Deno.test("[load] open descriptors are counted as the process holds them", async () => {
+  const guard = createLoadGuard(loadConfig({}));
+  const files: Deno.FsFile[] = [];
+  try {
+    const listed = () => [...Deno.readDirSync("/proc/self/fd")].length - 1; // less its own
+    const before = guard.stats().openFiles;
+    assert.ok(before !== null && Math.abs(before - listed()) <= 1, `${before} vs ${listed()}`);
+    const path = await Deno.makeTempFile();
+    for (let i = 0; i < 50; i++) files.push(await Deno.open(path));
+    guard.close();
+    const again = createLoadGuard(loadConfig({}));
+    const after = again.stats().openFiles;
+    again.close();
+    assert.ok(after !== null && Math.abs(after - listed()) <= 1, `${after} vs ${listed()}`);
+    assert.ok(after - before >= 50, `${before} → ${after} with 50 more open`);
+    await Deno.remove(path);
+  } finally {
+    guard.close();
+    for (const file of files) file.close();
+  }
 });

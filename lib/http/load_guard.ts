@@ -158,6 +158,10 @@ function fileLimit(): number | null {
 /** Open file descriptors of this process (Linux), or null where they cannot be counted. */
 function openFiles(): number | null {
   try {
+    // Linux 6.2 and later give the count as the folder's size: no entry is read. Listing it
+    // instead made an object per descriptor each sweep, 2–3 MB a second at 20,000 streams.
+    const { size } = Deno.statSync("/proc/self/fd");
+    if (size > 0) return size;
     let count = 0;
     for (const _ of Deno.readDirSync("/proc/self/fd")) count++;
     return count;
