@@ -17,7 +17,7 @@ import {
 } from "../lib/api/openapi.ts";
 import { checkedResponse } from "../lib/api/response_check.ts";
 import type { Handler } from "../lib/http/server.ts";
-import { wire } from "../lib/shared/wire.ts";
+import { wireSchemas } from "../lib/shared/wire.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { wsClientMessageSchema } from "../lib/fanout/websocket.ts";
 import { filterFields } from "../lib/fanout/filters.ts";
@@ -31,6 +31,8 @@ import { createEndpointBody, endpointSettingsBody } from "./endpoints.ts";
 import { historyQuery } from "./events.ts";
 import { ackBody } from "./groups.ts";
 import { INGEST_METHODS } from "./ingest.ts";
+
+const wire = wireSchemas();
 
 /** An error answer with this meaning. */
 const error = (description: string): ApiResponse => ({ description, schema: wire.error });

@@ -13,10 +13,12 @@ import { loadConfig } from "../lib/runtime/config.ts";
 import type { Services } from "../lib/runtime/services.ts";
 import { checkedResponse, responseProblem } from "../lib/api/response_check.ts";
 import type { ApiRoute } from "../lib/api/openapi.ts";
-import { wire } from "../lib/shared/wire.ts";
+import { wireSchemas } from "../lib/shared/wire.ts";
 import { PASSWORD_MIN_LENGTH } from "../lib/accounts/passwords.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
+
+const wire = wireSchemas();
 
 /** Every method + path the Hono app routes under /api, besides middleware. */
 function appApiRoutes(): string[] {

@@ -12,12 +12,19 @@ export const PLANS = ["free", "pro"] as const;
 /** What a token may do: read events (streams, history) and manage the account. */
 export const SCOPES = ["events:read", "manage"] as const;
 
-/** The wire's schemas, by name. */
-export const wire = /* @__PURE__ */ wireSchemas();
+let built: Wire | null = null;
 
-// Built in a function called as pure, so a bundle that needs only the types drops the schemas
-// and zod with them (tests/envelope_test.ts checks the inspector's bundle).
-function wireSchemas() {
+/**
+ * The wire's schemas, by name, built at the first call: only the OpenAPI document and the
+ * test-only response check (routes/_api.ts, imported when first needed) use them, and building
+ * them took every start ~9 ms. A bundle that needs only the types drops them and zod with them
+ * (tests/envelope_test.ts checks the inspector's bundle).
+ */
+export function wireSchemas(): Wire {
+  return built ??= buildWireSchemas();
+}
+
+function buildWireSchemas() {
   const time = () => z.string().describe("ISO 8601 time");
   const transport = z.enum(["sse", "ws"]);
   const plan = z.enum(PLANS);
@@ -186,7 +193,7 @@ function wireSchemas() {
   };
 }
 
-type Wire = ReturnType<typeof wireSchemas>;
+type Wire = ReturnType<typeof buildWireSchemas>;
 
 /** An error answer: `{"error": message}`, sometimes with details. */
 export type ErrorBody = z.infer<Wire["error"]>;
