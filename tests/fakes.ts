@@ -1,6 +1,7 @@
 /**
- * Test doubles for the fan-out modules' unit tests: a sink that records what a connection was
- * sent, events written straight into the log, and two brokers linked as two isolates would be.
+ * Test doubles for the fan-out and ingest modules' unit tests: a sink that records what a
+ * connection was sent, events written straight into the log, two brokers linked as two isolates
+ * would be, a user signed up straight in KV, and what a broker's subscribers hear.
  */
 import type { Sink } from "../lib/fanout/connections.ts";
 import {
@@ -15,6 +16,7 @@ import type { StoredEvent } from "../lib/log/events.ts";
 import type { IncomingWebhook } from "../lib/intake/group_commit.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
 import { nextId } from "../lib/store/ids.ts";
+import { signUp } from "../lib/accounts/users.ts";
 
 /** A sink that records everything, with a backlog the test sets. */
 export interface FakeSink extends Sink {
@@ -146,4 +148,27 @@ export function linkedBrokers(): [Broker, Broker] {
     createBroker({ transports: [transport(0)] }),
     createBroker({ transports: [transport(1)] }),
   ];
+}
+
+/** A user signed up straight in `kv` (`name` keeps its email unique); its first endpoint. */
+export async function userEndpoint(
+  kv: Deno.Kv,
+  name: string,
+  monthlyLimit = 1_000_000,
+): Promise<IncomingWebhook["endpoint"]> {
+  const { endpoint } = await signUp(kv, {
+    email: `${name}-${crypto.randomUUID()}@example.com`,
+    password: "correct horse battery",
+    monthlyLimit,
+  });
+  return endpoint;
+}
+
+/** The ids of the events `broker`'s subscribers hear, in the order they hear them. */
+export function heardEventIds(broker: Broker): string[] {
+  const heard: string[] = [];
+  broker.subscribe((message) => {
+    if (message.kind === "events") heard.push(...message.events.map((event) => event.id));
+  });
+  return heard;
 }

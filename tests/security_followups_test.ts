@@ -7,10 +7,9 @@ import assert from "node:assert/strict";
 import { addressKey } from "../lib/http/load_guard.ts";
 import { type BrokerMessage, createBroker } from "../lib/fanout/broker.ts";
 import { createIngest } from "../lib/intake/group_commit.ts";
-import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { kvTransport } from "../lib/fanout/broker_kv.ts";
 import { messageQueue, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
-import { jsonWebhook } from "./fakes.ts";
+import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
 import { instanceSides, postOn, signUpOn } from "./sides.ts";
 
 Deno.test("[resend] resends are limited per account: 429 with Retry-After past the burst", async () => {
@@ -232,15 +231,8 @@ Deno.test("[instances] events published here wait for another instance's earlier
   const kv = await Deno.openKv(":memory:");
   const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
   const elsewhere = createBroker();
-  const heard: string[] = [];
-  here.subscribe((message) => {
-    if (message.kind === "events") heard.push(...message.events.map((event) => event.id));
-  });
-  const { endpoint } = await signUpUser(kv, {
-    email: "instances@example.com",
-    password: "correct horse battery",
-    monthlyLimit: 100,
-  });
+  const heard = heardEventIds(here);
+  const endpoint = await userEndpoint(kv, "instances", 100);
   const release = here.follow(endpoint.userId);
   const ingest = createIngest(kv, { broker: elsewhere, retentionMs: 60_000 });
   const submit = (n: number) => ingest.submit(jsonWebhook(endpoint, `{"n":${n}}`));

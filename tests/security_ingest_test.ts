@@ -13,9 +13,9 @@ import {
   type IncomingWebhook,
   type IngestResult,
 } from "../lib/intake/group_commit.ts";
-import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { startStorageGuard, type StorageGuard } from "../lib/store/storage_guard.ts";
 import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+import { userEndpoint } from "./fakes.ts";
 
 Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {
   await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "100000" });
@@ -552,15 +552,6 @@ function storedEvent(fields: Partial<StoredEvent> & { id: string }): StoredEvent
     chunks: 0,
     ...fields,
   };
-}
-
-async function userEndpoint(kv: Deno.Kv, name: string) {
-  const { endpoint } = await signUpUser(kv, {
-    email: `${name}-${crypto.randomUUID()}@example.com`,
-    password: "correct horse battery",
-    monthlyLimit: 1_000_000,
-  });
-  return endpoint;
 }
 
 function webhook(endpoint: IncomingWebhook["endpoint"], path: string): IncomingWebhook {

@@ -7,11 +7,10 @@ import { getEvent } from "../lib/log/events.ts";
 import { parseForm } from "../lib/intake/body_types.ts";
 import { createBroker } from "../lib/fanout/broker.ts";
 import { createIngest } from "../lib/intake/group_commit.ts";
-import { signUp as signUpUser } from "../lib/accounts/users.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 import { createLoadGuard } from "../lib/http/load_guard.ts";
 import { waitFor } from "./helpers.ts";
-import { jsonWebhook } from "./fakes.ts";
+import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
 
 Deno.test("[ids] ids are unique, sortable and carry the time", () => {
   const before = Date.now();
@@ -72,15 +71,8 @@ Deno.test("[rate-limit] a burst passes, then callers wait, and 0 disables", () =
 Deno.test("[ingest] it commits and publishes with no job in the KV queue", async () => {
   const kv = await Deno.openKv(":memory:");
   const broker = createBroker();
-  const published: string[] = [];
-  broker.subscribe((message) => {
-    if (message.kind === "events") published.push(...message.events.map((e) => e.id));
-  });
-  const { endpoint } = await signUpUser(kv, {
-    email: "noqueue@example.com",
-    password: "correct horse battery",
-    monthlyLimit: 10,
-  });
+  const published = heardEventIds(broker);
+  const endpoint = await userEndpoint(kv, "noqueue", 10);
   const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
   const result = await ingest.submit(jsonWebhook(endpoint, '{"ok":true}'));
   assert.equal(result.accepted, true);
