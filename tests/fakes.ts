@@ -13,6 +13,7 @@ import {
 } from "../lib/fanout/broker.ts";
 import { type InlineEvent, type LiveEvent, liveEvent } from "../lib/log/envelope_json.ts";
 import type { StoredEvent } from "../lib/log/events.ts";
+import { encodePack } from "../lib/log/pack_codec.ts";
 import type { IncomingWebhook } from "../lib/intake/group_commit.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
 import { nextId } from "../lib/store/ids.ts";
@@ -120,7 +121,7 @@ export async function storeEvents(
   }));
   for (let i = 0; i < events.length; i += perPack) {
     const pack = events.slice(i, i + perPack);
-    await kv.set(eventKey(userId, pack[0].id), pack);
+    await kv.set(eventKey(userId, pack[0].id), await encodePack(pack));
   }
   return events.map((event) => event.id);
 }

@@ -15,6 +15,7 @@ import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 import { type LargeEvent, toLargeEvent, toLiveEvent } from "../lib/log/envelope_json.ts";
 import { envelopeChars, envelopePieces, envelopeText } from "../lib/log/envelope_stream.ts";
 import { eventsAfter, getEventBody, stageBody, type StoredEvent } from "../lib/log/events.ts";
+import { encodePack } from "../lib/log/pack_codec.ts";
 import { decodeText } from "../lib/intake/body_types.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
@@ -149,7 +150,7 @@ Deno.test("[events] catch-up and the body download take a large event by referen
     contentType: "application/octet-stream",
     kind: "other",
   });
-  await kv.set(eventKey(USER, record.id), [record]);
+  await kv.set(eventKey(USER, record.id), await encodePack([record]));
   const events = [];
   for await (const event of eventsAfter(kv, { userId: USER })) events.push(event);
   assert.equal(events.length, 1);
@@ -454,7 +455,7 @@ Deno.test("[sse] a catch-up over large events stops while they wait unread", asy
       contentType: "application/octet-stream",
       kind: "other",
     });
-    await t.kv.set(eventKey(USER, record.id), [record]);
+    await t.kv.set(eventKey(USER, record.id), await encodePack([record]));
     ids.push(record.id);
   }
   const response = openSseStream(t.connections, {

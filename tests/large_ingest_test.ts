@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { sign as githubSign } from "@octokit/webhooks-methods";
 import { getEventBody, type StoredEvent } from "../lib/log/events.ts";
+import { decodePack } from "../lib/log/pack_codec.ts";
 import { eventsOfUserPrefix } from "../lib/store/kv_keys.ts";
 import { signUp, startTestServer, type TestServer, type TestUser, waitFor } from "./helpers.ts";
 
@@ -71,9 +72,9 @@ function sampleChunks(server: TestServer): { stop(): Promise<number> } {
 /** A stored event as KV holds it. */
 async function storedEvent(server: TestServer, user: TestUser, id: string): Promise<StoredEvent> {
   for await (
-    const entry of server.services.kv.list<StoredEvent[]>({ prefix: eventsOfUserPrefix(user.id) })
+    const entry of server.services.kv.list({ prefix: eventsOfUserPrefix(user.id) })
   ) {
-    const found = entry.value.find((event) => event.id === id);
+    const found = (await decodePack<StoredEvent>(entry.value)).find((event) => event.id === id);
     if (found) return found;
   }
   throw new Error(`no stored event ${id}`);

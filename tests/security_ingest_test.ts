@@ -7,6 +7,8 @@ import { serialize } from "node:v8";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { createBroker } from "../lib/fanout/broker.ts";
 import { eventsAfter, type StoredEvent, toPacks } from "../lib/log/events.ts";
+import { decodePack } from "../lib/log/pack_codec.ts";
+import { eventKey } from "../lib/store/kv_keys.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import {
   createIngest,
@@ -164,19 +166,21 @@ Deno.test("[ingest] a shared commit that fails is split so only the offending we
       }
       return () => {
         const op = target.atomic();
-        let poison = false;
+        const packs: unknown[] = [];
         const set = op.set.bind(op);
         op.set = (key, value, options) => {
-          if (Array.isArray(value) && value.some((e: StoredEvent) => e.path === "/poison")) {
-            poison = true;
-          }
+          if (key[0] === eventKey("", "")[0]) packs.push(value);
           return set(key, value, options);
         };
         const commit = op.commit.bind(op);
-        op.commit = () => {
-          if (!poison) return commit();
-          failedCommits++;
-          return Promise.reject(new TypeError("Value too large (max 65536 bytes)"));
+        op.commit = async () => {
+          for (const pack of packs) {
+            if ((await decodePack<StoredEvent>(pack)).some((e) => e.path === "/poison")) {
+              failedCommits++;
+              throw new TypeError("Value too large (max 65536 bytes)");
+            }
+          }
+          return await commit();
         };
         return op;
       };

@@ -34,6 +34,7 @@ import {
   toPacks,
 } from "../log/events.ts";
 import { toLargeEvent, toLiveEvent } from "../log/envelope_json.ts";
+import { encodePack } from "../log/pack_codec.ts";
 import { HttpError } from "../http/http_error.ts";
 import { nextId } from "../store/ids.ts";
 import { isStorageUnavailable } from "../store/kv.ts";
@@ -384,7 +385,8 @@ export function createIngest(
         }
         op.check(gate.user, gate.used, gate.head);
         for (const pack of toPacks(records)) {
-          op.set(eventKey(group.userId, pack[0].id), pack, { expireIn: options.retentionMs });
+          const value = await encodePack(pack);
+          op.set(eventKey(group.userId, pack[0].id), value, { expireIn: options.retentionMs });
         }
         const count = BigInt(counted);
         op.set(eventHeadKey(group.userId), head)

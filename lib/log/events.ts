@@ -20,6 +20,7 @@ import {
   toLargeEvent,
   toLiveEvent,
 } from "./envelope_json.ts";
+import { decodePack } from "./pack_codec.ts";
 
 /**
  * An event as stored in KV: what the envelope is built from, plus where its body lives. `body`
@@ -300,7 +301,8 @@ async function findStored(
   options: { userId: string; id: string; match?: EventMatch },
 ): Promise<StoredEvent | null> {
   const key = await packKeyAtOrBefore(kv, options);
-  const pack = key ? (await kv.get<StoredEvent[]>(key)).value : null;
+  const value = key ? (await kv.get(key)).value : null;
+  const pack = value === null ? null : await decodePack<StoredEvent>(value);
   const event = pack?.find((e) => e.id === options.id);
   if (!event || event.expiresAt <= Date.now()) return null;
   if (options.match && !options.match(eventFacts(event))) return null;
@@ -387,8 +389,8 @@ export async function* eventsAfter(
   const selector: Deno.KvListSelector = startKey ? { prefix, start: startKey } : { prefix };
   const now = Date.now();
   const batchSize = options.batchSize ?? 50;
-  for await (const entry of kv.list<StoredEvent[]>(selector, { batchSize })) {
-    for (const event of entry.value) {
+  for await (const entry of kv.list(selector, { batchSize })) {
+    for (const event of await decodePack<StoredEvent>(entry.value)) {
       if (options.after && event.id <= options.after) continue;
       if (options.from && event.id < options.from) continue;
       if (options.until && event.id > options.until) return;
@@ -414,10 +416,11 @@ export async function listEventSummaries(
   const now = Date.now();
   const events: EventSummary[] = [];
   packs: for await (
-    const entry of kv.list<StoredEvent[]>(selector, { reverse: true, batchSize: 20 })
+    const entry of kv.list(selector, { reverse: true, batchSize: 20 })
   ) {
-    for (let i = entry.value.length - 1; i >= 0; i--) {
-      const e = entry.value[i];
+    const pack = await decodePack<StoredEvent>(entry.value);
+    for (let i = pack.length - 1; i >= 0; i--) {
+      const e = pack[i];
       if (options.cursor && e.id >= options.cursor) continue;
       if (e.expiresAt <= now) break packs; // older ones expired too: ids sort by arrival
       if (options.match && !options.match(eventFacts(e))) continue;

@@ -13,7 +13,9 @@
  * | ["endpoints", userId, endpointId]         | Endpoint                           | endpoints.ts    |
  * | ["endpoints_by_slug", slug]               | { userId, endpointId }             | endpoints.ts    |
  * | ["events", userId, firstEventId]          | StoredEvent[]: consecutive events, | ingest.ts       |
- * |                                           | ≤ 60 KB (bodies inline or split)   |                 |
+ * |                                           | ≤ 60 KB (bodies inline or split);  |                 |
+ * |                                           | or those deflated, as bytes        |                 |
+ * |                                           | (pack_codec.ts)                    |                 |
  * | ["event_bodies", userId, blobId, n]       | Uint8Array, part n of a large body | events.ts       |
  * |                                           | (written as it arrives when        |                 |
  * |                                           | streamed; deleted if abandoned)    |                 |

@@ -1,0 +1,142 @@
+/**
+ * How a pack of events sits in its KV value: deflated when that pays, else the array itself.
+ *
+ * Why not always the array, which KV serializes: Deno KV keeps its rows in a SQLite table
+ * declared `WITHOUT ROWID`, where a new key is compared with whole neighbouring rows, read in
+ * full from their overflow pages. Every 20–60 KB pack written made SQLite read two or three
+ * neighbours whole, twice (bench/RESULTS.md, "Issue 15, fifth pass"). Webhook JSON in a pack
+ * repeats its field names and headers, so deflate at its fastest level shrinks it several times,
+ * and what KV stores, reads back and bills shrinks with it.
+ *
+ * A value is either:
+ * - the `StoredEvent[]` itself (packs deflate does not shrink by a tenth, and every pack written
+ *   before this file), which KV serialized; or
+ * - a `Uint8Array`: byte 0 = 1, then the raw deflate (RFC 1951) of: the byte length of the
+ *   metadata (u32, big-endian), the metadata (UTF-8 JSON: the events with `body` replaced by
+ *   `bodyBytes`, its length or null), then the bodies one after another.
+ *
+ * No V8 serializer: node:v8's holds native memory until V8 collects it (RSS rose 8 MiB/s under
+ * ingest), and KV's own is not public. The array stays the fallback, so a pack never needs more
+ * room than KV's serialization of it, which PACK_BYTES already bounds.
+ *
+ * node:zlib loads Deno's Node layer (~35 ms), so it loads at the first pack written or read,
+ * never on the way to a first answer.
+ */
+
+/** What a pack holds: events and their inline bodies (events.ts's StoredEvent). */
+interface PackedEvent {
+  body: Uint8Array | null;
+}
+
+/** The one binary layout so far. */
+const DEFLATED_JSON = 1;
+/** Deflated values at most this share of the plain encoding; bigger ones are not worth it. */
+const WORTH_DEFLATING = 0.9;
+/** No pack inflates beyond this: packs are ≤ 60 KB, plus JSON's escaping of the metadata. */
+const MAX_INFLATED_BYTES = 1024 * 1024;
+/**
+ * zlib's fastest level, an 8 KiB window and a small hash table (64 KiB of state, not 256):
+ * events in a pack repeat each other's field names and headers a few KB apart, well inside the
+ * window, and the output is 3–7 % larger than at zlib's default window and memory.
+ */
+const DEFLATE_OPTIONS = { level: 1, windowBits: 13, memLevel: 6 };
+/** Any window up to zlib's largest, so packs deflated with other settings read too. */
+const INFLATE_OPTIONS = { windowBits: 15, maxOutputLength: MAX_INFLATED_BYTES };
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+interface Zlib {
+  deflate(bytes: Uint8Array): Uint8Array;
+  inflate(bytes: Uint8Array): Uint8Array;
+}
+
+let loading: Promise<Zlib> | null = null;
+let loaded: Zlib | null = null;
+
+/** Node's Buffer as the plain Uint8Array it is (Node's typings and Deno's differ on it). */
+function bytesOf(buffer: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+/** node:zlib, imported once, when a pack is first written or read. */
+function zlib(): Zlib | Promise<Zlib> {
+  if (loaded) return loaded;
+  loading ??= import("node:zlib").then((zlib) => {
+    const ready: Zlib = {
+      deflate: (bytes) => bytesOf(zlib.deflateRawSync(bytes, DEFLATE_OPTIONS)),
+      inflate: (bytes) => bytesOf(zlib.inflateRawSync(bytes, INFLATE_OPTIONS)),
+    };
+    loaded = ready;
+    return ready;
+  });
+  return loading;
+}
+
+/** The KV value for a pack: deflated bytes when they save a tenth, else the events as they are. */
+export async function encodePack<T extends PackedEvent>(
+  events: readonly T[],
+): Promise<Uint8Array | readonly T[]> {
+  const { deflate } = await zlib();
+  let bodyBytes = 0;
+  const metadata = events.map(({ body, ...rest }) => {
+    bodyBytes += body?.byteLength ?? 0;
+    return { ...rest, bodyBytes: body ? body.byteLength : null };
+  });
+  const json = encoder.encode(JSON.stringify(metadata));
+  const plain = new Uint8Array(4 + json.byteLength + bodyBytes);
+  new DataView(plain.buffer).setUint32(0, json.byteLength);
+  plain.set(json, 4);
+  let offset = 4 + json.byteLength;
+  for (const { body } of events) {
+    if (!body) continue;
+    plain.set(body, offset);
+    offset += body.byteLength;
+  }
+  const deflated = deflate(plain);
+  if (deflated.byteLength > plain.byteLength * WORTH_DEFLATING) return events;
+  const value = new Uint8Array(1 + deflated.byteLength);
+  value[0] = DEFLATED_JSON;
+  value.set(deflated, 1);
+  return value;
+}
+
+/** The events of a pack's KV value, whichever form it has. */
+export async function decodePack<T extends PackedEvent>(value: unknown): Promise<T[]> {
+  if (Array.isArray(value)) return value as T[];
+  if (!(value instanceof Uint8Array) || value.byteLength < 2) {
+    throw new Error("Cannot read an event pack: its value is neither an array nor bytes");
+  }
+  if (value[0] !== DEFLATED_JSON) {
+    throw new Error(`Cannot read an event pack: unknown layout ${value[0]}`);
+  }
+  const { inflate } = await zlib();
+  const plain = inflate(value.subarray(1));
+  const view = new DataView(plain.buffer, plain.byteOffset, plain.byteLength);
+  const jsonBytes = plain.byteLength >= 4 ? view.getUint32(0) : Infinity;
+  if (4 + jsonBytes > plain.byteLength) {
+    throw new Error("Cannot read an event pack: its metadata is cut short");
+  }
+  const metadata: unknown = JSON.parse(decoder.decode(plain.subarray(4, 4 + jsonBytes)));
+  if (!Array.isArray(metadata)) {
+    throw new Error("Cannot read an event pack: its metadata is not a list");
+  }
+  let offset = 4 + jsonBytes;
+  const events = metadata.map((entry: Record<string, unknown> & { bodyBytes: number | null }) => {
+    const { bodyBytes, ...rest } = entry;
+    let body: Uint8Array | null = null;
+    if (bodyBytes !== null) {
+      if (offset + bodyBytes > plain.byteLength) {
+        throw new Error("Cannot read an event pack: a body is cut short");
+      }
+      // Copied: one event kept (a slow client's backlog) must not keep the whole pack.
+      body = plain.slice(offset, offset + bodyBytes);
+      offset += bodyBytes;
+    }
+    return { ...rest, body } as unknown as T;
+  });
+  if (offset !== plain.byteLength) {
+    throw new Error("Cannot read an event pack: bytes left after the last body");
+  }
+  return events;
+}
