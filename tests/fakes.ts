@@ -99,6 +99,28 @@ export function jsonWebhook(endpoint: IncomingWebhook["endpoint"], text: string)
   };
 }
 
+/** A stored event of `userId` carrying `body`: a plain JSON POST to the root, `extra` over it. */
+export function storedEvent(
+  userId: string,
+  body: Uint8Array | null,
+  extra: Partial<StoredEvent> = {},
+): StoredEvent {
+  return {
+    id: nextId(),
+    userId,
+    endpointId: "endpoint",
+    endpoint: "slug",
+    receivedAt: new Date().toISOString(),
+    expiresAt: Date.now() + 3_600_000,
+    ...JSON_POST,
+    size: body?.byteLength ?? 0,
+    body,
+    blobId: null,
+    chunks: 0,
+    ...extra,
+  };
+}
+
 /** Writes `count` events into `userId`'s log, `perPack` to a pack; returns their ids in order. */
 export async function storeEvents(
   kv: Deno.Kv,
@@ -106,19 +128,13 @@ export async function storeEvents(
   options: { count: number; perPack?: number; endpointOf?: (n: number) => string },
 ): Promise<string[]> {
   const perPack = options.perPack ?? 1;
-  const events: StoredEvent[] = Array.from({ length: options.count }, (_, n) => ({
-    id: nextId(),
-    userId,
-    endpointId: "endpoint",
-    endpoint: options.endpointOf?.(n) ?? "slug",
-    receivedAt: new Date().toISOString(),
-    expiresAt: Date.now() + 3_600_000,
-    ...JSON_POST,
-    size: String(n).length,
-    body: new TextEncoder().encode(String(n)),
-    blobId: null,
-    chunks: 0,
-  }));
+  const events = Array.from(
+    { length: options.count },
+    (_, n) =>
+      storedEvent(userId, new TextEncoder().encode(String(n)), {
+        endpoint: options.endpointOf?.(n) ?? "slug",
+      }),
+  );
   for (let i = 0; i < events.length; i += perPack) {
     const pack = events.slice(i, i + perPack);
     await kv.set(eventKey(userId, pack[0].id), await encodePack(pack));

@@ -19,8 +19,7 @@ import { encodePack } from "../lib/log/pack_codec.ts";
 import { decodeText } from "../lib/intake/body_types.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
-import { nextId } from "../lib/store/ids.ts";
-import { makeEvent } from "./fakes.ts";
+import { makeEvent, storedEvent } from "./fakes.ts";
 import { randomBytes, waitFor } from "./helpers.ts";
 
 const USER = "user-1";
@@ -42,26 +41,20 @@ async function largeEvent(
     escapedChars: JSON.stringify(text).length - 2,
     wide: /[\u0100-\uffff]/.test(text),
   };
-  const record: StoredEvent = {
-    id: nextId(),
-    userId: USER,
+  const record = storedEvent(USER, null, {
     endpointId: "endpoint-1",
     endpoint: "Slug_22characters_0001",
-    receivedAt: new Date().toISOString(),
-    expiresAt: Date.now() + 3_600_000,
-    method: "POST",
     path: "/hooks",
     queryJson: '{"a":"1"}',
     headersJson: '{"content-type":"application/json"}',
     contentType: options.contentType ?? "application/json",
     kind: options.kind ?? "json",
     size: body.byteLength,
-    body: null,
     blobId: staged.blobId,
     chunks: staged.chunks,
     large: facts,
     ...(options.respond ? { respond: true } : {}),
-  };
+  });
   return { record, event: toLargeEvent(record, facts) };
 }
 

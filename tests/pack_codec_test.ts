@@ -4,33 +4,20 @@ import { deflateRawSync } from "node:zlib";
 import { decodePack, encodePack } from "../lib/log/pack_codec.ts";
 import { eventsAfter, type StoredEvent } from "../lib/log/events.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
-import { nextId } from "../lib/store/ids.ts";
 import { randomBytes } from "./helpers.ts";
+import { storedEvent } from "./fakes.ts";
 
 const USER = "user-1";
 
-/** A stored event carrying `body`, with `extra` fields set over plain defaults. */
+/** A stored event carrying `body`, with non-ASCII text in its strings and `extra` over them. */
 function stored(body: Uint8Array | null, extra: Partial<StoredEvent> = {}): StoredEvent {
-  return {
-    id: nextId(),
-    userId: USER,
-    endpointId: "endpoint-1",
-    endpoint: "slug",
-    receivedAt: new Date().toISOString(),
-    expiresAt: Date.now() + 3_600_000,
-    method: "POST",
+  return storedEvent(USER, body, {
     path: "/hooks/ü",
     queryJson: '{"q":["a","b"],"emoji":"🦕"}',
     headersJson: '{"content-type":"application/json","x-github-event":"push"}',
-    contentType: "application/json",
-    kind: "json",
-    size: body?.byteLength ?? 0,
-    body,
-    blobId: null,
-    chunks: 0,
     eventType: null,
     ...extra,
-  };
+  });
 }
 
 /** A GitHub-like push body, different in its ids and message each time. */
