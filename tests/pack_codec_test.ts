@@ -1,8 +1,8 @@
 /** Unit tests of lib/log/pack_codec.ts: how a pack of events sits in its KV value. */
 import assert from "node:assert/strict";
 import { deflateRawSync } from "node:zlib";
-import { decodePack, encodePack } from "../lib/log/pack_codec.ts";
-import { eventsAfter, type StoredEvent } from "../lib/log/events.ts";
+import { decodePack, encodePack, PACK_BYTES } from "../lib/log/pack_codec.ts";
+import { eventsAfter, type StoredEvent, toPacks } from "../lib/log/events.ts";
 import { eventKey } from "../lib/store/kv_keys.ts";
 import { randomBytes } from "./helpers.ts";
 import { storedEvent } from "./fakes.ts";
@@ -41,7 +41,7 @@ function anyUnits(length: number): string {
 Deno.test("[log] a deflated pack reads back field for field and byte for byte", async () => {
   const everyByte = Uint8Array.from({ length: 256 }, (_, n) => n);
   const events = [
-    ...Array.from({ length: 8 }, (_, n) => stored(pushBody(n))),
+    ...Array.from({ length: 20 }, (_, n) => stored(pushBody(n))),
     stored(everyByte, { kind: "other", contentType: "application/octet-stream" }),
     stored(pushBody(8), { verified: { provider: "github", ok: true }, eventType: "push" }),
     stored(null, {
@@ -90,6 +90,11 @@ Deno.test("[log] a pack of webhook JSON is stored deflated, in under half the by
   assert.deepEqual(await decodePack(value), events);
 });
 
+Deno.test("[log] a pack under 8 KiB stays the array KV serializes", async () => {
+  const events = Array.from({ length: 3 }, (_, n) => stored(pushBody(n)));
+  assert.equal(await encodePack(events), events, "the events themselves");
+});
+
 Deno.test("[log] a pack deflate cannot shrink by a tenth stays the array KV serializes", async () => {
   const events = Array.from(
     { length: 12 },
@@ -100,12 +105,35 @@ Deno.test("[log] a pack deflate cannot shrink by a tenth stays the array KV seri
   assert.deepEqual(await decodePack(value), events);
 });
 
+Deno.test("[log] a pack of wide characters that deflate cannot fit stays the array", async () => {
+  // A hostile sender's query: 7,000 random characters from U+1000–U+17FF per webhook, counted
+  // at 2 bytes a unit by packedSize(), are 3 in UTF-8 JSON and deflate only to ~2.7.
+  const wide = () =>
+    String.fromCharCode(
+      ...Array.from({ length: 7_000 }, () => 0x1000 + Math.floor(Math.random() * 0x800)),
+    );
+  const events = Array.from(
+    { length: 4 },
+    () => stored(new Uint8Array(), { queryJson: JSON.stringify({ q: wide() }) }),
+  );
+  const packed = toPacks(events);
+  assert.equal(packed.length, 1, "packedSize lets all four share one pack");
+  const value = await encodePack(packed[0]);
+  if (value instanceof Uint8Array) {
+    assert.ok(value.byteLength <= PACK_BYTES, `${value.byteLength} bytes stored`);
+  }
+  await using kv = await Deno.openKv(":memory:");
+  const committed = await kv.atomic().set(eventKey(USER, events[0].id), value).commit();
+  assert.ok(committed.ok);
+  assert.deepEqual(await decodePack((await kv.get(eventKey(USER, events[0].id))).value), events);
+});
+
 Deno.test("[log] packs stored as arrays (and all from before deflating) are still read", async () => {
   await using kv = await Deno.openKv(":memory:");
   const text = (body: string) =>
     stored(new TextEncoder().encode(body), { kind: "other", contentType: "text/plain" });
   const old = [text("old 1"), text("old 2")];
-  const fresh = Array.from({ length: 5 }, () => text("new ".repeat(50)));
+  const fresh = Array.from({ length: 20 }, () => text("new ".repeat(100)));
   await kv.set(eventKey(USER, old[0].id), old);
   const value = await encodePack(fresh);
   assert.ok(value instanceof Uint8Array);
@@ -115,7 +143,7 @@ Deno.test("[log] packs stored as arrays (and all from before deflating) are stil
     assert.ok(!event.large, "small events are inline");
     bodies.push(JSON.parse(event.json).body);
   }
-  assert.deepEqual(bodies, ["old 1", "old 2", ...fresh.map(() => "new ".repeat(50))]);
+  assert.deepEqual(bodies, ["old 1", "old 2", ...fresh.map(() => "new ".repeat(100))]);
 });
 
 Deno.test("[log] a pack value that is damaged fails naming what is wrong", async () => {
@@ -127,11 +155,18 @@ Deno.test("[log] a pack value that is damaged fails naming what is wrong", async
   const plain = new Uint8Array(4 + metadata.byteLength + 4);
   new DataView(plain.buffer).setUint32(0, metadata.byteLength);
   plain.set(metadata, 4);
+  const negative = new TextEncoder().encode(JSON.stringify([{ id: "a", bodyBytes: -1 }]));
+  const negativePlain = new Uint8Array(4 + negative.byteLength);
+  new DataView(negativePlain.buffer).setUint32(0, negative.byteLength);
+  negativePlain.set(negative, 4);
   const cases: [unknown, RegExp][] = [
     [{ not: "a pack" }, /neither an array nor bytes/],
+    [new Uint8Array(), /unknown layout \(empty\)/],
     [Uint8Array.from([9, 1, 2]), /unknown layout 9/],
+    [Uint8Array.from([1, 0xff, 0xff, 0xff]), /it does not inflate/],
     [deflated(Uint8Array.from([0, 0, 1, 0, 123])), /metadata is cut short/],
     [deflated(plain), /a body is cut short/],
+    [deflated(negativePlain), /body length is not a length/],
   ];
   for (const [value, message] of cases) {
     await assert.rejects(decodePack(value), (error: Error) => {
@@ -140,4 +175,12 @@ Deno.test("[log] a pack value that is damaged fails naming what is wrong", async
       return true;
     });
   }
+});
+
+Deno.test("[log] a pack that cannot be encoded is stored as the array, not failed", async () => {
+  const events = [stored(pushBody(0)), stored(pushBody(1))];
+  // JSON has no BigInt: the encoding throws, and the commit must still get a value it can store.
+  (events[1] as unknown as { extra: bigint }).extra = 1n;
+  const value = await encodePack(events);
+  assert.equal(value, events, "the events themselves");
 });

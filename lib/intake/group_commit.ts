@@ -27,14 +27,13 @@ import {
   discardBody,
   INLINE_BODY_BYTES,
   type LargeBodyFacts,
-  PACK_BYTES,
   packedSize,
   stageBody,
   type StoredEvent,
   toPacks,
 } from "../log/events.ts";
 import { toLargeEvent, toLiveEvent } from "../log/envelope_json.ts";
-import { encodePack } from "../log/pack_codec.ts";
+import { encodePack, PACK_BYTES } from "../log/pack_codec.ts";
 import { HttpError } from "../http/http_error.ts";
 import { nextId } from "../store/ids.ts";
 import { isStorageUnavailable } from "../store/kv.ts";

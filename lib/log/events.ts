@@ -20,7 +20,7 @@ import {
   toLargeEvent,
   toLiveEvent,
 } from "./envelope_json.ts";
-import { decodePack } from "./pack_codec.ts";
+import { decodePack, PACK_BYTES } from "./pack_codec.ts";
 
 /**
  * An event as stored in KV: what the envelope is built from, plus where its body lives. `body`
@@ -214,9 +214,6 @@ export async function loadBody(kv: Deno.Kv, event: StoredEvent): Promise<Uint8Ar
   }
   return out;
 }
-
-/** Bytes one pack of events may hold, under KV's 64 KiB value limit with room to spare. */
-export const PACK_BYTES = 60_000;
 
 /** Any UTF-16 code unit beyond Latin-1: V8 then stores the whole string with two bytes each. */
 const BEYOND_LATIN1 = /[\u0100-\uffff]/;
