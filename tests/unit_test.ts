@@ -2,6 +2,7 @@ import { joinPath, parentOf, pathOf } from "../lib/runtime/paths.ts";
 import { envelopeText } from "../lib/log/envelope_stream.ts";
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/runtime/config.ts";
+import { onFirstUse } from "../lib/runtime/first_use.ts";
 import { idTime, isId, nextId } from "../lib/store/ids.ts";
 import { getEvent } from "../lib/log/events.ts";
 import { parseForm } from "../lib/intake/body_types.ts";
@@ -139,4 +140,16 @@ Deno.test("[load] open descriptors are counted as the process holds them", async
   assert.ok(before[0] !== null && Math.abs(before[0] - before[1]) <= 1, `${before}`);
   assert.ok(after[0] !== null && Math.abs(after[0] - after[1]) <= 1, `${after}`);
   assert.ok(after[0] - before[0] >= 50, `${before[0]} → ${after[0]} with 50 more open`);
+});
+
+Deno.test("[runtime] a first use whose load failed is tried again at the next call", async () => {
+  let calls = 0;
+  const load = onFirstUse(() => {
+    calls++;
+    return calls === 1 ? Promise.reject(new Error("not yet")) : Promise.resolve("module");
+  });
+  await assert.rejects(load(), /not yet/);
+  assert.equal(await load(), "module");
+  assert.equal(await load(), "module");
+  assert.equal(calls, 2, "loaded once after the failure, then kept");
 });

@@ -26,6 +26,7 @@
  */
 
 import { log } from "../observe/log.ts";
+import { onFirstUse } from "../runtime/first_use.ts";
 
 /** What a pack holds: events and their inline bodies (events.ts's StoredEvent). */
 interface PackedEvent {
@@ -59,47 +60,30 @@ const INFLATE_OPTIONS = { windowBits: 15, maxOutputLength: MAX_INFLATED_BYTES };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-interface Zlib {
-  deflate(bytes: Uint8Array): Uint8Array;
-  inflate(bytes: Uint8Array): Uint8Array;
-}
-
-let loading: Promise<Zlib> | null = null;
-let loaded: Zlib | null = null;
-
 /** Node's Buffer as the plain Uint8Array it is (Node's typings and Deno's differ on it). */
 function bytesOf(buffer: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
-/** node:zlib, imported once, when a pack is first written or read. */
-function zlib(): Zlib | Promise<Zlib> {
-  if (loaded) return loaded;
-  loading ??= import("node:zlib").then((zlib) => {
-    const ready: Zlib = {
-      deflate: (bytes) => bytesOf(zlib.deflateRawSync(bytes, DEFLATE_OPTIONS)),
-      inflate: (bytes) => bytesOf(zlib.inflateRawSync(bytes, INFLATE_OPTIONS)),
-    };
-    loaded = ready;
-    return ready;
-  }).catch((error) => {
-    loading = null; // tried again by the next pack, not failed for the life of the process
-    throw error;
-  });
-  return loading;
-}
+/** node:zlib, imported when a pack is first deflated or read back. */
+const zlib = onFirstUse(() =>
+  import("node:zlib").then((zlib) => ({
+    deflate: (bytes: Uint8Array) => bytesOf(zlib.deflateRawSync(bytes, DEFLATE_OPTIONS)),
+    inflate: (bytes: Uint8Array) => bytesOf(zlib.inflateRawSync(bytes, INFLATE_OPTIONS)),
+  }))
+);
 
 /**
- * The KV value for a pack: deflated bytes when it holds 8 KiB or more and they save a tenth and
- * fit PACK_BYTES, else the events as they are. Never throws: the array is always a valid value, and a commit shared by
- * many senders must not fail on the encoding of one pack.
+ * The KV value for a pack: deflated bytes when it holds 8 KiB or more and they save a tenth
+ * and fit PACK_BYTES, else the events as they are. Never throws: the array is always a valid
+ * value, and a commit shared by many senders must not fail on the encoding of one pack.
  */
 export async function encodePack<T extends PackedEvent>(
   events: readonly T[],
 ): Promise<Uint8Array | readonly T[]> {
   try {
     const plain = plainPack(events);
-    if (plain.byteLength < MIN_DEFLATE_BYTES) return events;
+    if (!plain) return events;
     const { deflate } = await zlib();
     const deflated = deflate(plain);
     const worth = deflated.byteLength <= plain.byteLength * WORTH_DEFLATING;
@@ -114,14 +98,18 @@ export async function encodePack<T extends PackedEvent>(
   }
 }
 
-/** The bytes deflated: metadata length (u32), metadata JSON, then the bodies in order. */
-function plainPack(events: readonly PackedEvent[]): Uint8Array {
+/**
+ * The bytes to deflate: metadata length (u32), metadata JSON, then the bodies in order; null
+ * under MIN_DEFLATE_BYTES, known before any body is copied.
+ */
+function plainPack(events: readonly PackedEvent[]): Uint8Array | null {
   let bodyBytes = 0;
   const metadata = events.map(({ body, ...rest }) => {
     bodyBytes += body?.byteLength ?? 0;
     return { ...rest, bodyBytes: body ? body.byteLength : null };
   });
   const json = encoder.encode(JSON.stringify(metadata));
+  if (4 + json.byteLength + bodyBytes < MIN_DEFLATE_BYTES) return null;
   const plain = new Uint8Array(4 + json.byteLength + bodyBytes);
   new DataView(plain.buffer).setUint32(0, json.byteLength);
   plain.set(json, 4);
