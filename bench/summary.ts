@@ -42,19 +42,21 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
     | Record<string, Record<string, { rps: number; cpuUsPerWebhook: number }>>
     | undefined;
   for (const [generator, figures] of Object.entries(peers ?? {})) {
-    const ours = figures.websocks;
     const theirs = figures.smee;
-    if (!ours || !theirs) continue;
-    rows.push([
-      `WebSocks vs smee.io, ${generator}: accepted/s (ratio)`,
-      `${fmt(ours.rps, 0)} vs ${fmt(theirs.rps, 0)} (${fmt(ours.rps / theirs.rps)}×)`,
-      "≥ 1.5×",
-    ]);
-    rows.push([
-      `WebSocks vs smee.io, ${generator}: server CPU µs per webhook`,
-      `${fmt(ours.cpuUsPerWebhook, 1)} vs ${fmt(theirs.cpuUsPerWebhook, 1)}`,
-      "—",
-    ]);
+    // `websocks` is the SSE subscriber (smee.io's transport); `websocksWs` a WebSocket one.
+    for (const [label, ours] of [["SSE", figures.websocks], ["WS", figures.websocksWs]] as const) {
+      if (!ours || !theirs) continue;
+      rows.push([
+        `WebSocks (${label}) vs smee.io, ${generator}: accepted/s (ratio)`,
+        `${fmt(ours.rps, 0)} vs ${fmt(theirs.rps, 0)} (${fmt(ours.rps / theirs.rps)}×)`,
+        label === "SSE" ? "≥ 1.5×" : "—",
+      ]);
+      rows.push([
+        `WebSocks (${label}) vs smee.io, ${generator}: server CPU µs per webhook`,
+        `${fmt(ours.cpuUsPerWebhook, 1)} vs ${fmt(theirs.cpuUsPerWebhook, 1)}`,
+        "—",
+      ]);
+    }
   }
   const consumers = results.consumers as
     | Record<string, { rps: number; latency: Summary; distinct: number; expected: number }>

@@ -1,9 +1,11 @@
 /**
  * Part "peers": WebSocks and smee.io (bench/peers.ts) in the same run on the same settings: each
  * server pinned to core 0, the load generator and this process (the subscriber) to core 1,
- * concurrency 50, 1 KiB JSON, one subscriber (a WebSocket for WebSocks, SSE for smee.io), with
- * wrk (a Lua script numbering every body) and with bench/loadgen.ts. Every delivery is checked by
- * `seq` (missing, repeated); prints accepted/s, server CPU per accepted webhook and the ratios.
+ * concurrency 50, 1 KiB JSON, one subscriber, with wrk (a Lua script numbering every body) and
+ * with bench/loadgen.ts. smee.io's subscriber is SSE, the one transport it has; WebSocks runs twice
+ * per generator, once with an SSE subscriber (the like-for-like comparison, and the ratio the issue's
+ * target is read against) and once with a WebSocket one. Every delivery is checked by `seq`
+ * (missing, repeated); prints accepted/s, server CPU per accepted webhook and the ratios.
  */
 import { type FanoutClient, SMEE_BODY, Tally, tallySse, tallyWs } from "../clients.ts";
 import { runGenerator } from "../generator.ts";
@@ -45,13 +47,18 @@ interface PeerFigures {
   http?: string;
 }
 
-async function openWebSocks(tally: Tally): Promise<Target> {
+/** How WebSocks' subscriber is connected: SSE as smee.io's is, or a WebSocket. */
+type Transport = "sse" | "ws";
+
+async function openWebSocks(tally: Tally, transport: Transport): Promise<Target> {
   const server = await startRelay({ cpus: SERVER_CPU });
   try {
     const user = await signUpUser(server.url);
-    const subscriber = await tallyWs(`ws://127.0.0.1:${server.port}/?token=${user.token}`, tally);
+    const subscriber = transport === "sse"
+      ? await tallySse(`${server.url}/api/events/stream?token=${user.token}`, tally)
+      : await tallyWs(`ws://127.0.0.1:${server.port}/?token=${user.token}`, tally);
     return {
-      name: "WebSocks",
+      name: transport === "sse" ? "WebSocks, SSE" : "WebSocks, WS",
       pid: server.child.pid,
       webhookUrl: user.webhookUrl,
       subscriber,
@@ -200,7 +207,7 @@ async function underLoadgen(target: Target, tally: Tally, seconds: number) {
 
 function printFigures(name: string, f: PeerFigures): void {
   console.log(
-    `  ${name.padEnd(8)} ${fmt(f.rps, 0).padStart(7)} accepted/s; server CPU ${
+    `  ${name.padEnd(13)} ${fmt(f.rps, 0).padStart(7)} accepted/s; server CPU ${
       fmt(f.cpuUsPerWebhook, 1)
     } µs per accepted webhook (${
       fmt(f.serverCores)
@@ -210,8 +217,8 @@ function printFigures(name: string, f: PeerFigures): void {
       }; ` +
       `RSS after ${fmt(f.rssAfterKiB / 1024, 1)} MiB`,
   );
-  if (f.latency) console.log(`           POST→subscriber: ${ms(f.latency)}`);
-  if (f.http) console.log(`           HTTP round trip: ${f.http}`);
+  if (f.latency) console.log(`                POST→subscriber: ${ms(f.latency)}`);
+  if (f.http) console.log(`                HTTP round trip: ${f.http}`);
 }
 
 /** Both servers under both generators; figures under `peers`. */
@@ -222,7 +229,8 @@ export async function run(context: PartContext): Promise<void> {
       `pinned to core ${SERVER_CPU}, generator and subscriber to core ${GENERATOR_CPU}; ` +
       `concurrency ${CONCURRENCY}, ${BODY_BYTES} B JSON, ${seconds} s (loadgen after ${
         WARMUP_MS / 1000
-      } s warm-up); one subscriber (WebSocket for WebSocks, SSE for smee.io)`,
+      } s warm-up); one subscriber: SSE for smee.io, and for WebSocks SSE (like for like) then a ` +
+      `WebSocket`,
   );
   const dir = await smeeDir();
   const wrk = findWrk();
@@ -244,9 +252,12 @@ export async function run(context: PartContext): Promise<void> {
     for (const [generator, measure] of generators) {
       console.log(`  ${generator === "wrk" ? "wrk (Lua POST script)" : "bench/loadgen.ts"}:`);
       const figures: Record<string, PeerFigures> = {};
-      for (const kind of ["websocks", "smee"] as const) {
+      // Keys as earlier runs recorded them: `websocks` is the SSE run, the like-for-like one.
+      for (const kind of ["websocks", "smee", "websocksWs"] as const) {
         const tally = new Tally();
-        const target = kind === "websocks" ? await openWebSocks(tally) : await openSmee(dir, tally);
+        const target = kind === "smee"
+          ? await openSmee(dir, tally)
+          : await openWebSocks(tally, kind === "websocks" ? "sse" : "ws");
         try {
           figures[kind] = await measure(target, tally);
         } finally {
@@ -255,13 +266,16 @@ export async function run(context: PartContext): Promise<void> {
         }
         printFigures(target.name, figures[kind]);
       }
-      const ours = figures.websocks;
       const theirs = figures.smee;
-      console.log(
-        `  → WebSocks/smee.io: ${fmt(ours.rps / theirs.rps)}× the rate, ${
-          fmt(ours.cpuUsPerWebhook / theirs.cpuUsPerWebhook)
-        }× the CPU per webhook`,
-      );
+      for (
+        const [label, ours] of [["SSE", figures.websocks], ["WS", figures.websocksWs]] as const
+      ) {
+        console.log(
+          `  → WebSocks (${label})/smee.io (SSE): ${fmt(ours.rps / theirs.rps)}× the rate, ${
+            fmt(ours.cpuUsPerWebhook / theirs.cpuUsPerWebhook)
+          }× the CPU per webhook`,
+        );
+      }
       out[generator] = figures;
       context.record("peers", out);
     }
