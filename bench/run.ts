@@ -9,7 +9,9 @@
  * - peers      WebSocks and smee.io (a copy of ../shared/peers/smee.io, installed once into
  *              bench/out/peers) in the same run: each server pinned to core 0, generator and
  *              subscriber to core 1, c=50, 1 KiB JSON, wrk and our generator, every delivery
- *              checked by seq; accepted/s, server CPU µs per accepted webhook and the ratios
+ *              checked by seq; smee.io's subscriber is SSE, WebSocks runs with an SSE one (like
+ *              for like) and with a WebSocket one; accepted/s, server CPU µs per accepted webhook
+ *              and the ratios, over --peerRounds interleaved rounds (default 3), with medians
  * - load       accepted webhooks/s at concurrency 50 with ~1 KiB JSON bodies, every one
  *              delivered to a WebSocket subscriber; POST→client latency under that load
  * - consumers  "load" again with each way to consume (issue #13), a fresh server for each: one
@@ -44,7 +46,8 @@
  * BENCH_ISOLATES_IDLE (idle connections of part isolates; default 18000), --coldRuns=N /
  * BENCH_COLD_RUNS (starts timed by cold; default 10), --scale=N / BENCH_SCALE (idle connections of
  * scale; default 50000), --fanRate=N / BENCH_FAN_RATE and --fanRateClients=N /
- * BENCH_FAN_RATE_CLIENTS (fanrate's webhooks/s and WebSockets; 100 and 1000). Figures also go to
+ * BENCH_FAN_RATE_CLIENTS (fanrate's webhooks/s and WebSockets; 100 and 1000), --peerRounds=N /
+ * BENCH_PEER_ROUNDS (interleaved rounds of peers; 3). Figures also go to
  * bench/out/results.json, profiles to bench/out/*.cpuprofile (open them in Chrome DevTools).
  *
  * This file is only the runner: each part lives in bench/parts/<part>.ts and gets its settings

@@ -74,6 +74,11 @@ export interface Settings {
   /** Webhooks per second of part "fanrate", and its WebSocket clients. */
   readonly fanRate: number;
   readonly fanRateClients: number;
+  /**
+   * Rounds of part "peers": each runs every server once per generator, interleaved, and the
+   * ratios printed are the medians of the rounds', since this VM's speed drifts over minutes.
+   */
+  readonly peerRounds: number;
 }
 
 /** Reads the knobs from `--name=value` flags, else their env forms, else the defaults. */
@@ -105,6 +110,7 @@ export function readSettings(
     scale: Number(setting("scale", "BENCH_SCALE") ?? 50_000),
     fanRate: Number(setting("fanRate", "BENCH_FAN_RATE") ?? 100),
     fanRateClients: Number(setting("fanRateClients", "BENCH_FAN_RATE_CLIENTS") ?? 1000),
+    peerRounds: Number(setting("peerRounds", "BENCH_PEER_ROUNDS") ?? 3),
   };
 }
 

@@ -17,6 +17,14 @@ export function summarize(values: ArrayLike<number>): Summary {
   return { n: sorted.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1) };
 }
 
+/** The middle value of a sample (the mean of the two middle ones for an even count). */
+export function median(values: ArrayLike<number>): number {
+  if (values.length === 0) return NaN;
+  const sorted = Float64Array.from(values).sort();
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 /** A growable list of numbers without boxing. */
 export class NumberList {
   #data = new Float64Array(1024);

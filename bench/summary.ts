@@ -1,7 +1,7 @@
 /** The closing table of a benchmark run: the headline figures next to their targets. */
 import { fmt } from "./report.ts";
 import { type Settings, STEADY_RATE, TARGETS } from "./settings.ts";
-import type { Summary } from "./stats.ts";
+import { median, type Summary } from "./stats.ts";
 
 /** Prints the summary table from the figures the parts recorded. */
 export function printSummary(results: Readonly<Record<string, unknown>>, settings: Settings): void {
@@ -39,21 +39,32 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
     ]);
   }
   const peers = results.peers as
-    | Record<string, Record<string, { rps: number; cpuUsPerWebhook: number }>>
+    | Record<
+      string,
+      {
+        rounds: Record<string, { rps: number; cpuUsPerWebhook: number }>[];
+        sse: { rate: number[]; medianRate: number; medianCpu: number };
+        ws: { rate: number[]; medianRate: number; medianCpu: number };
+      }
+    >
     | undefined;
-  for (const [generator, figures] of Object.entries(peers ?? {})) {
-    const theirs = figures.smee;
+  for (const [generator, { rounds, sse, ws }] of Object.entries(peers ?? {})) {
     // `websocks` is the SSE subscriber (smee.io's transport); `websocksWs` a WebSocket one.
-    for (const [label, ours] of [["SSE", figures.websocks], ["WS", figures.websocksWs]] as const) {
-      if (!ours || !theirs) continue;
+    for (
+      const [label, kind, ratios] of [["SSE", "websocks", sse], ["WS", "websocksWs", ws]] as const
+    ) {
+      const rps = (key: string) => median(rounds.map((round) => round[key].rps));
+      const cpu = (key: string) => median(rounds.map((round) => round[key].cpuUsPerWebhook));
       rows.push([
-        `WebSocks (${label}) vs smee.io, ${generator}: accepted/s (ratio)`,
-        `${fmt(ours.rps, 0)} vs ${fmt(theirs.rps, 0)} (${fmt(ours.rps / theirs.rps)}×)`,
+        `WebSocks (${label}) vs smee.io, ${generator}: accepted/s (medians); rate ratio`,
+        `${fmt(rps(kind), 0)} vs ${fmt(rps("smee"), 0)}; median ${fmt(ratios.medianRate)}× (${
+          ratios.rate.map((r) => fmt(r)).join(", ")
+        })`,
         label === "SSE" ? "≥ 1.5×" : "—",
       ]);
       rows.push([
-        `WebSocks (${label}) vs smee.io, ${generator}: server CPU µs per webhook`,
-        `${fmt(ours.cpuUsPerWebhook, 1)} vs ${fmt(theirs.cpuUsPerWebhook, 1)}`,
+        `WebSocks (${label}) vs smee.io, ${generator}: server CPU µs per webhook (medians)`,
+        `${fmt(cpu(kind), 1)} vs ${fmt(cpu("smee"), 1)}; median ratio ${fmt(ratios.medianCpu)}×`,
         "—",
       ]);
     }

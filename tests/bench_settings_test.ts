@@ -15,6 +15,7 @@ Deno.test("[bench settings] defaults: every part, 10 s, 5,000 idle, 1,000 fan-ou
     scale: 50_000,
     fanRate: 100,
     fanRateClients: 1000,
+    peerRounds: 3,
   });
 });
 
@@ -29,6 +30,7 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     BENCH_SCALE: "900",
     BENCH_FAN_RATE: "10",
     BENCH_FAN_RATE_CLIENTS: "50",
+    BENCH_PEER_ROUNDS: "2",
   };
   assert.deepEqual(readSettings([], (name) => env[name]), {
     parts: ["kv"],
@@ -40,6 +42,7 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     scale: 900,
     fanRate: 10,
     fanRateClients: 50,
+    peerRounds: 2,
   });
   const flags = [
     "--parts=steady, load,steady",
@@ -48,6 +51,7 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     "--isolatesIdle=8",
     "--scale=11",
     "--fanRateClients=12",
+    "--peerRounds=1",
   ];
   const settings = readSettings(flags, (name) => env[name]);
   assert.deepEqual(settings.parts, ["steady", "load"]);
@@ -58,6 +62,7 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
   assert.equal(settings.scale, 11);
   assert.equal(settings.fanRateClients, 12);
   assert.equal(settings.fanRate, 10);
+  assert.equal(settings.peerRounds, 1);
 });
 
 Deno.test("[bench settings] too few open files shrink idle and fan-out, not the rest", () => {

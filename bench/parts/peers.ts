@@ -15,7 +15,7 @@ import { smeeDir, startSmee } from "../peers.ts";
 import { cpuSeconds, pinProcess, rssKiB, signUpUser, startRelay } from "../procs.ts";
 import { fmt, ms } from "../report.ts";
 import { BODY_BYTES, CONCURRENCY, WARMUP_MS } from "../settings.ts";
-import { summarize, type Summary } from "../stats.ts";
+import { median, summarize, type Summary } from "../stats.ts";
 import { findWrk } from "./wrk.ts";
 
 /** Core of the server under test; the generator and the subscriber get GENERATOR_CPU. */
@@ -221,16 +221,38 @@ function printFigures(name: string, f: PeerFigures): void {
   if (f.http) console.log(`                HTTP round trip: ${f.http}`);
 }
 
-/** Both servers under both generators; figures under `peers`. */
+/** What one round measured under one generator: WebSocks with SSE, smee.io, WebSocks with WS. */
+type Round = Record<Kind, PeerFigures>;
+type Kind = "websocks" | "smee" | "websocksWs";
+
+/** Ratios of one transport against smee.io over the rounds: each round's, and their medians. */
+export interface PeerRatios {
+  rate: number[];
+  cpu: number[];
+  medianRate: number;
+  medianCpu: number;
+}
+
+function ratiosOf(rounds: Round[], kind: "websocks" | "websocksWs"): PeerRatios {
+  const rate = rounds.map((round) => round[kind].rps / round.smee.rps);
+  const cpu = rounds.map((round) => round[kind].cpuUsPerWebhook / round.smee.cpuUsPerWebhook);
+  return { rate, cpu, medianRate: median(rate), medianCpu: median(cpu) };
+}
+
+/**
+ * Every server under every generator, `peerRounds` times, interleaved (this VM's speed drifts
+ * over minutes, and a ratio is only fair between runs of the same minutes); figures under
+ * `peers`: each generator's rounds, and the median ratios over them.
+ */
 export async function run(context: PartContext): Promise<void> {
-  const seconds = context.settings.seconds;
+  const { seconds, peerRounds } = context.settings;
   console.log(
     `\n## peers: WebSocks (WORKERS=1, durable) and smee.io (in memory) in the same run; each server ` +
       `pinned to core ${SERVER_CPU}, generator and subscriber to core ${GENERATOR_CPU}; ` +
       `concurrency ${CONCURRENCY}, ${BODY_BYTES} B JSON, ${seconds} s (loadgen after ${
         WARMUP_MS / 1000
       } s warm-up); one subscriber: SSE for smee.io, and for WebSocks SSE (like for like) then a ` +
-      `WebSocket`,
+      `WebSocket; ${peerRounds} interleaved round(s), ratios as their medians`,
   );
   const dir = await smeeDir();
   const wrk = findWrk();
@@ -240,46 +262,74 @@ export async function run(context: PartContext): Promise<void> {
     Deno.readTextFileSync("/proc/self/status").match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1] ??
       `0-${navigator.hardwareConcurrency - 1}`;
   if (!pinProcess(Deno.pid, GENERATOR_CPU)) console.log("  note: could not pin this process");
-  const out: Record<string, Record<string, PeerFigures>> = {};
+  const generators = [
+    ...(wrk
+      ? [["wrk", (t: Target, tally: Tally) => underWrk(wrk, t, tally, seconds)] as const]
+      : []),
+    ["loadgen", (t: Target, tally: Tally) => underLoadgen(t, tally, seconds)] as const,
+  ];
+  if (!wrk) console.log("  wrk skipped: it could not be installed");
+  const rounds = new Map<string, Round[]>(generators.map(([generator]) => [generator, []]));
   try {
-    const generators = [
-      ...(wrk
-        ? [["wrk", (t: Target, tally: Tally) => underWrk(wrk, t, tally, seconds)] as const]
-        : []),
-      ["loadgen", (t: Target, tally: Tally) => underLoadgen(t, tally, seconds)] as const,
-    ];
-    if (!wrk) console.log("  wrk skipped: it could not be installed");
-    for (const [generator, measure] of generators) {
-      console.log(`  ${generator === "wrk" ? "wrk (Lua POST script)" : "bench/loadgen.ts"}:`);
-      const figures: Record<string, PeerFigures> = {};
-      // Keys as earlier runs recorded them: `websocks` is the SSE run, the like-for-like one.
-      for (const kind of ["websocks", "smee", "websocksWs"] as const) {
-        const tally = new Tally();
-        const target = kind === "smee"
-          ? await openSmee(dir, tally)
-          : await openWebSocks(tally, kind === "websocks" ? "sse" : "ws");
-        try {
-          figures[kind] = await measure(target, tally);
-        } finally {
-          target.subscriber.close();
-          await target.stop();
-        }
-        printFigures(target.name, figures[kind]);
-      }
-      const theirs = figures.smee;
-      for (
-        const [label, ours] of [["SSE", figures.websocks], ["WS", figures.websocksWs]] as const
-      ) {
+    for (let round = 1; round <= peerRounds; round++) {
+      for (const [generator, measure] of generators) {
         console.log(
-          `  → WebSocks (${label})/smee.io (SSE): ${fmt(ours.rps / theirs.rps)}× the rate, ${
-            fmt(ours.cpuUsPerWebhook / theirs.cpuUsPerWebhook)
-          }× the CPU per webhook`,
+          `  round ${round}, ${
+            generator === "wrk" ? "wrk (Lua POST script)" : "bench/loadgen.ts"
+          }:`,
         );
+        const figures = {} as Round;
+        // Keys as earlier runs recorded them: `websocks` is the SSE run, the like-for-like one.
+        for (const kind of ["websocks", "smee", "websocksWs"] as const) {
+          const tally = new Tally();
+          const target = kind === "smee"
+            ? await openSmee(dir, tally)
+            : await openWebSocks(tally, kind === "websocks" ? "sse" : "ws");
+          try {
+            figures[kind] = await measure(target, tally);
+          } finally {
+            target.subscriber.close();
+            await target.stop();
+          }
+          printFigures(target.name, figures[kind]);
+        }
+        const theirs = figures.smee;
+        for (
+          const [label, ours] of [["SSE", figures.websocks], ["WS", figures.websocksWs]] as const
+        ) {
+          console.log(
+            `  → WebSocks (${label})/smee.io (SSE): ${fmt(ours.rps / theirs.rps)}× the rate, ${
+              fmt(ours.cpuUsPerWebhook / theirs.cpuUsPerWebhook)
+            }× the CPU per webhook`,
+          );
+        }
+        rounds.get(generator)!.push(figures);
+        context.record("peers", recordOf(rounds));
       }
-      out[generator] = figures;
-      context.record("peers", out);
     }
   } finally {
     pinProcess(Deno.pid, allowed);
   }
+  console.log(`  medians over ${peerRounds} round(s), WebSocks/smee.io:`);
+  for (const [generator, list] of rounds) {
+    for (const [label, kind] of [["SSE", "websocks"], ["WS", "websocksWs"]] as const) {
+      const ratios = ratiosOf(list, kind);
+      console.log(
+        `    ${generator.padEnd(7)} ${label.padEnd(3)} rate ${fmt(ratios.medianRate)}× (rounds: ${
+          ratios.rate.map((r) => fmt(r)).join(", ")
+        }), CPU per webhook ${fmt(ratios.medianCpu)}×`,
+      );
+    }
+  }
+}
+
+/** What results.json keeps: per generator, its rounds and the median ratios of each transport. */
+function recordOf(rounds: Map<string, Round[]>) {
+  return Object.fromEntries(
+    [...rounds].filter(([, list]) => list.length > 0).map(([generator, list]) => [generator, {
+      rounds: list,
+      sse: ratiosOf(list, "websocks"),
+      ws: ratiosOf(list, "websocksWs"),
+    }]),
+  );
 }
