@@ -483,8 +483,10 @@ export function dechunker(onData: (bytes: Uint8Array) => void): (bytes: Uint8Arr
           size = 0;
           extension = false;
         } else if (byte === 59) extension = true;
-        else if (!extension && byte !== 13) {
-          size = size * 16 + parseInt(String.fromCharCode(byte), 16);
+        else if (!extension) {
+          // Hex digits only: CR and any padding around the size are skipped, never read as 0.
+          const digit = parseInt(String.fromCharCode(byte), 16);
+          if (!Number.isNaN(digit)) size = size * 16 + digit;
         }
       }
     }

@@ -49,12 +49,12 @@ export function printSummary(results: Readonly<Record<string, unknown>>, setting
     >
     | undefined;
   for (const [generator, { rounds, sse, ws }] of Object.entries(peers ?? {})) {
+    const rps = (key: string) => median(rounds.map((round) => round[key].rps));
+    const cpu = (key: string) => median(rounds.map((round) => round[key].cpuUsPerWebhook));
     // `websocks` is the SSE subscriber (smee.io's transport); `websocksWs` a WebSocket one.
     for (
       const [label, kind, ratios] of [["SSE", "websocks", sse], ["WS", "websocksWs", ws]] as const
     ) {
-      const rps = (key: string) => median(rounds.map((round) => round[key].rps));
-      const cpu = (key: string) => median(rounds.map((round) => round[key].cpuUsPerWebhook));
       rows.push([
         `WebSocks (${label}) vs smee.io, ${generator}: accepted/s (medians); rate ratio`,
         `${fmt(rps(kind), 0)} vs ${fmt(rps("smee"), 0)}; median ${fmt(ratios.medianRate)}× (${

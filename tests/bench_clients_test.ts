@@ -5,7 +5,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 Deno.test("[bench clients] dechunker gives back the body whatever the pieces' boundaries", () => {
-  const wire = "5\r\nhello\r\n7;name=x\r\n, world\r\n1A\r\n" + "abcdefghijklmnopqrstuvwxyz" +
+  const wire = "5\r\nhello\r\n7;name=x\r\n, world\r\n1A \r\n" + "abcdefghijklmnopqrstuvwxyz" +
     "\r\n0\r\n\r\n";
   const bytes = encoder.encode(wire);
   for (const step of [1, 2, 3, 7, bytes.length]) {

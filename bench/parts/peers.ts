@@ -226,7 +226,7 @@ type Round = Record<Kind, PeerFigures>;
 type Kind = "websocks" | "smee" | "websocksWs";
 
 /** Ratios of one transport against smee.io over the rounds: each round's, and their medians. */
-export interface PeerRatios {
+interface PeerRatios {
   rate: number[];
   cpu: number[];
   medianRate: number;
