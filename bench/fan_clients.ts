@@ -25,6 +25,8 @@ export interface FanClientsResult {
   firstError?: string;
   /** Messages that carried a stamp, repeats included. */
   deliveries: number;
+  /** Their bytes: what the floor's message is sized by (bench/ws_send_floor.ts). */
+  messageBytes: number;
   repeats: number;
   /** Per client, distinct webhooks received. */
   distinctPerClient: number[];
@@ -76,6 +78,7 @@ if (import.meta.main) {
   const buckets = new Map<number, number>();
   const seen: Set<number>[] = [];
   let deliveries = 0;
+  let messageBytes = 0;
   let repeats = 0;
   const opened = await openMany(options.count, {
     parallel: 50,
@@ -92,6 +95,7 @@ if (import.meta.main) {
           const stamp = payload ? stampOf(payload) : null;
           if (!stamp) return;
           deliveries++;
+          messageBytes += payload?.byteLength ?? 0;
           if (mine.has(stamp.seq)) repeats++;
           else mine.add(stamp.seq);
           const entry = last.get(stamp.seq);
@@ -113,6 +117,7 @@ if (import.meta.main) {
       failed: opened.failed,
       firstError: opened.firstError,
       deliveries,
+      messageBytes,
       repeats,
       distinctPerClient: seen.filter(Boolean).map((set) => set.size),
       last: Object.fromEntries(last),

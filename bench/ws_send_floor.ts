@@ -1,22 +1,31 @@
 /**
- * The floor of WebSocket fan-out on Deno: a trivial Deno.serve that sends one ~1.3 KB text
- * message to each of `clients` WebSockets, `rate` times a second for `seconds`, and nothing else
- * (no KV, no envelope, no bookkeeping). Prints the server's CPU per delivery, user and system
- * apart, beside what part "fanrate" measures for WebSocks, so the share that is Deno's own
- * `WebSocket.send` (one frame, one write per message) is known.
+ * The floor of WebSocket fan-out on Deno: a trivial Deno.serve that sends one text message (by
+ * default ~1.1 KB; part "fanrate" asks for its envelopes' own size) to each of `clients`
+ * WebSockets, `rate` times a second for `seconds`, and nothing else (no KV, no envelope, no
+ * bookkeeping). Prints the server's CPU per delivery, user and system apart, beside what part
+ * "fanrate" measures for WebSocks, so the share that is Deno's own `WebSocket.send` (one frame,
+ * one write per message) is known.
  *
- * Usage: deno run -A bench/ws_send_floor.ts [clients=1000] [rate=100] [seconds=8]
+ * Usage: deno run -A bench/ws_send_floor.ts [clients=1000] [rate=100] [seconds=8] [bytes]
  *        deno run -A bench/ws_send_floor.ts --serve <port>   (the server, spawned by the above)
  */
 import { leanWs, openMany } from "./clients.ts";
 import { cpuSplit, freePort, portFromOutput } from "./procs.ts";
 import { fmt } from "./report.ts";
 
-const MESSAGE = JSON.stringify({
-  type: "webhook",
-  id: "01JTESTTESTTESTTESTTESTTEST",
-  body: { text: "x".repeat(1024) },
-});
+/** The floor's message when no size is asked for: ~1.1 KB. */
+const DEFAULT_PAD = 1024;
+
+/** A webhook-like text message of `bytes` (at least its frame of fields, ~70 bytes). */
+export function floorMessage(bytes?: number): string {
+  const frame = (pad: number) =>
+    JSON.stringify({
+      type: "webhook",
+      id: "01JTESTTESTTESTTESTTESTTEST",
+      body: { text: "x".repeat(pad) },
+    });
+  return frame(bytes === undefined ? DEFAULT_PAD : Math.max(0, bytes - frame(0).length));
+}
 
 if (import.meta.main && Deno.args[0] === "--serve") {
   const sockets = new Set<WebSocket>();
@@ -25,11 +34,13 @@ if (import.meta.main && Deno.args[0] === "--serve") {
     if (url.pathname === "/fire") {
       const rate = Number(url.searchParams.get("rate"));
       const total = Number(url.searchParams.get("total"));
+      const bytes = url.searchParams.get("bytes");
+      const message = floorMessage(bytes === null ? undefined : Number(bytes));
       let sent = 0;
       const started = performance.now();
       const tick = () => {
         const due = Math.min(total, Math.floor((performance.now() - started) * rate / 1000) + 1);
-        for (; sent < due; sent++) for (const socket of sockets) socket.send(MESSAGE);
+        for (; sent < due; sent++) for (const socket of sockets) socket.send(message);
         if (sent < total) setTimeout(tick, 1);
       };
       tick();
@@ -46,6 +57,8 @@ if (import.meta.main && Deno.args[0] === "--serve") {
 /** Server CPU per delivery of a trivial Deno.serve sending to `clients` WebSockets. */
 export interface WsSendFloor {
   clients: number;
+  /** Length of the message sent, bytes. */
+  messageBytes: number;
   deliveries: number;
   expected: number;
   deliveriesPerSecond: number;
@@ -56,9 +69,16 @@ export interface WsSendFloor {
 
 /** Runs the floor: spawns the trivial server, opens the clients, sends, reads its CPU. */
 export async function measureWsSendFloor(
-  options: { clients: number; rate: number; seconds: number },
+  options: {
+    clients: number;
+    rate: number;
+    seconds: number;
+    /** The message's length (as WebSocks' envelopes measure); default ~1.1 KB. */
+    messageBytes?: number;
+  },
 ): Promise<WsSendFloor> {
   const { clients, rate, seconds } = options;
+  const messageBytes = floorMessage(options.messageBytes).length;
   const port = freePort();
   const server = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", import.meta.filename!, "--serve", String(port)],
@@ -77,7 +97,9 @@ export async function measureWsSendFloor(
     const expected = opened.length * total;
     const before = cpuSplit(server.pid);
     const started = performance.now();
-    await (await fetch(`http://127.0.0.1:${port}/fire?rate=${rate}&total=${total}`)).text();
+    await (await fetch(
+      `http://127.0.0.1:${port}/fire?rate=${rate}&total=${total}&bytes=${messageBytes}`,
+    )).text();
     while (deliveries < expected && performance.now() - started < seconds * 4000) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -88,6 +110,7 @@ export async function measureWsSendFloor(
     const system = after.system - before.system;
     return {
       clients: opened.length,
+      messageBytes,
       deliveries,
       expected,
       deliveriesPerSecond: deliveries / elapsed,
@@ -103,7 +126,8 @@ export async function measureWsSendFloor(
 
 /** The floor's line, as parts print it. */
 export function floorLine(floor: WsSendFloor, rate: number): string {
-  return `  floor, trivial Deno.serve sending the same to ${floor.clients} WebSockets at ${rate}/s: ` +
+  return `  floor, trivial Deno.serve sending a ${floor.messageBytes} B message to ${floor.clients} ` +
+    `WebSockets at ${rate}/s: ` +
     `${
       fmt(floor.deliveriesPerSecond, 0)
     } deliveries/s (${floor.deliveries} of ${floor.expected}); ` +
@@ -113,6 +137,6 @@ export function floorLine(floor: WsSendFloor, rate: number): string {
 }
 
 if (import.meta.main && Deno.args[0] !== "--serve") {
-  const [clients = 1000, rate = 100, seconds = 8] = Deno.args.map(Number);
-  console.log(floorLine(await measureWsSendFloor({ clients, rate, seconds }), rate));
+  const [clients = 1000, rate = 100, seconds = 8, messageBytes] = Deno.args.map(Number);
+  console.log(floorLine(await measureWsSendFloor({ clients, rate, seconds, messageBytes }), rate));
 }

@@ -34,6 +34,8 @@ export async function run(context: PartContext): Promise<void> {
   );
   const server = await startRelay();
   const children: Child[] = [];
+  /** The mean envelope the clients received, so the floor sends messages of that size. */
+  let envelopeBytes: number | undefined;
   try {
     const user = await signUpUser(server.url);
     const processes = Math.ceil(fanRateClients / PER_PROCESS);
@@ -128,8 +130,10 @@ export async function run(context: PartContext): Promise<void> {
     let inWindow = 0;
     let repeats = 0;
     let missing = 0;
+    let messageBytes = 0;
     for (const r of results) {
       repeats += r.repeats;
+      messageBytes += r.messageBytes;
       for (const distinct of r.distinctPerClient) missing += Math.max(0, expectedEach - distinct);
       for (const [seq, [t, at]] of Object.entries(r.last)) {
         const entry = last.get(Number(seq));
@@ -145,6 +149,7 @@ export async function run(context: PartContext): Promise<void> {
       Math.ceil(windowStart / BUCKET_MS) * BUCKET_MS;
     const perSecond = inWindow / Math.max(1e-9, spanMs / 1000);
     const delivered = results.reduce((sum, r) => sum + r.deliveries, 0);
+    envelopeBytes = delivered > 0 ? Math.round(messageBytes / delivered) : undefined;
     const serverUsPerDelivery = (serverCpu * 1e6) / Math.max(1, delivered);
     const clientUsPerDelivery = (clientCpu * 1e6) / Math.max(1, delivered);
     const toLast = summarize(
@@ -164,7 +169,7 @@ export async function run(context: PartContext): Promise<void> {
     console.log(
       `  every delivery checked: ${expectedEach} webhooks × ${opened} clients; missing ${missing}, repeated ${repeats}`,
     );
-    console.log(`  POST → last client: ${ms(toLast)}`);
+    console.log(`  POST → last client: ${ms(toLast)}; envelope ${envelopeBytes ?? "?"} B`);
     printCpu(cpu);
     console.log(`  client processes: ${fmt(clientCores)} cores`);
     console.log(
@@ -184,6 +189,7 @@ export async function run(context: PartContext): Promise<void> {
       cpu,
       clientCores,
       delivered,
+      envelopeBytes,
       serverCpuSeconds: serverCpu,
       serverUsPerDelivery,
       clientCpuSeconds: clientCpu,
@@ -193,9 +199,15 @@ export async function run(context: PartContext): Promise<void> {
     for (const child of children) await child.stop(1000);
     await server.stop();
   }
-  // Deno's own cost of WebSocket.send, with nothing of WebSocks around it: the same clients,
-  // rate and message size from a trivial Deno.serve.
-  const floor = await measureWsSendFloor({ clients: fanRateClients, rate: fanRate, seconds });
+  // Deno's own cost of WebSocket.send, with nothing of WebSocks around it: the same number of
+  // clients, rate and message size (the envelopes', 2.5 KB for a 1 KiB body) from a trivial
+  // Deno.serve.
+  const floor = await measureWsSendFloor({
+    clients: fanRateClients,
+    rate: fanRate,
+    seconds,
+    messageBytes: envelopeBytes,
+  });
   console.log(floorLine(floor, fanRate));
   context.record("fanrateFloor", floor);
 }
