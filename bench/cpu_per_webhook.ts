@@ -4,7 +4,8 @@
  * Prints server CPU time (/proc/<pid>/stat utime+stime, all threads) ÷ accepted webhooks.
  * `--v8flags=…` starts the server with those V8 flags (DENO_V8_FLAGS).
  * `--profile=FILE` also records a V8 CPU profile of the main thread and prints the top ten self
- * costs. Usage: deno run -A bench/cpu_per_webhook.ts [--seconds=10] [--runs=3] [--profile=FILE]
+ * costs. Each run also prints a `RESULT {json}` line (CpuRunResult).
+ * Usage: deno run -A bench/cpu_per_webhook.ts [--seconds=10] [--runs=3] [--profile=FILE]
  */
 import { Subscriber } from "./clients.ts";
 import { bodyTemplate } from "./loadgen.ts";
@@ -18,6 +19,18 @@ const args = Object.fromEntries(
   ) => [m![1], m![2]]),
 );
 const seconds = Number(args.seconds ?? 10);
+
+/** One run's figures, printed as a `RESULT {json}` line. */
+export interface CpuRunResult {
+  /** Webhooks accepted per second. */
+  perSecond: number;
+  /** Server CPU (all threads) per accepted webhook, µs. */
+  usPerWebhook: number;
+  /** Whether the subscriber received every accepted webhook. */
+  allDelivered: boolean;
+  /** µs per webhook by thread name (threads of one name summed). */
+  threads: Record<string, number>;
+}
 const runs = Number(args.runs ?? 3);
 const profileFile = args.profile;
 
@@ -139,6 +152,14 @@ for (let run = 1; run <= runs; run++) {
       "  by thread, µs/webhook: " +
         perThread.map(([name, cpu]) => `${name} ${(cpu * 1e6 / accepted).toFixed(1)}`).join(", "),
     );
+    // One line for bench/before_after.ts, which runs this script in two checkouts.
+    const result: CpuRunResult = {
+      perSecond: accepted / seconds,
+      usPerWebhook: us,
+      allDelivered: ok,
+      threads: Object.fromEntries(perThread.map(([name, cpu]) => [name, (cpu * 1e6) / accepted])),
+    };
+    console.log(`RESULT ${JSON.stringify(result)}`);
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1]);
     const batches = metric("websocks_group_commit_batch_size_count");
