@@ -91,6 +91,25 @@ Deno.test("[ingest] it commits and publishes with no job in the KV queue", async
   await listening;
 });
 
+Deno.test("[ingest] webhooks received in one turn of the event loop share one commit", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const broker = createBroker();
+  // One "events" publish per commit and user: the commits, as the clients see them.
+  const commits: number[] = [];
+  broker.subscribe((message) => {
+    if (message.kind === "events") commits.push(message.events.length);
+  });
+  const endpoint = await userEndpoint(kv, "oneturn", 100);
+  const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
+  // Submitted back to back, as requests read in one turn are: the first must not commit alone.
+  const results = await Promise.all(
+    Array.from({ length: 5 }, (_, n) => ingest.submit(jsonWebhook(endpoint, `{"n":${n}}`))),
+  );
+  assert.ok(results.every((result) => result.accepted));
+  assert.deepEqual(commits, [5]);
+  kv.close();
+});
+
 Deno.test("[paths] file URLs become paths, and paths their folders, as node:path would", () => {
   assert.equal(
     pathOf(new URL("file:///srv/web%20socks/dist/islands")),

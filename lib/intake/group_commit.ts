@@ -1,13 +1,14 @@
 /**
  * The write path: accepted webhooks become durable in group commits, then fan out.
  *
- * Requests queue up while the previous commit is in flight and then commit together, across
- * users: for each user one read of the user, month counter and log head (skipped when this
- * isolate wrote them last); one atomic operation that checks those versionstamps, writes the
- * admitted events, moves the heads and sums the counters. Each user's batch admits only what
- * that user's remaining quota allows, so the quota is exact under any concurrency without a
- * read-check-write per request on a hot key. A conflicting commit (another isolate or instance
- * wrote for one of the users) re-reads and tries again.
+ * Requests queue up while the previous commit is in flight, those received by the next turn of
+ * the event loop join them, and they commit together, across users: for each user one read of
+ * the user, month counter and log head (skipped when this isolate wrote them last); one atomic
+ * operation that checks those versionstamps, writes the admitted events, moves the heads and
+ * sums the counters. Each user's batch admits only what that user's remaining quota allows, so
+ * the quota is exact under any concurrency without a read-check-write per request on a hot key.
+ * A conflicting commit (another isolate or instance wrote for one of the users) re-reads and
+ * tries again.
  *
  * Many senders share a commit, so none may fail it for the others: every event is measured
  * against KV's value limit before it joins, and a commit that fails anyway (not a conflict, not
@@ -180,6 +181,17 @@ const MAX_REMEMBERED_GATES = 10_000;
 /** KV's own refusals of one value or key (a bug in the measuring above if ever seen). */
 const KV_LIMIT_ERROR = /too large/i;
 
+/**
+ * One turn of the event loop, taken before each commit: requests whose bytes are already here
+ * (read while the last commit was in flight or being answered) are parsed and join this commit.
+ * SQLite's writer costs about the same per commit whatever it holds, and at c=50 the mean commit
+ * went from 18 webhooks to 25 (issue 15). `setImmediate`, not `setTimeout(0)`: a timer waits a
+ * millisecond or more with the core idle.
+ */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Creates the ingest pipeline over a KV store and a broker. */
 export function createIngest(
   kv: Deno.Kv,
@@ -230,6 +242,7 @@ export function createIngest(
     draining = true;
     try {
       while (waiting.size > 0) {
+        await nextTurn();
         const groups = takeGroups();
         const started = performance.now();
         await commitOrFail(groups);
