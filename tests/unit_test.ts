@@ -110,6 +110,95 @@ Deno.test("[ingest] webhooks received in one turn of the event loop share one co
   kv.close();
 });
 
+Deno.test("[ingest] one account's flood does not hold another account's webhook behind it", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const broker = createBroker();
+  // The users of the commits in order: one "events" publish per commit and user.
+  const published: string[] = [];
+  broker.subscribe((message) => {
+    if (message.kind === "events") published.push(message.userId);
+  });
+  const flooder = await userEndpoint(kv, "flooder", 10_000);
+  const victim = await userEndpoint(kv, "victim", 10);
+  const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
+  // Four commits' worth (500 events each) queued before the victim's one webhook.
+  const flood = Array.from(
+    { length: 2_000 },
+    (_, n) => ingest.submit(jsonWebhook(flooder, `{"n":${n}}`)),
+  );
+  const result = await ingest.submit(jsonWebhook(victim, '{"mine":true}'));
+  assert.equal(result.accepted, true);
+  // Served in the next commit, not after every commit the flood fills.
+  const before = published.indexOf(victim.userId);
+  assert.ok(before >= 0 && before <= 1, `the victim's commit came after ${before} of the flood's`);
+  assert.ok((await Promise.all(flood)).every((r) => r.accepted));
+  kv.close();
+});
+
+Deno.test("[ingest] a large body for an account over its quota is refused before it is written", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const spent = await userEndpoint(kv, "spent", 0);
+  // Refusals are still counted for the dashboard (the server batches those writes).
+  let refusals = 0;
+  const ingest = createIngest(kv, {
+    broker: createBroker(),
+    retentionMs: 60_000,
+    rejections: { count: (entry) => void (refusals += entry.count) },
+  });
+  // Every write the ingest makes goes through an atomic operation: count their commits.
+  let commits = 0;
+  const atomic = kv.atomic.bind(kv);
+  kv.atomic = () => {
+    const op = atomic();
+    const commit = op.commit.bind(op);
+    op.commit = () => {
+      commits++;
+      return commit();
+    };
+    return op;
+  };
+  // Over INLINE_BODY_BYTES: without the check it would be staged in chunks, then deleted.
+  const body = JSON.stringify({ pad: "x".repeat(100_000) });
+  const results = await Promise.all(
+    Array.from({ length: 5 }, () => ingest.submit(jsonWebhook(spent, body))),
+  );
+  assert.deepEqual(results.map((result) => result.accepted ? "accepted" : result.reason), [
+    "quota",
+    "quota",
+    "quota",
+    "quota",
+    "quota",
+  ]);
+  assert.equal(commits, 0);
+  assert.equal(refusals, 5);
+  kv.close();
+});
+
+Deno.test("[ingest] a quota notice that cannot be published fails no webhook of the commit", async () => {
+  const kv = await Deno.openKv(":memory:");
+  // A transport that fails on notices only (another isolate gone, a full channel).
+  const broker = createBroker({
+    transports: [{
+      send(message) {
+        if (message.kind === "notice") throw new Error("the channel is closed");
+      },
+      start() {},
+      peers: () => 0,
+      close() {},
+    }],
+  });
+  const nearly = await userEndpoint(kv, "nearly", 5);
+  const other = await userEndpoint(kv, "other", 100);
+  const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
+  // One commit: four of five takes "nearly" past 80 % of its month, a notice.
+  const results = await Promise.all([
+    ...Array.from({ length: 4 }, (_, n) => ingest.submit(jsonWebhook(nearly, `{"n":${n}}`))),
+    ingest.submit(jsonWebhook(other, '{"other":true}')),
+  ]);
+  assert.deepEqual(results.map((result) => result.accepted), [true, true, true, true, true]);
+  kv.close();
+});
+
 Deno.test("[paths] file URLs become paths, and paths their folders, as node:path would", () => {
   assert.equal(
     pathOf(new URL("file:///srv/web%20socks/dist/islands")),

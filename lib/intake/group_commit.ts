@@ -13,6 +13,8 @@
  * Many senders share a commit, so none may fail it for the others: every event is measured
  * against KV's value limit before it joins, and a commit that fails anyway (not a conflict, not
  * a full store) is split, by user and then in halves, until only the webhook at fault fails.
+ * Nor may any hold the others up: users take turns, and one whose webhooks do not all fit a
+ * commit goes behind the rest.
  *
  * There is no outbox job in KV's queue: publishing follows the commit in the same isolate, and
  * if the process dies between the two, its connections die with it and their clients resume
@@ -217,7 +219,10 @@ export function createIngest(
   const waiting = new Map<string, Pending[]>();
   let draining = false;
 
-  /** Takes the next commit's share of the waiting webhooks: whole users, within KV's limits. */
+  /**
+   * Takes the next commit's share of the waiting webhooks, within KV's limits: each user's in
+   * arrival order, users in turn, so that no account's backlog holds up another's webhooks.
+   */
   function takeGroups(): Group[] {
     const groups: Group[] = [];
     let events = 0;
@@ -234,6 +239,15 @@ export function createIngest(
       events += count;
       groups.push({ userId, batch: queue.splice(0, count) });
       if (queue.length === 0) waiting.delete(userId);
+    }
+    // A user left with webhooks waiting goes behind everyone else: one account's flood, which
+    // could keep its queue above a commit's worth, takes turns instead of every commit.
+    for (const { userId } of groups) {
+      const rest = waiting.get(userId);
+      if (rest) {
+        waiting.delete(userId);
+        waiting.set(userId, rest);
+      }
     }
     return groups;
   }
@@ -481,18 +495,24 @@ export function createIngest(
     const after = used + counted;
     for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
       const resetsAt = quotaResetAt(context.now).toISOString();
-      options.broker.publish({
-        kind: "notice",
-        userId: group.userId,
-        name: "quota",
-        json: JSON.stringify({
-          type: "quota",
-          level,
-          used: after,
-          limit: user.monthlyLimit,
-          resetsAt,
-        }),
-      });
+      try {
+        options.broker.publish({
+          kind: "notice",
+          userId: group.userId,
+          name: "quota",
+          json: JSON.stringify({
+            type: "quota",
+            level,
+            used: after,
+            limit: user.monthlyLimit,
+            resetsAt,
+          }),
+        });
+      } catch (error) {
+        // As with the events above: what is committed stays committed, and the other users'
+        // webhooks of this commit must still be answered. The mail below still goes.
+        log.error("publishing a quota notice failed", error);
+      }
       options.onQuotaLevel?.({
         userId: group.userId,
         level,
@@ -566,6 +586,35 @@ export function createIngest(
     }
   }
 
+  /**
+   * Refuses, before a byte of its body is written, a webhook whose account is gone or has no
+   * quota left (one KV read unless this isolate committed for the user last); null lets it in.
+   * The commit still decides the quota exactly: this only spares the store bodies it would
+   * write and delete again for an account that is over its limit.
+   */
+  async function quotaRefusal(endpoint: Endpoint): Promise<Refusal | null> {
+    const now = clock();
+    const month = monthOf(now);
+    const known = gates.get(endpoint.userId);
+    let user: User | null;
+    let used: number;
+    if (known && known.month === month) {
+      user = known.user.value;
+      used = Number(known.used.value?.value ?? 0n);
+    } else {
+      const [userEntry, usedEntry] = await kv.getMany<[User, Deno.KvU64]>([
+        userKey(endpoint.userId),
+        usageMonthKey(endpoint.userId, month),
+      ]);
+      user = userEntry.value;
+      used = Number(usedEntry.value?.value ?? 0n);
+    }
+    if (!user) return { accepted: false, reason: "no_account" };
+    if (remainingQuota(user.monthlyLimit, used) > 0) return null;
+    rejections.count({ userId: endpoint.userId, count: 1, now });
+    return { accepted: false, reason: "quota", quota: quotaState(user.monthlyLimit, used, now) };
+  }
+
   /** Discards a streamed body whose webhook never reached the commit queue. */
   function discardStaged(webhook: IncomingWebhook): void {
     if (!webhook.staged) return;
@@ -579,26 +628,7 @@ export function createIngest(
       const wait = options.limiter?.take(endpoint.id) ?? 0;
       if (wait > 0) return { accepted: false, reason: "rate_limited", retryAfterSeconds: wait };
       await holdWhileFull();
-      const now = clock();
-      const month = monthOf(now);
-      const known = gates.get(endpoint.userId);
-      let user: User | null;
-      let used: number;
-      if (known && known.month === month) {
-        user = known.user.value;
-        used = Number(known.used.value?.value ?? 0n);
-      } else {
-        const [userEntry, usedEntry] = await kv.getMany<[User, Deno.KvU64]>([
-          userKey(endpoint.userId),
-          usageMonthKey(endpoint.userId, month),
-        ]);
-        user = userEntry.value;
-        used = Number(usedEntry.value?.value ?? 0n);
-      }
-      if (!user) return { accepted: false, reason: "no_account" };
-      if (remainingQuota(user.monthlyLimit, used) > 0) return null;
-      rejections.count({ userId: endpoint.userId, count: 1, now });
-      return { accepted: false, reason: "quota", quota: quotaState(user.monthlyLimit, used, now) };
+      return await quotaRefusal(endpoint);
     },
     async submit(webhook) {
       if (!webhook.staged) {
@@ -629,6 +659,9 @@ export function createIngest(
         ? { blobId: webhook.staged.blobId, chunks: webhook.staged.chunks }
         : null;
       if (!staged && webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
+        // Handshakes are never counted, so never refused for the quota.
+        const refusal = webhook.handshake ? null : await quotaRefusal(webhook.endpoint);
+        if (refusal) return refusal;
         try {
           staged = await stageBody(kv, {
             userId,
