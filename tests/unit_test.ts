@@ -7,7 +7,14 @@ import { idTime, isId, nextId } from "../lib/store/ids.ts";
 import { getEvent } from "../lib/log/events.ts";
 import { parseForm } from "../lib/intake/body_types.ts";
 import { createBroker } from "../lib/fanout/broker.ts";
-import { createIngest } from "../lib/intake/group_commit.ts";
+import {
+  createIngest,
+  type IncomingWebhook,
+  type IngestResult,
+} from "../lib/intake/group_commit.ts";
+import { gatherPerTurn } from "../lib/runtime/per_turn.ts";
+import { submitRelay } from "../lib/runtime/cluster.ts";
+import { quotaState } from "../lib/billing/usage.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 import { waitFor } from "./helpers.ts";
 import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
@@ -196,6 +203,50 @@ Deno.test("[ingest] a quota notice that cannot be published fails no webhook of 
     ingest.submit(jsonWebhook(other, '{"other":true}')),
   ]);
   assert.deepEqual(results.map((result) => result.accepted), [true, true, true, true, true]);
+  kv.close();
+});
+
+Deno.test("[runtime] gatherPerTurn sends what one turn of the event loop added, together and in order", async () => {
+  const sent: number[][] = [];
+  const add = gatherPerTurn<number>((items) => sent.push(items));
+  add(1);
+  add(2);
+  add(3);
+  assert.deepEqual(sent, []);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(sent, [[1, 2, 3]]);
+  add(4);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(sent, [[1, 2, 3], [4]]);
+});
+
+Deno.test("[cluster] a Worker's webhook is answered once committed, not after the rest of its hand-over", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const flooder = await userEndpoint(kv, "handover-flooder", 10_000);
+  const victim = await userEndpoint(kv, "handover-victim", 10);
+  // The flood's commits are held back until released; the victim's goes through at once.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  const ingest = {
+    async submit(webhook: IncomingWebhook): Promise<IngestResult> {
+      if (webhook.endpoint.userId === flooder.userId) await held;
+      return { accepted: true, id: nextId(), quota: quotaState(null, 0, new Date()) };
+    },
+  };
+  const answered: number[] = [];
+  const relay = submitRelay(ingest, (message) => {
+    if (message.type === "submitted") answered.push(...message.outcomes.map((o) => o.seq));
+  });
+  // One hand-over (one turn of a Worker): three of the flood's, then the victim's.
+  relay([
+    ...[1, 2, 3].map((seq) => ({ seq, webhook: jsonWebhook(flooder, `{"n":${seq}}`) })),
+    { seq: 4, webhook: jsonWebhook(victim, '{"mine":true}') },
+  ]);
+  await waitFor(() => answered.includes(4), { what: "the victim's answer" });
+  assert.deepEqual(answered, [4]);
+  release();
+  await waitFor(() => answered.length === 4, { what: "the flood's answers" });
+  assert.deepEqual(answered, [4, 1, 2, 3]);
   kv.close();
 });
 

@@ -9,7 +9,8 @@
  */
 import { broadcastTransport, toWire, type Transport, type WireMessage } from "../fanout/broker.ts";
 import type { Config } from "./config.ts";
-import type { IncomingWebhook, IngestResult, Refusal } from "../intake/group_commit.ts";
+import type { IncomingWebhook, Ingest, IngestResult, Refusal } from "../intake/group_commit.ts";
+import { gatherPerTurn } from "./per_turn.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
 import { type IslandModules, writeBundles } from "../web/bundles.ts";
 import { HttpError } from "../http/http_error.ts";
@@ -55,7 +56,7 @@ export type FromWorker =
   | { type: "ready" }
   | { type: "listening" }
   | { type: "failed"; message: string }
-  | { type: "submit"; webhooks: { seq: number; webhook: IncomingWebhook }[] }
+  | { type: "submit"; webhooks: SubmittedWebhook[] }
   /** A large body asks in before it is staged (the flood limit and quota live here). */
   | { type: "admit"; seq: number; endpoint: Endpoint }
   | { type: "stopped" }
@@ -71,6 +72,39 @@ const STOP_TIMEOUT_MS = 10_000;
 const METRICS_TIMEOUT_MS = 2_000;
 
 /** Picks a free port for all Workers to share when the configuration asks for port 0. */
+/** A webhook a Worker hands over, numbered so that its outcome finds its way back. */
+export interface SubmittedWebhook {
+  seq: number;
+  webhook: IncomingWebhook;
+}
+
+/**
+ * The main isolate's side of the hand-off: submits a Worker's webhooks and answers each one as
+ * soon as it is settled, the outcomes of one turn of the event loop in one message (a message
+ * wakes the other thread, and wake-ups are what postMessage costs under load). Not one answer
+ * per batch: a webhook must not wait for the commits of others handed over with it, one
+ * account's flood among them.
+ */
+export function submitRelay(
+  ingest: Pick<Ingest, "submit">,
+  post: (message: ToWorker) => void,
+): (webhooks: SubmittedWebhook[]) => void {
+  const answer = gatherPerTurn<SubmitOutcome>((outcomes) => post({ type: "submitted", outcomes }));
+  return (webhooks) => {
+    for (const { seq, webhook } of webhooks) {
+      ingest.submit(webhook).then(
+        (result) => answer({ seq, result }),
+        (error) =>
+          answer(
+            error instanceof HttpError
+              ? { seq, error: error.message, status: error.status, headers: error.headers }
+              : { seq, error: (error as Error).message },
+          ),
+      );
+    }
+  };
+}
+
 function freePort(hostname: string): number {
   const listener = Deno.listen({ hostname, port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
@@ -194,6 +228,7 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
     return all.filter((metrics) => metrics !== null);
   };
   setMetricsGatherer(gatherAll);
+  const relays = new Map<Worker, (webhooks: SubmittedWebhook[]) => void>();
   for (const worker of workers) {
     worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
       const message = event.data;
@@ -220,17 +255,12 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
         return;
       }
       if (message.type !== "submit") return;
-      // One answer per batch: a message wakes the other thread, and wake-ups, not copying,
-      // are what postMessage costs under load.
-      Promise.all(message.webhooks.map(({ seq, webhook }) =>
-        services.ingest.submit(webhook).then(
-          (result): SubmitOutcome => ({ seq, result }),
-          (error): SubmitOutcome =>
-            error instanceof HttpError
-              ? { seq, error: error.message, status: error.status, headers: error.headers }
-              : { seq, error: (error as Error).message },
-        )
-      )).then((outcomes) => worker.postMessage({ type: "submitted", outcomes } as ToWorker));
+      let relay = relays.get(worker);
+      if (!relay) {
+        relay = submitRelay(services.ingest, (answer) => worker.postMessage(answer));
+        relays.set(worker, relay);
+      }
+      relay(message.webhooks);
     });
   }
   function follow(worker: Worker, message: { type: "follow" | "unfollow"; userId: string }) {

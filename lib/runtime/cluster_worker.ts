@@ -11,21 +11,19 @@ import {
   fromWire,
   type Transport,
 } from "../fanout/broker.ts";
-import type { FromWorker, ToWorker } from "./cluster.ts";
+import type { FromWorker, SubmittedWebhook, ToWorker } from "./cluster.ts";
+import { gatherPerTurn } from "./per_turn.ts";
 import { HttpError } from "../http/http_error.ts";
-import type { IncomingWebhook, Ingest, IngestResult, Refusal } from "../intake/group_commit.ts";
+import type { Ingest, IngestResult, Refusal } from "../intake/group_commit.ts";
 import { type HandlerFactory, type RunningServer, startServer } from "../http/server.ts";
 import { type IsolateMetrics, isolateMetrics, setMetricsGatherer } from "../observe/metrics.ts";
 
 const post = (message: FromWorker) => self.postMessage(message);
 
-/** Batches a Worker keeps in flight to the main isolate; more wait and go as one message. */
-const MAX_BATCHES_IN_FLIGHT = 2;
-
 /**
- * An Ingest that hands webhooks to the main isolate and waits for their commit. While
- * batches are in flight, new webhooks queue and go together, the same group-commit idea
- * that ingest.ts applies to KV, applied to the hand-off.
+ * An Ingest that hands webhooks to the main isolate and waits for their commit. The webhooks
+ * of one turn of the event loop go together, in one message; none waits here for others to be
+ * committed first, so the group commit's turns between accounts decide who goes first.
  */
 function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
   const waiting = new Map<number, { resolve(r: IngestResult): void; reject(e: Error): void }>();
@@ -34,22 +32,14 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
     { resolve(r: Refusal | null): void; reject(e: Error): void }
   >();
   let admitSeq = 0;
-  let queued: { seq: number; webhook: IncomingWebhook }[] = [];
-  let inFlight = 0;
   let seq = 0;
-  const flush = () => {
-    if (queued.length === 0 || inFlight >= MAX_BATCHES_IN_FLIGHT) return;
-    inFlight++;
-    post({ type: "submit", webhooks: queued });
-    queued = [];
-  };
+  const hand = gatherPerTurn<SubmittedWebhook>((webhooks) => post({ type: "submit", webhooks }));
   return {
     submit(webhook) {
       return new Promise((resolve, reject) => {
         const id = ++seq;
         waiting.set(id, { resolve, reject });
-        queued.push({ seq: id, webhook });
-        flush();
+        hand({ seq: id, webhook });
       });
     },
     admit(endpoint) {
@@ -75,7 +65,6 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         return;
       }
       if (message.type !== "submitted") return;
-      inFlight--;
       for (const outcome of message.outcomes) {
         const waiter = waiting.get(outcome.seq);
         waiting.delete(outcome.seq);
@@ -88,7 +77,6 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
           );
         }
       }
-      flush();
     },
   };
 }
