@@ -419,6 +419,51 @@ Deno.test({
 });
 
 Deno.test({
+  name: "[store] a guard that is down comes back when its whole reserve is in place again",
+  ignore: !MOUNTABLE,
+  async fn() {
+    // The guard goes down and releases its reserve; then the reserve is written again by
+    // someone else (the next run's guard), leaving less free than a reserve plus the floor. The
+    // margin is whole again: the guard must not wait for room for a second reserve.
+    const { dir, unmount } = await mountTmpfs("websocks-guard-back-", "16m");
+    let guard: StorageGuard | null = null;
+    try {
+      const filler = await Deno.open(`${dir}/filler`, { create: true, write: true });
+      try {
+        for (;;) await filler.write(new Uint8Array(256 * 1024));
+      } catch (error) {
+        assert.match(String(error), /No space left|os error 28/);
+      }
+      const full = (await Deno.stat(`${dir}/filler`)).size;
+      await filler.truncate(full - 6 * 1024 * 1024);
+      filler.close();
+      const kvPath = `${dir}/websocks.kv`;
+      const reservePath = `${kvPath}.reserve`;
+      const reserveBytes = 3 * 1024 * 1024;
+      const writeReserve = async () => {
+        const file = await Deno.open(reservePath, { create: true, write: true });
+        await file.write(new Uint8Array(reserveBytes));
+        file.close();
+      };
+      await writeReserve();
+      guard = await startStorageGuard({ kvPath, reserveBytes });
+      assert.equal(guard.unavailable(), null);
+      // A write failed for lack of space: down, and the reserve is released.
+      guard.report(new Error("database or disk is full"));
+      assert.equal(guard.unavailable(), "disk full");
+      // Polled without a pause, so the guard's own check (every second) cannot take the room
+      // between the release and the next run's reserve.
+      while (await Deno.stat(reservePath).then(() => true, () => false));
+      await writeReserve();
+      await waitFor("the guard to come back", () => guard!.unavailable() === null);
+    } finally {
+      await guard?.stop();
+      await unmount();
+    }
+  },
+});
+
+Deno.test({
   name:
     "[store] the storage guard starts refusing writes when its reserve is gone and cannot be taken back",
   ignore: !MOUNTABLE,

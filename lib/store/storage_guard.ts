@@ -7,7 +7,8 @@
  * MIN_FREE_BYTES, or a write failed for lack of it), the reserve is released for SQLite's own
  * housekeeping, and ingest answers 503 without writing, so senders do not use that room up.
  * Once free space is back above the reserve, the reserve is taken again and ingest resumes, on
- * its own. A store that is not a local file (`:memory:`, a KV server, Deno Deploy) is not
+ * its own; so it does when the reserve is found whole again (another run's guard wrote it) with
+ * the floor free beside it. A store that is not a local file (`:memory:`, a KV server, Deno Deploy) is not
  * guarded: its errors still become 503s one request at a time.
  */
 import type { StatsFs } from "node:fs";
@@ -69,6 +70,8 @@ export async function startStorageGuard(
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let checking: Promise<void> = Promise.resolve();
+  /** goDown's release of the reserve while it runs: the file on disk is on its way out. */
+  let releasing: Promise<void> | null = null;
 
   /** Free bytes, and the reserve this disk allows: at most a quarter of it, so it can return. */
   async function space(): Promise<{ free: number; reserve: number }> {
@@ -124,7 +127,9 @@ export async function startStorageGuard(
       `storage unavailable (${reason}): ingest answers 503 until space returns; ` +
         "the reserve next to the KV file is released for the store's own upkeep",
     );
-    releaseReserve().catch((error) => log.warn("releasing the storage reserve failed", error));
+    releasing = releaseReserve()
+      .catch((error) => log.warn("releasing the storage reserve failed", error))
+      .finally(() => releasing = null);
   }
 
   async function check(): Promise<void> {
@@ -134,7 +139,15 @@ export async function startStorageGuard(
       else if (free >= reserve + MIN_FREE_BYTES) await takeReserve(reserve);
       return;
     }
-    if (free >= reserve + MIN_FREE_BYTES && await takeReserve(reserve)) {
+    // Back once the reserve is whole with the floor free beside it: taken here, or found in
+    // place (the next run's guard took it), where waiting for room for a second one would
+    // leave ingest down for good.
+    const found = releasing === null && await hasReserve(reserve);
+    if (
+      found
+        ? free >= MIN_FREE_BYTES
+        : free >= reserve + MIN_FREE_BYTES && await takeReserve(reserve)
+    ) {
       down = null;
       log.info("storage available again: ingest resumes");
     }
