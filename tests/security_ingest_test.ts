@@ -428,13 +428,7 @@ Deno.test({
     const { dir, unmount } = await mountTmpfs("websocks-guard-back-", "16m");
     let guard: StorageGuard | null = null;
     try {
-      const filler = await Deno.open(`${dir}/filler`, { create: true, write: true });
-      try {
-        for (;;) await filler.write(new Uint8Array(256 * 1024));
-      } catch (error) {
-        assert.match(String(error), /No space left|os error 28/);
-      }
-      const full = (await Deno.stat(`${dir}/filler`)).size;
+      const { filler, full } = await fillDisk(dir);
       await filler.truncate(full - 6 * 1024 * 1024);
       filler.close();
       const kvPath = `${dir}/websocks.kv`;
@@ -473,13 +467,7 @@ Deno.test({
     const { dir, unmount } = await mountTmpfs("websocks-guard-start-", "16m");
     const guards: StorageGuard[] = [];
     try {
-      const filler = await Deno.open(`${dir}/filler`, { create: true, write: true });
-      try {
-        for (;;) await filler.write(new Uint8Array(256 * 1024));
-      } catch (error) {
-        assert.match(String(error), /No space left|os error 28/);
-      }
-      const full = (await Deno.stat(`${dir}/filler`)).size;
+      const { filler, full } = await fillDisk(dir);
       // 2.5 MiB free: more than the 1 MiB floor, less than a 3 MiB reserve plus that floor.
       await filler.truncate(full - 2.5 * 1024 * 1024);
       const kvPath = `${dir}/websocks.kv`;
@@ -659,6 +647,17 @@ async function fetchStatus(url: string): Promise<number | null> {
   } catch {
     return null;
   }
+}
+
+/** A file in `dir` that takes every free byte, still open, and its size once the disk is full. */
+async function fillDisk(dir: string): Promise<{ filler: Deno.FsFile; full: number }> {
+  const filler = await Deno.open(`${dir}/filler`, { create: true, write: true });
+  try {
+    for (;;) await filler.write(new Uint8Array(256 * 1024));
+  } catch (error) {
+    assert.match(String(error), /No space left|os error 28/);
+  }
+  return { filler, full: (await Deno.stat(`${dir}/filler`)).size };
 }
 
 async function waitFor(
