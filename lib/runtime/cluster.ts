@@ -41,15 +41,28 @@ export type ToWorker =
   | { type: "shutdown" };
 
 /** What became of one forwarded webhook. */
-export type SubmitOutcome =
-  | { seq: number; result: IngestResult }
-  /** `status` and `headers` when the error was an HttpError, so it stays one across isolates. */
-  | { seq: number; error: string; status?: number; headers?: Record<string, string> };
+export type SubmitOutcome = { seq: number; result: IngestResult } | FailedOutcome;
 
 /** What the main isolate said to one large body asking in. */
-export type AdmitOutcome =
-  | { seq: number; refusal: Refusal | null }
-  | { seq: number; error: string; status?: number; headers?: Record<string, string> };
+export type AdmitOutcome = { seq: number; refusal: Refusal | null } | FailedOutcome;
+
+/**
+ * An ingest call that threw, as it crosses to the Worker: `status` and `headers` when the error
+ * was an HttpError, so it stays one across isolates.
+ */
+export type FailedOutcome = {
+  seq: number;
+  error: string;
+  status?: number;
+  headers?: Record<string, string>;
+};
+
+/** The error of call `seq`, as it crosses to the Worker. */
+function failedOutcome(seq: number, error: unknown): FailedOutcome {
+  return error instanceof HttpError
+    ? { seq, error: error.message, status: error.status, headers: error.headers }
+    : { seq, error: (error as Error).message };
+}
 
 /** Messages from a Worker to the main isolate. */
 export type FromWorker =
@@ -71,7 +84,6 @@ const STOP_TIMEOUT_MS = 10_000;
 /** A Worker that does not send its metrics within this long is left out of the scrape. */
 const METRICS_TIMEOUT_MS = 2_000;
 
-/** Picks a free port for all Workers to share when the configuration asks for port 0. */
 /** A webhook a Worker hands over, numbered so that its outcome finds its way back. */
 export interface SubmittedWebhook {
   seq: number;
@@ -94,17 +106,13 @@ export function submitRelay(
     for (const { seq, webhook } of webhooks) {
       ingest.submit(webhook).then(
         (result) => answer({ seq, result }),
-        (error) =>
-          answer(
-            error instanceof HttpError
-              ? { seq, error: error.message, status: error.status, headers: error.headers }
-              : { seq, error: (error as Error).message },
-          ),
+        (error) => answer(failedOutcome(seq, error)),
       );
     }
   };
 }
 
+/** Picks a free port for all Workers to share when the configuration asks for port 0. */
 function freePort(hostname: string): number {
   const listener = Deno.listen({ hostname, port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
@@ -228,8 +236,8 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
     return all.filter((metrics) => metrics !== null);
   };
   setMetricsGatherer(gatherAll);
-  const relays = new Map<Worker, (webhooks: SubmittedWebhook[]) => void>();
   for (const worker of workers) {
+    const relay = submitRelay(services.ingest, (answer) => worker.postMessage(answer));
     worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
       const message = event.data;
       if (message.type === "follow" || message.type === "unfollow") {
@@ -247,19 +255,11 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
         const { seq } = message;
         services.ingest.admit(message.endpoint).then(
           (refusal): AdmitOutcome => ({ seq, refusal }),
-          (error): AdmitOutcome =>
-            error instanceof HttpError
-              ? { seq, error: error.message, status: error.status, headers: error.headers }
-              : { seq, error: (error as Error).message },
+          (error): AdmitOutcome => failedOutcome(seq, error),
         ).then((outcome) => worker.postMessage({ type: "admitted", outcome } as ToWorker));
         return;
       }
       if (message.type !== "submit") return;
-      let relay = relays.get(worker);
-      if (!relay) {
-        relay = submitRelay(services.ingest, (answer) => worker.postMessage(answer));
-        relays.set(worker, relay);
-      }
       relay(message.webhooks);
     });
   }

@@ -11,7 +11,7 @@ import {
   fromWire,
   type Transport,
 } from "../fanout/broker.ts";
-import type { FromWorker, SubmittedWebhook, ToWorker } from "./cluster.ts";
+import type { FailedOutcome, FromWorker, SubmittedWebhook, ToWorker } from "./cluster.ts";
 import { gatherPerTurn } from "./per_turn.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Ingest, IngestResult, Refusal } from "../intake/group_commit.ts";
@@ -19,6 +19,13 @@ import { type HandlerFactory, type RunningServer, startServer } from "../http/se
 import { type IsolateMetrics, isolateMetrics, setMetricsGatherer } from "../observe/metrics.ts";
 
 const post = (message: FromWorker) => self.postMessage(message);
+
+/** The main isolate's error back as it was thrown there: an HttpError stays one. */
+function errorOf(outcome: FailedOutcome): Error {
+  return outcome.status
+    ? new HttpError(outcome.status, outcome.error, outcome.headers)
+    : new Error(outcome.error);
+}
 
 /**
  * An Ingest that hands webhooks to the main isolate and waits for their commit. The webhooks
@@ -55,13 +62,7 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         const waiter = admitting.get(outcome.seq);
         admitting.delete(outcome.seq);
         if ("refusal" in outcome) waiter?.resolve(outcome.refusal);
-        else {
-          waiter?.reject(
-            outcome.status
-              ? new HttpError(outcome.status, outcome.error, outcome.headers)
-              : new Error(outcome.error),
-          );
-        }
+        else waiter?.reject(errorOf(outcome));
         return;
       }
       if (message.type !== "submitted") return;
@@ -69,13 +70,7 @@ function forwardingIngest(): Ingest & { settle(message: ToWorker): void } {
         const waiter = waiting.get(outcome.seq);
         waiting.delete(outcome.seq);
         if ("result" in outcome) waiter?.resolve(outcome.result);
-        else {
-          waiter?.reject(
-            outcome.status
-              ? new HttpError(outcome.status, outcome.error, outcome.headers)
-              : new Error(outcome.error),
-          );
-        }
+        else waiter?.reject(errorOf(outcome));
       }
     },
   };
