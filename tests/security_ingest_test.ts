@@ -17,7 +17,7 @@ import {
   type IngestResult,
 } from "../lib/intake/group_commit.ts";
 import { startStorageGuard, type StorageGuard } from "../lib/store/storage_guard.ts";
-import { postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+import { openWs, postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
 import { userEndpoint } from "./fakes.ts";
 
 Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {
@@ -671,3 +671,106 @@ async function waitFor(
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
+
+Deno.test("[ingest] one account's requests in progress beyond its share get 429; another account's are served", async () => {
+  await using server = await startTestServer({ MAX_REQUESTS_PER_ACCOUNT: "3" });
+  const attacker = await signUp(server);
+  const victim = await signUp(server);
+  // Three bodies held open to the attacker's own endpoint take the account's share.
+  const senders: ReadableStreamDefaultController<Uint8Array>[] = [];
+  const held = Array.from({ length: 3 }, () =>
+    fetch(attacker.webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode("{"));
+          senders.push(controller);
+        },
+      }),
+    }));
+  try {
+    let refused: Response | null = null;
+    await waitFor("the attacker's fourth request refused", async () => {
+      const response = await postWebhook(attacker.webhookUrl, "{}");
+      if (response.status !== 429) {
+        await response.body?.cancel();
+        return false;
+      }
+      refused = response;
+      return true;
+    });
+    assert.equal(refused!.status, 429);
+    assert.match(refused!.headers.get("content-type")!, /^application\/json/);
+    assert.equal(refused!.headers.get("retry-after"), "1");
+    assert.equal(
+      (await refused!.json()).error,
+      "Cannot ingest: 3 requests to this account's endpoints are in progress (limit 3); " +
+        "wait for some to finish",
+    );
+    // The victim, from the same address, is served meanwhile.
+    const served = await postWebhook(victim.webhookUrl, '{"n":1}');
+    assert.equal(served.status, 200);
+    await served.body?.cancel();
+  } finally {
+    // Once the held requests finish, the attacker's account is served again.
+    for (const sender of senders) {
+      sender.enqueue(new TextEncoder().encode("}"));
+      sender.close();
+    }
+  }
+  for (const response of await Promise.all(held)) {
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  const again = await postWebhook(attacker.webhookUrl, "{}");
+  assert.equal(again.status, 200);
+  await again.body?.cancel();
+  assert.equal(await historyCount(server, attacker.token), 4);
+  assert.equal(await historyCount(server, victim.token), 1);
+});
+
+Deno.test("[ingest] respond-mode waits beyond an account's share get 429 at once and nothing is stored", async () => {
+  await using server = await startTestServer({ MAX_RESPOND_WAITS_PER_ACCOUNT: "2" });
+  const attacker = await signUp(server);
+  const response = await fetch(`${server.url}/api/endpoints/${attacker.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${attacker.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ respond: true, respondTimeoutSeconds: 30 }),
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+  // A connected client that never answers: each sender waits for the full timeout.
+  const client = await openWs(`${server.wsUrl}?token=${attacker.token}`);
+  const waiting = [
+    postWebhook(attacker.webhookUrl, '{"n":1}'),
+    postWebhook(attacker.webhookUrl, '{"n":2}'),
+  ];
+  const delivered = [await client.next(), await client.next()];
+  assert.deepEqual(delivered.map((event) => event.type).sort(), ["webhook", "webhook"]);
+  const refused = await postWebhook(attacker.webhookUrl, '{"n":3}');
+  assert.equal(refused.status, 429);
+  assert.match(refused.headers.get("content-type")!, /^application\/json/);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  assert.equal(
+    (await refused.json()).error,
+    "Cannot ingest: 2 webhooks of this account are waiting for a client's answer (limit 2); " +
+      "wait for some to be answered",
+  );
+  assert.equal(await historyCount(server, attacker.token), 2);
+  // Answered, the waits end and the account may wait again.
+  for (const event of delivered) {
+    client.send({ type: "response", id: event.id, status: 204 });
+  }
+  for (const answer of await Promise.all(waiting)) {
+    assert.equal(answer.status, 204);
+    await answer.body?.cancel();
+  }
+  const next = postWebhook(attacker.webhookUrl, '{"n":4}');
+  const event = await client.next();
+  client.send({ type: "response", id: event.id, status: 202, body: "ok" });
+  const answered = await next;
+  assert.equal(answered.status, 202);
+  assert.equal(await answered.text(), "ok");
+  await client.close();
+});

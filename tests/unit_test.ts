@@ -16,6 +16,8 @@ import { gatherPerTurn } from "../lib/runtime/per_turn.ts";
 import { submitRelay } from "../lib/runtime/cluster.ts";
 import { quotaState } from "../lib/billing/usage.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
+import { createShares } from "../lib/intake/account_share.ts";
+import { HttpError } from "../lib/http/http_error.ts";
 import { waitFor } from "./helpers.ts";
 import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
 
@@ -311,4 +313,22 @@ Deno.test("[runtime] a first use whose load failed is tried again at the next ca
   assert.equal(await load(), "module");
   assert.equal(await load(), "module");
   assert.equal(calls, 2, "loaded once after the failure, then kept");
+});
+
+Deno.test("[account_share] a key's share is refused when all taken and given back once", () => {
+  const shares = createShares(2, (limit) => new HttpError(429, `limit ${limit}`));
+  const first = shares.take("a");
+  shares.take("a");
+  assert.throws(
+    () => shares.take("a"),
+    (error) => error instanceof HttpError && error.status === 429 && error.message === "limit 2",
+  );
+  // Another key has its own share.
+  shares.take("b");
+  assert.equal(shares.held("b"), 1);
+  first();
+  first(); // a second call gives nothing more back
+  assert.equal(shares.held("a"), 1);
+  shares.take("a");
+  assert.equal(shares.held("a"), 2);
 });

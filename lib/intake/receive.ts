@@ -265,6 +265,31 @@ export async function receiveWebhook(
 > {
   const endpoint = await services.endpoints.get(options.slug);
   if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+  // The account's shares of this isolate, taken before a byte of the body is read; respond
+  // mode's is held until the answer comes or times out.
+  const { requests, respondWaits } = services.accountShares;
+  const releases: (() => void)[] = [];
+  try {
+    try {
+      releases.push(requests.take(endpoint.userId));
+      if (endpoint.respond) releases.push(respondWaits.take(endpoint.userId));
+    } catch (error) {
+      throw await withQuota(services, endpoint, error);
+    }
+    return await receiveFor(services, endpoint, options);
+  } finally {
+    for (const release of releases) release();
+  }
+}
+
+/** `receiveWebhook` once the endpoint is known and the account's shares are taken. */
+async function receiveFor(
+  services: Services,
+  endpoint: Endpoint,
+  options: { request: Request; slug: string; path: string },
+): Promise<
+  { id: string; quota: QuotaState; response: ClientResponse | null; handshake: Response | null }
+> {
   let result;
   let handshake: Response | null = null;
   let staged: IncomingWebhook["staged"] = undefined;
@@ -315,10 +340,7 @@ export async function receiveWebhook(
     if (staged) discardStaged(services.kv, { userId: endpoint.userId, staged });
     // Nothing was stored: the sender may retry once the store takes writes again.
     if (isStorageUnavailable(error)) throw storageUnavailableError(error, "ingest");
-    if (!(error instanceof HttpError)) throw error;
-    // Costs a KV read, but only on refusals, never on the accepted path.
-    const quota = await currentQuota(services.kv, endpoint.userId);
-    throw quota ? withHeaders(error, quotaHeaders(quota)) : error;
+    throw await withQuota(services, endpoint, error);
   }
   if (result.accepted) {
     if (handshake || !endpoint.respond) {
@@ -387,6 +409,18 @@ async function awaitAnswer(
     );
   }
   return answer;
+}
+
+/** A refusal with the account's quota headers, so senders learn where they stand. */
+async function withQuota(
+  services: Services,
+  endpoint: Endpoint,
+  error: unknown,
+): Promise<unknown> {
+  if (!(error instanceof HttpError)) return error;
+  // Costs a KV read, but only on refusals, never on the accepted path.
+  const quota = await currentQuota(services.kv, endpoint.userId);
+  return quota ? withHeaders(error, quotaHeaders(quota)) : error;
 }
 
 function withHeaders(error: HttpError, headers: Record<string, string>): HttpError {

@@ -80,6 +80,8 @@ const schema = z.object({
   MAX_STAGING_MB_PER_ADDRESS: z.coerce.number().positive().default(512),
   MAX_REQUESTS_PER_ADDRESS: positiveInt.default(4096),
   MAX_REQUESTS: positiveInt.default(16384),
+  MAX_REQUESTS_PER_ACCOUNT: positiveInt.default(2048),
+  MAX_RESPOND_WAITS_PER_ACCOUNT: positiveInt.default(64),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
   // Operations (lib/observe): logs, metrics, health and the drain before shutdown.
@@ -249,6 +251,10 @@ export interface Config {
   maxRequestsPerAddress: number;
   /** Requests in progress in total, per isolate (503 above). */
   maxRequests: number;
+  /** Webhooks in progress to one account's endpoints, per isolate (429 above). */
+  maxRequestsPerAccount: number;
+  /** Respond-mode webhooks of one account waiting for an answer, per isolate (429 above). */
+  maxRespondWaitsPerAccount: number;
   /** Process RSS above which bodies and new streams get 503; 0 switches the check off. */
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
@@ -376,6 +382,8 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxStagingBytesPerAddress: Math.round(e.MAX_STAGING_MB_PER_ADDRESS * 2 ** 20),
     maxRequestsPerAddress: e.MAX_REQUESTS_PER_ADDRESS,
     maxRequests: e.MAX_REQUESTS,
+    maxRequestsPerAccount: e.MAX_REQUESTS_PER_ACCOUNT,
+    maxRespondWaitsPerAccount: e.MAX_RESPOND_WAITS_PER_ACCOUNT,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
     // Operations (lib/observe).

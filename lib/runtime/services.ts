@@ -12,6 +12,7 @@ import { createIngest, type Ingest } from "../intake/group_commit.ts";
 import { openKv } from "../store/kv.ts";
 import { loadSecretsKey } from "../accounts/secret_box.ts";
 import { createRateLimiter } from "../intake/rate_limit.ts";
+import { type AccountShares, createAccountShares } from "../intake/account_share.ts";
 import type Stripe from "stripe";
 import { createStripe } from "../billing/stripe.ts";
 import { createResponses, type Responses } from "../fanout/respond_waiters.ts";
@@ -38,6 +39,8 @@ export interface Services {
   stripe: Stripe | null;
   /** Senders in respond mode waiting for a client's answer. */
   responses: Responses;
+  /** What one account's senders may hold of this isolate (lib/intake/account_share.ts). */
+  accountShares: AccountShares;
   /** Refused webhooks of this isolate, counted in memory and written once a second. */
   rejections: RejectionCounter;
   /** Where WebSocket clients' acks and answers go. */
@@ -163,6 +166,7 @@ export async function createServices(
     endpoints,
     stripe,
     responses,
+    accountShares: createAccountShares(config),
     rejections,
     presence,
     groups,
