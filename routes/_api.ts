@@ -94,7 +94,10 @@ const ingestRoutes: ApiRoute[] = INGEST_METHODS.map((method) => ({
     408: error("The body stalled or took too long to arrive"),
     413: error("The body is larger than MAX_BODY_BYTES"),
     414: error("Path, headers and query together are over MAX_METADATA_BYTES"),
-    429: error("The endpoint is flooded, or one address sends too much; see `Retry-After`"),
+    429: error(
+      "The endpoint is flooded, or one address or account has too many requests in progress " +
+        "(in respond mode, waiting for an answer); see `Retry-After`",
+    ),
     431: error("The headers alone are over MAX_METADATA_BYTES"),
     503: error("Storage unavailable or the server short of memory; retry after `Retry-After`"),
     504: error("Respond mode: no client answered in time"),
@@ -417,6 +420,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
       401: UNAUTHORIZED,
       403: FORBIDDEN,
       413: TOO_LARGE,
+      429: error("The cap changed CAP_CHANGES_PER_MINUTE times already; see `Retry-After`"),
     },
   },
   {

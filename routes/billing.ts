@@ -33,11 +33,12 @@ export function billingRoutes(): Hono<AppEnv> {
 
   app.put("/api/billing/cap", async (c) => {
     const { monthlyCap } = await parseBody(c, { schema: capBody, action: "set cap" });
-    const { kv, config } = c.get("services");
+    const { kv, config, capChanges } = c.get("services");
     const user = await setMonthlyCap(kv, {
       userId: c.get("auth").user.id,
       monthlyCap,
       freeAllowance: config.freeMonthlyLimit,
+      changes: capChanges,
     });
     return c.json(await billingView(kv, { user, freeAllowance: config.freeMonthlyLimit }));
   });

@@ -91,18 +91,27 @@ export function usagePageRoutes(): Hono<AppEnv> {
         status: 400,
       });
     }
-    const { kv, config } = c.get("services");
+    const { kv, config, capChanges } = c.get("services");
     let user: User;
     try {
       user = await setMonthlyCap(kv, {
         userId: viewerOf(c).user.id,
         monthlyCap: form.data.monthlyCap,
         freeAllowance: config.freeMonthlyLimit,
+        changes: capChanges,
       });
     } catch (error) {
-      // A cap the plan does not allow is an answer for the field; anything else is a fault.
-      if (!(error instanceof HttpError) || error.status !== 400) throw error;
-      return await usagePage(c, { flash: null, cap: typed, error: error.message, status: 400 });
+      // A cap the plan does not allow, or changed too often, is an answer for the field;
+      // anything else is a fault.
+      if (!(error instanceof HttpError) || (error.status !== 400 && error.status !== 429)) {
+        throw error;
+      }
+      return await usagePage(c, {
+        flash: null,
+        cap: typed,
+        error: error.message,
+        status: error.status as 400 | 429,
+      });
     }
     return await redirect(c, "/dashboard/usage", { flash: capSavedFlash(user) });
   });

@@ -251,3 +251,36 @@ Deno.test("[quota] a new month starts with a fresh quota (injected clock)", asyn
   assert.equal((await kv.get<Deno.KvU64>(["usage_month", user.id, "2026-10"])).value?.value, 2n);
   assert.equal((await kv.get<Deno.KvU64>(["usage_month", user.id, "2026-11"])).value?.value, 1n);
 });
+
+Deno.test("[billing] cap changes beyond CAP_CHANGES_PER_MINUTE get 429 and write nothing", async () => {
+  await using server = await startTestServer({ CAP_CHANGES_PER_MINUTE: "3" });
+  const user = await signUp(server);
+  const other = await signUp(server);
+  // Each change rewrites the account's record, which every shared commit of its webhooks
+  // checks: changes in a loop would make other accounts' commits conflict and split.
+  for (const cap of [10, 20, 30]) {
+    const changed = await putCap(server.url, user.token, JSON.stringify({ monthlyCap: cap }));
+    assert.equal(changed.status, 200);
+    assert.equal((await changed.json()).monthlyCap, cap);
+  }
+  // Setting the cap it already has writes nothing and is not counted.
+  const same = await putCap(server.url, user.token, '{"monthlyCap": 30}');
+  assert.equal(same.status, 200);
+  assert.equal((await same.json()).monthlyCap, 30);
+  const refused = await putCap(server.url, user.token, '{"monthlyCap": 40}');
+  assert.equal(refused.status, 429);
+  assert.match(refused.headers.get("content-type")!, /^application\/json/);
+  assert.match(refused.headers.get("retry-after")!, /^\d+$/);
+  assert.match(
+    (await refused.json()).error,
+    /^Cannot set cap: at most 3 changes a minute; retry in \d+ s$/,
+  );
+  const view = await fetch(`${server.url}/api/billing`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal((await view.json()).monthlyCap, 30);
+  // Another account has its own allowance.
+  const theirs = await putCap(server.url, other.token, '{"monthlyCap": 5}');
+  assert.equal(theirs.status, 200);
+  await theirs.body?.cancel();
+});

@@ -69,11 +69,21 @@ export async function billingView(
   };
 }
 
-/** Sets a user's monthly cap (null: none); 400 when the plan does not allow it. */
+/**
+ * Sets a user's monthly cap (null: none); 400 when the plan does not allow it, 429 when the
+ * account changed it `perMinute` times already. Setting the cap it has writes nothing.
+ */
 export async function setMonthlyCap(
   kv: Deno.Kv,
-  options: { userId: string; monthlyCap: number | null; freeAllowance: number },
+  options: {
+    userId: string;
+    monthlyCap: number | null;
+    freeAllowance: number;
+    /** Cap changes per account: a limiter (rate_limit.ts) allowing `perMinute`. */
+    changes: { limiter: { take(key: string): number }; perMinute: number };
+  },
 ): Promise<User> {
+  let counted = false;
   for (;;) {
     const entry = await kv.get<User>(userKey(options.userId));
     if (!entry.value) throw new HttpError(404, "Cannot set cap: the account no longer exists");
@@ -85,6 +95,18 @@ export async function setMonthlyCap(
           "upgrade to Pro to raise it",
       );
     }
+    if ((user.monthlyCap ?? null) === options.monthlyCap) return user;
+    // Each change rewrites the record every shared commit of the account's webhooks checks:
+    // in a loop, it would make other accounts' commits conflict and split.
+    const wait = counted ? 0 : options.changes.limiter.take(options.userId);
+    if (wait > 0) {
+      throw new HttpError(
+        429,
+        `Cannot set cap: at most ${options.changes.perMinute} changes a minute; retry in ${wait} s`,
+        { "Retry-After": String(wait) },
+      );
+    }
+    counted = true;
     const updated: User = {
       ...user,
       monthlyCap: options.monthlyCap,

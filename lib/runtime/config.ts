@@ -82,6 +82,7 @@ const schema = z.object({
   MAX_REQUESTS: positiveInt.default(16384),
   MAX_REQUESTS_PER_ACCOUNT: positiveInt.default(2048),
   MAX_RESPOND_WAITS_PER_ACCOUNT: positiveInt.default(64),
+  CAP_CHANGES_PER_MINUTE: positiveInt.default(10),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
   // Operations (lib/observe): logs, metrics, health and the drain before shutdown.
@@ -255,6 +256,11 @@ export interface Config {
   maxRequestsPerAccount: number;
   /** Respond-mode webhooks of one account waiting for an answer, per isolate (429 above). */
   maxRespondWaitsPerAccount: number;
+  /**
+   * Changes of one account's monthly cap a minute (429 beyond): each rewrites the account's
+   * record, which every shared commit of its webhooks checks.
+   */
+  capChangesPerMinute: number;
   /** Process RSS above which bodies and new streams get 503; 0 switches the check off. */
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
@@ -384,6 +390,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxRequests: e.MAX_REQUESTS,
     maxRequestsPerAccount: e.MAX_REQUESTS_PER_ACCOUNT,
     maxRespondWaitsPerAccount: e.MAX_RESPOND_WAITS_PER_ACCOUNT,
+    capChangesPerMinute: e.CAP_CHANGES_PER_MINUTE,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
     // Operations (lib/observe).

@@ -11,7 +11,7 @@ import { createEndpointCache, type EndpointCache } from "../endpoints/endpoints.
 import { createIngest, type Ingest } from "../intake/group_commit.ts";
 import { openKv } from "../store/kv.ts";
 import { loadSecretsKey } from "../accounts/secret_box.ts";
-import { createRateLimiter } from "../intake/rate_limit.ts";
+import { createRateLimiter, type RateLimiter } from "../intake/rate_limit.ts";
 import { type AccountShares, createAccountShares } from "../intake/account_share.ts";
 import type Stripe from "stripe";
 import { createStripe } from "../billing/stripe.ts";
@@ -41,6 +41,8 @@ export interface Services {
   responses: Responses;
   /** What one account's senders may hold of this isolate (lib/intake/account_share.ts). */
   accountShares: AccountShares;
+  /** Monthly cap changes per account (CAP_CHANGES_PER_MINUTE), as setMonthlyCap takes them. */
+  capChanges: { limiter: RateLimiter; perMinute: number };
   /** Refused webhooks of this isolate, counted in memory and written once a second. */
   rejections: RejectionCounter;
   /** Where WebSocket clients' acks and answers go. */
@@ -167,6 +169,13 @@ export async function createServices(
     stripe,
     responses,
     accountShares: createAccountShares(config),
+    capChanges: {
+      limiter: createRateLimiter({
+        perSecond: config.capChangesPerMinute / 60,
+        burst: config.capChangesPerMinute,
+      }),
+      perMinute: config.capChangesPerMinute,
+    },
     rejections,
     presence,
     groups,
