@@ -17,7 +17,14 @@ import {
   type IngestResult,
 } from "../lib/intake/group_commit.ts";
 import { startStorageGuard, type StorageGuard } from "../lib/store/storage_guard.ts";
-import { openWs, postWebhook, signUp, startTestServer, type TestServer } from "./helpers.ts";
+import {
+  openWs,
+  postWebhook,
+  signUp,
+  startTestServer,
+  type TestServer,
+  type TestUser,
+} from "./helpers.ts";
 import { userEndpoint } from "./fakes.ts";
 
 Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {
@@ -672,14 +679,22 @@ async function waitFor(
   }
 }
 
-Deno.test("[ingest] one account's requests in progress beyond its share get 429; another account's are served", async () => {
-  await using server = await startTestServer({ MAX_REQUESTS_PER_ACCOUNT: "3" });
-  const attacker = await signUp(server);
-  const victim = await signUp(server);
-  // Three bodies held open to the attacker's own endpoint take the account's share.
+/** Switches the user's first endpoint to respond mode. */
+async function respondMode(server: TestServer, user: TestUser): Promise<void> {
+  const response = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ respond: true, respondTimeoutSeconds: 30 }),
+  });
+  assert.equal(response.status, 200);
+  await response.body?.cancel();
+}
+
+/** `count` requests to `url` whose bodies start and then stall until `finish()`. */
+function stalledBodies(url: string, count: number) {
   const senders: ReadableStreamDefaultController<Uint8Array>[] = [];
-  const held = Array.from({ length: 3 }, () =>
-    fetch(attacker.webhookUrl, {
+  const responses = Array.from({ length: count }, () =>
+    fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: new ReadableStream<Uint8Array>({
@@ -689,65 +704,62 @@ Deno.test("[ingest] one account's requests in progress beyond its share get 429;
         },
       }),
     }));
-  try {
-    let refused: Response | null = null;
-    await waitFor("the attacker's fourth request refused", async () => {
-      const response = await postWebhook(attacker.webhookUrl, "{}");
-      if (response.status !== 429) {
-        await response.body?.cancel();
-        return false;
+  return {
+    responses,
+    finish() {
+      for (const sender of senders) {
+        sender.enqueue(new TextEncoder().encode("}"));
+        sender.close();
       }
-      refused = response;
-      return true;
-    });
-    assert.equal(refused!.status, 429);
-    assert.match(refused!.headers.get("content-type")!, /^application\/json/);
-    assert.equal(refused!.headers.get("retry-after"), "1");
-    assert.equal(
-      (await refused!.json()).error,
-      "Cannot ingest: 3 requests to this account's endpoints are in progress (limit 3); " +
-        "wait for some to finish",
-    );
-    // The victim, from the same address, is served meanwhile.
-    const served = await postWebhook(victim.webhookUrl, '{"n":1}');
-    assert.equal(served.status, 200);
-    await served.body?.cancel();
-  } finally {
-    // Once the held requests finish, the attacker's account is served again.
-    for (const sender of senders) {
-      sender.enqueue(new TextEncoder().encode("}"));
-      sender.close();
-    }
+    },
+  };
+}
+
+Deno.test("[ingest] one account's webhooks in progress beyond its share get 429; another account's are served", async () => {
+  await using server = await startTestServer({ MAX_REQUESTS_PER_ACCOUNT: "2" });
+  const attacker = await signUp(server);
+  const victim = await signUp(server);
+  // Respond mode with a client that never answers: each webhook stays in progress.
+  await respondMode(server, attacker);
+  const client = await openWs(`${server.wsUrl}?token=${attacker.token}`);
+  const waiting = [1, 2].map((n) => postWebhook(attacker.webhookUrl, JSON.stringify({ n })));
+  const delivered = [await client.next(), await client.next()];
+  const refused = await postWebhook(attacker.webhookUrl, '{"n":3}');
+  assert.equal(refused.status, 429);
+  assert.match(refused.headers.get("content-type")!, /^application\/json/);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  assert.equal(
+    (await refused.json()).error,
+    "Cannot ingest: 2 webhooks to this account's endpoints are in progress (limit 2); " +
+      "wait for some to finish",
+  );
+  // The victim, from the same address, is served meanwhile.
+  const served = await postWebhook(victim.webhookUrl, '{"n":1}');
+  assert.equal(served.status, 200);
+  await served.body?.cancel();
+  // Answered, the attacker's account is served again.
+  for (const event of delivered) client.send({ type: "response", id: event.id, status: 204 });
+  for (const answer of await Promise.all(waiting)) {
+    assert.equal(answer.status, 204);
+    await answer.body?.cancel();
   }
-  for (const response of await Promise.all(held)) {
-    assert.equal(response.status, 200);
-    await response.body?.cancel();
-  }
-  const again = await postWebhook(attacker.webhookUrl, "{}");
-  assert.equal(again.status, 200);
-  await again.body?.cancel();
-  assert.equal(await historyCount(server, attacker.token), 4);
+  const again = postWebhook(attacker.webhookUrl, '{"n":4}');
+  client.send({ type: "response", id: (await client.next()).id, status: 200, body: "ok" });
+  assert.equal((await again).status, 200);
+  assert.equal(await historyCount(server, attacker.token), 3);
   assert.equal(await historyCount(server, victim.token), 1);
+  await client.close();
 });
 
 Deno.test("[ingest] respond-mode waits beyond an account's share get 429 at once and nothing is stored", async () => {
   await using server = await startTestServer({ MAX_RESPOND_WAITS_PER_ACCOUNT: "2" });
   const attacker = await signUp(server);
-  const response = await fetch(`${server.url}/api/endpoints/${attacker.slug}`, {
-    method: "PATCH",
-    headers: { Authorization: `Bearer ${attacker.token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ respond: true, respondTimeoutSeconds: 30 }),
-  });
-  assert.equal(response.status, 200);
-  await response.body?.cancel();
+  await respondMode(server, attacker);
   // A connected client that never answers: each sender waits for the full timeout.
   const client = await openWs(`${server.wsUrl}?token=${attacker.token}`);
-  const waiting = [
-    postWebhook(attacker.webhookUrl, '{"n":1}'),
-    postWebhook(attacker.webhookUrl, '{"n":2}'),
-  ];
+  const waiting = [1, 2].map((n) => postWebhook(attacker.webhookUrl, JSON.stringify({ n })));
   const delivered = [await client.next(), await client.next()];
-  assert.deepEqual(delivered.map((event) => event.type).sort(), ["webhook", "webhook"]);
+  assert.deepEqual(delivered.map((event) => event.type), ["webhook", "webhook"]);
   const refused = await postWebhook(attacker.webhookUrl, '{"n":3}');
   assert.equal(refused.status, 429);
   assert.match(refused.headers.get("content-type")!, /^application\/json/);
@@ -759,9 +771,7 @@ Deno.test("[ingest] respond-mode waits beyond an account's share get 429 at once
   );
   assert.equal(await historyCount(server, attacker.token), 2);
   // Answered, the waits end and the account may wait again.
-  for (const event of delivered) {
-    client.send({ type: "response", id: event.id, status: 204 });
-  }
+  for (const event of delivered) client.send({ type: "response", id: event.id, status: 204 });
   for (const answer of await Promise.all(waiting)) {
     assert.equal(answer.status, 204);
     await answer.body?.cancel();
@@ -772,5 +782,40 @@ Deno.test("[ingest] respond-mode waits beyond an account's share get 429 at once
   const answered = await next;
   assert.equal(answered.status, 202);
   assert.equal(await answered.text(), "ok");
+  await client.close();
+});
+
+Deno.test("[ingest] bodies still arriving take none of the account's shares", async () => {
+  await using server = await startTestServer({
+    MAX_REQUESTS_PER_ACCOUNT: "2",
+    MAX_RESPOND_WAITS_PER_ACCOUNT: "2",
+  });
+  const victim = await signUp(server);
+  await respondMode(server, victim);
+  const client = await openWs(`${server.wsUrl}?token=${victim.token}`);
+  // Anyone may post to the victim's URL: three bodies held open, one byte short.
+  const stalled = stalledBodies(victim.webhookUrl, 3);
+  try {
+    await waitFor("the stalled bodies to be received", () => server.load().bodies === 3);
+    // The victim's own sender is still served: its webhook reaches the client, which answers.
+    const sending = postWebhook(victim.webhookUrl, '{"real":true}');
+    const event = await client.next();
+    assert.deepEqual(event.payload, { real: true });
+    client.send({ type: "response", id: event.id, status: 201, body: "answered" });
+    const answered = await sending;
+    assert.equal(answered.status, 201);
+    assert.equal(await answered.text(), "answered");
+  } finally {
+    stalled.finish();
+  }
+  // Finished, the stalled webhooks are stored and wait for answers like any other.
+  for (let n = 0; n < 3; n++) {
+    const event = await client.next();
+    client.send({ type: "response", id: event.id, status: 204 });
+  }
+  for (const response of await Promise.all(stalled.responses)) {
+    assert.equal(response.status, 204);
+    await response.body?.cancel();
+  }
   await client.close();
 });

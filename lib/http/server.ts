@@ -2,7 +2,7 @@
 import type { Config } from "../runtime/config.ts";
 import { CLOSE } from "../fanout/connections.ts";
 import { limitPasswordHashing } from "../accounts/passwords.ts";
-import { createLoadGuard, requestAddress } from "./load_guard.ts";
+import { createLoadGuard, type LoadStats, requestAddress } from "./load_guard.ts";
 import { createServices, type ServiceOptions, type Services } from "../runtime/services.ts";
 import { configureLog, log } from "../observe/log.ts";
 import { withRequestIds } from "../observe/requests.ts";
@@ -13,6 +13,8 @@ export interface RunningServer {
   /** Base URL it listens on, e.g. http://127.0.0.1:8000 */
   url: string;
   services: Services;
+  /** What the load guard holds now: requests and bodies in progress, pressure (load_guard.ts). */
+  load(): LoadStats;
   /**
    * Turns /readyz 503 and waits SHUTDOWN_DRAIN_SECONDS while still serving, so a load balancer
    * stops sending first; once per server (shutdown runs it if nobody did).
@@ -162,6 +164,7 @@ export async function startServer(
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`,
     services,
+    load: () => guard.stats(),
     drain,
     shutdown() {
       stopping ??= (async () => {

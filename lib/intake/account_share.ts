@@ -1,10 +1,12 @@
 /**
- * What one account's senders may hold of an isolate at once. Anyone on the internet can post to
- * any account's endpoints, and every free account is a possible attacker of the others: without
- * a share per account, one account's senders (or one hostile account's own) could take every
- * request slot of the isolate (MAX_REQUESTS), its ingest queue's memory, or, in respond mode,
- * hold slots for up to a respond timeout each. Counted per isolate, like the load guard's
- * limits per client address.
+ * What one account's webhooks may hold of an isolate at once, from the moment their whole body
+ * is here until they are answered. Anyone on the internet can post to any account's endpoints,
+ * and every free account is a possible attacker of the others: without a share per account, one
+ * account's webhooks could fill the ingest queue's memory and the isolate's request slots
+ * (MAX_REQUESTS), or, in respond mode, hold slots for up to a respond timeout each. Bodies still
+ * arriving take no share: they are the load guard's to bound per client address, so a stranger
+ * stalling bodies to an account's URL cannot use up that account's shares. Counted per isolate,
+ * like the load guard's limits.
  */
 import { HttpError } from "../http/http_error.ts";
 
@@ -42,16 +44,13 @@ export function createShares(limit: number, refuse: (limit: number) => HttpError
 
 /** An account's shares of one isolate: its webhooks in progress, and those awaiting an answer. */
 export interface AccountShares {
-  /** Webhooks being received, committed or answered (MAX_REQUESTS_PER_ACCOUNT). */
+  /** Webhooks read in full and not yet answered (MAX_REQUESTS_PER_ACCOUNT). */
   requests: Shares;
   /** Respond-mode webhooks waiting for a client's answer (MAX_RESPOND_WAITS_PER_ACCOUNT). */
   respondWaits: Shares;
 }
 
-/**
- * The two shares, refusing with 429 and Retry-After as the per-address limit does, and closing
- * the connection: the refusal comes before the body is read.
- */
+/** The two shares, refusing with 429 and Retry-After as the per-address limit does. */
 export function createAccountShares(
   config: { maxRequestsPerAccount: number; maxRespondWaitsPerAccount: number },
 ): AccountShares {
@@ -59,16 +58,16 @@ export function createAccountShares(
     requests: createShares(config.maxRequestsPerAccount, (limit) =>
       new HttpError(
         429,
-        `Cannot ingest: ${limit} requests to this account's endpoints are in progress ` +
+        `Cannot ingest: ${limit} webhooks to this account's endpoints are in progress ` +
           `(limit ${limit}); wait for some to finish`,
-        { "Retry-After": "1", Connection: "close" },
+        { "Retry-After": "1" },
       )),
     respondWaits: createShares(config.maxRespondWaitsPerAccount, (limit) =>
       new HttpError(
         429,
         `Cannot ingest: ${limit} webhooks of this account are waiting for a client's answer ` +
           `(limit ${limit}); wait for some to be answered`,
-        { "Retry-After": "1", Connection: "close" },
+        { "Retry-After": "1" },
       )),
   };
 }

@@ -265,28 +265,21 @@ export async function receiveWebhook(
 > {
   const endpoint = await services.endpoints.get(options.slug);
   if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
-  // The account's shares of this isolate, taken before a byte of the body is read; respond
-  // mode's is held until the answer comes or times out.
-  const { requests, respondWaits } = services.accountShares;
-  const releases: (() => void)[] = [];
+  // The account's shares of this isolate that receiveFor takes, given back once it answers.
+  const held: (() => void)[] = [];
   try {
-    try {
-      releases.push(requests.take(endpoint.userId));
-      if (endpoint.respond) releases.push(respondWaits.take(endpoint.userId));
-    } catch (error) {
-      throw await withQuota(services, endpoint, error);
-    }
-    return await receiveFor(services, endpoint, options);
+    return await receiveFor(services, endpoint, options, held);
   } finally {
-    for (const release of releases) release();
+    for (const release of held) release();
   }
 }
 
-/** `receiveWebhook` once the endpoint is known and the account's shares are taken. */
+/** `receiveWebhook` once the endpoint is known; the account's shares it takes go in `held`. */
 async function receiveFor(
   services: Services,
   endpoint: Endpoint,
   options: { request: Request; slug: string; path: string },
+  held: (() => void)[],
 ): Promise<
   { id: string; quota: QuotaState; response: ClientResponse | null; handshake: Response | null }
 > {
@@ -330,6 +323,12 @@ async function receiveFor(
         throw new HttpError(401, `Cannot ingest: ${checked.verified.reason}`);
       }
     }
+    // The account's shares, taken once the whole body is here: a body still arriving is the
+    // load guard's to bound, per client address, so strangers stalling bodies to an account's
+    // URL take none of its shares. Respond mode's is held until the answer or the timeout.
+    const { requests, respondWaits } = services.accountShares;
+    held.push(requests.take(endpoint.userId));
+    if (endpoint.respond && !handshake) held.push(respondWaits.take(endpoint.userId));
     const submitted = services.ingest.submit(webhook);
     staged = undefined; // submit discards the chunks of a webhook it refuses
     result = await submitted;

@@ -306,6 +306,8 @@ export async function startCluster(config: Config, parts: ClusterParts): Promise
   return {
     url,
     services,
+    // The main isolate's guard; each Worker's holds its own connections.
+    load: server.load,
     drain,
     shutdown() {
       stopping ??= (async () => {

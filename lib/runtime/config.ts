@@ -252,9 +252,9 @@ export interface Config {
   maxRequestsPerAddress: number;
   /** Requests in progress in total, per isolate (503 above). */
   maxRequests: number;
-  /** Webhooks in progress to one account's endpoints, per isolate (429 above). */
+  /** Webhooks to one account's endpoints read in full and not yet answered, per isolate. */
   maxRequestsPerAccount: number;
-  /** Respond-mode webhooks of one account waiting for an answer, per isolate (429 above). */
+  /** Respond-mode webhooks of one account waiting for an answer, per isolate (429 beyond). */
   maxRespondWaitsPerAccount: number;
   /**
    * Changes of one account's monthly cap a minute (429 beyond): each rewrites the account's
