@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { generateInvoices, previousMonth } from "../lib/billing/invoices.ts";
 import { crossedLevels } from "../lib/billing/usage.ts";
+import { userKey } from "../lib/store/kv_keys.ts";
 import { openSse, openWs, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
 
 async function putCap(url: string, token: string, body: string): Promise<Response> {
@@ -283,4 +284,32 @@ Deno.test("[billing] cap changes beyond CAP_CHANGES_PER_MINUTE get 429 and write
   const theirs = await putCap(server.url, other.token, '{"monthlyCap": 5}');
   assert.equal(theirs.status, 200);
   await theirs.body?.cancel();
+});
+
+Deno.test("[billing] a downgrade or a cap that changes nothing writes nothing", async () => {
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1000" });
+  const user = await signUp(server);
+  const record = async () => (await server.services.kv.get(userKey(user.id))).versionstamp;
+  const set = await putCap(server.url, user.token, '{"monthlyCap": 500}');
+  assert.equal(set.status, 200);
+  await set.body?.cancel();
+  const before = await record();
+  // Posted in a loop, each would rewrite the record every commit of the account checks.
+  for (let i = 0; i < 3; i++) {
+    const downgraded = await fetch(`${server.url}/api/billing/downgrade`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${user.token}` },
+    });
+    assert.equal(downgraded.status, 200);
+    assert.match(downgraded.headers.get("content-type")!, /^application\/json/);
+    assert.deepEqual(await downgraded.json(), { plan: "free", monthlyLimit: 500 });
+    const same = await putCap(server.url, user.token, '{"monthlyCap": 500}');
+    assert.equal(same.status, 200);
+    await same.body?.cancel();
+  }
+  assert.equal(await record(), before);
+  const changed = await putCap(server.url, user.token, '{"monthlyCap": 10}');
+  assert.equal(changed.status, 200);
+  await changed.body?.cancel();
+  assert.notEqual(await record(), before);
 });

@@ -31,6 +31,17 @@ export interface User {
 /** A user as the API shows it (its one definition is lib/shared/wire.ts). */
 export type { PublicUser };
 
+/**
+ * Whether two versions of a user hold the same values (an absent optional field is null): a
+ * change that changes nothing is not written, since every shared commit of the account's
+ * webhooks checks the record and a write makes them conflict.
+ */
+export function sameUser(a: User, b: User): boolean {
+  const fields = new Set([...Object.keys(a), ...Object.keys(b)] as (keyof User)[]);
+  for (const field of fields) if ((a[field] ?? null) !== (b[field] ?? null)) return false;
+  return true;
+}
+
 /** Lowercases and trims an email so lookups ignore case. */
 export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase();

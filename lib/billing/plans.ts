@@ -7,7 +7,7 @@
 import { HttpError } from "../http/http_error.ts";
 import { userByEmailKey, userKey } from "../store/kv_keys.ts";
 import { monthUsage, quotaResetAt } from "./usage.ts";
-import { normalizeEmail, type Plan, type User } from "../accounts/users.ts";
+import { normalizeEmail, type Plan, sameUser, type User } from "../accounts/users.ts";
 import type { BillingView } from "../shared/wire.ts";
 
 /** Price of one accepted webhook on Pro, in US dollars. */
@@ -71,7 +71,7 @@ export async function billingView(
 
 /**
  * Sets a user's monthly cap (null: none); 400 when the plan does not allow it, 429 when the
- * account changed it `perMinute` times already. Setting the cap it has writes nothing.
+ * account changed it `perMinute` times already. A change that changes nothing writes nothing.
  */
 export async function setMonthlyCap(
   kv: Deno.Kv,
@@ -95,7 +95,12 @@ export async function setMonthlyCap(
           "upgrade to Pro to raise it",
       );
     }
-    if ((user.monthlyCap ?? null) === options.monthlyCap) return user;
+    const updated: User = {
+      ...user,
+      monthlyCap: options.monthlyCap,
+      monthlyLimit: enforcedLimit(user.plan, options),
+    };
+    if (sameUser(user, updated)) return user;
     // Each change rewrites the record every shared commit of the account's webhooks checks:
     // in a loop, it would make other accounts' commits conflict and split.
     const wait = counted ? 0 : options.changes.limiter.take(options.userId);
@@ -107,11 +112,6 @@ export async function setMonthlyCap(
       );
     }
     counted = true;
-    const updated: User = {
-      ...user,
-      monthlyCap: options.monthlyCap,
-      monthlyLimit: enforcedLimit(user.plan, options),
-    };
     if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) return updated;
   }
 }

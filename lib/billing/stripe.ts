@@ -18,7 +18,7 @@ import {
 } from "../store/kv_keys.ts";
 import { type Invoice, previousMonth } from "./invoices.ts";
 import { monthOf, quotaResetAt } from "./usage.ts";
-import type { User } from "../accounts/users.ts";
+import { sameUser, type User } from "../accounts/users.ts";
 import { log } from "../observe/log.ts";
 import { onFirstUse } from "../runtime/first_use.ts";
 
@@ -163,6 +163,9 @@ async function updateUser(
       throw new HttpError(404, "Cannot update billing: the account no longer exists");
     }
     const updated = change(entry.value);
+    // Nothing to write (a second downgrade): a write would only make the account's commits
+    // conflict, and the downgrade button can be posted in a loop.
+    if (sameUser(entry.value, updated)) return entry.value;
     if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) return updated;
   }
 }
