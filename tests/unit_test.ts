@@ -17,6 +17,7 @@ import { submitRelay } from "../lib/runtime/cluster.ts";
 import { quotaState } from "../lib/billing/usage.ts";
 import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 import { createShares } from "../lib/intake/account_share.ts";
+import { userKey } from "../lib/store/kv_keys.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { waitFor } from "./helpers.ts";
 import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
@@ -331,4 +332,80 @@ Deno.test("[account_share] a key's share is refused when all taken and given bac
   assert.equal(shares.held("a"), 1);
   shares.take("a");
   assert.equal(shares.held("a"), 2);
+});
+
+Deno.test("[ingest] an account whose record keeps changing commits apart; the others commit together", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const broker = createBroker();
+  const attacker = await userEndpoint(kv, "rewriter", 100);
+  const victims = [
+    await userEndpoint(kv, "steady-1", 100),
+    await userEndpoint(kv, "steady-2", 100),
+  ];
+  const attackerKey = userKey(attacker.userId);
+  // The attacker rewrites its own record (a cap, a downgrade) just before each of the first three
+  // commits that check it, as a loop of API calls would.
+  let rewrites = 3;
+  const committed: string[][] = [];
+  const spied = new Proxy(kv, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (name !== "atomic") return typeof value === "function" ? value.bind(target) : value;
+      return () => {
+        const op = target.atomic();
+        const checked: Deno.KvKey[] = [];
+        const proxy: Deno.AtomicOperation = new Proxy(op, {
+          get(real, prop) {
+            if (prop === "check") {
+              return (...checks: Deno.AtomicCheck[]) => {
+                checked.push(...checks.map((check) => check.key));
+                real.check(...checks);
+                return proxy;
+              };
+            }
+            if (prop === "commit") {
+              return async () => {
+                const mine = checked.some((key) => String(key) === String(attackerKey));
+                if (mine && rewrites > 0) {
+                  rewrites--;
+                  const record = await target.get(attackerKey);
+                  await target.set(attackerKey, record.value);
+                }
+                const result = await real.commit();
+                if (result.ok) {
+                  committed.push(
+                    checked.filter((key) => key.length === 2 && key[0] === attackerKey[0]).map(
+                      (key) => String(key[1]),
+                    ).sort(),
+                  );
+                }
+                return result;
+              };
+            }
+            const value = Reflect.get(real, prop, real);
+            if (typeof value !== "function") return value;
+            return (...args: unknown[]) => {
+              const out = value.apply(real, args);
+              return out === real ? proxy : out;
+            };
+          },
+        });
+        return proxy;
+      };
+    },
+  });
+  const ingest = createIngest(spied, { broker, retentionMs: 60_000 });
+  // Submitted in one turn: all three accounts share the first commit.
+  const results = await Promise.all(
+    [attacker, ...victims].map((endpoint) => ingest.submit(jsonWebhook(endpoint, "{}"))),
+  );
+  assert.ok(results.every((result) => result.accepted));
+  // The two steady accounts were committed in one operation, not split apart.
+  const both = [victims[0].userId, victims[1].userId].sort();
+  assert.ok(
+    committed.some((users) => users.length === 2 && users[0] === both[0] && users[1] === both[1]),
+    `commits: ${JSON.stringify(committed)}`,
+  );
+  assert.equal(rewrites, 0);
+  kv.close();
 });

@@ -7,8 +7,8 @@
  * operation that checks those versionstamps, writes the admitted events, moves the heads and
  * sums the counters. Each user's batch admits only what that user's remaining quota allows, so
  * the quota is exact under any concurrency without a read-check-write per request on a hot key.
- * A conflicting commit (another isolate or instance wrote for one of the users) re-reads and
- * tries again.
+ * A conflicting commit (another isolate or instance wrote for one of the users, or a user's
+ * record changed) re-reads: the users whose keys moved commit apart, the rest together again.
  *
  * Many senders share a commit, so none may fail it for the others: every event is measured
  * against KV's value limit before it joins, and a commit that fails anyway (not a conflict, not
@@ -439,6 +439,7 @@ export function createIngest(
           counters.kvConflictRetries++;
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
+          if (groups.length > 1 && await commitSteadyApart(groups, plans, month)) return;
           continue;
         }
         for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
@@ -454,6 +455,37 @@ export function createIngest(
     throw new Error(
       `Cannot ingest: commit for ${groups.length} user(s) conflicted ${MAX_COMMIT_ATTEMPTS} times`,
     );
+  }
+
+  /**
+   * After a conflict: reads the users' gates again to see whose moved (an account's own record
+   * rewritten, another isolate's commit for it). When some did and some did not, the steady
+   * users commit together at once and each moved user apart, so one account whose record keeps
+   * changing cannot make every commit it shares conflict and split. False when there is no such
+   * split to make (all moved, or none), and the caller retries them together.
+   */
+  async function commitSteadyApart(
+    groups: Group[],
+    plans: Plan[],
+    month: string,
+  ): Promise<boolean> {
+    const fresh = await readGates(plans.map((plan) => plan.group.userId), month);
+    const moved = new Set<string>();
+    for (const { group, gate } of plans) {
+      const now = fresh.get(group.userId)!;
+      const same = now.user.versionstamp === gate.user.versionstamp &&
+        now.used.versionstamp === gate.used.versionstamp &&
+        now.head.versionstamp === gate.head.versionstamp;
+      if (same) rememberGate(group.userId, now); // read just now: the retry need not again
+      else moved.add(group.userId);
+    }
+    if (moved.size === 0 || moved.size === groups.length) return false;
+    const steady = groups.filter((group) => !moved.has(group.userId));
+    await Promise.all([
+      commitOrFail(steady),
+      ...groups.filter((group) => moved.has(group.userId)).map((group) => commitOrFail([group])),
+    ]);
+    return true;
   }
 
   /** After the commit: remember the gate, publish live, answer the senders, send alerts. */
