@@ -52,6 +52,21 @@ export interface TestUser {
 
 let counter = 0;
 
+/** Switches the user's first endpoint to respond mode, senders waiting `timeoutSeconds`. */
+export async function respondMode(
+  server: TestServer,
+  user: TestUser,
+  timeoutSeconds = 5,
+): Promise<void> {
+  const response = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ respond: true, respondTimeoutSeconds: timeoutSeconds }),
+  });
+  if (response.status !== 200) throw new Error(`respond mode: ${response.status}`);
+  await response.body?.cancel();
+}
+
 /** Signs up a fresh user through the API. */
 export async function signUp(server: TestServer, email?: string): Promise<TestUser> {
   email ??= `user${++counter}-${crypto.randomUUID().slice(0, 8)}@example.com`;

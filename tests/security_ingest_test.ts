@@ -20,10 +20,10 @@ import { startStorageGuard, type StorageGuard } from "../lib/store/storage_guard
 import {
   openWs,
   postWebhook,
+  respondMode,
   signUp,
   startTestServer,
   type TestServer,
-  type TestUser,
 } from "./helpers.ts";
 import { userEndpoint } from "./fakes.ts";
 
@@ -679,15 +679,12 @@ async function waitFor(
   }
 }
 
-/** Switches the user's first endpoint to respond mode. */
-async function respondMode(server: TestServer, user: TestUser): Promise<void> {
-  const response = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
-    method: "PATCH",
-    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ respond: true, respondTimeoutSeconds: 30 }),
-  });
-  assert.equal(response.status, 200);
-  await response.body?.cancel();
+/** A share's refusal: 429 with Retry-After, JSON, naming the limit. */
+async function assertShareRefusal(refused: Response, error: string): Promise<void> {
+  assert.equal(refused.status, 429);
+  assert.match(refused.headers.get("content-type")!, /^application\/json/);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  assert.equal((await refused.json()).error, error);
 }
 
 /** `count` requests to `url` whose bodies start and then stall until `finish()`. */
@@ -720,16 +717,13 @@ Deno.test("[ingest] one account's webhooks in progress beyond its share get 429;
   const attacker = await signUp(server);
   const victim = await signUp(server);
   // Respond mode with a client that never answers: each webhook stays in progress.
-  await respondMode(server, attacker);
+  await respondMode(server, attacker, 30);
   const client = await openWs(`${server.wsUrl}?token=${attacker.token}`);
   const waiting = [1, 2].map((n) => postWebhook(attacker.webhookUrl, JSON.stringify({ n })));
   const delivered = [await client.next(), await client.next()];
   const refused = await postWebhook(attacker.webhookUrl, '{"n":3}');
-  assert.equal(refused.status, 429);
-  assert.match(refused.headers.get("content-type")!, /^application\/json/);
-  assert.equal(refused.headers.get("retry-after"), "1");
-  assert.equal(
-    (await refused.json()).error,
+  await assertShareRefusal(
+    refused,
     "Cannot ingest: 2 webhooks to this account's endpoints are in progress (limit 2); " +
       "wait for some to finish",
   );
@@ -754,18 +748,15 @@ Deno.test("[ingest] one account's webhooks in progress beyond its share get 429;
 Deno.test("[ingest] respond-mode waits beyond an account's share get 429 at once and nothing is stored", async () => {
   await using server = await startTestServer({ MAX_RESPOND_WAITS_PER_ACCOUNT: "2" });
   const attacker = await signUp(server);
-  await respondMode(server, attacker);
+  await respondMode(server, attacker, 30);
   // A connected client that never answers: each sender waits for the full timeout.
   const client = await openWs(`${server.wsUrl}?token=${attacker.token}`);
   const waiting = [1, 2].map((n) => postWebhook(attacker.webhookUrl, JSON.stringify({ n })));
   const delivered = [await client.next(), await client.next()];
   assert.deepEqual(delivered.map((event) => event.type), ["webhook", "webhook"]);
   const refused = await postWebhook(attacker.webhookUrl, '{"n":3}');
-  assert.equal(refused.status, 429);
-  assert.match(refused.headers.get("content-type")!, /^application\/json/);
-  assert.equal(refused.headers.get("retry-after"), "1");
-  assert.equal(
-    (await refused.json()).error,
+  await assertShareRefusal(
+    refused,
     "Cannot ingest: 2 webhooks of this account are waiting for a client's answer (limit 2); " +
       "wait for some to be answered",
   );
@@ -791,7 +782,7 @@ Deno.test("[ingest] bodies still arriving take none of the account's shares", as
     MAX_RESPOND_WAITS_PER_ACCOUNT: "2",
   });
   const victim = await signUp(server);
-  await respondMode(server, victim);
+  await respondMode(server, victim, 30);
   const client = await openWs(`${server.wsUrl}?token=${victim.token}`);
   // Anyone may post to the victim's URL: three bodies held open, one byte short.
   const stalled = stalledBodies(victim.webhookUrl, 3);

@@ -12,6 +12,7 @@ import { launchChromium, saveScreenshot } from "./chromium.ts";
 import {
   openWs,
   postWebhook,
+  respondMode,
   signUp,
   startTestServer,
   type TestServer,
@@ -19,17 +20,6 @@ import {
 } from "./helpers.ts";
 
 const SANDBOX = "sandbox; default-src 'none'";
-
-/** Switches the user's first endpoint to respond mode. */
-async function respondMode(server: TestServer, user: TestUser, timeoutSeconds = 5) {
-  const response = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
-    method: "PATCH",
-    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ respond: true, respondTimeoutSeconds: timeoutSeconds }),
-  });
-  assert.equal(response.status, 200);
-  await response.body?.cancel();
-}
 
 async function tokenNames(server: TestServer, user: TestUser): Promise<string[]> {
   const response = await fetch(`${server.url}/api/tokens`, {
