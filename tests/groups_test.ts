@@ -453,3 +453,23 @@ Deno.test("[groups] a claim left by an isolate that died expires by its until, a
   assert.equal(m.got[0].attempt, 2);
   await m.ws.close();
 });
+
+Deno.test("[groups] an event never acked is given up after GROUP_MAX_ATTEMPTS deliveries, and the group moves on", async () => {
+  await using server = await startTestServer({ ...ENV, GROUP_MAX_ATTEMPTS: "3" });
+  const user = await signUp(server);
+  // A member that never acks: before, it was sent the same event every ackTimeoutSeconds, for
+  // ever (two KV writes each time), even after the event had expired.
+  const stuck = await member(server, user, { ack: false, ackTimeoutSeconds: 1 });
+  const id = await post(user, '{"never":"acked"}');
+  await waitFor(async () => {
+    const { groups } = await listGroups(server, user);
+    return groups.find((g: { name: string }) => g.name === "workers")?.cursor === id;
+  }, { what: "the group's cursor past the given-up event", timeoutMs: 20_000 });
+  assert.deepEqual(stuck.got.map((one) => one.attempt), [1, 2, 3]);
+  // The next event goes to the member as usual.
+  stuck.state.ack = true;
+  const next = await post(user, '{"next":1}');
+  await waitFor(() => stuck.got.some((one) => one.id === next), { what: "the next event" });
+  assert.deepEqual(stuck.got.map((one) => one.attempt), [1, 2, 3, 1]);
+  await stuck.ws.close();
+});

@@ -16,7 +16,8 @@
  * idle local member round-robin whose filter matches, once the claim is won; a lost claim means
  * another isolate holds it. An event not acked within the member's `ackTimeoutMs`, or whose member
  * leaves, is released and goes to another member with `attempt` + 1: at least once, in order
- * for each member.
+ * for each member, up to `maxAttempts` deliveries (GROUP_MAX_ATTEMPTS) or the event's expiry,
+ * after which the group gives the event up as done.
  *
  * Members' filters may differ. An event no member matches is done when a scan reaches it
  * unclaimed; "no member" includes other isolates' members, whose filters each dispatcher
@@ -40,6 +41,7 @@ import {
   groupsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
+import { idTime } from "../store/ids.ts";
 import type { ClientInfo, GroupSummary } from "../shared/wire.ts";
 
 /** What a group's name may be. */
@@ -78,7 +80,10 @@ export interface GroupClaim {
   attempt: number;
   /** Epoch ms after which another member may take the event; 0 once released. */
   until: number;
+  /** Done: acked by its member, or given up (`gaveUp`). */
   acked: boolean;
+  /** Sent `maxAttempts` times without an ack, or expired unacked: done without one. */
+  gaveUp?: boolean;
 }
 
 /** One group as GET /api/groups describes it (its one definition is lib/shared/wire.ts). */
@@ -175,7 +180,13 @@ interface Dispatcher {
 /** Creates the groups of an isolate and attaches them to its connections. */
 export function createGroups(
   kv: Deno.Kv,
-  options: { broker: Broker; connections: Connections; retentionMs: number },
+  options: {
+    broker: Broker;
+    connections: Connections;
+    retentionMs: number;
+    /** Deliveries of one event without an ack before the group gives it up (GROUP_MAX_ATTEMPTS). */
+    maxAttempts: number;
+  },
 ): Groups {
   const { broker, connections } = options;
   /**
@@ -309,6 +320,17 @@ export function createGroups(
       if (group.value.cursor !== null && id <= group.value.cursor) return null;
       const held = current?.value ?? null;
       if (held && (held.acked || held.until > Date.now())) return null;
+      // A member that never acks (or keeps leaving) is not sent the event for ever, nor past
+      // its retention: the group gives it up, and the scan's cursor moves over it.
+      const expired = idTime(id) + options.retentionMs <= Date.now();
+      if (expired || (held && held.attempt >= options.maxAttempts)) {
+        if (held) {
+          await kv.atomic().check(current!)
+            .set(key, { ...held, until: 0, acked: true, gaveUp: true }, { expireIn })
+            .commit();
+        }
+        return null;
+      }
       const attempt = (held?.attempt ?? 0) + 1;
       const value: GroupClaim = {
         member: member.id,

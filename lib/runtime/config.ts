@@ -83,6 +83,7 @@ const schema = z.object({
   MAX_REQUESTS_PER_ACCOUNT: positiveInt.default(2048),
   MAX_RESPOND_WAITS_PER_ACCOUNT: positiveInt.default(64),
   CAP_CHANGES_PER_MINUTE: positiveInt.default(10),
+  GROUP_MAX_ATTEMPTS: positiveInt.max(1000).default(10),
   MAX_RSS_MB: nonNegativeInt.default(2048),
   MIN_FREE_FILES_PERCENT: z.coerce.number().min(0).max(90).default(10),
   // Operations (lib/observe): logs, metrics, health and the drain before shutdown.
@@ -261,6 +262,8 @@ export interface Config {
    * record, which every shared commit of its webhooks checks.
    */
   capChangesPerMinute: number;
+  /** Deliveries of one event to a consumer group without an ack before it is given up. */
+  groupMaxAttempts: number;
   /** Process RSS above which bodies and new streams get 503; 0 switches the check off. */
   maxRssBytes: number;
   /** Share of the open-files limit kept free: with less, bodies and new streams get 503. */
@@ -391,6 +394,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxRequestsPerAccount: e.MAX_REQUESTS_PER_ACCOUNT,
     maxRespondWaitsPerAccount: e.MAX_RESPOND_WAITS_PER_ACCOUNT,
     capChangesPerMinute: e.CAP_CHANGES_PER_MINUTE,
+    groupMaxAttempts: e.GROUP_MAX_ATTEMPTS,
     maxRssBytes: e.MAX_RSS_MB * 2 ** 20,
     minFreeFilesPercent: e.MIN_FREE_FILES_PERCENT,
     // Operations (lib/observe).

@@ -145,7 +145,12 @@ export async function createServices(
   const endpoints = createEndpointCache(kv);
   const responses = createResponses({ broker });
   const presence = createPresence({ broker, connections });
-  const groups = createGroups(kv, { broker, connections, retentionMs: config.retentionMs });
+  const groups = createGroups(kv, {
+    broker,
+    connections,
+    retentionMs: config.retentionMs,
+    maxAttempts: config.groupMaxAttempts,
+  });
   const deletions = createDeletions(kv, {
     broker,
     settleMs: config.accountDeletionSettleMs,
