@@ -808,7 +808,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
       400: BAD_BODY,
       401: UNAUTHORIZED,
       403: FORBIDDEN,
-      404: error("No such group or member"),
+      404: error("No such group or member, or an event outside the token's endpoints"),
       409: error("Held by another member, acked already, or handed on meanwhile"),
       413: TOO_LARGE,
     },

@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { isId } from "../lib/store/ids.ts";
+import { seesEvent } from "../lib/accounts/auth.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
 import { parseBody } from "./_parse.ts";
@@ -18,8 +19,11 @@ export function groupRoutes(): Hono<AppEnv> {
 
   app.get("/api/groups", ...read, async (c) => {
     const { presence, groups } = c.get("services");
-    const userId = c.get("auth").user.id;
-    return c.json({ groups: await groups.describe(userId, () => presence.list(userId)) });
+    const auth = c.get("auth");
+    const userId = auth.user.id;
+    // Members as /api/clients shows them: a limited token sees those limited within its own.
+    const members = () => presence.list(userId, auth.endpointIds);
+    return c.json({ groups: await groups.describe(userId, members) });
   });
 
   app.delete("/api/groups/:name", requireAuth, requireScope("manage"), async (c) => {
@@ -36,8 +40,14 @@ export function groupRoutes(): Hono<AppEnv> {
     // Not held to ACKS_PER_SECOND: only the member holding the event's claim can settle it, and
     // the claims are bounded by the deliveries (see websocket.ts).
     const { groups } = c.get("services");
-    const userId = c.get("auth").user.id;
-    await groups.ack({ userId, name, connectionId: body.connection, eventId: body.id });
+    const auth = c.get("auth");
+    await groups.ack({
+      userId: auth.user.id,
+      name,
+      connectionId: body.connection,
+      eventId: body.id,
+      sees: seesEvent(auth),
+    });
     return c.json({ ok: true, group: name, connection: body.connection, id: body.id });
   });
 

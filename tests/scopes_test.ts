@@ -874,3 +874,43 @@ Deno.test("[scopes] in Chromium, the token form makes a stream-only token for on
     await browser?.close();
   }
 });
+
+Deno.test("[scopes] an endpoint-limited token neither sees nor acks a group member's event of another endpoint", async () => {
+  await using server = await startTestServer({ ACKS_PER_SECOND: "0" });
+  const { user, b } = await twoEndpoints(server);
+  const onlyA = await createToken(server, user, { endpoints: [user.slug] });
+  // A full-token member of group "g" is sent an event of endpoint b and holds it.
+  const member = await openWs(`${server.wsUrl}/ws?token=${user.token}&group=g`);
+  const id = await send(b.url, { secret: "of b" });
+  const event = await member.next();
+  assert.equal(event.id, id);
+  const groupsOf = async (token: string) =>
+    (await expectJson(await api(server, { token, path: "/api/groups" }), 200, "groups"))
+      .groups as { name: string; members: { id: string; inFlight: unknown }[] }[];
+  const [full] = await groupsOf(user.token);
+  assert.equal(full.members.length, 1);
+  const connection = full.members[0].id;
+  // The limited token is not shown the member, its connection id or the event in flight.
+  const [limited] = await groupsOf(onlyA.value);
+  assert.equal(limited.name, "g");
+  assert.deepEqual(limited.members, []);
+  // Nor may it settle that event in the member's place (before: 200, and the member's own
+  // ack was then refused as acked already).
+  const acked = await api(server, {
+    token: onlyA.value,
+    method: "POST",
+    path: "/api/groups/g/ack",
+    body: { connection, id },
+  });
+  assert.deepEqual(await expectJson(acked, 404, "ack by the limited token"), {
+    error: `Cannot ack ${id} in group "g": no such event for this token`,
+  });
+  const own = await api(server, {
+    token: user.token,
+    method: "POST",
+    path: "/api/groups/g/ack",
+    body: { connection, id },
+  });
+  assert.equal((await expectJson(own, 200, "the member's own ack")).ok, true);
+  await member.close();
+});

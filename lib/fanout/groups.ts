@@ -28,7 +28,7 @@
 import type { Broker } from "./broker.ts";
 import type { Connection, Connections } from "./connections.ts";
 import { compileFilter, describeFilter, type Filter, type FilterSpec, matches } from "./filters.ts";
-import { eventsAfter } from "../log/events.ts";
+import { type EventMatch, eventsAfter, getEvent } from "../log/events.ts";
 import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 import {
@@ -100,9 +100,14 @@ export interface Groups {
    * Acks `eventId` for member `connectionId` of the group: 409 when that member does not hold
    * it (another member's, never sent, acked already, another account's).
    */
-  ack(options: { userId: string; name: string; connectionId: string; eventId: string }): Promise<
-    void
-  >;
+  ack(options: {
+    userId: string;
+    name: string;
+    connectionId: string;
+    eventId: string;
+    /** The caller's endpoint limit (auth.ts `seesEvent`): 404 for an event outside it. */
+    sees?: EventMatch;
+  }): Promise<void>;
   /**
    * Deletes a group with its claims and progress: 404 when there is none, 409 while `clients`
    * (presence, every isolate) has members of it.
@@ -681,14 +686,19 @@ export function createGroups(
       }
       await ensureRecord(userId, name, { limit: true });
     },
-    async ack({ userId, name, connectionId, eventId }) {
+    async ack({ userId, name, connectionId, eventId, sees }) {
       if (!GROUP_NAME.test(name)) {
         throw new HttpError(400, `Cannot ack: "${name.slice(0, 70)}" is not a group name`);
+      }
+      const cannot = `Cannot ack ${eventId} in group "${name}"`;
+      // A token limited to some endpoints settles only their events: a member of the group
+      // may be a full token's, holding another endpoint's event.
+      if (sees && !(await getEvent(kv, { userId, id: eventId, match: sees }))) {
+        throw new HttpError(404, `${cannot}: no such event for this token`);
       }
       const key = groupClaimKey(userId, name, eventId);
       const entry = await kv.get<GroupClaim>(key);
       const claim = entry.value;
-      const cannot = `Cannot ack ${eventId} in group "${name}"`;
       if (!claim) {
         throw new HttpError(
           409,
