@@ -1,6 +1,7 @@
 /** BROKER=kv: two instances sharing one KV store deliver to each other's clients. */
 import assert from "node:assert/strict";
 import { instanceSides, postOn, signUpOn, transportSuite } from "./sides.ts";
+import { waitFor } from "./helpers.ts";
 
 transportSuite("instances", () => instanceSides());
 
@@ -63,6 +64,56 @@ Deno.test("[instances] quota notices and usage cross to the other instance", asy
     assert.equal(notices.length, 1);
     assert.equal(notices[0].level, 80);
     await client.close();
+  } finally {
+    await sides.close();
+  }
+});
+
+Deno.test("[instances] group members limited to other endpoints, on two instances, let an event neither takes pass", async () => {
+  const sides = await instanceSides({ ACKS_PER_SECOND: "0" });
+  try {
+    const user = await signUpOn(sides);
+    const json = { ...user.auth, "Content-Type": "application/json" };
+    const endpoint = async (name: string) => {
+      const response = await sides.fetch(0, "/api/endpoints", {
+        method: "POST",
+        headers: json,
+        body: JSON.stringify({ name }),
+      });
+      assert.equal(response.status, 201);
+      return (await response.json()).endpoint.slug as string;
+    };
+    const token = async (slug: string) => {
+      const response = await sides.fetch(0, "/api/tokens", {
+        method: "POST",
+        headers: json,
+        body: JSON.stringify({ name: slug, endpoints: [slug] }),
+      });
+      assert.equal(response.status, 201);
+      return (await response.json()).token.value as string;
+    };
+    const [b, c] = [await endpoint("b"), await endpoint("c")];
+    // One member per instance, one limited to endpoint a, the other to b.
+    const onA = await sides.openWs(0, `/ws?token=${await token(user.slug)}&group=g`);
+    const onB = await sides.openWs(1, `/ws?token=${await token(b)}&group=g`);
+    const cursor = async () => {
+      const response = await sides.fetch(0, "/api/groups", { headers: user.auth });
+      const { groups } = await response.json();
+      return groups.find((group: { name: string }) => group.name === "g")?.cursor ?? null;
+    };
+    // An event of c: neither member takes it. Before, each instance read the other's member
+    // as taking everything (its endpoint limit was not published), so neither let it pass
+    // and the group's cursor stayed behind it for good.
+    const { id: skipped } = await postOn(sides, { side: 0, slug: c, body: '{"of":"c"}' });
+    await waitFor(async () => (await cursor()) === skipped, {
+      what: "the cursor past the event no member takes",
+      timeoutMs: 15_000,
+    });
+    // Each member still gets its own endpoint's events.
+    const { id: ofB } = await postOn(sides, { side: 0, slug: b, body: '{"of":"b"}' });
+    assert.equal((await onB.next()).id, ofB);
+    await onA.close();
+    await onB.close();
   } finally {
     await sides.close();
   }

@@ -65,11 +65,17 @@ export interface GroupRecord {
 
 /** ["group_member", userId, name, origin]: what one isolate's members of a group take. */
 export interface GroupMembers {
-  /** Each member's filter (`[]` everywhere: everything). */
-  filters: FilterSpec[];
+  /** Each member's filter (`[]` everywhere: everything), with its token's endpoint limit. */
+  filters: MemberFilter[];
   /** Epoch ms until which the record holds; the isolate rewrites it before. */
   until: number;
 }
+
+/**
+ * A member's filter as other isolates read it: the spec, and the ids of its token's endpoints
+ * when the token is limited (absent: no limit, as in records written before it was published).
+ */
+export type MemberFilter = FilterSpec & { endpointIds?: string[] };
 
 /** ["group_claim", userId, name, eventId]: one delivery attempt of one event. */
 export interface GroupClaim {
@@ -240,9 +246,13 @@ export function createGroups(
    * isolates' ones.
    */
   async function syncMembers(d: Dispatcher): Promise<void> {
-    const specs = d.members.filter((member) => !member.closed).map((member) =>
-      describeFilter(member.filter)
-    );
+    // The limit goes too: without it, a member limited to some endpoints would read, elsewhere,
+    // as taking every event, and an event no member takes would wait for it for good.
+    const specs: MemberFilter[] = d.members.filter((member) => !member.closed).map((member) => {
+      const limit = member.filter?.limit;
+      const spec = describeFilter(member.filter);
+      return limit ? { ...spec, endpointIds: [...limit.ids] } : spec;
+    });
     const filters = JSON.stringify(specs);
     const now = Date.now();
     if (d.written?.filters !== filters || now - d.written.at > MEMBERS_REFRESH_MS) {
@@ -259,7 +269,11 @@ export function createGroups(
       const entry of kv.list<GroupMembers>({ prefix: groupMembersPrefix(d.userId, d.name) })
     ) {
       if (entry.key[3] === broker.origin || entry.value.until <= now) continue;
-      for (const spec of entry.value.filters) remote.push(compileFilter(spec));
+      for (const { endpointIds, ...spec } of entry.value.filters) {
+        // Matched by endpoint id only; slugs are what a client may name, checked where it joined.
+        const limit = endpointIds ? { ids: new Set(endpointIds), slugs: new Set<string>() } : null;
+        remote.push(compileFilter(spec, limit));
+      }
     }
     d.remote = remote;
   }

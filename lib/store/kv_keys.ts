@@ -44,9 +44,11 @@
  * | ["group", userId, name]                   | { name, cursor, createdAt }: ids   | groups.ts       |
  * |                                           | ≤ cursor are done for the group    |                 |
  * | ["group_claim", userId, name, eventId]    | { member, origin, attempt, until,  | groups.ts       |
- * |                                           | acked }: who holds one delivery    |                 |
- * | ["group_member", userId, name, origin]    | { filters, until } (60 s): what    | groups.ts       |
- * |                                           | an isolate's members take          |                 |
+ * |                                           | acked, gaveUp? }: who holds one    |                 |
+ * |                                           | delivery                           |                 |
+ * | ["group_member", userId, name, origin]    | { filters (with endpointIds of a   | groups.ts       |
+ * |                                           | limited token), until } (60 s):    |                 |
+ * |                                           | what an isolate's members take     |                 |
  * | ["readiness_probe", isolateId]            | time of /readyz's last KV check    | observe/health  |
  * |                                           | (60 s; at most one write a second) |                 |
  * | ["account_deletions", userId]             | DeletionMarker: an account being   | deletion.ts     |
