@@ -44,8 +44,9 @@ export function eventRoutes(): Hono<AppEnv> {
     const { connections, kv, groups } = c.get("services");
     const filter = streamFilter(c, await endpointLimit(kv, auth));
     const group = streamGroup(c);
-    if (group) await groups.prepare(auth.user.id, group.name);
+    // The connection limits first: a refused connection must not create a group either.
     connections.admit(auth.user.id, auth.credential);
+    if (group) await groups.prepare(auth.user.id, group.name);
     return openSseStream(connections, {
       userId: auth.user.id,
       credential: auth.credential,

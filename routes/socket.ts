@@ -20,8 +20,9 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   const { connections, config, kv, groups } = c.get("services");
   const filter = streamFilter(c, await endpointLimit(kv, auth));
   const group = streamGroup(c);
-  if (group) await groups.prepare(auth.user.id, group.name);
+  // The connection limits first: a refused connection must not create a group either.
   connections.admit(auth.user.id, auth.credential);
+  if (group) await groups.prepare(auth.user.id, group.name);
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,
     credential: auth.credential,

@@ -473,3 +473,21 @@ Deno.test("[groups] an event never acked is given up after GROUP_MAX_ATTEMPTS de
   assert.deepEqual(stuck.got.map((one) => one.attempt), [1, 2, 3, 1]);
   await stuck.ws.close();
 });
+
+Deno.test("[groups] joining 40 new groups at once leaves the account with at most 20", async () => {
+  await using server = await startTestServer({ ...ENV, MAX_CONNECTIONS_PER_USER: "100" });
+  const user = await signUp(server);
+  // Opened side by side, each join read the count before any wrote: before, all 40 were made.
+  const responses = await Promise.all(
+    Array.from(
+      { length: 40 },
+      (_, n) => fetch(`${server.url}/api/events/stream?token=${user.token}&group=burst${n}`),
+    ),
+  );
+  const statuses = responses.map((response) => response.status);
+  for (const response of responses) await response.body?.cancel();
+  assert.deepEqual([...new Set(statuses)].filter((s) => s !== 200 && s !== 409), []);
+  const { groups } = await listGroups(server, user);
+  assert.ok(groups.length <= 20, `${groups.length} groups`);
+  assert.ok(statuses.filter((s) => s === 200).length <= 20);
+});

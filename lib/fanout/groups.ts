@@ -287,21 +287,15 @@ export function createGroups(
     const key = groupKey(userId, name);
     const entry = await kv.get<GroupRecord>(key);
     if (entry.value) return;
-    if (options.limit) {
-      let count = 0;
-      for await (
-        const _ of kv.list({ prefix: groupsOfUserPrefix(userId) }, {
-          limit: MAX_GROUPS_PER_USER,
-        })
-      ) count++;
-      if (count >= MAX_GROUPS_PER_USER) {
-        throw new HttpError(
-          409,
-          `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
-            "consumer groups (the most it may have); join one of them, or delete an unused " +
-            "one (DELETE /api/groups/<name>)",
-        );
-      }
+    const tooMany = () =>
+      new HttpError(
+        409,
+        `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
+          "consumer groups (the most it may have); join one of them, or delete an unused " +
+          "one (DELETE /api/groups/<name>)",
+      );
+    if (options.limit && (await countGroups(userId, MAX_GROUPS_PER_USER)) >= MAX_GROUPS_PER_USER) {
+      throw tooMany();
     }
     // A new group starts with what arrives from now on, not with the whole retained log.
     const cursor = options.cursor !== undefined
@@ -314,7 +308,26 @@ export function createGroups(
       updatedAt: Date.now(),
     };
     // Lost to a concurrent creation: that one stands.
-    await kv.atomic().check(entry).set(key, record).commit();
+    const created = await kv.atomic().check(entry).set(key, record).commit();
+    // Joins side by side each counted before any wrote. One that finds more than the limit
+    // once its record is in takes it back: of those kept, the last to count saw all the others,
+    // so the account never keeps more than the limit.
+    if (
+      created.ok && options.limit &&
+      (await countGroups(userId, MAX_GROUPS_PER_USER + 1)) > MAX_GROUPS_PER_USER
+    ) {
+      await kv.atomic().check({ key, versionstamp: created.versionstamp }).delete(key).commit();
+      throw tooMany();
+    }
+  }
+
+  /** The account's groups, counted up to `most`. */
+  async function countGroups(userId: string, most: number): Promise<number> {
+    let count = 0;
+    for await (const _ of kv.list({ prefix: groupsOfUserPrefix(userId) }, { limit: most })) {
+      count++;
+    }
+    return count;
   }
 
   /**
