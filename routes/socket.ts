@@ -20,9 +20,13 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
   const { connections, config, kv, groups } = c.get("services");
   const filter = streamFilter(c, await endpointLimit(kv, auth));
   const group = streamGroup(c);
-  // The connection limits first: a refused connection must not create a group either.
+  // The connection limits first, so a refused connection creates no group, and again
+  // after: preparing waits for KV, and only opening takes a connection's place.
   connections.admit(auth.user.id, auth.credential);
-  if (group) await groups.prepare(auth.user.id, group.name);
+  if (group) {
+    await groups.prepare(auth.user.id, group.name);
+    connections.admit(auth.user.id, auth.credential);
+  }
   return openWebSocket(c.req.raw, connections, {
     userId: auth.user.id,
     credential: auth.credential,

@@ -491,3 +491,27 @@ Deno.test("[groups] joining 40 new groups at once leaves the account with at mos
   assert.ok(groups.length <= 20, `${groups.length} groups`);
   assert.ok(statuses.filter((s) => s === 200).length <= 20);
 });
+
+Deno.test("[groups] at the limit, joins of two new groups side by side: one is made and kept, and every member joined it", async () => {
+  await using server = await startTestServer({ ...ENV, MAX_CONNECTIONS_PER_USER: "100" });
+  const user = await signUp(server);
+  for (let n = 0; n < 19; n++) {
+    const response = await fetch(`${server.url}/api/events/stream?token=${user.token}&group=g${n}`);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }
+  // Room for one more. A join that took its record back when it found too many could leave
+  // the members of the same name, who had joined meanwhile, in a group with no record.
+  const names = ["one", "two", "one", "two", "one", "two", "one", "two"];
+  const responses = await Promise.all(
+    names.map((name) => fetch(`${server.url}/api/events/stream?token=${user.token}&group=${name}`)),
+  );
+  const joined = new Set(names.filter((_, n) => responses[n].status === 200));
+  const statuses = responses.map((response) => response.status);
+  for (const response of responses) await response.body?.cancel();
+  assert.deepEqual([...new Set(statuses)].filter((s) => s !== 200 && s !== 409), []);
+  assert.equal(joined.size, 1, `joined: ${[...joined]}`);
+  const { groups } = await listGroups(server, user);
+  assert.equal(groups.length, 20);
+  assert.ok(groups.some((g: { name: string }) => g.name === [...joined][0]));
+});

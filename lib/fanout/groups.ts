@@ -28,7 +28,7 @@
 import type { Broker } from "./broker.ts";
 import type { Connection, Connections } from "./connections.ts";
 import { compileFilter, describeFilter, type Filter, type FilterSpec, matches } from "./filters.ts";
-import { type EventMatch, eventsAfter, getEvent } from "../log/events.ts";
+import { type EventMatch, eventsAfter, hasEvent } from "../log/events.ts";
 import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 import {
@@ -38,6 +38,7 @@ import {
   groupKey,
   groupMembersKey,
   groupMembersPrefix,
+  groupNamesKey,
   groupsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
@@ -141,6 +142,8 @@ const LAG_BUDGET = 2 * LAG_CAP;
 /** How often an isolate rewrites its members' record at least, and how long one holds. */
 const MEMBERS_REFRESH_MS = 10_000;
 const MEMBERS_VALID_MS = 30_000;
+/** JSON characters of one isolate's members' filters, well under KV's 64 KiB value. */
+const MAX_MEMBERS_JSON = 48 * 1024;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
 /**
@@ -248,12 +251,23 @@ export function createGroups(
   async function syncMembers(d: Dispatcher): Promise<void> {
     // The limit goes too: without it, a member limited to some endpoints would read, elsewhere,
     // as taking every event, and an event no member takes would wait for it for good.
-    const specs: MemberFilter[] = d.members.filter((member) => !member.closed).map((member) => {
+    // Each distinct filter once: members of one token and query publish the same one.
+    const distinct = new Map<string, MemberFilter>();
+    for (const member of d.members) {
+      if (member.closed) continue;
       const limit = member.filter?.limit;
       const spec = describeFilter(member.filter);
-      return limit ? { ...spec, endpointIds: [...limit.ids] } : spec;
-    });
-    const filters = JSON.stringify(specs);
+      const one: MemberFilter = limit ? { ...spec, endpointIds: [...limit.ids] } : spec;
+      distinct.set(JSON.stringify(one), one);
+    }
+    let specs = [...distinct.values()];
+    let filters = JSON.stringify(specs);
+    // Over a KV value (many limited tokens): say "everything", which only makes the other
+    // isolates wait for these members where they might have passed an event over.
+    if (filters.length > MAX_MEMBERS_JSON) {
+      specs = [describeFilter(null)];
+      filters = JSON.stringify(specs);
+    }
     const now = Date.now();
     if (d.written?.filters !== filters || now - d.written.at > MEMBERS_REFRESH_MS) {
       const record: GroupMembers = { filters: specs, until: now + MEMBERS_VALID_MS };
@@ -278,56 +292,61 @@ export function createGroups(
     d.remote = remote;
   }
 
-  /** Creates the group record when absent; `cursor` is where a new group starts. */
+  /**
+   * Creates the group record when absent; `cursor` is where a new group starts. The record and
+   * the account's list of names are written in one commit that checks both, so joins side by
+   * side cannot make more than MAX_GROUPS_PER_USER (`limit`); a record recreated by a scan
+   * (its member joined already) is not refused.
+   */
   async function ensureRecord(
     userId: string,
     name: string,
     options: { limit: boolean; cursor?: string | null },
   ): Promise<void> {
     const key = groupKey(userId, name);
-    const entry = await kv.get<GroupRecord>(key);
-    if (entry.value) return;
-    const tooMany = () =>
-      new HttpError(
-        409,
-        `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
-          "consumer groups (the most it may have); join one of them, or delete an unused " +
-          "one (DELETE /api/groups/<name>)",
-      );
-    if (options.limit && (await countGroups(userId, MAX_GROUPS_PER_USER)) >= MAX_GROUPS_PER_USER) {
-      throw tooMany();
-    }
-    // A new group starts with what arrives from now on, not with the whole retained log.
-    const cursor = options.cursor !== undefined
-      ? options.cursor
-      : (await kv.get<string>(eventHeadKey(userId))).value ?? null;
-    const record: GroupRecord = {
-      name,
-      cursor,
-      createdAt: new Date().toISOString(),
-      updatedAt: Date.now(),
-    };
-    // Lost to a concurrent creation: that one stands.
-    const created = await kv.atomic().check(entry).set(key, record).commit();
-    // Joins side by side each counted before any wrote. One that finds more than the limit
-    // once its record is in takes it back: of those kept, the last to count saw all the others,
-    // so the account never keeps more than the limit.
-    if (
-      created.ok && options.limit &&
-      (await countGroups(userId, MAX_GROUPS_PER_USER + 1)) > MAX_GROUPS_PER_USER
-    ) {
-      await kv.atomic().check({ key, versionstamp: created.versionstamp }).delete(key).commit();
-      throw tooMany();
+    const namesKey = groupNamesKey(userId);
+    for (;;) {
+      const [entry, names] = await kv.getMany<[GroupRecord, string[]]>([key, namesKey]);
+      if (entry.value) return;
+      // Accounts whose groups predate the list: it starts from their records.
+      const list = names.value ?? await recordNames(userId);
+      const others = list.filter((one) => one !== name);
+      if (options.limit && others.length >= MAX_GROUPS_PER_USER) {
+        throw new HttpError(
+          409,
+          `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
+            "consumer groups (the most it may have); join one of them, or delete an unused " +
+            "one (DELETE /api/groups/<name>)",
+        );
+      }
+      // A new group starts with what arrives from now on, not with the whole retained log.
+      const cursor = options.cursor !== undefined
+        ? options.cursor
+        : (await kv.get<string>(eventHeadKey(userId))).value ?? null;
+      const record: GroupRecord = {
+        name,
+        cursor,
+        createdAt: new Date().toISOString(),
+        updatedAt: Date.now(),
+      };
+      const created = await kv.atomic().check(entry, names)
+        .set(key, record)
+        .set(namesKey, [...others, name])
+        .commit();
+      if (created.ok) return;
+      // Another join or removal of this account's groups came first: look again.
     }
   }
 
-  /** The account's groups, counted up to `most`. */
-  async function countGroups(userId: string, most: number): Promise<number> {
-    let count = 0;
-    for await (const _ of kv.list({ prefix: groupsOfUserPrefix(userId) }, { limit: most })) {
-      count++;
-    }
-    return count;
+  /** The names of the account's group records (at most twice the limit). */
+  async function recordNames(userId: string): Promise<string[]> {
+    const names: string[] = [];
+    for await (
+      const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
+        limit: MAX_GROUPS_PER_USER * 2,
+      })
+    ) names.push(entry.value.name);
+    return names;
   }
 
   /**
@@ -350,11 +369,12 @@ export function createGroups(
       }
       if (!group.value) return null;
       if (group.value.cursor !== null && id <= group.value.cursor) return null;
-      const held = current?.value ?? null;
-      if (held && (held.acked || held.until > Date.now())) return null;
       // A member that never acks (or keeps leaving) is not sent the event for ever, nor past
       // its retention: the group gives it up, and the scan's cursor moves over it.
       const expired = idTime(id) + options.retentionMs <= Date.now();
+      if (expired && current === null) current = await kv.get<GroupClaim>(key);
+      const held = current?.value ?? null;
+      if (held && (held.acked || held.until > Date.now())) return null;
       if (expired || (held && held.attempt >= options.maxAttempts)) {
         if (held) {
           await kv.atomic().check(current!)
@@ -720,7 +740,7 @@ export function createGroups(
       const cannot = `Cannot ack ${eventId} in group "${name}"`;
       // A token limited to some endpoints settles only their events: a member of the group
       // may be a full token's, holding another endpoint's event.
-      if (sees && !(await getEvent(kv, { userId, id: eventId, match: sees }))) {
+      if (sees && !(await hasEvent(kv, { userId, id: eventId, match: sees }))) {
         throw new HttpError(404, `${cannot}: no such event for this token`);
       }
       const key = groupClaimKey(userId, name, eventId);
@@ -749,7 +769,9 @@ export function createGroups(
         throw new HttpError(400, `Cannot delete group: "${name.slice(0, 70)}" is not a group name`);
       }
       const key = groupKey(userId, name);
-      if (!(await kv.get(key)).value) {
+      const namesKey = groupNamesKey(userId);
+      const [entry] = await kv.getMany([key, namesKey]);
+      if (!entry.value) {
         throw new HttpError(404, `Cannot delete group "${name}": there is no such group`);
       }
       const members = (await clients()).filter((client) => client.group === name).length;
@@ -760,7 +782,12 @@ export function createGroups(
             "connected; close them first",
         );
       }
-      await kv.delete(key);
+      for (;;) {
+        const [record, names] = await kv.getMany<[GroupRecord, string[]]>([key, namesKey]);
+        const op = kv.atomic().check(record, names).delete(key);
+        if (names.value) op.set(namesKey, names.value.filter((one) => one !== name));
+        if ((await op.commit()).ok) break;
+      }
       // Then what hangs off it, in commits under KV's limits; claims would expire anyway.
       for (const prefix of [groupClaimsPrefix(userId, name), groupMembersPrefix(userId, name)]) {
         let op = kv.atomic();

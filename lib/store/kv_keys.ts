@@ -43,6 +43,8 @@
  * | ["broker_head", "all"]                    | id of the newest broker message    | broker_kv.ts    |
  * | ["group", userId, name]                   | { name, cursor, createdAt }: ids   | groups.ts       |
  * |                                           | ≤ cursor are done for the group    |                 |
+ * | ["group_names", userId, "all"]            | string[]: the account's groups,    | groups.ts       |
+ * |                                           | written with each record it names  |                 |
  * | ["group_claim", userId, name, eventId]    | { member, origin, attempt, until,  | groups.ts       |
  * |                                           | acked, gaveUp? }: who holds one    |                 |
  * |                                           | delivery                           |                 |
@@ -202,6 +204,11 @@ export const brokerHeadKey = () => ["broker_head", "all"];
 export const groupKey = (userId: string, name: string) => ["group", userId, name];
 /** Prefix of one user's consumer groups. */
 export const groupsOfUserPrefix = (userId: string) => ["group", userId];
+/**
+ * ["group_names", userId, "all"]: the names of the user's groups, written in the same commit as each
+ * record it gains or loses, so the groups-per-account limit holds against joins side by side.
+ */
+export const groupNamesKey = (userId: string) => ["group_names", userId, "all"];
 /** ["group_claim", userId, name, eventId]: the member holding an event's delivery attempt. */
 export const groupClaimKey = (userId: string, name: string, eventId: string) => [
   "group_claim",
@@ -248,6 +255,7 @@ export const userKeyPrefixes = (userId: string): Deno.KvKey[] => [
   usageRejectedDaysOfUserPrefix(userId),
   ["deliveries", userId],
   groupsOfUserPrefix(userId),
+  ["group_names", userId],
   ["group_claim", userId],
   ["group_member", userId],
   ["stripe_usage_reported", userId],
