@@ -769,9 +769,7 @@ export function createGroups(
         throw new HttpError(400, `Cannot delete group: "${name.slice(0, 70)}" is not a group name`);
       }
       const key = groupKey(userId, name);
-      const namesKey = groupNamesKey(userId);
-      const [entry] = await kv.getMany([key, namesKey]);
-      if (!entry.value) {
+      if (!(await kv.get(key)).value) {
         throw new HttpError(404, `Cannot delete group "${name}": there is no such group`);
       }
       const members = (await clients()).filter((client) => client.group === name).length;
@@ -782,6 +780,8 @@ export function createGroups(
             "connected; close them first",
         );
       }
+      // The record and its name in the account's list go together (see ensureRecord).
+      const namesKey = groupNamesKey(userId);
       for (;;) {
         const [record, names] = await kv.getMany<[GroupRecord, string[]]>([key, namesKey]);
         const op = kv.atomic().check(record, names).delete(key);

@@ -472,11 +472,11 @@ export function createIngest(
     const fresh = await readGates(plans.map((plan) => plan.group.userId), month);
     const moved = new Set<string>();
     for (const { group, gate } of plans) {
-      const now = fresh.get(group.userId)!;
-      const same = now.user.versionstamp === gate.user.versionstamp &&
-        now.used.versionstamp === gate.used.versionstamp &&
-        now.head.versionstamp === gate.head.versionstamp;
-      if (same) rememberGate(group.userId, now); // read just now: the retry need not again
+      const read = fresh.get(group.userId)!;
+      const same = read.user.versionstamp === gate.user.versionstamp &&
+        read.used.versionstamp === gate.used.versionstamp &&
+        read.head.versionstamp === gate.head.versionstamp;
+      if (same) rememberGate(group.userId, read); // read just now: the retry need not again
       else moved.add(group.userId);
     }
     if (moved.size === 0 || moved.size === groups.length) return false;
