@@ -13,6 +13,7 @@ import {
 } from "./helpers.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
 import { groupClaimKey } from "../lib/store/kv_keys.ts";
+import { advanceSteps, type DoneEvent } from "../lib/fanout/groups.ts";
 
 /** No account-wide ack limit: these tests ack as fast as events come. */
 const ENV = { ACKS_PER_SECOND: "0", FREE_MONTHLY_LIMIT: "100000" };
@@ -98,6 +99,16 @@ function settled(server: TestServer, user: TestUser, name: string) {
   }, { what: `group ${name} with nothing unacked` });
 }
 
+/** websocks_group_claims_lost_total as /metrics shows it. */
+async function claimsLost(server: TestServer): Promise<number> {
+  const response = await fetch(`${server.url}/metrics`);
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get("content-type") ?? "", /^text\/plain/);
+  const lost = (await response.text()).match(/^websocks_group_claims_lost_total (\d+)$/m);
+  assert.ok(lost, "websocks_group_claims_lost_total is exported");
+  return Number(lost[1]);
+}
+
 function ackOver(server: TestServer, user: TestUser, group: string, body: unknown) {
   return fetch(`${server.url}/api/groups/${group}/ack`, {
     method: "POST",
@@ -105,6 +116,32 @@ function ackOver(server: TestServer, user: TestUser, group: string, body: unknow
     body: JSON.stringify(body),
   });
 }
+
+Deno.test("[groups] a cursor passes a whole run of done events, in commits within KV's limits", () => {
+  // 600 acked events and 100 no member takes, interleaved: before, one scan (a second) passed
+  // at most 250, so at 500 acks a second the cursor fell behind for good.
+  const run: DoneEvent[] = Array.from({ length: 700 }, (_, n) => ({
+    id: `e${String(n).padStart(4, "0")}`,
+    acked: n % 7 !== 3,
+  }));
+  const steps = advanceSteps(run);
+  assert.equal(steps.at(-1)?.cursor, "e0699", "the cursor reaches the run's end");
+  assert.deepEqual(
+    steps.flatMap((step) => step.deletes),
+    run.filter((e) => e.acked).map((e) => e.id),
+  );
+  assert.deepEqual(
+    steps.flatMap((step) => step.checks),
+    run.filter((e) => !e.acked).map((e) => e.id),
+  );
+  for (const step of steps) {
+    assert.ok(step.deletes.length <= 250 && step.checks.length <= 90);
+    // Each commit's cursor is its own last event: the run is passed in order, none skipped.
+    assert.equal(step.cursor, [...step.deletes, ...step.checks].sort().at(-1));
+  }
+  assert.equal(steps.length, 3);
+  assert.deepEqual(advanceSteps([]), []);
+});
 
 Deno.test("[groups] three WebSocket members share 1,000 webhooks: each handled exactly once, by all three", async () => {
   await using server = await startTestServer(ENV);
@@ -514,4 +551,24 @@ Deno.test("[groups] at the limit, joins of two new groups side by side: one is m
   const { groups } = await listGroups(server, user);
   assert.equal(groups.length, 20);
   assert.ok(groups.some((g: { name: string }) => g.name === [...joined][0]));
+});
+
+Deno.test("[groups] events delivered live while a scan runs are not claimed again by it", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const one = await member(server, user);
+  // This file's servers share one isolate, and with it the counters: what this test adds.
+  const lostBefore = await claimsLost(server);
+  // Several scans (one a second) run while these arrive and are claimed live. Each scan used to
+  // take the events claimed after it listed the claims for unclaimed, and claim each again:
+  // a KV round trip lost per event, in the way of live deliveries (p99 1.3 s at 500/s).
+  const ids = await postMany(user, 4000, 32);
+  await waitFor(() => one.got.length >= ids.length, {
+    what: "4,000 deliveries",
+    timeoutMs: 60_000,
+  });
+  assert.deepEqual(one.got.map((event) => event.id), ids, "each once, in order");
+  await settled(server, user, "workers");
+  assert.equal(await claimsLost(server) - lostBefore, 0, "no claim tried for an event claimed");
+  await one.ws.close();
 });

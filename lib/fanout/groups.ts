@@ -42,6 +42,7 @@ import {
   groupsOfUserPrefix,
 } from "../store/kv_keys.ts";
 import { log } from "../observe/log.ts";
+import { counters } from "../observe/metrics.ts";
 import { idTime } from "../store/ids.ts";
 import type { ClientInfo, GroupSummary } from "../shared/wire.ts";
 
@@ -149,10 +150,47 @@ const MAX_WALK = 5000;
 /**
  * Claims one commit deletes as the cursor passes their events, and absent claims it checks:
  * under KV's 1,000 mutations, 100 checks and 80 KiB of keys per commit (a claim's key with a
- * 64-character name is some 150 bytes).
+ * 64-character name is some 150 bytes). A scan that passes more commits several times.
  */
 const MAX_ADVANCE_DELETES = 250;
 const MAX_ADVANCE_CHECKS = 90;
+
+/** One done event at the head of a group's log: acked (its claim goes) or taken by no member. */
+export interface DoneEvent {
+  id: string;
+  acked: boolean;
+}
+
+/** One commit of a cursor's advance: where the cursor goes, the claims it deletes, and checks. */
+export interface AdvanceStep {
+  cursor: string;
+  deletes: string[];
+  /** Ids whose claim must still be absent: no member elsewhere took the event meanwhile. */
+  checks: string[];
+}
+
+/**
+ * Splits the leading run of done events into commits within KV's limits, in order, so the
+ * cursor passes the whole run: at 500 acks a second a cursor that moved 250 events a scan fell
+ * further behind every second, and every scan listed more claims.
+ */
+export function advanceSteps(
+  run: readonly DoneEvent[],
+  limits = { deletes: MAX_ADVANCE_DELETES, checks: MAX_ADVANCE_CHECKS },
+): AdvanceStep[] {
+  const steps: AdvanceStep[] = [];
+  let step: AdvanceStep | null = null;
+  for (const { id, acked } of run) {
+    const list = acked ? "deletes" : "checks";
+    if (!step || step[list].length >= limits[list]) {
+      step = { cursor: id, deletes: [], checks: [] };
+      steps.push(step);
+    }
+    step.cursor = id;
+    step[list].push(id);
+  }
+  return steps;
+}
 
 interface Candidate {
   event: LiveEvent;
@@ -173,6 +211,11 @@ interface Dispatcher {
   pendingChars: number;
   /** Null: `pending` holds every candidate up to the log's end; else up to this id only. */
   horizon: string | null;
+  /**
+   * While a scan runs: the ids this isolate claimed since it listed the claims. The scan's walk
+   * of the log would take them for unclaimed, and each would cost a claim that is lost.
+   */
+  claimedSince: Set<string> | null;
   /** The last scan found candidates: when they are sent, the next one runs at once. */
   found: boolean;
   /** The first scan is done: nothing is sent before it, so older events go first. */
@@ -467,11 +510,13 @@ export function createGroups(
           // Reserved while the claim is decided, so no other event goes to it meanwhile.
           member.group!.inFlight = { id, attempt: 0 };
           drop(d, id);
+          d.claimedSince?.add(id);
           const attempt = await claim(d, member, id).catch((error) => {
             report("claiming an event")(error);
             return null;
           });
           if (attempt === null) {
+            counters.groupClaimsLost++;
             member.group!.inFlight = null;
             continue;
           }
@@ -534,22 +579,21 @@ export function createGroups(
     d.group = group;
     const record = group.value;
     await syncMembers(d);
+    // With the claims being decided now: one may land after the list below is read.
+    const claimedSince = d.claimedSince = new Set<string>();
+    for (const member of d.members) {
+      const flight = member.group!.inFlight;
+      if (flight) claimedSince.add(flight.id);
+    }
     const claims = new Map<string, GroupClaim>();
     for await (
       const entry of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(d.userId, d.name) })
     ) claims.set(entry.key[3] as string, entry.value);
 
     const now = Date.now();
-    const acked: string[] = [];
-    const skipped: string[] = [];
+    /** The leading run of done events after the cursor, which the cursor passes. */
+    const done: DoneEvent[] = [];
     let advancing = true;
-    let advanceTo = record.cursor;
-    const step = (id: string, list: string[], max: number) => {
-      if (advancing && list.length < max) {
-        advanceTo = id;
-        list.push(id);
-      } else advancing = false;
-    };
     let walked = 0;
     /** The last id fully seen; the read stops after it when full. */
     let last: string | null = record.cursor;
@@ -571,13 +615,15 @@ export function createGroups(
         walked++;
         const claim = claims.get(id);
         let candidate = false;
-        if (claim?.acked) step(id, acked, MAX_ADVANCE_DELETES);
-        else if (claim) {
+        if (claim?.acked) {
+          if (advancing) done.push({ id, acked: true });
+        } else if (claim) {
           advancing = false;
           // Released or expired: take it over when a member here can.
           candidate = claim.until <= now && localMatch(d, facts);
-        } else if (!anyMatch(d, facts)) step(id, skipped, MAX_ADVANCE_CHECKS);
-        else if (!localMatch(d, facts)) advancing = false; // only a member elsewhere takes it
+        } else if (!anyMatch(d, facts)) {
+          if (advancing) done.push({ id, acked: false });
+        } else if (!localMatch(d, facts)) advancing = false; // only a member elsewhere takes it
         else {
           advancing = false;
           candidate = true;
@@ -599,9 +645,12 @@ export function createGroups(
       found.push(event);
       foundChars += heldChars(event);
     }
+    d.claimedSince = null;
     if (d.stopped) return;
     for (const event of found) {
-      if (!d.pending.has(event.id)) hold(d, event.id, { event, avoid: null });
+      if (!d.pending.has(event.id) && !claimedSince.has(event.id)) {
+        hold(d, event.id, { event, avoid: null });
+      }
     }
     d.horizon = full ? last : null;
     // Stopped for room rather than at the walk's end: read on as soon as the held ones are sent.
@@ -610,21 +659,23 @@ export function createGroups(
       for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
     }
 
-    if (advanceTo === record.cursor) return;
-    const next: GroupRecord = { ...record, cursor: advanceTo, updatedAt: now };
-    const op = kv.atomic().check(group).set(group.key, next);
-    for (const id of acked) op.delete(groupClaimKey(d.userId, d.name, id));
-    // Claimed meanwhile by a member elsewhere: then it is not done; try again.
-    for (const id of skipped) {
-      op.check({ key: groupClaimKey(d.userId, d.name, id), versionstamp: null });
-    }
-    const result = await op.commit();
-    if (result.ok) {
-      d.group = { key: group.key, value: next, versionstamp: result.versionstamp };
-      for (const id of d.pending.keys()) {
-        if (advanceTo !== null && id <= advanceTo) drop(d, id);
+    let entry: Deno.KvEntry<GroupRecord> = group;
+    for (const step of advanceSteps(done)) {
+      const next: GroupRecord = { ...record, cursor: step.cursor, updatedAt: now };
+      const op = kv.atomic().check(entry).set(entry.key, next);
+      for (const id of step.deletes) op.delete(groupClaimKey(d.userId, d.name, id));
+      // Claimed meanwhile by a member elsewhere: then it is not done; try again.
+      for (const id of step.checks) {
+        op.check({ key: groupClaimKey(d.userId, d.name, id), versionstamp: null });
       }
-    } else d.rescan = true;
+      const result = await op.commit();
+      if (!result.ok) {
+        d.rescan = true;
+        return;
+      }
+      entry = d.group = { key: entry.key, value: next, versionstamp: result.versionstamp };
+      for (const id of d.pending.keys()) if (id <= step.cursor) drop(d, id);
+    }
   }
 
   function dispatcherFor(userId: string, name: string): Dispatcher {
@@ -645,6 +696,7 @@ export function createGroups(
       ready: false,
       scanning: false,
       rescan: false,
+      claimedSince: null,
       pumping: false,
       repump: false,
       stopped: false,

@@ -23,6 +23,11 @@ export const counters = {
   deliveries: 0,
   /** Connections closed because their client fell behind (SLOW_CONSUMER_BYTES). */
   slowConsumerCloses: 0,
+  /**
+   * Consumer groups: claims tried for an event that turned out done or held by another member,
+   * each a KV round trip spent for nothing (a race between isolates, or a stale candidate).
+   */
+  groupClaimsLost: 0,
   /** Catch-ups run (a reconnecting client's read of the log after its last event id). */
   catchUpReads: 0,
   /** Respond mode: senders answered with a client's response, and senders given 504. */
@@ -206,6 +211,11 @@ function loadRegistry(): Promise<Loaded> {
       "websocks_slow_consumer_closes_total",
       "Connections closed because the client fell behind (SLOW_CONSUMER_BYTES)",
       () => counters.slowConsumerCloses,
+    );
+    plainCounter(
+      "websocks_group_claims_lost_total",
+      "Consumer groups: claims tried for an event already done or held by another member",
+      () => counters.groupClaimsLost,
     );
     plainCounter(
       "websocks_catch_up_reads_total",
