@@ -556,19 +556,30 @@ Deno.test("[groups] at the limit, joins of two new groups side by side: one is m
 Deno.test("[groups] events delivered live while a scan runs are not claimed again by it", async () => {
   await using server = await startTestServer(ENV);
   const user = await signUp(server);
-  const one = await member(server, user);
+  // Three members: idle ones are given their events in one commit, and each keeps its order.
+  const members = [
+    await member(server, user),
+    await member(server, user),
+    await member(server, user),
+  ];
+  const all = () => members.flatMap((m) => m.got);
   // This file's servers share one isolate, and with it the counters: what this test adds.
   const lostBefore = await claimsLost(server);
   // Several scans (one a second) run while these arrive and are claimed live. Each scan used to
   // take the events claimed after it listed the claims for unclaimed, and claim each again:
   // a KV round trip lost per event, in the way of live deliveries (p99 1.3 s at 500/s).
   const ids = await postMany(user, 4000, 32);
-  await waitFor(() => one.got.length >= ids.length, {
+  await waitFor(() => all().length >= ids.length, {
     what: "4,000 deliveries",
     timeoutMs: 60_000,
   });
-  assert.deepEqual(one.got.map((event) => event.id), ids, "each once, in order");
+  assert.deepEqual(all().map((event) => event.id).sort(), ids, "each once");
+  for (const m of members) {
+    const own = m.got.map((event) => event.id);
+    assert.deepEqual(own, [...own].sort(), "in order for each member");
+    assert.ok(m.got.every((event) => event.attempt === 1));
+  }
   await settled(server, user, "workers");
   assert.equal(await claimsLost(server) - lostBefore, 0, "no claim tried for an event claimed");
-  await one.ws.close();
+  for (const m of members) await m.ws.close();
 });

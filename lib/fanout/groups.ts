@@ -445,6 +445,51 @@ export function createGroups(
     return null;
   }
 
+  /**
+   * Claims each event for its member (`claim`, in one commit when every one is new, unexpired
+   * and past the cursor): each one's attempt number, or null as `claim` says.
+   */
+  async function claimAll(
+    d: Dispatcher,
+    batch: readonly { member: Connection; id: string }[],
+  ): Promise<(number | null)[]> {
+    const group = d.group;
+    const now = Date.now();
+    const fresh = (id: string) =>
+      idTime(id) + options.retentionMs > now &&
+      (group?.value?.cursor == null || id > group.value.cursor);
+    if (batch.length > 1 && group?.value && batch.every(({ id }) => fresh(id))) {
+      const op = kv.atomic().check({ key: group.key, versionstamp: group.versionstamp });
+      for (const { member, id } of batch) {
+        const key = groupClaimKey(d.userId, d.name, id);
+        const value: GroupClaim = {
+          member: member.id,
+          origin: broker.origin,
+          attempt: 1,
+          until: now + member.group!.ackTimeoutMs,
+          acked: false,
+        };
+        op.check({ key, versionstamp: null }).set(key, value, { expireIn });
+      }
+      const result = await op.commit().catch((error) => {
+        report("claiming events")(error);
+        return null;
+      });
+      if (result?.ok) return batch.map(() => 1);
+    }
+    // One at a time: a released event's claim exists, the group moved on, or one was taken.
+    const attempts: (number | null)[] = [];
+    for (const { member, id } of batch) {
+      attempts.push(
+        await claim(d, member, id).catch((error) => {
+          report("claiming an event")(error);
+          return null;
+        }),
+      );
+    }
+    return attempts;
+  }
+
   /** Hands a member's event back (not acked in time, or the member left), unless acked. */
   async function release(d: Dispatcher, member: Connection): Promise<void> {
     const flight = member.group!.inFlight;
@@ -492,14 +537,16 @@ export function createGroups(
     }
     d.pumping = true;
     try {
+      let claimed = 0;
       do {
         d.repump = false;
         if (!d.ready || d.stopped) return;
+        // One event for each idle member, oldest first, claimed in one commit: acks that come
+        // in while a claim is written wait for it and are served together.
+        const batch: { member: Connection; id: string; candidate: Candidate }[] = [];
         for (const id of [...d.pending.keys()].sort()) {
-          if (d.stopped) return;
           if (!d.members.some((m) => !m.closed && m.group!.inFlight === null)) break;
-          const candidate = d.pending.get(id);
-          if (!candidate) continue;
+          const candidate = d.pending.get(id)!;
           const cursor = d.group?.value?.cursor ?? null;
           if (cursor !== null && id <= cursor) {
             drop(d, id);
@@ -511,10 +558,12 @@ export function createGroups(
           member.group!.inFlight = { id, attempt: 0 };
           drop(d, id);
           d.claimedSince?.add(id);
-          const attempt = await claim(d, member, id).catch((error) => {
-            report("claiming an event")(error);
-            return null;
-          });
+          batch.push({ member, id, candidate });
+        }
+        claimed = batch.length;
+        const attempts = await claimAll(d, batch);
+        for (const [n, { member, id, candidate }] of batch.entries()) {
+          const attempt = attempts[n];
           if (attempt === null) {
             counters.groupClaimsLost++;
             member.group!.inFlight = null;
@@ -527,14 +576,16 @@ export function createGroups(
             }
           }, member.group!.ackTimeoutMs);
           d.held.set(member, { event: candidate.event, timer });
-          if (!connections.deliver(member, withAttempt(candidate.event, attempt))) {
+          if (d.stopped || !connections.deliver(member, withAttempt(candidate.event, attempt))) {
             // Closed under us: its leave may have run before the claim; release here too.
             await release(d, member);
           }
         }
+        if (d.stopped) return;
         // Everything held is sent and the log has more: read on now rather than at the tick.
         if (d.pending.size === 0 && d.horizon !== null && d.found) scan(d);
-      } while (d.repump);
+        // A lost claim leaves its member idle, and the next candidate may be its.
+      } while (d.repump || claimed > 0);
     } finally {
       d.pumping = false;
     }
