@@ -583,3 +583,25 @@ Deno.test("[groups] events delivered live while a scan runs are not claimed agai
   assert.equal(await claimsLost(server) - lostBefore, 0, "no claim tried for an event claimed");
   for (const m of members) await m.ws.close();
 });
+
+Deno.test("[groups] with 150 idle members, events are claimed in commits within KV's 100 checks", async () => {
+  await using server = await startTestServer({ ...ENV, MAX_CONNECTIONS_PER_TOKEN: "200" });
+  const user = await signUp(server);
+  const members: Awaited<ReturnType<typeof member>>[] = [];
+  for (let n = 0; n < 150; n++) members.push(await member(server, user));
+  const all = () => members.flatMap((m) => m.got);
+  const errors: unknown[][] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => errors.push(args);
+  try {
+    // Accepted side by side, they are stored in a few commits, and each commit's events reach
+    // the group together: one claim commit for 150 would exceed KV's 100 checks, and fail.
+    const ids = await postMany(user, 600, 200);
+    await waitFor(() => all().length >= ids.length, { what: "600 deliveries", timeoutMs: 60_000 });
+    assert.deepEqual(all().map((event) => event.id).sort(), ids, "each once");
+  } finally {
+    console.error = original;
+  }
+  assert.deepEqual(errors.map((args) => String(args[0])), [], "nothing failed on the way");
+  await Promise.all(members.map((m) => m.ws.close()));
+});

@@ -154,6 +154,8 @@ const MAX_WALK = 5000;
  */
 const MAX_ADVANCE_DELETES = 250;
 const MAX_ADVANCE_CHECKS = 90;
+/** Claims one commit writes for idle members: each checks its key, under KV's 100 checks. */
+const MAX_CLAIMS_PER_COMMIT = 50;
 
 /** One done event at the head of a group's log: acked (its claim goes) or taken by no member. */
 export interface DoneEvent {
@@ -545,6 +547,7 @@ export function createGroups(
         // in while a claim is written wait for it and are served together.
         const batch: { member: Connection; id: string; candidate: Candidate }[] = [];
         for (const id of [...d.pending.keys()].sort()) {
+          if (batch.length >= MAX_CLAIMS_PER_COMMIT) break;
           if (!d.members.some((m) => !m.closed && m.group!.inFlight === null)) break;
           const candidate = d.pending.get(id)!;
           const cursor = d.group?.value?.cursor ?? null;
