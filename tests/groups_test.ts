@@ -605,3 +605,60 @@ Deno.test("[groups] with 150 idle members, events are claimed in commits within 
   assert.deepEqual(errors.map((args) => String(args[0])), [], "nothing failed on the way");
   await Promise.all(members.map((m) => m.ws.close()));
 });
+
+Deno.test("[groups] stopping waits for a claim being written, and hands its event back", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv, groups } = server.services;
+  await groups.prepare(user.id, "workers");
+  const ids = await postMany(user, 2, 1);
+  // A slow store: the first claim commit is applied, and its answer comes only once stopping
+  // has removed the isolate's members' record, the last write stopping used to wait for.
+  let claimed: string[] = [];
+  let letGo!: () => void;
+  const late = new Promise<void>((resolve) => letGo = resolve);
+  let applied!: () => void;
+  const written = new Promise<void>((resolve) => applied = resolve);
+  const atomic = Deno.Kv.prototype.atomic;
+  kv.atomic = function (this: Deno.Kv) {
+    const op = atomic.call(this);
+    const claims: string[] = [];
+    let forgetsMembers = false;
+    const set = op.set.bind(op);
+    op.set = (key, value, options) => {
+      if (key[0] === "group_claim" && !(value as { acked: boolean }).acked) {
+        claims.push(String(key[3]));
+      }
+      return set(key, value, options);
+    };
+    const remove = op.delete.bind(op);
+    op.delete = (key) => {
+      if (key[0] === "group_member") forgetsMembers = true;
+      return remove(key);
+    };
+    const commit = op.commit.bind(op);
+    op.commit = async () => {
+      const result = await commit();
+      if (forgetsMembers) letGo();
+      if (claims.length > 0 && claimed.length === 0) {
+        claimed = claims;
+        applied();
+        await late;
+      }
+      return result;
+    };
+    return op;
+  };
+  const one = await member(server, user, { ack: false });
+  await written;
+  // Stopping (as a shutdown does, before KV closes) while the claim's answer is still out used
+  // to return first: the claim then held its event for ackTimeoutSeconds, or its release failed
+  // on a closed store, a rejection nothing caught.
+  await groups.stop();
+  assert.deepEqual(claimed, [ids[0]]);
+  const [claim] = await kv.getMany<[{ until: number }]>([
+    groupClaimKey(user.id, "workers", ids[0]),
+  ]);
+  assert.equal(claim.value?.until, 0, "released by the time stopping is done");
+  await one.ws.close();
+});

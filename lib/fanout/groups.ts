@@ -259,6 +259,8 @@ export function createGroups(
   let stopped = false;
   /** Releases being written: shutting down waits for them, so the next start sends in order. */
   const releasing = new Set<Promise<void>>();
+  /** Pump passes running: shutting down waits for them too (a claim may be being written). */
+  const pumping = new Set<Promise<void>>();
 
   const report = (what: string) => (error: unknown) => {
     if (!stopped) log.error(`consumer groups: ${what} failed`, error);
@@ -531,67 +533,75 @@ export function createGroups(
     return fallback;
   }
 
-  /** Sends candidates, oldest first, to idle members; one pass at a time per dispatcher. */
-  async function pump(d: Dispatcher): Promise<void> {
+  /**
+   * Sends candidates, oldest first, to idle members; one pass at a time per dispatcher. Stopping
+   * waits for a pass (`pumping`): a claim written as members leave is released before KV closes.
+   */
+  function pump(d: Dispatcher): void {
     if (d.pumping) {
       d.repump = true;
       return;
     }
     d.pumping = true;
-    try {
-      let claimed = 0;
-      do {
-        d.repump = false;
-        if (!d.ready || d.stopped) return;
-        // One event for each idle member, oldest first, claimed in one commit: acks that come
-        // in while a claim is written wait for it and are served together.
-        const batch: { member: Connection; id: string; candidate: Candidate }[] = [];
-        for (const id of [...d.pending.keys()].sort()) {
-          if (batch.length >= MAX_CLAIMS_PER_COMMIT) break;
-          if (!d.members.some((m) => !m.closed && m.group!.inFlight === null)) break;
-          const candidate = d.pending.get(id)!;
-          const cursor = d.group?.value?.cursor ?? null;
-          if (cursor !== null && id <= cursor) {
-            drop(d, id);
-            continue;
-          }
-          const member = pick(d, candidate);
-          if (!member) continue; // only busy members take it: it waits for one
-          // Reserved while the claim is decided, so no other event goes to it meanwhile.
-          member.group!.inFlight = { id, attempt: 0 };
-          drop(d, id);
-          d.claimedSince?.add(id);
-          batch.push({ member, id, candidate });
-        }
-        claimed = batch.length;
-        const attempts = await claimAll(d, batch);
-        for (const [n, { member, id, candidate }] of batch.entries()) {
-          const attempt = attempts[n];
-          if (attempt === null) {
-            counters.groupClaimsLost++;
-            member.group!.inFlight = null;
-            continue;
-          }
-          member.group!.inFlight = { id, attempt };
-          const timer = setTimeout(() => {
-            if (member.group!.inFlight?.id === id) {
-              release(d, member).catch(report("releasing an unacked event"));
-            }
-          }, member.group!.ackTimeoutMs);
-          d.held.set(member, { event: candidate.event, timer });
-          if (d.stopped || !connections.deliver(member, withAttempt(candidate.event, attempt))) {
-            // Closed under us: its leave may have run before the claim; release here too.
-            await release(d, member);
-          }
-        }
-        if (d.stopped) return;
-        // Everything held is sent and the log has more: read on now rather than at the tick.
-        if (d.pending.size === 0 && d.horizon !== null && d.found) scan(d);
-        // A lost claim leaves its member idle, and the next candidate may be its.
-      } while (d.repump || claimed > 0);
-    } finally {
+    const done = pumpPasses(d).catch(report("handing events to members")).finally(() => {
       d.pumping = false;
-    }
+      pumping.delete(done);
+    });
+    pumping.add(done);
+  }
+
+  /** The passes of one `pump`, until nothing more can be handed out. */
+  async function pumpPasses(d: Dispatcher): Promise<void> {
+    let claimed = 0;
+    do {
+      d.repump = false;
+      if (!d.ready || d.stopped) return;
+      // One event for each idle member, oldest first, claimed in one commit: acks that come
+      // in while a claim is written wait for it and are served together.
+      const batch: { member: Connection; id: string; candidate: Candidate }[] = [];
+      for (const id of [...d.pending.keys()].sort()) {
+        if (batch.length >= MAX_CLAIMS_PER_COMMIT) break;
+        if (!d.members.some((m) => !m.closed && m.group!.inFlight === null)) break;
+        const candidate = d.pending.get(id)!;
+        const cursor = d.group?.value?.cursor ?? null;
+        if (cursor !== null && id <= cursor) {
+          drop(d, id);
+          continue;
+        }
+        const member = pick(d, candidate);
+        if (!member) continue; // only busy members take it: it waits for one
+        // Reserved while the claim is decided, so no other event goes to it meanwhile.
+        member.group!.inFlight = { id, attempt: 0 };
+        drop(d, id);
+        d.claimedSince?.add(id);
+        batch.push({ member, id, candidate });
+      }
+      claimed = batch.length;
+      const attempts = await claimAll(d, batch);
+      for (const [n, { member, id, candidate }] of batch.entries()) {
+        const attempt = attempts[n];
+        if (attempt === null) {
+          counters.groupClaimsLost++;
+          member.group!.inFlight = null;
+          continue;
+        }
+        member.group!.inFlight = { id, attempt };
+        const timer = setTimeout(() => {
+          if (member.group!.inFlight?.id === id) {
+            release(d, member).catch(report("releasing an unacked event"));
+          }
+        }, member.group!.ackTimeoutMs);
+        d.held.set(member, { event: candidate.event, timer });
+        if (d.stopped || !connections.deliver(member, withAttempt(candidate.event, attempt))) {
+          // Closed under us: its leave may have run before the claim; release here too.
+          await release(d, member);
+        }
+      }
+      if (d.stopped) return;
+      // A lost claim leaves its member idle, and the next candidate may be its.
+    } while (d.repump || claimed > 0);
+    // Everything held is sent and the log has more: read on now rather than at the tick.
+    if (d.pending.size === 0 && d.horizon !== null && d.found) scan(d);
   }
 
   /** Scans now, or once more after the scan running now. */
@@ -604,7 +614,12 @@ export function createGroups(
     (async () => {
       do {
         d.rescan = false;
-        await scanOnce(d);
+        try {
+          await scanOnce(d);
+        } finally {
+          // A scan that failed half way must not leave its set growing with every claim.
+          d.claimedSince = null;
+        }
       } while (d.rescan && !d.stopped);
     })().catch(report("scanning the log")).finally(() => {
       d.scanning = false;
@@ -958,6 +973,7 @@ export function createGroups(
       for (const byName of [...dispatchers.values()]) {
         for (const d of [...byName.values()]) stopDispatcher(d);
       }
+      await Promise.all(pumping);
       await Promise.all(releasing);
       stopped = true;
     },
