@@ -662,3 +662,37 @@ Deno.test("[groups] stopping waits for a claim being written, and hands its even
   assert.equal(claim.value?.until, 0, "released by the time stopping is done");
   await one.ws.close();
 });
+
+Deno.test("[groups] members' filters in non-Latin-1 text do not stop the group's scans", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const errors: unknown[][] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => errors.push(args);
+  const members: Awaited<ReturnType<typeof member>>[] = [];
+  try {
+    // Three distinct filters of 60 values of 200 characters: some 37,000 characters of JSON,
+    // under the members' record's 48 KiB when counted in characters, but two bytes each in the
+    // value KV stores: over its 64 KiB, so every scan failed and the cursor stood still.
+    for (let n = 0; n < 3; n++) {
+      const m = await member(server, user);
+      const value = (k: number) => `${n}${String(k).padStart(2, "0")}${"€".repeat(197)}`;
+      const values = Array.from({ length: 20 }, (_, k) => value(k));
+      m.ws.send({
+        type: "subscribe",
+        endpoint: values,
+        event: values,
+        path: values.map((one) => "/" + one.slice(1)),
+      });
+      members.push(m);
+    }
+    const id = await post(user, '{"taken":"by no member"}');
+    await waitFor(async () => (await listGroups(server, user)).groups[0].cursor === id, {
+      what: "the cursor past an event no member takes",
+    });
+  } finally {
+    console.error = original;
+    for (const m of members) await m.ws.close();
+  }
+  assert.deepEqual(errors.map((args) => args.map(String).join(" ")), []);
+});

@@ -143,8 +143,8 @@ const LAG_BUDGET = 2 * LAG_CAP;
 /** How often an isolate rewrites its members' record at least, and how long one holds. */
 const MEMBERS_REFRESH_MS = 10_000;
 const MEMBERS_VALID_MS = 30_000;
-/** JSON characters of one isolate's members' filters, well under KV's 64 KiB value. */
-const MAX_MEMBERS_JSON = 48 * 1024;
+/** Bytes of one isolate's members' filters as KV stores them, well under its 64 KiB value. */
+const MAX_MEMBERS_BYTES = 48 * 1024;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
 /**
@@ -156,6 +156,17 @@ const MAX_ADVANCE_DELETES = 250;
 const MAX_ADVANCE_CHECKS = 90;
 /** Claims one commit writes for idle members: each checks its key, under KV's 100 checks. */
 const MAX_CLAIMS_PER_COMMIT = 50;
+
+/**
+ * At most what KV's serializer stores for the strings in `json`: one byte a character, or two
+ * for a string with a character past U+00FF ("€" is two bytes there, not one JSON character).
+ */
+function storedBytes(json: string): number {
+  for (let i = 0; i < json.length; i++) {
+    if (json.charCodeAt(i) > 0xff) return 2 * json.length;
+  }
+  return json.length;
+}
 
 /** One done event at the head of a group's log: acked (its claim goes) or taken by no member. */
 export interface DoneEvent {
@@ -311,7 +322,7 @@ export function createGroups(
     let filters = JSON.stringify(specs);
     // Over a KV value (many limited tokens): say "everything", which only makes the other
     // isolates wait for these members where they might have passed an event over.
-    if (filters.length > MAX_MEMBERS_JSON) {
+    if (storedBytes(filters) > MAX_MEMBERS_BYTES) {
       specs = [describeFilter(null)];
       filters = JSON.stringify(specs);
     }
