@@ -810,3 +810,28 @@ Deno.test("[ingest] bodies still arriving take none of the account's shares", as
   }
   await client.close();
 });
+
+Deno.test("[ingest] a slug too long to be a KV key gets 404 like any unknown one, not 500", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  // A stranger's URL: the slug was read from KV as it came, and KV refuses a key over 2 KiB
+  // even to read it ("Key too large for read"): 500, and an error logged with the whole path.
+  const slug = "a".repeat(2100);
+  const ingest = await postWebhook(`${server.url}/api/in/${slug}`, "{}");
+  assert.equal(ingest.status, 404);
+  assert.match(ingest.headers.get("content-type")!, /^application\/json/);
+  assert.match((await ingest.json()).error, /^Cannot ingest: no endpoint with slug "a{64}…"$/);
+  // The account's own routes that take a slug or a token id.
+  const headers = { Authorization: `Bearer ${user.token}` };
+  const endpoint = await fetch(`${server.url}/api/endpoints/${slug}/rotate`, {
+    method: "POST",
+    headers,
+  });
+  assert.equal(endpoint.status, 404);
+  assert.match(endpoint.headers.get("content-type")!, /^application\/json/);
+  assert.match((await endpoint.json()).error, /no endpoint a{1,40}$/);
+  const token = await fetch(`${server.url}/api/tokens/${slug}`, { method: "DELETE", headers });
+  assert.equal(token.status, 404);
+  assert.match(token.headers.get("content-type")!, /^application\/json/);
+  assert.match((await token.json()).error, /^Cannot revoke token: no token a{1,40}/);
+});

@@ -143,11 +143,18 @@ export async function listTokens(kv: Deno.Kv, userId: string): Promise<Token[]> 
   return entries.map((e) => e.value).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
+/**
+ * Longer than any token id (a UUID): such an id names nothing, and is not looked up, since KV
+ * refuses a key over 2 KiB even to read it.
+ */
+const MAX_TOKEN_ID_CHARS = 64;
+
 /** One of a user's tokens by id, or null. */
 export async function findToken(
   kv: Deno.Kv,
   options: { userId: string; tokenId: string },
 ): Promise<Token | null> {
+  if (options.tokenId.length > MAX_TOKEN_ID_CHARS) return null;
   return (await kv.get<Token>(tokenKey(options.userId, options.tokenId))).value;
 }
 
@@ -185,8 +192,12 @@ export async function revokeToken(
   kv: Deno.Kv,
   options: { userId: string; tokenId: string; broker: Broker },
 ): Promise<Token> {
-  const entry = await kv.get<Token>(tokenKey(options.userId, options.tokenId));
-  if (!entry.value) throw new HttpError(404, `Cannot revoke token: no token ${options.tokenId}`);
+  const entry = options.tokenId.length > MAX_TOKEN_ID_CHARS
+    ? null
+    : await kv.get<Token>(tokenKey(options.userId, options.tokenId));
+  if (!entry?.value) {
+    throw new HttpError(404, `Cannot revoke token: no token ${options.tokenId.slice(0, 40)}`);
+  }
   await kv.atomic().delete(entry.key).delete(tokenByHashKey(entry.value.hash)).commit();
   options.broker.publish({
     kind: "credential_revoked",

@@ -211,8 +211,15 @@ export async function createEndpoint(
   return endpoint;
 }
 
+/**
+ * Longer than any slug made here (22 characters): such a slug names nothing, and is not looked
+ * up, since KV refuses a key over 2 KiB even to read it (a 500 for a stranger's URL).
+ */
+const MAX_SLUG_CHARS = 64;
+
 /** The endpoint a slug names, or null. */
 export async function findEndpointBySlug(kv: Deno.Kv, slug: string): Promise<Endpoint | null> {
+  if (slug.length > MAX_SLUG_CHARS) return null;
   const index = await kv.get<SlugIndex>(endpointBySlugKey(slug));
   if (!index.value) return null;
   const entry = await kv.get<Endpoint>(endpointKey(index.value.userId, index.value.endpointId));
@@ -228,8 +235,10 @@ export async function ownedEndpointEntry(
   kv: Deno.Kv,
   options: { userId: string; slug: string; action: string },
 ): Promise<Deno.KvEntry<Endpoint>> {
-  const index = await kv.get<SlugIndex>(endpointBySlugKey(options.slug));
-  if (index.value?.userId === options.userId) {
+  const index = options.slug.length > MAX_SLUG_CHARS
+    ? null
+    : await kv.get<SlugIndex>(endpointBySlugKey(options.slug));
+  if (index?.value?.userId === options.userId) {
     const entry = await kv.get<Endpoint>(endpointKey(options.userId, index.value.endpointId));
     if (entry.value) return entry as Deno.KvEntry<Endpoint>;
   }

@@ -264,7 +264,7 @@ export async function receiveWebhook(
   { id: string; quota: QuotaState; response: ClientResponse | null; handshake: Response | null }
 > {
   const endpoint = await services.endpoints.get(options.slug);
-  if (!endpoint) throw new HttpError(404, `Cannot ingest: no endpoint with slug "${options.slug}"`);
+  if (!endpoint) throw unknownSlug(options.slug);
   // The account's shares of this isolate that receiveFor takes, given back once it answers.
   const held: (() => void)[] = [];
   try {
@@ -356,6 +356,12 @@ async function receiveFor(
 }
 
 /** The answer to a refused webhook (the flood limit, the quota, or an account that is gone). */
+/** 404 for a slug that names no endpoint; a stranger's long slug is echoed in part. */
+function unknownSlug(slug: string, headers: Record<string, string> = {}): HttpError {
+  const shown = slug.length > 64 ? `${slug.slice(0, 64)}…` : slug;
+  return new HttpError(404, `Cannot ingest: no endpoint with slug "${shown}"`, headers);
+}
+
 function refusalError(
   result: Refusal,
   slug: string,
@@ -368,7 +374,7 @@ function refusalError(
     });
   }
   if (result.reason !== "quota") {
-    return new HttpError(404, `Cannot ingest: no endpoint with slug "${slug}"`, headers);
+    return unknownSlug(slug, headers);
   }
   const { limit, used, resetAt } = result.quota;
   return new HttpError(
