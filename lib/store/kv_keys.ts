@@ -12,24 +12,24 @@
  * | ["tokens_by_hash", sha256(value)]         | { userId, tokenId }                | tokens.ts       |
  * | ["endpoints", userId, endpointId]         | Endpoint                           | endpoints.ts    |
  * | ["endpoints_by_slug", slug]               | { userId, endpointId }             | endpoints.ts    |
- * | ["events", userId, firstEventId]          | StoredEvent[]: consecutive events, | ingest.ts       |
+ * | ["events", userId, firstEventId]          | StoredEvent[]: consecutive events, | group_commit.ts |
  * |                                           | ≤ 60 KB (bodies inline or split);  |                 |
  * |                                           | or those deflated, as bytes        |                 |
  * |                                           | (pack_codec.ts)                    |                 |
  * | ["event_bodies", userId, blobId, n]       | Uint8Array, part n of a large body | events.ts       |
  * |                                           | (written as it arrives when        |                 |
  * |                                           | streamed; deleted if abandoned)    |                 |
- * | ["event_head", userId]                    | id of the user's newest event      | ingest.ts       |
- * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | ingest.ts       |
- * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | ingest.ts       |
- * | ["usage_rejected_month", userId, "YYYY-MM"] | Deno.KvU64 refused (402) webhooks | ingest.ts      |
- * | ["usage_rejected_day", userId, "YYYY-MM-DD"] | Deno.KvU64 refused (402) webhooks | ingest.ts     |
+ * | ["event_head", userId]                    | id of the user's newest event      | group_commit.ts |
+ * | ["usage_month", userId, "YYYY-MM"]        | Deno.KvU64 accepted webhooks       | group_commit.ts |
+ * | ["usage_day", userId, "YYYY-MM-DD"]       | Deno.KvU64 accepted webhooks       | group_commit.ts |
+ * | ["usage_rejected_month", userId, "YYYY-MM"] | Deno.KvU64 refused (402) webhooks | usage.ts       |
+ * | ["usage_rejected_day", userId, "YYYY-MM-DD"] | Deno.KvU64 refused (402) webhooks | usage.ts      |
  * | ["invoices", userId, "YYYY-MM"]           | Invoice for a closed month         | invoices.ts     |
  * | ["users_by_stripe_customer", customerId]  | userId                             | stripe.ts       |
  * | ["stripe_events", eventId]                | { type, appliedAt } (30 days)      | stripe.ts       |
  * | ["stripe_usage_reported", userId, month]  | Deno.KvU64 reported to the meter   | stripe.ts       |
  * | ["stripe_usage_pending", userId, month]   | { from, to, identifier }           | stripe.ts       |
- * | ["deliveries", userId, eventId, connId]   | Delivery: a client's ack           | deliveries.ts   |
+ * | ["deliveries", userId, eventId, connId]   | Delivery: a client's ack           | log/acks.ts     |
  * | ["flash", sha256(sessionId)]              | Flash sealed with the session id   | flash.ts        |
  * | ["login_failures", "address", address]   | number[]: failed/reserved times    | login_guard.ts  |
  * | ["login_failures", "email", email]       | { failures, lastAt }: the delay    | login_guard.ts  |
