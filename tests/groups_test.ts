@@ -696,3 +696,55 @@ Deno.test("[groups] members' filters in non-Latin-1 text do not stop the group's
   }
   assert.deepEqual(errors.map((args) => args.map(String).join(" ")), []);
 });
+
+Deno.test("[groups] a scan reads only the claims of the events it can walk, however many wait", async () => {
+  // Counted in KV's own list, patched before the server binds its methods.
+  const listed: number[] = [];
+  const list = Deno.Kv.prototype.list;
+  Deno.Kv.prototype.list = function <T>(
+    this: Deno.Kv,
+    selector: Deno.KvListSelector,
+    options?: Deno.KvListOptions,
+  ) {
+    const entries = list.call(this, selector, options) as Deno.KvListIterator<T>;
+    if (!("prefix" in selector) || selector.prefix[0] !== "group_claim") return entries;
+    const at = listed.push(0) - 1;
+    return (async function* () {
+      for await (const entry of entries) {
+        listed[at]++;
+        yield entry;
+      }
+    })() as unknown as Deno.KvListIterator<T>;
+  };
+  try {
+    await using server = await startTestServer(ENV);
+    const user = await signUp(server);
+    const { kv } = server.services;
+    const [first] = await postMany(user, 1, 1);
+    // One member that never acks holds the cursor back, for up to GROUP_MAX_ATTEMPTS times its
+    // ackTimeoutSeconds (3600), while the others ack everything after it: the acked claims
+    // behind the stuck cursor pile up (here 6,000, written as those acks would).
+    let op = kv.atomic();
+    for (let n = 0; n < 6000; n++) {
+      const id = `${first.slice(0, 16)}${String(n).padStart(10, "0")}`;
+      op.set(groupClaimKey(user.id, "workers", id), {
+        member: "gone",
+        origin: "elsewhere",
+        attempt: 1,
+        until: 0,
+        acked: true,
+      });
+      if (n % 500 === 499) {
+        await op.commit();
+        op = kv.atomic();
+      }
+    }
+    // Each scan (one a second) listed every one of them.
+    const one = await member(server, user);
+    await waitFor(() => listed.length >= 2, { what: "two scans" });
+    await one.ws.close();
+    assert.ok(Math.max(...listed) <= 5001, `claims read by a scan: ${listed.join(", ")}`);
+  } finally {
+    Deno.Kv.prototype.list = list;
+  }
+});

@@ -505,6 +505,17 @@ export function createGroups(
     return attempts;
   }
 
+  /**
+   * The group's claims from its cursor on, in event order, at most `limit`. Never all of them:
+   * behind a member that holds an event unacked for up to ackTimeoutSeconds × maxAttempts,
+   * the others' acked claims pile up, and a scan (one a second) read every one.
+   */
+  function claimsAfter(userId: string, name: string, cursor: string | null, limit: number) {
+    const prefix = groupClaimsPrefix(userId, name);
+    const selector = cursor === null ? { prefix } : { prefix, start: [...prefix, cursor] };
+    return kv.list<GroupClaim>(selector, { limit });
+  }
+
   /** Hands a member's event back (not acked in time, or the member left), unless acked. */
   async function release(d: Dispatcher, member: Connection): Promise<void> {
     const flight = member.group!.inFlight;
@@ -666,9 +677,14 @@ export function createGroups(
       if (flight) claimedSince.add(flight.id);
     }
     const claims = new Map<string, GroupClaim>();
-    for await (
-      const entry of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(d.userId, d.name) })
-    ) claims.set(entry.key[3] as string, entry.value);
+    let lastClaim: string | null = null;
+    for await (const entry of claimsAfter(d.userId, d.name, record.cursor, MAX_WALK + 1)) {
+      claims.set(lastClaim = entry.key[3] as string, entry.value);
+    }
+    // Cut short: past the last claim read, an event's claim is unknown (claims of events that
+    // expired first may fill the list), so the walk stops there, as at MAX_WALK.
+    const claimsEnd = claims.size > MAX_WALK ? lastClaim : null;
+    let atClaimsEnd = false;
 
     const now = Date.now();
     /** The leading run of done events after the cursor, which the cursor passes. */
@@ -688,7 +704,8 @@ export function createGroups(
       batchSize: 2,
       match: (facts, id) => {
         if (full) return false;
-        if (walked >= MAX_WALK) {
+        if (claimsEnd !== null && id > claimsEnd) atClaimsEnd = true;
+        if (walked >= MAX_WALK || atClaimsEnd) {
           full = true;
           return true; // yields so the read can stop
         }
@@ -734,7 +751,7 @@ export function createGroups(
     }
     d.horizon = full ? last : null;
     // Stopped for room rather than at the walk's end: read on as soon as the held ones are sent.
-    d.found = found.length > 0 || (full && walked < MAX_WALK);
+    d.found = found.length > 0 || (full && walked < MAX_WALK && !atClaimsEnd);
     if (full) {
       for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
     }
@@ -945,9 +962,9 @@ export function createGroups(
       ) {
         const record = entry.value;
         let unacked = 0;
-        for await (
-          const claim of kv.list<GroupClaim>({ prefix: groupClaimsPrefix(userId, record.name) })
-        ) if (!claim.value.acked) unacked++;
+        for await (const claim of claimsAfter(userId, record.name, record.cursor, LAG_CAP)) {
+          if (!claim.value.acked) unacked++;
+        }
         // Counted without reading bodies, within a budget for the whole answer.
         const cap = Math.min(LAG_CAP, budget);
         let lag = 0;
