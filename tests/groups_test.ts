@@ -59,6 +59,13 @@ async function member(
   return { ws, got, errors, state };
 }
 
+/** `count` members of the default group that ack, opened one after another. */
+async function membersOf(server: TestServer, user: TestUser, count: number) {
+  const members: Awaited<ReturnType<typeof member>>[] = [];
+  for (let n = 0; n < count; n++) members.push(await member(server, user));
+  return members;
+}
+
 async function post(user: TestUser, body: string): Promise<string> {
   const response = await postWebhook(user.webhookUrl, body);
   assert.equal(response.status, 200, await response.clone().text());
@@ -146,11 +153,7 @@ Deno.test("[groups] a cursor passes a whole run of done events, in commits withi
 Deno.test("[groups] three WebSocket members share 1,000 webhooks: each handled exactly once, by all three", async () => {
   await using server = await startTestServer(ENV);
   const user = await signUp(server);
-  const members = [
-    await member(server, user),
-    await member(server, user),
-    await member(server, user),
-  ];
+  const members = await membersOf(server, user, 3);
   const ids = await postMany(user, 1000);
   const all = () => members.flatMap((m) => m.got);
   await waitFor(() => all().length >= 1000, { what: "1,000 deliveries", timeoutMs: 60_000 });
@@ -557,11 +560,7 @@ Deno.test("[groups] events delivered live while a scan runs are not claimed agai
   await using server = await startTestServer(ENV);
   const user = await signUp(server);
   // Three members: idle ones are given their events in one commit, and each keeps its order.
-  const members = [
-    await member(server, user),
-    await member(server, user),
-    await member(server, user),
-  ];
+  const members = await membersOf(server, user, 3);
   const all = () => members.flatMap((m) => m.got);
   // This file's servers share one isolate, and with it the counters: what this test adds.
   const lostBefore = await claimsLost(server);
@@ -587,8 +586,7 @@ Deno.test("[groups] events delivered live while a scan runs are not claimed agai
 Deno.test("[groups] with 150 idle members, events are claimed in commits within KV's 100 checks", async () => {
   await using server = await startTestServer({ ...ENV, MAX_CONNECTIONS_PER_TOKEN: "200" });
   const user = await signUp(server);
-  const members: Awaited<ReturnType<typeof member>>[] = [];
-  for (let n = 0; n < 150; n++) members.push(await member(server, user));
+  const members = await membersOf(server, user, 150);
   const all = () => members.flatMap((m) => m.got);
   const errors: unknown[][] = [];
   const original = console.error;
@@ -747,4 +745,45 @@ Deno.test("[groups] a scan reads only the claims of the events it can walk, howe
   } finally {
     Deno.Kv.prototype.list = list;
   }
+});
+
+Deno.test("[groups] stopping gives up on a claim whose answer never comes, within seconds", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv, groups } = server.services;
+  await groups.prepare(user.id, "workers");
+  await postMany(user, 1, 1);
+  let applied!: () => void;
+  const written = new Promise<void>((resolve) => applied = resolve);
+  const atomic = Deno.Kv.prototype.atomic;
+  kv.atomic = function (this: Deno.Kv) {
+    const op = atomic.call(this);
+    let claims = false;
+    const set = op.set.bind(op);
+    op.set = (key, value, options) => {
+      if (key[0] === "group_claim") claims = true;
+      return set(key, value, options);
+    };
+    const commit = op.commit.bind(op);
+    op.commit = async () => {
+      const result = await commit();
+      if (claims) {
+        applied();
+        await new Promise(() => {}); // a store that never answers
+      }
+      return result;
+    };
+    return op;
+  };
+  const one = await member(server, user, { ack: false });
+  await written;
+  // A shutdown must end before the platform's SIGKILL (5 s after SIGINT on Deno Deploy).
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    groups.stop().then(() => "stopped"),
+    new Promise((resolve) => timer = setTimeout(() => resolve("still waiting"), 10_000)),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "stopped");
+  await one.ws.close();
 });

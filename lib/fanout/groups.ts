@@ -145,6 +145,8 @@ const MEMBERS_REFRESH_MS = 10_000;
 const MEMBERS_VALID_MS = 30_000;
 /** Bytes of one isolate's members' filters as KV stores them, well under its 64 KiB value. */
 const MAX_MEMBERS_BYTES = 48 * 1024;
+/** How long stopping waits for the claims and releases being written. */
+const STOP_WAIT_MS = 2000;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
 /**
@@ -996,14 +998,25 @@ export function createGroups(
       return out;
     },
     async stop() {
-      await Promise.all(releasing);
-      unsubscribe();
-      for (const byName of [...dispatchers.values()]) {
-        for (const d of [...byName.values()]) stopDispatcher(d);
+      // Bounded: a platform kills an instance 5 s after asking it to stop, and a KV write that
+      // never answers must not hold the shutdown. What is not written by then expires by `until`.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<void>((resolve) => timer = setTimeout(resolve, STOP_WAIT_MS));
+      const settled = async (promises: Set<Promise<void>>) => {
+        await Promise.race([Promise.all(promises), deadline]);
+      };
+      try {
+        await settled(releasing);
+        unsubscribe();
+        for (const byName of [...dispatchers.values()]) {
+          for (const d of [...byName.values()]) stopDispatcher(d);
+        }
+        await settled(pumping);
+        await settled(releasing);
+      } finally {
+        clearTimeout(timer);
+        stopped = true;
       }
-      await Promise.all(pumping);
-      await Promise.all(releasing);
-      stopped = true;
     },
   };
 }
