@@ -1001,7 +1001,9 @@ export function createGroups(
       // Bounded: a platform kills an instance 5 s after asking it to stop, and a KV write that
       // never answers must not hold the shutdown. What is not written by then expires by `until`.
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const deadline = new Promise<void>((resolve) => timer = setTimeout(resolve, STOP_WAIT_MS));
+      const deadline = new Promise<void>((resolve) =>
+        timer = setTimeout(() => resolve(), STOP_WAIT_MS)
+      );
       const settled = async (promises: Set<Promise<void>>) => {
         await Promise.race([Promise.all(promises), deadline]);
       };
