@@ -12,7 +12,7 @@ import {
   waitFor,
 } from "./helpers.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
-import { groupClaimKey } from "../lib/store/kv_keys.ts";
+import { groupClaimKey, groupClaimsPrefix } from "../lib/store/kv_keys.ts";
 import { advanceSteps, type DoneEvent } from "../lib/fanout/groups.ts";
 
 /** No account-wide ack limit: these tests ack as fast as events come. */
@@ -57,6 +57,13 @@ async function member(
     },
   };
   return { ws, got, errors, state };
+}
+
+/** Claims the default group holds in KV. */
+async function claimsListed(kv: Deno.Kv, userId: string): Promise<number> {
+  let count = 0;
+  for await (const _ of kv.list({ prefix: groupClaimsPrefix(userId, "workers") })) count++;
+  return count;
 }
 
 /** `count` members of the default group that ack, opened one after another. */
@@ -785,5 +792,40 @@ Deno.test("[groups] stopping gives up on a claim whose answer never comes, withi
   ]);
   clearTimeout(timer);
   assert.equal(outcome, "stopped");
+  await one.ws.close();
+});
+
+Deno.test("[groups] 5,001 claims of expired events right after the cursor do not stop the group", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv, groups } = server.services;
+  const [a] = await postMany(user, 1, 1);
+  await groups.prepare(user.id, "workers"); // starts at the head: cursor = a
+  // Acked claims whose events expired first (a claim's expireIn runs from its ack, an event's
+  // from its arrival): ids after the cursor with no event in the log.
+  let op = kv.atomic();
+  for (let n = 0; n < 5001; n++) {
+    op.set(groupClaimKey(user.id, "workers", `${a}${String(n).padStart(5, "0")}`), {
+      member: "gone",
+      origin: "elsewhere",
+      attempt: 1,
+      until: 0,
+      acked: true,
+    });
+    if (n % 500 === 499) {
+      await op.commit();
+      op = kv.atomic();
+    }
+  }
+  await op.commit();
+  const b = await post(user, '{"after":"the ghosts"}');
+  const one = await member(server, user);
+  // The scan's list of claims is cut at 5,001, all of events gone: the walk stopped at its end
+  // before any event, and the group delivered nothing while they lived.
+  await waitFor(() => one.got.some((got) => got.id === b), { what: "the event after them" });
+  await waitFor(async () => (await listGroups(server, user)).groups[0].cursor === b, {
+    what: "the cursor past them and the event",
+  });
+  assert.equal(await claimsListed(kv, user.id), 0, "their claims deleted as the cursor passed");
   await one.ws.close();
 });

@@ -693,6 +693,8 @@ export function createGroups(
     const done: DoneEvent[] = [];
     let advancing = true;
     let walked = 0;
+    /** The last event the walk judged: none it has not judged lies at or below it. */
+    let walkedTo: string | null = record.cursor;
     /** The last id fully seen; the read stops after it when full. */
     let last: string | null = record.cursor;
     let full = false;
@@ -712,6 +714,7 @@ export function createGroups(
           return true; // yields so the read can stop
         }
         walked++;
+        walkedTo = id;
         const claim = claims.get(id);
         let candidate = false;
         if (claim?.acked) {
@@ -758,6 +761,15 @@ export function createGroups(
       for (const id of [...d.pending.keys()]) if (last === null || id > last) drop(d, id);
     }
 
+    // Claims past the last event walked, when the walk read on to the list's end or the log's:
+    // their events expired before them (a claim's expiry runs from its last write), and no
+    // event can come between. Passed too, or 5,001 of them would stop the group until they
+    // expire (up to the retention).
+    if (advancing && (atClaimsEnd || !full)) {
+      for (const id of claims.keys()) {
+        if (walkedTo === null || id > walkedTo) done.push({ id, acked: true });
+      }
+    }
     let entry: Deno.KvEntry<GroupRecord> = group;
     for (const step of advanceSteps(done)) {
       const next: GroupRecord = { ...record, cursor: step.cursor, updatedAt: now };
