@@ -59,6 +59,23 @@ async function member(
   return { ws, got, errors, state };
 }
 
+/** Writes acked claims of the default group for `ids`, as members' acks would, 500 a commit. */
+async function writeAckedClaims(kv: Deno.Kv, userId: string, ids: string[]): Promise<void> {
+  for (let n = 0; n < ids.length; n += 500) {
+    const op = kv.atomic();
+    for (const id of ids.slice(n, n + 500)) {
+      op.set(groupClaimKey(userId, "workers", id), {
+        member: "gone",
+        origin: "elsewhere",
+        attempt: 1,
+        until: 0,
+        acked: true,
+      });
+    }
+    await op.commit();
+  }
+}
+
 /** Claims the default group holds in KV. */
 async function claimsListed(kv: Deno.Kv, userId: string): Promise<number> {
   let count = 0;
@@ -729,21 +746,11 @@ Deno.test("[groups] a scan reads only the claims of the events it can walk, howe
     // One member that never acks holds the cursor back, for up to GROUP_MAX_ATTEMPTS times its
     // ackTimeoutSeconds (3600), while the others ack everything after it: the acked claims
     // behind the stuck cursor pile up (here 6,000, written as those acks would).
-    let op = kv.atomic();
-    for (let n = 0; n < 6000; n++) {
-      const id = `${first.slice(0, 16)}${String(n).padStart(10, "0")}`;
-      op.set(groupClaimKey(user.id, "workers", id), {
-        member: "gone",
-        origin: "elsewhere",
-        attempt: 1,
-        until: 0,
-        acked: true,
-      });
-      if (n % 500 === 499) {
-        await op.commit();
-        op = kv.atomic();
-      }
-    }
+    await writeAckedClaims(
+      kv,
+      user.id,
+      Array.from({ length: 6000 }, (_, n) => `${first.slice(0, 16)}${String(n).padStart(10, "0")}`),
+    );
     // Each scan (one a second) listed every one of them.
     const one = await member(server, user);
     await waitFor(() => listed.length >= 2, { what: "two scans" });
@@ -803,21 +810,11 @@ Deno.test("[groups] 5,001 claims of expired events right after the cursor do not
   await groups.prepare(user.id, "workers"); // starts at the head: cursor = a
   // Acked claims whose events expired first (a claim's expireIn runs from its ack, an event's
   // from its arrival): ids after the cursor with no event in the log.
-  let op = kv.atomic();
-  for (let n = 0; n < 5001; n++) {
-    op.set(groupClaimKey(user.id, "workers", `${a}${String(n).padStart(5, "0")}`), {
-      member: "gone",
-      origin: "elsewhere",
-      attempt: 1,
-      until: 0,
-      acked: true,
-    });
-    if (n % 500 === 499) {
-      await op.commit();
-      op = kv.atomic();
-    }
-  }
-  await op.commit();
+  await writeAckedClaims(
+    kv,
+    user.id,
+    Array.from({ length: 5001 }, (_, n) => `${a}${String(n).padStart(5, "0")}`),
+  );
   const b = await post(user, '{"after":"the ghosts"}');
   const one = await member(server, user);
   // The scan's list of claims is cut at 5,001, all of events gone: the walk stopped at its end
