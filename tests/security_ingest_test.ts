@@ -26,6 +26,7 @@ import {
   type TestServer,
 } from "./helpers.ts";
 import { userEndpoint } from "./fakes.ts";
+import { createEndpointCache } from "../lib/endpoints/endpoints.ts";
 
 Deno.test("[ingest] a 65,000-character path fails alone while another tenant's concurrent webhooks all succeed", async () => {
   await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "100000" });
@@ -834,4 +835,28 @@ Deno.test("[ingest] a slug too long to be a KV key gets 404 like any unknown one
   assert.equal(token.status, 404);
   assert.match(token.headers.get("content-type")!, /^application\/json/);
   assert.match((await token.json()).error, /^Cannot revoke token: no token a{1,40}/);
+});
+
+Deno.test("[ingest] the endpoint cache keeps no entry for a slug too long to be one", async () => {
+  // Such slugs were cached as unknown, keyed by the whole slug (up to the 16 KiB path): 50,000
+  // strangers' URLs could hold some 800 MB, and each flushed real endpoints from the cache.
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const endpoint = await userEndpoint(kv, "cached");
+    let reads = 0;
+    const get = kv.get.bind(kv);
+    kv.get = ((key: Deno.KvKey) => {
+      reads++;
+      return get(key);
+    }) as typeof kv.get;
+    const cache = createEndpointCache(kv, { maxEntries: 2 });
+    assert.equal((await cache.get(endpoint.slug))?.id, endpoint.id);
+    const before = reads;
+    for (let n = 0; n < 3; n++) assert.equal(await cache.get(`${n}${"x".repeat(3000)}`), null);
+    assert.equal(reads, before, "no KV read for them");
+    assert.equal((await cache.get(endpoint.slug))?.id, endpoint.id);
+    assert.equal(reads, before, "the real endpoint is still cached");
+  } finally {
+    kv.close();
+  }
 });

@@ -5,7 +5,7 @@
  */
 import { randomSecret, sha256Hex } from "./secrets.ts";
 import { isStorageUnavailable, listAll } from "../store/kv.ts";
-import { tokenByHashKey, tokenKey, tokensOfUserPrefix } from "../store/kv_keys.ts";
+import { mayNameRecord, tokenByHashKey, tokenKey, tokensOfUserPrefix } from "../store/kv_keys.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
@@ -143,18 +143,12 @@ export async function listTokens(kv: Deno.Kv, userId: string): Promise<Token[]> 
   return entries.map((e) => e.value).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
-/**
- * Longer than any token id (a UUID): such an id names nothing, and is not looked up, since KV
- * refuses a key over 2 KiB even to read it.
- */
-const MAX_TOKEN_ID_CHARS = 64;
-
 /** One of a user's tokens by id, or null. */
 export async function findToken(
   kv: Deno.Kv,
   options: { userId: string; tokenId: string },
 ): Promise<Token | null> {
-  if (options.tokenId.length > MAX_TOKEN_ID_CHARS) return null;
+  if (!mayNameRecord(options.tokenId)) return null;
   return (await kv.get<Token>(tokenKey(options.userId, options.tokenId))).value;
 }
 
@@ -192,9 +186,9 @@ export async function revokeToken(
   kv: Deno.Kv,
   options: { userId: string; tokenId: string; broker: Broker },
 ): Promise<Token> {
-  const entry = options.tokenId.length > MAX_TOKEN_ID_CHARS
-    ? null
-    : await kv.get<Token>(tokenKey(options.userId, options.tokenId));
+  const entry = mayNameRecord(options.tokenId)
+    ? await kv.get<Token>(tokenKey(options.userId, options.tokenId))
+    : null;
   if (!entry?.value) {
     throw new HttpError(404, `Cannot revoke token: no token ${options.tokenId.slice(0, 40)}`);
   }

@@ -4,7 +4,12 @@
  */
 import { randomSecret } from "../accounts/secrets.ts";
 import { listAll } from "../store/kv.ts";
-import { endpointBySlugKey, endpointKey, endpointsOfUserPrefix } from "../store/kv_keys.ts";
+import {
+  endpointBySlugKey,
+  endpointKey,
+  endpointsOfUserPrefix,
+  mayNameRecord,
+} from "../store/kv_keys.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
 import type { PublicEndpoint } from "../shared/wire.ts";
@@ -211,15 +216,9 @@ export async function createEndpoint(
   return endpoint;
 }
 
-/**
- * Longer than any slug made here (22 characters): such a slug names nothing, and is not looked
- * up, since KV refuses a key over 2 KiB even to read it (a 500 for a stranger's URL).
- */
-const MAX_SLUG_CHARS = 64;
-
 /** The endpoint a slug names, or null. */
 export async function findEndpointBySlug(kv: Deno.Kv, slug: string): Promise<Endpoint | null> {
-  if (slug.length > MAX_SLUG_CHARS) return null;
+  if (!mayNameRecord(slug)) return null;
   const index = await kv.get<SlugIndex>(endpointBySlugKey(slug));
   if (!index.value) return null;
   const entry = await kv.get<Endpoint>(endpointKey(index.value.userId, index.value.endpointId));
@@ -235,9 +234,9 @@ export async function ownedEndpointEntry(
   kv: Deno.Kv,
   options: { userId: string; slug: string; action: string },
 ): Promise<Deno.KvEntry<Endpoint>> {
-  const index = options.slug.length > MAX_SLUG_CHARS
-    ? null
-    : await kv.get<SlugIndex>(endpointBySlugKey(options.slug));
+  const index = mayNameRecord(options.slug)
+    ? await kv.get<SlugIndex>(endpointBySlugKey(options.slug))
+    : null;
   if (index?.value?.userId === options.userId) {
     const entry = await kv.get<Endpoint>(endpointKey(options.userId, index.value.endpointId));
     if (entry.value) return entry as Deno.KvEntry<Endpoint>;
@@ -334,6 +333,8 @@ export function createEndpointCache(
   const entries = new Map<string, { endpoint: Endpoint | null; expiresAt: number }>();
   return {
     async get(slug) {
+      // Not cached: a stranger's long slugs would fill the cache with their own bytes.
+      if (!mayNameRecord(slug)) return null;
       const now = Date.now();
       const hit = entries.get(slug);
       if (hit && hit.expiresAt > now) return hit.endpoint;

@@ -17,6 +17,7 @@ import { metadataBytes, storedBytes } from "../log/events.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { IncomingWebhook, Ingest, Refusal } from "./group_commit.ts";
 import { isStorageUnavailable, storageUnavailableError } from "../store/kv.ts";
+import { mayNameRecord } from "../store/kv_keys.ts";
 import { receiveBody } from "../http/load_guard.ts";
 import { discardStaged, largeBodySink, stagedBodyReader } from "./large_body.ts";
 import type { Services } from "../runtime/services.ts";
@@ -355,13 +356,13 @@ async function receiveFor(
   throw refusalError(result, options.slug);
 }
 
-/** The answer to a refused webhook (the flood limit, the quota, or an account that is gone). */
 /** 404 for a slug that names no endpoint; a stranger's long slug is echoed in part. */
 function unknownSlug(slug: string, headers: Record<string, string> = {}): HttpError {
-  const shown = slug.length > 64 ? `${slug.slice(0, 64)}…` : slug;
+  const shown = mayNameRecord(slug) ? slug : `${slug.slice(0, 64)}…`;
   return new HttpError(404, `Cannot ingest: no endpoint with slug "${shown}"`, headers);
 }
 
+/** The answer to a refused webhook (the flood limit, the quota, or an account that is gone). */
 function refusalError(
   result: Refusal,
   slug: string,

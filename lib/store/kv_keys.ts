@@ -78,6 +78,13 @@
  * times themselves because KV deletes expired keys lazily.
  */
 
+/**
+ * Whether outside text (a slug or id from a URL) could name a record. No id or slug this store
+ * makes is longer than 64 characters, and a much longer one makes a key KV refuses even to read
+ * (over 2 KiB), so it is unknown without asking KV.
+ */
+export const mayNameRecord = (text: string) => text.length <= 64;
+
 /** ["users", userId] */
 export const userKey = (userId: string) => ["users", userId];
 /** ["users_by_email", email] */
