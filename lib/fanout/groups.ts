@@ -409,6 +409,17 @@ export function createGroups(
     return names;
   }
 
+  /** A claim of one delivery attempt by `member`, held for its ack timeout from `now`. */
+  function newClaim(member: Connection, attempt: number, now: number): GroupClaim {
+    return {
+      member: member.id,
+      origin: broker.origin,
+      attempt,
+      until: now + member.group!.ackTimeoutMs,
+      acked: false,
+    };
+  }
+
   /**
    * Claims `id` for `member`: its attempt number, or null when the event is done or another
    * member holds it. Checks the group record too, so an event the cursor has passed (its claim
@@ -444,13 +455,7 @@ export function createGroups(
         return null;
       }
       const attempt = (held?.attempt ?? 0) + 1;
-      const value: GroupClaim = {
-        member: member.id,
-        origin: broker.origin,
-        attempt,
-        until: Date.now() + member.group!.ackTimeoutMs,
-        acked: false,
-      };
+      const value = newClaim(member, attempt, Date.now());
       const result = await kv.atomic()
         .check({ key: group.key, versionstamp: group.versionstamp })
         .check({ key, versionstamp: current?.versionstamp ?? null })
@@ -479,14 +484,7 @@ export function createGroups(
       const op = kv.atomic().check({ key: group.key, versionstamp: group.versionstamp });
       for (const { member, id } of batch) {
         const key = groupClaimKey(d.userId, d.name, id);
-        const value: GroupClaim = {
-          member: member.id,
-          origin: broker.origin,
-          attempt: 1,
-          until: now + member.group!.ackTimeoutMs,
-          acked: false,
-        };
-        op.check({ key, versionstamp: null }).set(key, value, { expireIn });
+        op.check({ key, versionstamp: null }).set(key, newClaim(member, 1, now), { expireIn });
       }
       const result = await op.commit().catch((error) => {
         report("claiming events")(error);
@@ -747,7 +745,6 @@ export function createGroups(
       found.push(event);
       foundChars += heldChars(event);
     }
-    d.claimedSince = null;
     if (d.stopped) return;
     for (const event of found) {
       if (!d.pending.has(event.id) && !claimedSince.has(event.id)) {
