@@ -47,8 +47,8 @@
  * BENCH_COLD_RUNS (starts timed by cold; default 10), --scale=N / BENCH_SCALE (idle connections of
  * scale; default 50000), --fanRate=N / BENCH_FAN_RATE and --fanRateClients=N /
  * BENCH_FAN_RATE_CLIENTS (fanrate's webhooks/s and WebSockets; 100 and 1000), --peerRounds=N /
- * BENCH_PEER_ROUNDS (interleaved rounds of peers; 3), BENCH_CONSUMERS (variants of consumers to run,
- * e.g. group,groupSteady; all). Figures also go to
+ * BENCH_PEER_ROUNDS (interleaved rounds of peers; 3), --consumers=a,b / BENCH_CONSUMERS (variants
+ * of consumers to run, e.g. group,groupSteady; all). Figures also go to
  * bench/out/results.json, profiles to bench/out/*.cpuprofile (open them in Chrome DevTools).
  *
  * This file is only the runner: each part lives in bench/parts/<part>.ts and gets its settings

@@ -79,6 +79,8 @@ export interface Settings {
    * ratios printed are the medians of the rounds', since this VM's speed drifts over minutes.
    */
   readonly peerRounds: number;
+  /** The variants of part "consumers" to run (e.g. group,groupSteady); null: all. */
+  readonly consumerVariants: readonly string[] | null;
 }
 
 /** Reads the knobs from `--name=value` flags, else their env forms, else the defaults. */
@@ -111,6 +113,8 @@ export function readSettings(
     fanRate: Number(setting("fanRate", "BENCH_FAN_RATE") ?? 100),
     fanRateClients: Number(setting("fanRateClients", "BENCH_FAN_RATE_CLIENTS") ?? 1000),
     peerRounds: Number(setting("peerRounds", "BENCH_PEER_ROUNDS") ?? 3),
+    consumerVariants: setting("consumers", "BENCH_CONSUMERS")?.split(",").map((v) => v.trim()) ??
+      null,
   };
 }
 

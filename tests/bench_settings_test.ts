@@ -16,6 +16,7 @@ Deno.test("[bench settings] defaults: every part, 10 s, 5,000 idle, 1,000 fan-ou
     fanRate: 100,
     fanRateClients: 1000,
     peerRounds: 3,
+    consumerVariants: null,
   });
 });
 
@@ -31,6 +32,7 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     BENCH_FAN_RATE: "10",
     BENCH_FAN_RATE_CLIENTS: "50",
     BENCH_PEER_ROUNDS: "2",
+    BENCH_CONSUMERS: "group",
   };
   assert.deepEqual(readSettings([], (name) => env[name]), {
     parts: ["kv"],
@@ -43,6 +45,7 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     fanRate: 10,
     fanRateClients: 50,
     peerRounds: 2,
+    consumerVariants: ["group"],
   });
   const flags = [
     "--parts=steady, load,steady",
@@ -52,12 +55,14 @@ Deno.test("[bench settings] flags win over their env forms, which win over defau
     "--scale=11",
     "--fanRateClients=12",
     "--peerRounds=1",
+    "--consumers=group, groupSteady",
   ];
   const settings = readSettings(flags, (name) => env[name]);
   assert.deepEqual(settings.parts, ["steady", "load"]);
   assert.equal(settings.seconds, 3);
   assert.equal(settings.idle, 7);
   assert.equal(settings.fanout, 20);
+  assert.deepEqual(settings.consumerVariants, ["group", "groupSteady"]);
   assert.equal(settings.isolatesIdle, 8);
   assert.equal(settings.scale, 11);
   assert.equal(settings.fanRateClients, 12);

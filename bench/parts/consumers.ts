@@ -101,8 +101,7 @@ const DRAIN_CAP_MS = 300_000;
 /** Part "consumers": each variant in turn; figures under `consumers.<variant>`. */
 export async function run(context: PartContext): Promise<void> {
   const figures: Record<string, unknown> = {};
-  // BENCH_CONSUMERS=group,groupSteady runs only those variants (when looking into one).
-  const only = Deno.env.get("BENCH_CONSUMERS")?.split(",");
+  const only = context.settings.consumerVariants;
   for (const variant of VARIANTS) {
     if (only && !only.includes(variant.key)) continue;
     figures[variant.key] = await measureVariant(context, variant);
