@@ -144,19 +144,26 @@ export async function storeEvents(
 
 /**
  * Two brokers joined as two isolates are: each one's publishes reach the other's subscribers
- * (in structured-clone form, asynchronously), and each counts the other as its one peer.
+ * (in structured-clone form, asynchronously), and each counts the other as its one peer. With
+ * `peers: null` they are instances sharing KV, which do not know their peers; `delayMs` holds
+ * each message that long, as a busy shared store does.
  */
-export function linkedBrokers(): [Broker, Broker] {
+export function linkedBrokers(
+  options: { peers?: number | null; delayMs?: number } = {},
+): [Broker, Broker] {
   const deliverTo: ((message: ReturnType<typeof fromWire>) => void)[] = [];
+  const peers = options.peers === undefined ? 1 : options.peers;
   const transport = (side: 0 | 1): Transport => ({
     send(message) {
       const wire = structuredClone(toWire(message));
-      queueMicrotask(() => deliverTo[1 - side]?.(fromWire(wire)));
+      const deliver = () => deliverTo[1 - side]?.(fromWire(wire));
+      if (options.delayMs) setTimeout(deliver, options.delayMs);
+      else queueMicrotask(deliver);
     },
     start(deliver) {
       deliverTo[side] = deliver;
     },
-    peers: () => 1,
+    peers: () => peers,
     close() {
       delete deliverTo[side];
     },

@@ -91,6 +91,13 @@ Deno.test("[presence] anyConnected: here, there, or nowhere", async () => {
   assert.equal(asked, 0, "a client here answers without asking the other isolate");
 });
 
+Deno.test("[presence] anyConnected over shared KV waits for a late answer", async () => {
+  // Instances sharing KV do not know their peers, and each message is a commit and a watch.
+  using t = await setup({ brokers: linkedBrokers({ peers: null, delayMs: 300 }) });
+  t.there.open("ws");
+  assert.equal(await t.here.presence.anyConnected(USER), true, "a client connected there");
+});
+
 Deno.test("[presence] a silent peer costs the wait, not the answer", async () => {
   using t = await setup({ answers: false });
   t.here.open("sse");

@@ -24,6 +24,13 @@ export interface Presence {
 const KNOWN_PEERS_WAIT_MS = 500;
 /** How long to collect answers when peers are unknown (instances sharing KV). */
 const UNKNOWN_PEERS_WAIT_MS = 250;
+/**
+ * How long "is anyone there" waits for a first answer when peers are unknown. Over shared KV a
+ * question and its answer are two commits and two watch wake-ups, which a busy instance or the
+ * platform's KV can stretch past 250 ms; a respond-mode sender must not get 503 while a client
+ * is connected elsewhere. The wait ends at the first client found, so only the 503 waits it.
+ */
+const ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS = 2_000;
 
 /** Whether a connection receives only events of the endpoints `within` (always, when null). */
 function isWithin(connection: Connection, within: readonly string[] | null): boolean {
@@ -79,6 +86,7 @@ export function createPresence(
     userId: string,
     enough: (found: ClientInfo[]) => boolean = () => false,
     within: readonly string[] | null = null,
+    unknownPeersWaitMs = UNKNOWN_PEERS_WAIT_MS,
   ): Promise<ClientInfo[]> {
     const peers = broker.peers();
     if (peers === 0) return [];
@@ -88,7 +96,7 @@ export function createPresence(
       let answered = 0;
       const timer = setTimeout(
         finish,
-        peers === null ? UNKNOWN_PEERS_WAIT_MS : KNOWN_PEERS_WAIT_MS,
+        peers === null ? unknownPeersWaitMs : KNOWN_PEERS_WAIT_MS,
       );
       function finish() {
         clearTimeout(timer);
@@ -118,7 +126,13 @@ export function createPresence(
     },
     async anyConnected(userId) {
       if (connections.countFor(userId) > 0) return true;
-      return (await ask(userId, (found) => found.length > 0)).length > 0;
+      const found = await ask(
+        userId,
+        (found) => found.length > 0,
+        null,
+        ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
+      );
+      return found.length > 0;
     },
     stop() {
       unsubscribe();
