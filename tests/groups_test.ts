@@ -12,7 +12,7 @@ import {
   waitFor,
 } from "./helpers.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
-import { groupClaimKey, groupClaimsPrefix } from "../lib/store/kv_keys.ts";
+import { groupClaimKey, groupClaimsPrefix, groupKey, groupNamesKey } from "../lib/store/kv_keys.ts";
 import { advanceSteps, type DoneEvent } from "../lib/fanout/groups.ts";
 
 /** No account-wide ack limit: these tests ack as fast as events come. */
@@ -825,4 +825,31 @@ Deno.test("[groups] 5,001 claims of expired events right after the cursor do not
   });
   assert.equal(await claimsListed(kv, user.id), 0, "their claims deleted as the cursor passed");
   await one.ws.close();
+});
+
+Deno.test("[groups] a group deleted under its member is made again only within the account's limit", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv } = server.services;
+  const held = await member(server, user, { group: "g0", ack: false });
+  let close: CloseEvent | null = null;
+  held.ws.socket.addEventListener("close", (event) => close = event as CloseEvent);
+  // DELETE raced the member's join (it saw no member yet): the record and its name are gone.
+  await kv.atomic().delete(groupKey(user.id, "g0")).delete(groupNamesKey(user.id)).commit();
+  // The account then fills its twenty groups.
+  for (let n = 1; n <= 20; n++) {
+    const response = await fetch(
+      `${server.url}/api/events/stream?token=${user.token}&group=g${n}`,
+    );
+    assert.equal(response.status, 200, `g${n}`);
+    await response.body?.cancel();
+  }
+  // g0's next scan finds its record gone and no room to make it again.
+  await waitFor(() => close !== null, { what: "g0's member closed" });
+  assert.equal(close!.code, 4004);
+  assert.match(close!.reason, /Consumer group deleted/);
+  assert.equal((await kv.get(groupKey(user.id, "g0"))).value, null);
+  const names = (await kv.get<string[]>(groupNamesKey(user.id))).value!;
+  assert.equal(names.length, 20);
+  assert.ok(!names.includes("g0"));
 });

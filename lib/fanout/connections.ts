@@ -140,6 +140,11 @@ export const CLOSE = {
   /** The same code as a revoked credential: a client must not reconnect with it either. */
   deleted: { code: 4001, reason: "Account deleted" },
   slow: { code: 4008, reason: "Client too slow; reconnect with your last event id to resume" },
+  /** Its group was deleted while it joined, and the account has no room to make it again. */
+  groupDeleted: {
+    code: 4004,
+    reason: "Consumer group deleted, and the account has its most groups; join another",
+  },
 } as const;
 
 /** The registry of live connections for one process. */

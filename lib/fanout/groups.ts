@@ -26,7 +26,7 @@
  * takes waits for it rather than being passed over.
  */
 import type { Broker } from "./broker.ts";
-import type { Connection, Connections } from "./connections.ts";
+import { CLOSE, type Connection, type Connections } from "./connections.ts";
 import { compileFilter, describeFilter, type Filter, type FilterSpec, matches } from "./filters.ts";
 import { type EventMatch, eventsAfter, hasEvent } from "../log/events.ts";
 import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
@@ -355,13 +355,12 @@ export function createGroups(
   /**
    * Creates the group record when absent; `cursor` is where a new group starts. The record and
    * the account's list of names are written in one commit that checks both, so joins side by
-   * side cannot make more than MAX_GROUPS_PER_USER (`limit`); a record recreated by a scan
-   * (its member joined already) is not refused.
+   * side cannot make more than MAX_GROUPS_PER_USER; over it, a 409.
    */
   async function ensureRecord(
     userId: string,
     name: string,
-    options: { limit: boolean; cursor?: string | null },
+    options: { cursor?: string | null } = {},
   ): Promise<void> {
     const key = groupKey(userId, name);
     const namesKey = groupNamesKey(userId);
@@ -371,7 +370,7 @@ export function createGroups(
       // Accounts whose groups predate the list: it starts from their records.
       const list = names.value ?? await recordNames(userId);
       const others = list.filter((one) => one !== name);
-      if (options.limit && others.length >= MAX_GROUPS_PER_USER) {
+      if (others.length >= MAX_GROUPS_PER_USER) {
         throw new HttpError(
           409,
           `Cannot join group "${name}": this account already has ${MAX_GROUPS_PER_USER} ` +
@@ -659,11 +658,16 @@ export function createGroups(
   async function scanOnce(d: Dispatcher): Promise<void> {
     let group = await kv.get<GroupRecord>(groupKey(d.userId, d.name));
     if (!group.value) {
-      // Expired while idle, or never written: recreate it where this isolate knew it to be.
-      await ensureRecord(d.userId, d.name, {
-        limit: false,
-        cursor: d.group?.value?.cursor ?? undefined,
-      });
+      // Deleted while a member joined (DELETE saw none yet): made again where this isolate knew
+      // it to be, within the account's limit like any join. Else each lost race would add a
+      // group past MAX_GROUPS_PER_USER; over it, the members here are told it is gone.
+      try {
+        await ensureRecord(d.userId, d.name, { cursor: d.group?.value?.cursor ?? undefined });
+      } catch (error) {
+        if (!(error instanceof HttpError) || error.status !== 409) throw error;
+        for (const member of [...d.members]) connections.close(member, CLOSE.groupDeleted);
+        return;
+      }
       group = await kv.get<GroupRecord>(groupKey(d.userId, d.name));
       if (!group.value) return;
     }
@@ -891,7 +895,7 @@ export function createGroups(
             'digits, "_", "." or "-")',
         );
       }
-      await ensureRecord(userId, name, { limit: true });
+      await ensureRecord(userId, name);
     },
     async ack({ userId, name, connectionId, eventId, sees }) {
       if (!GROUP_NAME.test(name)) {
