@@ -853,3 +853,24 @@ Deno.test("[groups] a group deleted under its member is made again only within t
   assert.equal(names.length, 20);
   assert.ok(!names.includes("g0"));
 });
+
+Deno.test("[groups] GET /api/groups says when it stopped counting claims", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv } = server.services;
+  const [first] = await postMany(user, 1, 1);
+  const one = await member(server, user);
+  await one.ws.close();
+  const before = (await listGroups(server, user)).groups[0];
+  assert.equal(before.unackedCapped, false);
+  assert.equal(before.lagCapped, false);
+  // More claims after the cursor (the first event's id) than one answer reads (10,000 a group).
+  await writeAckedClaims(
+    kv,
+    user.id,
+    Array.from({ length: 10_001 }, (_, n) => `${first}~${String(n).padStart(5, "0")}`),
+  );
+  const after = (await listGroups(server, user)).groups[0];
+  assert.equal(after.unacked, 0);
+  assert.equal(after.unackedCapped, true);
+});

@@ -59,7 +59,7 @@ export function GroupsTable(props: { groups: GroupSummary[] }) {
                     : <span class="muted">nothing yet</span>}
                 </td>
                 <td>{group.lag}{group.lagCapped ? "+" : ""}</td>
-                <td>{group.unacked}</td>
+                <td>{group.unacked}{group.unackedCapped ? "+" : ""}</td>
               </tr>
             ))}
           </tbody>

@@ -979,13 +979,15 @@ export function createGroups(
         // Claims and events are counted without reading bodies, within one budget for the
         // whole answer: twenty groups would otherwise read 200,000 claims per request.
         let unacked = 0;
+        let claimsRead = 0;
         const claimCap = Math.min(LAG_CAP, budget);
         if (claimCap > 0) {
           for await (const claim of claimsAfter(userId, record.name, record.cursor, claimCap)) {
-            budget--;
+            claimsRead++;
             if (!claim.value.acked) unacked++;
           }
         }
+        budget -= claimsRead;
         const cap = Math.min(LAG_CAP, budget);
         let lag = 0;
         if (cap > 0) {
@@ -1005,6 +1007,8 @@ export function createGroups(
           lag: Math.min(lag, cap),
           lagCapped: lag >= cap,
           unacked,
+          // The claims were not all read: more may be unacked than counted.
+          unackedCapped: claimsRead >= claimCap,
           members: connected.filter((client) => client.group === record.name).map((client) => ({
             id: client.id,
             transport: client.transport,

@@ -168,7 +168,10 @@ function buildWireSchemas() {
     cursor: z.string().nullable(),
     lag: z.number().int().describe("Retained events after the cursor, counted up to a cap"),
     lagCapped: z.boolean(),
-    unacked: z.number().int().describe("Events handed to a member and not acked"),
+    unacked: z.number().int().describe(
+      "Events handed to a member and not acked, counted among the first claims after the cursor",
+    ),
+    unackedCapped: z.boolean().describe("Not every claim was read, so more may be unacked"),
     members: z.array(z.object({
       id: z.string(),
       transport,
