@@ -466,6 +466,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "[store] a reserve half written by another guard counts as room for it",
+  ignore: !MOUNTABLE,
+  async fn() {
+    // Another process's guard on the same KV file is writing the reserve as this one starts (a
+    // CI run saw it): the half written is room this guard's own write would take back.
+    const { dir, unmount } = await mountTmpfs("websocks-guard-half-", "16m");
+    const guards: StorageGuard[] = [];
+    try {
+      const { filler, full } = await fillDisk(dir);
+      const kvPath = `${dir}/websocks.kv`;
+      const reserveBytes = 3 * 1024 * 1024;
+      // 6 MiB free, then 2.5 MiB of the reserve written: 3.5 MiB free, under reserve + floor.
+      await filler.truncate(full - 6 * 1024 * 1024);
+      filler.close();
+      await Deno.writeFile(`${kvPath}.reserve`, new Uint8Array(2.5 * 1024 * 1024));
+      const guard = await startStorageGuard({ kvPath, reserveBytes });
+      guards.push(guard);
+      await guard.firstCheck();
+      assert.equal(guard.unavailable(), null);
+      await waitFor(
+        "the reserve to be whole",
+        async () => (await Deno.stat(`${kvPath}.reserve`)).size === reserveBytes,
+      );
+    } finally {
+      for (const guard of guards) await guard.stop();
+      await unmount();
+    }
+  },
+});
+
+Deno.test({
   name:
     "[store] the storage guard starts refusing writes when its reserve is gone and cannot be taken back",
   ignore: !MOUNTABLE,

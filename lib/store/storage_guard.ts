@@ -83,12 +83,17 @@ export async function startStorageGuard(
     };
   }
 
-  async function hasReserve(bytes: number): Promise<boolean> {
+  /** The reserve file's size; 0 when there is none. */
+  async function reserveSize(): Promise<number> {
     try {
-      return (await Deno.stat(reservePath)).size >= bytes;
+      return (await Deno.stat(reservePath)).size;
     } catch {
-      return false;
+      return 0;
     }
+  }
+
+  async function hasReserve(bytes: number): Promise<boolean> {
+    return await reserveSize() >= bytes;
   }
 
   /** Writes the reserve (real blocks, not a sparse file); false when the disk has no room. */
@@ -134,9 +139,11 @@ export async function startStorageGuard(
 
   async function check(): Promise<void> {
     const { free, reserve } = await space();
+    // What a reserve file not yet whole holds is room too: takeReserve rewrites it.
+    const room = () => reserveSize().then((held) => free + held >= reserve + MIN_FREE_BYTES);
     if (!down) {
       if (free < MIN_FREE_BYTES) goDown("disk full");
-      else if (free >= reserve + MIN_FREE_BYTES) await takeReserve(reserve);
+      else if (await room()) await takeReserve(reserve);
       return;
     }
     // Back once the reserve is whole with the floor free beside it: taken here, or found in
@@ -144,9 +151,8 @@ export async function startStorageGuard(
     // leave ingest down for good.
     const found = releasing === null && await hasReserve(reserve);
     if (
-      found
-        ? free >= MIN_FREE_BYTES
-        : free >= reserve + MIN_FREE_BYTES && await takeReserve(reserve)
+      found ? free >= MIN_FREE_BYTES : releasing === null && await room() &&
+        await takeReserve(reserve)
     ) {
       down = null;
       log.info("storage available again: ingest resumes");
@@ -173,9 +179,12 @@ export async function startStorageGuard(
     clearTimeout(timer);
     try {
       const start = await space();
+      // Read after the free space: a reserve file that is not whole (another run's guard is
+      // writing it, or died writing it) is room that takeReserve's rewrite takes back.
+      const held = await reserveSize();
       if (
         start.free < MIN_FREE_BYTES ||
-        (!await hasReserve(start.reserve) && start.free < start.reserve + MIN_FREE_BYTES)
+        (held < start.reserve && start.free + held < start.reserve + MIN_FREE_BYTES)
       ) goDown("disk full");
     } catch (error) {
       log.warn("reading free disk space failed; the next check tries again", error);
