@@ -118,3 +118,24 @@ Deno.test("[instances] group members limited to other endpoints, on two instance
     await sides.close();
   }
 });
+
+Deno.test("[instances] respond mode: a sender waits no longer than its timeout while the instances are asked", async () => {
+  const sides = await instanceSides();
+  try {
+    const user = await signUpOn(sides);
+    const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
+      method: "PATCH",
+      headers: { ...user.auth, "Content-Type": "application/json" },
+      body: '{"respond": true, "respondTimeoutSeconds": 1}',
+    });
+    assert.equal(set.status, 200);
+    await set.body?.cancel();
+    // Nobody is connected anywhere, so no instance answers "is a client there": asking waits
+    // its 2 s, and the sender's 1 s timeout ends the wait first.
+    const { status, response } = await postOn(sides, { side: 1, slug: user.slug, body: "{}" });
+    assert.equal(status, 504);
+    assert.equal(response.headers.get("content-type"), "application/json");
+  } finally {
+    await sides.close();
+  }
+});

@@ -36,6 +36,16 @@ Deno.test("[respond_waiters] a waiter gets its owner's answer; the next answer i
   responses.stop();
 });
 
+Deno.test("[respond_waiters] a wait given up ends at once, and a later answer is late", async () => {
+  const responses = createResponses();
+  const giveUp = new AbortController();
+  const waiting = responses.wait(e(1), OWNER, 10_000, giveUp.signal);
+  giveUp.abort();
+  assert.equal(await waiting, null);
+  assert.equal(responses.answer(e(1), OWNER, answer(201)), "late");
+  responses.stop();
+});
+
 Deno.test("[respond_waiters] an answer from another user is refused and the owner's still counts", async () => {
   const responses = createResponses();
   const waiting = responses.wait(e(1), OWNER, 10_000);

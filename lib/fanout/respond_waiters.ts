@@ -22,8 +22,16 @@ export type AnswerOutcome = "taken" | "late" | "not_yours";
 
 /** Waiters for client answers, in this process. */
 export interface Responses {
-  /** The first answer for `id` from `userId` (its owner), or null when none came in time. */
-  wait(id: string, userId: string, timeoutMs: number): Promise<ClientResponse | null>;
+  /**
+   * The first answer for `id` from `userId` (its owner), or null when none came in time or
+   * `signal` gave up first.
+   */
+  wait(
+    id: string,
+    userId: string,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<ClientResponse | null>;
   /** Hands an answer sent by `userId`'s connection to its waiter, if `userId` owns the event. */
   answer(id: string, userId: string, response: ClientResponse): AnswerOutcome;
   /** Stops listening to the broker. */
@@ -95,7 +103,7 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
   });
 
   return {
-    wait(id, userId, timeoutMs) {
+    wait(id, userId, timeoutMs, signal) {
       const key = keyOf(id, userId);
       const ready = early.get(key);
       if (ready) {
@@ -104,15 +112,20 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
         return Promise.resolve(ready.response);
       }
       return new Promise((resolve) => {
-        const timer = setTimeout(() => {
+        const end = () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", end);
           waiters.delete(id);
           answered.add(id);
           resolve(null);
-        }, timeoutMs);
+        };
+        const timer = setTimeout(end, timeoutMs);
+        signal?.addEventListener("abort", end, { once: true });
         waiters.set(id, {
           userId,
           resolve(response) {
             clearTimeout(timer);
+            signal?.removeEventListener("abort", end);
             waiters.delete(id);
             resolve(response);
           },

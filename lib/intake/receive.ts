@@ -396,14 +396,21 @@ async function awaitAnswer(
   id: string,
   endpoint: Endpoint,
 ): Promise<ClientResponse> {
-  if (!(await services.presence.anyConnected(endpoint.userId))) {
+  const timeoutMs = endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs;
+  // The wait starts before asking who is connected, which over shared KV may take up to 2 s:
+  // the sender waits at most its timeout, and an answer that comes first settles the question.
+  const giveUp = new AbortController();
+  const answering = services.responses.wait(id, endpoint.userId, timeoutMs, giveUp.signal);
+  const asking = services.presence.anyConnected(endpoint.userId);
+  asking.catch(() => {}); // when the answer came first, a failed question changes nothing
+  if (!(await Promise.race([asking, answering.then(() => true)]))) {
+    giveUp.abort();
     throw new HttpError(
       503,
       `Cannot answer: respond mode is on and no client is connected; the webhook was stored as ${id}`,
     );
   }
-  const timeoutMs = endpoint.respondTimeoutMs ?? RESPOND_TIMEOUT.defaultMs;
-  const answer = await services.responses.wait(id, endpoint.userId, timeoutMs);
+  const answer = await answering;
   if (answer) counters.respondAnswers++;
   else counters.respondTimeouts++;
   if (!answer) {
