@@ -12,8 +12,17 @@ import {
   waitFor,
 } from "./helpers.ts";
 import { webhookEnvelopeSchema } from "../lib/shared/envelope.ts";
-import { groupClaimKey, groupClaimsPrefix, groupKey, groupNamesKey } from "../lib/store/kv_keys.ts";
-import { advanceSteps, type DoneEvent } from "../lib/fanout/groups.ts";
+import {
+  groupClaimKey,
+  groupClaimsPrefix,
+  groupKey,
+  groupMembersPrefix,
+  groupNamesKey,
+} from "../lib/store/kv_keys.ts";
+import { advanceSteps, createGroups, type DoneEvent } from "../lib/fanout/groups.ts";
+import { createBroker } from "../lib/fanout/broker.ts";
+import { createConnections } from "../lib/fanout/connections.ts";
+import { fakeSink } from "./fakes.ts";
 
 /** No account-wide ack limit: these tests ack as fast as events come. */
 const ENV = { ACKS_PER_SECOND: "0", FREE_MONTHLY_LIMIT: "100000" };
@@ -873,4 +882,63 @@ Deno.test("[groups] GET /api/groups says when it stopped counting claims", async
   const after = (await listGroups(server, user)).groups[0];
   assert.equal(after.unacked, 0);
   assert.equal(after.unackedCapped, true);
+});
+
+Deno.test("[groups] a group made again while its scan decided it had no room keeps its members", async () => {
+  // A review's proof: the scan read {no record, twenty other groups}; before it acted, the
+  // account deleted one and another isolate (or a join) made this group again.
+  const USER = "u1";
+  const real = await Deno.openKv(":memory:");
+  const others = Array.from({ length: 20 }, (_, n) => `h${n}`);
+  const record = (name: string) => ({ name, cursor: null, createdAt: "", updatedAt: 0 });
+  for (const name of others) await real.set(groupKey(USER, name), record(name));
+  await real.set(groupNamesKey(USER), others);
+  let armed = true;
+  const kv = new Proxy(real, {
+    get(target, prop) {
+      if (prop === "getMany") {
+        return async (keys: Deno.KvKey[]) => {
+          const got = await target.getMany(keys);
+          if (armed && keys.length === 2) {
+            armed = false;
+            await target.atomic().delete(groupKey(USER, "h0"))
+              .set(groupKey(USER, "g"), record("g"))
+              .set(groupNamesKey(USER), [...others.slice(1), "g"]).commit();
+          }
+          return got;
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Deno.Kv;
+  const broker = createBroker();
+  const connections = createConnections(kv, {
+    broker,
+    heartbeatMs: 60_000,
+    slowConsumerBytes: 1_000_000,
+  });
+  const groups = createGroups(kv, { broker, connections, retentionMs: 86_400_000, maxAttempts: 5 });
+  const sink = fakeSink();
+  try {
+    connections.open({
+      userId: USER,
+      credential: "t",
+      transport: "ws",
+      sink,
+      group: { name: "g", ackTimeoutMs: 30_000 },
+    });
+    // A scan that found the record writes this isolate's members' filters.
+    await waitFor(async () => {
+      for await (const _ of real.list({ prefix: groupMembersPrefix(USER, "g") })) return true;
+      return false;
+    }, { what: "a scan of the group made again" });
+    assert.equal(armed, false, "the race ran");
+    assert.equal(sink.closed, null);
+  } finally {
+    await groups.stop();
+    connections.stop();
+    broker.close();
+    real.close();
+  }
 });

@@ -255,8 +255,9 @@ export function DocsPage(props: {
           it gets one warning, then the socket is closed. Close codes: <code>1001</code>{" "}
           shutting down, <code>1008</code> too many messages, <code>1009</code> message too large,
           {" "}
-          <code>4001</code> token revoked, <code>4008</code> client too slow.{" "}
-          {limits.maxConnectionsPerToken === 0
+          <code>4001</code> token revoked, <code>4004</code>{" "}
+          consumer group deleted as it joined (and no room to make it again), <code>4008</code>{" "}
+          client too slow. {limits.maxConnectionsPerToken === 0
             ? "A token may hold any number of open streams."
             : `One token may hold ${limits.maxConnectionsPerToken} open streams (429 beyond).`}
         </p>

@@ -665,6 +665,8 @@ export function createGroups(
         await ensureRecord(d.userId, d.name, { cursor: d.group?.value?.cursor ?? undefined });
       } catch (error) {
         if (!(error instanceof HttpError) || error.status !== 409) throw error;
+        // Made again meanwhile, within the limit (another isolate's scan, a join): kept.
+        if ((await kv.get(groupKey(d.userId, d.name))).value) return;
         for (const member of [...d.members]) connections.close(member, CLOSE.groupDeleted);
         return;
       }
