@@ -16,6 +16,7 @@ import {
   groupClaimKey,
   groupClaimsPrefix,
   groupKey,
+  groupMembersKey,
   groupMembersPrefix,
   groupNamesKey,
 } from "../lib/store/kv_keys.ts";
@@ -941,4 +942,24 @@ Deno.test("[groups] a group made again while its scan decided it had no room kee
     broker.close();
     real.close();
   }
+});
+
+Deno.test("[groups] DELETE refuses while another instance's scan records members", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const one = await member(server, user, { group: "g" });
+  await one.ws.close();
+  // Another instance's members, as its scans record them; its answer to "who is connected"
+  // did not come within the wait (a busy shared store).
+  await server.services.kv.set(groupMembersKey(user.id, "g", "elsewhere"), {
+    filters: [{}],
+    until: Date.now() + 30_000,
+  });
+  const response = await fetch(`${server.url}/api/groups/g`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(response.status, 409);
+  assert.equal(response.headers.get("content-type"), "application/json");
+  assert.match((await response.json()).error, /connected on another instance/);
 });

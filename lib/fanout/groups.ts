@@ -946,6 +946,22 @@ export function createGroups(
             "connected; close them first",
         );
       }
+      // Instances sharing KV answer "who is connected" within 250 ms or not at all; the
+      // members' records their scans keep are the sure word (a crashed one's lapses in 30 s).
+      const now = Date.now();
+      for await (
+        const entry of kv.list<GroupMembers>({ prefix: groupMembersPrefix(userId, name) })
+      ) {
+        // This isolate's own record outlives its last member by one commit: the list above
+        // already counted what is here.
+        if (entry.key[3] !== broker.origin && entry.value.until > now) {
+          throw new HttpError(
+            409,
+            `Cannot delete group "${name}": members are connected on another instance; ` +
+              "close them first",
+          );
+        }
+      }
       // The record and its name in the account's list go together (see ensureRecord).
       const namesKey = groupNamesKey(userId);
       for (;;) {
