@@ -1,6 +1,6 @@
 /** BROKER=kv: two instances sharing one KV store deliver to each other's clients. */
 import assert from "node:assert/strict";
-import { instanceSides, postOn, signUpOn, transportSuite } from "./sides.ts";
+import { instanceSides, postOn, respondOn, signUpOn, transportSuite } from "./sides.ts";
 import { waitFor } from "./helpers.ts";
 
 transportSuite("instances", () => instanceSides());
@@ -123,13 +123,7 @@ Deno.test("[instances] respond mode: a sender waits no longer than its timeout w
   const sides = await instanceSides();
   try {
     const user = await signUpOn(sides);
-    const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
-      method: "PATCH",
-      headers: { ...user.auth, "Content-Type": "application/json" },
-      body: '{"respond": true, "respondTimeoutSeconds": 1}',
-    });
-    assert.equal(set.status, 200);
-    await set.body?.cancel();
+    await respondOn(sides, user, 1);
     // Nobody is connected anywhere, so no instance answers "is a client there": asking waits
     // its 2 s, and the sender's 1 s timeout ends the wait first.
     const { status, response } = await postOn(sides, { side: 1, slug: user.slug, body: "{}" });

@@ -10,7 +10,7 @@ import { createIngest } from "../lib/intake/group_commit.ts";
 import { kvTransport } from "../lib/fanout/broker_kv.ts";
 import { messageQueue, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
 import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
-import { instanceSides, postOn, signUpOn } from "./sides.ts";
+import { instanceSides, postOn, respondOn, signUpOn } from "./sides.ts";
 
 Deno.test("[resend] resends are limited per account: 429 with Retry-After past the burst", async () => {
   await using server = await startTestServer({ RESENDS_PER_SECOND: "1", RESENDS_BURST: "3" });
@@ -130,13 +130,7 @@ Deno.test("[respond] with BROKER=kv, a 1 MiB answer crosses to the instance hold
   const sides = await instanceSides();
   try {
     const user = await signUpOn(sides);
-    const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
-      method: "PATCH",
-      headers: { ...user.auth, "Content-Type": "application/json" },
-      body: '{"respond": true, "respondTimeoutSeconds": 10}',
-    });
-    assert.equal(set.status, 200);
-    await set.body?.cancel();
+    await respondOn(sides, user, 10);
     await waitFor(
       async () => (await postOn(sides, { side: 1, slug: user.slug, body: "{}" })).status === 503,
       { what: "respond mode on at side 1" },

@@ -273,6 +273,17 @@ export async function postOn(
   return { status: response.status, id, response };
 }
 
+/** Turns respond mode on for the user's endpoint, through side 0, with a sender timeout. */
+export async function respondOn(sides: Sides, user: SidesUser, timeoutSeconds: number) {
+  const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
+    method: "PATCH",
+    headers: { ...user.auth, "Content-Type": "application/json" },
+    body: JSON.stringify({ respond: true, respondTimeoutSeconds: timeoutSeconds }),
+  });
+  assert.equal(set.status, 200);
+  await set.body?.cancel();
+}
+
 /** Registers the shared suite for one kind of deployment. */
 export function transportSuite(kind: string, start: () => Promise<Sides>): void {
   const test = (name: string, fn: (sides: Sides) => Promise<void>) =>
@@ -447,13 +458,7 @@ export function transportSuite(kind: string, start: () => Promise<Sides>): void 
 
   test("respond mode: a client on one side answers a sender on the other", async (sides) => {
     const user = await signUpOn(sides);
-    const set = await sides.fetch(0, `/api/endpoints/${user.slug}`, {
-      method: "PATCH",
-      headers: { ...user.auth, "Content-Type": "application/json" },
-      body: '{"respond": true, "respondTimeoutSeconds": 5}',
-    });
-    assert.equal(set.status, 200);
-    await set.body?.cancel();
+    await respondOn(sides, user, 5);
     // Side 1 knows respond mode is on once it refuses a sender for want of a client.
     await waitFor(
       async () => (await postOn(sides, { side: 1, slug: user.slug, body: "{}" })).status === 503,
