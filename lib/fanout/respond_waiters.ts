@@ -112,24 +112,17 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
         return Promise.resolve(ready.response);
       }
       return new Promise((resolve) => {
-        const end = () => {
+        const settle = (response: ClientResponse | null) => {
           clearTimeout(timer);
-          signal?.removeEventListener("abort", end);
+          signal?.removeEventListener("abort", giveUp);
           waiters.delete(id);
-          answered.add(id);
-          resolve(null);
+          if (response === null) answered.add(id);
+          resolve(response);
         };
-        const timer = setTimeout(end, timeoutMs);
-        signal?.addEventListener("abort", end, { once: true });
-        waiters.set(id, {
-          userId,
-          resolve(response) {
-            clearTimeout(timer);
-            signal?.removeEventListener("abort", end);
-            waiters.delete(id);
-            resolve(response);
-          },
-        });
+        const giveUp = () => settle(null);
+        const timer = setTimeout(giveUp, timeoutMs);
+        signal?.addEventListener("abort", giveUp, { once: true });
+        waiters.set(id, { userId, resolve: settle });
       });
     },
     answer(id, userId, response) {

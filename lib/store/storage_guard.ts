@@ -96,6 +96,16 @@ export async function startStorageGuard(
     return await reserveSize() >= bytes;
   }
 
+  /**
+   * Whether the reserve is whole, or fits with the floor free beside it. Read after `free`: a
+   * reserve file not yet whole (another run's guard is writing it, or died writing it) is room
+   * too, since takeReserve rewrites it.
+   */
+  async function reserveFits(free: number, reserve: number): Promise<boolean> {
+    const held = await reserveSize();
+    return held >= reserve || free + held >= reserve + MIN_FREE_BYTES;
+  }
+
   /** Writes the reserve (real blocks, not a sparse file); false when the disk has no room. */
   async function takeReserve(bytes: number): Promise<boolean> {
     if (bytes === 0 || await hasReserve(bytes)) return true;
@@ -139,11 +149,9 @@ export async function startStorageGuard(
 
   async function check(): Promise<void> {
     const { free, reserve } = await space();
-    // What a reserve file not yet whole holds is room too: takeReserve rewrites it.
-    const room = () => reserveSize().then((held) => free + held >= reserve + MIN_FREE_BYTES);
     if (!down) {
       if (free < MIN_FREE_BYTES) goDown("disk full");
-      else if (await room()) await takeReserve(reserve);
+      else if (await reserveFits(free, reserve)) await takeReserve(reserve);
       return;
     }
     // Back once the reserve is whole with the floor free beside it: taken here, or found in
@@ -151,8 +159,8 @@ export async function startStorageGuard(
     // leave ingest down for good.
     const found = releasing === null && await hasReserve(reserve);
     if (
-      found ? free >= MIN_FREE_BYTES : releasing === null && await room() &&
-        await takeReserve(reserve)
+      found ? free >= MIN_FREE_BYTES : releasing === null &&
+        await reserveFits(free, reserve) && await takeReserve(reserve)
     ) {
       down = null;
       log.info("storage available again: ingest resumes");
@@ -179,13 +187,9 @@ export async function startStorageGuard(
     clearTimeout(timer);
     try {
       const start = await space();
-      // Read after the free space: a reserve file that is not whole (another run's guard is
-      // writing it, or died writing it) is room that takeReserve's rewrite takes back.
-      const held = await reserveSize();
-      if (
-        start.free < MIN_FREE_BYTES ||
-        (held < start.reserve && start.free + held < start.reserve + MIN_FREE_BYTES)
-      ) goDown("disk full");
+      if (start.free < MIN_FREE_BYTES || !await reserveFits(start.free, start.reserve)) {
+        goDown("disk full");
+      }
     } catch (error) {
       log.warn("reading free disk space failed; the next check tries again", error);
     } finally {
