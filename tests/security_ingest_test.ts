@@ -426,6 +426,43 @@ Deno.test({
   },
 });
 
+/** A guard's 3 MiB reserve, as the tests below size it. */
+const RESERVE_BYTES = 3 * 1024 * 1024;
+
+/**
+ * A 16 MiB tmpfs filled to leave `freeBytes`, for storage guards on its KV file. `setFree`
+ * changes what is left; disposing stops the guards started through it, then unmounts.
+ */
+async function guardDisk(prefix: string, freeBytes: number) {
+  const { dir, unmount } = await mountTmpfs(prefix, "16m");
+  const guards: StorageGuard[] = [];
+  let filled: { filler: Deno.FsFile; full: number };
+  try {
+    filled = await fillDisk(dir);
+    await filled.filler.truncate(filled.full - freeBytes);
+  } catch (error) {
+    await unmount();
+    throw error;
+  }
+  const { filler, full } = filled;
+  const kvPath = `${dir}/websocks.kv`;
+  return {
+    kvPath,
+    reservePath: `${kvPath}.reserve`,
+    setFree: (bytes: number) => filler.truncate(full - bytes),
+    async start(): Promise<StorageGuard> {
+      const guard = await startStorageGuard({ kvPath, reserveBytes: RESERVE_BYTES });
+      guards.push(guard);
+      return guard;
+    },
+    async [Symbol.asyncDispose]() {
+      filler.close();
+      for (const guard of guards) await guard.stop();
+      await unmount();
+    },
+  };
+}
+
 Deno.test({
   name: "[store] a guard that is down comes back when its whole reserve is in place again",
   ignore: !MOUNTABLE,
@@ -433,35 +470,23 @@ Deno.test({
     // The guard goes down and releases its reserve; then the reserve is written again by
     // someone else (the next run's guard), leaving less free than a reserve plus the floor. The
     // margin is whole again: the guard must not wait for room for a second reserve.
-    const { dir, unmount } = await mountTmpfs("websocks-guard-back-", "16m");
-    let guard: StorageGuard | null = null;
-    try {
-      const { filler, full } = await fillDisk(dir);
-      await filler.truncate(full - 6 * 1024 * 1024);
-      filler.close();
-      const kvPath = `${dir}/websocks.kv`;
-      const reservePath = `${kvPath}.reserve`;
-      const reserveBytes = 3 * 1024 * 1024;
-      const writeReserve = async () => {
-        const file = await Deno.open(reservePath, { create: true, write: true });
-        await file.write(new Uint8Array(reserveBytes));
-        file.close();
-      };
-      await writeReserve();
-      guard = await startStorageGuard({ kvPath, reserveBytes });
-      assert.equal(guard.unavailable(), null);
-      // A write failed for lack of space: down, and the reserve is released.
-      guard.report(new Error("database or disk is full"));
-      assert.equal(guard.unavailable(), "disk full");
-      // Polled without a pause, so the guard's own check (every second) cannot take the room
-      // between the release and the next run's reserve.
-      while (await Deno.stat(reservePath).then(() => true, () => false));
-      await writeReserve();
-      await waitFor("the guard to come back", () => guard!.unavailable() === null);
-    } finally {
-      await guard?.stop();
-      await unmount();
-    }
+    await using disk = await guardDisk("websocks-guard-back-", 6 * 1024 * 1024);
+    const writeReserve = async () => {
+      const file = await Deno.open(disk.reservePath, { create: true, write: true });
+      await file.write(new Uint8Array(RESERVE_BYTES));
+      file.close();
+    };
+    await writeReserve();
+    const guard = await disk.start();
+    assert.equal(guard.unavailable(), null);
+    // A write failed for lack of space: down, and the reserve is released.
+    guard.report(new Error("database or disk is full"));
+    assert.equal(guard.unavailable(), "disk full");
+    // Polled without a pause, so the guard's own check (every second) cannot take the room
+    // between the release and the next run's reserve.
+    while (await Deno.stat(disk.reservePath).then(() => true, () => false));
+    await writeReserve();
+    await waitFor("the guard to come back", () => guard.unavailable() === null);
   },
 });
 
@@ -471,28 +496,16 @@ Deno.test({
   async fn() {
     // Another process's guard on the same KV file is writing the reserve as this one starts (a
     // CI run saw it): the half written is room this guard's own write would take back.
-    const { dir, unmount } = await mountTmpfs("websocks-guard-half-", "16m");
-    const guards: StorageGuard[] = [];
-    try {
-      const { filler, full } = await fillDisk(dir);
-      const kvPath = `${dir}/websocks.kv`;
-      const reserveBytes = 3 * 1024 * 1024;
-      // 6 MiB free, then 2.5 MiB of the reserve written: 3.5 MiB free, under reserve + floor.
-      await filler.truncate(full - 6 * 1024 * 1024);
-      filler.close();
-      await Deno.writeFile(`${kvPath}.reserve`, new Uint8Array(2.5 * 1024 * 1024));
-      const guard = await startStorageGuard({ kvPath, reserveBytes });
-      guards.push(guard);
-      await guard.firstCheck();
-      assert.equal(guard.unavailable(), null);
-      await waitFor(
-        "the reserve to be whole",
-        async () => (await Deno.stat(`${kvPath}.reserve`)).size === reserveBytes,
-      );
-    } finally {
-      for (const guard of guards) await guard.stop();
-      await unmount();
-    }
+    // 6 MiB free, then 2.5 MiB of the reserve written: 3.5 MiB free, under reserve + floor.
+    await using disk = await guardDisk("websocks-guard-half-", 6 * 1024 * 1024);
+    await Deno.writeFile(disk.reservePath, new Uint8Array(2.5 * 1024 * 1024));
+    const guard = await disk.start();
+    await guard.firstCheck();
+    assert.equal(guard.unavailable(), null);
+    await waitFor(
+      "the reserve to be whole",
+      async () => (await Deno.stat(disk.reservePath)).size === RESERVE_BYTES,
+    );
   },
 });
 
@@ -503,40 +516,27 @@ Deno.test({
   async fn() {
     // An earlier run released the reserve when the disk filled, then stopped. What is free now is
     // that reserve: a guard that started up would let ingest spend the store's upkeep margin.
-    const { dir, unmount } = await mountTmpfs("websocks-guard-start-", "16m");
-    const guards: StorageGuard[] = [];
-    try {
-      const { filler, full } = await fillDisk(dir);
-      // 2.5 MiB free: more than the 1 MiB floor, less than a 3 MiB reserve plus that floor.
-      await filler.truncate(full - 2.5 * 1024 * 1024);
-      const kvPath = `${dir}/websocks.kv`;
-      const reserveBytes = 3 * 1024 * 1024;
-      const guard = await startStorageGuard({ kvPath, reserveBytes });
-      guards.push(guard);
-      // Free space is read when the first write asks, not at the start; then the guard knows.
-      const reading = guard.firstCheck();
-      assert.ok(reading, "a guard without its reserve has a first reading to wait for");
-      await reading;
-      assert.equal(guard.firstCheck(), null);
-      assert.equal(guard.unavailable(), "disk full");
+    // 2.5 MiB free: more than the 1 MiB floor, less than a 3 MiB reserve plus that floor.
+    await using disk = await guardDisk("websocks-guard-start-", 2.5 * 1024 * 1024);
+    const guard = await disk.start();
+    // Free space is read when the first write asks, not at the start; then the guard knows.
+    const reading = guard.firstCheck();
+    assert.ok(reading, "a guard without its reserve has a first reading to wait for");
+    await reading;
+    assert.equal(guard.firstCheck(), null);
+    assert.equal(guard.unavailable(), "disk full");
 
-      // With room for the reserve and the floor, a new guard starts up and takes its reserve.
-      await filler.truncate(full - 6 * 1024 * 1024);
-      filler.close();
-      const next = await startStorageGuard({ kvPath, reserveBytes });
-      guards.push(next);
-      await next.firstCheck();
-      assert.equal(next.unavailable(), null);
-      await waitFor(
-        "the reserve to be written",
-        async () => (await Deno.stat(`${kvPath}.reserve`).catch(() => null))?.size === reserveBytes,
-      );
-      // The first guard takes it as its own too, and comes back.
-      await waitFor("the first guard to come back", () => guard.unavailable() === null);
-    } finally {
-      for (const guard of guards) await guard.stop();
-      await unmount();
-    }
+    // With room for the reserve and the floor, a new guard starts up and takes its reserve.
+    await disk.setFree(6 * 1024 * 1024);
+    const next = await disk.start();
+    await next.firstCheck();
+    assert.equal(next.unavailable(), null);
+    await waitFor(
+      "the reserve to be written",
+      async () => (await Deno.stat(disk.reservePath).catch(() => null))?.size === RESERVE_BYTES,
+    );
+    // The first guard takes it as its own too, and comes back.
+    await waitFor("the first guard to come back", () => guard.unavailable() === null);
   },
 });
 

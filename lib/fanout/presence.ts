@@ -81,12 +81,21 @@ export function createPresence(
     }
   });
 
-  /** Asks the other isolates; `enough` ends the wait early once the answers so far suffice. */
+  /**
+   * Asks the other isolates. `enough` ends the wait early once the answers so far suffice;
+   * `unknownPeersWaitMs` is how long to wait when the broker cannot count its peers.
+   */
   async function ask(
     userId: string,
-    enough: (found: ClientInfo[]) => boolean = () => false,
-    within: readonly string[] | null = null,
-    unknownPeersWaitMs = UNKNOWN_PEERS_WAIT_MS,
+    {
+      enough = () => false,
+      within = null,
+      unknownPeersWaitMs = UNKNOWN_PEERS_WAIT_MS,
+    }: {
+      enough?: (found: ClientInfo[]) => boolean;
+      within?: readonly string[] | null;
+      unknownPeersWaitMs?: number;
+    } = {},
   ): Promise<ClientInfo[]> {
     const peers = broker.peers();
     if (peers === 0) return [];
@@ -121,17 +130,15 @@ export function createPresence(
   return {
     async list(userId, within = null) {
       const local = localClients(connections, userId, within);
-      const remote = await ask(userId, undefined, within);
+      const remote = await ask(userId, { within });
       return [...local, ...remote].sort((a, b) => a.connectedAt.localeCompare(b.connectedAt));
     },
     async anyConnected(userId) {
       if (connections.countFor(userId) > 0) return true;
-      const found = await ask(
-        userId,
-        (found) => found.length > 0,
-        null,
-        ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
-      );
+      const found = await ask(userId, {
+        enough: (found) => found.length > 0,
+        unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
+      });
       return found.length > 0;
     },
     stop() {
