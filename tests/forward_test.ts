@@ -11,6 +11,7 @@ import {
   githubSignature,
   postWebhook,
   randomBytes,
+  respondMode,
   signUp,
   startTestServer,
   type TestServer,
@@ -197,6 +198,82 @@ Deno.test("[forward] target URL joins the path and rebuilds the query; backoff i
     assert.ok(!bad.ok && /route/.test(bad.message), route);
   }
 });
+
+Deno.test("[forward] a path with dot segments, however encoded, cannot leave the target's path", () => {
+  // Anyone may post to the ingest URL, and its path is stored raw: URL parsing resolves %2e%2e
+  // as "..", which took /webhooks/github plus /%2e%2e/%2e%2e/admin to /admin.
+  for (const path of ["/%2e%2e/%2e%2e/admin", "/%2E%2e/config", "/../x", "/a/../../x", "/.%2E"]) {
+    assert.throws(
+      () => targetUrl("http://x/webhooks/github", path, {}),
+      /^Error: Cannot forward: the path .+ leaves the target's path \/webhooks\/github$/,
+      path,
+    );
+  }
+  // Dot segments that stay inside are resolved as in any URL; a target at the root has no
+  // path to leave.
+  assert.equal(targetUrl("http://x/webhooks", "/a/../b", {}), "http://x/webhooks/b");
+  assert.equal(targetUrl("http://x/webhooks/", "/a/%2e%2e", {}), "http://x/webhooks/");
+  assert.equal(targetUrl("http://x/", "/%2e%2e/a", {}), "http://x/a");
+});
+
+Deno.test("[forward] a stranger's path that would leave the target is not sent; the sender gets 502", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  await respondMode(server, user, 20);
+  const seen: string[] = [];
+  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    seen.push(`${request.method} ${path}`);
+    return new Response(path.startsWith("/webhooks") ? "webhook ok" : "LOCAL SECRET");
+  });
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    `http://127.0.0.1:${target.addr.port}/webhooks`,
+    "--state",
+    state,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    // fetch would resolve the dots itself: the stranger writes the request line by hand.
+    const answer = await rawRequest(server.url, `GET /api/in/${user.slug}/%2e%2e/config`);
+    assert.match(answer.head, /^HTTP\/1.1 502 /);
+    assert.match(answer.head, /content-type: text\/plain/i);
+    assert.match(
+      answer.body,
+      /^The forward target failed: Cannot forward: the path \/%2e%2e\/config/,
+    );
+    assert.doesNotMatch(answer.body, /LOCAL SECRET/);
+    await forwarder.waitFor(/GET .* \/%2e%2e\/config -> failed \(Cannot forward/);
+    // The next webhook goes through as usual: the refusal held nothing up.
+    const next = await fetch(`${user.webhookUrl}/github`, { method: "POST", body: "{}" });
+    assert.equal(next.status, 200);
+    assert.equal(await next.text(), "webhook ok");
+    assert.deepEqual(seen, ["POST /webhooks/github"]);
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+});
+
+/** One HTTP/1.1 request written as is (`line` is "METHOD target"), and its answer. */
+async function rawRequest(url: string, line: string): Promise<{ head: string; body: string }> {
+  const { hostname, port } = new URL(url);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(
+    new TextEncoder().encode(`${line} HTTP/1.1\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n`),
+  );
+  let text = "";
+  for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) text += chunk;
+  const split = text.indexOf("\r\n\r\n");
+  return { head: text.slice(0, split), body: text.slice(split + 4) };
+}
 
 Deno.test("[forward] JSON, form and binary bodies arrive byte-exact with method, path and query", async () => {
   await using server = await startTestServer();

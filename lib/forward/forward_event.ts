@@ -5,7 +5,7 @@
 import type { WebhookEnvelope } from "../shared/envelope.ts";
 import { backoffDelay, sleep } from "./backoff.ts";
 import type { ForwardOptions } from "./options.ts";
-import { forwardHeaders, targetRequest } from "./target_request.ts";
+import { forwardHeaders, targetRequest, targetUrl } from "./target_request.ts";
 
 /** How one event's delivery ended. */
 export interface DeliveryResult {
@@ -37,6 +37,13 @@ export async function deliver(
   const started = performance.now();
   let error: string | null = null;
   let status: number | null = null;
+  try {
+    targetUrl(options.target, envelope.path, envelope.query);
+  } catch (refused) {
+    // Not the target's failure: no request is sent, and trying again cannot change it.
+    error = refused instanceof Error ? refused.message : String(refused);
+    return { status: null, error, attempts: 0, latencyMs: elapsed(started), answer: null };
+  }
   for (let attempt = 1; attempt <= options.attempts; attempt++) {
     if (attempt > 1) {
       await sleep(

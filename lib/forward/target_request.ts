@@ -33,16 +33,25 @@ export function forwardHeaders(original: Record<string, string>): Headers {
   return headers;
 }
 
-/** The target URL for an envelope: target path + envelope path, then the query. */
+/**
+ * The target URL for an envelope: target path + envelope path, then the query. Throws when the
+ * envelope path's dot segments would take it outside the target's path.
+ */
 export function targetUrl(
   target: string,
   path: string,
   query: WebhookEnvelope["query"],
 ): string {
   const url = new URL(target);
+  const base = url.pathname.replace(/\/+$/, "");
   // The envelope path is the raw (still percent-encoded) suffix, so it is joined as text.
   if (path !== "/" && path !== "") {
-    url.pathname = url.pathname.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`);
+    url.pathname = base + (path.startsWith("/") ? path : `/${path}`);
+    // Anyone may post to the ingest URL, and URL parsing resolves "..", "%2e%2e" and the like:
+    // the developer chose the target's path, so a stranger's path must stay below it.
+    if (url.pathname !== base && !url.pathname.startsWith(`${base}/`)) {
+      throw new Error(`Cannot forward: the path ${path} leaves the target's path ${base}`);
+    }
   }
   // Appended, so a query the target URL already has is kept.
   for (const [name, value] of queryParams(query)) url.searchParams.append(name, value);
