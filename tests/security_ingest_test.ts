@@ -848,6 +848,38 @@ Deno.test("[ingest] bodies still arriving take none of the account's shares", as
   await client.close();
 });
 
+Deno.test("[ingest] the relay's own cookies sent to another account's URL are not stored", async () => {
+  // Ingest is served on the dashboard's host unless INGEST_URL says otherwise, and GET is an
+  // ingest method: a logged-in user who follows a link to an attacker's webhook URL sends the
+  // session cookie (SameSite=Lax rides along on a top-level navigation). Stored, the attacker
+  // read it from the event and was that user.
+  await using server = await startTestServer();
+  const victim = await signUp(server);
+  const attacker = await signUp(server);
+  const device = "websocks_device=d1; __Host-websocks_session=s2; __Host-websocks_device=d2";
+  const visit = await fetch(`${attacker.webhookUrl}/hello`, {
+    headers: { Cookie: `theme=dark; ${victim.cookie}; ${device}; lang=en` },
+  });
+  assert.equal(visit.status, 200);
+  const { id } = await visit.json();
+  const headers = { Authorization: `Bearer ${attacker.token}` };
+  const stored = await fetch(`${server.url}/api/events/${id}`, { headers });
+  assert.equal(stored.status, 200);
+  assert.match(stored.headers.get("content-type")!, /^application\/json/);
+  // The sender's other cookies are the webhook's own, and kept.
+  assert.equal((await stored.json()).headers.cookie, "theme=dark; lang=en");
+  // Only the relay's cookies: the header goes with them.
+  const only = await fetch(attacker.webhookUrl, { headers: { Cookie: victim.cookie } });
+  assert.equal(only.status, 200);
+  const event = await fetch(`${server.url}/api/events/${(await only.json()).id}`, { headers });
+  assert.equal(event.status, 200);
+  assert.equal("cookie" in (await event.json()).headers, false);
+  // And the victim's session still works: nothing about it reached the attacker.
+  const me = await fetch(`${server.url}/api/me`, { headers: { Cookie: victim.cookie } });
+  assert.equal(me.status, 200);
+  await me.body?.cancel();
+});
+
 Deno.test("[ingest] a slug too long to be a KV key gets 404 like any unknown one, not 500", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);

@@ -23,6 +23,8 @@ import { discardStaged, largeBodySink, stagedBodyReader } from "./large_body.ts"
 import type { Services } from "../runtime/services.ts";
 import { currentQuota, quotaHeaders, type QuotaState } from "../billing/usage.ts";
 import { counters } from "../observe/metrics.ts";
+import { SESSION_COOKIE } from "../accounts/sessions.ts";
+import { DEVICE_COOKIE } from "../accounts/login_guard.ts";
 
 /** What a body's media type makes it; JSON declared, or no type at all, must be JSON. */
 function declaredKind(type: string | null): BodyKind {
@@ -61,9 +63,29 @@ function bodyKind(
 function headerRecord(headers: Headers): Record<string, string> {
   const pairs: [string, string][] = [];
   headers.forEach((value, name) => {
-    pairs.push([name, value]);
+    if (name !== "cookie") pairs.push([name, value]);
+    else {
+      const kept = withoutRelayCookies(value);
+      if (kept !== "") pairs.push([name, kept]);
+    }
   });
   return Object.fromEntries(pairs);
+}
+
+/** The relay's own cookies, as named over http and (`__Host-` prefixed) over https. */
+const RELAY_COOKIE = new RegExp(`^(__Host-)?(${SESSION_COOKIE}|${DEVICE_COOKIE})=`);
+
+/**
+ * A Cookie header without the relay's own cookies. Ingest may share the dashboard's host, and a
+ * logged-in user who follows a link to another account's webhook URL sends them along (a GET is
+ * a webhook, and SameSite=Lax cookies ride on a top-level navigation): stored, the account that
+ * owns the URL would read that user's session from its event.
+ */
+function withoutRelayCookies(cookie: string): string {
+  if (!cookie.includes(SESSION_COOKIE) && !cookie.includes(DEVICE_COOKIE)) return cookie;
+  return cookie.split(";").map((pair) => pair.trim()).filter((pair) =>
+    pair !== "" && !RELAY_COOKIE.test(pair)
+  ).join("; ");
 }
 
 /** How bodies over `overBytes` are streamed into KV instead of read into memory. */
