@@ -33,6 +33,7 @@ export function billingActionRoutes(): Hono<AppEnv> {
       stripe,
       userId: viewerOf(c).user.id,
       freeAllowance: config.freeMonthlyLimit,
+      meterEventName: config.stripe?.meterEventName ?? "",
     });
     return await redirect(c, "/dashboard/usage", {
       flash: {

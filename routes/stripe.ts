@@ -40,6 +40,7 @@ export function stripeRoutes(): Hono<AppEnv> {
       stripe,
       userId: c.get("auth").user.id,
       freeAllowance: config.freeMonthlyLimit,
+      meterEventName: config.stripe?.meterEventName ?? "",
     });
     return c.json({ plan: user.plan, monthlyLimit: user.monthlyLimit });
   });

@@ -31,6 +31,8 @@ function startStripeStandIn() {
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
     const form = new URLSearchParams(await req.text());
+    // stripe-node sends a DELETE's parameters in the query.
+    for (const [name, value] of url.searchParams) form.append(name, value);
     requests.push({
       method: req.method,
       path: url.pathname,
@@ -295,6 +297,117 @@ Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to
   assert.ok(meterCalls().every((c) => c.form.get("payload[stripe_customer_id]") === "cus_m"));
   const total = delivered.reduce((sum, c) => sum + Number(c.form.get("payload[value]")), 0);
   assert.equal(total, 6);
+});
+
+/** Makes `user` Pro through a signed checkout event, as Stripe would. */
+async function subscribe(server: TestServer, user: { id: string }, n: string): Promise<void> {
+  await markEmailVerified(server, user.id);
+  const done = await sendEvent(server, {
+    id: `evt_checkout_${n}`,
+    type: "checkout.session.completed",
+    data: {
+      object: {
+        object: "checkout.session",
+        client_reference_id: user.id,
+        customer: `cus_${n}`,
+        subscription: `sub_${n}`,
+      },
+    },
+  });
+  assert.equal(done.status, 200);
+  await done.body?.cancel();
+}
+
+/** What the stand-in's meter received for `customer`, summed. */
+function metered(standIn: { requests: Recorded[] }, customer: string): number {
+  return standIn.requests.filter((r) =>
+    r.path === "/v1/billing/meter_events" &&
+    r.form.get("payload[stripe_customer_id]") === customer
+  ).reduce((sum, r) => sum + Number(r.form.get("payload[value]")), 0);
+}
+
+Deno.test("[stripe] a downgrade before the month closes bills the Pro webhooks of the month", async () => {
+  // Pro is metered and billed after the month: a downgrade cancelled the subscription without
+  // invoicing (Stripe then drops the usage not yet invoiced), the 5-minute report skips Free
+  // users, and the month's invoice priced it all as Free. Pro for nothing, every month.
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "down");
+  for (let i = 0; i < 3; i++) {
+    const sent = await Promise.all(
+      Array.from({ length: 500 }, () => postWebhook(user.webhookUrl, "{}")),
+    );
+    for (const response of sent) {
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+    }
+  }
+  const down = await fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(down.status, 200);
+  assert.match(down.headers.get("content-type")!, /^application\/json/);
+  assert.deepEqual(await down.json(), { plan: "free", monthlyLimit: 1000 });
+  // Reported before the cancel, which asks Stripe to invoice it at once.
+  assert.equal(metered(standIn, "cus_down"), 1500);
+  const cancel = standIn.requests.findIndex((r) => r.method === "DELETE");
+  assert.equal(standIn.requests[cancel].path, "/v1/subscriptions/sub_down");
+  assert.equal(standIn.requests[cancel].form.get("invoice_now"), "true");
+  assert.ok(
+    standIn.requests.findLastIndex((r) => r.path === "/v1/billing/meter_events") < cancel,
+    "the usage was reported before the cancel",
+  );
+  // The month's own invoice charges what Pro metered; the rest of the month is Free's.
+  const { kv } = server.services;
+  const period = new Date().toISOString().slice(0, 7);
+  await generateInvoices(kv, { period, freeAllowance: 1000 });
+  const invoice = (await kv.get<Record<string, unknown>>(["invoices", user.id, period])).value!;
+  assert.equal(invoice.plan, "pro");
+  assert.equal(invoice.acceptedRequests, 1500);
+  assert.equal(invoice.freeAllowance, 0);
+  assert.equal(invoice.amountUsd, 0.15);
+  assert.equal(invoice.status, "due");
+});
+
+Deno.test("[stripe] a downgrade whose usage cannot reach Stripe changes nothing and says why", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "fail");
+  await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
+  standIn.state.failMeter = 10;
+  const down = await fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(down.status, 502);
+  assert.match(down.headers.get("content-type")!, /^application\/json/);
+  assert.match(
+    (await down.json()).error,
+    /^Cannot downgrade: reporting this month's usage to Stripe failed .*; nothing was changed, try again$/,
+  );
+  assert.equal(standIn.requests.some((r) => r.method === "DELETE"), false);
+  assert.equal((await billing(server, user.token)).plan, "pro");
+});
+
+Deno.test("[stripe] deleting a Pro account bills the month's webhooks before it goes", async () => {
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "gone");
+  for (let i = 0; i < 30; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
+  const gone = await fetch(`${server.url}/api/account`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ password: "correct horse battery" }),
+  });
+  assert.equal(gone.status, 200);
+  await gone.body?.cancel();
+  assert.equal(metered(standIn, "cus_gone"), 30);
+  const cancel = standIn.requests.find((r) => r.method === "DELETE")!;
+  assert.equal(cancel.form.get("invoice_now"), "true");
 });
 
 Deno.test("[stripe] the usage page's buttons upgrade through Checkout, manage payment, downgrade", async () => {

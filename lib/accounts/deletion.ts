@@ -82,7 +82,13 @@ export interface Deletions {
 /** Creates the deletion runner of an isolate. */
 export function createDeletions(
   kv: Deno.Kv,
-  options: { broker: Broker; settleMs: number; extraCleanup?: ExtraCleanup },
+  options: {
+    broker: Broker;
+    settleMs: number;
+    /** Stripe's meter event name (STRIPE_METER_EVENT). */
+    meterEventName: string;
+    extraCleanup?: ExtraCleanup;
+  },
 ): Deletions {
   const running = new Map<string, Promise<void>>();
   const stop = new AbortController();
@@ -143,6 +149,8 @@ export async function beginDeletion(
     userId: string;
     broker: Broker;
     stripe: Stripe | null;
+    /** Stripe's meter event name, for the usage reported before the subscription ends. */
+    meterEventName: string;
     settleMs: number;
     now?: number;
   },
@@ -158,7 +166,12 @@ export async function beginDeletion(
     ]);
     const subscription = user.stripeSubscriptionId;
     if (subscription && !cancelled.has(subscription)) {
-      await cancelSubscription(options.stripe, subscription);
+      await cancelSubscription(kv, options.stripe, {
+        user,
+        subscriptionId: subscription,
+        meterEventName: options.meterEventName,
+        action: "delete account",
+      });
       cancelled.add(subscription);
     }
     const now = options.now ?? Date.now();

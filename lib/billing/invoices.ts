@@ -5,7 +5,12 @@
 import { costUsd, PRO_PRICE_PER_WEBHOOK_USD } from "./plans.ts";
 import { log } from "../observe/log.ts";
 import { listAll } from "../store/kv.ts";
-import { invoiceKey, invoicesOfUserPrefix, usageMonthKey } from "../store/kv_keys.ts";
+import {
+  invoiceKey,
+  invoicesOfUserPrefix,
+  stripeReportedKey,
+  usageMonthKey,
+} from "../store/kv_keys.ts";
 import type { Plan, User } from "../accounts/users.ts";
 import type { PublicInvoice } from "../shared/wire.ts";
 
@@ -48,16 +53,24 @@ export async function generateInvoices(
   let created = 0;
   for await (const entry of kv.list<User>({ prefix: ["users"] })) {
     const user = entry.value;
-    const used = await kv.get<Deno.KvU64>(usageMonthKey(user.id, options.period));
+    const [used, metered] = await kv.getMany<[Deno.KvU64, Deno.KvU64]>([
+      usageMonthKey(user.id, options.period),
+      stripeReportedKey(user.id, options.period),
+    ]);
     const accepted = Number(used.value?.value ?? 0n);
-    const amountUsd = costUsd(user.plan, accepted);
+    // Free at the month's end, but Pro for part of it: a downgrade reported the Pro webhooks
+    // to Stripe's meter and had them invoiced. Those are charged; the rest were Free's.
+    const proPart = user.plan === "free" ? Number(metered.value?.value ?? 0n) : 0;
+    const plan: Plan = proPart > 0 ? "pro" : user.plan;
+    const charged = plan === "pro" ? (proPart > 0 ? proPart : accepted) : 0;
+    const amountUsd = costUsd(plan, charged);
     const invoice: Invoice = {
       userId: user.id,
       period: options.period,
-      plan: user.plan,
+      plan,
       acceptedRequests: accepted,
-      freeAllowance: user.plan === "free" ? options.freeAllowance : 0,
-      unitPriceUsd: user.plan === "pro" ? PRO_PRICE_PER_WEBHOOK_USD : 0,
+      freeAllowance: plan === "free" ? options.freeAllowance : accepted - charged,
+      unitPriceUsd: plan === "pro" ? PRO_PRICE_PER_WEBHOOK_USD : 0,
       amountUsd,
       status: amountUsd === 0 ? "paid" : "due",
       createdAt: (options.now ?? new Date()).toISOString(),

@@ -111,39 +111,77 @@ export async function openPortal(
 }
 
 /**
- * Cancels a subscription at Stripe before its account is deleted; one Stripe no longer knows
- * (cancelled already) counts as cancelled. 503 when Stripe is not configured: the account is
- * then kept, so nobody is billed for an account that no longer exists.
+ * Ends a user's subscription at Stripe with its usage billed, before the account leaves Pro (a
+ * downgrade) or goes (a deletion). Pro is metered and billed after the month, so first the
+ * webhooks not yet reported go to the meter (this month's and the last's), then the cancel asks
+ * Stripe to invoice them at once (`invoice_now`): a plain cancel drops metered usage not yet
+ * invoiced, and the 5-minute report skips Free users. One Stripe no longer knows counts as
+ * cancelled. 503 when Stripe is not configured, 502 when Stripe fails: nothing is changed then.
  */
 export async function cancelSubscription(
+  kv: Deno.Kv,
   stripe: Stripe | null,
-  subscriptionId: string,
+  options: { user: User; subscriptionId: string; meterEventName: string; action: string },
 ): Promise<void> {
-  const client = requireStripe(stripe, "cancel the subscription");
+  const client = requireStripe(stripe, options.action);
+  const { user, action } = options;
+  const fail = (what: string, error: unknown) =>
+    new HttpError(
+      502,
+      `Cannot ${action}: ${what} failed (${
+        error instanceof Error ? error.message : error
+      }); nothing was changed, try again`,
+    );
+  if (user.stripeCustomerId) {
+    const now = new Date();
+    for (const month of [previousMonth(now), monthOf(now)]) {
+      // A batch left pending by a failed report is resent first; then what came after it.
+      for (let batch = 0; batch < 2; batch++) {
+        const result = await reportMonth(kv, {
+          stripe: client,
+          meterEventName: options.meterEventName,
+          user,
+          month,
+          now,
+        });
+        if (result === "failed") {
+          throw fail("reporting this month's usage to Stripe", "the meter refused it");
+        }
+        if (result === "nothing") break;
+      }
+    }
+  }
   try {
-    await client.subscriptions.cancel(subscriptionId);
+    await client.subscriptions.cancel(options.subscriptionId, { invoice_now: true });
   } catch (error) {
     const Stripe = await loadStripe();
     if (error instanceof Stripe.errors.StripeInvalidRequestError && error.statusCode === 404) {
       return;
     }
-    throw new HttpError(
-      502,
-      "Cannot delete account: cancelling the Stripe subscription failed " +
-        `(${(error as Error).message}); nothing was deleted, try again`,
-    );
+    throw fail("cancelling the Stripe subscription", error);
   }
 }
 
-/** Ends the Pro subscription (when there is one) and moves the user to Free at once. */
+/** Ends the Pro subscription (when there is one), its usage billed, and moves the user to Free. */
 export async function downgrade(
   kv: Deno.Kv,
-  options: { stripe: Stripe | null; userId: string; freeAllowance: number },
+  options: {
+    stripe: Stripe | null;
+    userId: string;
+    freeAllowance: number;
+    meterEventName: string;
+  },
 ): Promise<User> {
   const entry = await kv.get<User>(userKey(options.userId));
   if (!entry.value) throw new HttpError(404, "Cannot downgrade: the account no longer exists");
-  if (options.stripe && entry.value.stripeSubscriptionId) {
-    await options.stripe.subscriptions.cancel(entry.value.stripeSubscriptionId);
+  const subscriptionId = entry.value.stripeSubscriptionId;
+  if (options.stripe && subscriptionId) {
+    await cancelSubscription(kv, options.stripe, {
+      user: entry.value,
+      subscriptionId,
+      meterEventName: options.meterEventName,
+      action: "downgrade",
+    });
   }
   return await updateUser(kv, options.userId, (user) => ({
     ...withPlan(user, { plan: "free", freeAllowance: options.freeAllowance }),

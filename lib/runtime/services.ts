@@ -154,6 +154,7 @@ export async function createServices(
   const deletions = createDeletions(kv, {
     broker,
     settleMs: config.accountDeletionSettleMs,
+    meterEventName: config.stripe?.meterEventName ?? "",
     // Mail keys of a user live outside kv_keys.ts `userKeyPrefixes` (links, outbox, counters).
     extraCleanup: (account) => deleteMailDataOf(kv, account),
   });
