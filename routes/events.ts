@@ -12,7 +12,7 @@ import { isId } from "../lib/store/ids.ts";
 import { openSseStream } from "../lib/fanout/sse.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream, requireAuth, requireScope } from "./_auth.ts";
-import { endpointLimit, seesEvent } from "../lib/accounts/auth.ts";
+import { credentialStands, endpointLimit, seesEvent } from "../lib/accounts/auth.ts";
 import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 import { parseWith } from "../lib/http/parse.ts";
 
@@ -58,6 +58,7 @@ export function eventRoutes(): Hono<AppEnv> {
       retryMs: RETRY_MS,
       filter,
       group,
+      stands: () => credentialStands(kv, auth),
     });
   });
 

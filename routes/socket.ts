@@ -4,7 +4,7 @@ import type { Context, Next } from "hono";
 import { openWebSocket } from "../lib/fanout/websocket.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream } from "./_auth.ts";
-import { endpointLimit } from "../lib/accounts/auth.ts";
+import { credentialStands, endpointLimit } from "../lib/accounts/auth.ts";
 import { resumePoint, streamFilter, streamGroup } from "./_parse.ts";
 
 async function upgrade(c: Context<AppEnv>, next: Next) {
@@ -37,6 +37,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     limits: c.get("services").clientLimits,
     filter,
     group,
+    stands: () => credentialStands(kv, auth),
   });
 }
 

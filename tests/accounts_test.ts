@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { openSse, openWs, postWebhook, signUp, startTestServer } from "./helpers.ts";
+import { openSse, openWs, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
+import { within } from "./sides.ts";
 
 const json = (body: unknown) => ({
   method: "POST",
@@ -220,6 +221,59 @@ Deno.test("[tokens] revoking a token closes its SSE and WebSocket connections wi
   assert.deepEqual((await keeper.next()).payload, { still: "here" });
   await keeper.close();
   sse.close();
+});
+
+Deno.test("[tokens] a stream whose token is revoked while it opens is closed once open", async () => {
+  // A stream checks its token, then waits for KV (its group, its endpoints) before it is
+  // registered; a revocation broadcast in between found nothing to close, and the stream lived
+  // on with the revoked token. Held here at the group's preparation, the revocation lands there.
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
+  const created = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ name: "stolen" }),
+  });
+  const { token } = await created.json();
+  const { groups } = server.services;
+  const prepare = groups.prepare;
+  let held = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  groups.prepare = async (...args) => {
+    held++;
+    await gate;
+    return await prepare.apply(groups, args);
+  };
+  try {
+    const sse = openSse(`${server.url}/api/events/stream?token=${token.value}&group=g`);
+    const ws = openWs(`${server.wsUrl}/?token=${token.value}&group=g`);
+    await waitFor(() => held === 2, { what: "both streams past their token check" });
+    const revoke = await fetch(`${server.url}/api/tokens/${token.id}`, {
+      method: "DELETE",
+      headers: auth,
+    });
+    assert.equal(revoke.status, 200);
+    await revoke.body?.cancel();
+    release();
+    const socket = await ws;
+    const stream = await sse;
+    try {
+      const closed = await within(socket.closed, { ms: 5000, what: "the WebSocket closed" });
+      assert.equal(closed.code, 4001);
+      assert.equal(stream.response.status, 200);
+      await assert.rejects(async () => {
+        for (;;) assert.notEqual((await stream.next(5000)).event, "message");
+      }, /ended/);
+    } finally {
+      socket.socket.close();
+      stream.close();
+    }
+  } finally {
+    groups.prepare = prepare;
+    release();
+  }
 });
 
 Deno.test("[endpoints] create, rotate (old slug 404s) and delete", async () => {

@@ -3,7 +3,7 @@
  * they may do and see: a token's scopes and endpoints (a session has every scope, every endpoint).
  */
 import { findSession, sessionCredential } from "./sessions.ts";
-import { findTokenByValue, type Scope, SCOPES, tokenAccess } from "./tokens.ts";
+import { findToken, findTokenByValue, type Scope, SCOPES, tokenAccess } from "./tokens.ts";
 import { getUser, type User } from "./users.ts";
 import { HttpError } from "../http/http_error.ts";
 import { listEndpoints } from "../endpoints/endpoints.ts";
@@ -79,6 +79,23 @@ export async function authenticateToken(kv: Deno.Kv, value: string | null): Prom
     scopes: access.scopes,
     endpointIds: access.endpointIds,
   };
+}
+
+/**
+ * Whether an authenticated caller's credential still stands: the token not revoked, the session
+ * not ended, the account not deleted. For streams, read again once they are registered.
+ */
+export async function credentialStands(kv: Deno.Kv, auth: Auth): Promise<boolean> {
+  const userId = auth.user.id;
+  const held = async () => {
+    if (auth.tokenId !== null) {
+      return (await findToken(kv, { userId, tokenId: auth.tokenId })) !== null;
+    }
+    if (auth.sessionId !== null) return (await findSession(kv, auth.sessionId))?.userId === userId;
+    return false;
+  };
+  const [stands, user] = await Promise.all([held(), getUser(kv, userId)]);
+  return stands && user !== null;
 }
 
 /** Resolves a session cookie value to its user; 401 when missing or expired. */

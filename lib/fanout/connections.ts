@@ -164,6 +164,12 @@ export interface Connections {
     filter?: Filter | null;
     /** Joins a consumer group: `after` is then ignored (the group keeps the progress). */
     group?: { name: string; ackTimeoutMs: number } | null;
+    /**
+     * Whether the credential still stands, read again once the connection is registered: a
+     * revocation broadcast between the stream's check and its registration found nothing to
+     * close. False closes it as revoked.
+     */
+    stands?: () => Promise<boolean>;
   }): Connection;
   /**
    * Sends one event to a group member, past the broadcast's ordering check: false when the
@@ -419,6 +425,12 @@ export function createConnections(
       }
       set.add(connection);
       countConnected(connection.transport, 1);
+      openOptions.stands?.().then((stands) => {
+        if (!stands) close(connection, CLOSE.revoked);
+      }, (error) => {
+        log.error("checking a stream's credential failed", error, { userId: connection.userId });
+        close(connection, { code: 1011, reason: "Checking the credential failed; reconnect" });
+      });
       if (connection.group !== null) groups?.join(connection);
       else if (openOptions.after !== undefined) {
         registry.catchUp(connection, openOptions.after).catch((error) => {

@@ -73,6 +73,7 @@ class SseSource implements Sink, UnderlyingDefaultSource<Uint8Array> {
       after: options.after ?? undefined,
       filter: options.filter,
       group: options.group,
+      stands: options.stands,
     });
     if (options.group) {
       // SSE has no back channel: the member acks over HTTP, naming this connection. Sent
@@ -198,6 +199,8 @@ interface SseOptions {
   filter?: Filter | null;
   /** Joins a consumer group (groups.ts); `after` is then ignored. */
   group?: { name: string; ackTimeoutMs: number } | null;
+  /** Whether the credential still stands, once registered (see Connections.open). */
+  stands?: () => Promise<boolean>;
 }
 
 /**

@@ -361,6 +361,8 @@ export function openWebSocket(
     filter?: Filter | null;
     /** Joins a consumer group (groups.ts); `after` is then ignored. */
     group?: { name: string; ackTimeoutMs: number } | null;
+    /** Whether the credential still stands, once registered (see Connections.open). */
+    stands?: () => Promise<boolean>;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
@@ -381,6 +383,7 @@ export function openWebSocket(
     after: options.after ?? undefined,
     filter: options.filter,
     group: options.group,
+    stands: options.stands,
   });
   for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
   return response;
