@@ -410,6 +410,45 @@ Deno.test("[stripe] deleting a Pro account bills the month's webhooks before it 
   assert.equal(cancel.form.get("invoice_now"), "true");
 });
 
+Deno.test("[stripe] events of a subscription that is no longer the user's change nothing", async () => {
+  // Stripe does not deliver events in order. A late "active" update of a subscription that a
+  // downgrade cancelled gave Pro back, tied to a subscription that bills nothing; a late end
+  // of an old subscription ended the new one's Pro.
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "old");
+  const down = await fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(down.status, 200);
+  await down.body?.cancel();
+  const subscriptionEvent = (id: string, type: string, status: string) => ({
+    id,
+    type,
+    data: { object: { id: "sub_old", object: "subscription", customer: "cus_old", status } },
+  });
+  const late = await sendEvent(
+    server,
+    subscriptionEvent("evt_late_active", "customer.subscription.updated", "active"),
+  );
+  assert.equal(late.status, 200);
+  await late.body?.cancel();
+  assert.equal((await billing(server, user.token)).plan, "free");
+  // Pro again on a new subscription; the old one's end arrives after it.
+  await subscribe(server, user, "new");
+  const ended = await sendEvent(
+    server,
+    subscriptionEvent("evt_late_deleted", "customer.subscription.deleted", "canceled"),
+  );
+  assert.equal(ended.status, 200);
+  await ended.body?.cancel();
+  const now = await billing(server, user.token);
+  assert.equal(now.plan, "pro");
+  assert.equal(now.monthlyLimit, null);
+});
+
 Deno.test("[stripe] the usage page's buttons upgrade through Checkout, manage payment, downgrade", async () => {
   await using standIn = startStripeStandIn();
   await using server = await startWithStripe(standIn.url);

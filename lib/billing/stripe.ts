@@ -299,11 +299,16 @@ async function planChange(
       return {
         userId,
         customerId: null,
+        // Only the user's current subscription changes the plan. Stripe does not deliver events
+        // in order: an "active" update of a subscription a downgrade since cancelled would give
+        // Pro back with nothing to bill it, and the end of an old one would end the new one's.
         change: (user) =>
-          ended
+          user.stripeSubscriptionId !== subscription.id
+            ? user
+            : ended
             ? { ...free(user), stripeSubscriptionId: null, graceEndsAt: null }
             : subscription.status === "active" || subscription.status === "trialing"
-            ? { ...pro(user), stripeSubscriptionId: subscription.id }
+            ? pro(user)
             : user,
       };
     }
