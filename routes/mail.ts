@@ -33,7 +33,11 @@ export const newPassword = z.string().min(
 /** POST /api/auth/forgot */
 export const forgotBody = z.object({ email: z.email("must be an email address").max(254) });
 /** POST /api/auth/reset */
-export const resetBody = z.object({ token: linkToken, password: newPassword });
+export const resetBody = z.object({
+  token: linkToken,
+  password: newPassword,
+  keepTokens: z.boolean().default(false),
+});
 /** POST /api/auth/verify and /api/account/email/confirm */
 export const tokenBody = z.object({ token: linkToken });
 /** POST /api/account/email */
@@ -62,6 +66,7 @@ export function mailRoutes(): Hono<AppEnv> {
     const user = await resetPassword(c.get("services"), {
       secret: body.token,
       password: body.password,
+      keepTokens: body.keepTokens,
     });
     await startSession(c, user.id);
     return c.json({ user: publicUser(user) });

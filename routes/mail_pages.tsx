@@ -106,7 +106,10 @@ export function mailPageRoutes(): Hono<AppEnv> {
   });
 
   app.post(MAIL_PATHS.reset, linkFormOrigin, loadViewer, async (c) => {
-    const form = await readForm(c, z.object({ token: linkToken, password: newPassword }));
+    const form = await readForm(
+      c,
+      z.object({ token: linkToken, password: newPassword, keepTokens: z.literal("on").optional() }),
+    );
     const token = form.values.token ?? "";
     if (!form.ok) {
       const { email } = await checkMailLink(c.get("services"), { secret: token, kind: "reset" });
@@ -121,6 +124,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
     const user = await resetPassword(c.get("services"), {
       secret: form.data.token,
       password: form.data.password,
+      keepTokens: form.data.keepTokens === "on",
     });
     const sessionId = await startSession(c, user.id);
     await setFlash(c.get("services").kv, sessionId, {
@@ -137,7 +141,8 @@ export function mailPageRoutes(): Hono<AppEnv> {
       c,
       <ConfirmLinkPage
         title="Verify your email address"
-        text={`Confirm that ${email} is your address.`}
+        text={`Confirm that ${email} is your address. If you did not sign up for WebSocks, ` +
+          "someone else used it: reset the password instead, which ends their access."}
         action={MAIL_PATHS.verify}
         token={token}
         button="Verify my email address"

@@ -3,7 +3,7 @@
  * reset and change-of-address links and the hourly mail limits, against a real SMTP server.
  */
 import assert from "node:assert/strict";
-import { signUp, startTestServer, type TestServer, waitFor } from "./helpers.ts";
+import { markEmailVerified, signUp, startTestServer, type TestServer, waitFor } from "./helpers.ts";
 import { mailOutboxPrefix } from "../lib/store/kv_keys.ts";
 import { startSmtp } from "./smtp.ts";
 import { notifyQuota, requestPasswordReset } from "../lib/mail/account_mail.ts";
@@ -374,7 +374,7 @@ Deno.test("[review] a reset that first proves the address revokes the API tokens
   assert.match(me.headers.get("content-type")!, /^application\/json/);
   assert.match((await me.json()).error, /^Unauthorized/);
   // The owner's own session works, and a token the owner makes from now on survives a reset
-  // of the (now verified) address.
+  // of the (now verified) address when the owner asks to keep the tokens.
   const made = await fetch(
     `${server.url}/api/tokens`,
     json({ name: "ci" }, { Cookie: owner }),
@@ -385,7 +385,11 @@ Deno.test("[review] a reset that first proves the address revokes the API tokens
   await again.body?.cancel();
   const second = await fetch(
     `${server.url}/api/auth/reset`,
-    json({ token: tokenOf((await smtp.next(address)).link), password: "another password" }),
+    json({
+      token: tokenOf((await smtp.next(address)).link),
+      password: "another password",
+      keepTokens: true,
+    }),
   );
   assert.equal(second.status, 200);
   await second.body?.cancel();
@@ -394,4 +398,72 @@ Deno.test("[review] a reset that first proves the address revokes the API tokens
   });
   assert.equal(still.status, 200);
   await still.body?.cancel();
+});
+
+Deno.test("[review] a squatter's token dies at the reset even when the owner verified the address first", async () => {
+  // The owner gets the sign-up's "verify your address" mail and, as asked, verifies it: the
+  // address is now proven, so the reset that follows kept every token, the squatter's too.
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const address = `owner-${crypto.randomUUID().slice(0, 8)}@example.org`;
+  const squatter = await signUp(server, address);
+  const verifyLink = (await smtp.next(address)).link!;
+  // The verify page tells the owner what to do when the account is not theirs.
+  const page = await fetch(verifyLink);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /If you did not sign up for WebSocks, someone else used it/);
+  const verify = await fetch(`${server.url}/api/auth/verify`, json({ token: tokenOf(verifyLink) }));
+  assert.equal(verify.status, 200);
+  await verify.body?.cancel();
+  const forgot = await fetch(`${server.url}/api/auth/forgot`, json({ email: address }));
+  await forgot.body?.cancel();
+  const link = (await smtp.next(address)).link!;
+  const form = await fetch(link);
+  assert.equal(form.status, 200);
+  assert.match(await form.text(), /revokes the account's API tokens, unless you keep them/);
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf(link), password: "the owner's password" }),
+  );
+  assert.equal(reset.status, 200);
+  await reset.body?.cancel();
+  const me = await fetch(`${server.url}/api/me`, {
+    headers: { Authorization: `Bearer ${squatter.token}` },
+  });
+  assert.equal(me.status, 401);
+  assert.match(me.headers.get("content-type")!, /^application\/json/);
+  assert.match((await me.json()).error, /^Unauthorized/);
+});
+
+Deno.test("[review] the reset form keeps the API tokens only when asked to", async () => {
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const user = await signUp(server);
+  await smtp.next(user.email);
+  // A first proof of the address revokes them whatever the form says: proven before.
+  await markEmailVerified(server, user.id);
+  const resetByForm = async (fields: Record<string, string>) => {
+    const forgot = await fetch(`${server.url}/api/auth/forgot`, json({ email: user.email }));
+    await forgot.body?.cancel();
+    const token = tokenOf((await smtp.next(user.email)).link);
+    const posted = await fetch(`${server.url}/reset-password`, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: server.url },
+      body: new URLSearchParams({ token, password: "a new good password", ...fields }),
+      redirect: "manual",
+    });
+    assert.equal(posted.status, 303);
+    await posted.body?.cancel();
+  };
+  const me = async () => {
+    const response = await fetch(`${server.url}/api/me`, {
+      headers: { Authorization: `Bearer ${user.token}` },
+    });
+    await response.body?.cancel();
+    return response.status;
+  };
+  await resetByForm({ keepTokens: "on" });
+  assert.equal(await me(), 200);
+  await resetByForm({});
+  assert.equal(await me(), 401);
 });

@@ -142,7 +142,9 @@ export function ResetPasswordPage(
       <section class="narrow card auth">
         <h1>Choose a new password</h1>
         <p class="muted">
-          For {props.email}. Saving it logs out every other browser and closes their live streams.
+          For{" "}
+          {props.email}. Saving it logs out every other browser, closes their live streams and
+          revokes the account's API tokens, unless you keep them.
         </p>
         <form method="post" action="/reset-password" novalidate>
           <input type="hidden" name="token" value={props.token} />
@@ -157,6 +159,13 @@ export function ResetPasswordPage(
             minLength={PASSWORD_MIN_LENGTH}
             autofocus
           />
+          <fieldset class="choices">
+            <legend>API tokens</legend>
+            <label class="check">
+              <input type="checkbox" name="keepTokens" value="on" />
+              <span>Keep them: only if you made every one of them</span>
+            </label>
+          </fieldset>
           <button type="submit" class="button primary full">Save new password</button>
         </form>
       </section>

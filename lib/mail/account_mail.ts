@@ -228,14 +228,16 @@ export async function startPasswordReset(
  * Spends a reset link: sets the password, marks the address verified (the link proved it),
  * voids a pending change of address (whoever asked for it knew the old password: a thief must
  * not move the account after its owner recovered it) and ends every session of the user,
- * closing the live streams they opened. When the link is the first proof of the address, the
- * account's API tokens are revoked too: whoever made them never proved the address (anyone may
- * sign up with a stranger's, keep the token, and wait for its owner to recover the account).
+ * closing the live streams they opened. The account's API tokens are revoked too unless
+ * `keepTokens`, and always when the link is the first proof of the address: anyone may sign up
+ * with a stranger's address, keep the token, and wait for its owner to recover the account;
+ * and once the owner has verified the address (the mail asked them to), nothing tells the
+ * tokens the owner made from the ones a squatter made, so only the owner can say to keep them.
  * The caller starts a fresh session for whoever reset it.
  */
 export async function resetPassword(
   deps: MailDeps,
-  options: { secret: string; password: string },
+  options: { secret: string; password: string; keepTokens?: boolean },
 ): Promise<User> {
   // The link is checked before hashing: without one, nobody makes us hash.
   await tokenAndUser(deps, options.secret, "reset");
@@ -252,7 +254,9 @@ export async function resetPassword(
     retireChange(op);
     if ((await op.commit()).ok) {
       await endUserSessions(deps.kv, deps.broker, { userId: updated.id });
-      if (!user.value.emailVerifiedAt) await revokeAllTokens(deps, updated.id);
+      if (!options.keepTokens || !user.value.emailVerifiedAt) {
+        await revokeAllTokens(deps, updated.id);
+      }
       return updated;
     }
   }
