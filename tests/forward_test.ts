@@ -262,6 +262,53 @@ Deno.test("[forward] a stranger's path that would leave the target is not sent; 
   }
 });
 
+Deno.test("[forward] in respond mode a target's answer over 1 MiB is not buffered; the sender gets 502", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  await respondMode(server, user, 20);
+  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
+    const big = new URL(request.url).pathname.endsWith("/big");
+    // The large answer never ends: the sender is answered only if the forwarder stops reading.
+    const body = big
+      ? new ReadableStream<Uint8Array>({
+        pull(controller) {
+          controller.enqueue(new Uint8Array(64 * 1024));
+        },
+      })
+      : "small";
+    return new Response(body);
+  });
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder([
+    "--url",
+    server.url,
+    "--token",
+    user.token,
+    "--target",
+    `http://127.0.0.1:${target.addr.port}/hook`,
+    "--state",
+    state,
+  ]);
+  try {
+    await forwarder.waitFor(/connected to/);
+    const big = await fetch(`${user.webhookUrl}/big`, { method: "POST", body: "{}" });
+    assert.equal(big.status, 502);
+    assert.match(big.headers.get("content-type")!, /^text\/plain/);
+    assert.equal(
+      await big.text(),
+      "The forward target's answer is over 1048576 bytes; it was not relayed",
+    );
+    const small = await fetch(`${user.webhookUrl}/small`, { method: "POST", body: "{}" });
+    assert.equal(small.status, 200);
+    assert.equal(await small.text(), "small");
+  } finally {
+    assert.equal(await forwarder.stop(), 0);
+    await target.shutdown();
+    await Deno.remove(state).catch(() => {});
+  }
+});
+
 /** One HTTP/1.1 request written as is (`line` is "METHOD target"), and its answer. */
 async function rawRequest(url: string, line: string): Promise<{ head: string; body: string }> {
   const { hostname, port } = new URL(url);

@@ -15,9 +15,19 @@ export interface DeliveryResult {
   error: string | null;
   attempts: number;
   latencyMs: number;
-  /** The target's answer (status below 500), for respond mode. */
-  answer: { headers: Record<string, string>; body: Uint8Array } | null;
+  /**
+   * The target's answer (status below 500), for respond mode only; `status` is set when the
+   * sender is to get another status than the target's (an answer too large to relay).
+   */
+  answer: { status?: number; headers: Record<string, string>; body: Uint8Array } | null;
 }
+
+/**
+ * The most of a target's answer relayed to a respond-mode sender: its base64 fits the server's
+ * 2 MiB WebSocket message (WS_MAX_MESSAGE_BYTES), and a stranger's request cannot make the
+ * forwarder buffer a large local resource.
+ */
+export const MAX_ANSWER_BYTES = 1024 * 1024;
 
 /**
  * Sends one envelope to the target, retrying network errors and 5xx with backoff. A 4xx is a
@@ -60,18 +70,9 @@ export async function deliver(
       status = response.status;
       if (status < 500) {
         // Kept for respond mode, where the sender gets exactly what the target said.
-        const body = new Uint8Array(await response.arrayBuffer());
-        const headers: Record<string, string> = {};
-        for (const [name, value] of forwardHeaders(Object.fromEntries(response.headers))) {
-          headers[name] = value;
-        }
-        return {
-          status,
-          error: null,
-          attempts: attempt,
-          latencyMs: elapsed(started),
-          answer: { headers, body },
-        };
+        const answer = envelope.respond ? await readAnswer(response) : null;
+        if (!envelope.respond) await response.body?.cancel();
+        return { status, error: null, attempts: attempt, latencyMs: elapsed(started), answer };
       }
       await response.body?.cancel();
       error = `HTTP ${status}`;
@@ -86,6 +87,40 @@ export async function deliver(
     latencyMs: elapsed(started),
     answer: null,
   };
+}
+
+/** The target's answer for the sender, or a 502 saying it is over MAX_ANSWER_BYTES. */
+async function readAnswer(response: Response): Promise<NonNullable<DeliveryResult["answer"]>> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = response.body?.getReader();
+  for (;;) {
+    const read = await reader?.read();
+    if (!read || read.done) break;
+    size += read.value.byteLength;
+    if (size > MAX_ANSWER_BYTES) {
+      await reader!.cancel();
+      return {
+        status: 502,
+        headers: { "content-type": "text/plain; charset=utf-8" },
+        body: new TextEncoder().encode(
+          `The forward target's answer is over ${MAX_ANSWER_BYTES} bytes; it was not relayed`,
+        ),
+      };
+    }
+    chunks.push(read.value);
+  }
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  const headers: Record<string, string> = {};
+  for (const [name, value] of forwardHeaders(Object.fromEntries(response.headers))) {
+    headers[name] = value;
+  }
+  return { headers, body };
 }
 
 function elapsed(started: number): number {

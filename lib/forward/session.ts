@@ -79,7 +79,8 @@ export function forwardHandler(
       body: new TextEncoder().encode(`The forward target failed: ${result.error ?? "no answer"}`),
     };
     return {
-      status: result.status !== null && result.status >= 200 ? result.status : 502,
+      status: answer.status ??
+        (result.status !== null && result.status >= 200 ? result.status : 502),
       headers: answer.headers,
       body: answer.body,
     };
