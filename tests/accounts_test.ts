@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { openSse, openWs, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
+import {
+  openSse,
+  openWs,
+  postWebhook,
+  signUp,
+  startTestServer,
+  type TestServer,
+  type TestUser,
+  waitFor,
+} from "./helpers.ts";
 import { within } from "./sides.ts";
 
 const json = (body: unknown) => ({
@@ -190,16 +199,26 @@ Deno.test("[tokens] the value is shown once, stored as a hash, and revoking refu
   assert.match((await refused.json()).error, /unknown or revoked/);
 });
 
+/** A new full-access token of `user`, made through the API: its id and its value. */
+async function newToken(
+  server: TestServer,
+  user: TestUser,
+  name: string,
+): Promise<{ id: string; value: string }> {
+  const created = await fetch(`${server.url}/api/tokens`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  assert.equal(created.status, 201);
+  return (await created.json()).token;
+}
+
 Deno.test("[tokens] revoking a token closes its SSE and WebSocket connections within a second", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
-  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
-  const created = await fetch(`${server.url}/api/tokens`, {
-    method: "POST",
-    headers: auth,
-    body: JSON.stringify({ name: "doomed" }),
-  });
-  const { token } = await created.json();
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const token = await newToken(server, user, "doomed");
   const ws = await openWs(`${server.wsUrl}/?token=${token.value}`);
   const sse = await openSse(`${server.url}/api/events/stream?token=${token.value}`);
   const keeper = await openWs(`${server.wsUrl}/?token=${user.token}`);
@@ -229,13 +248,8 @@ Deno.test("[tokens] a stream whose token is revoked while it opens is closed onc
   // on with the revoked token. Held here at the group's preparation, the revocation lands there.
   await using server = await startTestServer();
   const user = await signUp(server);
-  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
-  const created = await fetch(`${server.url}/api/tokens`, {
-    method: "POST",
-    headers: auth,
-    body: JSON.stringify({ name: "stolen" }),
-  });
-  const { token } = await created.json();
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const token = await newToken(server, user, "stolen");
   const { groups } = server.services;
   const prepare = groups.prepare;
   let held = 0;

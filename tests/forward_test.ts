@@ -127,6 +127,25 @@ async function forwardTo(server: TestServer, user: TestUser) {
   return { target, state, forwarder };
 }
 
+/**
+ * `forward.ts` forwarding `user`'s events to `target` from a fresh state file, connected;
+ * disposing stops it (it must exit 0) and removes the state file.
+ */
+async function forwarding(server: TestServer, user: TestUser, target: string) {
+  const state = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.remove(state);
+  const forwarder = startForwarder(
+    ["--url", server.url, "--token", user.token, "--target", target, "--state", state],
+  );
+  await forwarder.waitFor(/connected to/);
+  return Object.assign(forwarder, {
+    async [Symbol.asyncDispose]() {
+      assert.equal(await forwarder.stop(), 0);
+      await Deno.remove(state).catch(() => {});
+    },
+  });
+}
+
 async function until(check: () => boolean, timeoutMs: number, message: () => string) {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
@@ -221,52 +240,38 @@ Deno.test("[forward] a stranger's path that would leave the target is not sent; 
   const user = await signUp(server);
   await respondMode(server, user, 20);
   const seen: string[] = [];
-  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
+  await using target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
     const path = new URL(request.url).pathname;
     seen.push(`${request.method} ${path}`);
     return new Response(path.startsWith("/webhooks") ? "webhook ok" : "LOCAL SECRET");
   });
-  const state = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.remove(state);
-  const forwarder = startForwarder([
-    "--url",
-    server.url,
-    "--token",
-    user.token,
-    "--target",
+  await using forwarder = await forwarding(
+    server,
+    user,
     `http://127.0.0.1:${target.addr.port}/webhooks`,
-    "--state",
-    state,
-  ]);
-  try {
-    await forwarder.waitFor(/connected to/);
-    // fetch would resolve the dots itself: the stranger writes the request line by hand.
-    const answer = await rawRequest(server.url, `GET /api/in/${user.slug}/%2e%2e/config`);
-    assert.match(answer.head, /^HTTP\/1.1 502 /);
-    assert.match(answer.head, /content-type: text\/plain/i);
-    assert.match(
-      answer.body,
-      /^The forward target failed: Cannot forward: the path \/%2e%2e\/config/,
-    );
-    assert.doesNotMatch(answer.body, /LOCAL SECRET/);
-    await forwarder.waitFor(/GET .* \/%2e%2e\/config -> failed \(Cannot forward/);
-    // The next webhook goes through as usual: the refusal held nothing up.
-    const next = await fetch(`${user.webhookUrl}/github`, { method: "POST", body: "{}" });
-    assert.equal(next.status, 200);
-    assert.equal(await next.text(), "webhook ok");
-    assert.deepEqual(seen, ["POST /webhooks/github"]);
-  } finally {
-    assert.equal(await forwarder.stop(), 0);
-    await target.shutdown();
-    await Deno.remove(state).catch(() => {});
-  }
+  );
+  // fetch would resolve the dots itself: the stranger writes the request line by hand.
+  const answer = await rawRequest(server.url, `GET /api/in/${user.slug}/%2e%2e/config`);
+  assert.match(answer.head, /^HTTP\/1.1 502 /);
+  assert.match(answer.head, /content-type: text\/plain/i);
+  assert.match(
+    answer.body,
+    /^The forward target failed: Cannot forward: the path \/%2e%2e\/config/,
+  );
+  assert.doesNotMatch(answer.body, /LOCAL SECRET/);
+  await forwarder.waitFor(/GET .* \/%2e%2e\/config -> failed \(Cannot forward/);
+  // The next webhook goes through as usual: the refusal held nothing up.
+  const next = await fetch(`${user.webhookUrl}/github`, { method: "POST", body: "{}" });
+  assert.equal(next.status, 200);
+  assert.equal(await next.text(), "webhook ok");
+  assert.deepEqual(seen, ["POST /webhooks/github"]);
 });
 
 Deno.test("[forward] in respond mode a target's answer over 1 MiB is not buffered; the sender gets 502", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
   await respondMode(server, user, 20);
-  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
+  await using target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
     const big = new URL(request.url).pathname.endsWith("/big");
     // The large answer never ends: the sender is answered only if the forwarder stops reading.
     const body = big
@@ -278,35 +283,21 @@ Deno.test("[forward] in respond mode a target's answer over 1 MiB is not buffere
       : "small";
     return new Response(body);
   });
-  const state = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.remove(state);
-  const forwarder = startForwarder([
-    "--url",
-    server.url,
-    "--token",
-    user.token,
-    "--target",
+  await using _forwarder = await forwarding(
+    server,
+    user,
     `http://127.0.0.1:${target.addr.port}/hook`,
-    "--state",
-    state,
-  ]);
-  try {
-    await forwarder.waitFor(/connected to/);
-    const big = await fetch(`${user.webhookUrl}/big`, { method: "POST", body: "{}" });
-    assert.equal(big.status, 502);
-    assert.match(big.headers.get("content-type")!, /^text\/plain/);
-    assert.equal(
-      await big.text(),
-      "The forward target's answer is over 1048576 bytes; it was not relayed",
-    );
-    const small = await fetch(`${user.webhookUrl}/small`, { method: "POST", body: "{}" });
-    assert.equal(small.status, 200);
-    assert.equal(await small.text(), "small");
-  } finally {
-    assert.equal(await forwarder.stop(), 0);
-    await target.shutdown();
-    await Deno.remove(state).catch(() => {});
-  }
+  );
+  const big = await fetch(`${user.webhookUrl}/big`, { method: "POST", body: "{}" });
+  assert.equal(big.status, 502);
+  assert.match(big.headers.get("content-type")!, /^text\/plain/);
+  assert.equal(
+    await big.text(),
+    "The forward target's answer is over 1048576 bytes; it was not relayed",
+  );
+  const small = await fetch(`${user.webhookUrl}/small`, { method: "POST", body: "{}" });
+  assert.equal(small.status, 200);
+  assert.equal(await small.text(), "small");
 });
 
 /** One HTTP/1.1 request written as is (`line` is "METHOD target"), and its answer. */
@@ -512,57 +503,37 @@ Deno.test("[forward] bad token exits 3, bad target URL exits 2, unreachable serv
 Deno.test("[forward] respond mode relays the target's real answer; acks reach the event's record", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
-  const respond = await fetch(`${server.url}/api/endpoints/${user.slug}`, {
-    method: "PATCH",
-    headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
-    body: '{"respond": true, "respondTimeoutSeconds": 20}',
-  });
-  assert.equal(respond.status, 200);
-  await respond.body?.cancel();
+  await respondMode(server, user, 20);
   // A target that answers like Meta's verification: the challenge back, as text.
-  const target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
+  await using target = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (request) => {
     const challenge = new URL(request.url).searchParams.get("hub.challenge") ?? "";
     return new Response(challenge, { status: 200, headers: { "Content-Type": "text/plain" } });
   });
-  const state = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.remove(state);
-  const forwarder = startForwarder([
-    "--url",
-    server.url,
-    "--token",
-    user.token,
-    "--target",
+  await using _forwarder = await forwarding(
+    server,
+    user,
     `http://127.0.0.1:${target.addr.port}/hook`,
-    "--state",
-    state,
-  ]);
-  try {
-    await forwarder.waitFor(/connected to/);
-    const answer = await fetch(`${user.webhookUrl}?hub.challenge=1158201444`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: "{}",
-    });
-    assert.equal(answer.status, 200);
-    assert.match(answer.headers.get("content-type")!, /^text\/plain/);
-    assert.equal(await answer.text(), "1158201444");
-    const auth = { Authorization: `Bearer ${user.token}` };
-    const history = await (await fetch(`${server.url}/api/events`, { headers: auth })).json();
-    const id = history.events[0].id;
-    let deliveries: { status: number }[] = [];
-    await waitFor(async () => {
-      deliveries = (await (await fetch(`${server.url}/api/events/${id}/deliveries`, {
-        headers: auth,
-      })).json()).deliveries;
-      return deliveries.length > 0;
-    }, { what: "the forwarder's ack listed by the API" });
-    assert.equal(deliveries.length, 1);
-    assert.equal(deliveries[0].status, 200);
-  } finally {
-    assert.equal(await forwarder.stop(), 0);
-    await target.shutdown();
-    await Deno.remove(state).catch(() => {});
-  }
+  );
+  const answer = await fetch(`${user.webhookUrl}?hub.challenge=1158201444`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: "{}",
+  });
+  assert.equal(answer.status, 200);
+  assert.match(answer.headers.get("content-type")!, /^text\/plain/);
+  assert.equal(await answer.text(), "1158201444");
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const history = await (await fetch(`${server.url}/api/events`, { headers: auth })).json();
+  const id = history.events[0].id;
+  let deliveries: { status: number }[] = [];
+  await waitFor(async () => {
+    deliveries = (await (await fetch(`${server.url}/api/events/${id}/deliveries`, {
+      headers: auth,
+    })).json()).deliveries;
+    return deliveries.length > 0;
+  }, { what: "the forwarder's ack listed by the API" });
+  assert.equal(deliveries.length, 1);
+  assert.equal(deliveries[0].status, 200);
 });
 
 Deno.test("[forward] a handshake event is acked, not forwarded; the verdict shows in the line", async () => {

@@ -348,6 +348,14 @@ Deno.test("[review] a device cookie from an account that left an address does no
   assert.match((await last!.json()).error, /too many failed attempts for your network address/);
 });
 
+/** The token is refused: 401, JSON, "Unauthorized…". */
+async function assertTokenRefused(server: TestServer, token: string): Promise<void> {
+  const me = await fetch(`${server.url}/api/me`, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(me.status, 401);
+  assert.match(me.headers.get("content-type")!, /^application\/json/);
+  assert.match((await me.json()).error, /^Unauthorized/);
+}
+
 Deno.test("[review] a reset that first proves the address revokes the API tokens of whoever signed up with it", async () => {
   await using smtp = await startSmtp();
   await using server = await startTestServer({ SMTP_URL: smtp.url });
@@ -367,12 +375,7 @@ Deno.test("[review] a reset that first proves the address revokes the API tokens
   const owner = reset.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
   await reset.body?.cancel();
 
-  const me = await fetch(`${server.url}/api/me`, {
-    headers: { Authorization: `Bearer ${squatter.token}` },
-  });
-  assert.equal(me.status, 401);
-  assert.match(me.headers.get("content-type")!, /^application\/json/);
-  assert.match((await me.json()).error, /^Unauthorized/);
+  await assertTokenRefused(server, squatter.token);
   // The owner's own session works, and a token the owner makes from now on survives a reset
   // of the (now verified) address when the owner asks to keep the tokens.
   const made = await fetch(
@@ -427,12 +430,7 @@ Deno.test("[review] a squatter's token dies at the reset even when the owner ver
   );
   assert.equal(reset.status, 200);
   await reset.body?.cancel();
-  const me = await fetch(`${server.url}/api/me`, {
-    headers: { Authorization: `Bearer ${squatter.token}` },
-  });
-  assert.equal(me.status, 401);
-  assert.match(me.headers.get("content-type")!, /^application\/json/);
-  assert.match((await me.json()).error, /^Unauthorized/);
+  await assertTokenRefused(server, squatter.token);
 });
 
 Deno.test("[review] the reset form keeps the API tokens only when asked to", async () => {
