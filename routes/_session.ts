@@ -23,8 +23,10 @@ export async function startSession(c: Context<AppEnv>, userId: string): Promise<
   const { kv, config } = c.get("services");
   const name = sessionCookieName(config.publicUrl);
   const previousId = getCookie(c, name) ?? null;
-  if (previousId) await closeSessionStreams(c, previousId);
+  const previous = previousId ? await findSession(kv, previousId) : null;
   const id = await rotateSession(kv, { previousId, userId, ttlMs: config.sessionMs });
+  // Announced once deleted (rotateSession), as in endSession.
+  if (previous) await closeSessionStreams(c, { id: previousId!, userId: previous.userId });
   setCookie(c, name, id, {
     httpOnly: true,
     sameSite: "Lax",
@@ -63,21 +65,24 @@ export async function endSession(c: Context<AppEnv>): Promise<void> {
   const name = sessionCookieName(publicUrl);
   const id = getCookie(c, name);
   if (id) {
-    await closeSessionStreams(c, id);
+    // Deleted, then announced: a stream registered after the announcement reads its session
+    // again and must find it gone.
+    const session = await findSession(c.get("services").kv, id);
     await deleteSession(c.get("services").kv, id);
+    if (session) await closeSessionStreams(c, { id, userId: session.userId });
   }
   deleteCookie(c, name, { path: "/", secure: isHttps(publicUrl) });
 }
 
 /** Closes the live streams (the dashboard inspector) that a session opened. */
-async function closeSessionStreams(c: Context<AppEnv>, sessionId: string): Promise<void> {
-  const { kv, broker } = c.get("services");
-  const session = await findSession(kv, sessionId);
-  if (!session) return;
-  broker.publish({
+async function closeSessionStreams(
+  c: Context<AppEnv>,
+  session: { id: string; userId: string },
+): Promise<void> {
+  c.get("services").broker.publish({
     kind: "credential_revoked",
     userId: session.userId,
-    credential: await sessionCredential(sessionId),
+    credential: await sessionCredential(session.id),
   });
 }
 

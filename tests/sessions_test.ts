@@ -7,6 +7,7 @@ import {
   findSession,
 } from "../lib/accounts/sessions.ts";
 import { sessionsOfUserPrefix } from "../lib/store/kv_keys.ts";
+import { openSse, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
 
 async function indexOf(kv: Deno.Kv, userId: string): Promise<number> {
   let n = 0;
@@ -41,4 +42,77 @@ Deno.test("[sessions] ending a user's sessions keeps the caller's, revokes the r
   await deleteSession(kv, mine);
   assert.equal(await indexOf(kv, "u1"), 0);
   broker.close();
+});
+
+Deno.test("[sessions] a cookie stream opening while its session logs out is closed once open", async () => {
+  // A stream checks its session, then waits for KV before it is registered, and reads its
+  // session again once registered. Log-out announced the end before deleting the session: a
+  // stream registered in between read it still there and lived on with a dead cookie. Held
+  // here: the stream at its group's preparation, and log-out at its delete.
+  const proto = Deno.AtomicOperation.prototype;
+  const { delete: del, commit } = proto;
+  const sessionOps = new WeakSet<Deno.AtomicOperation>();
+  let gating = false;
+  let deleteHeld = false;
+  let releaseDelete!: () => void;
+  const deleteGate = new Promise<void>((resolve) => releaseDelete = resolve);
+  proto.delete = function (this: Deno.AtomicOperation, key: Deno.KvKey) {
+    if (gating && key[0] === "sessions") sessionOps.add(this);
+    return del.call(this, key);
+  };
+  proto.commit = async function (this: Deno.AtomicOperation) {
+    if (sessionOps.has(this)) {
+      deleteHeld = true;
+      await deleteGate;
+    }
+    return await commit.call(this);
+  };
+  try {
+    await using server = await startTestServer();
+    const user = await signUp(server);
+    const { groups } = server.services;
+    const prepare = groups.prepare;
+    let held = 0;
+    let releasePrepare!: () => void;
+    const gate = new Promise<void>((resolve) => releasePrepare = resolve);
+    groups.prepare = async (...args) => {
+      held++;
+      await gate;
+      return await prepare.apply(groups, args);
+    };
+    try {
+      const sse = openSse(`${server.url}/api/events/stream?group=g`, {
+        Cookie: user.cookie,
+        Origin: server.url,
+      });
+      await waitFor(() => held === 1, { what: "the stream past its session check" });
+      gating = true;
+      const logout = fetch(`${server.url}/api/auth/logout`, {
+        method: "POST",
+        headers: { Cookie: user.cookie, Origin: server.url },
+      });
+      // The old order announced first and was held at the delete; the new one deletes first.
+      await waitFor(() => deleteHeld, { what: "log-out at its delete" });
+      releasePrepare();
+      const stream = await sse;
+      assert.equal(stream.response.status, 200);
+      releaseDelete();
+      const out = await logout;
+      assert.equal(out.status, 200);
+      await out.body?.cancel();
+      const sent = await postWebhook(user.webhookUrl, JSON.stringify({ secret: "after log-out" }));
+      await sent.body?.cancel();
+      await assert.rejects(async () => {
+        for (;;) assert.notEqual((await stream.next(5000)).event, "message");
+      }, /ended/);
+      stream.close();
+    } finally {
+      groups.prepare = prepare;
+      releasePrepare();
+    }
+  } finally {
+    proto.delete = del;
+    proto.commit = commit;
+    releaseDelete();
+  }
 });

@@ -81,25 +81,31 @@ export async function endUserSessions(
   const keep = options.exceptId ? await sha256Hex(options.exceptId) : null;
   let ended = 0;
   let op = kv.atomic();
-  let pending = 0;
+  let hashes: string[] = [];
+  // Deleted, then announced: a stream registered after the announcement reads its session
+  // again (credentialStands) and must find it gone.
+  const commit = async () => {
+    await op.commit();
+    for (const hash of hashes) {
+      broker.publish({
+        kind: "credential_revoked",
+        userId: options.userId,
+        credential: credentialOf(hash),
+      });
+    }
+    op = kv.atomic();
+    hashes = [];
+  };
   for await (const entry of kv.list({ prefix: sessionsOfUserPrefix(options.userId) })) {
     const hash = entry.key[2] as string;
     if (hash === keep) continue;
     op.delete(sessionKey(hash)).delete(entry.key);
-    broker.publish({
-      kind: "credential_revoked",
-      userId: options.userId,
-      credential: credentialOf(hash),
-    });
+    hashes.push(hash);
     ended++;
     // Two mutations per session; stay well under KV's 1,000 per commit.
-    if (++pending === 400) {
-      await op.commit();
-      op = kv.atomic();
-      pending = 0;
-    }
+    if (hashes.length === 400) await commit();
   }
-  if (pending > 0) await op.commit();
+  if (hashes.length > 0) await commit();
   return ended;
 }
 
