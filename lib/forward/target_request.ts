@@ -34,8 +34,8 @@ export function forwardHeaders(original: Record<string, string>): Headers {
 }
 
 /**
- * The target URL for an envelope: target path + envelope path, then the query. Throws when the
- * envelope path's dot segments would take it outside the target's path.
+ * The target URL for an envelope: target path + envelope path, then the query. Throws for an
+ * envelope path with dot segments, however encoded: they could take it outside the target's path.
  */
 export function targetUrl(
   target: string,
@@ -47,15 +47,37 @@ export function targetUrl(
   // The envelope path is the raw (still percent-encoded) suffix, so it is joined as text.
   if (path !== "/" && path !== "") {
     url.pathname = base + (path.startsWith("/") ? path : `/${path}`);
-    // Anyone may post to the ingest URL, and URL parsing resolves "..", "%2e%2e" and the like:
-    // the developer chose the target's path, so a stranger's path must stay below it.
-    if (url.pathname !== base && !url.pathname.startsWith(`${base}/`)) {
-      throw new Error(`Cannot forward: the path ${path} leaves the target's path ${base}`);
+    // Anyone may post to the ingest URL, and the developer chose the target's path: a stranger's
+    // path must stay below it, as URL parsing resolves it ("..", "%2e%2e") and as the local
+    // server may (decoding "..%2f" to "../", "\" as "/", Tomcat's "..;").
+    if (
+      (url.pathname !== base && !url.pathname.startsWith(`${base}/`)) ||
+      path.split("/").some(climbs)
+    ) {
+      throw new Error(
+        `Cannot forward: the path ${path} has "." or ".." segments (however encoded), which ` +
+          `could leave the target's path ${base || "/"}`,
+      );
     }
   }
   // Appended, so a query the target URL already has is kept.
   for (const [name, value] of queryParams(query)) url.searchParams.append(name, value);
   return url.toString();
+}
+
+/** Whether a raw path segment, once decoded by a server, could climb out of its folder. */
+function climbs(segment: string): boolean {
+  let decoded = segment;
+  try {
+    decoded = decodeURIComponent(segment);
+  } catch {
+    // Not valid percent-encoding: servers take it as it is.
+  }
+  // Each part a server might see once it decodes "%2f" or "%5c", or takes "\\" for "/".
+  return decoded.split(/[\\/]/).some((part) => {
+    const name = part.split(";")[0];
+    return name === "." || name === "..";
+  });
 }
 
 /** The request to send to the target for one envelope. */
