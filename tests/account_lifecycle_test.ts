@@ -483,6 +483,7 @@ Deno.test("[delete] a big account is deleted in batches, and a deletion cut shor
         broker,
         stripe: null,
         meterEventName: "",
+        freeAllowance: 1000,
         settleMs: 0,
       });
       const gone = await postWebhook(victim.webhookUrl, "{}");

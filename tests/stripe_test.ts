@@ -12,6 +12,7 @@ import {
   signUp,
   startTestServer,
   type TestServer,
+  waitFor,
 } from "./helpers.ts";
 import { startSmtp } from "./smtp.ts";
 
@@ -27,7 +28,12 @@ interface Recorded {
 /** A stand-in for api.stripe.com that records requests; `failMeter` fails meter calls. */
 function startStripeStandIn() {
   const requests: Recorded[] = [];
-  const state = { failMeter: 0 };
+  const state: {
+    failMeter: number;
+    /** Held until it resolves: a cancel in flight. */
+    cancelGate: Promise<void> | null;
+    cancelStarted: boolean;
+  } = { failMeter: 0, cancelGate: null, cancelStarted: false };
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
     const form = new URLSearchParams(await req.text());
@@ -58,6 +64,8 @@ function startStripeStandIn() {
       return json({ object: "billing.meter_event", identifier: form.get("identifier") });
     }
     if (url.pathname.startsWith("/v1/subscriptions/") && req.method === "DELETE") {
+      state.cancelStarted = true;
+      await state.cancelGate;
       return json({
         id: url.pathname.split("/").at(-1),
         object: "subscription",
@@ -369,6 +377,53 @@ Deno.test("[stripe] a downgrade before the month closes bills the Pro webhooks o
   assert.equal(invoice.freeAllowance, 0);
   assert.equal(invoice.amountUsd, 0.15);
   assert.equal(invoice.status, "due");
+});
+
+Deno.test("[stripe] while a downgrade tells Stripe, webhooks count as Free, not as unbilled Pro", async () => {
+  // The user stayed Pro, with no limit, until Stripe's cancel returned: what came meanwhile
+  // was neither reported (the report had run) nor invoiced (Free at the month's end).
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "window");
+  const send = async (count: number) => {
+    const statuses = new Map<number, number>();
+    for (
+      const response of await Promise.all(
+        Array.from({ length: count }, () => postWebhook(user.webhookUrl, "{}")),
+      )
+    ) {
+      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+      await response.body?.cancel();
+    }
+    return Object.fromEntries(statuses);
+  };
+  assert.deepEqual(await send(100), { 200: 100 });
+  let release!: () => void;
+  standIn.state.cancelGate = new Promise<void>((resolve) => release = resolve);
+  const down = fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  try {
+    await waitFor(() => standIn.state.cancelStarted, { what: "the cancel to reach Stripe" });
+    // Free already: 900 more fit the month's 1,000; the rest are refused.
+    assert.deepEqual(await send(1000), { 200: 900, 402: 100 });
+  } finally {
+    release();
+  }
+  const answer = await down;
+  assert.equal(answer.status, 200);
+  await answer.body?.cancel();
+  assert.equal(metered(standIn, "cus_window"), 100);
+  const { kv } = server.services;
+  const period = new Date().toISOString().slice(0, 7);
+  await generateInvoices(kv, { period, freeAllowance: 1000 });
+  const invoice = (await kv.get<Record<string, unknown>>(["invoices", user.id, period])).value!;
+  assert.equal(invoice.plan, "pro");
+  assert.equal(invoice.acceptedRequests, 1000);
+  assert.equal(invoice.freeAllowance, 900);
+  assert.equal(invoice.amountUsd, 0.01);
 });
 
 Deno.test("[stripe] a downgrade whose usage cannot reach Stripe changes nothing and says why", async () => {

@@ -22,7 +22,7 @@ import { listEndpoints } from "../endpoints/endpoints.ts";
 import { listTokens, type Token } from "./tokens.ts";
 import type { User } from "./users.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
-import { cancelSubscription } from "../billing/stripe.ts";
+import { leavePro } from "../billing/stripe.ts";
 import type { Invoice } from "../billing/invoices.ts";
 import {
   accountDeletionKey,
@@ -87,6 +87,8 @@ export function createDeletions(
     settleMs: number;
     /** Stripe's meter event name (STRIPE_METER_EVENT). */
     meterEventName: string;
+    /** FREE_MONTHLY_LIMIT. */
+    freeAllowance: number;
     extraCleanup?: ExtraCleanup;
   },
 ): Deletions {
@@ -151,29 +153,32 @@ export async function beginDeletion(
     stripe: Stripe | null;
     /** Stripe's meter event name, for the usage reported before the subscription ends. */
     meterEventName: string;
+    /** FREE_MONTHLY_LIMIT: the account is moved off Pro before it goes. */
+    freeAllowance: number;
     settleMs: number;
     now?: number;
   },
 ): Promise<DeletionMarker> {
-  const cancelled = new Set<string>();
   for (let attempt = 0; attempt < 10; attempt++) {
     const entry = await kv.get<User>(userKey(options.userId));
     const user = entry.value;
     if (!user) throw new HttpError(404, "Cannot delete account: it no longer exists");
+    if (user.stripeSubscriptionId) {
+      // Off Pro first, its usage billed and the subscription ended; then read the account again.
+      await leavePro(kv, {
+        stripe: options.stripe,
+        userId: user.id,
+        freeAllowance: options.freeAllowance,
+        meterEventName: options.meterEventName,
+        action: "delete account",
+        withoutStripe: "refuse",
+      });
+      continue;
+    }
     const [endpoints, tokens] = await Promise.all([
       listEndpoints(kv, user.id),
       listTokens(kv, user.id),
     ]);
-    const subscription = user.stripeSubscriptionId;
-    if (subscription && !cancelled.has(subscription)) {
-      await cancelSubscription(kv, options.stripe, {
-        user,
-        subscriptionId: subscription,
-        meterEventName: options.meterEventName,
-        action: "delete account",
-      });
-      cancelled.add(subscription);
-    }
     const now = options.now ?? Date.now();
     const marker: DeletionMarker = {
       userId: user.id,

@@ -111,19 +111,23 @@ export async function openPortal(
 }
 
 /**
- * Ends a user's subscription at Stripe with its usage billed, before the account leaves Pro (a
- * downgrade) or goes (a deletion). Pro is metered and billed after the month, so first the
- * webhooks not yet reported go to the meter (this month's and the last's), then the cancel asks
- * Stripe to invoice them at once (`invoice_now`): a plain cancel drops metered usage not yet
- * invoiced, and the 5-minute report skips Free users. One Stripe no longer knows counts as
- * cancelled. 503 when Stripe is not configured, 502 when Stripe fails: nothing is changed then.
+ * Ends a subscription at Stripe with its usage billed, once the user is off Pro (leavePro):
+ * first the webhooks not yet reported go to the meter (the last month's, and this month's up to
+ * `proUsed`, the count when Pro ended), then the cancel asks Stripe to invoice them at once
+ * (`invoice_now`): a plain cancel drops metered usage not yet invoiced, and the 5-minute report
+ * skips Free users. One Stripe no longer knows counts as cancelled. 502 when Stripe fails.
  */
-export async function cancelSubscription(
+async function cancelSubscription(
   kv: Deno.Kv,
-  stripe: Stripe | null,
-  options: { user: User; subscriptionId: string; meterEventName: string; action: string },
+  client: Stripe,
+  options: {
+    user: User;
+    subscriptionId: string;
+    meterEventName: string;
+    action: string;
+    proUsed: { month: string; count: number };
+  },
 ): Promise<void> {
-  const client = requireStripe(stripe, options.action);
   const { user, action } = options;
   const fail = (what: string, error: unknown) =>
     new HttpError(
@@ -135,6 +139,7 @@ export async function cancelSubscription(
   if (user.stripeCustomerId) {
     const now = new Date();
     for (const month of [previousMonth(now), monthOf(now)]) {
+      const upTo = month === options.proUsed.month ? options.proUsed.count : undefined;
       // A batch left pending by a failed report is resent first; then what came after it.
       for (let batch = 0; batch < 2; batch++) {
         const result = await reportMonth(kv, {
@@ -143,6 +148,7 @@ export async function cancelSubscription(
           user,
           month,
           now,
+          upTo,
         });
         if (result === "failed") {
           throw fail("reporting this month's usage to Stripe", "the meter refused it");
@@ -162,7 +168,78 @@ export async function cancelSubscription(
   }
 }
 
-/** Ends the Pro subscription (when there is one), its usage billed, and moves the user to Free. */
+/**
+ * Moves a user to Free and ends their Pro subscription (when there is one) with its usage
+ * billed: a downgrade, or the first step of an account's deletion (`action` names it). Free
+ * comes first, in one commit with the month's count: ingest commits check both, so the count is
+ * every webhook accepted as Pro and none is accepted as Pro while Stripe is being told, which is
+ * what is reported and invoiced. When Stripe fails the user is Pro again and gets the 502; with
+ * a subscription and no Stripe here, 503 and nothing changes.
+ */
+export async function leavePro(
+  kv: Deno.Kv,
+  options: {
+    stripe: Stripe | null;
+    userId: string;
+    freeAllowance: number;
+    meterEventName: string;
+    action: string;
+    /** Without Stripe configured, keep a subscription as it is (the admin's plans) or refuse. */
+    withoutStripe: "keep" | "refuse";
+  },
+): Promise<User> {
+  for (;;) {
+    const month = monthOf(new Date());
+    const [entry, used] = await kv.getMany<[User, Deno.KvU64]>([
+      userKey(options.userId),
+      usageMonthKey(options.userId, month),
+    ]);
+    if (!entry.value) {
+      throw new HttpError(404, `Cannot ${options.action}: the account no longer exists`);
+    }
+    const before = entry.value;
+    const subscriptionId = before.stripeSubscriptionId ?? null;
+    const client = subscriptionId && (options.stripe || options.withoutStripe === "refuse")
+      ? requireStripe(options.stripe, options.action)
+      : null;
+    const free: User = {
+      ...withPlan(before, { plan: "free", freeAllowance: options.freeAllowance }),
+      stripeSubscriptionId: null,
+      graceEndsAt: null,
+    };
+    // Nothing to write (a second downgrade): a write would only make the account's commits
+    // conflict, and the downgrade button can be posted in a loop.
+    if (sameUser(before, free)) return before;
+    const committed = await kv.atomic().check(entry).check(used).set(entry.key, free).commit();
+    if (!committed.ok) continue;
+    if (client && subscriptionId) {
+      try {
+        await cancelSubscription(kv, client, {
+          user: before,
+          subscriptionId,
+          meterEventName: options.meterEventName,
+          action: options.action,
+          proUsed: { month, count: Number(used.value?.value ?? 0n) },
+        });
+      } catch (error) {
+        await updateUser(kv, options.userId, (user) => ({
+          ...user,
+          plan: before.plan,
+          monthlyCap: before.monthlyCap,
+          monthlyLimit: before.monthlyLimit,
+          stripeSubscriptionId: subscriptionId,
+          graceEndsAt: before.graceEndsAt,
+        })).catch((restoring) =>
+          log.error("restoring Pro failed", restoring, { userId: before.id })
+        );
+        throw error;
+      }
+    }
+    return free;
+  }
+}
+
+/** Back to Free at once; a Pro subscription ends with its usage billed (leavePro). */
 export async function downgrade(
   kv: Deno.Kv,
   options: {
@@ -172,22 +249,7 @@ export async function downgrade(
     meterEventName: string;
   },
 ): Promise<User> {
-  const entry = await kv.get<User>(userKey(options.userId));
-  if (!entry.value) throw new HttpError(404, "Cannot downgrade: the account no longer exists");
-  const subscriptionId = entry.value.stripeSubscriptionId;
-  if (options.stripe && subscriptionId) {
-    await cancelSubscription(kv, options.stripe, {
-      user: entry.value,
-      subscriptionId,
-      meterEventName: options.meterEventName,
-      action: "downgrade",
-    });
-  }
-  return await updateUser(kv, options.userId, (user) => ({
-    ...withPlan(user, { plan: "free", freeAllowance: options.freeAllowance }),
-    stripeSubscriptionId: null,
-    graceEndsAt: null,
-  }));
+  return await leavePro(kv, { ...options, action: "downgrade", withoutStripe: "keep" });
 }
 
 async function updateUser(
@@ -450,7 +512,15 @@ export async function reportUsage(
 
 async function reportMonth(
   kv: Deno.Kv,
-  options: { stripe: Stripe; meterEventName: string; user: User; month: string; now: Date },
+  options: {
+    stripe: Stripe;
+    meterEventName: string;
+    user: User;
+    month: string;
+    now: Date;
+    /** Report no further than this count (the month's webhooks accepted while Pro). */
+    upTo?: number;
+  },
 ): Promise<"sent" | "failed" | "nothing"> {
   const { user, month } = options;
   const [used, reported, pendingEntry] = await kv.getMany<
@@ -463,7 +533,7 @@ async function reportMonth(
   let pending = pendingEntry.value;
   if (!pending) {
     const from = Number(reported.value?.value ?? 0n);
-    const to = Number(used.value?.value ?? 0n);
+    const to = Math.min(Number(used.value?.value ?? 0n), options.upTo ?? Infinity);
     if (to <= from) return "nothing";
     pending = { from, to, identifier: `${user.id}-${month}-${from}-${to}` };
     const ok = await kv.atomic().check(pendingEntry).set(pendingEntry.key, pending).commit();

@@ -155,6 +155,7 @@ export async function createServices(
     broker,
     settleMs: config.accountDeletionSettleMs,
     meterEventName: config.stripe?.meterEventName ?? "",
+    freeAllowance: config.freeMonthlyLimit,
     // Mail keys of a user live outside kv_keys.ts `userKeyPrefixes` (links, outbox, counters).
     extraCleanup: (account) => deleteMailDataOf(kv, account),
   });
