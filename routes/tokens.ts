@@ -12,6 +12,7 @@ import {
 import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
+import { credentialCurrent } from "../lib/accounts/auth.ts";
 import { parseBody } from "./_parse.ts";
 
 const SCOPE_LIST = SCOPES.map((one) => `"${one}"`).join(", ");
@@ -58,7 +59,13 @@ export function tokenRoutes(): Hono<AppEnv> {
       slugs: body.endpoints,
       action: "create token",
     });
-    const created = await createToken(kv, { userId, name: body.name, access });
+    const auth = c.get("auth");
+    const created = await createToken(kv, {
+      userId,
+      name: body.name,
+      access,
+      creator: (user) => credentialCurrent(auth, user),
+    });
     return c.json(
       { token: { ...publicToken(created.token, endpoints), value: created.value } },
       201,

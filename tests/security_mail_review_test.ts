@@ -465,3 +465,50 @@ Deno.test("[review] the reset form keeps the API tokens only when asked to", asy
   await resetByForm({});
   assert.equal(await me(), 401);
 });
+
+Deno.test("[review] a squatter minting tokens while the owner resets keeps none of them", async () => {
+  // The reset revoked tokens one at a time after its commit: meanwhile a squatter's token not
+  // yet revoked minted new ones, and those made after the list was read survived the reset.
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const address = `owner-${crypto.randomUUID().slice(0, 8)}@example.org`;
+  const squatter = await signUp(server, address);
+  await smtp.next(address);
+  const mint = async (with_: string) =>
+    await fetch(
+      `${server.url}/api/tokens`,
+      json({ name: "again" }, { Authorization: `Bearer ${with_}` }),
+    );
+  // Many tokens: the reset's revocations take long, the window the squatter mints in.
+  let newest = squatter.token;
+  for (let i = 0; i < 100; i++) {
+    const made = await mint(squatter.token);
+    assert.equal(made.status, 201);
+    newest = (await made.json()).token.value;
+  }
+  const forgot = await fetch(`${server.url}/api/auth/forgot`, json({ email: address }));
+  await forgot.body?.cancel();
+  const link = (await smtp.next(address)).link!;
+  let minting = true;
+  const minted: string[] = [];
+  const minter = (async () => {
+    while (minting) {
+      const made = await mint(newest);
+      if (made.status !== 201) {
+        await made.body?.cancel();
+        break;
+      }
+      minted.push((await made.json()).token.value);
+    }
+  })();
+  await waitFor(() => minted.length > 0, { what: "the squatter minting" });
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf(link), password: "the owner's password" }),
+  );
+  assert.equal(reset.status, 200);
+  await reset.body?.cancel();
+  minting = false;
+  await minter;
+  for (const value of [newest, ...minted]) await assertTokenRefused(server, value);
+});

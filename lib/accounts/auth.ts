@@ -17,6 +17,8 @@ export interface Auth {
   tokenId: string | null;
   /** What live connections remember, so revoking the token or ending the session closes them. */
   credential: string;
+  /** The account's token or session generation it was made in (credentialCurrent). */
+  credentialGeneration: number;
   sessionId: string | null;
   /** What the caller may do. */
   scopes: readonly Scope[];
@@ -66,7 +68,10 @@ export async function authenticateToken(kv: Deno.Kv, value: string | null): Prom
   }
   const token = await findTokenByValue(kv, value);
   const user = token ? await getUser(kv, token.userId) : null;
-  if (!token || !user) {
+  if (
+    !token || !user ||
+    !credentialCurrent({ via: "token", credentialGeneration: token.generation ?? 0 }, user)
+  ) {
     throw new HttpError(401, "Unauthorized: the API token is unknown or revoked");
   }
   const access = tokenAccess(token);
@@ -76,6 +81,7 @@ export async function authenticateToken(kv: Deno.Kv, value: string | null): Prom
     tokenId: token.id,
     sessionId: null,
     credential: token.id,
+    credentialGeneration: token.generation ?? 0,
     scopes: access.scopes,
     endpointIds: access.endpointIds,
   };
@@ -95,14 +101,32 @@ export async function credentialStands(kv: Deno.Kv, auth: Auth): Promise<boolean
     return false;
   };
   const [stands, user] = await Promise.all([held(), getUser(kv, userId)]);
-  return stands && user !== null;
+  return stands && user !== null && credentialCurrent(auth, user);
+}
+
+/**
+ * Whether a token or session belongs to the account's current generation of its kind. A
+ * password reset bumps the generations in its one commit, voiding every session (and, unless
+ * kept, every token) at once; deleting them after takes many commits, and one of them could
+ * mint another meanwhile. A new token or session takes the generation it reads, so one made
+ * while a reset commits is void too.
+ */
+export function credentialCurrent(
+  credential: Pick<Auth, "via" | "credentialGeneration">,
+  user: User,
+): boolean {
+  return credential.credentialGeneration ===
+    (credential.via === "token" ? user.tokenGeneration ?? 0 : user.sessionGeneration ?? 0);
 }
 
 /** Resolves a session cookie value to its user; 401 when missing or expired. */
 export async function authenticateSession(kv: Deno.Kv, sessionId: string): Promise<Auth> {
   const session = await findSession(kv, sessionId);
   const user = session ? await getUser(kv, session.userId) : null;
-  if (!session || !user) {
+  if (
+    !session || !user ||
+    !credentialCurrent({ via: "session", credentialGeneration: session.generation ?? 0 }, user)
+  ) {
     throw new HttpError(401, "Unauthorized: the session has expired, log in again");
   }
   return {
@@ -111,6 +135,7 @@ export async function authenticateSession(kv: Deno.Kv, sessionId: string): Promi
     tokenId: null,
     sessionId,
     credential: await sessionCredential(sessionId),
+    credentialGeneration: session.generation ?? 0,
     scopes: SCOPES,
     endpointIds: null,
   };

@@ -1,6 +1,7 @@
 /** Login sessions: a random id in an HttpOnly cookie; KV keeps only its hash and expiry. */
 import { randomSecret, sha256Hex } from "./secrets.ts";
-import { sessionKey, sessionOfUserKey, sessionsOfUserPrefix } from "../store/kv_keys.ts";
+import { sessionKey, sessionOfUserKey, sessionsOfUserPrefix, userKey } from "../store/kv_keys.ts";
+import type { User } from "./users.ts";
 import type { Broker } from "../fanout/broker.ts";
 
 /** A stored session. */
@@ -8,6 +9,8 @@ export interface Session {
   userId: string;
   createdAt: string;
   expiresAt: number;
+  /** The account's session generation it was started in (User.sessionGeneration); absent: 0. */
+  generation?: number;
 }
 
 /** The cookie that carries the session id on plain http (a local run). */
@@ -33,10 +36,12 @@ export async function createSession(
   options: { userId: string; ttlMs: number },
 ): Promise<string> {
   const id = randomSecret(32);
+  const user = (await kv.get<User>(userKey(options.userId))).value;
   const session: Session = {
     userId: options.userId,
     createdAt: new Date().toISOString(),
     expiresAt: Date.now() + options.ttlMs,
+    generation: user?.sessionGeneration ?? 0,
   };
   const hash = await sha256Hex(id);
   await kv.atomic()

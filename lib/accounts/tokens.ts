@@ -5,7 +5,14 @@
  */
 import { randomSecret, sha256Hex } from "./secrets.ts";
 import { isStorageUnavailable, listAll } from "../store/kv.ts";
-import { mayNameRecord, tokenByHashKey, tokenKey, tokensOfUserPrefix } from "../store/kv_keys.ts";
+import {
+  mayNameRecord,
+  tokenByHashKey,
+  tokenKey,
+  tokensOfUserPrefix,
+  userKey,
+} from "../store/kv_keys.ts";
+import type { User } from "./users.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
@@ -30,6 +37,8 @@ export interface Token {
   lastUsedAt: string | null;
   /** Absent in tokens made before scopes existed: those have every scope. */
   scopes?: Scope[];
+  /** The account's token generation it was made in (User.tokenGeneration); absent: 0. */
+  generation?: number;
   /** The endpoints (by id) whose events it sees; absent or null: all of the user's. */
   endpointIds?: string[] | null;
 }
@@ -126,12 +135,27 @@ export function writeToken(op: Deno.AtomicOperation, token: Token): Deno.AtomicO
     .set(tokenByHashKey(token.hash), { userId: token.userId, tokenId: token.id });
 }
 
-/** Creates a token for a user and returns it with its value. */
+/**
+ * Creates a token for a user and returns it with its value. `creator` says whether the caller's
+ * own credential still stands against the account as read here (credentialCurrent in auth.ts),
+ * and the token takes that read's generation: a password reset voids both at once, whichever
+ * commits first.
+ */
 export async function createToken(
   kv: Deno.Kv,
-  options: { userId: string; name: string; access?: TokenAccess },
+  options: {
+    userId: string;
+    name: string;
+    access?: TokenAccess;
+    creator?: (user: User) => boolean;
+  },
 ): Promise<{ token: Token; value: string }> {
+  const user = (await kv.get<User>(userKey(options.userId))).value;
+  if (!user || (options.creator && !options.creator(user))) {
+    throw new HttpError(401, "Cannot create token: your token or session was revoked");
+  }
   const created = await newToken(options.userId, options.name, options.access);
+  created.token.generation = user.tokenGeneration ?? 0;
   const result = await writeToken(kv.atomic(), created.token).commit();
   if (!result.ok) throw new Error("Cannot create token: commit conflicted");
   return created;

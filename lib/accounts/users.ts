@@ -25,6 +25,13 @@ export interface User {
   graceEndsAt?: string | null;
   /** When a mailed link proved the address (lib/mail/); absent or null: not verified. */
   emailVerifiedAt?: string | null;
+  /**
+   * Bumped by a password reset that revokes the tokens: a token of another generation is void
+   * (auth.ts credentialCurrent). Absent: 0.
+   */
+  tokenGeneration?: number;
+  /** Bumped by a password reset, which ends every session: the same for sessions. */
+  sessionGeneration?: number;
   createdAt: string;
 }
 

@@ -244,19 +244,22 @@ export async function resetPassword(
   const passwordHash = await hashPassword(options.password);
   for (;;) {
     const { found, user } = await tokenAndUser(deps, options.secret, "reset");
+    // Every session, and unless kept every token, is void in this very commit; deleting them
+    // after takes many commits, and one could mint another meanwhile (credentialCurrent).
+    const revokeTokens = !options.keepTokens || !user.value.emailVerifiedAt;
     const updated: User = {
       ...user.value,
       passwordHash,
       emailVerifiedAt: user.value.emailVerifiedAt ?? deps.mail.now().toISOString(),
+      sessionGeneration: (user.value.sessionGeneration ?? 0) + 1,
+      tokenGeneration: (user.value.tokenGeneration ?? 0) + (revokeTokens ? 1 : 0),
     };
     const retireChange = await retireMailToken(deps.kv, { userId: updated.id, kind: "change" });
     const op = spendMailToken(deps.kv.atomic(), found).check(user).set(user.key, updated);
     retireChange(op);
     if ((await op.commit()).ok) {
       await endUserSessions(deps.kv, deps.broker, { userId: updated.id });
-      if (!options.keepTokens || !user.value.emailVerifiedAt) {
-        await revokeAllTokens(deps, updated.id);
-      }
+      if (revokeTokens) await revokeAllTokens(deps, updated.id);
       return updated;
     }
   }
