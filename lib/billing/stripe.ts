@@ -110,6 +110,9 @@ export async function openPortal(
   return session.url;
 }
 
+/** Rounds of reporting before a subscription ends: a pending batch, the rest, waits for another. */
+const MAX_REPORT_ROUNDS = 50;
+
 /**
  * Ends a subscription at Stripe with its usage billed, once the user is off Pro (leavePro):
  * first the webhooks not yet reported go to the meter (the last month's, and this month's up to
@@ -141,7 +144,12 @@ async function cancelSubscription(
     for (const month of [previousMonth(now), monthOf(now)]) {
       const upTo = month === options.proUsed.month ? options.proUsed.count : undefined;
       // A batch left pending by a failed report is resent first; then what came after it.
-      for (let batch = 0; batch < 2; batch++) {
+      // While the 5-minute report sends one, wait: if it fails, it is ours to resend now, as
+      // that report skips Free users.
+      for (let batch = 0;; batch++) {
+        if (batch === MAX_REPORT_ROUNDS) {
+          throw fail("reporting this month's usage to Stripe", "another report kept it busy");
+        }
         const result = await reportMonth(kv, {
           stripe: client,
           meterEventName: options.meterEventName,
@@ -154,6 +162,7 @@ async function cancelSubscription(
           throw fail("reporting this month's usage to Stripe", "the meter refused it");
         }
         if (result === "nothing") break;
+        if (result === "busy") await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
   }
@@ -521,7 +530,7 @@ async function reportMonth(
     /** Report no further than this count (the month's webhooks accepted while Pro). */
     upTo?: number;
   },
-): Promise<"sent" | "failed" | "nothing"> {
+): Promise<"sent" | "failed" | "nothing" | "busy"> {
   const { user, month } = options;
   const [used, reported, pendingEntry] = await kv.getMany<
     [Deno.KvU64, Deno.KvU64, PendingReport]
@@ -537,7 +546,7 @@ async function reportMonth(
     if (to <= from) return "nothing";
     pending = { from, to, identifier: `${user.id}-${month}-${from}-${to}` };
     const ok = await kv.atomic().check(pendingEntry).set(pendingEntry.key, pending).commit();
-    if (!ok.ok) return "nothing"; // another reporter is on it
+    if (!ok.ok) return "busy"; // another reporter is on it
   }
   // Usage belongs to its month: a late report of a closed month carries its last second.
   const end = quotaResetAt(new Date(`${month}-01T00:00:00Z`)).getTime() - 1000;
