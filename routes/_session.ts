@@ -17,14 +17,24 @@ import {
   sessionCredential,
 } from "../lib/accounts/sessions.ts";
 import type { AppEnv } from "./_env.ts";
+import type { User } from "../lib/accounts/users.ts";
 
-/** Starts a session for `userId`, ending the caller's previous one; returns the new id. */
-export async function startSession(c: Context<AppEnv>, userId: string): Promise<string> {
+/**
+ * Starts a session for `user`, as read where it was decided (its password checked against it),
+ * ending the caller's previous one; returns the new id.
+ */
+export async function startSession(c: Context<AppEnv>, user: User): Promise<string> {
+  const userId = user.id;
   const { kv, config } = c.get("services");
   const name = sessionCookieName(config.publicUrl);
   const previousId = getCookie(c, name) ?? null;
   const previous = previousId ? await findSession(kv, previousId) : null;
-  const id = await rotateSession(kv, { previousId, userId, ttlMs: config.sessionMs });
+  const id = await rotateSession(kv, {
+    previousId,
+    userId,
+    ttlMs: config.sessionMs,
+    generation: user.sessionGeneration ?? 0,
+  });
   // Announced once deleted (rotateSession), as in endSession.
   if (previous) await closeSessionStreams(c, { id: previousId!, userId: previous.userId });
   setCookie(c, name, id, {
@@ -34,6 +44,17 @@ export async function startSession(c: Context<AppEnv>, userId: string): Promise<
     path: "/",
     maxAge: Math.floor(config.sessionMs / 1000),
   });
+  // The rest of this request (a flash for the next page) belongs to the new session.
+  const viewer = c.get("viewer");
+  if (viewer?.sessionId) {
+    c.set("viewer", {
+      ...viewer,
+      user,
+      sessionId: id,
+      credential: await sessionCredential(id),
+      credentialGeneration: user.sessionGeneration ?? 0,
+    });
+  }
   return id;
 }
 

@@ -91,7 +91,7 @@ export function accountPageRoutes(): Hono<AppEnv> {
       const errors = { email: "An account with this email already exists. Log in instead?" };
       return signupPage(c, { email, errors }, 409);
     }
-    const sessionId = await startSession(c, created.user.id);
+    const sessionId = await startSession(c, created.user);
     rememberDevice(c, created.device);
     await verifyAfterSignUp(c.get("services"), created.user);
     await setFlash(kv, sessionId, {
@@ -134,7 +134,7 @@ export function accountPageRoutes(): Hono<AppEnv> {
       }
       throw error;
     }
-    await startSession(c, login.user.id);
+    await startSession(c, login.user);
     rememberDevice(c, login.device);
     return c.redirect(next, 303);
   });

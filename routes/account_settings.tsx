@@ -23,7 +23,7 @@ import { HttpError } from "../lib/http/http_error.ts";
 import { type AppEnv, clientAddress } from "./_env.ts";
 import { requireAuth, requireSameOrigin, requireScope } from "./_auth.ts";
 import { parseBody, readForm } from "./_parse.ts";
-import { deviceOf, loginLimits, rememberDevice } from "./_session.ts";
+import { deviceOf, loginLimits, rememberDevice, startSession } from "./_session.ts";
 import {
   loadViewer,
   pageError,
@@ -66,7 +66,7 @@ function sentences(errors: Record<string, string>): Record<string, string> {
   );
 }
 
-/** Changes the caller's password; the caller's own session (if any) stays signed in. */
+/** Changes the caller's password; the caller's own session (if any) is started again. */
 async function changePasswordOf(
   c: Context<AppEnv>,
   auth: Auth,
@@ -84,6 +84,8 @@ async function changePasswordOf(
     broker,
   });
   if (changed.device) rememberDevice(c, changed.device);
+  // The change voided every session of the old generation, the caller's own too.
+  if (auth.sessionId) await startSession(c, changed.user);
   return changed.endedSessions;
 }
 

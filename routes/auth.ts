@@ -49,7 +49,7 @@ export function authRoutes(): Hono<AppEnv> {
       address: clientAddress(c),
       limits: signupLimits(config),
     });
-    await startSession(c, created.user.id);
+    await startSession(c, created.user);
     rememberDevice(c, created.device);
     await verifyAfterSignUp(c.get("services"), created.user);
     return c.json({
@@ -68,7 +68,7 @@ export function authRoutes(): Hono<AppEnv> {
       device: deviceOf(c),
       limits: loginLimits(config),
     });
-    await startSession(c, user.id);
+    await startSession(c, user);
     rememberDevice(c, device);
     return c.json({ user: publicUser(user) });
   });

@@ -68,7 +68,7 @@ export function mailRoutes(): Hono<AppEnv> {
       password: body.password,
       keepTokens: body.keepTokens,
     });
-    await startSession(c, user.id);
+    await startSession(c, user);
     return c.json({ user: publicUser(user) });
   });
 

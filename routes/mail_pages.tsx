@@ -126,7 +126,7 @@ export function mailPageRoutes(): Hono<AppEnv> {
       password: form.data.password,
       keepTokens: form.data.keepTokens === "on",
     });
-    const sessionId = await startSession(c, user.id);
+    const sessionId = await startSession(c, user);
     await setFlash(c.get("services").kv, sessionId, {
       kind: "success",
       message: "Your password is changed. Every other browser was logged out.",

@@ -184,7 +184,10 @@ Deno.test("[password] a change needs the current password and ends the other ses
     while (true) await stream.next(5000);
   }, /SSE stream ended/);
   assert.equal(await me(server, { Cookie: other }), 401, "the other session ended");
-  assert.equal(await me(server, { Cookie: user.cookie }), 200, "the caller's session stays");
+  // The caller stays logged in, on a new session: the change voided every old one.
+  const renewed = sessionCookie(changed);
+  assert.equal(await me(server, { Cookie: renewed }), 200, "the caller stays logged in");
+  assert.equal(await me(server, { Cookie: user.cookie }), 401, "on a new session");
   assert.equal((await logIn(server, user.email, PASSWORD)).status, 401);
   const fresh = await logIn(server, user.email, NEW_PASSWORD);
   assert.equal(fresh.status, 200);
@@ -193,7 +196,7 @@ Deno.test("[password] a change needs the current password and ends the other ses
   // A token needs the manage scope, and the password still.
   const streamOnly = await postJson(server, {
     path: "/api/tokens",
-    headers: { Cookie: user.cookie },
+    headers: { Cookie: renewed },
     body: { name: "reader", scopes: ["events:read"] },
   });
   assert.equal(streamOnly.status, 201);
@@ -260,9 +263,9 @@ Deno.test("[password] the settings page changes it with a plain form", async () 
   assert.equal(done.status, 303);
   assert.equal(done.headers.get("location"), "/dashboard/account");
   await done.body?.cancel();
-  const after = await fetch(`${server.url}/dashboard/account`, {
-    headers: { Cookie: user.cookie },
-  });
+  // Still logged in, on a new session (the change voided every old one).
+  const renewed = sessionCookie(done);
+  const after = await fetch(`${server.url}/dashboard/account`, { headers: { Cookie: renewed } });
   assert.equal(after.status, 200);
   assert.match(await after.text(), /Password changed\. 1 other session was logged out\./);
   assert.equal(await me(server, { Cookie: other }), 401);

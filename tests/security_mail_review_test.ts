@@ -512,3 +512,50 @@ Deno.test("[review] a squatter minting tokens while the owner resets keeps none 
   await minter;
   for (const value of [newest, ...minted]) await assertTokenRefused(server, value);
 });
+
+Deno.test("[review] log-ins with the old password racing a reset keep no session", async () => {
+  // A log-in checks the password against the account as it read it (100 ms of hashing), then
+  // started a session of whatever generation was current by then: one that finished after the
+  // reset committed, and after it listed the sessions to end, outlived it.
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const victim = await signUp(server);
+  await smtp.next(victim.email);
+  const asked = await fetch(`${server.url}/api/auth/forgot`, json({ email: victim.email }));
+  await asked.body?.cancel();
+  const link = (await smtp.next(victim.email)).link;
+  let resetDone = false;
+  const cookies: string[] = [];
+  const attacker = async () => {
+    while (!resetDone) {
+      const response = await fetch(
+        `${server.url}/api/auth/login`,
+        json({ email: victim.email, password: "correct horse battery" }),
+      );
+      if (response.status === 200) {
+        cookies.push(
+          response.headers.getSetCookie().map((c) => c.split(";")[0])
+            .filter((c) => c.startsWith("websocks_session=")).join("; "),
+        );
+      }
+      await response.body?.cancel();
+    }
+  };
+  const loops = Array.from({ length: 4 }, attacker);
+  await waitFor(() => cookies.length > 0, { what: "the old password logging in" });
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf(link), password: "the owner's new password" }),
+  );
+  assert.equal(reset.status, 200);
+  await reset.body?.cancel();
+  resetDone = true;
+  await Promise.all(loops);
+  let surviving = 0;
+  for (const cookie of cookies) {
+    const me = await fetch(`${server.url}/api/me`, { headers: { Cookie: cookie } });
+    if (me.status === 200) surviving++;
+    await me.body?.cancel();
+  }
+  assert.equal(surviving, 0, `${surviving} of ${cookies.length} sessions outlived the reset`);
+});

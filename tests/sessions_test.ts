@@ -23,10 +23,10 @@ Deno.test("[sessions] ending a user's sessions keeps the caller's, revokes the r
     if (m.kind === "credential_revoked") revoked.push(m.credential);
   });
   const ttlMs = 60_000;
-  const mine = await createSession(kv, { userId: "u1", ttlMs });
-  const other = await createSession(kv, { userId: "u1", ttlMs });
-  const third = await createSession(kv, { userId: "u1", ttlMs });
-  const stranger = await createSession(kv, { userId: "u2", ttlMs });
+  const mine = await createSession(kv, { userId: "u1", ttlMs, generation: 0 });
+  const other = await createSession(kv, { userId: "u1", ttlMs, generation: 0 });
+  const third = await createSession(kv, { userId: "u1", ttlMs, generation: 0 });
+  const stranger = await createSession(kv, { userId: "u2", ttlMs, generation: 0 });
   assert.equal(await indexOf(kv, "u1"), 3);
 
   const ended = await endUserSessions(kv, broker, { userId: "u1", exceptId: mine });

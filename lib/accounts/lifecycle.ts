@@ -20,26 +20,27 @@ export interface PasswordProof {
 /**
  * Changes the password once the current one is proved (403 when wrong, 429 past the guard's
  * limits), voids a pending change of address (whoever asked for it knew the old password), then
- * ends every other session of the user and closes the streams they opened.
- * `keepSessionId` is the caller's own session (null when a token asked: all sessions end).
- * Returns the device cookie value to set and how many sessions ended.
+ * ends every other session of the user and closes the streams they opened. Every session of
+ * the old generation is void: the caller's own (`keepSessionId`, null when a token asked) must
+ * be started again from the returned user. Returns that user, the device cookie value to set
+ * and how many other sessions ended.
  */
 export async function changeUserPassword(
   kv: Deno.Kv,
   options: PasswordProof & { newPassword: string; keepSessionId: string | null; broker: Broker },
-): Promise<{ device: string | null; endedSessions: number }> {
+): Promise<{ user: User; device: string | null; endedSessions: number }> {
   const device = await confirmPassword(kv, {
     ...options,
     action: "change password",
     remember: true,
   });
-  await changePassword(kv, { userId: options.user.id, password: options.newPassword });
+  const user = await changePassword(kv, { userId: options.user.id, password: options.newPassword });
   await retireMailTokens(kv, { userId: options.user.id, kinds: ["change"] });
   const endedSessions = await endUserSessions(kv, options.broker, {
     userId: options.user.id,
     exceptId: options.keepSessionId,
   });
-  return { device, endedSessions };
+  return { user, device, endedSessions };
 }
 
 /**

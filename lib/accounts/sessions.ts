@@ -1,7 +1,6 @@
 /** Login sessions: a random id in an HttpOnly cookie; KV keeps only its hash and expiry. */
 import { randomSecret, sha256Hex } from "./secrets.ts";
-import { sessionKey, sessionOfUserKey, sessionsOfUserPrefix, userKey } from "../store/kv_keys.ts";
-import type { User } from "./users.ts";
+import { sessionKey, sessionOfUserKey, sessionsOfUserPrefix } from "../store/kv_keys.ts";
 import type { Broker } from "../fanout/broker.ts";
 
 /** A stored session. */
@@ -30,18 +29,21 @@ export function isHttps(publicUrl: string): boolean {
   return publicUrl.startsWith("https:");
 }
 
-/** Starts a session and returns the id to put in the cookie. */
+/**
+ * Starts a session and returns the id to put in the cookie. `generation` is the account's
+ * session generation as read where the caller decided to start it (the read its password was
+ * checked against): a reset committed since then voids the session (credentialCurrent).
+ */
 export async function createSession(
   kv: Deno.Kv,
-  options: { userId: string; ttlMs: number },
+  options: { userId: string; ttlMs: number; generation: number },
 ): Promise<string> {
   const id = randomSecret(32);
-  const user = (await kv.get<User>(userKey(options.userId))).value;
   const session: Session = {
     userId: options.userId,
     createdAt: new Date().toISOString(),
     expiresAt: Date.now() + options.ttlMs,
-    generation: user?.sessionGeneration ?? 0,
+    generation: options.generation,
   };
   const hash = await sha256Hex(id);
   await kv.atomic()
@@ -117,8 +119,12 @@ export async function endUserSessions(
 /** Ends the caller's previous session, if any, and starts a new one: ids change at every login. */
 export async function rotateSession(
   kv: Deno.Kv,
-  options: { previousId: string | null; userId: string; ttlMs: number },
+  options: { previousId: string | null; userId: string; ttlMs: number; generation: number },
 ): Promise<string> {
   if (options.previousId) await deleteSession(kv, options.previousId);
-  return await createSession(kv, { userId: options.userId, ttlMs: options.ttlMs });
+  return await createSession(kv, {
+    userId: options.userId,
+    ttlMs: options.ttlMs,
+    generation: options.generation,
+  });
 }

@@ -127,7 +127,13 @@ export async function changePassword(
     if (!entry.value) {
       throw new HttpError(404, "Cannot change password: the account no longer exists");
     }
-    const updated = { ...entry.value, passwordHash };
+    // Every session is void in this commit, as at a reset: one started with the old password
+    // while this ran would otherwise outlive the change (credentialCurrent).
+    const updated = {
+      ...entry.value,
+      passwordHash,
+      sessionGeneration: (entry.value.sessionGeneration ?? 0) + 1,
+    };
     if ((await kv.atomic().check(entry).set(entry.key, updated).commit()).ok) return updated;
   }
 }
