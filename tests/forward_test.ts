@@ -236,6 +236,12 @@ Deno.test("[forward] a path with dot segments, however encoded, is not forwarded
       "/..\\secret.txt",
       "/..;/secret.txt",
       "/a/../b",
+      // An escape that is not valid UTF-8 or not hex must not hide the others from the check.
+      "/..%2f%zz%2f..%2fsecret.txt",
+      "/..%2F%ff%2F..%2Fsecret.txt",
+      "/..%5c%zz%5c..%5csecret.txt",
+      // Decoded twice by some servers.
+      "/%252e%252e%252fsecret.txt",
     ]
   ) {
     assert.throws(

@@ -65,19 +65,26 @@ export function targetUrl(
   return url.toString();
 }
 
-/** Whether a raw path segment, once decoded by a server, could climb out of its folder. */
+/**
+ * Whether a raw path segment, once decoded by a server, could climb out of its folder. Each
+ * `%XX` is decoded on its own, as lenient decoders do (Python's `unquote` leaves `%zz` and
+ * decodes the rest), and twice, for servers that decode twice.
+ */
 function climbs(segment: string): boolean {
   let decoded = segment;
-  try {
-    decoded = decodeURIComponent(segment);
-  } catch {
-    // Not valid percent-encoding: servers take it as it is.
+  for (let round = 0; round < 2; round++) {
+    decoded = decoded.replace(
+      /%([0-9a-f]{2})/gi,
+      (_, hex) => String.fromCharCode(parseInt(hex, 16)),
+    );
+    // Each part a server might see once it decodes "%2f" or "%5c", or takes "\\" for "/".
+    const climbing = decoded.split(/[\\/]/).some((part) => {
+      const name = part.split(";")[0];
+      return name === "." || name === "..";
+    });
+    if (climbing) return true;
   }
-  // Each part a server might see once it decodes "%2f" or "%5c", or takes "\\" for "/".
-  return decoded.split(/[\\/]/).some((part) => {
-    const name = part.split(";")[0];
-    return name === "." || name === "..";
-  });
+  return false;
 }
 
 /** The request to send to the target for one envelope. */
