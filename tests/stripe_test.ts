@@ -33,7 +33,17 @@ function startStripeStandIn() {
     /** Held until it resolves: a cancel in flight. */
     cancelGate: Promise<void> | null;
     cancelStarted: boolean;
-  } = { failMeter: 0, cancelGate: null, cancelStarted: false };
+    /** The cancel is applied, but its answer is a 500 (a lost answer). */
+    cancelAnswerLost: boolean;
+    /** Subscriptions cancelled, as a later GET reports them. */
+    cancelled: Set<string>;
+  } = {
+    failMeter: 0,
+    cancelGate: null,
+    cancelStarted: false,
+    cancelAnswerLost: false,
+    cancelled: new Set(),
+  };
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
     const form = new URLSearchParams(await req.text());
@@ -66,10 +76,22 @@ function startStripeStandIn() {
     if (url.pathname.startsWith("/v1/subscriptions/") && req.method === "DELETE") {
       state.cancelStarted = true;
       await state.cancelGate;
+      state.cancelled.add(url.pathname.split("/").at(-1)!);
+      if (state.cancelAnswerLost) {
+        return json({ error: { type: "api_error", message: "connection reset" } }, 500);
+      }
       return json({
         id: url.pathname.split("/").at(-1),
         object: "subscription",
         status: "canceled",
+      });
+    }
+    if (url.pathname.startsWith("/v1/subscriptions/") && req.method === "GET") {
+      const id = url.pathname.split("/").at(-1)!;
+      return json({
+        id,
+        object: "subscription",
+        status: state.cancelled.has(id) ? "canceled" : "active",
       });
     }
     return json({ error: { type: "invalid_request_error", message: "unknown path" } }, 404);
@@ -424,6 +446,24 @@ Deno.test("[stripe] while a downgrade tells Stripe, webhooks count as Free, not 
   assert.equal(invoice.acceptedRequests, 1000);
   assert.equal(invoice.freeAllowance, 900);
   assert.equal(invoice.amountUsd, 0.01);
+});
+
+Deno.test("[stripe] a cancel Stripe applied but whose answer was lost still downgrades", async () => {
+  // Restoring Pro after a failed cancel put the user back on a subscription Stripe had ended,
+  // which bills nothing; its deletion event, applied meanwhile, had found no current
+  // subscription to end.
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "lost");
+  standIn.state.cancelAnswerLost = true;
+  const down = await fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(down.status, 200);
+  assert.deepEqual(await down.json(), { plan: "free", monthlyLimit: 1000 });
+  assert.equal((await billing(server, user.token)).plan, "free");
 });
 
 Deno.test("[stripe] a downgrade whose usage cannot reach Stripe changes nothing and says why", async () => {

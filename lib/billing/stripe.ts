@@ -173,7 +173,13 @@ async function cancelSubscription(
     if (error instanceof Stripe.errors.StripeInvalidRequestError && error.statusCode === 404) {
       return;
     }
-    throw fail("cancelling the Stripe subscription", error);
+    // The cancel may have been applied though its answer was lost: Stripe's word on the
+    // subscription decides, or the user would be Pro again on a subscription that bills nothing.
+    const ended = await client.subscriptions.retrieve(options.subscriptionId).then(
+      (subscription) => ["canceled", "incomplete_expired"].includes(subscription.status),
+      () => false,
+    );
+    if (!ended) throw fail("cancelling the Stripe subscription", error);
   }
 }
 
@@ -231,16 +237,22 @@ export async function leavePro(
           proUsed: { month, count: Number(used.value?.value ?? 0n) },
         });
       } catch (error) {
-        await updateUser(kv, options.userId, (user) => ({
-          ...user,
-          plan: before.plan,
-          monthlyCap: before.monthlyCap,
-          monthlyLimit: before.monthlyLimit,
-          stripeSubscriptionId: subscriptionId,
-          graceEndsAt: before.graceEndsAt,
-        })).catch((restoring) =>
-          log.error("restoring Pro failed", restoring, { userId: before.id })
-        );
+        // Pro again, unless something else changed the plan meanwhile (a new Checkout).
+        await updateUser(
+          kv,
+          options.userId,
+          (user) =>
+            user.plan === "free" && !user.stripeSubscriptionId
+              ? {
+                ...user,
+                plan: before.plan,
+                monthlyCap: before.monthlyCap,
+                monthlyLimit: before.monthlyLimit,
+                stripeSubscriptionId: subscriptionId,
+                graceEndsAt: before.graceEndsAt,
+              }
+              : user,
+        ).catch((restoring) => log.error("restoring Pro failed", restoring, { userId: before.id }));
         throw error;
       }
     }
