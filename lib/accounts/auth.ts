@@ -3,7 +3,14 @@
  * they may do and see: a token's scopes and endpoints (a session has every scope, every endpoint).
  */
 import { findSession, sessionCredential } from "./sessions.ts";
-import { findToken, findTokenByValue, type Scope, SCOPES, tokenAccess } from "./tokens.ts";
+import {
+  type CredentialGenerations,
+  findToken,
+  findTokenByValue,
+  type Scope,
+  SCOPES,
+  tokenAccess,
+} from "./tokens.ts";
 import { getUser, type User } from "./users.ts";
 import { HttpError } from "../http/http_error.ts";
 import { listEndpoints } from "../endpoints/endpoints.ts";
@@ -113,7 +120,7 @@ export async function credentialStands(kv: Deno.Kv, auth: Auth): Promise<boolean
  */
 export function credentialCurrent(
   credential: Pick<Auth, "via" | "credentialGeneration">,
-  user: User,
+  user: CredentialGenerations,
 ): boolean {
   return credential.credentialGeneration ===
     (credential.via === "token" ? user.tokenGeneration ?? 0 : user.sessionGeneration ?? 0);

@@ -12,7 +12,6 @@ import {
   tokensOfUserPrefix,
   userKey,
 } from "../store/kv_keys.ts";
-import type { User } from "./users.ts";
 import { HttpError } from "../http/http_error.ts";
 import type { Broker } from "../fanout/broker.ts";
 import type { Endpoint } from "../endpoints/endpoints.ts";
@@ -135,6 +134,12 @@ export function writeToken(op: Deno.AtomicOperation, token: Token): Deno.AtomicO
     .set(tokenByHashKey(token.hash), { userId: token.userId, tokenId: token.id });
 }
 
+/** The account's credential generations (User's fields; users.ts imports this module). */
+export interface CredentialGenerations {
+  tokenGeneration?: number;
+  sessionGeneration?: number;
+}
+
 /**
  * Creates a token for a user and returns it with its value. `creator` says whether the caller's
  * own credential still stands against the account as read here (credentialCurrent in auth.ts),
@@ -147,10 +152,10 @@ export async function createToken(
     userId: string;
     name: string;
     access?: TokenAccess;
-    creator?: (user: User) => boolean;
+    creator?: (account: CredentialGenerations) => boolean;
   },
 ): Promise<{ token: Token; value: string }> {
-  const user = (await kv.get<User>(userKey(options.userId))).value;
+  const user = (await kv.get<CredentialGenerations>(userKey(options.userId))).value;
   if (!user || (options.creator && !options.creator(user))) {
     throw new HttpError(401, "Cannot create token: your token or session was revoked");
   }
