@@ -263,12 +263,7 @@ export async function leavePro(
 /** Back to Free at once; a Pro subscription ends with its usage billed (leavePro). */
 export async function downgrade(
   kv: Deno.Kv,
-  options: {
-    stripe: Stripe | null;
-    userId: string;
-    freeAllowance: number;
-    meterEventName: string;
-  },
+  options: Omit<Parameters<typeof leavePro>[1], "action" | "withoutStripe">,
 ): Promise<User> {
   return await leavePro(kv, { ...options, action: "downgrade", withoutStripe: "keep" });
 }
