@@ -559,3 +559,48 @@ Deno.test("[review] log-ins with the old password racing a reset keep no session
   }
   assert.equal(surviving, 0, `${surviving} of ${cookies.length} sessions outlived the reset`);
 });
+
+Deno.test("[review] a password change with the old password racing a reset does not override it", async () => {
+  // The change checked the current password against the account as its request read it, then
+  // wrote its own over whatever was there 200 ms later: a reset committed meanwhile was undone,
+  // the thief's password replaced the owner's, and the thief's new session outlived the reset.
+  await using smtp = await startSmtp();
+  await using server = await startTestServer({ SMTP_URL: smtp.url });
+  const victim = await signUp(server);
+  await smtp.next(victim.email);
+  const asked = await fetch(`${server.url}/api/auth/forgot`, json({ email: victim.email }));
+  await asked.body?.cancel();
+  const link = (await smtp.next(victim.email)).link;
+  const change = fetch(
+    `${server.url}/api/account/password`,
+    json(
+      { currentPassword: "correct horse battery", newPassword: "the thief's password!" },
+      { Cookie: victim.cookie, Origin: server.url },
+    ),
+  );
+  const reset = await fetch(
+    `${server.url}/api/auth/reset`,
+    json({ token: tokenOf(link), password: "the owner's new password" }),
+  );
+  assert.equal(reset.status, 200);
+  await reset.body?.cancel();
+  const changed = await change;
+  await changed.body?.cancel();
+  const thiefCookie = changed.headers.getSetCookie().map((c) => c.split(";")[0])
+    .filter((c) => c.startsWith("websocks_session=")).join("; ");
+  const logIn = async (password: string) => {
+    const response = await fetch(
+      `${server.url}/api/auth/login`,
+      json({ email: victim.email, password }),
+    );
+    await response.body?.cancel();
+    return response.status;
+  };
+  assert.equal(await logIn("the owner's new password"), 200, "the owner's reset stands");
+  assert.equal(await logIn("the thief's password!"), 401, "the thief's password was not set");
+  if (thiefCookie) {
+    const me = await fetch(`${server.url}/api/me`, { headers: { Cookie: thiefCookie } });
+    await me.body?.cancel();
+    assert.equal(me.status, 401, "the thief's session ended with the reset");
+  }
+});

@@ -34,7 +34,11 @@ export async function changeUserPassword(
     action: "change password",
     remember: true,
   });
-  const user = await changePassword(kv, { userId: options.user.id, password: options.newPassword });
+  const user = await changePassword(kv, {
+    userId: options.user.id,
+    password: options.newPassword,
+    checked: options.user,
+  });
   await retireMailTokens(kv, { userId: options.user.id, kinds: ["change"] });
   const endedSessions = await endUserSessions(kv, options.broker, {
     userId: options.user.id,

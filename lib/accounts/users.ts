@@ -119,13 +119,29 @@ export function publicUser(user: User): PublicUser {
  */
 export async function changePassword(
   kv: Deno.Kv,
-  options: { userId: string; password: string },
+  options: {
+    userId: string;
+    password: string;
+    /** The account as the current password was checked against: it must still be the same. */
+    checked: Pick<User, "passwordHash" | "sessionGeneration">;
+  },
 ): Promise<User> {
   const passwordHash = await hashPassword(options.password);
   for (;;) {
     const entry = await kv.get<User>(userKey(options.userId));
     if (!entry.value) {
       throw new HttpError(404, "Cannot change password: the account no longer exists");
+    }
+    // A reset (or another change) committed since the current password was checked: writing
+    // over it would undo it, and whoever held the old password would keep the account.
+    if (
+      entry.value.passwordHash !== options.checked.passwordHash ||
+      (entry.value.sessionGeneration ?? 0) !== (options.checked.sessionGeneration ?? 0)
+    ) {
+      throw new HttpError(
+        409,
+        "Cannot change password: it was changed or reset meanwhile; log in with the new one",
+      );
     }
     // Every session is void in this commit, as at a reset: one started with the old password
     // while this ran would otherwise outlive the change (credentialCurrent).
