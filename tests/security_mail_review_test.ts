@@ -513,6 +513,23 @@ Deno.test("[review] a squatter minting tokens while the owner resets keeps none 
   for (const value of [newest, ...minted]) await assertTokenRefused(server, value);
 });
 
+/** Asks for a reset of `email`'s password and returns the link mailed for it. */
+async function resetLink(
+  server: TestServer,
+  smtp: { next(to: string): Promise<{ link: string | null }> },
+  email: string,
+): Promise<string | null> {
+  const asked = await fetch(`${server.url}/api/auth/forgot`, json({ email }));
+  await asked.body?.cancel();
+  return (await smtp.next(email)).link;
+}
+
+/** The session cookie an answer sets, as a Cookie header ("" when it sets none). */
+function sessionOf(response: Response): string {
+  return response.headers.getSetCookie().map((c) => c.split(";")[0])
+    .filter((c) => c.startsWith("websocks_session=")).join("; ");
+}
+
 Deno.test("[review] log-ins with the old password racing a reset keep no session", async () => {
   // A log-in checks the password against the account as it read it (100 ms of hashing), then
   // started a session of whatever generation was current by then: one that finished after the
@@ -521,9 +538,7 @@ Deno.test("[review] log-ins with the old password racing a reset keep no session
   await using server = await startTestServer({ SMTP_URL: smtp.url });
   const victim = await signUp(server);
   await smtp.next(victim.email);
-  const asked = await fetch(`${server.url}/api/auth/forgot`, json({ email: victim.email }));
-  await asked.body?.cancel();
-  const link = (await smtp.next(victim.email)).link;
+  const link = await resetLink(server, smtp, victim.email);
   let resetDone = false;
   const cookies: string[] = [];
   const attacker = async () => {
@@ -533,10 +548,7 @@ Deno.test("[review] log-ins with the old password racing a reset keep no session
         json({ email: victim.email, password: "correct horse battery" }),
       );
       if (response.status === 200) {
-        cookies.push(
-          response.headers.getSetCookie().map((c) => c.split(";")[0])
-            .filter((c) => c.startsWith("websocks_session=")).join("; "),
-        );
+        cookies.push(sessionOf(response));
       }
       await response.body?.cancel();
     }
@@ -568,9 +580,7 @@ Deno.test("[review] a password change with the old password racing a reset does 
   await using server = await startTestServer({ SMTP_URL: smtp.url });
   const victim = await signUp(server);
   await smtp.next(victim.email);
-  const asked = await fetch(`${server.url}/api/auth/forgot`, json({ email: victim.email }));
-  await asked.body?.cancel();
-  const link = (await smtp.next(victim.email)).link;
+  const link = await resetLink(server, smtp, victim.email);
   const change = fetch(
     `${server.url}/api/account/password`,
     json(
@@ -586,8 +596,7 @@ Deno.test("[review] a password change with the old password racing a reset does 
   await reset.body?.cancel();
   const changed = await change;
   await changed.body?.cancel();
-  const thiefCookie = changed.headers.getSetCookie().map((c) => c.split(";")[0])
-    .filter((c) => c.startsWith("websocks_session=")).join("; ");
+  const thiefCookie = sessionOf(changed);
   const logIn = async (password: string) => {
     const response = await fetch(
       `${server.url}/api/auth/login`,
