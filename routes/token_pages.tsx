@@ -21,7 +21,6 @@ import {
 import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireSameOrigin } from "./_auth.ts";
-import { credentialCurrent } from "../lib/accounts/auth.ts";
 import { readForm } from "./_parse.ts";
 import {
   loadViewer,
@@ -107,13 +106,13 @@ export function tokenPageRoutes(): Hono<AppEnv> {
       });
     }
     const { kv } = c.get("services");
-    const userId = viewerOf(c).user.id;
-    const { name, access, endpoint } = form.data;
     const viewer = viewerOf(c);
+    const userId = viewer.user.id;
+    const { name, access, endpoint } = form.data;
     const created = await createToken(kv, {
       userId,
       name,
-      creator: (user) => credentialCurrent(viewer, user),
+      creator: viewer,
       // A slug that is no longer the user's (deleted meanwhile) is a 400 page naming it.
       access: requestedAccess(await listEndpoints(kv, userId), {
         scopes: access === "full" ? SCOPES : ["events:read"],

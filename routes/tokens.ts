@@ -12,7 +12,6 @@ import {
 import { listEndpoints } from "../lib/endpoints/endpoints.ts";
 import type { AppEnv } from "./_env.ts";
 import { requireAuth, requireScope } from "./_auth.ts";
-import { credentialCurrent } from "../lib/accounts/auth.ts";
 import { parseBody } from "./_parse.ts";
 
 const SCOPE_LIST = SCOPES.map((one) => `"${one}"`).join(", ");
@@ -52,19 +51,19 @@ export function tokenRoutes(): Hono<AppEnv> {
   app.post("/api/tokens", async (c) => {
     const body = await parseBody(c, { schema: createTokenBody, action: "create token" });
     const { kv } = c.get("services");
-    const userId = c.get("auth").user.id;
+    const auth = c.get("auth");
+    const userId = auth.user.id;
     const endpoints = await listEndpoints(kv, userId);
     const access = requestedAccess(endpoints, {
       scopes: body.scopes,
       slugs: body.endpoints,
       action: "create token",
     });
-    const auth = c.get("auth");
     const created = await createToken(kv, {
       userId,
       name: body.name,
       access,
-      creator: (user) => credentialCurrent(auth, user),
+      creator: auth,
     });
     return c.json(
       { token: { ...publicToken(created.token, endpoints), value: created.value } },

@@ -4,7 +4,7 @@
  */
 import { findSession, sessionCredential } from "./sessions.ts";
 import {
-  type CredentialGenerations,
+  credentialCurrent,
   findToken,
   findTokenByValue,
   type Scope,
@@ -109,21 +109,6 @@ export async function credentialStands(kv: Deno.Kv, auth: Auth): Promise<boolean
   };
   const [stands, user] = await Promise.all([held(), getUser(kv, userId)]);
   return stands && user !== null && credentialCurrent(auth, user);
-}
-
-/**
- * Whether a token or session belongs to the account's current generation of its kind. A
- * password reset bumps the generations in its one commit, voiding every session (and, unless
- * kept, every token) at once; deleting them after takes many commits, and one of them could
- * mint another meanwhile. A new token or session takes the generation it reads, so one made
- * while a reset commits is void too.
- */
-export function credentialCurrent(
-  credential: Pick<Auth, "via" | "credentialGeneration">,
-  user: CredentialGenerations,
-): boolean {
-  return credential.credentialGeneration ===
-    (credential.via === "token" ? user.tokenGeneration ?? 0 : user.sessionGeneration ?? 0);
 }
 
 /** Resolves a session cookie value to its user; 401 when missing or expired. */

@@ -140,11 +140,31 @@ export interface CredentialGenerations {
   sessionGeneration?: number;
 }
 
+/** A token or session as credentialCurrent reads it: its kind and the generation it was made in. */
+export interface CredentialStamp {
+  via: "session" | "token";
+  credentialGeneration: number;
+}
+
 /**
- * Creates a token for a user and returns it with its value. `creator` says whether the caller's
- * own credential still stands against the account as read here (credentialCurrent in auth.ts),
- * and the token takes that read's generation: a password reset voids both at once, whichever
- * commits first.
+ * Whether a token or session belongs to the account's current generation of its kind. A
+ * password reset bumps the generations in its one commit, voiding every session (and, unless
+ * kept, every token) at once; deleting them after takes many commits, and one of them could
+ * mint another meanwhile. A new token or session takes the generation it reads, so one made
+ * while a reset commits is void too.
+ */
+export function credentialCurrent(
+  credential: CredentialStamp,
+  account: CredentialGenerations,
+): boolean {
+  return credential.credentialGeneration ===
+    (credential.via === "token" ? account.tokenGeneration ?? 0 : account.sessionGeneration ?? 0);
+}
+
+/**
+ * Creates a token for a user and returns it with its value. The `creator`'s own credential must
+ * still be current against the account as read here (credentialCurrent), and the token takes
+ * that read's generation: a password reset voids both at once, whichever commits first.
  */
 export async function createToken(
   kv: Deno.Kv,
@@ -152,11 +172,12 @@ export async function createToken(
     userId: string;
     name: string;
     access?: TokenAccess;
-    creator?: (account: CredentialGenerations) => boolean;
+    /** The caller's credential; absent: none to check (the account's first token). */
+    creator?: CredentialStamp;
   },
 ): Promise<{ token: Token; value: string }> {
   const user = (await kv.get<CredentialGenerations>(userKey(options.userId))).value;
-  if (!user || (options.creator && !options.creator(user))) {
+  if (!user || (options.creator && !credentialCurrent(options.creator, user))) {
     throw new HttpError(401, "Cannot create token: your token or session was revoked");
   }
   const created = await newToken(options.userId, options.name, options.access);
