@@ -47,8 +47,9 @@ export async function deliver(
   const started = performance.now();
   let error: string | null = null;
   let status: number | null = null;
+  let url: string;
   try {
-    targetUrl(options.target, envelope.path, envelope.query);
+    url = targetUrl(options.target, envelope.path, envelope.query);
   } catch (refused) {
     // Not the target's failure: no request is sent, and trying again cannot change it.
     error = refused instanceof Error ? refused.message : String(refused);
@@ -64,14 +65,15 @@ export async function deliver(
     try {
       // The attempt itself is not aborted by `signal`: once sent, its answer decides whether
       // the event is done, so a stop waits for it (bounded by the request timeout).
-      const response = await fetch(targetRequest(options.target, envelope), {
+      const response = await fetch(targetRequest(url, envelope), {
         signal: AbortSignal.timeout(options.requestTimeoutMs),
       });
       status = response.status;
       if (status < 500) {
         // Kept for respond mode, where the sender gets exactly what the target said.
-        const answer = envelope.respond ? await readAnswer(response) : null;
-        if (!envelope.respond) await response.body?.cancel();
+        let answer: DeliveryResult["answer"] = null;
+        if (envelope.respond) answer = await readAnswer(response);
+        else await response.body?.cancel();
         return { status, error: null, attempts: attempt, latencyMs: elapsed(started), answer };
       }
       await response.body?.cancel();

@@ -87,11 +87,11 @@ function climbs(segment: string): boolean {
   return false;
 }
 
-/** The request to send to the target for one envelope. */
-export function targetRequest(target: string, envelope: WebhookEnvelope): Request {
+/** The request to send to `url` (targetUrl's, for this envelope) for one envelope. */
+export function targetRequest(url: string, envelope: WebhookEnvelope): Request {
   const method = envelope.method.toUpperCase();
   const body = method === "GET" || method === "HEAD" ? null : envelopeBytes(envelope);
-  return new Request(targetUrl(target, envelope.path, envelope.query), {
+  return new Request(url, {
     method,
     headers: forwardHeaders(envelope.headers),
     body: body as BodyInit | null,
