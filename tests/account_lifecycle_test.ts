@@ -9,6 +9,7 @@ import {
   openWs,
   postWebhook,
   randomBytes,
+  sessionCookieOf,
   signUp,
   startTestServer,
   type TestServer,
@@ -65,11 +66,6 @@ async function logIn(server: TestServer, email: string, password: string): Promi
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ email, password }),
   });
-}
-
-function sessionCookie(response: Response): string {
-  return response.headers.getSetCookie().map((c) => c.split(";")[0])
-    .filter((c) => c.startsWith("websocks_session=")).join("; ");
 }
 
 async function me(server: TestServer, headers: Record<string, string>): Promise<number> {
@@ -145,7 +141,7 @@ async function countKeys(kv: Deno.Kv, prefix: Deno.KvKey): Promise<number> {
 Deno.test("[password] a change needs the current password and ends the other sessions and their streams", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
-  const other = sessionCookie(await logIn(server, user.email, PASSWORD));
+  const other = sessionCookieOf(await logIn(server, user.email, PASSWORD));
   assert.ok(other && other !== user.cookie);
   const stream = await openSse(`${server.url}/api/events/stream`, { Cookie: other });
   assert.equal(stream.response.status, 200);
@@ -185,7 +181,7 @@ Deno.test("[password] a change needs the current password and ends the other ses
   }, /SSE stream ended/);
   assert.equal(await me(server, { Cookie: other }), 401, "the other session ended");
   // The caller stays logged in, on a new session: the change voided every old one.
-  const renewed = sessionCookie(changed);
+  const renewed = sessionCookieOf(changed);
   assert.equal(await me(server, { Cookie: renewed }), 200, "the caller stays logged in");
   assert.equal(await me(server, { Cookie: user.cookie }), 401, "on a new session");
   assert.equal((await logIn(server, user.email, PASSWORD)).status, 401);
@@ -234,7 +230,7 @@ Deno.test("[password] guessing the current password with a stolen session is lim
 Deno.test("[password] the settings page changes it with a plain form", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
-  const other = sessionCookie(await logIn(server, user.email, PASSWORD));
+  const other = sessionCookieOf(await logIn(server, user.email, PASSWORD));
   const page = await fetch(`${server.url}/dashboard/account`, { headers: { Cookie: user.cookie } });
   assert.equal(page.status, 200);
   assert.equal(page.headers.get("content-type"), "text/html; charset=utf-8");
@@ -264,7 +260,7 @@ Deno.test("[password] the settings page changes it with a plain form", async () 
   assert.equal(done.headers.get("location"), "/dashboard/account");
   await done.body?.cancel();
   // Still logged in, on a new session (the change voided every old one).
-  const renewed = sessionCookie(done);
+  const renewed = sessionCookieOf(done);
   const after = await fetch(`${server.url}/dashboard/account`, { headers: { Cookie: renewed } });
   assert.equal(after.status, 200);
   assert.match(await after.text(), /Password changed\. 1 other session was logged out\./);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  holdGroupJoins,
   openSse,
   openWs,
   postWebhook,
@@ -250,43 +251,29 @@ Deno.test("[tokens] a stream whose token is revoked while it opens is closed onc
   const user = await signUp(server);
   const auth = { Authorization: `Bearer ${user.token}` };
   const token = await newToken(server, user, "stolen");
-  const { groups } = server.services;
-  const prepare = groups.prepare;
-  let held = 0;
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => release = resolve);
-  groups.prepare = async (...args) => {
-    held++;
-    await gate;
-    return await prepare.apply(groups, args);
-  };
+  using hold = holdGroupJoins(server);
+  const sse = openSse(`${server.url}/api/events/stream?token=${token.value}&group=g`);
+  const ws = openWs(`${server.wsUrl}/?token=${token.value}&group=g`);
+  await waitFor(() => hold.held() === 2, { what: "both streams past their token check" });
+  const revoke = await fetch(`${server.url}/api/tokens/${token.id}`, {
+    method: "DELETE",
+    headers: auth,
+  });
+  assert.equal(revoke.status, 200);
+  await revoke.body?.cancel();
+  hold.release();
+  const socket = await ws;
+  const stream = await sse;
   try {
-    const sse = openSse(`${server.url}/api/events/stream?token=${token.value}&group=g`);
-    const ws = openWs(`${server.wsUrl}/?token=${token.value}&group=g`);
-    await waitFor(() => held === 2, { what: "both streams past their token check" });
-    const revoke = await fetch(`${server.url}/api/tokens/${token.id}`, {
-      method: "DELETE",
-      headers: auth,
-    });
-    assert.equal(revoke.status, 200);
-    await revoke.body?.cancel();
-    release();
-    const socket = await ws;
-    const stream = await sse;
-    try {
-      const closed = await within(socket.closed, { ms: 5000, what: "the WebSocket closed" });
-      assert.equal(closed.code, 4001);
-      assert.equal(stream.response.status, 200);
-      await assert.rejects(async () => {
-        for (;;) assert.notEqual((await stream.next(5000)).event, "message");
-      }, /ended/);
-    } finally {
-      socket.socket.close();
-      stream.close();
-    }
+    const closed = await within(socket.closed, { ms: 5000, what: "the WebSocket closed" });
+    assert.equal(closed.code, 4001);
+    assert.equal(stream.response.status, 200);
+    await assert.rejects(async () => {
+      for (;;) assert.notEqual((await stream.next(5000)).event, "message");
+    }, /ended/);
   } finally {
-    groups.prepare = prepare;
-    release();
+    socket.socket.close();
+    stream.close();
   }
 });
 

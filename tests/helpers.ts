@@ -289,6 +289,37 @@ export async function githubSignature(secret: string, body: Uint8Array): Promise
   return "sha256=" + Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The session cookie an answer sets, as a Cookie header ("" when it sets none). */
+export function sessionCookieOf(response: Response): string {
+  return response.headers.getSetCookie().map((c) => c.split(";")[0])
+    .filter((c) => c.startsWith("websocks_session=")).join("; ");
+}
+
+/**
+ * Holds every stream that joins a consumer group at its preparation (past its credential check,
+ * not yet registered) until `release()`; disposing releases them and restores `prepare`.
+ */
+export function holdGroupJoins(server: TestServer) {
+  const { groups } = server.services;
+  const prepare = groups.prepare;
+  let held = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  groups.prepare = async (...args) => {
+    held++;
+    await gate;
+    return await prepare.apply(groups, args);
+  };
+  return {
+    held: () => held,
+    release: () => release(),
+    [Symbol.dispose]() {
+      groups.prepare = prepare;
+      release();
+    },
+  };
+}
+
 /**
  * Polls `condition` until it holds, failing after `timeoutMs` with `what` named: tests wait for
  * what they need, never for a fixed time.

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   openSse,
   postWebhook,
+  sessionCookieOf,
   signUp,
   startTestServer,
   type TestServer,
@@ -201,8 +202,7 @@ Deno.test("[reset] the link works once, ends every other session and closes its 
   assert.equal(reset.status, 200);
   assert.match(reset.headers.get("content-type")!, /^application\/json/);
   assert.equal((await reset.json()).user.email, user.email);
-  const newCookie = reset.headers.getSetCookie().map((c) => c.split(";")[0])
-    .find((c) => c.startsWith("websocks_session="))!;
+  const newCookie = sessionCookieOf(reset);
   assert.ok(newCookie);
 
   // The old session is over and its stream closed.

@@ -3,7 +3,14 @@
  * reset and change-of-address links and the hourly mail limits, against a real SMTP server.
  */
 import assert from "node:assert/strict";
-import { markEmailVerified, signUp, startTestServer, type TestServer, waitFor } from "./helpers.ts";
+import {
+  markEmailVerified,
+  sessionCookieOf,
+  signUp,
+  startTestServer,
+  type TestServer,
+  waitFor,
+} from "./helpers.ts";
 import { mailOutboxPrefix } from "../lib/store/kv_keys.ts";
 import { startSmtp } from "./smtp.ts";
 import { notifyQuota, requestPasswordReset } from "../lib/mail/account_mail.ts";
@@ -524,12 +531,6 @@ async function resetLink(
   return (await smtp.next(email)).link;
 }
 
-/** The session cookie an answer sets, as a Cookie header ("" when it sets none). */
-function sessionOf(response: Response): string {
-  return response.headers.getSetCookie().map((c) => c.split(";")[0])
-    .filter((c) => c.startsWith("websocks_session=")).join("; ");
-}
-
 Deno.test("[review] log-ins with the old password racing a reset keep no session", async () => {
   // A log-in checks the password against the account as it read it (100 ms of hashing), then
   // started a session of whatever generation was current by then: one that finished after the
@@ -548,7 +549,7 @@ Deno.test("[review] log-ins with the old password racing a reset keep no session
         json({ email: victim.email, password: "correct horse battery" }),
       );
       if (response.status === 200) {
-        cookies.push(sessionOf(response));
+        cookies.push(sessionCookieOf(response));
       }
       await response.body?.cancel();
     }
@@ -596,7 +597,7 @@ Deno.test("[review] a password change with the old password racing a reset does 
   await reset.body?.cancel();
   const changed = await change;
   await changed.body?.cancel();
-  const thiefCookie = sessionOf(changed);
+  const thiefCookie = sessionCookieOf(changed);
   const logIn = async (password: string) => {
     const response = await fetch(
       `${server.url}/api/auth/login`,

@@ -7,7 +7,14 @@ import {
   findSession,
 } from "../lib/accounts/sessions.ts";
 import { sessionsOfUserPrefix } from "../lib/store/kv_keys.ts";
-import { openSse, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
+import {
+  holdGroupJoins,
+  openSse,
+  postWebhook,
+  signUp,
+  startTestServer,
+  waitFor,
+} from "./helpers.ts";
 
 async function indexOf(kv: Deno.Kv, userId: string): Promise<number> {
   let n = 0;
@@ -70,46 +77,32 @@ Deno.test("[sessions] a cookie stream opening while its session logs out is clos
   try {
     await using server = await startTestServer();
     const user = await signUp(server);
-    const { groups } = server.services;
-    const prepare = groups.prepare;
-    let held = 0;
-    let releasePrepare!: () => void;
-    const gate = new Promise<void>((resolve) => releasePrepare = resolve);
-    groups.prepare = async (...args) => {
-      held++;
-      await gate;
-      return await prepare.apply(groups, args);
-    };
-    try {
-      const sse = openSse(`${server.url}/api/events/stream?group=g`, {
-        Cookie: user.cookie,
-        Origin: server.url,
-      });
-      await waitFor(() => held === 1, { what: "the stream past its session check" });
-      gating = true;
-      const logout = fetch(`${server.url}/api/auth/logout`, {
-        method: "POST",
-        headers: { Cookie: user.cookie, Origin: server.url },
-      });
-      // The old order announced first and was held at the delete; the new one deletes first.
-      await waitFor(() => deleteHeld, { what: "log-out at its delete" });
-      releasePrepare();
-      const stream = await sse;
-      assert.equal(stream.response.status, 200);
-      releaseDelete();
-      const out = await logout;
-      assert.equal(out.status, 200);
-      await out.body?.cancel();
-      const sent = await postWebhook(user.webhookUrl, JSON.stringify({ secret: "after log-out" }));
-      await sent.body?.cancel();
-      await assert.rejects(async () => {
-        for (;;) assert.notEqual((await stream.next(5000)).event, "message");
-      }, /ended/);
-      stream.close();
-    } finally {
-      groups.prepare = prepare;
-      releasePrepare();
-    }
+    using hold = holdGroupJoins(server);
+    const sse = openSse(`${server.url}/api/events/stream?group=g`, {
+      Cookie: user.cookie,
+      Origin: server.url,
+    });
+    await waitFor(() => hold.held() === 1, { what: "the stream past its session check" });
+    gating = true;
+    const logout = fetch(`${server.url}/api/auth/logout`, {
+      method: "POST",
+      headers: { Cookie: user.cookie, Origin: server.url },
+    });
+    // The old order announced first and was held at the delete; the new one deletes first.
+    await waitFor(() => deleteHeld, { what: "log-out at its delete" });
+    hold.release();
+    const stream = await sse;
+    assert.equal(stream.response.status, 200);
+    releaseDelete();
+    const out = await logout;
+    assert.equal(out.status, 200);
+    await out.body?.cancel();
+    const sent = await postWebhook(user.webhookUrl, JSON.stringify({ secret: "after log-out" }));
+    await sent.body?.cancel();
+    await assert.rejects(async () => {
+      for (;;) assert.notEqual((await stream.next(5000)).event, "message");
+    }, /ended/);
+    stream.close();
   } finally {
     proto.delete = del;
     proto.commit = commit;
