@@ -62,6 +62,7 @@ export function stripeRoutes(): Hono<AppEnv> {
       secret: config.stripe.webhookSecret,
     });
     const outcome = await applyStripeEvent(kv, {
+      stripe,
       event,
       freeAllowance: config.freeMonthlyLimit,
       graceMs: config.paymentGraceMs,

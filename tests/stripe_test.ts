@@ -37,12 +37,15 @@ function startStripeStandIn() {
     cancelAnswerLost: boolean;
     /** Subscriptions cancelled, as a later GET reports them. */
     cancelled: Set<string>;
+    /** Subscriptions whose cancel fails (500) and is not applied. */
+    refuseCancel: Set<string>;
   } = {
     failMeter: 0,
     cancelGate: null,
     cancelStarted: false,
     cancelAnswerLost: false,
     cancelled: new Set(),
+    refuseCancel: new Set(),
   };
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
@@ -76,6 +79,9 @@ function startStripeStandIn() {
     if (url.pathname.startsWith("/v1/subscriptions/") && req.method === "DELETE") {
       state.cancelStarted = true;
       await state.cancelGate;
+      if (state.refuseCancel.has(url.pathname.split("/").at(-1)!)) {
+        return json({ error: { type: "api_error", message: "try later" } }, 500);
+      }
       state.cancelled.add(url.pathname.split("/").at(-1)!);
       if (state.cancelAnswerLost) {
         return json({ error: { type: "api_error", message: "connection reset" } }, 500);
@@ -329,21 +335,31 @@ Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to
   assert.equal(total, 6);
 });
 
-/** Makes `user` Pro through a signed checkout event, as Stripe would. */
-async function subscribe(server: TestServer, user: { id: string }, n: string): Promise<void> {
-  await markEmailVerified(server, user.id);
-  const done = await sendEvent(server, {
+/** A signed `checkout.session.completed` of subscription `sub_<n>` for customer `cus_<n>`. */
+async function checkoutCompleted(
+  server: TestServer,
+  user: { id: string },
+  n: string,
+  customer = `cus_${n}`,
+): Promise<Response> {
+  return await sendEvent(server, {
     id: `evt_checkout_${n}`,
     type: "checkout.session.completed",
     data: {
       object: {
         object: "checkout.session",
         client_reference_id: user.id,
-        customer: `cus_${n}`,
+        customer,
         subscription: `sub_${n}`,
       },
     },
   });
+}
+
+/** Makes `user` Pro through a signed checkout event, as Stripe would. */
+async function subscribe(server: TestServer, user: { id: string }, n: string): Promise<void> {
+  await markEmailVerified(server, user.id);
+  const done = await checkoutCompleted(server, user, n);
   assert.equal(done.status, 200);
   await done.body?.cancel();
 }
@@ -542,6 +558,43 @@ Deno.test("[stripe] events of a subscription that is no longer the user's change
   const now = await billing(server, user.token);
   assert.equal(now.plan, "pro");
   assert.equal(now.monthlyLimit, null);
+});
+
+Deno.test("[stripe] a second Checkout completed while Pro is cancelled, not billed twice", async () => {
+  // Two Checkout sessions opened while Free (two tabs, or a minute apart) can both complete.
+  // Each subscription bills the customer's metered usage: the second one would bill every
+  // webhook again, and the app tracked only the last, leaving the first one active at Stripe.
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "first");
+  const deletes = (id: string) =>
+    standIn.requests.filter((r) => r.method === "DELETE" && r.path === `/v1/subscriptions/${id}`);
+
+  // Stripe fails the cancel: the event is refused, so that Stripe delivers it again.
+  standIn.state.refuseCancel.add("sub_second");
+  const refused = await checkoutCompleted(server, user, "second", "cus_first");
+  assert.equal(refused.status, 502);
+  assert.match(refused.headers.get("content-type") ?? "", /application\/json/);
+  assert.match((await refused.json()).error, /Cannot apply Stripe event: cancelling .*sub_second/);
+  standIn.state.refuseCancel.clear();
+
+  const redelivered = await checkoutCompleted(server, user, "second", "cus_first");
+  assert.equal(redelivered.status, 200);
+  assert.equal((await redelivered.json()).outcome, "applied");
+  assert.equal(deletes("sub_second").length > 0, true);
+  // Nothing of its own to bill: the usage it would invoice is the first subscription's.
+  assert.equal(deletes("sub_second").at(-1)!.form.get("invoice_now"), null);
+  assert.equal((await billing(server, user.token)).plan, "pro");
+
+  // The account is still on the first subscription: a downgrade ends that one.
+  const down = await fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(down.status, 200);
+  await down.body?.cancel();
+  assert.equal(deletes("sub_first").length, 1);
 });
 
 Deno.test("[stripe] the usage page's buttons upgrade through Checkout, manage payment, downgrade", async () => {

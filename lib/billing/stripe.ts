@@ -167,19 +167,38 @@ async function cancelSubscription(
     }
   }
   try {
-    await client.subscriptions.cancel(options.subscriptionId, { invoice_now: true });
+    await endSubscription(client, options.subscriptionId, { invoice_now: true });
+  } catch (error) {
+    throw fail("cancelling the Stripe subscription", error);
+  }
+}
+
+/** Subscription statuses that bill nothing more. */
+const ENDED_STATUSES = ["canceled", "incomplete_expired"];
+
+/**
+ * Cancels a subscription at Stripe; returns once it has ended, by this call or before (one
+ * Stripe no longer knows counts as ended), and throws Stripe's error otherwise.
+ */
+async function endSubscription(
+  client: Stripe,
+  subscriptionId: string,
+  params: Stripe.SubscriptionCancelParams,
+): Promise<void> {
+  try {
+    await client.subscriptions.cancel(subscriptionId, params);
   } catch (error) {
     const Stripe = await loadStripe();
     if (error instanceof Stripe.errors.StripeInvalidRequestError && error.statusCode === 404) {
       return;
     }
-    // The cancel may have been applied though its answer was lost: Stripe's word on the
-    // subscription decides, or the user would be Pro again on a subscription that bills nothing.
-    const ended = await client.subscriptions.retrieve(options.subscriptionId).then(
-      (subscription) => ["canceled", "incomplete_expired"].includes(subscription.status),
+    // The cancel may have been applied though its answer was lost (or by an earlier delivery):
+    // Stripe's word on the subscription decides.
+    const ended = await client.subscriptions.retrieve(subscriptionId).then(
+      (subscription) => ENDED_STATUSES.includes(subscription.status),
       () => false,
     );
-    if (!ended) throw fail("cancelling the Stripe subscription", error);
+    if (!ended) throw error;
   }
 }
 
@@ -337,12 +356,24 @@ function idOf(value: string | { id: string } | null | undefined): string | null 
   return typeof value === "string" ? value : value?.id ?? null;
 }
 
+/** How a Stripe event changes the user it is about. */
+interface PlanChange {
+  userId: string;
+  change: (user: User) => User;
+  customerId: string | null;
+  /**
+   * A subscription this event starts that must end instead: a second Checkout completed while
+   * the user is Pro on another subscription would bill the customer's metered usage twice.
+   */
+  duplicate?: (user: User) => string | null;
+}
+
 /** The user a Stripe event is about, and how the event changes them (null: not ours). */
 async function planChange(
   kv: Deno.Kv,
   event: Stripe.Event,
   options: { freeAllowance: number; graceMs: number; now: Date },
-): Promise<{ userId: string; change: (user: User) => User; customerId: string | null } | null> {
+): Promise<PlanChange | null> {
   const pro = (user: User) => withPlan(user, { plan: "pro", freeAllowance: options.freeAllowance });
   const free = (user: User) =>
     withPlan(user, { plan: "free", freeAllowance: options.freeAllowance });
@@ -365,6 +396,11 @@ async function planChange(
           stripeSubscriptionId: subscriptionId,
           graceEndsAt: null,
         }),
+        duplicate: (user) =>
+          subscriptionId && user.plan === "pro" && user.stripeSubscriptionId &&
+            user.stripeSubscriptionId !== subscriptionId
+            ? subscriptionId
+            : null,
       };
     }
     case "customer.subscription.updated":
@@ -412,11 +448,14 @@ async function planChange(
 
 /**
  * Applies a verified Stripe event exactly once: the event id is recorded in the same commit as
- * the change, so a redelivery finds it and changes nothing.
+ * the change, so a redelivery finds it and changes nothing. A subscription that duplicates the
+ * user's current one is cancelled at Stripe first; when that fails, 502 and nothing is recorded,
+ * so that Stripe delivers the event again.
  */
 export async function applyStripeEvent(
   kv: Deno.Kv,
   options: {
+    stripe: Stripe | null;
     event: Stripe.Event;
     freeAllowance: number;
     graceMs: number;
@@ -429,6 +468,8 @@ export async function applyStripeEvent(
   const marker = stripeEventKey(options.event.id);
   if ((await kv.get(marker)).versionstamp) return "duplicate";
   const plan = await planChange(kv, options.event, { ...options, now });
+  /** The duplicate subscription this call ended: it never becomes the user's. */
+  let ended: string | null = null;
   for (;;) {
     const seen = await kv.get(marker);
     if (seen.versionstamp) return "duplicate";
@@ -439,7 +480,26 @@ export async function applyStripeEvent(
     let changed: User | null = null;
     if (plan) {
       const entry = await kv.get<User>(userKey(plan.userId));
-      if (entry.value) {
+      const duplicate: string | null = entry.value && !ended
+        ? plan.duplicate?.(entry.value) ?? null
+        : null;
+      if (duplicate) {
+        const client = requireStripe(options.stripe, "apply Stripe event");
+        await endSubscription(client, duplicate, {}).catch((error) => {
+          throw new HttpError(
+            502,
+            `Cannot apply Stripe event: cancelling the duplicate subscription ${duplicate} ` +
+              `failed (${error instanceof Error ? error.message : error}); Stripe will send ` +
+              "the event again",
+          );
+        });
+        log.warn("a second Pro subscription was cancelled at Stripe", undefined, {
+          userId: plan.userId,
+          subscriptionId: duplicate,
+        });
+        ended = duplicate;
+      }
+      if (entry.value && !ended) {
         changed = plan.change(entry.value);
         op.check(entry).set(entry.key, changed);
         if (plan.customerId) op.set(userByStripeCustomerKey(plan.customerId), plan.userId);
