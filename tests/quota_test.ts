@@ -81,6 +81,42 @@ Deno.test("[quota] a changed limit takes effect on the very next request", async
   await accepted.body?.cancel();
 });
 
+Deno.test("[quota] an account refused at its limit is let in as soon as the limit is raised", async () => {
+  // The isolate remembers each account's limit and count from its last commit. A refusal
+  // commits nothing, so a limit remembered at the brim stood after an upgrade or a raised cap:
+  // every webhook got 402 until the process restarted.
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "3" });
+  const user = await signUp(server);
+  for (let i = 0; i < 3; i++) {
+    const accepted = await postWebhook(user.webhookUrl, "{}");
+    assert.equal(accepted.status, 200);
+    await accepted.body?.cancel();
+  }
+  const refused = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(refused.status, 402);
+  assert.equal((await refused.json()).limit, 3);
+  const { kv } = server.services;
+  const entry = await kv.get<{ monthlyLimit: number }>(["users", user.id]);
+  await kv.set(entry.key, { ...entry.value!, monthlyLimit: 5 });
+  // A body too large to stay inline is checked before it is written, on its own path.
+  const large = await postWebhook(user.webhookUrl, JSON.stringify({ pad: "x".repeat(60_000) }));
+  assert.equal(large.status, 200);
+  assert.equal(large.headers.get("x-quota-remaining"), "1");
+  await large.body?.cancel();
+  const small = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(small.status, 200);
+  assert.equal(small.headers.get("x-quota-remaining"), "0");
+  await small.body?.cancel();
+  // At the brim again, and raised again: the small body's path alone.
+  const again = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(again.status, 402);
+  await again.body?.cancel();
+  await kv.set(entry.key, { ...entry.value!, monthlyLimit: 6 });
+  const last = await postWebhook(user.webhookUrl, "{}");
+  assert.equal(last.status, 200);
+  await last.body?.cancel();
+});
+
 Deno.test("[quota] users whose webhooks commit together each get exactly their own cap and events", async () => {
   await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1000" });
   const caps = [5, 12, 1000];

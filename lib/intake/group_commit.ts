@@ -359,7 +359,9 @@ export function createIngest(
    * apart so one contended user cannot hold up the rest.
    */
   async function commitGroups(groups: Group[]): Promise<void> {
-    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
+    /** Users whose remembered gate was dropped before refusing them: read afresh, once. */
+    const refreshed = new Set<string>();
+    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS;) {
       if (attempt >= SPLIT_AFTER_ATTEMPTS && groups.length > 1) {
         await Promise.all(groups.map((group) => commitOrFail([group])));
         return;
@@ -370,6 +372,7 @@ export function createIngest(
       const op = kv.atomic();
       const plans: Plan[] = [];
       const refusals: { group: Group; refused: Pending[]; result: Refusal }[] = [];
+      let stale = false;
       for (const group of groups) {
         const gate = states.get(group.userId)!;
         const user = gate.user.value;
@@ -395,6 +398,16 @@ export function createIngest(
         }
         const counted = admitted.filter((pending) => !pending.webhook.handshake).length;
         const quota = (n: number): QuotaState => quotaState(user.monthlyLimit, used + n, now);
+        if (refused.length > 0 && gate === gates.get(group.userId)) {
+          // Never refuse on a remembered gate: an upgrade or a raised cap written since (by a
+          // route, another isolate) conflicts with no commit of a user who is refused, so
+          // the remembered limit would stand until a restart.
+          if (!refreshed.has(group.userId)) {
+            refreshed.add(group.userId);
+            gates.delete(group.userId);
+            stale = true;
+          }
+        }
         if (refused.length > 0) {
           refusals.push({
             group,
@@ -420,6 +433,7 @@ export function createIngest(
           .sum(usageDayKey(group.userId, dayOf(now)), count);
         plans.push({ group, gate, user, used, admitted, counted, records, quota });
       }
+      if (stale) continue;
       if (plans.length > 0) {
         let result: Deno.KvCommitResult | Deno.KvCommitError;
         try {
@@ -440,6 +454,7 @@ export function createIngest(
           // Someone else wrote for one of these users: read them all again.
           for (const plan of plans) gates.delete(plan.group.userId);
           if (groups.length > 1 && await commitSteadyApart(groups, plans, month)) return;
+          attempt++;
           continue;
         }
         for (const plan of plans) settleAdmitted(plan, { now, versionstamp: result.versionstamp });
@@ -620,7 +635,8 @@ export function createIngest(
 
   /**
    * Refuses, before a byte of its body is written, a webhook whose account is gone or has no
-   * quota left (one KV read unless this isolate committed for the user last); null lets it in.
+   * quota left (one KV read unless this isolate committed for the user last and left room);
+   * null lets it in.
    * The commit still decides the quota exactly: this only spares the store bodies it would
    * write and delete again for an account that is over its limit.
    */
@@ -628,12 +644,16 @@ export function createIngest(
     const now = clock();
     const month = monthOf(now);
     const known = gates.get(endpoint.userId);
-    let user: User | null;
-    let used: number;
+    let user: User | null = null;
+    let used = 0;
     if (known && known.month === month) {
       user = known.user.value;
       used = Number(known.used.value?.value ?? 0n);
-    } else {
+    }
+    // A remembered gate may let a webhook in (the commit decides), never keep it out: the
+    // account's limit may have been raised since (see commitGroups).
+    if (!user || remainingQuota(user.monthlyLimit, used) <= 0) {
+      if (known) gates.delete(endpoint.userId);
       const [userEntry, usedEntry] = await kv.getMany<[User, Deno.KvU64]>([
         userKey(endpoint.userId),
         usageMonthKey(endpoint.userId, month),
