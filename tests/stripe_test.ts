@@ -39,6 +39,9 @@ function startStripeStandIn() {
     cancelled: Set<string>;
     /** Subscriptions whose cancel fails (500) and is not applied. */
     refuseCancel: Set<string>;
+    /** The next meter call waits for this; `meterHeld` resolves once it is waiting. */
+    meterGate: Promise<void> | null;
+    meterHeld: () => void;
   } = {
     failMeter: 0,
     cancelGate: null,
@@ -46,6 +49,8 @@ function startStripeStandIn() {
     cancelAnswerLost: false,
     cancelled: new Set(),
     refuseCancel: new Set(),
+    meterGate: null,
+    meterHeld: () => {},
   };
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
@@ -70,6 +75,12 @@ function startStripeStandIn() {
       return json({ id: "bps_1", object: "billing_portal.session", url: "https://portal.test/1" });
     }
     if (url.pathname === "/v1/billing/meter_events") {
+      const gate = state.meterGate;
+      if (gate) {
+        state.meterGate = null;
+        state.meterHeld();
+        await gate;
+      }
       if (state.failMeter > 0) {
         state.failMeter--;
         return json({ error: { type: "api_error", message: "try later" } }, 500);
@@ -333,6 +344,41 @@ Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to
   assert.ok(meterCalls().every((c) => c.form.get("payload[stripe_customer_id]") === "cus_m"));
   const total = delivered.reduce((sum, c) => sum + Number(c.form.get("payload[value]")), 0);
   assert.equal(total, 6);
+});
+
+Deno.test("[stripe] a slow report confirmed after a faster one does not send usage twice", async () => {
+  // Two reporters (the 5-minute report of two instances, or one and a downgrade) may hold the
+  // same pending batch. The slower one wrote its end back over the faster one's progress, so
+  // the next batch started from there again under a new identifier: billed twice.
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "race");
+  const post = async (n: number) => {
+    for (let i = 0; i < n; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
+  };
+  const { kv, stripe } = server.services;
+  const report = () => reportUsage(kv, { stripe: stripe!, meterEventName: "websocks_webhooks" });
+  await post(10);
+  let release = () => {};
+  standIn.state.meterGate = new Promise((resolve) => release = resolve);
+  const held = new Promise<void>((resolve) => standIn.state.meterHeld = resolve);
+  const slow = report();
+  await held;
+  assert.deepEqual(await report(), { sent: 1, failed: 0 }); // resends the held batch
+  await post(10);
+  assert.deepEqual(await report(), { sent: 1, failed: 0 });
+  release();
+  assert.deepEqual(await slow, { sent: 1, failed: 0 });
+  await post(5);
+  assert.deepEqual(await report(), { sent: 1, failed: 0 });
+  assert.deepEqual(await report(), { sent: 0, failed: 0 });
+  // Stripe counts each identifier once.
+  const billed = new Map<string, number>();
+  for (const call of standIn.requests.filter((r) => r.path === "/v1/billing/meter_events")) {
+    billed.set(call.form.get("identifier")!, Number(call.form.get("payload[value]")));
+  }
+  assert.equal([...billed.values()].reduce((sum, n) => sum + n, 0), 25);
 });
 
 /** A signed `checkout.session.completed` of subscription `sub_<n>` for customer `cus_<n>`. */

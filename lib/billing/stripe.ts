@@ -631,9 +631,31 @@ async function reportMonth(
     log.error("reporting usage to Stripe failed; will resend", error, { userId: user.id });
     return "failed";
   }
-  await kv.atomic()
-    .set(stripeReportedKey(user.id, month), new Deno.KvU64(BigInt(pending.to)))
-    .delete(stripePendingKey(user.id, month))
-    .commit();
+  await confirmReport(kv, { userId: user.id, month, sent: pending });
   return "sent";
+}
+
+/**
+ * Records a batch Stripe confirmed. Another reporter (a downgrade, the report of another
+ * instance) may have resent the same batch and gone on meanwhile: the reported count only ever
+ * rises, and the pending batch is cleared only if it is still this one. Written over, either
+ * would have sent the next batch's range again, under a new identifier: billed twice.
+ */
+async function confirmReport(
+  kv: Deno.Kv,
+  options: { userId: string; month: string; sent: PendingReport },
+): Promise<void> {
+  const { userId, month, sent } = options;
+  for (;;) {
+    const [reported, pending] = await kv.getMany<[Deno.KvU64, PendingReport]>([
+      stripeReportedKey(userId, month),
+      stripePendingKey(userId, month),
+    ]);
+    const op = kv.atomic().check(reported, pending);
+    if (Number(reported.value?.value ?? 0n) < sent.to) {
+      op.set(reported.key, new Deno.KvU64(BigInt(sent.to)));
+    }
+    if (pending.value?.identifier === sent.identifier) op.delete(pending.key);
+    if ((await op.commit()).ok) return;
+  }
 }
