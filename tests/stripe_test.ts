@@ -300,6 +300,63 @@ Deno.test("[stripe] a failed payment falls back to Free limits when the grace pe
   assert.deepEqual(await downgraded.json(), { plan: "free", monthlyLimit: 1000 });
 });
 
+Deno.test("[stripe] after the grace period the unpaid subscription is paid or ended, never doubled", async () => {
+  // Free limits after a failed payment kept the subscription, and the usage page offered
+  // Checkout again: the new subscription replaced the old one in the account, which stayed
+  // open at Stripe, billing the same meter and leaving its debt behind.
+  await using standIn = startStripeStandIn();
+  await using server = await startWithStripe(standIn.url);
+  const user = await signUp(server);
+  await subscribe(server, user, "unpaid");
+  const failed = await sendEvent(server, {
+    id: "evt_unpaid_failed",
+    type: "invoice.payment_failed",
+    data: { object: { object: "invoice", customer: "cus_unpaid" } },
+  });
+  assert.equal(failed.status, 200);
+  await failed.body?.cancel();
+  const { kv } = server.services;
+  const eightDays = new Date(Date.now() + 8 * 86400_000);
+  assert.equal(await endExpiredGrace(kv, { freeAllowance: 1000, now: eightDays }), 1);
+
+  const checkout = await fetch(`${server.url}/api/billing/checkout`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(checkout.status, 409);
+  assert.match(checkout.headers.get("content-type") ?? "", /application\/json/);
+  assert.match((await checkout.json()).error, /still open at Stripe.*Manage payment/);
+  const page = await fetch(`${server.url}/dashboard/usage`, { headers: { Cookie: user.cookie } });
+  assert.equal(page.status, 200);
+  const html = await page.text();
+  assert.doesNotMatch(html, /Upgrade to Pro/);
+  assert.match(html, /Manage payment/);
+  assert.match(html, /End the Pro subscription/);
+
+  // A Checkout opened before the grace ended completes: that one is cancelled instead.
+  const late = await checkoutCompleted(server, user, "fresh", "cus_unpaid");
+  assert.equal(late.status, 200);
+  await late.body?.cancel();
+  const cancelled = standIn.requests.filter((r) => r.method === "DELETE").map((r) => r.path);
+  assert.deepEqual(cancelled, ["/v1/subscriptions/sub_fresh"]);
+  // The owner pays the failed invoice: Stripe makes the old subscription active, Pro again.
+  const paid = await sendEvent(server, {
+    id: "evt_unpaid_active",
+    type: "customer.subscription.updated",
+    data: {
+      object: {
+        id: "sub_unpaid",
+        object: "subscription",
+        customer: "cus_unpaid",
+        status: "active",
+      },
+    },
+  });
+  assert.equal(paid.status, 200);
+  await paid.body?.cancel();
+  assert.equal((await billing(server, user.token)).plan, "pro");
+});
+
 Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to our count", async () => {
   await using standIn = startStripeStandIn();
   await using server = await startWithStripe(standIn.url);

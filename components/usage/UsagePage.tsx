@@ -20,12 +20,25 @@ function PlanCard(props: { user: User; stripeEnabled: boolean; priceUsd: number 
       {user.graceEndsAt
         ? (
           <p class="notice error">
-            Your last payment failed. Pro limits stay until{" "}
-            {formatUtc(user.graceEndsAt)}; after that Free limits apply unless a payment succeeds.
+            {user.plan === "pro"
+              ? (
+                <>
+                  Your last payment failed. Pro limits stay until{" "}
+                  {formatUtc(user.graceEndsAt)}; after that Free limits apply unless a payment
+                  succeeds.
+                </>
+              )
+              : (
+                <>
+                  Your last payment failed, and Free limits apply since{" "}
+                  {formatUtc(user.graceEndsAt)}. Pay it with Manage payment to get Pro back, or end
+                  the subscription.
+                </>
+              )}
           </p>
         )
         : null}
-      {user.plan === "free"
+      {user.plan === "free" && !user.stripeSubscriptionId
         ? stripeEnabled
           ? (
             <form method="post" action="/dashboard/billing/upgrade">
@@ -52,7 +65,9 @@ function PlanCard(props: { user: User; stripeEnabled: boolean; priceUsd: number 
               )
               : null}
             <form method="post" action="/dashboard/billing/downgrade">
-              <button type="submit" class="button danger">Downgrade to Free</button>
+              <button type="submit" class="button danger">
+                {user.plan === "pro" ? "Downgrade to Free" : "End the Pro subscription"}
+              </button>
             </form>
           </div>
         )}

@@ -69,6 +69,15 @@ export async function startCheckout(
   if (user.plan === "pro") {
     throw new HttpError(409, "Cannot start checkout: you are on Pro already");
   }
+  if (user.stripeSubscriptionId) {
+    // Free limits after a failed payment, on a subscription Stripe still holds: a second one
+    // would bill the same meter, and leave the unpaid one behind.
+    throw new HttpError(
+      409,
+      "Cannot start checkout: your Pro subscription is still open at Stripe after a failed " +
+        "payment; pay it with Manage payment to get Pro back, or downgrade to end it first",
+    );
+  }
   if (!user.emailVerifiedAt) {
     throw new HttpError(
       403,
@@ -363,7 +372,7 @@ interface PlanChange {
   customerId: string | null;
   /**
    * A subscription this event starts that must end instead: a second Checkout completed while
-   * the user is Pro on another subscription would bill the customer's metered usage twice.
+   * the user has another subscription would bill the customer's metered usage twice.
    */
   duplicate?: (user: User) => string | null;
 }
@@ -396,8 +405,9 @@ async function planChange(
           stripeSubscriptionId: subscriptionId,
           graceEndsAt: null,
         }),
+        // On Free limits too: a payment failed and its grace ended, the subscription still open.
         duplicate: (user) =>
-          subscriptionId && user.plan === "pro" && user.stripeSubscriptionId &&
+          subscriptionId && user.stripeSubscriptionId &&
             user.stripeSubscriptionId !== subscriptionId
             ? subscriptionId
             : null,
