@@ -47,6 +47,15 @@ function setAll(headers: Headers, values: Readonly<Record<string, string>>): voi
   for (const name in values) headers.set(name, values[name]);
 }
 
+/** The relay's own answer to a provider's URL handshake, with the answers' security headers. */
+function handshakeAnswer(handshake: Response): Response {
+  const headers = new Headers(handshake.headers);
+  for (const [name, value] of Object.entries(ANSWER_SECURITY_HEADERS)) {
+    if (!headers.has(name)) headers.set(name, value);
+  }
+  return new Response(handshake.body, { status: handshake.status, headers });
+}
+
 /** Handles a request whose path starts with INGEST_PREFIX. */
 export async function handleIngest(
   services: Services,
@@ -67,22 +76,19 @@ export async function handleIngest(
     }
     const rest = path.slice(INGEST_PREFIX.length);
     const slash = rest.indexOf("/");
-    const { id, quota, response, handshake } = await receiveWebhook(services, {
+    const received = await receiveWebhook(services, {
       request,
       slug: slash === -1 ? rest : rest.slice(0, slash),
       path: slash === -1 ? "/" : rest.slice(slash),
     });
+    ingestLatency.observe((performance.now() - started) / 1000);
+    // A handshake over the limit has no id: answered, not stored.
+    if (received.id === null) return handshakeAnswer(received.handshake);
     // Stored: counted whatever the answer (a handshake, a client's in respond mode, the id).
     counters.webhooksAccepted++;
-    ingestLatency.observe((performance.now() - started) / 1000);
+    const { id, quota, response, handshake } = received;
     // A provider's URL handshake: the relay's own answer, whoever is connected.
-    if (handshake) {
-      const headers = new Headers(handshake.headers);
-      for (const [name, value] of Object.entries(ANSWER_SECURITY_HEADERS)) {
-        if (!headers.has(name)) headers.set(name, value);
-      }
-      return new Response(handshake.body, { status: handshake.status, headers });
-    }
+    if (handshake) return handshakeAnswer(handshake);
     // Respond mode: the client's status and body, with only the headers it may set.
     if (response) {
       const empty = [204, 205, 304].includes(response.status);

@@ -121,7 +121,7 @@ Deno.test("[providers] a GitHub signature made by Octokit verifies; a forged one
   }
 });
 
-Deno.test("[providers] Meta's GET handshake is answered with no client connected, stored, not counted", async () => {
+Deno.test("[providers] Meta's GET handshake is answered with no client connected, stored, counted", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);
   await setProvider(user, server, {
@@ -158,9 +158,42 @@ Deno.test("[providers] Meta's GET handshake is answered with no client connected
   });
   assert.deepEqual(
     await usage(server, user),
-    { used: 0, rejected: 1 },
-    "the answered handshake is free",
+    { used: 1, rejected: 1 },
+    "the answered handshake counts like any webhook",
   );
+});
+
+Deno.test("[providers] over the limit a handshake is answered, but nothing is stored or delivered", async () => {
+  // Handshakes were stored and delivered uncounted, whatever the sender put around the fields
+  // that make one: an owner wrapped any payload in them, past the Free limit and the Pro cap.
+  await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1" });
+  const user = await signUp(server);
+  await setProvider(user, server, {
+    provider: "meta",
+    secret: "app-secret",
+    verifyToken: "my verify token",
+    enforce: true,
+  });
+  const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
+  try {
+    const query = (n: number) =>
+      `hub.mode=subscribe&hub.verify_token=my%20verify%20token&hub.challenge=${n}&payload=secret`;
+    const first = await fetch(`${user.webhookUrl}?${query(1)}`);
+    assert.equal(first.status, 200);
+    assert.equal(await first.text(), "1");
+    assert.equal((await ws.next() as WebhookEnvelope).query["hub.challenge"], "1");
+    const over = await fetch(`${user.webhookUrl}?${query(2)}`);
+    assert.equal(over.status, 200);
+    assert.match(over.headers.get("content-type")!, /^text\/plain/);
+    assert.equal(await over.text(), "2");
+    // The client's next message is the answer to its ping: nothing was delivered before it.
+    ws.send({ type: "ping" });
+    assert.equal((await ws.next()).type, "pong");
+    assert.equal((await history(server, user)).length, 1);
+    assert.equal((await usage(server, user)).used, 1);
+  } finally {
+    await ws.close();
+  }
 });
 
 Deno.test("[providers] Slack's url_verification and Zoom's url_validation are answered when signed", async () => {

@@ -337,16 +337,16 @@ Deno.test("[providers] enforce: a failed check is 401 with the reason, not store
   assert.equal((await usage(server, user.token)).used, 1);
 });
 
-Deno.test("[providers] a handshake is stored and marked but not counted against the quota", async () => {
+Deno.test("[providers] a handshake is stored, marked and counted, and refused over the limit", async () => {
   // answerHandshake cannot be injected into a server, so the quota side is tested where
-  // webhooks are committed: a user with no quota left still gets handshakes stored.
+  // webhooks are committed: handshakes count as any webhook, so none is stored past the limit.
   const kv = await Deno.openKv(":memory:");
   const broker = createBroker();
   try {
     const { endpoint } = await signUpUser(kv, {
       email: "handshake@example.com",
       password: "correct horse battery",
-      monthlyLimit: 1,
+      monthlyLimit: 2,
     });
     const ingest = createIngest(kv, { broker, retentionMs: 60_000 });
     const webhook = (handshake: boolean): IncomingWebhook => ({
@@ -365,12 +365,11 @@ Deno.test("[providers] a handshake is stored and marked but not counted against 
     });
     const first = await ingest.submit(webhook(false));
     assert.equal(first.accepted, true);
-    const refused = await ingest.submit(webhook(false));
-    assert.equal(refused.accepted, false);
     const results = await Promise.all([ingest.submit(webhook(true)), ingest.submit(webhook(true))]);
-    assert.ok(results.every((r) => r.accepted), "handshakes are stored with no quota left");
+    assert.deepEqual(results.map((r) => r.accepted), [true, false]);
+    assert.equal(!results[1].accepted && results[1].reason, "quota");
     const used = await kv.get<Deno.KvU64>(usageMonthKey(endpoint.userId, monthOf(new Date())));
-    assert.equal(used.value?.value, 1n);
+    assert.equal(used.value?.value, 2n);
     const id = results[0].accepted ? results[0].id : "";
     const stored = await getEvent(kv, { userId: endpoint.userId, id });
     const event = envelope(JSON.parse(await envelopeText(kv, stored!)));

@@ -82,7 +82,10 @@ export interface IncomingWebhook {
   staged?: StagedWebhookBody;
   /** The endpoint's provider check, when it names a provider. */
   verified?: Verified;
-  /** A provider's URL handshake the relay answered: stored and shown, never counted. */
+  /**
+   * A provider's URL handshake the relay answered: stored, shown and counted as any webhook;
+   * over the limit still answered, but not stored.
+   */
   handshake?: boolean;
   /** The provider's name for the event (event_type.ts), or null. */
   eventType?: string | null;
@@ -126,7 +129,7 @@ interface Plan {
   user: User;
   used: number;
   admitted: Pending[];
-  /** Of `admitted`, those counted against the quota (all but handshakes). */
+  /** Of `admitted`, those counted against the quota (all of them). */
   counted: number;
   records: StoredEvent[];
   quota(n: number): QuotaState;
@@ -385,18 +388,12 @@ export function createIngest(
           continue;
         }
         const used = Number(gate.used.value?.value ?? 0n);
-        let room = remainingQuota(user.monthlyLimit, used);
-        // Handshakes are answered by the relay, not sent by the user's senders: never counted.
-        const admitted: Pending[] = [];
-        const refused: Pending[] = [];
-        for (const pending of group.batch) {
-          if (pending.webhook.handshake) admitted.push(pending);
-          else if (room > 0) {
-            room--;
-            admitted.push(pending);
-          } else refused.push(pending);
-        }
-        const counted = admitted.filter((pending) => !pending.webhook.handshake).length;
+        const room = remainingQuota(user.monthlyLimit, used);
+        // Handshakes count too: what is stored and delivered is whatever the sender put around
+        // the few fields that make a handshake, so uncounted they carried any payload free.
+        const admitted = group.batch.slice(0, room);
+        const refused = group.batch.slice(admitted.length);
+        const counted = admitted.length;
         const quota = (n: number): QuotaState => quotaState(user.monthlyLimit, used + n, now);
         if (refused.length > 0 && gate === gates.get(group.userId)) {
           // Never refuse on a remembered gate: an upgrade or a raised cap written since (by a
@@ -534,10 +531,8 @@ export function createIngest(
       // log. Clients that missed it catch up by their last id.
       log.error("publishing committed events failed", error);
     }
-    let n = 0;
     admitted.forEach((pending, i) => {
-      if (!pending.webhook.handshake) n++;
-      pending.resolve({ accepted: true, id: records[i].id, quota: plan.quota(n) });
+      pending.resolve({ accepted: true, id: records[i].id, quota: plan.quota(i + 1) });
     });
     const after = used + counted;
     for (const level of crossedLevels(user.monthlyLimit, { before: used, after })) {
@@ -711,8 +706,7 @@ export function createIngest(
         ? { blobId: webhook.staged.blobId, chunks: webhook.staged.chunks }
         : null;
       if (!staged && webhook.body.byteLength > Math.min(INLINE_BODY_BYTES, room)) {
-        // Handshakes are never counted, so never refused for the quota.
-        const refusal = webhook.handshake ? null : await quotaRefusal(webhook.endpoint);
+        const refusal = await quotaRefusal(webhook.endpoint);
         if (refusal) return refusal;
         try {
           staged = await stageBody(kv, {

@@ -275,17 +275,30 @@ async function checkProvider(
 }
 
 /**
+ * What `receiveWebhook` gives the route: a stored webhook's id and quota, and the answer when it
+ * is not the plain 200 (a client's in respond mode, the relay's own to a handshake); or, for a
+ * handshake over the limit, only the handshake's answer: nothing was stored.
+ */
+export type Received =
+  | {
+    id: string;
+    quota: QuotaState;
+    response: ClientResponse | null;
+    handshake: Response | null;
+  }
+  | { id: null; quota: QuotaState; response: null; handshake: Response };
+
+/**
  * Accepts a webhook for `slug`; returns its id and quota, or throws an HttpError. `handshake`
- * is the relay's own answer to a provider's URL handshake, stored but not counted (a failed
- * handshake is refused with its status and counted as refused); with an enforced provider
+ * is the relay's own answer to a provider's URL handshake, stored and counted like any webhook;
+ * over the limit it is still answered, with no id, and nothing is stored (a failed handshake is
+ * refused with its status and counted as refused); with an enforced provider
  * check, a webhook that fails it is refused (401) and counted as refused.
  */
 export async function receiveWebhook(
   services: Services,
   options: { request: Request; slug: string; path: string },
-): Promise<
-  { id: string; quota: QuotaState; response: ClientResponse | null; handshake: Response | null }
-> {
+): Promise<Received> {
   const endpoint = await services.endpoints.get(options.slug);
   if (!endpoint) throw unknownSlug(options.slug);
   // The account's shares of this isolate that receiveFor takes, given back once it answers.
@@ -303,9 +316,7 @@ async function receiveFor(
   endpoint: Endpoint,
   options: { request: Request; slug: string; path: string },
   held: (() => void)[],
-): Promise<
-  { id: string; quota: QuotaState; response: ClientResponse | null; handshake: Response | null }
-> {
+): Promise<Received> {
   let result;
   let handshake: Response | null = null;
   let staged: IncomingWebhook["staged"] = undefined;
@@ -363,6 +374,11 @@ async function receiveFor(
     // Nothing was stored: the sender may retry once the store takes writes again.
     if (isStorageUnavailable(error)) throw storageUnavailableError(error, "ingest");
     throw await withQuota(services, endpoint, error);
+  }
+  if (!result.accepted && result.reason === "quota" && handshake) {
+    // Over the limit: the provider still gets its answer, so registering a URL never fails on
+    // the quota, but nothing is stored or delivered.
+    return { id: null, quota: result.quota, response: null, handshake };
   }
   if (result.accepted) {
     if (handshake || !endpoint.respond) {
