@@ -9,7 +9,7 @@ import { listDeliveries } from "../lib/log/acks.ts";
 import { envelopeBody } from "../lib/log/envelope_stream.ts";
 import { HttpError } from "../lib/http/http_error.ts";
 import { isId } from "../lib/store/ids.ts";
-import { openSseStream } from "../lib/fanout/sse.ts";
+import { openSseStream, sseHeadAnswer } from "../lib/fanout/sse.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream, requireAuth, requireScope } from "./_auth.ts";
 import { credentialStands, endpointLimit, seesEvent } from "../lib/accounts/auth.ts";
@@ -44,6 +44,7 @@ export function eventRoutes(): Hono<AppEnv> {
     const { connections, kv, groups } = c.get("services");
     const filter = streamFilter(c, await endpointLimit(kv, auth));
     const group = streamGroup(c);
+    if (c.req.method === "HEAD") return sseHeadAnswer();
     // The connection limits first, so a refused connection creates no group, and again
     // after: preparing waits for KV, and only opening takes a connection's place.
     connections.admit(auth.user.id, auth.credential);

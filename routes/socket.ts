@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import type { Context, Next } from "hono";
 import { openWebSocket } from "../lib/fanout/websocket.ts";
+import { HttpError } from "../lib/http/http_error.ts";
 import type { AppEnv } from "./_env.ts";
 import { authenticateStream } from "./_auth.ts";
 import { credentialStands, endpointLimit } from "../lib/accounts/auth.ts";
@@ -14,6 +15,12 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
         Upgrade: "websocket",
       })
       : await next();
+  }
+  if (c.req.method !== "GET") {
+    // Hono serves HEAD with GET's handlers; a WebSocket opens with GET only (RFC 6455).
+    throw new HttpError(405, `Cannot open a WebSocket with ${c.req.method}: use GET`, {
+      Allow: "GET",
+    });
   }
   const auth = await authenticateStream(c);
   const after = resumePoint(c);

@@ -497,3 +497,43 @@ Deno.test("[limits] SIGTERM during start-up with two isolates exits 0", async ()
   await stderr;
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("[limits] HEAD on the event stream answers its headers and holds no connection", async () => {
+  // Deno drops a HEAD answer's body without cancelling it, so a stream opened for HEAD stayed
+  // registered for good: it took a place of the token's and account's limits, queued every
+  // event, and counted as a connected client, with no socket behind it.
+  await using server = await startTestServer({ MAX_CONNECTIONS_PER_TOKEN: "2" });
+  const user = await signUp(server);
+  const stream = `${server.url}/api/events/stream?token=${user.token}`;
+  for (let i = 0; i < 3; i++) {
+    const head = await fetch(stream, { method: "HEAD" });
+    assert.equal(head.status, 200);
+    assert.match(head.headers.get("content-type") ?? "", /^text\/event-stream/);
+    assert.equal(await head.text(), "");
+  }
+  const refused = await fetch(`${server.url}/api/events/stream?token=wsk_wrong`, {
+    method: "HEAD",
+  });
+  assert.equal(refused.status, 401);
+  const clients = await fetch(`${server.url}/api/clients`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(clients.status, 200);
+  assert.deepEqual((await clients.json()).clients, []);
+  const opened = await fetch(stream);
+  assert.equal(opened.status, 200);
+  assert.match(opened.headers.get("content-type") ?? "", /^text\/event-stream/);
+  await opened.body?.cancel();
+  // A WebSocket opens with GET only.
+  const socket = await fetch(`${server.url}/ws?token=${user.token}`, {
+    method: "HEAD",
+    headers: {
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version": "13",
+    },
+  });
+  assert.equal(socket.status, 405);
+  assert.equal(socket.headers.get("allow"), "GET");
+});

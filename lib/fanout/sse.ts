@@ -204,6 +204,14 @@ interface SseOptions {
 }
 
 /**
+ * The answer to HEAD: a stream's headers and no stream. Deno drops a HEAD answer's body without
+ * cancelling it, so a stream opened for one would stay registered with no client behind it.
+ */
+export function sseHeadAnswer(): Response {
+  return new Response(null, { headers: HEADERS });
+}
+
+/**
  * Opens an SSE stream for an authenticated user, catching up after `after` when given, with
  * only the events `filter` lets through (all when null).
  */
