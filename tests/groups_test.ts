@@ -173,15 +173,20 @@ Deno.test("[groups] a cursor passes a whole run of done events, in commits withi
   );
   assert.deepEqual(
     steps.flatMap((step) => step.checks),
-    run.filter((e) => !e.acked).map((e) => e.id),
+    run.filter((e) => !e.acked).map((e) => ({ id: e.id, versionstamp: null })),
   );
   for (const step of steps) {
     assert.ok(step.deletes.length <= 250 && step.checks.length <= 90);
     // Each commit's cursor is its own last event: the run is passed in order, none skipped.
-    assert.equal(step.cursor, [...step.deletes, ...step.checks].sort().at(-1));
+    const ids = [...step.deletes, ...step.checks.map((check) => check.id)];
+    assert.equal(step.cursor, ids.sort().at(-1));
   }
   assert.equal(steps.length, 3);
   assert.deepEqual(advanceSteps([]), []);
+  // A released claim no member takes goes only if it is unchanged: deleted and checked.
+  assert.deepEqual(advanceSteps([{ id: "e1", acked: false, released: "00a" }]), [
+    { cursor: "e1", deletes: ["e1"], checks: [{ id: "e1", versionstamp: "00a" }] },
+  ]);
 });
 
 Deno.test("[groups] three WebSocket members share 1,000 webhooks: each handled exactly once, by all three", async () => {
@@ -231,6 +236,33 @@ Deno.test("[groups] a member closed with an unacked event: another member handle
   assert.deepEqual(keeper.got.map((one) => one.id).filter((id) => id === dropped), [dropped]);
   assert.equal(new Set(keeper.got.map((one) => one.id)).size, 4);
   await keeper.ws.close();
+});
+
+Deno.test("[groups] a released event that no member now takes is passed, not walked past each second", async () => {
+  // A member took an event and left without acking it; the members left take none of its kind.
+  // The cursor stayed on it, and each second's scan walked every event after it again, for good.
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const quitter = await member(server, user, { ack: false });
+  const [id] = await postMany(user, 1, 1);
+  await waitFor(() => quitter.got.length === 1, { what: "the event at the quitter" });
+  const picky = new WebSocket(`${server.wsUrl}/?token=${user.token}&group=workers&event=nomatch`);
+  const pickyGot: unknown[] = [];
+  picky.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "webhook") pickyGot.push(message);
+  };
+  await new Promise((resolve) => picky.onopen = resolve);
+  await quitter.ws.close();
+  const { kv } = server.services;
+  await waitFor(async () => {
+    const record = await kv.get<{ cursor: string | null }>(groupKey(user.id, "workers"));
+    return (record.value?.cursor ?? "") >= id;
+  }, { what: "the cursor past the released event" });
+  assert.deepEqual(pickyGot, []);
+  const closed = new Promise((resolve) => picky.onclose = resolve);
+  picky.close();
+  await closed;
 });
 
 Deno.test("[groups] an event not acked within ackTimeoutSeconds goes to another member; a late ack is refused", async () => {
@@ -941,6 +973,63 @@ Deno.test("[groups] a group made again while its scan decided it had no room kee
     connections.stop();
     broker.close();
     real.close();
+  }
+});
+
+Deno.test("[groups] scans that move nothing on come further apart, and a join brings them back", async () => {
+  // Each tick walked up to 5,000 events after the cursor, whether or not anything could have
+  // changed: an event held by a member that never acks kept a group walking them every second.
+  const kv = await Deno.openKv(":memory:");
+  const broker = createBroker();
+  const connections = createConnections(kv, {
+    broker,
+    heartbeatMs: 60_000,
+    slowConsumerBytes: 1_000_000,
+  });
+  const ticks: (() => Promise<void> | undefined)[] = [];
+  const groups = createGroups(kv, {
+    broker,
+    connections,
+    retentionMs: 86_400_000,
+    maxAttempts: 5,
+    every: (tick) => {
+      ticks.push(tick);
+      return () => {};
+    },
+  });
+  /** Ticks `n` times, each after the scan the last one started; returns how many scanned. */
+  const tickTimes = async (n: number) => {
+    let scans = 0;
+    for (let i = 0; i < n; i++) {
+      const scanning = ticks[0]();
+      if (scanning) {
+        scans++;
+        await scanning;
+      }
+    }
+    return scans;
+  };
+  try {
+    const join = () =>
+      connections.open({
+        userId: "u1",
+        credential: "t",
+        transport: "ws",
+        sink: fakeSink(),
+        group: { name: "g", ackTimeoutMs: 30_000 },
+      });
+    join();
+    await waitFor(() => ticks.length === 1, { what: "the dispatcher's ticks" });
+    const idle = await tickTimes(40);
+    assert.ok(idle >= 2 && idle <= 6, `${idle} scans in 40 idle ticks`);
+    // A member joins: the very next tick scans.
+    join();
+    assert.equal(await tickTimes(1), 1);
+  } finally {
+    await groups.stop();
+    connections.stop();
+    broker.close();
+    kv.close();
   }
 });
 

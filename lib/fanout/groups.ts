@@ -133,6 +133,15 @@ export interface Groups {
 /** How often a dispatcher scans the log and its claims. */
 const TICK_MS = 1000;
 /**
+ * Most ticks between scans that make no progress. A scan walks up to MAX_WALK events after
+ * the cursor; one event that never gets acked (a member that takes it and goes quiet, each ack
+ * timeout) holds the cursor, and every tick walked the same thousands of events again, for
+ * good. Scans that find nothing new wait 2, 4, 8… ticks, up to this; a join, a leave, an ack,
+ * and live events left for the scan wake it at once. Live events do not wait: they are held
+ * as they are published.
+ */
+const MAX_IDLE_TICKS = 30;
+/**
  * Candidate events a dispatcher holds, and characters of their envelopes (one event is held
  * whatever its size); the log keeps the rest for later scans.
  */
@@ -170,18 +179,26 @@ function storedBytes(json: string): number {
   return json.length;
 }
 
-/** One done event at the head of a group's log: acked (its claim goes) or taken by no member. */
+/**
+ * One done event at the head of a group's log: acked (its claim goes) or taken by no member;
+ * `released` is the versionstamp of a released claim that no member takes now, which goes if
+ * it is unchanged.
+ */
 export interface DoneEvent {
   id: string;
   acked: boolean;
+  released?: string;
 }
 
 /** One commit of a cursor's advance: where the cursor goes, the claims it deletes, and checks. */
 export interface AdvanceStep {
   cursor: string;
   deletes: string[];
-  /** Ids whose claim must still be absent: no member elsewhere took the event meanwhile. */
-  checks: string[];
+  /**
+   * Ids whose claim must still be absent (null) or unchanged (its versionstamp): no member
+   * elsewhere took the event meanwhile.
+   */
+  checks: { id: string; versionstamp: string | null }[];
 }
 
 /**
@@ -195,14 +212,19 @@ export function advanceSteps(
 ): AdvanceStep[] {
   const steps: AdvanceStep[] = [];
   let step: AdvanceStep | null = null;
-  for (const { id, acked } of run) {
-    const list = acked ? "deletes" : "checks";
-    if (!step || step[list].length >= limits[list]) {
+  for (const { id, acked, released } of run) {
+    const deletes = acked || released !== undefined;
+    const checks = !acked;
+    if (
+      !step || (deletes && step.deletes.length >= limits.deletes) ||
+      (checks && step.checks.length >= limits.checks)
+    ) {
       step = { cursor: id, deletes: [], checks: [] };
       steps.push(step);
     }
     step.cursor = id;
-    step[list].push(id);
+    if (deletes) step.deletes.push(id);
+    if (checks) step.checks.push({ id, versionstamp: released ?? null });
   }
   return steps;
 }
@@ -233,14 +255,21 @@ interface Dispatcher {
   claimedSince: Set<string> | null;
   /** The last scan found candidates: when they are sent, the next one runs at once. */
   found: boolean;
+  /** Scans in a row that moved nothing on, and the ticks to skip before the next one. */
+  idleScans: number;
+  skipTicks: number;
+  /** What the last scan found: found again, it is no progress (an event nobody acks). */
+  lastFound: Set<string>;
   /** The first scan is done: nothing is sent before it, so older events go first. */
   ready: boolean;
-  scanning: boolean;
+  /** The scan running now, if any. */
+  scanning: Promise<void> | null;
   rescan: boolean;
   pumping: boolean;
   repump: boolean;
   stopped: boolean;
-  tick: ReturnType<typeof setInterval>;
+  /** Stops its ticks. */
+  stopTicks: () => void;
   /** Other isolates' members' filters, as last read (null: everything). */
   remote: (Filter | null)[];
   /** Our members' filters as last written, when, and the record's versionstamp. */
@@ -258,9 +287,18 @@ export function createGroups(
     retentionMs: number;
     /** Deliveries of one event without an ack before the group gives it up (GROUP_MAX_ATTEMPTS). */
     maxAttempts: number;
+    /**
+     * Calls a dispatcher's `tick` every TICK_MS and returns its stop; `tick` returns the scan it
+     * started, if any (tests tick by hand).
+     */
+    every?: (tick: () => Promise<void> | undefined) => () => void;
   },
 ): Groups {
   const { broker, connections } = options;
+  const every = options.every ?? ((tick) => {
+    const interval = setInterval(tick, TICK_MS);
+    return () => clearInterval(interval);
+  });
   /**
    * Claims expire with the events they are about. Group records do not: one that vanished
    * after a quiet spell would restart at the log's head and skip events still retained, so an
@@ -278,6 +316,12 @@ export function createGroups(
   const report = (what: string) => (error: unknown) => {
     if (!stopped) log.error(`consumer groups: ${what} failed`, error);
   };
+
+  /** Scans at the next tick again, after a change that may let the group move on. */
+  function wake(d: Dispatcher): void {
+    d.idleScans = 0;
+    d.skipTicks = 0;
+  }
 
   /** Holds a candidate (replacing one with the same id). */
   function hold(d: Dispatcher, id: string, candidate: Candidate): void {
@@ -625,14 +669,13 @@ export function createGroups(
     if (d.pending.size === 0 && d.horizon !== null && d.found) scan(d);
   }
 
-  /** Scans now, or once more after the scan running now. */
-  function scan(d: Dispatcher): void {
+  /** Scans now, or once more after the scan running now; resolves when done. */
+  function scan(d: Dispatcher): Promise<void> {
     if (d.scanning) {
       d.rescan = true;
-      return;
+      return d.scanning;
     }
-    d.scanning = true;
-    (async () => {
+    return d.scanning = (async () => {
       do {
         d.rescan = false;
         try {
@@ -643,7 +686,7 @@ export function createGroups(
         }
       } while (d.rescan && !d.stopped);
     })().catch(report("scanning the log")).finally(() => {
-      d.scanning = false;
+      d.scanning = null;
       if (!d.stopped) {
         d.ready = true;
         pump(d);
@@ -683,9 +726,11 @@ export function createGroups(
       if (flight) claimedSince.add(flight.id);
     }
     const claims = new Map<string, GroupClaim>();
+    const stamps = new Map<string, string>();
     let lastClaim: string | null = null;
     for await (const entry of claimsAfter(d.userId, d.name, record.cursor, MAX_WALK + 1)) {
       claims.set(lastClaim = entry.key[3] as string, entry.value);
+      stamps.set(lastClaim, entry.versionstamp);
     }
     // Cut short: past the last claim read, an event's claim is unknown (claims of events that
     // expired first may fill the list), so the walk stops there, as at MAX_WALK.
@@ -723,6 +768,10 @@ export function createGroups(
         let candidate = false;
         if (claim?.acked) {
           if (advancing) done.push({ id, acked: true });
+        } else if (claim && claim.until <= now && !anyMatch(d, facts)) {
+          // Released or expired, and no member now takes it: passed as an unclaimed event no
+          // member takes is, or it would hold the cursor until the event expires.
+          if (advancing) done.push({ id, acked: false, released: stamps.get(id)! });
         } else if (claim) {
           advancing = false;
           // Released or expired: take it over when a member here can.
@@ -773,14 +822,21 @@ export function createGroups(
         if (walkedTo === null || id > walkedTo) done.push({ id, acked: true });
       }
     }
+    const fresh = found.some((event) => !d.lastFound.has(event.id));
+    d.lastFound = new Set(found.map((event) => event.id));
+    if (done.length > 0 || fresh) wake(d);
+    else {
+      d.idleScans++;
+      d.skipTicks = Math.min(2 ** d.idleScans, MAX_IDLE_TICKS) - 1;
+    }
     let entry: Deno.KvEntry<GroupRecord> = group;
     for (const step of advanceSteps(done)) {
       const next: GroupRecord = { ...record, cursor: step.cursor, updatedAt: now };
       const op = kv.atomic().check(entry).set(entry.key, next);
       for (const id of step.deletes) op.delete(groupClaimKey(d.userId, d.name, id));
       // Claimed meanwhile by a member elsewhere: then it is not done; try again.
-      for (const id of step.checks) {
-        op.check({ key: groupClaimKey(d.userId, d.name, id), versionstamp: null });
+      for (const { id, versionstamp } of step.checks) {
+        op.check({ key: groupClaimKey(d.userId, d.name, id), versionstamp });
       }
       const result = await op.commit();
       if (!result.ok) {
@@ -807,26 +863,33 @@ export function createGroups(
       pendingChars: 0,
       horizon: null,
       found: false,
+      idleScans: 0,
+      skipTicks: 0,
+      lastFound: new Set(),
       ready: false,
-      scanning: false,
+      scanning: null,
       rescan: false,
       claimedSince: null,
       pumping: false,
       repump: false,
       stopped: false,
-      tick: setInterval(() => scan(created), TICK_MS),
+      stopTicks: () => {},
       remote: [],
       written: null,
       held: new Map(),
     };
     byName.set(name, d = created);
+    created.stopTicks = every(() => {
+      if (created.skipTicks === 0) return scan(created);
+      created.skipTicks--;
+    });
     scan(created);
     return created;
   }
 
   function stopDispatcher(d: Dispatcher): void {
     d.stopped = true;
-    clearInterval(d.tick);
+    d.stopTicks();
     for (const { timer } of d.held.values()) clearTimeout(timer);
     // Other isolates stop counting on these members at once, not after MEMBERS_VALID_MS.
     // Only our own write: a dispatcher started since for the same group may have replaced it.
@@ -846,12 +909,14 @@ export function createGroups(
     join(connection) {
       const d = dispatcherFor(connection.userId, connection.group!.name);
       d.members.push(connection);
+      wake(d);
       pump(d);
     },
     leave(connection) {
       const d = dispatchers.get(connection.userId)?.get(connection.group!.name);
       if (!d) return;
       d.members = d.members.filter((member) => member !== connection);
+      wake(d);
       if (d.members.length === 0) stopDispatcher(d);
       else d.next %= d.members.length;
       // The KV release runs even once the dispatcher stopped: others take the event over.
@@ -870,6 +935,7 @@ export function createGroups(
           // Past what is held, the log keeps it for the next scan, in order.
           if (d.horizon !== null || !room(d)) {
             if (d.horizon === null) d.horizon = [...d.pending.keys()].sort().at(-1) ?? "";
+            wake(d);
             continue;
           }
           if (localMatch(d, event)) hold(d, event.id, { event, avoid: null });
@@ -884,6 +950,7 @@ export function createGroups(
       const held = d.held.get(member);
       if (held) clearTimeout(held.timer);
       d.held.delete(member);
+      wake(d);
       pump(d);
     }
   });
