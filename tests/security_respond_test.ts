@@ -87,7 +87,8 @@ Deno.test("[respond] an HTML answer with script cannot read the dashboard or cre
     await page.waitForURL(attacker.webhookUrl, { waitUntil: "load" });
     assert.equal(response.status(), 200);
     const headers = await response.allHeaders();
-    assert.equal(headers["content-type"], "text/html; charset=utf-8");
+    // Chromium loads it as a document (Sec-Fetch-Dest): the page is shown as text.
+    assert.equal(headers["content-type"], "text/plain; charset=utf-8");
     const title = await page.title().catch(() => "(unreadable)");
     assert.ok(!title.startsWith("ran"), `the answer's script ran: ${title}`);
     assert.deepEqual(await tokenNames(server, victim), before);
@@ -370,4 +371,49 @@ Deno.test("[respond] the session cookie is __Host- prefixed and Secure when serv
   assert.equal(out.status, 200);
   assert.match(out.headers.get("set-cookie") ?? "", /^__Host-websocks_session=;.*Secure/);
   await out.body?.cancel();
+});
+
+Deno.test("[respond] a browser loading the URL as a page or script gets the answer as text, never cached", async () => {
+  // The ingest URL shares the dashboard's origin unless INGEST_URL is set: a tenant answering
+  // with JavaScript served a script that `script-src 'self'` lets run on the dashboard, and
+  // octet-stream a download wearing its address. A cache in front kept serving either.
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  await respondMode(server, user, 3);
+  const client = await openWs(`${server.wsUrl}?token=${user.token}`);
+  try {
+    const load = async (fetchDest: string | null) => {
+      const sending = fetch(`${user.webhookUrl}/app.js`, {
+        headers: fetchDest ? { "Sec-Fetch-Dest": fetchDest } : {},
+      });
+      const event = await client.next();
+      client.send({
+        type: "response",
+        id: event.id,
+        status: 200,
+        headers: {
+          "Content-Type": "text/javascript",
+          "Cache-Control": "public, max-age=86400",
+          Expires: "Thu, 01 Dec 2099 00:00:00 GMT",
+        },
+        body: "document.title = 'owned'",
+      });
+      return await sending;
+    };
+    for (const dest of ["script", "document", "style"]) {
+      const loaded = await load(dest);
+      assert.equal(loaded.status, 200);
+      assert.equal(loaded.headers.get("content-type"), "text/plain; charset=utf-8");
+      assert.equal(loaded.headers.get("cache-control"), "no-store");
+      assert.equal(loaded.headers.get("expires"), null);
+      assert.equal(await loaded.text(), "document.title = 'owned'");
+    }
+    // A sender, or a page's fetch(): the answer's own type.
+    const fetched = await load("empty");
+    assert.equal(fetched.headers.get("content-type"), "text/javascript");
+    assert.equal(fetched.headers.get("cache-control"), "no-store");
+    await fetched.body?.cancel();
+  } finally {
+    await client.close();
+  }
 });

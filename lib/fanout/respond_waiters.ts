@@ -141,15 +141,14 @@ export function createResponses(options: { broker?: Broker } = {}): Responses {
 
 /**
  * Headers a client's answer may set; everything else is dropped. These describe the body and
- * its caching and nothing more: no cookies, redirects (Location, Refresh), CORS, CSP, Link
- * preloads or other headers browsers act on.
+ * nothing more: no cookies, redirects (Location, Refresh), CORS, CSP, Link preloads or other
+ * headers browsers act on, and no caching (a cache in front of the relay would keep serving a
+ * tenant's answer, and later webhooks of the same URL would never arrive).
  */
 export const ANSWER_HEADERS: readonly string[] = [
-  "cache-control",
   "content-language",
   "content-type",
   "etag",
-  "expires",
   "last-modified",
   "retry-after",
 ];
@@ -176,11 +175,15 @@ const BLOCKED_X_HEADERS = [
   "x-ua-compatible",
 ];
 
-/** What the sender's answer always carries: no script, no plugin, no sniffing, any reader. */
+/**
+ * What the sender's answer always carries: no script, no plugin, no sniffing, any reader, no
+ * cache.
+ */
 export const ANSWER_SECURITY_HEADERS: Readonly<Record<string, string>> = {
   "Content-Security-Policy": "sandbox; default-src 'none'",
   "X-Content-Type-Options": "nosniff",
   "Access-Control-Allow-Origin": "*",
+  "Cache-Control": "no-store",
 };
 
 /** A header an answer may carry (`name` in lower case). */
@@ -222,8 +225,14 @@ export function answerHeaders(
   return { headers: kept };
 }
 
-/** The headers the sender gets: the answer's allowed ones, then the security headers. */
-export function senderHeaders(response: ClientResponse): Headers {
+/**
+ * The headers the sender gets: the answer's allowed ones, then the security headers; its type
+ * is text when a browser loads the URL as a page or resource (`Sec-Fetch-Dest`).
+ */
+export function senderHeaders(
+  response: ClientResponse,
+  options: { fetchDest: string | null },
+): Headers {
   const headers = new Headers();
   // Checked when the answer arrived; checked again here, as it may come from another instance.
   const checked = answerHeaders(response.headers);
@@ -231,5 +240,11 @@ export function senderHeaders(response: ClientResponse): Headers {
     for (const [name, value] of Object.entries(checked.headers)) headers.set(name, value);
   }
   for (const [name, value] of Object.entries(ANSWER_SECURITY_HEADERS)) headers.set(name, value);
+  // A browser loading the URL as a page, script, style, image or frame, not a sender: the
+  // answer is text. The ingest URL may share the dashboard's origin, where a tenant's script
+  // would pass its `script-src 'self'`, and a page or a download would wear its address.
+  if (options.fetchDest !== null && options.fetchDest !== "empty") {
+    headers.set("Content-Type", "text/plain; charset=utf-8");
+  }
   return headers;
 }
