@@ -60,6 +60,7 @@ export function eventRoutes(): Hono<AppEnv> {
       filter,
       group,
       stands: () => credentialStands(kv, auth),
+      seesUsage: auth.scopes.includes("manage"),
     });
   });
 

@@ -45,6 +45,7 @@ async function upgrade(c: Context<AppEnv>, next: Next) {
     filter,
     group,
     stands: () => credentialStands(kv, auth),
+    seesUsage: auth.scopes.includes("manage"),
   });
 }
 

@@ -33,12 +33,16 @@ async function setup(options: Partial<Parameters<typeof createConnections>[1]> =
     kv,
     broker,
     connections,
-    open(sink = fakeSink(), more: { credential?: string; transport?: "sse" | "ws" } = {}) {
+    open(
+      sink = fakeSink(),
+      more: { credential?: string; transport?: "sse" | "ws"; seesUsage?: boolean } = {},
+    ) {
       const connection = connections.open({
         userId: USER,
         credential: more.credential ?? "token-1",
         transport: more.transport ?? "sse",
         sink,
+        seesUsage: more.seesUsage ?? true,
       });
       return { connection, sink };
     },
@@ -209,14 +213,17 @@ Deno.test("[connections] a revoked credential closes only its own connections", 
   assert.equal(b.sink.closed, null);
 });
 
-Deno.test("[connections] notices reach every connection of the user; resends skip the duplicate filter", async () => {
+Deno.test("[connections] notices reach the user's connections that see usage; resends skip the duplicate filter", async () => {
   using t = await setup();
   const { sink } = t.open();
+  // A token without `manage` (GET /api/me shows it no usage) gets no usage notice either.
+  const { sink: reader } = t.open(fakeSink(), { credential: "token-2", seesUsage: false });
   const event = makeEvent(USER);
   t.publish(event);
   t.broker.publish({ kind: "notice", userId: USER, name: "quota", json: '{"type":"quota"}' });
   t.broker.publish({ kind: "notice", userId: "user-2", name: "quota", json: "{}" });
   assert.deepEqual(sink.notices, [{ name: "quota", json: '{"type":"quota"}' }]);
+  assert.deepEqual(reader.notices, []);
   t.broker.publish({ kind: "resend", userId: USER, event });
   assert.deepEqual(sink.sent, [event.id, event.id]);
   sink.queued = 2_000_000;

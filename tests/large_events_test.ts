@@ -219,6 +219,7 @@ Deno.test("[sse] a large event is one frame, streamed as read, with what follows
     credential: "token-1",
     after: null,
     retryMs: 2000,
+    seesUsage: true,
   });
   const reader = response.body!.getReader();
   await reader.read(); // retry and comment

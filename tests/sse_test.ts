@@ -19,7 +19,13 @@ async function setup(options: { heartbeatMs?: number } = {}) {
     slowConsumerBytes: 1_000_000,
   });
   const open = (after: string | null = null) =>
-    openSseStream(connections, { userId: USER, credential: "token-1", after, retryMs: 2500 });
+    openSseStream(connections, {
+      userId: USER,
+      credential: "token-1",
+      after,
+      retryMs: 2500,
+      seesUsage: true,
+    });
   return {
     kv,
     broker,

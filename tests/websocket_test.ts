@@ -60,6 +60,7 @@ async function setup(
         after: new URL(request.url).searchParams.get("after"),
         idleTimeoutSeconds: 60,
         wantsNotices: options.wantsNotices ?? false,
+        seesUsage: true,
         replies: {
           ack({ eventId, status }) {
             acks.push({ eventId, status });

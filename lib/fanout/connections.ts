@@ -53,6 +53,8 @@ export interface Connection {
   lastSentId: string | null;
   /** Which events it receives; null: all of them. */
   filter: Filter | null;
+  /** Whether it gets the account's usage notices (its credential has `manage`). */
+  seesUsage: boolean;
   closed: boolean;
   sink: Sink;
   /** Reading the log after `lastSentId`: live events wait in `buffer` meanwhile. */
@@ -164,6 +166,8 @@ export interface Connections {
     filter?: Filter | null;
     /** Joins a consumer group: `after` is then ignored (the group keeps the progress). */
     group?: { name: string; ackTimeoutMs: number } | null;
+    /** Whether the credential may see the account's usage (`manage`): quota notices. */
+    seesUsage?: boolean;
     /**
      * Whether the credential still stands, read again once the connection is registered: a
      * revocation broadcast between the stream's check and its registration found nothing to
@@ -342,8 +346,9 @@ export function createConnections(
         for (const event of message.events) send(connection, event);
       }
     } else if (message.kind === "notice") {
+      // Notices are about usage, which only `manage` may read (as GET /api/me shows it).
       for (const connection of byUser.get(message.userId) ?? []) {
-        connection.sink.notice(message.name, message.json);
+        if (connection.seesUsage) connection.sink.notice(message.name, message.json);
       }
     } else if (message.kind === "resend") {
       for (const connection of byUser.get(message.userId) ?? []) {
@@ -408,6 +413,7 @@ export function createConnections(
         lastSeenAt: now,
         lastSentId: null,
         filter: openOptions.filter ?? null,
+        seesUsage: openOptions.seesUsage ?? false,
         closed: false,
         sink: openOptions.sink,
         catchingUp: false,

@@ -73,6 +73,7 @@ class SseSource implements Sink, UnderlyingDefaultSource<Uint8Array> {
       after: options.after ?? undefined,
       filter: options.filter,
       group: options.group,
+      seesUsage: options.seesUsage,
       stands: options.stands,
     });
     if (options.group) {
@@ -201,6 +202,8 @@ interface SseOptions {
   group?: { name: string; ackTimeoutMs: number } | null;
   /** Whether the credential still stands, once registered (see Connections.open). */
   stands?: () => Promise<boolean>;
+  /** Whether the credential may see the account's usage: quota notices. */
+  seesUsage?: boolean;
 }
 
 /**

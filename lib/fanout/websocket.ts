@@ -363,6 +363,8 @@ export function openWebSocket(
     group?: { name: string; ackTimeoutMs: number } | null;
     /** Whether the credential still stands, once registered (see Connections.open). */
     stands?: () => Promise<boolean>;
+    /** Whether the credential may see the account's usage: quota notices. */
+    seesUsage?: boolean;
   },
 ): Response {
   const { socket, response } = Deno.upgradeWebSocket(request, {
@@ -383,6 +385,7 @@ export function openWebSocket(
     after: options.after ?? undefined,
     filter: options.filter,
     group: options.group,
+    seesUsage: options.seesUsage,
     stands: options.stands,
   });
   for (const type of ["open", "message", "close"]) socket.addEventListener(type, sink);
