@@ -23,7 +23,7 @@ import {
 import { advanceSteps, createGroups, type DoneEvent } from "../lib/fanout/groups.ts";
 import { createBroker } from "../lib/fanout/broker.ts";
 import { createConnections } from "../lib/fanout/connections.ts";
-import { fakeSink } from "./fakes.ts";
+import { fakeSink, storeEvents } from "./fakes.ts";
 
 /** No account-wide ack limit: these tests ack as fast as events come. */
 const ENV = { ACKS_PER_SECOND: "0", FREE_MONTHLY_LIMIT: "100000" };
@@ -912,6 +912,10 @@ Deno.test("[groups] GET /api/groups says when it stopped counting claims", async
     user.id,
     Array.from({ length: 10_001 }, (_, n) => `${first}~${String(n).padStart(5, "0")}`),
   );
+  // Counts written behind the app's back show once the last count is COUNTS_FRESH_MS old.
+  await waitFor(async () => (await listGroups(server, user)).groups[0].unackedCapped, {
+    what: "the claims counted afresh",
+  });
   const after = (await listGroups(server, user)).groups[0];
   assert.equal(after.unacked, 0);
   assert.equal(after.unackedCapped, true);
@@ -1030,6 +1034,52 @@ Deno.test("[groups] scans that move nothing on come further apart, and a join br
     connections.stop();
     broker.close();
     kv.close();
+  }
+});
+
+Deno.test("[groups] requests for an account's groups side by side share one count of the log", async () => {
+  // Each GET /api/groups read up to 20,000 claims and events, inflating their packs: a few
+  // loops of it from one account took a core from every other tenant.
+  const real = await Deno.openKv(":memory:");
+  let logReads = 0;
+  const kv = new Proxy(real, {
+    get(target, prop) {
+      if (prop === "list") {
+        return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+          if ("prefix" in selector && selector.prefix[0] === "events") logReads++;
+          return target.list(selector, options);
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Deno.Kv;
+  const broker = createBroker();
+  const connections = createConnections(kv, {
+    broker,
+    heartbeatMs: 60_000,
+    slowConsumerBytes: 1_000_000,
+  });
+  const groups = createGroups(kv, { broker, connections, retentionMs: 86_400_000, maxAttempts: 5 });
+  try {
+    await groups.prepare("u1", "g");
+    await storeEvents(real, "u1", { count: 30 });
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () => groups.describe("u1", () => Promise.resolve([]))),
+    );
+    assert.equal(logReads, 1);
+    for (const answer of answers) {
+      assert.deepEqual(answer.map(({ name, lag }) => ({ name, lag })), [{ name: "g", lag: 30 }]);
+    }
+    // Another account counts its own.
+    await groups.prepare("u2", "g");
+    await groups.describe("u2", () => Promise.resolve([]));
+    assert.equal(logReads, 2);
+  } finally {
+    await groups.stop();
+    connections.stop();
+    broker.close();
+    real.close();
   }
 });
 

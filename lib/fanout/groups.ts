@@ -97,6 +97,9 @@ export interface GroupClaim {
 /** One group as GET /api/groups describes it (its one definition is lib/shared/wire.ts). */
 export type { GroupSummary };
 
+/** A group's summary before its members are added: what countGroups shares. */
+type GroupCounts = Omit<GroupSummary, "members">;
+
 /** The consumer groups of one isolate. */
 export interface Groups {
   /**
@@ -149,6 +152,10 @@ const MAX_PENDING = 200;
 const MAX_PENDING_CHARS = 2 * 1024 * 1024;
 /** Claims and events GET /api/groups reads to count unacked and lag, over all of the user's groups. */
 const LAG_BUDGET = 2 * LAG_CAP;
+/** How long one count of an account's groups answers GET /api/groups (see countGroups). */
+const COUNTS_FRESH_MS = 2000;
+/** Accounts whose counts are kept at once; past it, stale ones are dropped. */
+const MAX_COUNTED_USERS = 1000;
 /** How often an isolate rewrites its members' record at least, and how long one holds. */
 const MEMBERS_REFRESH_MS = 10_000;
 const MEMBERS_VALID_MS = 30_000;
@@ -844,6 +851,7 @@ export function createGroups(
         return;
       }
       entry = d.group = { key: entry.key, value: next, versionstamp: result.versionstamp };
+      counts.delete(d.userId);
       for (const id of d.pending.keys()) if (id <= step.cursor) drop(d, id);
     }
   }
@@ -926,6 +934,75 @@ export function createGroups(
     },
   });
 
+  /** Each user's groups as last counted, or being counted: shared for COUNTS_FRESH_MS. */
+  const counts = new Map<string, { at: number; groups: Promise<GroupCounts[]> }>();
+
+  /**
+   * The user's groups with their unacked and lag counts. Counting reads up to LAG_BUDGET claims
+   * and events, inflating packs: requests of one account within COUNTS_FRESH_MS (side by side,
+   * or a dashboard polling) share one count instead of each reading the log again. A join, an
+   * ack or a cursor moved here counts afresh; changes elsewhere show within COUNTS_FRESH_MS.
+   */
+  function countGroups(userId: string): Promise<GroupCounts[]> {
+    const now = Date.now();
+    const known = counts.get(userId);
+    if (known && now - known.at < COUNTS_FRESH_MS) return known.groups;
+    if (counts.size >= MAX_COUNTED_USERS) {
+      for (const [id, entry] of counts) if (now - entry.at >= COUNTS_FRESH_MS) counts.delete(id);
+    }
+    const groups = countGroupsAfresh(userId);
+    counts.set(userId, { at: now, groups });
+    // A failed count is not shared: the next request tries again.
+    groups.catch(() => counts.delete(userId));
+    return groups;
+  }
+
+  async function countGroupsAfresh(userId: string): Promise<GroupCounts[]> {
+    const out: GroupCounts[] = [];
+    let budget = LAG_BUDGET;
+    for await (
+      const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
+        limit: MAX_GROUPS_PER_USER * 2,
+      })
+    ) {
+      const record = entry.value;
+      // Claims and events are counted without reading bodies, within one budget for the
+      // whole answer: twenty groups would otherwise read 200,000 claims per request.
+      let unacked = 0;
+      let claimsRead = 0;
+      const claimCap = Math.min(LAG_CAP, budget);
+      if (claimCap > 0) {
+        for await (const claim of claimsAfter(userId, record.name, record.cursor, claimCap)) {
+          claimsRead++;
+          if (!claim.value.acked) unacked++;
+        }
+      }
+      budget -= claimsRead;
+      const cap = Math.min(LAG_CAP, budget);
+      let lag = 0;
+      if (cap > 0) {
+        const counting = eventsAfter(kv, {
+          userId,
+          after: record.cursor,
+          match: () => ++lag >= cap,
+        });
+        for await (const _ of counting) break;
+      }
+      budget -= lag;
+      out.push({
+        name: record.name,
+        createdAt: record.createdAt,
+        cursor: record.cursor,
+        lag: Math.min(lag, cap),
+        lagCapped: lag >= cap,
+        unacked,
+        // The claims were not all read: more may be unacked than counted.
+        unackedCapped: claimsRead >= claimCap,
+      });
+    }
+    return out;
+  }
+
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "events") {
       const byName = dispatchers.get(message.userId);
@@ -965,6 +1042,7 @@ export function createGroups(
         );
       }
       await ensureRecord(userId, name);
+      counts.delete(userId);
     },
     async ack({ userId, name, connectionId, eventId, sees }) {
       if (!GROUP_NAME.test(name)) {
@@ -995,6 +1073,7 @@ export function createGroups(
       if (!result.ok) {
         throw new HttpError(409, `${cannot}: it was handed to another member meanwhile`);
       }
+      counts.delete(userId);
       broker.publish({ kind: "group_ack", userId, name, connectionId, id: eventId });
     },
     async remove(userId, name, clients) {
@@ -1037,6 +1116,7 @@ export function createGroups(
         if (names.value) op.set(namesKey, names.value.filter((one) => one !== name));
         if ((await op.commit()).ok) break;
       }
+      counts.delete(userId);
       // Then what hangs off it, in commits under KV's limits; claims would expire anyway.
       for (const prefix of [groupClaimsPrefix(userId, name), groupMembersPrefix(userId, name)]) {
         let op = kv.atomic();
@@ -1052,57 +1132,18 @@ export function createGroups(
       }
     },
     async describe(userId, clients) {
-      const out: GroupSummary[] = [];
-      let budget = LAG_BUDGET;
-      let connected: ClientInfo[] | null = null;
-      for await (
-        const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
-          limit: MAX_GROUPS_PER_USER * 2,
-        })
-      ) {
-        const record = entry.value;
-        // Claims and events are counted without reading bodies, within one budget for the
-        // whole answer: twenty groups would otherwise read 200,000 claims per request.
-        let unacked = 0;
-        let claimsRead = 0;
-        const claimCap = Math.min(LAG_CAP, budget);
-        if (claimCap > 0) {
-          for await (const claim of claimsAfter(userId, record.name, record.cursor, claimCap)) {
-            claimsRead++;
-            if (!claim.value.acked) unacked++;
-          }
-        }
-        budget -= claimsRead;
-        const cap = Math.min(LAG_CAP, budget);
-        let lag = 0;
-        if (cap > 0) {
-          const counting = eventsAfter(kv, {
-            userId,
-            after: record.cursor,
-            match: () => ++lag >= cap,
-          });
-          for await (const _ of counting) break;
-        }
-        budget -= lag;
-        connected ??= await clients();
-        out.push({
-          name: record.name,
-          createdAt: record.createdAt,
-          cursor: record.cursor,
-          lag: Math.min(lag, cap),
-          lagCapped: lag >= cap,
-          unacked,
-          // The claims were not all read: more may be unacked than counted.
-          unackedCapped: claimsRead >= claimCap,
-          members: connected.filter((client) => client.group === record.name).map((client) => ({
-            id: client.id,
-            transport: client.transport,
-            connectedAt: client.connectedAt,
-            inFlight: client.inFlight ?? null,
-          })),
-        });
-      }
-      return out;
+      const counted = await countGroups(userId);
+      if (counted.length === 0) return [];
+      const connected = await clients();
+      return counted.map((group) => ({
+        ...group,
+        members: connected.filter((client) => client.group === group.name).map((client) => ({
+          id: client.id,
+          transport: client.transport,
+          connectedAt: client.connectedAt,
+          inFlight: client.inFlight ?? null,
+        })),
+      }));
     },
     async stop() {
       // Bounded: a platform kills an instance 5 s after asking it to stop, and a KV write that
