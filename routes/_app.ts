@@ -40,6 +40,14 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.use(async (c, next) => {
     c.set("services", services);
     await next();
+    // API answers may hold what a cookie lets read (events, tokens): never stored by a cache,
+    // never sniffed into something else. Streams set their own caching; 101 is immutable.
+    if (c.res.status === 101) return;
+    const headers = c.res.headers;
+    if (!headers.has("X-Content-Type-Options")) headers.set("X-Content-Type-Options", "nosniff");
+    if (c.req.path.startsWith("/api/") && !headers.has("Cache-Control")) {
+      headers.set("Cache-Control", "no-store");
+    }
   });
   // LOG_REQUESTS: lib/observe/requests.ts logs every request, ingest included, with its id.
   app.route("/", observeRoutes());

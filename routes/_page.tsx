@@ -21,7 +21,10 @@ import type { AppEnv } from "./_env.ts";
 import { log } from "../lib/observe/log.ts";
 import { noteRequestUser, requestIdOf } from "../lib/observe/request_context.ts";
 
-/** Renders a page with its islands' scripts; signed-in pages are never cached. */
+/**
+ * Renders a page with its islands' scripts; no page is stored by a cache: signed-in pages hold
+ * the account, and link pages a reset or verification token.
+ */
 export function sendPage(
   c: Context<AppEnv>,
   page: VNode,
@@ -33,7 +36,7 @@ export function sendPage(
   return c.body(html, options.status ?? 200, {
     ...pageSecurityHeaders(config),
     "Content-Type": "text/html; charset=utf-8",
-    "Cache-Control": c.get("viewer") ? "no-store" : "no-cache",
+    "Cache-Control": "no-store",
     ...options.headers,
   });
 }

@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { writeBundles } from "../lib/web/bundles.ts";
 import { ISLAND_MODULES } from "../islands/_registry.ts";
+import { pageSecurityHeaders } from "../lib/web/security_headers.ts";
+import { loadConfig } from "../lib/runtime/config.ts";
 import { postWebhook, signUp, startTestServer, type TestServer, type TestUser } from "./helpers.ts";
 
 const PASSWORD = "correct horse battery";
@@ -121,7 +123,8 @@ Deno.test("[dashboard] every page sends security headers and has no inline scrip
     assert.equal(response.headers.get("x-content-type-options"), "nosniff");
     assert.equal(response.headers.get("referrer-policy"), "same-origin");
     assert.equal(response.headers.get("x-frame-options"), "DENY");
-    assert.equal(response.headers.get("cache-control"), as ? "no-store" : "no-cache");
+    // Never stored: signed-in pages hold the account, link pages their token.
+    assert.equal(response.headers.get("cache-control"), "no-store");
     const page = await response.text();
     assert.match(page, /^<!doctype html><html lang="en">/);
     for (const tag of scriptTags(page)) {
@@ -694,4 +697,31 @@ Deno.test("[dashboard] prebuilt bundles from deno task build serve the same file
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("[pages] API answers are never stored or sniffed, and https pages ask for https", async () => {
+  // JSON read with the session cookie (events with their payloads, tokens) carried no
+  // Cache-Control: a shared cache or the browser's disk could keep it.
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  for (const path of ["/api/me", "/api/events", "/api/tokens", "/api/nothing-here"]) {
+    const response = await fetch(`${server.url}${path}`, { headers: { Cookie: user.cookie } });
+    assert.ok([200, 404].includes(response.status), `${path}: ${response.status}`);
+    assert.equal(response.headers.get("content-type"), "application/json");
+    assert.equal(response.headers.get("cache-control"), "no-store", path);
+    assert.equal(response.headers.get("x-content-type-options"), "nosniff", path);
+    await response.body?.cancel();
+  }
+  assert.equal(
+    pageSecurityHeaders(loadConfig({ PUBLIC_URL: "https://relay.example" }))[
+      "Strict-Transport-Security"
+    ],
+    "max-age=31536000",
+  );
+  assert.equal(
+    pageSecurityHeaders(loadConfig({ PUBLIC_URL: "http://localhost:8000" }))[
+      "Strict-Transport-Security"
+    ],
+    undefined,
+  );
 });

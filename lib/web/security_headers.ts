@@ -23,5 +23,9 @@ export function pageSecurityHeaders(config: Config): Record<string, string> {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    // Served over https: browsers keep to it for a year (a proxy in front may say so too).
+    ...(new URL(config.publicUrl).protocol === "https:"
+      ? { "Strict-Transport-Security": "max-age=31536000" }
+      : {}),
   };
 }
