@@ -25,6 +25,7 @@ interface Received {
   method: string;
   path: string;
   body: Uint8Array;
+  headers: Headers;
 }
 
 /** A loopback HTTP server that records each request; closed when disposed. */
@@ -37,6 +38,7 @@ function startReceiver() {
         method: request.method,
         path: new URL(request.url).pathname,
         body: new Uint8Array(await request.arrayBuffer()),
+        headers: request.headers,
       });
       return new Response("received\n");
     },
@@ -314,4 +316,31 @@ Deno.test("[inspector] an event whose details cannot be shown breaks only its ow
     await page.locator(`.event-row[data-id="${goodId}"]`).click();
     await page.getByTestId("payload").getByText('"good": true').waitFor();
   });
+});
+
+Deno.test({
+  name:
+    "[curl] header values with control characters are pasted as escapes and sent exact (bash, sh)",
+  ignore: !hasCurl,
+  fn: async () => {
+    // A stranger's webhook chose these header values; the owner pastes the command into a
+    // terminal, where C1 controls (CSI, OSC) and tabs act before the shell sees them.
+    const values = {
+      "X-Controls": "a\u009d52;c\u009c\u009b2J\tb",
+      "X-Latin": "caf\u00e9 50% \\n",
+      "-Dash": "x\ty",
+    };
+    const command = curlCommand(envelopeWith({ headers: values }), { publicUrl: "http://x" });
+    // deno-lint-ignore no-control-regex
+    assert.doesNotMatch(command.replaceAll("\n", ""), /[\u0000-\u001f\u007f-\u009f]/);
+    await using receiver = startReceiver();
+    const live = curlCommand(envelopeWith({ headers: values }), { publicUrl: receiver.url });
+    for (const shell of ["bash", "sh"] as const) {
+      await runShell(shell, live);
+      const got = await receiver.received.next(WAIT_MS);
+      for (const [name, value] of Object.entries(values)) {
+        assert.equal(got.headers.get(name), value, `${shell}: ${name}`);
+      }
+    }
+  },
 });

@@ -54,6 +54,30 @@ function toBase64(bytes: Uint8Array): string {
   return btoa(binary);
 }
 
+/**
+ * A header as one argument. A value with control characters (a sender's tab, or C1 controls
+ * such as U+009B, which drive some terminals) is not pasted as is: `printf` writes its bytes
+ * from octal escapes, so the command holds none and curl still sends the exact bytes. Header
+ * values are Latin-1, one byte a character.
+ */
+function headerArgument(name: string, value: string): string {
+  const header = `${name}: ${value}`;
+  if (!/[^\u0020-\u007e]/.test(value)) return shellQuote(header);
+  const octal = (byte: number) => `\\${byte.toString(8).padStart(3, "0")}`;
+  let format = "";
+  for (const char of header) {
+    const code = char.codePointAt(0)!;
+    // Past Latin-1 (not from a real header): its UTF-8 bytes.
+    if (code > 0xff) { for (const byte of new TextEncoder().encode(char)) format += octal(byte); }
+    // A leading "-" would read as an option of printf.
+    else if (code < 0x20 || code >= 0x7f || (char === "-" && format === "")) format += octal(code);
+    else if (char === "\\") format += "\\\\";
+    else if (char === "%") format += "%%";
+    else format += char;
+  }
+  return `"$(printf ${shellQuote(format)})"`;
+}
+
 /** A method is written bare when it is a plain word, quoted otherwise (senders choose it). */
 const methodArgument = (method: string) =>
   /^[A-Za-z0-9_-]+$/.test(method) ? method : shellQuote(method);
@@ -83,9 +107,7 @@ export function curlCommand(envelope: WebhookEnvelope, options: { publicUrl: str
   }
   lines.push(head);
   for (const [name, value] of Object.entries(envelope.headers)) {
-    if (!SKIPPED_HEADERS.has(name.toLowerCase())) {
-      lines.push(`-H ${shellQuote(`${name}: ${value}`)}`);
-    }
+    if (!SKIPPED_HEADERS.has(name.toLowerCase())) lines.push(`-H ${headerArgument(name, value)}`);
   }
   // Without it curl reads [1-3] or {a,b} in a sender's path as a pattern of many URLs.
   lines.push("--globoff");
