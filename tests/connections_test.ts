@@ -3,6 +3,7 @@
  * and fake sinks that record what each connection was sent.
  */
 import assert from "node:assert/strict";
+import { createReadBudget } from "../lib/fanout/read_budget.ts";
 import { createBroker } from "../lib/fanout/broker.ts";
 import {
   CLOSE,
@@ -338,4 +339,25 @@ Deno.test("[connections] a filter applies to catch-up, the held-back buffer and 
   const later = makeEvent(USER, { endpoint: "a" });
   t.publish(later);
   assert.deepEqual(sink.sent.slice(-1), [later.id]);
+});
+
+Deno.test("[connections] catch-ups of one account read the log within its byte rate; another's have their own", () => {
+  // A replay whose filter matches nothing reads the whole log and sends nothing, so no client's
+  // reading slowed it: 200 connections of one account replaying 20 times a second read the
+  // log as fast as the isolate could.
+  let now = 0;
+  const budget = createReadBudget({ bytesPerSecond: 100_000, now: () => now });
+  assert.equal(budget.take("a", 60_000), 0);
+  assert.equal(budget.take("a", 40_000), 0);
+  // A second's worth is spent: the next 50 KB wait half a second.
+  assert.equal(budget.take("a", 50_000), 500);
+  assert.equal(budget.take("b", 100_000), 0, "another account reads on");
+  now += 500;
+  assert.equal(budget.take("a", 50_000), 0);
+  // A pack over a second's worth goes once the budget is full, and leaves it short.
+  now += 10_000;
+  assert.equal(budget.take("a", 250_000), 0);
+  assert.equal(budget.take("a", 1), 1501);
+  // No rate: no waiting.
+  assert.equal(createReadBudget({ bytesPerSecond: 0 }).take("a", 1e9), 0);
 });

@@ -19,6 +19,7 @@
  * holds in memory is bounded by `catchUpBytes` plus one event, whatever the log's size.
  */
 import type { Broker } from "./broker.ts";
+import { createReadBudget } from "./read_budget.ts";
 import { eventsAfter } from "../log/events.ts";
 import { heldChars, type LargeEvent, type LiveEvent, wantsAnswer } from "../log/envelope_json.ts";
 import { envelopePieces } from "../log/envelope_stream.ts";
@@ -218,6 +219,8 @@ export function createConnections(
     slowConsumerBytes: number;
     /** See Config.catchUpBytes; defaults to half of `slowConsumerBytes`. */
     catchUpBytes?: number;
+    /** See Config.catchUpReadBytesPerSecond; 0 or absent for no limit. */
+    catchUpReadBytesPerSecond?: number;
     /** Per token (credential) and per user, in this isolate; 0 or absent for no limit. */
     maxPerCredential?: number;
     maxPerUser?: number;
@@ -285,6 +288,19 @@ export function createConnections(
     }
   }
 
+  const readBudget = createReadBudget({ bytesPerSecond: options.catchUpReadBytesPerSecond ?? 0 });
+
+  /** Waits until the account may read `bytes` more of its log (read_budget.ts). */
+  async function paceRead(userId: string, bytes: number): Promise<void> {
+    for (
+      let wait = readBudget.take(userId, bytes);
+      wait > 0;
+      wait = readBudget.take(userId, bytes)
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
   async function runCatchUp(connection: Connection, after: string | null): Promise<number> {
     connection.catchingUp = true;
     connection.lastSentId = after;
@@ -295,6 +311,7 @@ export function createConnections(
         userId: connection.userId,
         after,
         batchSize: CATCH_UP_BATCH_PACKS,
+        pace: (bytes) => paceRead(connection.userId, bytes),
         // Asked per event, so a filter changed mid-way applies to the rest of the read.
         match: (event) => matches(connection.filter, event),
       });

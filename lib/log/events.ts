@@ -376,6 +376,8 @@ export async function* eventsAfter(
     batchSize?: number;
     /** Also given the id, for readers that decide per event (consumer groups). */
     match?: (event: EventFacts, id: string) => boolean;
+    /** Awaited before each pack is read further, with its stored size: a reader's budget. */
+    pace?: (bytes: number) => Promise<void> | void;
   },
 ): AsyncGenerator<LiveEvent> {
   const prefix = eventsOfUserPrefix(options.userId);
@@ -387,6 +389,7 @@ export async function* eventsAfter(
   const now = Date.now();
   const batchSize = options.batchSize ?? 50;
   for await (const entry of kv.list(selector, { batchSize })) {
+    if (options.pace) await options.pace(storedPackBytes(entry.value));
     for (const event of await decodePack<StoredEvent>(entry.value)) {
       if (options.after && event.id <= options.after) continue;
       if (options.from && event.id < options.from) continue;
@@ -396,6 +399,15 @@ export async function* eventsAfter(
       yield await toDelivery(kv, event);
     }
   }
+}
+
+/** About what a pack takes in KV: its bytes, or for an array its bodies and some metadata. */
+function storedPackBytes(value: unknown): number {
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (!Array.isArray(value)) return 0;
+  let bytes = 0;
+  for (const event of value as StoredEvent[]) bytes += 512 + (event.body?.byteLength ?? 0);
+  return bytes;
 }
 
 /**

@@ -35,6 +35,7 @@ const schema = z.object({
   HEARTBEAT_SECONDS: z.coerce.number().positive().max(25).default(15),
   SLOW_CONSUMER_BYTES: positiveInt.default(4 * 1024 * 1024),
   CATCH_UP_BYTES: positiveInt.default(256 * 1024),
+  CATCH_UP_READ_MB_PER_SECOND: z.coerce.number().nonnegative().default(32),
   MAX_CONNECTIONS_PER_TOKEN: nonNegativeInt.default(100),
   MAX_CONNECTIONS_PER_USER: nonNegativeInt.default(200),
   WS_MESSAGES_PER_SECOND: positiveInt.default(20),
@@ -166,6 +167,8 @@ export interface Config {
   slowConsumerBytes: number;
   /** A catch-up stops reading the log while its client has this many bytes unread. */
   catchUpBytes: number;
+  /** Bytes of the log one account's catch-ups and replays read a second, per isolate; 0: any. */
+  catchUpReadBytesPerSecond: number;
   /** Live connections (SSE and WebSocket) one token or session may hold; 0 for no limit. */
   maxConnectionsPerToken: number;
   /** Live connections one account may hold across its tokens and sessions; 0 for no limit. */
@@ -346,6 +349,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     heartbeatMs: e.HEARTBEAT_SECONDS * 1000,
     slowConsumerBytes: e.SLOW_CONSUMER_BYTES,
     catchUpBytes: e.CATCH_UP_BYTES,
+    catchUpReadBytesPerSecond: Math.round(e.CATCH_UP_READ_MB_PER_SECOND * 2 ** 20),
     maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,
     maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
     wsMessagesPerSecond: e.WS_MESSAGES_PER_SECOND,

@@ -112,6 +112,7 @@ export async function createServices(
     heartbeatMs: config.heartbeatMs,
     slowConsumerBytes: config.slowConsumerBytes,
     catchUpBytes: config.catchUpBytes,
+    catchUpReadBytesPerSecond: config.catchUpReadBytesPerSecond,
     maxPerCredential: config.maxConnectionsPerToken,
     maxPerUser: config.maxConnectionsPerUser,
     maxUnacked: config.wsMaxUnacked,
