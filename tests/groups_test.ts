@@ -158,6 +158,32 @@ function ackOver(server: TestServer, user: TestUser, group: string, body: unknow
   });
 }
 
+/** A broker, connections and groups over `kv`, as one isolate has them; `stop` ends them all. */
+function groupsOn(kv: Deno.Kv, more: Partial<Parameters<typeof createGroups>[1]> = {}) {
+  const broker = createBroker();
+  const connections = createConnections(kv, {
+    broker,
+    heartbeatMs: 60_000,
+    slowConsumerBytes: 1_000_000,
+  });
+  const groups = createGroups(kv, {
+    broker,
+    connections,
+    retentionMs: 86_400_000,
+    maxAttempts: 5,
+    ...more,
+  });
+  return {
+    connections,
+    groups,
+    async stop() {
+      await groups.stop();
+      connections.stop();
+      broker.close();
+    },
+  };
+}
+
 Deno.test("[groups] a cursor passes a whole run of done events, in commits within KV's limits", () => {
   // 600 acked events and 100 no member takes, interleaved: before, one scan (a second) passed
   // at most 250, so at 500 acks a second the cursor fell behind for good.
@@ -949,13 +975,7 @@ Deno.test("[groups] a group made again while its scan decided it had no room kee
       return typeof value === "function" ? value.bind(target) : value;
     },
   }) as Deno.Kv;
-  const broker = createBroker();
-  const connections = createConnections(kv, {
-    broker,
-    heartbeatMs: 60_000,
-    slowConsumerBytes: 1_000_000,
-  });
-  const groups = createGroups(kv, { broker, connections, retentionMs: 86_400_000, maxAttempts: 5 });
+  const { connections, stop } = groupsOn(kv);
   const sink = fakeSink();
   try {
     connections.open({
@@ -973,9 +993,7 @@ Deno.test("[groups] a group made again while its scan decided it had no room kee
     assert.equal(armed, false, "the race ran");
     assert.equal(sink.closed, null);
   } finally {
-    await groups.stop();
-    connections.stop();
-    broker.close();
+    await stop();
     real.close();
   }
 });
@@ -984,18 +1002,8 @@ Deno.test("[groups] scans that move nothing on come further apart, and a join br
   // Each tick walked up to 5,000 events after the cursor, whether or not anything could have
   // changed: an event held by a member that never acks kept a group walking them every second.
   const kv = await Deno.openKv(":memory:");
-  const broker = createBroker();
-  const connections = createConnections(kv, {
-    broker,
-    heartbeatMs: 60_000,
-    slowConsumerBytes: 1_000_000,
-  });
   const ticks: (() => Promise<void> | undefined)[] = [];
-  const groups = createGroups(kv, {
-    broker,
-    connections,
-    retentionMs: 86_400_000,
-    maxAttempts: 5,
+  const { connections, stop } = groupsOn(kv, {
     every: (tick) => {
       ticks.push(tick);
       return () => {};
@@ -1030,9 +1038,7 @@ Deno.test("[groups] scans that move nothing on come further apart, and a join br
     join();
     assert.equal(await tickTimes(1), 1);
   } finally {
-    await groups.stop();
-    connections.stop();
-    broker.close();
+    await stop();
     kv.close();
   }
 });
@@ -1054,13 +1060,7 @@ Deno.test("[groups] requests for an account's groups side by side share one coun
       return typeof value === "function" ? value.bind(target) : value;
     },
   }) as Deno.Kv;
-  const broker = createBroker();
-  const connections = createConnections(kv, {
-    broker,
-    heartbeatMs: 60_000,
-    slowConsumerBytes: 1_000_000,
-  });
-  const groups = createGroups(kv, { broker, connections, retentionMs: 86_400_000, maxAttempts: 5 });
+  const { groups, stop } = groupsOn(kv);
   try {
     await groups.prepare("u1", "g");
     await storeEvents(real, "u1", { count: 30 });
@@ -1076,9 +1076,7 @@ Deno.test("[groups] requests for an account's groups side by side share one coun
     await groups.describe("u2", () => Promise.resolve([]));
     assert.equal(logReads, 2);
   } finally {
-    await groups.stop();
-    connections.stop();
-    broker.close();
+    await stop();
     real.close();
   }
 });

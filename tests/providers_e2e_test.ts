@@ -121,15 +121,20 @@ Deno.test("[providers] a GitHub signature made by Octokit verifies; a forged one
   }
 });
 
-Deno.test("[providers] Meta's GET handshake is answered with no client connected, stored, counted", async () => {
-  await using server = await startTestServer();
-  const user = await signUp(server);
+/** Sets Meta on the user's endpoint, enforced, with the verify token "my verify token". */
+async function setMeta(user: TestUser, server: TestServer): Promise<void> {
   await setProvider(user, server, {
     provider: "meta",
     secret: "app-secret",
     verifyToken: "my verify token",
     enforce: true,
   });
+}
+
+Deno.test("[providers] Meta's GET handshake is answered with no client connected, stored, counted", async () => {
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  await setMeta(user, server);
   const query = "hub.mode=subscribe&hub.verify_token=my%20verify%20token&hub.challenge=1158201444";
   const answered = await fetch(`${user.webhookUrl}?${query}`);
   assert.equal(answered.status, 200);
@@ -168,12 +173,7 @@ Deno.test("[providers] over the limit a handshake is answered, but nothing is st
   // that make one: an owner wrapped any payload in them, past the Free limit and the Pro cap.
   await using server = await startTestServer({ FREE_MONTHLY_LIMIT: "1" });
   const user = await signUp(server);
-  await setProvider(user, server, {
-    provider: "meta",
-    secret: "app-secret",
-    verifyToken: "my verify token",
-    enforce: true,
-  });
+  await setMeta(user, server);
   const ws = await openWs(`${server.wsUrl}?token=${user.token}`);
   try {
     const query = (n: number) =>

@@ -135,13 +135,18 @@ Deno.test("[respond_waiters] answer headers: allowed ones kept in lower case, th
 });
 
 Deno.test("[respond_waiters] the sender's headers always carry the security headers", () => {
-  const headers = senderHeaders({
+  const answer = {
     status: 200,
     headers: { "content-type": "text/html", "content-security-policy": "none" },
     body: new Uint8Array(),
-  });
+  };
+  const headers = senderHeaders(answer, { fetchDest: null });
   assert.equal(headers.get("content-type"), "text/html");
   for (const [name, value] of Object.entries(ANSWER_SECURITY_HEADERS)) {
     assert.equal(headers.get(name), value);
   }
+  // A browser loading it as a page: text.
+  const page = senderHeaders(answer, { fetchDest: "document" });
+  assert.equal(page.get("content-type"), "text/plain; charset=utf-8");
+  assert.equal(senderHeaders(answer, { fetchDest: "empty" }).get("content-type"), "text/html");
 });
