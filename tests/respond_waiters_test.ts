@@ -120,7 +120,9 @@ Deno.test("[respond_waiters] answer headers: allowed ones kept in lower case, th
     "X-Websocks-Thing": "no",
   });
   assert.deepEqual(checked, { headers: { "content-type": "application/json", "x-custom": "1" } });
-  assert.equal(isAnswerHeader("cache-control"), true);
+  assert.equal(isAnswerHeader("etag"), true);
+  // Caching is the relay's to say (no-store): a cache would keep a tenant's answer.
+  assert.equal(isAnswerHeader("cache-control"), false);
   assert.equal(isAnswerHeader("x-frame-options"), false);
   assert.deepEqual(answerHeaders({ "Bad Name": "x" }), {
     problem: 'header "Bad Name" is not a valid header name',
