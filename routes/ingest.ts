@@ -94,7 +94,10 @@ export async function handleIngest(
       const empty = [204, 205, 304].includes(response.status);
       return new Response(empty ? null : response.body as BodyInit, {
         status: response.status,
-        headers: senderHeaders(response, { fetchDest: request.headers.get("Sec-Fetch-Dest") }),
+        headers: senderHeaders(response, {
+          fetchDest: request.headers.get("Sec-Fetch-Dest"),
+          fetchMode: request.headers.get("Sec-Fetch-Mode"),
+        }),
       });
     }
     return acceptedAnswer(id, quota);

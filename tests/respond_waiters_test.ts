@@ -151,4 +151,7 @@ Deno.test("[respond_waiters] the sender's headers always carry the security head
   const page = senderHeaders(answer, { fetchDest: "document" });
   assert.equal(page.get("content-type"), "text/plain; charset=utf-8");
   assert.equal(senderHeaders(answer, { fetchDest: "empty" }).get("content-type"), "text/html");
+  // A same-origin download link: `empty`, but a navigation.
+  const download = senderHeaders(answer, { fetchDest: "empty", fetchMode: "navigate" });
+  assert.equal(download.get("content-type"), "text/plain; charset=utf-8");
 });

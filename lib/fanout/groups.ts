@@ -139,11 +139,13 @@ const TICK_MS = 1000;
  * Most ticks between scans that make no progress. A scan walks up to MAX_WALK events after
  * the cursor; one event that never gets acked (a member that takes it and goes quiet, each ack
  * timeout) holds the cursor, and every tick walked the same thousands of events again, for
- * good. Scans that find nothing new wait 2, 4, 8… ticks, up to this; a join, a leave, an ack,
- * and live events left for the scan wake it at once. Live events do not wait: they are held
- * as they are published.
+ * good. Scans that find nothing new wait 2, 4, 8 ticks; a join, a leave, an ack, and live
+ * events left for the scan wake it at once. Live events do not wait: they are held as they are
+ * published. Under MEMBERS_REFRESH_MS: a scan rewrites this isolate's members' record, which
+ * other isolates stop counting after MEMBERS_VALID_MS, and then pass events only these members
+ * take; and events released on another isolate wait for a scan here.
  */
-const MAX_IDLE_TICKS = 30;
+const MAX_IDLE_TICKS = 8;
 /**
  * Candidate events a dispatcher holds, and characters of their envelopes (one event is held
  * whatever its size); the log keeps the rest for later scans.

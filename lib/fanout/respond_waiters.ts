@@ -231,7 +231,7 @@ export function answerHeaders(
  */
 export function senderHeaders(
   response: ClientResponse,
-  options: { fetchDest: string | null },
+  options: { fetchDest: string | null; fetchMode?: string | null },
 ): Headers {
   const headers = new Headers();
   // Checked when the answer arrived; checked again here, as it may come from another instance.
@@ -243,7 +243,11 @@ export function senderHeaders(
   // A browser loading the URL as a page, script, style, image or frame, not a sender: the
   // answer is text. The ingest URL may share the dashboard's origin, where a tenant's script
   // would pass its `script-src 'self'`, and a page or a download would wear its address.
-  if (options.fetchDest !== null && options.fetchDest !== "empty") {
+  // A same-origin `<a download>` says `empty`, but navigates.
+  if (
+    (options.fetchDest !== null && options.fetchDest !== "empty") ||
+    options.fetchMode === "navigate"
+  ) {
     headers.set("Content-Type", "text/plain; charset=utf-8");
   }
   return headers;
