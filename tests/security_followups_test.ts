@@ -260,3 +260,52 @@ Deno.test("[instances] events published here wait for another instance's earlier
     kv.close();
   }
 });
+
+Deno.test("[instances] events committed elsewhere before this instance's watch first answers still reach it", async () => {
+  // A client connected here, then a sender's webhook was committed by another instance. The
+  // follow took the log head of its watch's first value as where it started, and on a busy
+  // machine that value came after the commit: the event was never heard here.
+  const real = await Deno.openKv(":memory:");
+  let openWatch = () => {};
+  const watchOpened = new Promise<void>((resolve) => openWatch = resolve);
+  const kv = new Proxy(real, {
+    get(target, prop) {
+      if (prop === "watch") {
+        return (keys: Deno.KvKey[]) => {
+          // The watch starts only when the test lets it: a busy process's was that late.
+          let watched: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null = null;
+          return new ReadableStream({
+            async pull(controller) {
+              await watchOpened;
+              watched ??= target.watch(keys).getReader();
+              const { value, done } = await watched.read();
+              if (done) controller.close();
+              else controller.enqueue(value);
+            },
+            cancel: () => watched?.cancel(),
+          });
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Deno.Kv;
+  const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
+  const elsewhere = createBroker();
+  const heard = heardEventIds(here);
+  const endpoint = await userEndpoint(real, "late-watch", 100);
+  const release = here.follow(endpoint.userId);
+  try {
+    const ingest = createIngest(real, { broker: elsewhere, retentionMs: 60_000 });
+    const committed = await ingest.submit(jsonWebhook(endpoint, '{"n":1}'));
+    assert.ok(committed.accepted);
+    openWatch();
+    await waitFor(() => heard.includes(committed.id), { what: "the event committed elsewhere" });
+    assert.deepEqual(heard, [committed.id]);
+  } finally {
+    release();
+    here.close();
+    elsewhere.close();
+    real.close();
+  }
+});

@@ -252,9 +252,17 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
           }, stopped),
           stop: () => {},
         };
+        // The watch's first value may come after commits that followed the connection: a
+        // busy process took seconds. Taken as the starting point, they were never heard, and a
+        // client connected before they were committed never got them. So the start is when the
+        // follow began (ids carry their commit's millisecond), and the head past it is read.
+        // Not earlier: a client that connects without a last id gets only what comes after.
+        const floor = idFloor(Date.now());
         created.stop = watchKey<string>(kv, eventHeadKey(userId), (head) => {
-          if (created.last === undefined) created.last = head;
-          else if (head !== null && (created.last === null || head > created.last)) {
+          if (created.last === undefined) {
+            created.last = head !== null && head > floor ? floor : head;
+          }
+          if (head !== null && (created.last === null || head > created.last)) {
             created.refresh();
           }
         });
