@@ -496,3 +496,24 @@ Deno.test("[envelope-stream] pieces are produced as they are read, not all at on
   assert.equal(second.value, "null");
   await pieces.return(undefined);
 });
+
+Deno.test("[send-budget] beside a take over the whole budget, other accounts share a quarter", async () => {
+  // One account's giant message, read at the slowest rate allowed, held the whole budget: every
+  // other account's large events waited up to a minute behind it.
+  const budget = createSendBudget(100);
+  const order: string[] = [];
+  const giant = await budget.take(500, "attacker");
+  const small = await budget.take(20, "victim");
+  assert.equal(budget.held(), 520);
+  // Past the quarter: waits for room beside the giant.
+  const next = budget.take(10, "third").then((release) => (order.push("third"), release));
+  // Another take over the budget waits for the first to end, and holds no one back meanwhile.
+  const second = budget.take(300, "other").then((release) => (order.push("second giant"), release));
+  small();
+  (await next)();
+  assert.deepEqual(order, ["third"]);
+  giant();
+  (await second)();
+  assert.deepEqual(order, ["third", "second giant"]);
+  assert.equal(budget.held(), 0);
+});
