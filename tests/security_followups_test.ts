@@ -9,7 +9,8 @@ import { type BrokerMessage, createBroker } from "../lib/fanout/broker.ts";
 import { createIngest } from "../lib/intake/group_commit.ts";
 import { kvTransport } from "../lib/fanout/broker_kv.ts";
 import { messageQueue, postWebhook, signUp, startTestServer, waitFor } from "./helpers.ts";
-import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
+import { fakeSink, heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
+import { createConnections } from "../lib/fanout/connections.ts";
 import { instanceSides, postOn, respondOn, signUpOn } from "./sides.ts";
 
 Deno.test("[resend] resends are limited per account: 429 with Retry-After past the burst", async () => {
@@ -261,22 +262,19 @@ Deno.test("[instances] events published here wait for another instance's earlier
   }
 });
 
-Deno.test("[instances] events committed elsewhere before this instance's watch first answers still reach it", async () => {
-  // A client connected here, then a sender's webhook was committed by another instance. The
-  // follow took the log head of its watch's first value as where it started, and on a busy
-  // machine that value came after the commit: the event was never heard here.
+/** A KV whose watches start only when `open()` is called: a busy process's were that late. */
+async function lateWatchKv() {
   const real = await Deno.openKv(":memory:");
-  let openWatch = () => {};
-  const watchOpened = new Promise<void>((resolve) => openWatch = resolve);
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => open = resolve);
   const kv = new Proxy(real, {
     get(target, prop) {
       if (prop === "watch") {
         return (keys: Deno.KvKey[]) => {
-          // The watch starts only when the test lets it: a busy process's was that late.
           let watched: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null = null;
           return new ReadableStream({
             async pull(controller) {
-              await watchOpened;
+              await opened;
               watched ??= target.watch(keys).getReader();
               const { value, done } = await watched.read();
               if (done) controller.close();
@@ -290,6 +288,14 @@ Deno.test("[instances] events committed elsewhere before this instance's watch f
       return typeof value === "function" ? value.bind(target) : value;
     },
   }) as Deno.Kv;
+  return { real, kv, open };
+}
+
+Deno.test("[instances] events committed elsewhere before this instance's watch first answers still reach it", async () => {
+  // A client connected here, then a sender's webhook was committed by another instance. The
+  // follow took the log head of its watch's first value as where it started, and on a busy
+  // machine that value came after the commit: the event was never heard here.
+  const { real, kv, open } = await lateWatchKv();
   const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
   const elsewhere = createBroker();
   const heard = heardEventIds(here);
@@ -299,11 +305,43 @@ Deno.test("[instances] events committed elsewhere before this instance's watch f
     const ingest = createIngest(real, { broker: elsewhere, retentionMs: 60_000 });
     const committed = await ingest.submit(jsonWebhook(endpoint, '{"n":1}'));
     assert.ok(committed.accepted);
-    openWatch();
+    open();
     await waitFor(() => heard.includes(committed.id), { what: "the event committed elsewhere" });
     assert.deepEqual(heard, [committed.id]);
   } finally {
     release();
+    here.close();
+    elsewhere.close();
+    real.close();
+  }
+});
+
+Deno.test("[instances] this instance's own events wait for its watch, so another's earlier one is not passed", async () => {
+  // Before the watch first answered, this process's own publish went to the connection at
+  // once; the read that followed brought the other instance's earlier event, which the
+  // connection, never going back to a lower id, dropped.
+  const { real, kv, open } = await lateWatchKv();
+  const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
+  const elsewhere = createBroker();
+  const connections = createConnections(kv, {
+    broker: here,
+    heartbeatMs: 60_000,
+    slowConsumerBytes: 1_000_000,
+  });
+  const endpoint = await userEndpoint(real, "own-publish", 100);
+  const sink = fakeSink();
+  try {
+    connections.open({ userId: endpoint.userId, credential: "t", transport: "ws", sink });
+    const there = await createIngest(real, { broker: elsewhere, retentionMs: 60_000 })
+      .submit(jsonWebhook(endpoint, '{"n":1}'));
+    const mine = await createIngest(real, { broker: here, retentionMs: 60_000 })
+      .submit(jsonWebhook(endpoint, '{"n":2}'));
+    assert.ok(there.accepted && mine.accepted);
+    open();
+    await waitFor(() => sink.sent.length === 2, { what: "both events" });
+    assert.deepEqual(sink.sent, [there.id, mine.id]);
+  } finally {
+    connections.stop();
     here.close();
     elsewhere.close();
     real.close();

@@ -66,6 +66,8 @@ interface Followed {
   count: number;
   /** The newest id this isolate has heard or read; undefined until the first watch value. */
   last: string | null | undefined;
+  /** Before the first watch value: the lowest `after` of this process's own publishes held. */
+  heldFrom?: string;
   refresh: () => void;
   stop: () => void;
 }
@@ -217,7 +219,16 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
     observe(message) {
       if (message.kind !== "events") return false;
       const state = followed.get(message.userId);
-      if (!state || state.last === undefined || !message.after) return false;
+      if (!state || !message.after) return false;
+      if (state.last === undefined) {
+        // Where the follow starts is not known yet, and another instance may have committed
+        // events before these: sent now, these would pass them for good (a connection never
+        // goes back to a lower id). Held; the first read delivers both, in order.
+        if (state.heldFrom === undefined || message.after < state.heldFrom) {
+          state.heldFrom = message.after;
+        }
+        return true;
+      }
       // Our own process published these: when they follow what we had, skip reading them back.
       if (message.after === state.last) {
         const last = message.events.at(-1)?.id;
@@ -260,7 +271,11 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
         const floor = idFloor(Date.now());
         created.stop = watchKey<string>(kv, eventHeadKey(userId), (head) => {
           if (created.last === undefined) {
-            created.last = head !== null && head > floor ? floor : head;
+            let start = head !== null && head > floor ? floor : head;
+            // Our own publishes held meanwhile are read back whatever the clocks say.
+            const from = created.heldFrom;
+            if (from !== undefined && (start === null || from < start)) start = from;
+            created.last = start;
           }
           if (head !== null && (created.last === null || head > created.last)) {
             created.refresh();

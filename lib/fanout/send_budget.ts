@@ -7,9 +7,11 @@
  * Fair between accounts: each owner (an account) has at most one take at a time, and waiters are
  * served in arrival order among owners that hold nothing, so one account with many clients cannot
  * keep another's large events waiting behind all of its own. While a take over the whole budget
- * is held, the other owners still share a quarter of the budget beside it: a client reading its
- * giant message at the slowest rate allowed would otherwise hold every account's large events
- * back for as long as a minute. Memory then peaks at that message plus the quarter.
+ * is held, the other owners' takes of up to a quarter of the budget go beside it: a client
+ * reading its giant message at the slowest rate allowed would otherwise hold every account's
+ * large events back for as long as a minute. Larger takes still wait for it (they would take
+ * memory to the giant plus the whole budget); smaller ones queued after them go first meanwhile.
+ * Memory then peaks at that message plus the quarter.
  */
 
 /** Bytes lent to large sends in one isolate. */
