@@ -347,3 +347,31 @@ Deno.test("[instances] this instance's own events wait for its watch, so another
     real.close();
   }
 });
+
+Deno.test("[instances] a watch that never answers does not hold this instance's own events for good", async () => {
+  // Own publishes wait for the watch's first value (see the test above); a failing store whose
+  // watch never answers would have kept them from the connection for good.
+  const { real, kv, open } = await lateWatchKv();
+  const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
+  const connections = createConnections(kv, {
+    broker: here,
+    heartbeatMs: 60_000,
+    slowConsumerBytes: 1_000_000,
+  });
+  const endpoint = await userEndpoint(real, "dead-watch", 100);
+  const sink = fakeSink();
+  const ingest = createIngest(real, { broker: here, retentionMs: 60_000 });
+  try {
+    const before = await ingest.submit(jsonWebhook(endpoint, '{"n":0}'));
+    connections.open({ userId: endpoint.userId, credential: "t", transport: "ws", sink });
+    const mine = await ingest.submit(jsonWebhook(endpoint, '{"n":1}'));
+    assert.ok(before.accepted && mine.accepted);
+    await waitFor(() => sink.sent.length > 0, { what: "the event, read without the watch" });
+    assert.deepEqual(sink.sent, [mine.id]);
+  } finally {
+    open();
+    connections.stop();
+    here.close();
+    real.close();
+  }
+});

@@ -51,6 +51,8 @@ type MailboxEntry =
 /** How long mailbox entries live, and how far back a reader looks for late commits. */
 const MAILBOX_TTL_MS = 60_000;
 const MAILBOX_LOOKBACK_MS = 10_000;
+/** How long a follow waits for its watch's first value before reading the log anyway. */
+const FIRST_WATCH_WAIT_MS = 2_000;
 /** Serialized messages up to this size go inside their entry, with room for the rest of it. */
 const INLINE_MESSAGE_BYTES = 60_000;
 /** Parts written per commit, under KV's 800 KiB per-commit limit. */
@@ -269,18 +271,30 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
         // follow began (ids carry their commit's millisecond), and the head past it is read.
         // Not earlier: a client that connects without a last id gets only what comes after.
         const floor = idFloor(Date.now());
-        created.stop = watchKey<string>(kv, eventHeadKey(userId), (head) => {
+        /** The start: no later than our own publishes held meanwhile, whatever the clocks say. */
+        const startFrom = (start: string | null) => {
+          const from = created.heldFrom;
+          return from !== undefined && (start === null || from < start) ? from : start;
+        };
+        const stopWatch = watchKey<string>(kv, eventHeadKey(userId), (head) => {
           if (created.last === undefined) {
-            let start = head !== null && head > floor ? floor : head;
-            // Our own publishes held meanwhile are read back whatever the clocks say.
-            const from = created.heldFrom;
-            if (from !== undefined && (start === null || from < start)) start = from;
-            created.last = start;
+            created.last = startFrom(head !== null && head > floor ? floor : head);
           }
           if (head !== null && (created.last === null || head > created.last)) {
             created.refresh();
           }
         });
+        // A watch that never answers (a failing store) must not hold our own publishes for good:
+        // past this wait the log is read from the floor, as a late first value would have it.
+        const late = setTimeout(() => {
+          if (created.last !== undefined) return;
+          created.last = startFrom(floor);
+          created.refresh();
+        }, FIRST_WATCH_WAIT_MS);
+        created.stop = () => {
+          clearTimeout(late);
+          stopWatch();
+        };
         followed.set(userId, state = created);
       }
       state.count++;
