@@ -149,6 +149,19 @@ async function sendEvent(
   });
 }
 
+/** POST /api/billing/downgrade as the user. */
+function downgradeOf(server: TestServer, user: { token: string }): Promise<Response> {
+  return fetch(`${server.url}/api/billing/downgrade`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+}
+
+/** Posts `n` empty JSON webhooks to the user's URL, one after another. */
+async function postEmpty(user: { webhookUrl: string }, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
+}
+
 async function billing(server: TestServer, token: string) {
   return await (await fetch(`${server.url}/api/billing`, {
     headers: { Authorization: `Bearer ${token}` },
@@ -292,10 +305,7 @@ Deno.test("[stripe] a failed payment falls back to Free limits when the grace pe
   assert.equal(await endExpiredGrace(kv, { freeAllowance: 1000, now: eightDays }), 1);
   assert.equal((await billing(server, user.token)).plan, "free");
 
-  const downgraded = await fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const downgraded = await downgradeOf(server, user);
   assert.equal(downgraded.status, 200);
   assert.deepEqual(await downgraded.json(), { plan: "free", monthlyLimit: 1000 });
 });
@@ -368,9 +378,7 @@ Deno.test("[stripe] usage reaches the meter in idempotent batches that add up to
       object: { object: "checkout.session", client_reference_id: user.id, customer: "cus_m" },
     },
   }).then((r) => r.body?.cancel());
-  const post = async (n: number) => {
-    for (let i = 0; i < n; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
-  };
+  const post = (n: number) => postEmpty(user, n);
   const { kv, stripe } = server.services;
   const report = () => reportUsage(kv, { stripe: stripe!, meterEventName: "websocks_webhooks" });
   const meterCalls = () => standIn.requests.filter((r) => r.path === "/v1/billing/meter_events");
@@ -411,9 +419,7 @@ Deno.test("[stripe] a slow report confirmed after a faster one does not send usa
   await using server = await startWithStripe(standIn.url);
   const user = await signUp(server);
   await subscribe(server, user, "race");
-  const post = async (n: number) => {
-    for (let i = 0; i < n; i++) await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
-  };
+  const post = (n: number) => postEmpty(user, n);
   const { kv, stripe } = server.services;
   const report = () => reportUsage(kv, { stripe: stripe!, meterEventName: "websocks_webhooks" });
   await post(10);
@@ -492,10 +498,7 @@ Deno.test("[stripe] a downgrade before the month closes bills the Pro webhooks o
       await response.body?.cancel();
     }
   }
-  const down = await fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const down = await downgradeOf(server, user);
   assert.equal(down.status, 200);
   assert.match(down.headers.get("content-type")!, /^application\/json/);
   assert.deepEqual(await down.json(), { plan: "free", monthlyLimit: 1000 });
@@ -542,10 +545,7 @@ Deno.test("[stripe] while a downgrade tells Stripe, webhooks count as Free, not 
   assert.deepEqual(await send(100), { 200: 100 });
   let release!: () => void;
   standIn.state.cancelGate = new Promise<void>((resolve) => release = resolve);
-  const down = fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const down = downgradeOf(server, user);
   try {
     await waitFor(() => standIn.state.cancelStarted, { what: "the cancel to reach Stripe" });
     // Free already: 900 more fit the month's 1,000; the rest are refused.
@@ -576,10 +576,7 @@ Deno.test("[stripe] a cancel Stripe applied but whose answer was lost still down
   const user = await signUp(server);
   await subscribe(server, user, "lost");
   standIn.state.cancelAnswerLost = true;
-  const down = await fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const down = await downgradeOf(server, user);
   assert.equal(down.status, 200);
   assert.deepEqual(await down.json(), { plan: "free", monthlyLimit: 1000 });
   assert.equal((await billing(server, user.token)).plan, "free");
@@ -592,10 +589,7 @@ Deno.test("[stripe] a downgrade whose usage cannot reach Stripe changes nothing 
   await subscribe(server, user, "fail");
   await (await postWebhook(user.webhookUrl, "{}")).body?.cancel();
   standIn.state.failMeter = 10;
-  const down = await fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const down = await downgradeOf(server, user);
   assert.equal(down.status, 502);
   assert.match(down.headers.get("content-type")!, /^application\/json/);
   assert.match(
@@ -632,10 +626,7 @@ Deno.test("[stripe] events of a subscription that is no longer the user's change
   await using server = await startWithStripe(standIn.url);
   const user = await signUp(server);
   await subscribe(server, user, "old");
-  const down = await fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const down = await downgradeOf(server, user);
   assert.equal(down.status, 200);
   await down.body?.cancel();
   const subscriptionEvent = (id: string, type: string, status: string) => ({
@@ -691,10 +682,7 @@ Deno.test("[stripe] a second Checkout completed while Pro is cancelled, not bill
   assert.equal((await billing(server, user.token)).plan, "pro");
 
   // The account is still on the first subscription: a downgrade ends that one.
-  const down = await fetch(`${server.url}/api/billing/downgrade`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${user.token}` },
-  });
+  const down = await downgradeOf(server, user);
   assert.equal(down.status, 200);
   await down.body?.cancel();
   assert.equal(deletes("sub_first").length, 1);

@@ -292,11 +292,8 @@ export function createConnections(
 
   /** Waits until the account may read `bytes` more of its log (read_budget.ts). */
   async function paceRead(userId: string, bytes: number): Promise<void> {
-    for (
-      let wait = readBudget.take(userId, bytes);
-      wait > 0;
-      wait = readBudget.take(userId, bytes)
-    ) {
+    let wait: number;
+    while ((wait = readBudget.take(userId, bytes)) > 0) {
       await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }

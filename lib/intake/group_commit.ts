@@ -395,15 +395,15 @@ export function createIngest(
         const refused = group.batch.slice(admitted.length);
         const counted = admitted.length;
         const quota = (n: number): QuotaState => quotaState(user.monthlyLimit, used + n, now);
-        if (refused.length > 0 && gate === gates.get(group.userId)) {
-          // Never refuse on a remembered gate: an upgrade or a raised cap written since (by a
-          // route, another isolate) conflicts with no commit of a user who is refused, so
-          // the remembered limit would stand until a restart.
-          if (!refreshed.has(group.userId)) {
-            refreshed.add(group.userId);
-            gates.delete(group.userId);
-            stale = true;
-          }
+        // Never refuse on a remembered gate: an upgrade or a raised cap written since (by a
+        // route, another isolate) conflicts with no commit of a user who is refused, so the
+        // remembered limit would stand until a restart.
+        if (
+          refused.length > 0 && gate === gates.get(group.userId) && !refreshed.has(group.userId)
+        ) {
+          refreshed.add(group.userId);
+          gates.delete(group.userId);
+          stale = true;
         }
         if (refused.length > 0) {
           refusals.push({
