@@ -363,6 +363,9 @@ Deno.test("[instances] a watch that never answers does not hold this instance's 
   const ingest = createIngest(real, { broker: here, retentionMs: 60_000 });
   try {
     const before = await ingest.submit(jsonWebhook(endpoint, '{"n":0}'));
+    // A follow starts at its millisecond: an event of the same millisecond may count as after.
+    const committedAt = Date.now();
+    await waitFor(() => Date.now() > committedAt, { what: "the next millisecond" });
     connections.open({ userId: endpoint.userId, credential: "t", transport: "ws", sink });
     const mine = await ingest.submit(jsonWebhook(endpoint, '{"n":1}'));
     assert.ok(before.accepted && mine.accepted);
