@@ -7,6 +7,8 @@ import { type Broker, createBroker } from "../lib/fanout/broker.ts";
 import { type Connection, type Connections, createConnections } from "../lib/fanout/connections.ts";
 import { createPresence, type Presence } from "../lib/fanout/presence.ts";
 import { fakeSink, linkedBrokers } from "./fakes.ts";
+import { kvTransport } from "../lib/fanout/broker_kv.ts";
+import { brokerMessagesPrefix } from "../lib/store/kv_keys.ts";
 
 const USER = "user-1";
 
@@ -128,4 +130,91 @@ Deno.test("[presence] with no peers it answers from this isolate alone", async (
   connections.stop();
   broker.close();
   kv.close();
+});
+
+Deno.test("[presence] questions about one account at once are asked once", async () => {
+  // Each question reaches every isolate (over shared KV: a commit, and one per answer), and an
+  // account can send as many API requests as it likes: a burst must not multiply them.
+  using t = await setup();
+  t.there.open("ws");
+  let asked = 0;
+  t.there.broker.subscribe((message) => {
+    if (message.kind === "clients_query") asked++;
+  });
+  const lists = await Promise.all(Array.from({ length: 20 }, () => t.here.presence.list(USER)));
+  assert.equal(asked, 1, "twenty lists at once, one question");
+  assert.ok(lists.every((list) => list.length === 1), "each list has the client there");
+  const anys = await Promise.all(
+    Array.from({ length: 20 }, () => t.here.presence.anyConnected(USER)),
+  );
+  assert.equal(asked, 2, "twenty 'anyone there?' at once, one more question");
+  assert.ok(anys.every((any) => any));
+  assert.equal((await t.here.presence.list(USER)).length, 1, "a later list asks afresh");
+  assert.equal(asked, 3);
+});
+
+Deno.test("[presence] a limited token's list keeps only clients within its endpoints", async () => {
+  using t = await setup();
+  const limited = (ids: string[]) => ({
+    spec: { endpoint: [], event: [], method: [], path: [] },
+    limit: { ids: new Set(ids), slugs: new Set<string>() },
+    endpoints: null,
+    event: null,
+    methods: null,
+    paths: null,
+  });
+  const open = (side: Side, ids: string[] | null) =>
+    side.connections.open({
+      userId: USER,
+      credential: "token",
+      transport: "ws",
+      sink: fakeSink(),
+      filter: ids ? limited(ids) : null,
+    }).id;
+  const inside = [open(t.here, ["e1"]), open(t.there, ["e1"])];
+  open(t.here, ["e1", "e2"]);
+  open(t.there, ["e1", "e2"]);
+  open(t.here, null);
+  open(t.there, null);
+  const listed = await t.here.presence.list(USER, ["e1"]);
+  assert.deepEqual(listed.map((c) => c.id).sort(), inside.sort());
+  assert.equal((await t.here.presence.list(USER)).length, 6, "unlimited, every client");
+  assert.equal((await t.here.presence.list(USER, ["e1", "e2"])).length, 4);
+});
+
+Deno.test("[presence] over shared KV, an instance without the user's clients writes no answer", async () => {
+  // Its empty answer would tell the asker nothing (it waits its fixed time anyway) and cost a
+  // KV commit on every instance for every question.
+  const kv = await Deno.openKv(":memory:");
+  const sides = ["here", "there"].map((processId) => {
+    const broker = createBroker({ transports: [kvTransport(kv, { processId })] });
+    const connections = createConnections(kv, {
+      broker,
+      heartbeatMs: 60_000,
+      slowConsumerBytes: 1_000_000,
+    });
+    return { broker, connections, presence: createPresence({ broker, connections }) };
+  });
+  try {
+    const entries = async () =>
+      (await Array.fromAsync(kv.list({ prefix: brokerMessagesPrefix() })))
+        .length;
+    assert.deepEqual(await sides[0].presence.list(USER), []);
+    assert.equal(await entries(), 1, "the question alone");
+    sides[1].connections.open({
+      userId: USER,
+      credential: "token",
+      transport: "sse",
+      sink: fakeSink(),
+    });
+    assert.equal((await sides[0].presence.list(USER)).length, 1, "an instance with one answers");
+    assert.equal(await entries(), 3, "a question and its one answer");
+  } finally {
+    for (const side of sides) {
+      side.presence.stop();
+      side.connections.stop();
+      side.broker.close();
+    }
+    kv.close();
+  }
 });

@@ -47,10 +47,23 @@ export type BrokerMessage =
     queryId: string;
     userId: string;
     origin: string;
-    /** Only clients limited to these endpoint ids (presence.ts); absent: all. */
+    /**
+     * Only clients limited to these endpoint ids; absent: all. Askers no longer send it (they
+     * filter the answers); instances still answer it during a rolling deploy.
+     */
     within?: string[];
   }
-  | { kind: "clients_answer"; queryId: string; origin: string; clients: ClientInfo[] };
+  | {
+    kind: "clients_answer";
+    queryId: string;
+    origin: string;
+    clients: ClientInfo[];
+    /**
+     * Beside each client, the endpoint ids it is limited to (null: none), so the asker keeps
+     * what a limited token may see. Absent in answers of instances from before it.
+     */
+    limits?: (string[] | null)[];
+  };
 
 /** A publish/subscribe hub. */
 export interface Broker {

@@ -2,6 +2,12 @@
  * Who is connected, across every isolate and instance: the dashboard's client list, the
  * counts in /api/me, and respond mode's "is anyone there" all ask here. This isolate's own
  * connections answer at once; the others answer a question sent through the broker.
+ *
+ * A question reaches every isolate, and over shared KV it is a commit plus one per answer, so
+ * what an account's requests may cost is bounded: one question per account and kind is asked
+ * at a time (callers meanwhile share its answer), it always asks about all of the account's
+ * clients (a limited token's view is filtered here, so tokens cannot multiply questions), and
+ * over shared KV an instance with none of the account's clients keeps silent.
  */
 import type { Broker } from "./broker.ts";
 import type { ClientInfo } from "../shared/wire.ts";
@@ -32,12 +38,23 @@ const UNKNOWN_PEERS_WAIT_MS = 250;
  */
 const ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS = 2_000;
 
-/** Whether a connection receives only events of the endpoints `within` (always, when null). */
-function isWithin(connection: Connection, within: readonly string[] | null): boolean {
+/** A client and the endpoint ids its token limits it to (null: none; undefined: not told). */
+interface Found {
+  client: ClientInfo;
+  limit: readonly string[] | null | undefined;
+}
+
+/**
+ * Whether a client limited to `limit` receives only events of the endpoints `within` (always,
+ * when `within` is null). An answer that did not say its client's limit counts as unlimited.
+ */
+function isWithin(
+  limit: Iterable<string> | null | undefined,
+  within: readonly string[] | null,
+): boolean {
   if (within === null) return true;
-  const limit = connection.filter?.limit;
   if (!limit) return false;
-  for (const id of limit.ids) if (!within.includes(id)) return false;
+  for (const id of limit) if (!within.includes(id)) return false;
   return true;
 }
 
@@ -46,8 +63,8 @@ function localClients(
   connections: Connections,
   userId: string,
   within: readonly string[] | null,
-): ClientInfo[] {
-  return connections.listFor(userId).filter((c) => isWithin(c, within)).map(info);
+): Connection[] {
+  return connections.listFor(userId).filter((c) => isWithin(c.filter?.limit?.ids, within));
 }
 
 const info = (connection: Connection): ClientInfo => ({
@@ -66,18 +83,28 @@ export function createPresence(
   options: { broker: Broker; connections: Connections; answers?: boolean },
 ): Presence {
   const { broker, connections } = options;
-  const waiting = new Map<string, (clients: ClientInfo[]) => void>();
+  const waiting = new Map<string, (found: Found[]) => void>();
+  /** Questions being asked, by kind and account: later callers share their answers. */
+  const asking = new Map<string, Promise<Found[]>>();
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "clients_query" && message.origin !== broker.origin) {
       if (options.answers === false) return;
+      const mine = localClients(connections, message.userId, message.within ?? null);
+      // Uncounted peers (instances over shared KV): the asker waits its fixed time whatever
+      // comes, so an empty answer would only cost a commit here for every question.
+      if (mine.length === 0 && broker.peers() === null) return;
       broker.publish({
         kind: "clients_answer",
         queryId: message.queryId,
         origin: broker.origin,
-        clients: localClients(connections, message.userId, message.within ?? null),
+        clients: mine.map(info),
+        limits: mine.map((c) => c.filter?.limit ? [...c.filter.limit.ids] : null),
       });
     } else if (message.kind === "clients_answer") {
-      waiting.get(message.queryId)?.(message.clients);
+      const { clients, limits } = message;
+      waiting.get(message.queryId)?.(
+        clients.map((client, n) => ({ client, limit: limits ? limits[n] : undefined })),
+      );
     }
   });
 
@@ -89,18 +116,16 @@ export function createPresence(
     userId: string,
     {
       enough = () => false,
-      within = null,
       unknownPeersWaitMs = UNKNOWN_PEERS_WAIT_MS,
     }: {
-      enough?: (found: ClientInfo[]) => boolean;
-      within?: readonly string[] | null;
+      enough?: (found: Found[]) => boolean;
       unknownPeersWaitMs?: number;
     } = {},
-  ): Promise<ClientInfo[]> {
+  ): Promise<Found[]> {
     const peers = broker.peers();
     if (peers === 0) return [];
     const queryId = crypto.randomUUID();
-    const found: ClientInfo[] = [];
+    const found: Found[] = [];
     await new Promise<void>((resolve) => {
       let answered = 0;
       const timer = setTimeout(
@@ -112,33 +137,44 @@ export function createPresence(
         waiting.delete(queryId);
         resolve();
       }
-      waiting.set(queryId, (clients) => {
-        found.push(...clients);
+      waiting.set(queryId, (answer) => {
+        found.push(...answer);
         if ((peers !== null && ++answered >= peers) || enough(found)) finish();
       });
-      broker.publish({
-        kind: "clients_query",
-        queryId,
-        userId,
-        origin: broker.origin,
-        ...(within === null ? {} : { within: [...within] }),
-      });
+      broker.publish({ kind: "clients_query", queryId, userId, origin: broker.origin });
     });
     return found;
   }
 
+  /** The question of this kind about the account being asked, or a new one. */
+  function shared(key: string, question: () => Promise<Found[]>): Promise<Found[]> {
+    let answer = asking.get(key);
+    if (!answer) {
+      answer = question().finally(() => asking.delete(key));
+      asking.set(key, answer);
+    }
+    return answer;
+  }
+
+  const listRemote = (userId: string) => shared(`list:${userId}`, () => ask(userId));
+
   return {
     async list(userId, within = null) {
-      const local = localClients(connections, userId, within);
-      const remote = await ask(userId, { within });
+      const local = localClients(connections, userId, within).map(info);
+      const remote = (await listRemote(userId))
+        .filter((found) => isWithin(found.limit, within))
+        .map((found) => found.client);
       return [...local, ...remote].sort((a, b) => a.connectedAt.localeCompare(b.connectedAt));
     },
     async anyConnected(userId) {
       if (connections.countFor(userId) > 0) return true;
-      const found = await ask(userId, {
-        enough: (found) => found.length > 0,
-        unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
-      });
+      // A list being asked answers this too; one that stops at the first client cannot list.
+      const found =
+        await (asking.get(`list:${userId}`) ?? shared(`any:${userId}`, () =>
+          ask(userId, {
+            enough: (found) => found.length > 0,
+            unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
+          })));
       return found.length > 0;
     },
     stop() {
