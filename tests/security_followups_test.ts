@@ -262,13 +262,28 @@ Deno.test("[instances] events published here wait for another instance's earlier
   }
 });
 
-/** A KV whose watches start only when `open()` is called: a busy process's were that late. */
-async function lateWatchKv() {
+/**
+ * A KV whose watches start only when `open()` is called: a busy process's were that late.
+ * With `lateHeadReads`, reads of a log head (`event_head`) wait for it too: a failing store.
+ * `headReads` settles once every head read so far has been answered.
+ */
+async function lateWatchKv(options: { lateHeadReads?: boolean } = {}) {
   const real = await Deno.openKv(":memory:");
   let open = () => {};
   const opened = new Promise<void>((resolve) => open = resolve);
+  const reads: Promise<unknown>[] = [];
   const kv = new Proxy(real, {
     get(target, prop) {
+      if (prop === "get") {
+        return (key: Deno.KvKey) => {
+          if (key[0] !== "event_head") return target.get(key);
+          const read = (options.lateHeadReads ? opened : Promise.resolve()).then(() =>
+            target.get(key)
+          );
+          reads.push(read);
+          return read;
+        };
+      }
       if (prop === "watch") {
         return (keys: Deno.KvKey[]) => {
           let watched: ReadableStreamDefaultReader<Deno.KvEntryMaybe<unknown>[]> | null = null;
@@ -288,7 +303,7 @@ async function lateWatchKv() {
       return typeof value === "function" ? value.bind(target) : value;
     },
   }) as Deno.Kv;
-  return { real, kv, open };
+  return { real, kv, open, headReads: () => Promise.all(reads) };
 }
 
 Deno.test("[instances] events committed elsewhere before this instance's watch first answers still reach it", async () => {
@@ -349,9 +364,9 @@ Deno.test("[instances] this instance's own events wait for its watch, so another
 });
 
 Deno.test("[instances] a watch that never answers does not hold this instance's own events for good", async () => {
-  // Own publishes wait for the watch's first value (see the test above); a failing store whose
-  // watch never answers would have kept them from the connection for good.
-  const { real, kv, open } = await lateWatchKv();
+  // Own publishes wait until the follow knows where it starts (see the test above); a failing
+  // store that never answers would have kept them from the connection for good.
+  const { real, kv, open } = await lateWatchKv({ lateHeadReads: true });
   const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
   const connections = createConnections(kv, {
     broker: here,
@@ -375,6 +390,40 @@ Deno.test("[instances] a watch that never answers does not hold this instance's 
     open();
     connections.stop();
     here.close();
+    real.close();
+  }
+});
+
+Deno.test("[instances] a follow on an instance whose clock runs ahead still hears what is committed after it", async () => {
+  // The follow started at its own clock's millisecond. Another instance whose clock runs
+  // behind commits ids below that; when the watch's first value came after such a commit, its
+  // head was taken as the start and the event, committed after the client connected, was lost.
+  const { real, kv, open, headReads } = await lateWatchKv();
+  const here = createBroker({ transports: [kvTransport(kv, { processId: "here" })] });
+  const elsewhere = createBroker();
+  const heard = heardEventIds(here);
+  const endpoint = await userEndpoint(real, "clock-ahead", 100);
+  const ingest = createIngest(real, { broker: elsewhere, retentionMs: 60_000 });
+  const before = await ingest.submit(jsonWebhook(endpoint, '{"n":0}'));
+  const now = Date.now;
+  Date.now = () => now() + 60_000;
+  let release = () => {};
+  try {
+    release = here.follow(endpoint.userId);
+  } finally {
+    Date.now = now;
+  }
+  try {
+    await headReads();
+    const committed = await ingest.submit(jsonWebhook(endpoint, '{"n":1}'));
+    assert.ok(before.accepted && committed.accepted);
+    open();
+    await waitFor(() => heard.includes(committed.id), { what: "the event committed elsewhere" });
+    assert.deepEqual(heard, [committed.id], "and not the one committed before the follow");
+  } finally {
+    release();
+    here.close();
+    elsewhere.close();
     real.close();
   }
 });

@@ -51,8 +51,8 @@ type MailboxEntry =
 /** How long mailbox entries live, and how far back a reader looks for late commits. */
 const MAILBOX_TTL_MS = 60_000;
 const MAILBOX_LOOKBACK_MS = 10_000;
-/** How long a follow waits for its watch's first value before reading the log anyway. */
-const FIRST_WATCH_WAIT_MS = 2_000;
+/** How long a follow waits for the log head before reading the log from its own millisecond. */
+const HEAD_READ_WAIT_MS = 2_000;
 /** Serialized messages up to this size go inside their entry, with room for the rest of it. */
 const INLINE_MESSAGE_BYTES = 60_000;
 /** Parts written per commit, under KV's 800 KiB per-commit limit. */
@@ -66,9 +66,9 @@ const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** What one isolate knows of a followed user's log. */
 interface Followed {
   count: number;
-  /** The newest id this isolate has heard or read; undefined until the first watch value. */
+  /** The newest id this isolate has heard or read; undefined until the start is known. */
   last: string | null | undefined;
-  /** Before the first watch value: the lowest `after` of this process's own publishes held. */
+  /** Before the start is known: the lowest `after` of this process's own publishes held. */
   heldFrom?: string;
   refresh: () => void;
   stop: () => void;
@@ -265,32 +265,33 @@ export function kvTransport(kv: Deno.Kv, options: { processId: string }): Transp
           }, stopped),
           stop: () => {},
         };
-        // The watch's first value may come after commits that followed the connection: a
-        // busy process took seconds. Taken as the starting point, they were never heard, and a
-        // client connected before they were committed never got them. So the start is when the
-        // follow began (ids carry their commit's millisecond), and the head past it is read.
-        // Not earlier: a client that connects without a last id gets only what comes after.
+        // Where the follow starts: the log head read as it begins, or the follow's millisecond
+        // (ids carry their commit's) when that is earlier. Not the watch's first value, which a
+        // busy process got seconds later: commits made meanwhile, after the client connected,
+        // were never heard. The head read alone leaves the time of a read, and this clock alone
+        // loses what an instance whose clock runs behind commits meanwhile. Not earlier than
+        // both: a client that connects without a last id gets only what comes after.
         const floor = idFloor(Date.now());
-        /** The start: no later than our own publishes held meanwhile, whatever the clocks say. */
-        const startFrom = (start: string | null) => {
+        /** Sets the start once: no later than our own publishes held meanwhile, either. */
+        const start = (head: string | null) => {
+          if (created.last !== undefined) return;
+          const at = head !== null && head > floor ? floor : head;
           const from = created.heldFrom;
-          return from !== undefined && (start === null || from < start) ? from : start;
+          created.last = from !== undefined && (at === null || from < at) ? from : at;
+          created.refresh();
         };
+        kv.get<string>(eventHeadKey(userId)).then((entry) => start(entry.value), (error) => {
+          if (!closed) log.error("shared-KV broker: reading a log head failed", error);
+        });
         const stopWatch = watchKey<string>(kv, eventHeadKey(userId), (head) => {
-          if (created.last === undefined) {
-            created.last = startFrom(head !== null && head > floor ? floor : head);
-          }
+          if (created.last === undefined) return;
           if (head !== null && (created.last === null || head > created.last)) {
             created.refresh();
           }
         });
-        // A watch that never answers (a failing store) must not hold our own publishes for good:
-        // past this wait the log is read from the floor, as a late first value would have it.
-        const late = setTimeout(() => {
-          if (created.last !== undefined) return;
-          created.last = startFrom(floor);
-          created.refresh();
-        }, FIRST_WATCH_WAIT_MS);
+        // A store that does not answer must not hold our own publishes for good: past this wait
+        // the log is read from the floor.
+        const late = setTimeout(() => start(floor), HEAD_READ_WAIT_MS);
         created.stop = () => {
           clearTimeout(late);
           stopWatch();
