@@ -105,7 +105,7 @@ export function tokenPageRoutes(): Hono<AppEnv> {
         status: 400,
       });
     }
-    const { kv } = c.get("services");
+    const { kv, config } = c.get("services");
     const viewer = viewerOf(c);
     const userId = viewer.user.id;
     const { name, access, endpoint } = form.data;
@@ -113,6 +113,7 @@ export function tokenPageRoutes(): Hono<AppEnv> {
       userId,
       name,
       creator: viewer,
+      maxTokens: config.maxTokensPerAccount,
       // A slug that is no longer the user's (deleted meanwhile) is a 400 page naming it.
       access: requestedAccess(await listEndpoints(kv, userId), {
         scopes: access === "full" ? SCOPES : ["events:read"],

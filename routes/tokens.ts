@@ -50,7 +50,7 @@ export function tokenRoutes(): Hono<AppEnv> {
 
   app.post("/api/tokens", async (c) => {
     const body = await parseBody(c, { schema: createTokenBody, action: "create token" });
-    const { kv } = c.get("services");
+    const { kv, config } = c.get("services");
     const auth = c.get("auth");
     const userId = auth.user.id;
     const endpoints = await listEndpoints(kv, userId);
@@ -64,6 +64,7 @@ export function tokenRoutes(): Hono<AppEnv> {
       name: body.name,
       access,
       creator: auth,
+      maxTokens: config.maxTokensPerAccount,
     });
     return c.json(
       { token: { ...publicToken(created.token, endpoints), value: created.value } },

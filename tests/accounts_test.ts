@@ -215,6 +215,42 @@ async function newToken(
   return (await created.json()).token;
 }
 
+Deno.test("[tokens] an account holds at most MAX_TOKENS_PER_ACCOUNT tokens", async () => {
+  // Tokens never expire and cost a mint nothing but a request: without a cap one free account
+  // could fill the store with them, and every listing of its tokens would read them all.
+  await using server = await startTestServer({ MAX_TOKENS_PER_ACCOUNT: "3" });
+  const user = await signUp(server);
+  const auth = { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" };
+  const create = (name: string) =>
+    fetch(`${server.url}/api/tokens`, {
+      method: "POST",
+      headers: auth,
+      body: JSON.stringify({ name }),
+    });
+  const made = [];
+  for (const name of ["two", "three"]) {
+    const response = await create(name);
+    assert.equal(response.status, 201);
+    made.push((await response.json()).token);
+  }
+  const refused = await create("four");
+  assert.equal(refused.status, 409);
+  assert.match(refused.headers.get("content-type")!, /^application\/json/);
+  assert.equal(
+    (await refused.json()).error,
+    "Cannot create token: the account has 3 tokens, the most it may have; revoke one first",
+  );
+  const revoked = await fetch(`${server.url}/api/tokens/${made[0].id}`, {
+    method: "DELETE",
+    headers: auth,
+  });
+  assert.equal(revoked.status, 200);
+  await revoked.body?.cancel();
+  const again = await create("four");
+  assert.equal(again.status, 201, "room again once one is revoked");
+  await again.body?.cancel();
+});
+
 Deno.test("[tokens] revoking a token closes its SSE and WebSocket connections within a second", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);

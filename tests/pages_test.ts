@@ -725,3 +725,17 @@ Deno.test("[pages] API answers are never stored or sniffed, and https pages ask 
     undefined,
   );
 });
+
+Deno.test("[dashboard] a token form past the account's cap answers 409 with why", async () => {
+  await using server = await startTestServer({ MAX_TOKENS_PER_ACCOUNT: "1" });
+  const user = await signUp(server);
+  const refused = await postForm(server, "/dashboard/tokens", { name: "two" }, {
+    cookie: user.cookie,
+  });
+  assert.equal(refused.status, 409);
+  assert.equal(refused.headers.get("content-type"), "text/html; charset=utf-8");
+  assert.match(
+    await refused.text(),
+    /Cannot create token: the account has 1 tokens, the most it may have; revoke one first/,
+  );
+});

@@ -164,7 +164,9 @@ export function credentialCurrent(
 /**
  * Creates a token for a user and returns it with its value. The `creator`'s own credential must
  * still be current against the account as read here (credentialCurrent), and the token takes
- * that read's generation: a password reset voids both at once, whichever commits first.
+ * that read's generation: a password reset voids both at once, whichever commits first. 409
+ * when the account holds `maxTokens` already: tokens never expire, and each is kept in KV.
+ * Creations in flight together may pass it once each; the next one counts them.
  */
 export async function createToken(
   kv: Deno.Kv,
@@ -174,11 +176,27 @@ export async function createToken(
     access?: TokenAccess;
     /** The caller's credential; absent: none to check (the account's first token). */
     creator?: CredentialStamp;
+    /** Tokens the account may hold; 0 or absent: no limit. */
+    maxTokens?: number;
   },
 ): Promise<{ token: Token; value: string }> {
   const user = (await kv.get<CredentialGenerations>(userKey(options.userId))).value;
   if (!user || (options.creator && !credentialCurrent(options.creator, user))) {
     throw new HttpError(401, "Cannot create token: your token or session was revoked");
+  }
+  const max = options.maxTokens ?? 0;
+  if (max > 0) {
+    let held = 0;
+    for await (const _ of kv.list({ prefix: tokensOfUserPrefix(options.userId) }, { limit: max })) {
+      held++;
+    }
+    if (held >= max) {
+      throw new HttpError(
+        409,
+        `Cannot create token: the account has ${max} tokens, the most it may have; revoke one ` +
+          "first",
+      );
+    }
   }
   const created = await newToken(options.userId, options.name, options.access);
   created.token.generation = user.tokenGeneration ?? 0;

@@ -38,6 +38,7 @@ const schema = z.object({
   CATCH_UP_READ_MB_PER_SECOND: z.coerce.number().nonnegative().default(32),
   MAX_CONNECTIONS_PER_TOKEN: nonNegativeInt.default(100),
   MAX_CONNECTIONS_PER_USER: nonNegativeInt.default(200),
+  MAX_TOKENS_PER_ACCOUNT: nonNegativeInt.default(100),
   WS_MESSAGES_PER_SECOND: positiveInt.default(20),
   WS_MESSAGES_BURST: positiveInt.default(50),
   WS_MAX_MESSAGE_BYTES: positiveInt.default(2 * 1024 * 1024),
@@ -173,6 +174,8 @@ export interface Config {
   maxConnectionsPerToken: number;
   /** Live connections one account may hold across its tokens and sessions; 0 for no limit. */
   maxConnectionsPerUser: number;
+  /** API tokens one account may hold (they never expire); 0 for no limit. */
+  maxTokensPerAccount: number;
   /** Sustained messages per second a WebSocket client may send (acks of new events are free). */
   wsMessagesPerSecond: number;
   /** Messages a WebSocket client may send at once before the rate applies. */
@@ -352,6 +355,7 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     catchUpReadBytesPerSecond: Math.round(e.CATCH_UP_READ_MB_PER_SECOND * 2 ** 20),
     maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,
     maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+    maxTokensPerAccount: e.MAX_TOKENS_PER_ACCOUNT,
     wsMessagesPerSecond: e.WS_MESSAGES_PER_SECOND,
     wsMessagesBurst: e.WS_MESSAGES_BURST,
     wsMaxMessageBytes: e.WS_MAX_MESSAGE_BYTES,
