@@ -125,13 +125,23 @@ export function storedEvent(
 export async function storeEvents(
   kv: Deno.Kv,
   userId: string,
-  options: { count: number; perPack?: number; endpointOf?: (n: number) => string },
+  options: {
+    count: number;
+    perPack?: number;
+    endpointOf?: (n: number) => string;
+    /** Each body this many random bytes (which do not deflate) instead of its number. */
+    bodyBytes?: number;
+  },
 ): Promise<string[]> {
   const perPack = options.perPack ?? 1;
+  const body = (n: number) =>
+    options.bodyBytes
+      ? crypto.getRandomValues(new Uint8Array(options.bodyBytes))
+      : new TextEncoder().encode(String(n));
   const events = Array.from(
     { length: options.count },
     (_, n) =>
-      storedEvent(userId, new TextEncoder().encode(String(n)), {
+      storedEvent(userId, body(n), {
         endpoint: options.endpointOf?.(n) ?? "slug",
       }),
   );

@@ -185,6 +185,11 @@ export interface Connections {
   attachGroups(hooks: GroupHooks): void;
   /** Catches up: sends the retained events after `after` (all when null), then live ones. */
   catchUp(connection: Connection, after: string | null): Promise<number>;
+  /**
+   * Waits until the account may read `bytes` more of its log. Catch-ups, replays and consumer
+   * groups' scans and counts share one budget per account and isolate (read_budget.ts).
+   */
+  paceRead(userId: string, bytes: number): Promise<void>;
   close(connection: Connection, close: { code: number; reason: string }): void;
   /** Forgets a connection whose transport already ended. */
   remove(connection: Connection): void;
@@ -483,6 +488,7 @@ export function createConnections(
       remember(connection, event);
       return true;
     },
+    paceRead,
     attachGroups(hooks) {
       groups = hooks;
     },

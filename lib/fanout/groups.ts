@@ -129,6 +129,8 @@ export interface Groups {
    * asked only when there is a group.
    */
   describe(userId: string, clients: () => Promise<ClientInfo[]>): Promise<GroupSummary[]>;
+  /** Characters of envelopes this isolate holds for the account's groups (about its memory). */
+  held(userId: string): number;
   /** Stops the dispatchers, once the releases of members that left are written. */
   stop(): Promise<void>;
 }
@@ -152,8 +154,22 @@ const MAX_IDLE_TICKS = 8;
  */
 const MAX_PENDING = 200;
 const MAX_PENDING_CHARS = 2 * 1024 * 1024;
+/**
+ * Characters all of an account's dispatchers in an isolate hold together. Events a scan reads
+ * are each dispatcher's own copies: twenty groups whose members take nothing held 40 MiB for
+ * one free account. A dispatcher holding nothing may still take one, so no group of the
+ * account waits on another's members.
+ */
+const ACCOUNT_PENDING_CHARS = 4 * 1024 * 1024;
 /** Claims and events GET /api/groups reads to count unacked and lag, over all of the user's groups. */
 const LAG_BUDGET = 2 * LAG_CAP;
+/**
+ * Bytes of the log one count of lag reads (packs are read whole, bodies and all); past it the
+ * lag shows as capped. 20,000 events of 45 KB were 850 MB a request.
+ */
+const LAG_BYTES = 16 * 1024 * 1024;
+/** Thrown by a count of lag that read LAG_BYTES: it ends the read. */
+const STOP_COUNTING = new Error("the count of lag read its bytes");
 /** How long one count of an account's groups answers GET /api/groups (see countGroups). */
 const COUNTS_FRESH_MS = 2000;
 /** Accounts whose counts are kept at once; past it, stale ones are dropped. */
@@ -255,6 +271,8 @@ interface Dispatcher {
   /** Change only with `hold` and `drop`, which keep `pendingChars`. */
   pending: Map<string, Candidate>;
   pendingChars: number;
+  /** Characters the running scan may still hold: counted as held, so scans side by side share. */
+  reserved: number;
   /** Null: `pending` holds every candidate up to the log's end; else up to this id only. */
   horizon: string | null;
   /**
@@ -346,9 +364,24 @@ export function createGroups(
     d.pendingChars -= heldChars(candidate.event);
   }
 
+  /** Characters the account's dispatchers in this isolate hold. */
+  function accountChars(userId: string): number {
+    let chars = 0;
+    for (const d of dispatchers.get(userId)?.values() ?? []) chars += d.pendingChars + d.reserved;
+    return chars;
+  }
+
+  /** Characters the dispatcher may still take; one event whatever its size when it has none. */
+  function roomChars(d: Dispatcher): number {
+    const room = Math.min(
+      MAX_PENDING_CHARS - d.pendingChars,
+      ACCOUNT_PENDING_CHARS - accountChars(d.userId),
+    );
+    return d.pending.size === 0 ? Math.max(room, 1) : room;
+  }
+
   /** Whether another candidate may be held. */
-  const room = (d: Dispatcher) =>
-    d.pending.size < MAX_PENDING && d.pendingChars < MAX_PENDING_CHARS;
+  const room = (d: Dispatcher) => d.pending.size < MAX_PENDING && roomChars(d) > 0;
 
   /** Whether a member here takes the event. */
   const localMatch = (d: Dispatcher, facts: EventFacts) =>
@@ -692,6 +725,7 @@ export function createGroups(
         } finally {
           // A scan that failed half way must not leave its set growing with every claim.
           d.claimedSince = null;
+          d.reserved = 0;
         }
       } while (d.rescan && !d.stopped);
     })().catch(report("scanning the log")).finally(() => {
@@ -758,12 +792,15 @@ export function createGroups(
     let full = false;
     const found: LiveEvent[] = [];
     let foundChars = 0;
-    const roomChars = MAX_PENDING_CHARS - d.pendingChars;
+    const room = d.reserved = roomChars(d);
     const inFlight = new Set([...d.members].map((m) => m.group!.inFlight?.id));
     const events = eventsAfter(kv, {
       userId: d.userId,
       after: record.cursor,
       batchSize: 2,
+      // Behind an event that is never acked, each scan walks the same events again: at the
+      // account's read rate, like its catch-ups, not at the isolate's.
+      pace: (bytes) => connections.paceRead(d.userId, bytes),
       match: (facts, id) => {
         if (full) return false;
         if (claimsEnd !== null && id > claimsEnd) atClaimsEnd = true;
@@ -793,7 +830,7 @@ export function createGroups(
           candidate = true;
         }
         if (candidate && !d.pending.has(id) && !inFlight.has(id)) {
-          if (found.length + d.pending.size >= MAX_PENDING || foundChars >= roomChars) {
+          if (found.length + d.pending.size >= MAX_PENDING || foundChars >= room) {
             full = true;
             return true;
           }
@@ -810,6 +847,7 @@ export function createGroups(
       foundChars += heldChars(event);
     }
     if (d.stopped) return;
+    d.reserved = 0;
     for (const event of found) {
       if (!d.pending.has(event.id) && !claimedSince.has(event.id)) {
         hold(d, event.id, { event, avoid: null });
@@ -871,6 +909,7 @@ export function createGroups(
       group: null,
       pending: new Map(),
       pendingChars: 0,
+      reserved: 0,
       horizon: null,
       found: false,
       idleScans: 0,
@@ -960,16 +999,17 @@ export function createGroups(
   }
 
   async function countGroupsAfresh(userId: string): Promise<GroupCounts[]> {
-    const out: GroupCounts[] = [];
-    let budget = LAG_BUDGET;
+    const records: GroupRecord[] = [];
     for await (
       const entry of kv.list<GroupRecord>({ prefix: groupsOfUserPrefix(userId) }, {
         limit: MAX_GROUPS_PER_USER * 2,
       })
-    ) {
-      const record = entry.value;
-      // Claims and events are counted without reading bodies, within one budget for the
-      // whole answer: twenty groups would otherwise read 200,000 claims per request.
+    ) records.push(entry.value);
+    // Claims are counted without reading bodies, within one budget for the whole answer:
+    // twenty groups would otherwise read 200,000 claims per request.
+    let budget = LAG_BUDGET;
+    const claimCounts: { unacked: number; unackedCapped: boolean }[] = [];
+    for (const record of records) {
       let unacked = 0;
       let claimsRead = 0;
       const claimCap = Math.min(LAG_CAP, budget);
@@ -980,29 +1020,72 @@ export function createGroups(
         }
       }
       budget -= claimsRead;
-      const cap = Math.min(LAG_CAP, budget);
-      let lag = 0;
-      if (cap > 0) {
-        const counting = eventsAfter(kv, {
-          userId,
-          after: record.cursor,
-          match: () => ++lag >= cap,
-        });
-        for await (const _ of counting) break;
-      }
-      budget -= lag;
-      out.push({
-        name: record.name,
-        createdAt: record.createdAt,
-        cursor: record.cursor,
-        lag: Math.min(lag, cap),
-        lagCapped: lag >= cap,
-        unacked,
-        // The claims were not all read: more may be unacked than counted.
-        unackedCapped: claimsRead >= claimCap,
-      });
+      claimCounts.push({ unacked, unackedCapped: claimsRead >= claimCap });
     }
-    return out;
+    const lags = await countLag(userId, records.map((record) => record.cursor), budget);
+    return records.map((record, n) => ({
+      name: record.name,
+      createdAt: record.createdAt,
+      cursor: record.cursor,
+      ...lags[n],
+      // The claims were not all read: more may be unacked than counted.
+      ...claimCounts[n],
+    }));
+  }
+
+  /**
+   * Each cursor's lag, from one read of the log after the lowest (each group reading it cost
+   * an account's twenty groups twenty reads), within LAG_CAP per group, `events` in all and
+   * LAG_BYTES, at the account's read rate. Capped: more may follow than counted.
+   */
+  async function countLag(
+    userId: string,
+    cursors: (string | null)[],
+    events: number,
+  ): Promise<{ lag: number; lagCapped: boolean }[]> {
+    const lag = cursors.map(() => 0);
+    /** Cursors lowest first ("" for none), as indexes into `cursors`. */
+    const order = cursors.map((_, n) => n).sort((a, b) => {
+      const [x, y] = [cursors[a] ?? "", cursors[b] ?? ""];
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+    if (order.length === 0) return [];
+    if (events <= 0) return lag.map(() => ({ lag: 0, lagCapped: true }));
+    const top = order.at(-1)!;
+    /** Cursors below the event being counted: the first `behind` of `order`. */
+    let behind = 0;
+    let read = 0;
+    let bytes = 0;
+    let complete = true;
+    const counting = eventsAfter(kv, {
+      userId,
+      after: cursors[order[0]],
+      pace: async (size) => {
+        bytes += size;
+        if (bytes > LAG_BYTES) throw STOP_COUNTING;
+        await connections.paceRead(userId, size);
+      },
+      match: (_facts, id) => {
+        while (behind < order.length && (cursors[order[behind]] ?? "") < id) behind++;
+        for (let k = 0; k < behind; k++) lag[order[k]]++;
+        read++;
+        // Every group reached its cap, or the whole count its events: yields, to stop.
+        return (behind === order.length && lag[top] >= LAG_CAP) || read >= events;
+      },
+    });
+    try {
+      for await (const _ of counting) {
+        complete = false;
+        break;
+      }
+    } catch (error) {
+      if (error !== STOP_COUNTING) throw error;
+      complete = false;
+    }
+    return lag.map((counted) => {
+      const capped = counted >= LAG_CAP || !complete;
+      return { lag: Math.min(counted, LAG_CAP), lagCapped: capped };
+    });
   }
 
   const unsubscribe = broker.subscribe((message) => {
@@ -1133,6 +1216,7 @@ export function createGroups(
         await op.commit();
       }
     },
+    held: accountChars,
     async describe(userId, clients) {
       const counted = await countGroups(userId);
       if (counted.length === 0) return [];

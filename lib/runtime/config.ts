@@ -168,7 +168,7 @@ export interface Config {
   slowConsumerBytes: number;
   /** A catch-up stops reading the log while its client has this many bytes unread. */
   catchUpBytes: number;
-  /** Bytes of the log one account's catch-ups and replays read a second, per isolate; 0: any. */
+  /** Bytes of the log one account's catch-ups, replays and groups read a second, per isolate; 0: any. */
   catchUpReadBytesPerSecond: number;
   /** Live connections (SSE and WebSocket) one token or session may hold; 0 for no limit. */
   maxConnectionsPerToken: number;
