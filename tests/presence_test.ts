@@ -218,3 +218,16 @@ Deno.test("[presence] over shared KV, an instance without the user's clients wri
     kv.close();
   }
 });
+
+Deno.test("[presence] 'anyone there?' beside a list that found no one still waits for a late answer", async () => {
+  // A list waits 250 ms for answers over shared KV, "anyone there?" up to 2 s: sharing the
+  // list's empty answer would tell a respond-mode sender 503 while a client is connected.
+  using t = await setup({ brokers: linkedBrokers({ peers: null, delayMs: 300 }) });
+  t.there.open("ws");
+  const [listed, any] = await Promise.all([
+    t.here.presence.list(USER),
+    t.here.presence.anyConnected(USER),
+  ]);
+  assert.equal(listed.length, 0, "the list gave up before the answer came");
+  assert.equal(any, true, "a client connected there");
+});

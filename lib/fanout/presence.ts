@@ -168,13 +168,15 @@ export function createPresence(
     },
     async anyConnected(userId) {
       if (connections.countFor(userId) > 0) return true;
-      // A list being asked answers this too; one that stops at the first client cannot list.
-      const found =
-        await (asking.get(`list:${userId}`) ?? shared(`any:${userId}`, () =>
-          ask(userId, {
-            enough: (found) => found.length > 0,
-            unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
-          })));
+      // A list being asked answers this when it finds a client; it waits less for one than
+      // this does, so finding none it is asked here all the same.
+      const listing = asking.get(`list:${userId}`);
+      if (listing && (await listing).length > 0) return true;
+      const found = await shared(`any:${userId}`, () =>
+        ask(userId, {
+          enough: (found) => found.length > 0,
+          unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
+        }));
       return found.length > 0;
     },
     stop() {
