@@ -750,7 +750,10 @@ async function sseSession(context) {
     }, settings.idleTimeoutMs / 3);
     let closeReason = null;
     try {
-      const chunks = response.body.pipeThrough(new TextDecoderStream());
+      // A U+FEFF at the start of a chunk is text, not a mark: Deno's decoder dropped it at every
+      // chunk's start, and a large body is written as chunks of its own (the stream never begins
+      // with one).
+      const chunks = response.body.pipeThrough(new TextDecoderStream("utf-8", { ignoreBOM: true }));
       for await (const frame of sseFrames(chunks, () => (lastHeard = Date.now()))) {
         if (frame.event !== "message") {
           // Named events are notices (`quota`, `group`, and `close` with the server's reason).

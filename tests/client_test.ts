@@ -523,6 +523,27 @@ Deno.test("[client] sse: a large (8 MiB) binary body arrives whole, byte-exact",
   }
 });
 
+Deno.test("[client] sse: a large text body that starts with U+FEFF arrives byte-exact", async () => {
+  // Deno's TextDecoderStream drops a U+FEFF at the start of every chunk, not only the stream's
+  // first: a large event's body is written as its own chunks, so its leading BOM was lost and
+  // a signature over the original bytes no longer verified.
+  await using server = await startTestServer();
+  const user = await signUp(server);
+  const client = recorder({ url: server.url, token: user.token, transport: "sse" });
+  try {
+    await waitFor(() => client.subscription.state === "live", { what: "live" });
+    const text = '\ufeff<?xml version="1.0"?>' + "x".repeat(2 * 2 ** 20);
+    const response = await postWebhook(user.webhookUrl, text, { "Content-Type": "text/plain" });
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    await waitFor(() => client.handled.length === 1, { what: "the large event" });
+    assert.equal(client.handled[0].body?.length, text.length);
+    assert.equal(client.handled[0].body, text);
+  } finally {
+    await client.subscription.close();
+  }
+});
+
 /** main.ts as its own process on a fixed port and a KV file, as an operator runs it. */
 async function spawnServer(env: Record<string, string>) {
   // The Deno running the tests: under .ci/run's LTS pass, the server runs on the LTS too.

@@ -183,7 +183,9 @@ export async function openSse(
   const messages = messageQueue<SseMessage>("SSE message");
   if (response.body) {
     (async () => {
-      const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+      // ignoreBOM: Deno's decoder drops a U+FEFF at the start of every chunk (client/websocks.js).
+      const reader = response.body!.pipeThrough(new TextDecoderStream("utf-8", { ignoreBOM: true }))
+        .getReader();
       // The unfinished line's pieces: a 30 MiB line comes in many reads, and appending each to
       // one string that is searched again would copy it over and over.
       let pieces: string[] = [];
