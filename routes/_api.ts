@@ -677,6 +677,8 @@ export const API_ROUTES: readonly ApiRoute[] = [
       401: UNAUTHORIZED,
       403: FORBIDDEN,
       404: error("No retained event with this id"),
+      429: error("A large event, and the account has MAX_DOWNLOADS_PER_ACCOUNT in progress"),
+      503: error("A large event, and the server has MAX_DOWNLOADS in progress"),
     },
   },
   {
@@ -694,6 +696,8 @@ export const API_ROUTES: readonly ApiRoute[] = [
       401: UNAUTHORIZED,
       403: FORBIDDEN,
       404: error("No retained event with this id"),
+      429: error("A large body, and the account has MAX_DOWNLOADS_PER_ACCOUNT in progress"),
+      503: error("A large body, and the server has MAX_DOWNLOADS in progress"),
     },
   },
   {

@@ -85,8 +85,13 @@ export function eventRoutes(): Hono<AppEnv> {
       match: seesEvent(auth),
     });
     if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
-    const body = envelopeBody(c.get("services").kv, event);
-    return c.body(body, 200, { "Content-Type": "application/json" });
+    const { kv, downloads } = c.get("services");
+    const body = envelopeBody(kv, event);
+    return c.body(
+      typeof body === "string" ? body : downloads.guard(auth.user.id, body, "read event"),
+      200,
+      { "Content-Type": "application/json" },
+    );
   });
 
   // The sender chose these bytes and they are served from the dashboard's origin: always a
@@ -101,7 +106,10 @@ export function eventRoutes(): Hono<AppEnv> {
       match: seesEvent(auth),
     });
     if (!event) throw new HttpError(404, `Cannot read event body: no retained event ${id}`);
-    return c.body(event.body, 200, {
+    const body = event.body instanceof ReadableStream
+      ? c.get("services").downloads.guard(auth.user.id, event.body, "read event body")
+      : event.body;
+    return c.body(body, 200, {
       ...downloadHeaders(id, event.contentType),
       "Content-Length": String(event.size),
     });

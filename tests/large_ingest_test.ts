@@ -458,3 +458,55 @@ Deno.test("[ingest] an enforced GitHub endpoint checks a 25 MiB body's signature
     what: "the forged body's chunks deleted",
   });
 });
+
+Deno.test("[downloads] an account's unread downloads of large events are bounded, and a stalled one ends", async () => {
+  // Each GET of a large event streamed it with no bound on how many at once nor on how long a
+  // client may leave it unread: ~1 MiB held per idle download, and 2,600 of them from one
+  // account pushed the process past MAX_RSS_MB, so every tenant's webhooks got 503.
+  await using server = await startTestServer({
+    API_RESPONSE_CHECK: "0",
+    MAX_DOWNLOADS_PER_ACCOUNT: "2",
+    DOWNLOAD_STALL_SECONDS: "1",
+  });
+  const user = await signUp(server);
+  const text = "x".repeat(16 * 2 ** 20);
+  const posted = await fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "text/plain" },
+    body: text,
+  });
+  assert.equal(posted.status, 200);
+  const { id } = await posted.json();
+  const auth = { Authorization: `Bearer ${user.token}` };
+  const get = (path: string) => fetch(`${server.url}/api/events/${id}${path}`, { headers: auth });
+  // Two held, never read.
+  const held = [await get(""), await get("/body")];
+  try {
+    assert.deepEqual(held.map((response) => response.status), [200, 200]);
+    const refused = await get("");
+    if (refused.status !== 429) await refused.body?.cancel();
+    assert.equal(refused.status, 429);
+    assert.match(refused.headers.get("content-type")!, /^application\/json/);
+    assert.equal(
+      (await refused.json()).error,
+      "Cannot read event: this account has 2 downloads of large events in progress " +
+        "(MAX_DOWNLOADS_PER_ACCOUNT); finish one first",
+    );
+    assert.ok(refused.headers.get("retry-after"));
+    // Unread for a second, the held ones are ended, and their slots come back.
+    await waitFor(async () => {
+      const again = await get("/body");
+      if (again.status !== 200) {
+        await again.body?.cancel();
+        return false;
+      }
+      assert.equal((await again.text()).length, text.length, "read at once, it arrives whole");
+      return true;
+    }, { what: "a download once the stalled ones ended" });
+    for (const response of held) {
+      await assert.rejects(response.arrayBuffer(), "a stalled download ends short");
+    }
+  } finally {
+    for (const response of held) await response.body?.cancel().catch(() => {});
+  }
+});

@@ -19,6 +19,7 @@ import { createRateLimiter } from "../lib/intake/rate_limit.ts";
 import { createShares } from "../lib/intake/account_share.ts";
 import { userKey } from "../lib/store/kv_keys.ts";
 import { HttpError } from "../lib/http/http_error.ts";
+import { createDownloadGuard } from "../lib/http/download_guard.ts";
 import { waitFor } from "./helpers.ts";
 import { heardEventIds, jsonWebhook, userEndpoint } from "./fakes.ts";
 
@@ -408,4 +409,60 @@ Deno.test("[ingest] an account whose record keeps changing commits apart; the ot
   );
   assert.equal(rewrites, 0);
   kv.close();
+});
+
+Deno.test("[downloads] slots per account and per isolate; a body read, cancelled or failed gives its slot back", async () => {
+  const guard = createDownloadGuard({ perAccount: 2, total: 3, stallMs: 60_000 });
+  const body = (chunks: number, fail = false) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let n = 0; n < chunks; n++) controller.enqueue(new Uint8Array([n]));
+        if (fail) controller.error(new Error("a chunk is missing"));
+        else controller.close();
+      },
+    });
+  const refusal = (run: () => unknown) => {
+    try {
+      run();
+    } catch (error) {
+      assert.ok(error instanceof HttpError);
+      return error.status;
+    }
+    return null;
+  };
+  const a1 = guard.guard("a", body(3), "read event");
+  const a2 = guard.guard("a", body(1, true), "read event");
+  assert.equal(refusal(() => guard.guard("a", body(1), "read event")), 429);
+  const b1 = guard.guard("b", body(1), "read event");
+  assert.equal(refusal(() => guard.guard("c", body(1), "read event")), 503, "the isolate's 3");
+  // Read to its end: the bytes pass unchanged, and the slot comes back.
+  assert.deepEqual(new Uint8Array(await new Response(a1).arrayBuffer()), new Uint8Array([0, 1, 2]));
+  const c1 = guard.guard("c", body(1), "read event");
+  // Failed, and cancelled: both give theirs back.
+  await assert.rejects(new Response(a2).arrayBuffer(), /a chunk is missing/);
+  await b1.cancel();
+  await c1.cancel();
+  const again = [guard.guard("a", body(1), "read event"), guard.guard("a", body(1), "read event")];
+  assert.equal(refusal(() => guard.guard("a", body(1), "read event")), 429);
+  for (const one of again) await one.cancel();
+});
+
+Deno.test("[downloads] a download left unread past its stall time fails and gives its slot back", async () => {
+  const guard = createDownloadGuard({ perAccount: 1, total: 0, stallMs: 50 });
+  let cancelled = false;
+  const source = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      controller.enqueue(new Uint8Array(1024));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  }, { highWaterMark: 0 });
+  const download = guard.guard("a", source, "read event");
+  const reader = download.getReader();
+  assert.equal((await reader.read()).value?.byteLength, 1024);
+  // Not read again: the stall timer ends it and cancels what it read from.
+  await waitFor(() => cancelled, { what: "the source cancelled" });
+  await assert.rejects(reader.read(), /left unread/);
+  guard.guard("a", new ReadableStream(), "read event").cancel();
 });

@@ -39,6 +39,9 @@ const schema = z.object({
   MAX_CONNECTIONS_PER_TOKEN: nonNegativeInt.default(100),
   MAX_CONNECTIONS_PER_USER: nonNegativeInt.default(200),
   MAX_TOKENS_PER_ACCOUNT: nonNegativeInt.default(100),
+  MAX_DOWNLOADS_PER_ACCOUNT: nonNegativeInt.default(4),
+  MAX_DOWNLOADS: nonNegativeInt.default(64),
+  DOWNLOAD_STALL_SECONDS: z.coerce.number().positive().default(15),
   WS_MESSAGES_PER_SECOND: positiveInt.default(20),
   WS_MESSAGES_BURST: positiveInt.default(50),
   WS_MAX_MESSAGE_BYTES: positiveInt.default(2 * 1024 * 1024),
@@ -176,6 +179,12 @@ export interface Config {
   maxConnectionsPerUser: number;
   /** API tokens one account may hold (they never expire); 0 for no limit. */
   maxTokensPerAccount: number;
+  /** Downloads of large events one account may run at once, per isolate; 0 for no limit. */
+  maxDownloadsPerAccount: number;
+  /** Downloads of large events an isolate runs at once; 0 for no limit. */
+  maxDownloads: number;
+  /** A download of a large event its client leaves unread this long is ended. */
+  downloadStallMs: number;
   /** Sustained messages per second a WebSocket client may send (acks of new events are free). */
   wsMessagesPerSecond: number;
   /** Messages a WebSocket client may send at once before the rate applies. */
@@ -356,6 +365,9 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     maxConnectionsPerToken: e.MAX_CONNECTIONS_PER_TOKEN,
     maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
     maxTokensPerAccount: e.MAX_TOKENS_PER_ACCOUNT,
+    maxDownloadsPerAccount: e.MAX_DOWNLOADS_PER_ACCOUNT,
+    maxDownloads: e.MAX_DOWNLOADS,
+    downloadStallMs: e.DOWNLOAD_STALL_SECONDS * 1000,
     wsMessagesPerSecond: e.WS_MESSAGES_PER_SECOND,
     wsMessagesBurst: e.WS_MESSAGES_BURST,
     wsMaxMessageBytes: e.WS_MAX_MESSAGE_BYTES,

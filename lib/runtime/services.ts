@@ -26,6 +26,7 @@ import { createDeletions, type Deletions } from "../accounts/deletion.ts";
 import { createMailer, type Mailer } from "../mail/mailer.ts";
 import { deleteMailDataOf, notifyQuota } from "../mail/account_mail.ts";
 import { countMail } from "../observe/metrics.ts";
+import { createDownloadGuard, type DownloadGuard } from "../http/download_guard.ts";
 
 /** The process-wide parts of one WebSocks server. */
 export interface Services {
@@ -55,6 +56,8 @@ export interface Services {
   groups: Groups;
   /** Resends stored events on request, at RESENDS_PER_SECOND per account. */
   resender: Resender;
+  /** Slots for downloads of large events (MAX_DOWNLOADS_PER_ACCOUNT, MAX_DOWNLOADS). */
+  downloads: DownloadGuard;
   /** The key endpoints' signing secrets are sealed with (see secret_box.ts). */
   secretsKey: CryptoKey;
   /** What /readyz reports; shutdown marks it first (lib/observe/health.ts). */
@@ -200,6 +203,11 @@ export async function createServices(
         burst: config.resendsBurst,
       }),
       perSecond: config.resendsPerSecond,
+    }),
+    downloads: createDownloadGuard({
+      perAccount: config.maxDownloadsPerAccount,
+      total: config.maxDownloads,
+      stallMs: config.downloadStallMs,
     }),
     clientLimits: {
       messagesPerSecond: config.wsMessagesPerSecond,

@@ -1,0 +1,121 @@
+/**
+ * Downloads of large events over plain HTTP (`GET /api/events/:id` and its `/body`), which stream
+ * a body of up to 25 MiB from its chunks in KV. Each one holds its read-ahead (a batch of chunks,
+ * the piece being encoded, the response's buffers: about 1 MiB) for as long as its client leaves
+ * it unread, and the load guard has released its request by then. So each account may run a few
+ * at once, the isolate a bounded number, and one its client stops reading ends after a while.
+ */
+import { HttpError } from "./http_error.ts";
+
+/** Limits on downloads of large bodies, per isolate. */
+export interface DownloadLimits {
+  /** Downloads one account may run at once; 0: no limit. */
+  perAccount: number;
+  /** Downloads the isolate runs at once; 0: no limit. */
+  total: number;
+  /** A download its client leaves unread this long is ended. */
+  stallMs: number;
+}
+
+/** Takes a slot for each large download, held until its body ends. */
+export interface DownloadGuard {
+  /**
+   * Wraps `body` so that it holds one of the account's slots until it is read to its end,
+   * cancelled, or left unread for `stallMs` (then it fails, and the connection closes short).
+   * 429 when the account or the isolate has no slot free; `action` names the refusal.
+   */
+  guard(
+    userId: string,
+    body: ReadableStream<Uint8Array>,
+    action: string,
+  ): ReadableStream<Uint8Array>;
+}
+
+/** Creates the guard of one isolate. */
+export function createDownloadGuard(limits: DownloadLimits): DownloadGuard {
+  const byAccount = new Map<string, number>();
+  let total = 0;
+  return {
+    guard(userId, body, action) {
+      try {
+        take(userId, action);
+      } catch (error) {
+        body.cancel().catch(() => {});
+        throw error;
+      }
+      return slotted(userId, body);
+    },
+  };
+
+  function take(userId: string, action: string): void {
+    const mine = byAccount.get(userId) ?? 0;
+    if (limits.perAccount > 0 && mine >= limits.perAccount) {
+      throw new HttpError(
+        429,
+        `Cannot ${action}: this account has ${mine} downloads of large events in progress ` +
+          "(MAX_DOWNLOADS_PER_ACCOUNT); finish one first",
+        { "Retry-After": "5" },
+      );
+    }
+    if (limits.total > 0 && total >= limits.total) {
+      throw new HttpError(
+        503,
+        `Cannot ${action}: the server has ${total} downloads of large events in progress ` +
+          "(MAX_DOWNLOADS); retry shortly",
+        { "Retry-After": "5" },
+      );
+    }
+    byAccount.set(userId, mine + 1);
+    total++;
+  }
+
+  /** `body`, read one piece per pull, giving the slot back when it ends, however it ends. */
+  function slotted(userId: string, body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(stall);
+      total--;
+      const left = (byAccount.get(userId) ?? 1) - 1;
+      if (left === 0) byAccount.delete(userId);
+      else byAccount.set(userId, left);
+    };
+    const reader = body.getReader();
+    let stall: ReturnType<typeof setTimeout> | undefined;
+    // Pulled one piece at a time (no queue of our own): the client's reading sets the pace,
+    // and a pull that does not come in time ends the download.
+    return new ReadableStream<Uint8Array>({
+      start(controller) {
+        stall = setTimeout(() => stalled(controller), limits.stallMs);
+      },
+      async pull(controller) {
+        clearTimeout(stall);
+        try {
+          const { value, done } = await reader.read();
+          if (done) {
+            release();
+            controller.close();
+            return;
+          }
+          controller.enqueue(value);
+          stall = setTimeout(() => stalled(controller), limits.stallMs);
+        } catch (error) {
+          release();
+          controller.error(error);
+        }
+      },
+      cancel(reason) {
+        release();
+        return reader.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+
+    function stalled(controller: ReadableStreamDefaultController<Uint8Array>): void {
+      release();
+      const reason = new Error(`download left unread for ${limits.stallMs / 1000} s`);
+      reader.cancel(reason).catch(() => {});
+      controller.error(reason);
+    }
+  }
+}
