@@ -155,6 +155,27 @@ Deno.test("[events] catch-up and the body download take a large event by referen
   assert.deepEqual(new Uint8Array(await new Response(download.body).arrayBuffer()), body);
 });
 
+Deno.test("[events] a reader's pace is charged for bodies kept in chunks, twice for large JSON", async () => {
+  // The pace saw a pack's bytes, and an event whose body is in chunks is a few hundred bytes
+  // there: catch-ups of large events read ten times CATCH_UP_READ_MB_PER_SECOND.
+  await using kv = await Deno.openKv(":memory:");
+  const binary = await largeEvent(kv, randomBytes(150_000), {
+    contentType: "application/octet-stream",
+    kind: "other",
+  });
+  const json = await largeEvent(kv, awkwardJson(150_000));
+  await kv.set(eventKey(USER, binary.record.id), await encodePack([binary.record]));
+  await kv.set(eventKey(USER, json.record.id), await encodePack([json.record]));
+  let charged = 0;
+  const events = [];
+  for await (
+    const event of eventsAfter(kv, { userId: USER, pace: (bytes) => void (charged += bytes) })
+  ) events.push(event);
+  assert.equal(events.length, 2);
+  const least = binary.record.size + 2 * json.record.size;
+  assert.ok(charged >= least, `charged ${charged} bytes, read at least ${least}`);
+});
+
 async function fanout(
   options: { slowConsumerBytes?: number; budget?: number; heartbeatMs?: number } = {},
 ) {

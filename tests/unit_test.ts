@@ -466,3 +466,25 @@ Deno.test("[downloads] a download left unread past its stall time fails and give
   await assert.rejects(reader.read(), /left unread/);
   guard.guard("a", new ReadableStream(), "read event").cancel();
 });
+
+Deno.test("[downloads] what a download reads is charged to its account's pace", async () => {
+  const charged: [string, number][] = [];
+  const guard = createDownloadGuard({
+    perAccount: 0,
+    total: 0,
+    stallMs: 60_000,
+    pace: (userId, bytes) => Promise.resolve(void charged.push([userId, bytes])),
+  });
+  const source = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new Uint8Array(100));
+      controller.enqueue(new Uint8Array(50));
+      controller.close();
+    },
+  });
+  assert.equal(
+    (await new Response(guard.guard("a", source, "read event")).arrayBuffer()).byteLength,
+    150,
+  );
+  assert.deepEqual(charged, [["a", 100], ["a", 50]]);
+});

@@ -3,7 +3,8 @@
  * a body of up to 25 MiB from its chunks in KV. Each one holds its read-ahead (a batch of chunks,
  * the piece being encoded, the response's buffers: about 1 MiB) for as long as its client leaves
  * it unread, and the load guard has released its request by then. So each account may run a few
- * at once, the isolate a bounded number, and one its client stops reading ends after a while.
+ * at once, the isolate a bounded number, one its client stops reading ends after a while, and
+ * what they read is charged to the account's read budget, which its catch-ups share.
  */
 import { HttpError } from "./http_error.ts";
 
@@ -15,6 +16,8 @@ export interface DownloadLimits {
   total: number;
   /** A download its client leaves unread this long is ended. */
   stallMs: number;
+  /** Waits until the account may read `bytes` more of its log (its catch-ups' read budget). */
+  pace?: (userId: string, bytes: number) => Promise<void>;
 }
 
 /** Takes a slot for each large download, held until its body ends. */
@@ -98,6 +101,8 @@ export function createDownloadGuard(limits: DownloadLimits): DownloadGuard {
             controller.close();
             return;
           }
+          // Each piece read is charged as it goes: the same budget as the account's catch-ups.
+          if (limits.pace) await limits.pace(userId, value.byteLength);
           controller.enqueue(value);
           stall = setTimeout(() => stalled(controller), limits.stallMs);
         } catch (error) {

@@ -396,6 +396,13 @@ export async function* eventsAfter(
       if (options.until && event.id > options.until) return;
       if (event.expiresAt <= now) continue;
       if (options.match && !options.match(eventFacts(event), event.id)) continue;
+      if (options.pace && event.body === null && event.blobId) {
+        // Its body is read outside the pack: here (kept in chunks), or by each send of a large
+        // event, twice for JSON (payload and body). Uncharged, catch-ups of large events read
+        // ten times their account's rate.
+        const large = event.large;
+        await options.pace(event.size * (large?.utf8 && event.kind === "json" ? 2 : 1));
+      }
       yield await toDelivery(kv, event);
     }
   }

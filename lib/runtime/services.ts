@@ -208,6 +208,7 @@ export async function createServices(
       perAccount: config.maxDownloadsPerAccount,
       total: config.maxDownloads,
       stallMs: config.downloadStallMs,
+      pace: connections.paceRead,
     }),
     clientLimits: {
       messagesPerSecond: config.wsMessagesPerSecond,
