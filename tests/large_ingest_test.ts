@@ -510,3 +510,69 @@ Deno.test("[downloads] an account's unread downloads of large events are bounded
     for (const response of held) await response.body?.cancel().catch(() => {});
   }
 });
+
+Deno.test("[ingest] a sender trickling a large body holds only what arrived, and is cut under the minimum rate", async () => {
+  // The declared length was reserved before a byte arrived, and a byte every few seconds kept
+  // the body alive: 103 such requests from 5 addresses held the whole MAX_STAGING_MB while
+  // sending 20 KB, and every other tenant's large webhooks got 503 until BODY_TIMEOUT.
+  await using server = await startTestServer({
+    MAX_STAGING_MB: "4",
+    BODY_IDLE_TIMEOUT_SECONDS: "2",
+  });
+  const user = await signUp(server);
+  // A raw request: fetch would send a stream chunked, without the declared length.
+  const url = new URL(user.webhookUrl);
+  const connection = await Deno.connect({ hostname: url.hostname, port: Number(url.port) });
+  const encoder = new TextEncoder();
+  await connection.write(encoder.encode(
+    `POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\n` +
+      `Content-Type: application/octet-stream\r\nContent-Length: ${3 * 2 ** 20}\r\n\r\n`,
+  ));
+  let stopped = false;
+  const stop = () => stopped = true;
+  const trickling = (async () => {
+    while (!stopped) {
+      await connection.write(new Uint8Array(1)).catch(() => stop());
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  })();
+  /** The status and body of the answer to the trickle (the server may keep the socket open). */
+  const answer = (async () => {
+    const reader = connection.readable.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    while (!/\r\n\r\n[^]*\}/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    reader.releaseLock();
+    return { status: Number(text.split(" ")[1]), body: text.slice(text.indexOf("\r\n\r\n") + 4) };
+  })();
+  try {
+    await waitFor(() => server.load().bodies === 1, { what: "the trickle being received" });
+    // 3 MiB declared: reserved whole, 3 + 2 > 4 MiB and this one got 503.
+    const other = await fetch(user.webhookUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream" },
+      body: randomBytes(2 * 2 ** 20),
+    });
+    assert.equal(other.status, 200, await other.clone().text());
+    await other.body?.cancel();
+    // Two bytes a second is under 16 KiB/s: past the idle timeout's grace, it is cut.
+    const cut = await answer;
+    assert.equal(cut.status, 408);
+    assert.match(
+      cut.body,
+      /"Cannot ingest: body arriving at \d+ bytes a second, under the minimum of 16 KiB/,
+    );
+  } finally {
+    stop();
+    await trickling;
+    try {
+      connection.close();
+    } catch {
+      // closed by the server already
+    }
+  }
+});

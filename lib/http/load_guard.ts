@@ -33,8 +33,19 @@ const RESAMPLE_MS = 100;
 interface BodyRead {
   startedAt: number;
   lastDataAt: number;
+  /** Bytes received so far. */
+  bytes: number;
+  /** Streamed into storage: held to the minimum rate. */
+  staged: boolean;
   fail(error: HttpError): void;
 }
+
+/**
+ * What a body streamed into storage reserves of the staging budget beyond what has arrived, up
+ * to its declared length. Reserving the whole length at once let a sender hold 25 MiB of the
+ * budget with a byte every few seconds: a hundred such requests held it all.
+ */
+const STAGING_AHEAD_BYTES = 1024 * 1024;
 
 /** One isolate's load guard; see the module comment. */
 export interface LoadGuard {
@@ -68,6 +79,7 @@ type GuardConfig = Pick<
   | "maxRequests"
   | "bodyIdleTimeoutMs"
   | "bodyTimeoutMs"
+  | "streamMinBytesPerSecond"
   | "maxBufferedBodyBytes"
   | "maxBufferedBodyBytesPerAddress"
   | "maxStagingBytes"
@@ -208,6 +220,12 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
       pressure = `short of file descriptors (${files ?? limit} of ${limit} open)`;
     } else pressure = null;
   };
+  /** Past the idle timeout's grace, a staged body must have come at the minimum rate. */
+  const tooSlow = (read: BodyRead, now: number) => {
+    const elapsed = now - read.startedAt;
+    return config.streamMinBytesPerSecond > 0 && elapsed > config.bodyIdleTimeoutMs &&
+      read.bytes < (elapsed / 1000) * config.streamMinBytesPerSecond;
+  };
   const timeOutBodies = () => {
     const now = Date.now();
     for (const read of state.bodies) {
@@ -216,6 +234,17 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
           new HttpError(408, `body not received within ${config.bodyTimeoutMs / 1000} s`, {
             Connection: "close",
           }),
+        );
+      } else if (read.staged && tooSlow(read, now)) {
+        const rate = Math.floor(read.bytes / ((now - read.startedAt) / 1000));
+        read.fail(
+          new HttpError(
+            408,
+            `body arriving at ${rate} bytes a second, under the minimum of ` +
+              `${config.streamMinBytesPerSecond / 1024} KiB/s for large bodies ` +
+              "(STREAM_BODY_MIN_KIB_PER_SECOND)",
+            { Connection: "close" },
+          ),
         );
       } else if (now - read.lastDataAt > config.bodyIdleTimeoutMs) {
         read.fail(
@@ -462,6 +491,8 @@ export async function receiveBody<T>(
   const read: BodyRead = {
     startedAt: now,
     lastDataAt: now,
+    bytes: 0,
+    staged: false,
     fail(error) {
       timedOut ??= new HttpError(error.status, `Cannot ${action}: ${error.message}`, error.headers);
       interrupt?.(timedOut);
@@ -499,7 +530,7 @@ export async function receiveBody<T>(
   const streamTo = async (piece: Uint8Array) => {
     // Held: the sink's buffer, and this piece until the sink has copied it.
     reserve(sink!.capacity + piece.byteLength);
-    reserveStaging(Math.max(declared ?? 0, total));
+    reserveStaging(declared === null ? total : Math.min(declared, total + STAGING_AHEAD_BYTES));
     await withDeadline(sink!.write(piece));
     reserve(sink!.capacity);
   };
@@ -507,14 +538,18 @@ export async function receiveBody<T>(
     state?.bodies.add(read);
     const streams = declared !== null && declared > options.streamOver && options.open;
     if (streams) {
+      // Refused at once when the whole would not fit now; then only the next stretch is held.
       reserveStaging(declared);
+      reserveStaging(Math.min(declared, STAGING_AHEAD_BYTES));
       sink = await withDeadline(options.open!(declared));
+      read.staged = true;
       readIntoScratch();
     } else if (declared !== null) reserve(declared);
     for (;;) {
       const { value, done } = await withDeadline(nextPiece());
       if (done) break;
       total += value.byteLength;
+      read.bytes = total;
       if (total > maxBytes) throw tooLarge();
       read.lastDataAt = Date.now();
       if (sink) {
@@ -526,6 +561,7 @@ export async function receiveBody<T>(
           // No length was declared, and the body has outgrown memory: stream from here on.
           reserveStaging(total);
           sink = await withDeadline(options.open(null));
+          read.staged = true;
           readIntoScratch();
           const held = parts;
           parts = [];
