@@ -1242,3 +1242,56 @@ Deno.test("[groups] an account's groups hold at most 4 MiB of events together in
     kv.close();
   }
 });
+
+Deno.test("[groups] a member holding one event does not stop the others once 5,000 acked pass it", async () => {
+  // Every scan walked from the cursor, which the held event kept back, and stopped after 5,000
+  // events: with the others' acked events piling up behind it, no scan reached new events, and
+  // the group's other members got nothing until the holder's ack timeout (up to an hour).
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const { kv } = server.services;
+  const holder = await member(server, user, { ack: false, ackTimeoutSeconds: 3600 });
+  const held = await post(user, '{"held":true}');
+  await waitFor(() => holder.got.some((got) => got.id === held), { what: "the held event" });
+  // 5,001 events the other members took and acked meanwhile, and one after them nobody took.
+  const stored = await storeEvents(kv, user.id, { count: 5002, perPack: 50 });
+  const acked = stored.slice(0, -1);
+  const next = stored.at(-1)!;
+  await writeAckedClaims(kv, user.id, acked);
+  const other = await member(server, user);
+  await waitFor(() => other.got.some((got) => got.id === next), {
+    what: "the event after them, to the member that acks",
+  });
+  const [group] = (await listGroups(server, user)).groups;
+  assert.ok(group.cursor >= acked.at(-1)!, `the cursor ${group.cursor} passed the acked ones`);
+  assert.equal(group.unacked, 1, "the held event is still unacked");
+  assert.ok(!other.got.some((got) => got.id === held), "and not handed to another member");
+  // Its ack settles it: its claim goes once a scan sees it.
+  holder.ws.send({ type: "ack", id: held });
+  await waitFor(async () => await claimsListed(kv, user.id) === 0, {
+    what: "every claim deleted, the held one's too",
+  });
+  await holder.ws.close();
+  await other.ws.close();
+});
+
+Deno.test("[groups] an event the cursor passed while held goes to another member when released", async () => {
+  await using server = await startTestServer(ENV);
+  const user = await signUp(server);
+  const holder = await member(server, user, { ack: false, ackTimeoutSeconds: 3600 });
+  const held = await post(user, '{"held":true}');
+  await waitFor(() => holder.got.some((got) => got.id === held), { what: "the held event" });
+  const other = await member(server, user);
+  const later = await post(user, '{"later":true}');
+  await waitFor(() => other.got.some((got) => got.id === later), { what: "the later event" });
+  await waitFor(async () => (await listGroups(server, user)).groups[0].cursor >= later, {
+    what: "the cursor past the held event",
+  });
+  await holder.ws.close();
+  await waitFor(() => other.got.some((got) => got.id === held), {
+    what: "the held event, released, to the other member",
+  });
+  assert.equal(other.got.find((got) => got.id === held)?.attempt, 2);
+  await settled(server, user, "workers");
+  await other.ws.close();
+});

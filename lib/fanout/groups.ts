@@ -6,7 +6,9 @@
  * is written only where it is absent, or released (`until` 0) or expired and not acked, so of
  * all the isolates and instances sharing the store exactly one member holds each attempt. The
  * group's record holds `cursor`: every id at or below it is done (acked, or matched by no member
- * when it was seen), so progress survives restarts and the absence of every member.
+ * when it was seen), but those in its `open` list, events members held when the cursor passed
+ * them (each scan looks at them again: `settleOpen`). Progress survives restarts and the absence
+ * of every member.
  *
  * Each isolate runs a dispatcher per (user, group) while it has members of that group. It keeps
  * candidate events in id order (bounded: `MAX_PENDING`), from two sources: a scan of the log
@@ -28,7 +30,7 @@
 import type { Broker } from "./broker.ts";
 import { CLOSE, type Connection, type Connections } from "./connections.ts";
 import { compileFilter, describeFilter, type Filter, type FilterSpec, matches } from "./filters.ts";
-import { type EventMatch, eventsAfter, hasEvent } from "../log/events.ts";
+import { type EventMatch, eventsAfter, getEvent, hasEvent } from "../log/events.ts";
 import { type EventFacts, heldChars, type LiveEvent, withAttempt } from "../log/envelope_json.ts";
 import { HttpError } from "../http/http_error.ts";
 import {
@@ -58,8 +60,13 @@ export const LAG_CAP = 10_000;
 /** ["group", userId, name] */
 export interface GroupRecord {
   name: string;
-  /** Every event id at or below it is done for the group; null: none yet. */
+  /** Every event id at or below it is done for the group, but those in `open`; null: none yet. */
   cursor: string | null;
+  /**
+   * Events at or below the cursor not done yet: the cursor passed them while a member held them,
+   * so one event that is never acked does not hold it back (at most MAX_OPEN).
+   */
+  open?: string[];
   createdAt: string;
   /** Epoch ms of the last write. */
   updatedAt: number;
@@ -181,6 +188,12 @@ const MEMBERS_VALID_MS = 30_000;
 const MAX_MEMBERS_BYTES = 48 * 1024;
 /** How long stopping waits for the claims and releases being written. */
 const STOP_WAIT_MS = 2000;
+/**
+ * Events held by members that the cursor may pass and keep in the record's `open` list. Beyond
+ * them the cursor waits, as before: one event held a whole hour (its ack timeout) stopped the
+ * group once 5,000 acked events piled up behind it, and every scan walked them all again.
+ */
+const MAX_OPEN = 64;
 /** Events one scan walks past the cursor. */
 const MAX_WALK = 5000;
 /**
@@ -204,6 +217,18 @@ function storedBytes(json: string): number {
   return json.length;
 }
 
+/** The record with `open` as its open list (none when empty). */
+function withOpen(record: GroupRecord, open: readonly string[]): GroupRecord {
+  const { open: _, ...rest } = record;
+  return open.length > 0 ? { ...rest, open: [...open] } : rest;
+}
+
+/** Whether the group is done with `id`: at or below its cursor, and not open. */
+function passed(record: GroupRecord | null | undefined, id: string): boolean {
+  return !!record && record.cursor !== null && id <= record.cursor &&
+    !(record.open?.includes(id) ?? false);
+}
+
 /**
  * One done event at the head of a group's log: acked (its claim goes) or taken by no member;
  * `released` is the versionstamp of a released claim that no member takes now, which goes if
@@ -213,6 +238,8 @@ export interface DoneEvent {
   id: string;
   acked: boolean;
   released?: string;
+  /** Held by a member: passed into the record's `open` list, its claim kept and unchecked. */
+  held?: boolean;
 }
 
 /** One commit of a cursor's advance: where the cursor goes, the claims it deletes, and checks. */
@@ -224,6 +251,8 @@ export interface AdvanceStep {
    * elsewhere took the event meanwhile.
    */
   checks: { id: string; versionstamp: string | null }[];
+  /** Ids it passes while members hold them, for the record's `open` list. */
+  held?: string[];
 }
 
 /**
@@ -237,9 +266,9 @@ export function advanceSteps(
 ): AdvanceStep[] {
   const steps: AdvanceStep[] = [];
   let step: AdvanceStep | null = null;
-  for (const { id, acked, released } of run) {
-    const deletes = acked || released !== undefined;
-    const checks = !acked;
+  for (const { id, acked, released, held } of run) {
+    const deletes = !held && (acked || released !== undefined);
+    const checks = !held && !acked;
     if (
       !step || (deletes && step.deletes.length >= limits.deletes) ||
       (checks && step.checks.length >= limits.checks)
@@ -248,6 +277,7 @@ export function advanceSteps(
       steps.push(step);
     }
     step.cursor = id;
+    if (held) (step.held ??= []).push(id);
     if (deletes) step.deletes.push(id);
     if (checks) step.checks.push({ id, versionstamp: released ?? null });
   }
@@ -524,7 +554,7 @@ export function createGroups(
         current = claimed;
       }
       if (!group.value) return null;
-      if (group.value.cursor !== null && id <= group.value.cursor) return null;
+      if (passed(group.value, id)) return null;
       // A member that never acks (or keeps leaving) is not sent the event for ever, nor past
       // its retention: the group gives it up, and the scan's cursor moves over it.
       const expired = idTime(id) + options.retentionMs <= Date.now();
@@ -670,8 +700,7 @@ export function createGroups(
         if (batch.length >= MAX_CLAIMS_PER_COMMIT) break;
         if (!d.members.some((m) => !m.closed && m.group!.inFlight === null)) break;
         const candidate = d.pending.get(id)!;
-        const cursor = d.group?.value?.cursor ?? null;
-        if (cursor !== null && id <= cursor) {
+        if (passed(d.group?.value, id)) {
           drop(d, id);
           continue;
         }
@@ -760,8 +789,13 @@ export function createGroups(
       if (!group.value) return;
     }
     d.group = group;
-    const record = group.value;
     await syncMembers(d);
+    // The events the cursor passed while members held them: those settled since leave the list.
+    const settled = await settleOpen(d, group as Deno.KvEntry<GroupRecord>);
+    if (!settled) return;
+    group = d.group = settled;
+    const record = settled.value;
+    let openRoom = MAX_OPEN - (record.open?.length ?? 0);
     // With the claims being decided now: one may land after the list below is read.
     const claimedSince = d.claimedSince = new Set<string>();
     for (const member of d.members) {
@@ -818,6 +852,11 @@ export function createGroups(
           // Released or expired, and no member now takes it: passed as an unclaimed event no
           // member takes is, or it would hold the cursor until the event expires.
           if (advancing) done.push({ id, acked: false, released: stamps.get(id)! });
+        } else if (claim && claim.until > now && advancing && openRoom > 0) {
+          // Held by a member: passed into the record's open list, so that one event never
+          // acked does not stop the group behind it (settleOpen looks at it again).
+          openRoom--;
+          done.push({ id, acked: false, held: true });
         } else if (claim) {
           advancing = false;
           // Released or expired: take it over when a member here can.
@@ -876,9 +915,11 @@ export function createGroups(
       d.idleScans++;
       d.skipTicks = Math.min(2 ** d.idleScans, MAX_IDLE_TICKS) - 1;
     }
-    let entry: Deno.KvEntry<GroupRecord> = group;
+    let entry: Deno.KvEntry<GroupRecord> = settled;
+    let open = record.open ?? [];
     for (const step of advanceSteps(done)) {
-      const next: GroupRecord = { ...record, cursor: step.cursor, updatedAt: now };
+      if (step.held) open = [...open, ...step.held];
+      const next = withOpen({ ...record, cursor: step.cursor, updatedAt: now }, open);
       const op = kv.atomic().check(entry).set(entry.key, next);
       for (const id of step.deletes) op.delete(groupClaimKey(d.userId, d.name, id));
       // Claimed meanwhile by a member elsewhere: then it is not done; try again.
@@ -892,8 +933,63 @@ export function createGroups(
       }
       entry = d.group = { key: entry.key, value: next, versionstamp: result.versionstamp };
       counts.delete(d.userId);
-      for (const id of d.pending.keys()) if (id <= step.cursor) drop(d, id);
+      for (const id of d.pending.keys()) if (passed(next, id)) drop(d, id);
     }
+  }
+
+  /**
+   * Looks again at the events of the record's open list: acked ones, and released ones no
+   * member takes now (or expired), leave it, their claims deleted in one commit with it;
+   * released ones a member here takes are held as candidates. The record as it is afterwards,
+   * or null when another write came first (the scan runs again).
+   */
+  async function settleOpen(
+    d: Dispatcher,
+    group: Deno.KvEntry<GroupRecord>,
+  ): Promise<Deno.KvEntry<GroupRecord> | null> {
+    const open = group.value.open ?? [];
+    if (open.length === 0) return group;
+    const now = Date.now();
+    const inFlight = new Set(d.members.map((m) => m.group!.inFlight?.id));
+    const kept: string[] = [];
+    const op = kv.atomic().check(group);
+    let changed = false;
+    for (let n = 0; n < open.length; n += 10) {
+      const ids = open.slice(n, n + 10);
+      const claims = await kv.getMany<GroupClaim[]>(
+        ids.map((id) => groupClaimKey(d.userId, d.name, id)),
+      );
+      for (const [k, entry] of claims.entries()) {
+        const id = ids[k];
+        const claim = entry.value;
+        let done = claim === null || claim.acked;
+        if (claim && !claim.acked && claim.until <= now) {
+          const event = await getEvent(kv, { userId: d.userId, id });
+          if (event === null || !anyMatch(d, event)) done = true;
+          else if (localMatch(d, event) && !d.pending.has(id) && !inFlight.has(id) && room(d)) {
+            hold(d, id, { event, avoid: claim.member });
+          }
+        }
+        if (!done) {
+          kept.push(id);
+          continue;
+        }
+        changed = true;
+        // Unchanged since read, or another member took it meanwhile: then it stays open.
+        op.check(entry);
+        if (claim) op.delete(entry.key);
+      }
+    }
+    if (!changed) return group;
+    const next = withOpen({ ...group.value, updatedAt: now }, kept);
+    const result = await op.set(group.key, next).commit();
+    if (!result.ok) {
+      d.rescan = true;
+      return null;
+    }
+    counts.delete(d.userId);
+    wake(d);
+    return { key: group.key, value: next, versionstamp: result.versionstamp };
   }
 
   function dispatcherFor(userId: string, name: string): Dispatcher {
@@ -1023,14 +1119,20 @@ export function createGroups(
       claimCounts.push({ unacked, unackedCapped: claimsRead >= claimCap });
     }
     const lags = await countLag(userId, records.map((record) => record.cursor), budget);
-    return records.map((record, n) => ({
-      name: record.name,
-      createdAt: record.createdAt,
-      cursor: record.cursor,
-      ...lags[n],
-      // The claims were not all read: more may be unacked than counted.
-      ...claimCounts[n],
-    }));
+    return records.map((record, n) => {
+      // Events the cursor passed while held are still to be acked, and behind in the log.
+      const open = record.open?.length ?? 0;
+      return {
+        name: record.name,
+        createdAt: record.createdAt,
+        cursor: record.cursor,
+        lag: lags[n].lag + open,
+        lagCapped: lags[n].lagCapped,
+        // The claims were not all read: more may be unacked than counted.
+        unacked: claimCounts[n].unacked + open,
+        unackedCapped: claimCounts[n].unackedCapped,
+      };
+    });
   }
 
   /**
