@@ -1295,3 +1295,30 @@ Deno.test("[groups] an event the cursor passed while held goes to another member
   await settled(server, user, "workers");
   await other.ws.close();
 });
+
+Deno.test("[groups] another isolate's members' record this one cannot read does not stop its scans", async () => {
+  // A filter record missing its fields (another version's, or damaged) made compileFilter
+  // throw inside every scan: the group stopped here for as long as the record lived.
+  const kv = await Deno.openKv(":memory:");
+  const { connections, groups, stop } = groupsOn(kv);
+  try {
+    await groups.prepare("u1", "g");
+    await kv.set(groupMembersKey("u1", "g", "elsewhere"), {
+      filters: [{}],
+      until: Date.now() + 60_000,
+    });
+    const [id] = await storeEvents(kv, "u1", { count: 1 });
+    const sink = fakeSink();
+    connections.open({
+      userId: "u1",
+      credential: "t",
+      transport: "ws",
+      sink,
+      group: { name: "g", ackTimeoutMs: 30_000 },
+    });
+    await waitFor(() => sink.sent.includes(id), { what: "the event, to the member here" });
+  } finally {
+    await stop();
+    kv.close();
+  }
+});

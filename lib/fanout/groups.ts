@@ -462,7 +462,14 @@ export function createGroups(
       for (const { endpointIds, ...spec } of entry.value.filters) {
         // Matched by endpoint id only; slugs are what a client may name, checked where it joined.
         const limit = endpointIds ? { ids: new Set(endpointIds), slugs: new Set<string>() } : null;
-        remote.push(compileFilter(spec, limit));
+        try {
+          remote.push(compileFilter(spec, limit));
+        } catch {
+          // A record this version cannot read (another version's, or damaged): that member is
+          // taken to want everything, so events wait for it rather than being passed over. A
+          // throw here stopped every scan of the group.
+          remote.push(null);
+        }
       }
     }
     d.remote = remote;
