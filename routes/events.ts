@@ -86,6 +86,8 @@ export function eventRoutes(): Hono<AppEnv> {
     });
     if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
     const { kv, downloads } = c.get("services");
+    // HEAD runs this handler too, and its body is dropped uncancelled: none is made for it.
+    if (c.req.method === "HEAD") return c.body(null, 200, { "Content-Type": "application/json" });
     const body = envelopeBody(kv, event);
     return c.body(
       typeof body === "string" ? body : downloads.guard(auth.user.id, body, "read event"),
@@ -106,13 +108,18 @@ export function eventRoutes(): Hono<AppEnv> {
       match: seesEvent(auth),
     });
     if (!event) throw new HttpError(404, `Cannot read event body: no retained event ${id}`);
+    const headers = {
+      ...downloadHeaders(id, event.contentType),
+      "Content-Length": String(event.size),
+    };
+    if (c.req.method === "HEAD") {
+      if (event.body instanceof ReadableStream) await event.body.cancel();
+      return c.body(null, 200, headers);
+    }
     const body = event.body instanceof ReadableStream
       ? c.get("services").downloads.guard(auth.user.id, event.body, "read event body")
       : event.body;
-    return c.body(body, 200, {
-      ...downloadHeaders(id, event.contentType),
-      "Content-Length": String(event.size),
-    });
+    return c.body(body, 200, headers);
   });
 
   app.get("/api/events/:id/deliveries", ...read, async (c) => {

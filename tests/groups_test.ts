@@ -1281,6 +1281,11 @@ Deno.test("[groups] an event the cursor passed while held goes to another member
   const holder = await member(server, user, { ack: false, ackTimeoutSeconds: 3600 });
   const held = await post(user, '{"held":true}');
   await waitFor(() => holder.got.some((got) => got.id === held), { what: "the held event" });
+  await waitFor(async () => (await listGroups(server, user)).groups[0].cursor === held, {
+    what: "the cursor on the held event",
+  });
+  const [group] = (await listGroups(server, user)).groups;
+  assert.deepEqual([group.unacked, group.lag], [1, 1], "the held event counted once");
   const other = await member(server, user);
   const later = await post(user, '{"later":true}');
   await waitFor(() => other.got.some((got) => got.id === later), { what: "the later event" });

@@ -581,3 +581,34 @@ Deno.test("[ingest] a sender trickling a large body holds only what arrived, and
     }
   }
 });
+
+Deno.test("[downloads] HEAD of a large event answers its headers and takes no download slot", async () => {
+  // Hono answers HEAD with the GET handler and drops its body uncancelled: each HEAD held a
+  // slot until the stall timer, so a few requests a minute kept every other account's large
+  // downloads at 503.
+  await using server = await startTestServer({
+    API_RESPONSE_CHECK: "0",
+    MAX_DOWNLOADS_PER_ACCOUNT: "1",
+    DOWNLOAD_STALL_SECONDS: "60",
+  });
+  const user = await signUp(server);
+  const posted = await fetch(user.webhookUrl, {
+    method: "POST",
+    headers: { "Content-Type": "text/plain" },
+    body: "y".repeat(2 * 2 ** 20),
+  });
+  assert.equal(posted.status, 200);
+  const { id } = await posted.json();
+  const auth = { Authorization: `Bearer ${user.token}` };
+  for (const path of ["", "/body"]) {
+    const head = await fetch(`${server.url}/api/events/${id}${path}`, {
+      method: "HEAD",
+      headers: auth,
+    });
+    assert.equal(head.status, 200);
+    await head.body?.cancel();
+    const get = await fetch(`${server.url}/api/events/${id}${path}`, { headers: auth });
+    assert.equal(get.status, 200, `GET ${path || "/"} after a HEAD`);
+    await get.arrayBuffer();
+  }
+});

@@ -1119,6 +1119,8 @@ export function createGroups(
       if (claimCap > 0) {
         for await (const claim of claimsAfter(userId, record.name, record.cursor, claimCap)) {
           claimsRead++;
+          // The list starts at the cursor's own claim: an open event, counted below.
+          if (record.cursor !== null && (claim.key[3] as string) <= record.cursor) continue;
           if (!claim.value.acked) unacked++;
         }
       }
