@@ -361,3 +361,16 @@ Deno.test("[connections] catch-ups of one account read the log within its byte r
   // No rate: no waiting.
   assert.equal(createReadBudget({ bytesPerSecond: 0 }).take("a", 1e9), 0);
 });
+
+Deno.test("[connections] a read over a second's worth is not starved by the account's small reads", () => {
+  // It waited for a full budget, and another reader of the account taking 64 KB at a time
+  // kept it from ever filling: a catch-up stopped at a large event for as long as they ran.
+  let now = 0;
+  const budget = createReadBudget({ bytesPerSecond: 100_000, now: () => now });
+  assert.equal(budget.take("a", 60_000), 0);
+  assert.equal(budget.take("a", 250_000), 0, "goes while the budget has any left");
+  const wait = budget.take("a", 60_000);
+  assert.ok(wait >= 2_700, `the small reads pay for it after: ${wait} ms`);
+  now += wait;
+  assert.equal(budget.take("a", 60_000), 0);
+});

@@ -35,8 +35,9 @@ export function createReadBudget(
       }
       budget.bytes = Math.min(rate, budget.bytes + ((at - budget.at) / 1000) * rate);
       budget.at = at;
-      // More than a second's worth at once goes when the budget is full, and leaves it short.
-      const needed = Math.min(bytes, rate);
+      // More than a second's worth at once goes while any is left, and leaves the budget short:
+      // waiting for a full one, it never came while other readers of the account took pieces.
+      const needed = bytes > rate ? Number.MIN_VALUE : bytes;
       if (budget.bytes >= needed) {
         budget.bytes -= bytes;
         return 0;
