@@ -7,6 +7,7 @@ import { type Broker, createBroker } from "../lib/fanout/broker.ts";
 import { type Connection, type Connections, createConnections } from "../lib/fanout/connections.ts";
 import { createPresence, type Presence } from "../lib/fanout/presence.ts";
 import { fakeSink, linkedBrokers } from "./fakes.ts";
+import { waitFor } from "./helpers.ts";
 import { kvTransport } from "../lib/fanout/broker_kv.ts";
 import { brokerMessagesPrefix } from "../lib/store/kv_keys.ts";
 
@@ -230,4 +231,19 @@ Deno.test("[presence] 'anyone there?' beside a list that found no one still wait
   ]);
   assert.equal(listed.length, 0, "the list gave up before the answer came");
   assert.equal(any, true, "a client connected there");
+});
+
+Deno.test("[presence] 'anyone there?' does not take a question asked before a client connected for its answer", async () => {
+  // A call joined the question being asked; that question had reached the other instance
+  // before the client connected there, so its "no" answered a call made after the client was.
+  using t = await setup({ brokers: linkedBrokers({ peers: null, delayMs: 100 }) });
+  let asked = 0;
+  t.there.broker.subscribe((message) => {
+    if (message.kind === "clients_query") asked++;
+  });
+  const first = t.here.presence.anyConnected(USER);
+  await waitFor(() => asked === 1, { what: "the first question there" });
+  t.there.open("ws");
+  assert.equal(await t.here.presence.anyConnected(USER), true, "a client connected there");
+  await first;
 });

@@ -85,7 +85,7 @@ export function createPresence(
   const { broker, connections } = options;
   const waiting = new Map<string, (found: Found[]) => void>();
   /** Questions being asked, by kind and account: later callers share their answers. */
-  const asking = new Map<string, Promise<Found[]>>();
+  const asking = new Map<string, { answer: Promise<Found[]>; at: number }>();
   const unsubscribe = broker.subscribe((message) => {
     if (message.kind === "clients_query" && message.origin !== broker.origin) {
       if (options.answers === false) return;
@@ -147,16 +147,19 @@ export function createPresence(
   }
 
   /** The question of this kind about the account being asked, or a new one. */
-  function shared(key: string, question: () => Promise<Found[]>): Promise<Found[]> {
-    let answer = asking.get(key);
-    if (!answer) {
-      answer = question().finally(() => asking.delete(key));
-      asking.set(key, answer);
+  function shared(
+    key: string,
+    question: () => Promise<Found[]>,
+  ): { answer: Promise<Found[]>; at: number } {
+    let asked = asking.get(key);
+    if (!asked) {
+      asked = { answer: question().finally(() => asking.delete(key)), at: Date.now() };
+      asking.set(key, asked);
     }
-    return answer;
+    return asked;
   }
 
-  const listRemote = (userId: string) => shared(`list:${userId}`, () => ask(userId));
+  const listRemote = (userId: string) => shared(`list:${userId}`, () => ask(userId)).answer;
 
   return {
     async list(userId, within = null) {
@@ -170,14 +173,20 @@ export function createPresence(
       if (connections.countFor(userId) > 0) return true;
       // A list being asked answers this when it finds a client; it waits less for one than
       // this does, so finding none it is asked here all the same.
+      const since = Date.now();
       const listing = asking.get(`list:${userId}`);
-      if (listing && (await listing).length > 0) return true;
-      const found = await shared(`any:${userId}`, () =>
-        ask(userId, {
-          enough: (found) => found.length > 0,
-          unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
-        }));
-      return found.length > 0;
+      if (listing && (await listing.answer).length > 0) return true;
+      const any = () =>
+        shared(`any:${userId}`, () =>
+          ask(userId, {
+            enough: (found) => found.length > 0,
+            unknownPeersWaitMs: ANY_CONNECTED_UNKNOWN_PEERS_WAIT_MS,
+          }));
+      const joined = any();
+      if ((await joined.answer).length > 0) return true;
+      // A "no" to a question asked before this call may predate a client that connected since:
+      // asked once more (shared by every call in the same case), never more.
+      return joined.at < since && (await any().answer).length > 0;
     },
     stop() {
       unsubscribe();
