@@ -251,6 +251,29 @@ Deno.test("[tokens] an account holds at most MAX_TOKENS_PER_ACCOUNT tokens", asy
   await again.body?.cancel();
 });
 
+Deno.test("[tokens] creations side by side cannot pass MAX_TOKENS_PER_ACCOUNT", async () => {
+  // The tokens were counted, then one written: 600 requests at once made 514 under a cap of 100.
+  await using server = await startTestServer({ MAX_TOKENS_PER_ACCOUNT: "5" });
+  const user = await signUp(server);
+  const statuses = await Promise.all(Array.from({ length: 30 }, async (_, n) => {
+    const response = await fetch(`${server.url}/api/tokens`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${user.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ name: `t${n}` }),
+    });
+    await response.body?.cancel();
+    return response.status;
+  }));
+  assert.ok(statuses.every((status) => status === 201 || status === 409), String(statuses));
+  const list = await fetch(`${server.url}/api/tokens`, {
+    headers: { Authorization: `Bearer ${user.token}` },
+  });
+  assert.equal(list.status, 200);
+  const { tokens } = await list.json();
+  assert.equal(tokens.length, 5, "the sign-up's token and four more");
+  assert.equal(statuses.filter((status) => status === 201).length, 4);
+});
+
 Deno.test("[tokens] revoking a token closes its SSE and WebSocket connections within a second", async () => {
   await using server = await startTestServer();
   const user = await signUp(server);

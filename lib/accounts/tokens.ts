@@ -8,6 +8,7 @@ import { isStorageUnavailable, listAll } from "../store/kv.ts";
 import {
   mayNameRecord,
   tokenByHashKey,
+  tokenCountKey,
   tokenKey,
   tokensOfUserPrefix,
   userKey,
@@ -165,8 +166,9 @@ export function credentialCurrent(
  * Creates a token for a user and returns it with its value. The `creator`'s own credential must
  * still be current against the account as read here (credentialCurrent), and the token takes
  * that read's generation: a password reset voids both at once, whichever commits first. 409
- * when the account holds `maxTokens` already: tokens never expire, and each is kept in KV.
- * Creations in flight together may pass it once each; the next one counts them.
+ * when the account holds `maxTokens` already: tokens never expire, and each is kept in KV. The
+ * count is checked in the token's own commit (tokenCountKey), so creations side by side cannot
+ * pass it; 409 too when they kept conflicting.
  */
 export async function createToken(
   kv: Deno.Kv,
@@ -185,24 +187,41 @@ export async function createToken(
     throw new HttpError(401, "Cannot create token: your token or session was revoked");
   }
   const max = options.maxTokens ?? 0;
-  if (max > 0) {
-    let held = 0;
-    for await (const _ of kv.list({ prefix: tokensOfUserPrefix(options.userId) }, { limit: max })) {
-      held++;
-    }
-    if (held >= max) {
+  const created = await newToken(options.userId, options.name, options.access);
+  created.token.generation = user.tokenGeneration ?? 0;
+  const countKey = tokenCountKey(options.userId);
+  // The count is checked and raised in the token's own commit: creations side by side conflict,
+  // and each one tries again with the count the other left (600 at once passed a listed count).
+  for (let tries = 0; tries < 10; tries++) {
+    const counted = await kv.get<number>(countKey);
+    let count = counted.value ?? -1;
+    // Absent (tokens made before it, or at sign-up), or at the cap (revokes do not lower it):
+    // the tokens themselves are counted.
+    if (count < 0 || (max > 0 && count >= max)) count = await countTokens(kv, options.userId);
+    if (max > 0 && count >= max) {
       throw new HttpError(
         409,
         `Cannot create token: the account has ${max} tokens, the most it may have; revoke one ` +
           "first",
       );
     }
+    const result = await writeToken(kv.atomic().check(counted), created.token)
+      .set(countKey, count + 1)
+      .commit();
+    if (result.ok) return created;
   }
-  const created = await newToken(options.userId, options.name, options.access);
-  created.token.generation = user.tokenGeneration ?? 0;
-  const result = await writeToken(kv.atomic(), created.token).commit();
-  if (!result.ok) throw new Error("Cannot create token: commit conflicted");
-  return created;
+  throw new HttpError(
+    409,
+    "Cannot create token: other tokens of this account were being created at the same moment; " +
+      "retry",
+  );
+}
+
+/** How many tokens the user has. */
+async function countTokens(kv: Deno.Kv, userId: string): Promise<number> {
+  let count = 0;
+  for await (const _ of kv.list({ prefix: tokensOfUserPrefix(userId) })) count++;
+  return count;
 }
 
 /** Lists a user's tokens, oldest first. */

@@ -10,6 +10,9 @@
  * |                                           | sessions (same commit, same TTL)   |                 |
  * | ["tokens", userId, tokenId]               | Token (hash of the value only)     | tokens.ts       |
  * | ["tokens_by_hash", sha256(value)]         | { userId, tokenId }                | tokens.ts       |
+ * | ["token_count", userId, "all"]            | number: at least the user's tokens | tokens.ts       |
+ * |                                           | (raised with each new one, counted |                 |
+ * |                                           | again at the cap; never lowered)   |                 |
  * | ["endpoints", userId, endpointId]         | Endpoint                           | endpoints.ts    |
  * | ["endpoints_by_slug", slug]               | { userId, endpointId }             | endpoints.ts    |
  * | ["events", userId, firstEventId]          | StoredEvent[]: consecutive events, | group_commit.ts |
@@ -102,6 +105,8 @@ export const sessionsOfUserPrefix = (userId: string) => ["sessions_of_user", use
 export const tokenKey = (userId: string, tokenId: string) => ["tokens", userId, tokenId];
 /** Prefix of one user's tokens. */
 export const tokensOfUserPrefix = (userId: string) => ["tokens", userId];
+/** ["token_count", userId, "all"]: what token creations check and raise in their commit. */
+export const tokenCountKey = (userId: string) => ["token_count", userId, "all"];
 /** ["tokens_by_hash", hash] */
 export const tokenByHashKey = (hash: string) => ["tokens_by_hash", hash];
 /** ["endpoints", userId, endpointId] */
@@ -253,6 +258,7 @@ export const loginDevicesPrefix = () => ["login_devices"];
 export const userKeyPrefixes = (userId: string): Deno.KvKey[] => [
   sessionsOfUserPrefix(userId),
   tokensOfUserPrefix(userId),
+  ["token_count", userId],
   endpointsOfUserPrefix(userId),
   eventsOfUserPrefix(userId),
   ["event_bodies", userId],
