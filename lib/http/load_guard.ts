@@ -35,17 +35,13 @@ interface BodyRead {
   lastDataAt: number;
   /** Bytes received so far. */
   bytes: number;
-  /** Streamed into storage: held to the minimum rate. */
-  staged: boolean;
+  /**
+   * The declared length of a body streamed into storage, which reserves it all of the staging
+   * budget from the start: it must then come on time (see `behind`); else null.
+   */
+  staged: number | null;
   fail(error: HttpError): void;
 }
-
-/**
- * What a body streamed into storage reserves of the staging budget beyond what has arrived, up
- * to its declared length. Reserving the whole length at once let a sender hold 25 MiB of the
- * budget with a byte every few seconds: a hundred such requests held it all.
- */
-const STAGING_AHEAD_BYTES = 1024 * 1024;
 
 /** One isolate's load guard; see the module comment. */
 export interface LoadGuard {
@@ -79,7 +75,6 @@ type GuardConfig = Pick<
   | "maxRequests"
   | "bodyIdleTimeoutMs"
   | "bodyTimeoutMs"
-  | "streamMinBytesPerSecond"
   | "maxBufferedBodyBytes"
   | "maxBufferedBodyBytesPerAddress"
   | "maxStagingBytes"
@@ -220,11 +215,17 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
       pressure = `short of file descriptors (${files ?? limit} of ${limit} open)`;
     } else pressure = null;
   };
-  /** Past the idle timeout's grace, a staged body must have come at the minimum rate. */
-  const tooSlow = (read: BodyRead, now: number) => {
+  /**
+   * A body streamed into storage holds its whole declared length of the staging budget, so
+   * that one let in always fits; a byte every few seconds then held 25 MiB of it until the
+   * body's timeout (a hundred such requests held it all). Past the idle timeout's grace it
+   * must be on course to arrive within the body's timeout, so holding costs real bandwidth.
+   */
+  const behind = (read: BodyRead, now: number) => {
+    const grace = config.bodyIdleTimeoutMs;
     const elapsed = now - read.startedAt;
-    return config.streamMinBytesPerSecond > 0 && elapsed > config.bodyIdleTimeoutMs &&
-      read.bytes < (elapsed / 1000) * config.streamMinBytesPerSecond;
+    if (read.staged === null || elapsed <= grace || config.bodyTimeoutMs <= grace) return false;
+    return read.bytes < read.staged * (elapsed - grace) / (config.bodyTimeoutMs - grace);
   };
   const timeOutBodies = () => {
     const now = Date.now();
@@ -235,14 +236,13 @@ export function createLoadGuard(config: GuardConfig): LoadGuard {
             Connection: "close",
           }),
         );
-      } else if (read.staged && tooSlow(read, now)) {
+      } else if (behind(read, now)) {
         const rate = Math.floor(read.bytes / ((now - read.startedAt) / 1000));
         read.fail(
           new HttpError(
             408,
-            `body arriving at ${rate} bytes a second, under the minimum of ` +
-              `${config.streamMinBytesPerSecond / 1024} KiB/s for large bodies ` +
-              "(STREAM_BODY_MIN_KIB_PER_SECOND)",
+            `body arriving at ${rate} bytes a second, too slowly for its ${read.staged} bytes ` +
+              `to arrive within ${config.bodyTimeoutMs / 1000} s`,
             { Connection: "close" },
           ),
         );
@@ -492,7 +492,7 @@ export async function receiveBody<T>(
     startedAt: now,
     lastDataAt: now,
     bytes: 0,
-    staged: false,
+    staged: null,
     fail(error) {
       timedOut ??= new HttpError(error.status, `Cannot ${action}: ${error.message}`, error.headers);
       interrupt?.(timedOut);
@@ -530,7 +530,7 @@ export async function receiveBody<T>(
   const streamTo = async (piece: Uint8Array) => {
     // Held: the sink's buffer, and this piece until the sink has copied it.
     reserve(sink!.capacity + piece.byteLength);
-    reserveStaging(declared === null ? total : Math.min(declared, total + STAGING_AHEAD_BYTES));
+    reserveStaging(Math.max(declared ?? 0, total));
     await withDeadline(sink!.write(piece));
     reserve(sink!.capacity);
   };
@@ -538,11 +538,9 @@ export async function receiveBody<T>(
     state?.bodies.add(read);
     const streams = declared !== null && declared > options.streamOver && options.open;
     if (streams) {
-      // Refused at once when the whole would not fit now; then only the next stretch is held.
       reserveStaging(declared);
-      reserveStaging(Math.min(declared, STAGING_AHEAD_BYTES));
       sink = await withDeadline(options.open!(declared));
-      read.staged = true;
+      read.staged = declared;
       readIntoScratch();
     } else if (declared !== null) reserve(declared);
     for (;;) {
@@ -561,7 +559,6 @@ export async function receiveBody<T>(
           // No length was declared, and the body has outgrown memory: stream from here on.
           reserveStaging(total);
           sink = await withDeadline(options.open(null));
-          read.staged = true;
           readIntoScratch();
           const held = parts;
           parts = [];

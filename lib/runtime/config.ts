@@ -78,7 +78,6 @@ const schema = z.object({
   BROKER: z.enum(["process", "kv"], "must be process or kv").default("process"),
   BODY_IDLE_TIMEOUT_SECONDS: z.coerce.number().positive().default(10),
   BODY_TIMEOUT_SECONDS: z.coerce.number().positive().default(60),
-  STREAM_BODY_MIN_KIB_PER_SECOND: z.coerce.number().nonnegative().default(16),
   API_MAX_BODY_BYTES: positiveInt.default(64 * 1024),
   MAX_BUFFERED_BODY_MB: z.coerce.number().positive().default(256),
   MAX_BUFFERED_BODY_MB_PER_ADDRESS: z.coerce.number().positive().default(16),
@@ -250,11 +249,6 @@ export interface Config {
   bodyIdleTimeoutMs: number;
   /** A request body not complete this long after its headers is refused with 408. */
   bodyTimeoutMs: number;
-  /**
-   * Past bodyIdleTimeoutMs, a body streamed into storage (over streamBodyBytes) arriving slower
-   * than this on average is refused with 408; 0: any rate.
-   */
-  streamMinBytesPerSecond: number;
   /** Largest JSON or form body of the API and the pages (413 above). */
   apiMaxBodyBytes: number;
   /** Bytes all request bodies being received may hold together, per isolate (503 above). */
@@ -410,7 +404,6 @@ export function loadConfig(env: Record<string, string | undefined> = Deno.env.to
     broker: e.BROKER,
     bodyIdleTimeoutMs: e.BODY_IDLE_TIMEOUT_SECONDS * 1000,
     bodyTimeoutMs: e.BODY_TIMEOUT_SECONDS * 1000,
-    streamMinBytesPerSecond: Math.round(e.STREAM_BODY_MIN_KIB_PER_SECOND * 1024),
     apiMaxBodyBytes: e.API_MAX_BODY_BYTES,
     maxBufferedBodyBytes: Math.round(e.MAX_BUFFERED_BODY_MB * 2 ** 20),
     maxBufferedBodyBytesPerAddress: Math.round(e.MAX_BUFFERED_BODY_MB_PER_ADDRESS * 2 ** 20),
