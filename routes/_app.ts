@@ -40,6 +40,12 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.use(async (c, next) => {
     c.set("services", services);
     await next();
+    // Hono answers HEAD with the GET handler and drops its body without cancelling it: a
+    // stream made for it (a download holding its slot, read-ahead from KV) lived on unread.
+    if (c.req.method === "HEAD" && c.res.body) {
+      await c.res.body.cancel();
+      c.res = new Response(null, c.res);
+    }
     // API answers may hold what a cookie lets read (events, tokens): never stored by a cache,
     // never sniffed into something else. Streams set their own caching; 101 is immutable.
     if (c.res.status === 101) return;

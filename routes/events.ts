@@ -44,6 +44,8 @@ export function eventRoutes(): Hono<AppEnv> {
     const { connections, kv, groups } = c.get("services");
     const filter = streamFilter(c, await endpointLimit(kv, auth));
     const group = streamGroup(c);
+    // HEAD answers the stream's headers before any side effect: it makes no group, and takes no
+    // connection's place (routes/_app.ts cancels whatever body a HEAD would have had).
     if (c.req.method === "HEAD") return sseHeadAnswer();
     // The connection limits first, so a refused connection creates no group, and again
     // after: preparing waits for KV, and only opening takes a connection's place.
@@ -86,8 +88,6 @@ export function eventRoutes(): Hono<AppEnv> {
     });
     if (!event) throw new HttpError(404, `Cannot read event: no retained event ${id}`);
     const { kv, downloads } = c.get("services");
-    // HEAD runs this handler too, and its body is dropped uncancelled: none is made for it.
-    if (c.req.method === "HEAD") return c.body(null, 200, { "Content-Type": "application/json" });
     const body = envelopeBody(kv, event);
     return c.body(
       typeof body === "string" ? body : downloads.guard(auth.user.id, body, "read event"),
@@ -108,18 +108,13 @@ export function eventRoutes(): Hono<AppEnv> {
       match: seesEvent(auth),
     });
     if (!event) throw new HttpError(404, `Cannot read event body: no retained event ${id}`);
-    const headers = {
-      ...downloadHeaders(id, event.contentType),
-      "Content-Length": String(event.size),
-    };
-    if (c.req.method === "HEAD") {
-      if (event.body instanceof ReadableStream) await event.body.cancel();
-      return c.body(null, 200, headers);
-    }
     const body = event.body instanceof ReadableStream
       ? c.get("services").downloads.guard(auth.user.id, event.body, "read event body")
       : event.body;
-    return c.body(body, 200, headers);
+    return c.body(body, 200, {
+      ...downloadHeaders(id, event.contentType),
+      "Content-Length": String(event.size),
+    });
   });
 
   app.get("/api/events/:id/deliveries", ...read, async (c) => {
