@@ -7,6 +7,7 @@
  * what they read is charged to the account's read budget, which its catch-ups share.
  */
 import { HttpError } from "./http_error.ts";
+import { createShares, type Shares } from "../intake/account_share.ts";
 
 /** Limits on downloads of large bodies, per isolate. */
 export interface DownloadLimits {
@@ -36,53 +37,62 @@ export interface DownloadGuard {
 
 /** Creates the guard of one isolate. */
 export function createDownloadGuard(limits: DownloadLimits): DownloadGuard {
-  const byAccount = new Map<string, number>();
-  let total = 0;
+  const perAccount = createShares(limits.perAccount || Infinity, (limit) =>
+    new HttpError(
+      429,
+      `this account has ${limit} downloads of large events in progress ` +
+        "(MAX_DOWNLOADS_PER_ACCOUNT); finish one first",
+      { "Retry-After": "5" },
+    ));
+  const all = createShares(limits.total || Infinity, (limit) =>
+    new HttpError(
+      503,
+      `the server has ${limit} downloads of large events in progress (MAX_DOWNLOADS); ` +
+        "retry shortly",
+      { "Retry-After": "5" },
+    ));
   return {
     guard(userId, body, action) {
+      const releaseAccount = take(perAccount, userId, body, action);
+      let releaseAll: () => void;
       try {
-        take(userId, action);
+        releaseAll = take(all, "", body, action);
       } catch (error) {
-        body.cancel().catch(() => {});
+        releaseAccount();
         throw error;
       }
-      return slotted(userId, body);
+      return slotted(userId, body, () => {
+        releaseAccount();
+        releaseAll();
+      });
     },
   };
 
-  function take(userId: string, action: string): void {
-    const mine = byAccount.get(userId) ?? 0;
-    if (limits.perAccount > 0 && mine >= limits.perAccount) {
-      throw new HttpError(
-        429,
-        `Cannot ${action}: this account has ${mine} downloads of large events in progress ` +
-          "(MAX_DOWNLOADS_PER_ACCOUNT); finish one first",
-        { "Retry-After": "5" },
-      );
+  /** One of `shares`' slots for `key`; refused, `body` is cancelled and the refusal names `action`. */
+  function take(
+    shares: Shares,
+    key: string,
+    body: ReadableStream<Uint8Array>,
+    action: string,
+  ): () => void {
+    try {
+      return shares.take(key);
+    } catch (error) {
+      body.cancel().catch(() => {});
+      const refusal = error as HttpError;
+      throw new HttpError(refusal.status, `Cannot ${action}: ${refusal.message}`, refusal.headers);
     }
-    if (limits.total > 0 && total >= limits.total) {
-      throw new HttpError(
-        503,
-        `Cannot ${action}: the server has ${total} downloads of large events in progress ` +
-          "(MAX_DOWNLOADS); retry shortly",
-        { "Retry-After": "5" },
-      );
-    }
-    byAccount.set(userId, mine + 1);
-    total++;
   }
 
   /** `body`, read one piece per pull, giving the slot back when it ends, however it ends. */
-  function slotted(userId: string, body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-    let released = false;
+  function slotted(
+    userId: string,
+    body: ReadableStream<Uint8Array>,
+    giveBack: () => void,
+  ): ReadableStream<Uint8Array> {
     const release = () => {
-      if (released) return;
-      released = true;
       clearTimeout(stall);
-      total--;
-      const left = (byAccount.get(userId) ?? 1) - 1;
-      if (left === 0) byAccount.delete(userId);
-      else byAccount.set(userId, left);
+      giveBack();
     };
     const reader = body.getReader();
     let stall: ReturnType<typeof setTimeout> | undefined;
